@@ -1,0 +1,14 @@
+//! berth's domain types, parsed once at the edge and passed everywhere else.
+//!
+//! Nothing in this crate does I/O: like go-containerregistry's `pkg/name`, it only
+//! turns strings into values that are known to be well formed.
+
+mod digest;
+mod names;
+mod reference;
+mod registry_url;
+
+pub use digest::{Digest, DigestError};
+pub use names::{NameError, Slug};
+pub use reference::{ImageRef, Reference, ReferenceError, DOCKER_HUB, DOCKER_HUB_HOST};
+pub use registry_url::{RegistryUrl, RegistryUrlError, Scheme};
