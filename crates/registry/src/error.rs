@@ -1,0 +1,163 @@
+//! One error enum for the registry crate, a variant per step, each mapping to one
+//! stable public code.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use berth_types::Digest;
+use serde::{Deserialize, Serialize};
+
+use crate::transport::error::RegistryErrorBody;
+
+/// The stable public codes (CONTRACT.md, preflight result).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Code {
+    Ok,
+    InvalidUrl,
+    AuthFailed,
+    ManifestNotFound,
+    Timeout,
+    SsrfBlocked,
+    NetworkError,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Ok => "ok",
+            Code::InvalidUrl => "invalid_url",
+            Code::AuthFailed => "auth_failed",
+            Code::ManifestNotFound => "manifest_not_found",
+            Code::Timeout => "timeout",
+            Code::SsrfBlocked => "ssrf_blocked",
+            Code::NetworkError => "network_error",
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a request to a registry, its token server or a redirect target failed.
+/// Messages never contain a password, a token or an `Authorization` value.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry URL or image reference cannot be used (parse, host mismatch, scheme).
+    #[error("{0}")]
+    InvalidUrl(String),
+    /// The network policy refused the address this host resolved to.
+    #[error("{host} resolves to {addr}, an address berth may not connect to (loopback, private, link-local or reserved); an operator can allow it with BERTH_REGISTRY_ALLOW_PRIVATE")]
+    Blocked { host: String, addr: IpAddr },
+    /// The token realm is not acceptable (plain HTTP for an HTTPS registry, bad URL).
+    #[error("the registry's token service {realm:?} was refused: {reason}")]
+    RealmRejected { realm: String, reason: String },
+    #[error("the registry did not answer in time")]
+    Timeout,
+    /// DNS, TCP, TLS or HTTP-level failure.
+    #[error("{0}")]
+    Network(String),
+    /// `GET /v2/` answered something other than 200 or 401.
+    #[error("GET /v2/ answered HTTP {status}: {detail}")]
+    Ping { status: u16, detail: String },
+    /// A 401 without a challenge we can answer.
+    #[error("the registry's authentication challenge could not be used: {0}")]
+    Challenge(String),
+    /// The token server refused the credentials or failed.
+    #[error("the token server answered HTTP {status}{}", fmt_body(.body))]
+    Token { status: u16, body: Option<RegistryErrorBody> },
+    /// The registry refused access to the repository (401/403 on the manifest).
+    #[error("the registry refused access (HTTP {status}){}", fmt_body(.body))]
+    Unauthorized {
+        status: u16,
+        body: Option<RegistryErrorBody>,
+        /// Whether credentials were accepted (a token was issued) before this refusal.
+        credentials_accepted: bool,
+    },
+    /// The manifest request failed for another reason (404 and friends).
+    #[error("the manifest request answered HTTP {status}{}", fmt_body(.body))]
+    Manifest { status: u16, body: Option<RegistryErrorBody> },
+    /// An index has no manifest for the host platform.
+    #[error("the image has no build for {wanted}; it has {}", .available.join(", "))]
+    NoPlatform { wanted: String, available: Vec<String> },
+    #[error("content digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("the registry answered with something that is not valid: {0}")]
+    Protocol(String),
+    #[error("too many redirects")]
+    TooManyRedirects,
+}
+
+fn fmt_body(body: &Option<RegistryErrorBody>) -> String {
+    match body {
+        Some(b) if !b.errors.is_empty() => format!(": {b}"),
+        _ => String::new(),
+    }
+}
+
+impl RegistryError {
+    pub fn code(&self) -> Code {
+        use RegistryError::*;
+        match self {
+            InvalidUrl(_) => Code::InvalidUrl,
+            Blocked { .. } | RealmRejected { .. } => Code::SsrfBlocked,
+            Timeout => Code::Timeout,
+            Network(_) | Challenge(_) | Protocol(_) | TooManyRedirects | DigestMismatch { .. } => {
+                Code::NetworkError
+            }
+            Ping { status, .. } if *status >= 500 || *status == 429 => Code::NetworkError,
+            Ping { .. } => Code::InvalidUrl,
+            Token { status: 401 | 403, .. } => Code::AuthFailed,
+            Token { .. } => Code::NetworkError,
+            Unauthorized { .. } => Code::AuthFailed,
+            Manifest { status: 404, .. } => Code::ManifestNotFound,
+            Manifest { body: Some(b), .. } if b.has_code(&["MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"]) => {
+                Code::ManifestNotFound
+            }
+            Manifest { .. } => Code::NetworkError,
+            NoPlatform { .. } => Code::ManifestNotFound,
+        }
+    }
+
+    /// Classifies a reqwest error: a blocked address, a timeout, or another
+    /// network failure, in words a user can act on. Never includes headers.
+    pub(crate) fn from_reqwest(host: &str, e: reqwest::Error) -> Self {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = source {
+            if let Some(b) = s.downcast_ref::<crate::transport::guard::BlockedAddress>() {
+                return RegistryError::Blocked {
+                    host: b.host.clone(),
+                    addr: b.addr,
+                };
+            }
+            if let Some(r) = s.downcast_ref::<crate::transport::guard::ResolveFailed>() {
+                return RegistryError::Network(format!("could not resolve {}: {}", r.host, r.reason));
+            }
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                    return RegistryError::Network(format!("{host} refused the connection"));
+                }
+            }
+            source = s.source();
+        }
+        if e.is_timeout() {
+            return RegistryError::Timeout;
+        }
+        // reqwest's Display names the URL (never headers); walk to the innermost cause
+        // for something readable, e.g. a TLS certificate complaint.
+        let mut innermost = e.to_string();
+        let mut s = std::error::Error::source(&e);
+        while let Some(x) = s {
+            innermost = x.to_string();
+            s = x.source();
+        }
+        if e.is_connect() {
+            RegistryError::Network(format!("could not connect to {host}: {innermost}"))
+        } else {
+            RegistryError::Network(format!("request to {host} failed: {innermost}"))
+        }
+    }
+}
