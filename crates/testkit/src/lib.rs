@@ -1,1 +1,35 @@
+//! Test harness for berth's integration tests, talking only to loopback:
+//! - [`LocalRegistry`]: Debian's `docker-registry` (CNCF distribution) with htpasswd
+//!   or token auth, started on a free port in a temporary directory;
+//! - [`TokenServer`]: the token server for it (ES256 JWTs, certificate in `x5c`);
+//! - [`TestImage`]: images built here as OCI layouts and pushed with `skopeo`;
+//! - [`hostile`]: canary listeners and servers that misbehave on purpose.
 
+pub mod hostile;
+mod image;
+mod registry;
+mod token_server;
+
+pub use image::{push_index, TestImage};
+pub use registry::LocalRegistry;
+pub use token_server::{Grant, TokenServer, TokenServerMode, User};
+
+/// Finds a binary the tests need, or panics naming the package and the command
+/// that installs it.
+pub fn require(bin: &str) -> std::path::PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = std::path::Path::new(dir).join(bin);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("{bin} is not installed; run `scripts/test.sh` (it installs the test dependencies from Debian's packages)");
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}

@@ -1,0 +1,153 @@
+//! Servers that misbehave on purpose, for what no real registry here shows, and
+//! canaries that record any connection to an address that must stay untouched.
+//! All bind loopback addresses only.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A listener on a blocked loopback address (127.0.0.2, 127.0.0.3...) that counts
+/// connections. A test passes only if it counted none.
+pub struct Canary {
+    pub addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Canary {
+    pub fn bind(ip: &str) -> Self {
+        let l = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind canary on {ip}: {e}"));
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, s) = (hits.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok(_) => {
+                        h.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Canary { addr, hits, stop }
+    }
+
+    pub fn hits(&self) -> usize {
+        // Give a connection in flight a moment to be accepted.
+        std::thread::sleep(Duration::from_millis(30));
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// `http://IP:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Canary {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// How a raw TCP server answers.
+#[derive(Clone, Copy, Debug)]
+pub enum Misbehaviour {
+    /// Accepts and never sends a byte.
+    Hang,
+    /// Sends an HTTP response one byte a second.
+    Trickle,
+}
+
+/// A raw TCP server on 127.0.0.1 that misbehaves.
+pub struct RawServer {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl RawServer {
+    pub fn start(how: Misbehaviour) -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((mut conn, _)) => {
+                        let s = s.clone();
+                        std::thread::spawn(move || match how {
+                            Misbehaviour::Hang => {
+                                while !s.load(Ordering::SeqCst) {
+                                    std::thread::sleep(Duration::from_millis(50));
+                                }
+                                drop(conn);
+                            }
+                            Misbehaviour::Trickle => {
+                                for b in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".iter() {
+                                    if s.load(Ordering::SeqCst) || conn.write_all(&[*b]).is_err() {
+                                        break;
+                                    }
+                                    std::thread::sleep(Duration::from_secs(1));
+                                }
+                            }
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        RawServer { port, stop }
+    }
+
+    pub fn authority(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// An axum router served on 127.0.0.1, on its own thread and runtime.
+pub struct FakeServer {
+    pub port: u16,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl FakeServer {
+    /// Serves the router built by `make`, which gets this server's own base URL
+    /// (`http://127.0.0.1:PORT`) so that it can point challenges or redirects at itself.
+    pub fn start(make: impl FnOnce(String) -> axum::Router + Send + 'static) -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let app = make(format!("http://127.0.0.1:{port}"));
+                let listener = tokio::net::TcpListener::from_std(l).unwrap();
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        FakeServer { port, _shutdown: tx }
+    }
+
+    pub fn authority(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}

@@ -1,0 +1,108 @@
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::token_server::TokenServer;
+use crate::{free_port, require};
+
+/// A running `docker-registry`, killed on drop.
+pub struct LocalRegistry {
+    child: Child,
+    pub port: u16,
+    dir: TempDir,
+    /// `user:password` with push rights, for skopeo.
+    pub admin: (String, String),
+}
+
+impl LocalRegistry {
+    /// A registry with htpasswd auth for `users` (name, password); the first one is
+    /// used to push.
+    pub fn htpasswd(users: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut htpasswd = String::new();
+        for (u, p) in users {
+            let h = bcrypt::hash_with_result(p, 4).expect("bcrypt").format_for_version(bcrypt::Version::TwoY);
+            htpasswd.push_str(&format!("{u}:{h}\n"));
+        }
+        std::fs::write(dir.path().join("htpasswd"), htpasswd).unwrap();
+        let auth = format!(
+            "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+            dir.path().join("htpasswd").display()
+        );
+        Self::start(dir, &auth, (users[0].0.into(), users[0].1.into()))
+    }
+
+    /// A registry with token auth through `tokens`.
+    pub fn token(tokens: &TokenServer) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("root.pem"), tokens.cert_pem()).unwrap();
+        let auth = format!(
+            "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+            tokens.realm(),
+            crate::token_server::SERVICE,
+            crate::token_server::ISSUER,
+            dir.path().join("root.pem").display()
+        );
+        let admin = tokens.admin();
+        Self::start(dir, &auth, admin)
+    }
+
+    /// A registry with no auth at all.
+    pub fn anonymous() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start(dir, "", (String::new(), String::new()))
+    }
+
+    fn start(dir: TempDir, auth: &str, admin: (String, String)) -> Self {
+        let bin = require("docker-registry");
+        let port = free_port();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: berth-test-secret\n{auth}",
+            dir.path().join("data").display()
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        let reg = LocalRegistry { child, port, dir, admin };
+        reg.wait_ready();
+        reg
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let log = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
+        panic!("docker-registry did not start on port {}: {log}", self.port);
+    }
+
+    /// `127.0.0.1:PORT`
+    pub fn authority(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
