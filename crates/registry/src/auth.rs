@@ -34,8 +34,13 @@ impl Credentials {
 
     /// `Authorization: Basic ...`, marked sensitive so no HTTP layer prints it.
     pub fn basic_header(&self) -> HeaderValue {
-        let plain = Zeroizing::new(format!("{}:{}", self.username, self.password.expose_secret()));
-        let encoded = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(plain.as_bytes()));
+        let plain = Zeroizing::new(format!(
+            "{}:{}",
+            self.username,
+            self.password.expose_secret()
+        ));
+        let encoded =
+            Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(plain.as_bytes()));
         let mut v = HeaderValue::from_str(&format!("Basic {}", encoded.as_str()))
             .unwrap_or_else(|_| HeaderValue::from_static("Basic"));
         v.set_sensitive(true);

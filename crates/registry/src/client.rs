@@ -68,7 +68,11 @@ impl Registry {
 
     /// Binds an image to the registry its credentials are for. An image that names a
     /// different registry host is refused; one that names none lives on `registry`.
-    pub fn target(&self, registry: &RegistryUrl, image: &ImageRef) -> Result<Target, RegistryError> {
+    pub fn target(
+        &self,
+        registry: &RegistryUrl,
+        image: &ImageRef,
+    ) -> Result<Target, RegistryError> {
         if let Some(domain) = image.domain() {
             if !registry.matches_domain(domain) {
                 return Err(RegistryError::InvalidUrl(format!(
@@ -88,8 +92,10 @@ impl Registry {
             }
             (Some(Scheme::Https), _) | (None, false) => "https",
         };
-        let base = Url::parse(&format!("{scheme}://{}/", registry.api_authority()))
-            .map_err(|e| RegistryError::InvalidUrl(format!("the registry URL is not valid: {e}")))?;
+        let base =
+            Url::parse(&format!("{scheme}://{}/", registry.api_authority())).map_err(|e| {
+                RegistryError::InvalidUrl(format!("the registry URL is not valid: {e}"))
+            })?;
         Ok(Target {
             registry: registry.clone(),
             base,
@@ -107,7 +113,12 @@ impl Registry {
         self.target(&registry, image)
     }
 
-    pub fn session<'r>(&'r self, target: &'r Target, creds: Option<Credentials>, reuse: TokenReuse) -> Session<'r> {
+    pub fn session<'r>(
+        &'r self,
+        target: &'r Target,
+        creds: Option<Credentials>,
+        reuse: TokenReuse,
+    ) -> Session<'r> {
         Session {
             registry: self,
             target,
@@ -121,10 +132,7 @@ impl Registry {
 enum AuthState {
     Anonymous,
     Basic,
-    Bearer {
-        scopes: Vec<String>,
-        token: Token,
-    },
+    Bearer { scopes: Vec<String>, token: Token },
 }
 
 /// What the auth step did, for reports.
@@ -174,13 +182,23 @@ impl Session<'_> {
 
     /// Step 2: answer the challenges `/v2/` gave. `None` when no challenge was made.
     #[tracing::instrument(skip_all)]
-    pub async fn authenticate(&mut self, challenges: &[Challenge]) -> Result<Option<Authenticated>, RegistryError> {
-        if let Some(c) = challenges.iter().find(|c| c.scheme == ChallengeScheme::Bearer) {
-            let ch = BearerChallenge::from_challenge(c, &self.target.base, &self.registry.transport)?;
+    pub async fn authenticate(
+        &mut self,
+        challenges: &[Challenge],
+    ) -> Result<Option<Authenticated>, RegistryError> {
+        if let Some(c) = challenges
+            .iter()
+            .find(|c| c.scheme == ChallengeScheme::Bearer)
+        {
+            let ch =
+                BearerChallenge::from_challenge(c, &self.target.base, &self.registry.transport)?;
             let scopes = vec![self.pull_scope()];
             return self.bearer(ch, scopes).await.map(Some);
         }
-        if challenges.iter().any(|c| c.scheme == ChallengeScheme::Basic) {
+        if challenges
+            .iter()
+            .any(|c| c.scheme == ChallengeScheme::Basic)
+        {
             return self.basic().await.map(Some);
         }
         if challenges.is_empty() {
@@ -191,24 +209,36 @@ impl Session<'_> {
         ))
     }
 
-    async fn bearer(&mut self, ch: BearerChallenge, scopes: Vec<String>) -> Result<Authenticated, RegistryError> {
+    async fn bearer(
+        &mut self,
+        ch: BearerChallenge,
+        scopes: Vec<String>,
+    ) -> Result<Authenticated, RegistryError> {
         let key = self.registry.tokens.key(&ch, &scopes, self.creds.as_ref());
         if self.reuse == TokenReuse::Cached {
             if let Some(token) = self.registry.tokens.get(&key) {
-                self.auth = AuthState::Bearer {
-                    scopes,
-                    token,
-                };
+                self.auth = AuthState::Bearer { scopes, token };
                 return Ok(Authenticated {
                     status: 200,
                     detail: "cached token".into(),
                 });
             }
         }
-        let fetched = bearer::fetch(&self.registry.transport, &self.target.base, &ch, &scopes, self.creds.as_ref()).await?;
+        let fetched = bearer::fetch(
+            &self.registry.transport,
+            &self.target.base,
+            &ch,
+            &scopes,
+            self.creds.as_ref(),
+        )
+        .await?;
         let detail = format!(
             "{} token from {} ({}, expires in {} s)",
-            if self.creds.is_some() { "authenticated" } else { "anonymous" },
+            if self.creds.is_some() {
+                "authenticated"
+            } else {
+                "anonymous"
+            },
             authority(&ch.realm),
             fetched.method,
             fetched.token.expires_in.as_secs()
@@ -235,7 +265,11 @@ impl Session<'_> {
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, creds.basic_header());
         let url = self.url("/v2/")?;
-        let (resp, _) = self.registry.transport.send(self.request(Method::GET, url, headers)).await?;
+        let (resp, _) = self
+            .registry
+            .transport
+            .send(self.request(Method::GET, url, headers))
+            .await?;
         let status = resp.status().as_u16();
         if !resp.status().is_success() {
             return Err(RegistryError::Token { status, body: None });
@@ -275,7 +309,12 @@ impl Session<'_> {
     /// An authorized request to `path` (under the registry base). A 401 carrying a
     /// challenge we have not answered yet, or `insufficient_scope` naming a scope we
     /// did not ask for, is answered once and the request retried.
-    pub async fn send(&mut self, method: Method, path: &str, accept: &[&str]) -> Result<Response, RegistryError> {
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        accept: &[&str],
+    ) -> Result<Response, RegistryError> {
         let url = self.url(path)?;
         let mut retried = false;
         loop {
@@ -302,22 +341,32 @@ impl Session<'_> {
                     .iter()
                     .filter_map(|v| v.to_str().ok()),
             );
-            let Some(c) = challenges.iter().find(|c| c.scheme == ChallengeScheme::Bearer) else {
-                if matches!(self.auth, AuthState::Anonymous) && challenges.iter().any(|c| c.scheme == ChallengeScheme::Basic) && self.creds.is_some() {
+            let Some(c) = challenges
+                .iter()
+                .find(|c| c.scheme == ChallengeScheme::Bearer)
+            else {
+                if matches!(self.auth, AuthState::Anonymous)
+                    && challenges
+                        .iter()
+                        .any(|c| c.scheme == ChallengeScheme::Basic)
+                    && self.creds.is_some()
+                {
                     self.basic().await?;
                     retried = true;
                     continue;
                 }
                 return Ok(resp);
             };
-            let ch = BearerChallenge::from_challenge(c, &self.target.base, &self.registry.transport)?;
+            let ch =
+                BearerChallenge::from_challenge(c, &self.target.base, &self.registry.transport)?;
             let scopes = match (&self.auth, &ch.scope) {
                 // First challenge on this path (the registry let /v2/ through anonymously).
                 (AuthState::Anonymous | AuthState::Basic, scope) => {
                     vec![scope.clone().unwrap_or_else(|| self.pull_scope())]
                 }
                 (AuthState::Bearer { scopes, .. }, Some(scope))
-                    if ch.error.as_deref() == Some("insufficient_scope") && !scopes.contains(scope) =>
+                    if ch.error.as_deref() == Some("insufficient_scope")
+                        && !scopes.contains(scope) =>
                 {
                     let mut s = scopes.clone();
                     s.push(scope.clone());

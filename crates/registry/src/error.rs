@@ -50,7 +50,7 @@ pub enum RegistryError {
     #[error("{0}")]
     InvalidUrl(String),
     /// The network policy refused the address this host resolved to.
-    #[error("{host} resolves to {addr}, an address berth may not connect to (loopback, private, link-local or reserved); an operator can allow it with BERTH_REGISTRY_ALLOW_PRIVATE")]
+    #[error("{host} is at {addr}, an address berth may not connect to (loopback, private, link-local or reserved); an operator can allow it with BERTH_REGISTRY_ALLOW_PRIVATE")]
     Blocked { host: String, addr: IpAddr },
     /// The token realm is not acceptable (plain HTTP for an HTTPS registry, bad URL).
     #[error("the registry's token service {realm:?} was refused: {reason}")]
@@ -68,7 +68,10 @@ pub enum RegistryError {
     Challenge(String),
     /// The token server refused the credentials or failed.
     #[error("the token server answered HTTP {status}{}", fmt_body(.body))]
-    Token { status: u16, body: Option<RegistryErrorBody> },
+    Token {
+        status: u16,
+        body: Option<RegistryErrorBody>,
+    },
     /// The registry refused access to the repository (401/403 on the manifest).
     #[error("the registry refused access (HTTP {status}){}", fmt_body(.body))]
     Unauthorized {
@@ -79,10 +82,16 @@ pub enum RegistryError {
     },
     /// The manifest request failed for another reason (404 and friends).
     #[error("the manifest request answered HTTP {status}{}", fmt_body(.body))]
-    Manifest { status: u16, body: Option<RegistryErrorBody> },
+    Manifest {
+        status: u16,
+        body: Option<RegistryErrorBody>,
+    },
     /// An index has no manifest for the host platform.
     #[error("the image has no build for {wanted}; it has {}", .available.join(", "))]
-    NoPlatform { wanted: String, available: Vec<String> },
+    NoPlatform {
+        wanted: String,
+        available: Vec<String>,
+    },
     #[error("content digest mismatch: expected {expected}, got {actual}")]
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("the registry answered with something that is not valid: {0}")]
@@ -110,11 +119,15 @@ impl RegistryError {
             }
             Ping { status, .. } if *status >= 500 || *status == 429 => Code::NetworkError,
             Ping { .. } => Code::InvalidUrl,
-            Token { status: 401 | 403, .. } => Code::AuthFailed,
+            Token {
+                status: 401 | 403, ..
+            } => Code::AuthFailed,
             Token { .. } => Code::NetworkError,
             Unauthorized { .. } => Code::AuthFailed,
             Manifest { status: 404, .. } => Code::ManifestNotFound,
-            Manifest { body: Some(b), .. } if b.has_code(&["MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"]) => {
+            Manifest { body: Some(b), .. }
+                if b.has_code(&["MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"]) =>
+            {
                 Code::ManifestNotFound
             }
             Manifest { .. } => Code::NetworkError,
@@ -134,7 +147,10 @@ impl RegistryError {
                 };
             }
             if let Some(r) = s.downcast_ref::<crate::transport::guard::ResolveFailed>() {
-                return RegistryError::Network(format!("could not resolve {}: {}", r.host, r.reason));
+                return RegistryError::Network(format!(
+                    "could not resolve {}: {}",
+                    r.host, r.reason
+                ));
             }
             if let Some(io) = s.downcast_ref::<std::io::Error>() {
                 if io.kind() == std::io::ErrorKind::ConnectionRefused {

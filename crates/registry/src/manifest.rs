@@ -19,7 +19,12 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const ACCEPT_MANIFESTS: &[&str] = &[OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST];
+pub const ACCEPT_MANIFESTS: &[&str] = &[
+    OCI_MANIFEST,
+    OCI_INDEX,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+];
 /// distribution refuses manifests above 4 MiB; so do we.
 const MANIFEST_LIMIT: usize = 4 * 1024 * 1024;
 
@@ -135,7 +140,11 @@ async fn from_body(resp: Response, reference: &str) -> Result<Resolved, Registry
         // Some registries send no useful Content-Type; the manifest says what it is.
         media_type = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
-            .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_owned))
+            .and_then(|v| {
+                v.get("mediaType")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_owned)
+            })
             .unwrap_or(media_type);
     }
     let (platforms, platform_manifest) = if is_index(&media_type) {
@@ -215,7 +224,10 @@ mod tests {
         let (p, chosen) = index_platforms(idx.to_string().as_bytes()).unwrap();
         assert_eq!(p, vec!["linux/arm64/v8", "linux/amd64"]);
         if host_platform() == "linux/amd64" {
-            assert_eq!(chosen.unwrap().to_string(), format!("sha256:{}", "b".repeat(64)));
+            assert_eq!(
+                chosen.unwrap().to_string(),
+                format!("sha256:{}", "b".repeat(64))
+            );
         }
     }
 }

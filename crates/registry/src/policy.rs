@@ -106,7 +106,12 @@ fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
         // 64:ff9b::a.b.c.d (NAT64 well-known prefix)
         [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(low),
         // 2002:AABB:CCDD::/48 (6to4)
-        [0x2002, hi, lo, ..] => Some(Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)),
+        [0x2002, hi, lo, ..] => Some(Ipv4Addr::new(
+            (hi >> 8) as u8,
+            hi as u8,
+            (lo >> 8) as u8,
+            lo as u8,
+        )),
         _ => None,
     }
 }
@@ -156,6 +161,12 @@ fn is_blocked_v4(v4: Ipv4Addr) -> bool {
         || o[0] >= 224 // multicast 224/4, reserved 240/4, broadcast
 }
 
+impl PartialEq for NetworkPolicy {
+    fn eq(&self, other: &Self) -> bool {
+        self.allow_private == other.allow_private && self.insecure == other.insecure
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,20 +180,58 @@ mod tests {
     fn blocklist() {
         let p = NetworkPolicy::default();
         for ip in [
-            "127.0.0.1", "127.0.0.2", "0.0.0.0", "0.1.2.3", "10.0.0.1", "172.16.0.1", "172.31.255.255",
-            "192.168.1.1", "169.254.169.254", "100.64.0.1", "100.127.255.255", "224.0.0.1",
-            "239.255.255.250", "240.0.0.1", "255.255.255.255", "192.0.2.1", "198.18.0.1",
-            "::", "::1", "fe80::1", "febf::1", "fc00::1", "fd12:3456::1", "ff02::1",
-            "::ffff:127.0.0.1", "::ffff:10.1.2.3", "::ffff:169.254.169.254", "::127.0.0.1",
-            "::ffff:0.0.0.0", "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "64:ff9b:1::1",
-            "2002:7f00:1::1", "2002:c0a8:101::1", "2001:db8::1", "2001:0:4136:e378::1",
+            "127.0.0.1",
+            "127.0.0.2",
+            "0.0.0.0",
+            "0.1.2.3",
+            "10.0.0.1",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.127.255.255",
+            "224.0.0.1",
+            "239.255.255.250",
+            "240.0.0.1",
+            "255.255.255.255",
+            "192.0.2.1",
+            "198.18.0.1",
+            "::",
+            "::1",
+            "fe80::1",
+            "febf::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.1.2.3",
+            "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "::ffff:0.0.0.0",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "2002:7f00:1::1",
+            "2002:c0a8:101::1",
+            "2001:db8::1",
+            "2001:0:4136:e378::1",
         ] {
             check(&p, ip, true);
         }
         for ip in [
-            "1.1.1.1", "8.8.8.8", "140.82.112.33", "172.15.255.255", "172.32.0.1",
-            "100.63.255.255", "100.128.0.1", "192.169.0.1", "2606:4700::1111",
-            "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1",
+            "1.1.1.1",
+            "8.8.8.8",
+            "140.82.112.33",
+            "172.15.255.255",
+            "172.32.0.1",
+            "100.63.255.255",
+            "100.128.0.1",
+            "192.169.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
         ] {
             check(&p, ip, false);
         }
@@ -198,7 +247,10 @@ mod tests {
         check(&p, "10.21.0.1", true);
         check(&p, "fd00::5", false);
         check(&p, "fd00::6", true);
-        assert_eq!(NetworkPolicy::from_lists("nope", ""), Err(PolicyError::Cidr("nope".into())));
+        assert_eq!(
+            NetworkPolicy::from_lists("nope", ""),
+            Err(PolicyError::Cidr("nope".into()))
+        );
     }
 
     #[test]
@@ -209,12 +261,9 @@ mod tests {
         assert!(!p.is_insecure("127.0.0.1", None));
         assert!(p.is_insecure("registry.local", Some(80)));
         assert!(p.is_insecure("registry.local", None));
-        assert_eq!(NetworkPolicy::from_lists("", "http://x:1"), Err(PolicyError::Insecure("http://x:1".into())));
-    }
-}
-
-impl PartialEq for NetworkPolicy {
-    fn eq(&self, other: &Self) -> bool {
-        self.allow_private == other.allow_private && self.insecure == other.insecure
+        assert_eq!(
+            NetworkPolicy::from_lists("", "http://x:1"),
+            Err(PolicyError::Insecure("http://x:1".into()))
+        );
     }
 }

@@ -64,25 +64,39 @@ impl PreflightReport {
 }
 
 /// Parses the user's registry URL and image and binds them, or says why not.
-pub fn target(registry: &Registry, registry_url: &str, image: &str) -> Result<Target, PreflightReport> {
+pub fn target(
+    registry: &Registry,
+    registry_url: &str,
+    image: &str,
+) -> Result<Target, Box<PreflightReport>> {
     let url: RegistryUrl = registry_url
         .parse()
-        .map_err(|e: berth_types::RegistryUrlError| PreflightReport::invalid_url(capitalize(&e.to_string())))?;
-    let image: ImageRef = image
-        .parse()
-        .map_err(|e: berth_types::ReferenceError| PreflightReport::invalid_url(format!("The image reference is not valid: {e}.")))?;
+        .map_err(|e: berth_types::RegistryUrlError| {
+            PreflightReport::invalid_url(capitalize(&e.to_string()))
+        })?;
+    let image: ImageRef = image.parse().map_err(|e: berth_types::ReferenceError| {
+        PreflightReport::invalid_url(format!("The image reference is not valid: {e}."))
+    })?;
     registry
         .target(&url, &image)
-        .map_err(|e| PreflightReport::invalid_url(capitalize(&e.to_string())))
+        .map_err(|e| Box::new(PreflightReport::invalid_url(capitalize(&e.to_string()))))
 }
 
 /// Runs the preflight against `target` with `creds` (or anonymously).
 #[tracing::instrument(skip_all, fields(registry = %target.registry, repository = %target.repository))]
-pub async fn run(registry: &Registry, target: &Target, creds: Option<Credentials>) -> PreflightReport {
+pub async fn run(
+    registry: &Registry,
+    target: &Target,
+    creds: Option<Credentials>,
+) -> PreflightReport {
     let started = Instant::now();
     let has_creds = creds.is_some();
     let mut progress = Progress::default();
-    let outcome = tokio::time::timeout(PREFLIGHT_DEADLINE, steps(registry, target, creds, &mut progress)).await;
+    let outcome = tokio::time::timeout(
+        PREFLIGHT_DEADLINE,
+        steps(registry, target, creds, &mut progress),
+    )
+    .await;
     let outcome = match outcome {
         Ok(r) => r,
         Err(_) => {
@@ -92,7 +106,10 @@ pub async fn run(registry: &Registry, target: &Target, creds: Option<Credentials
                     ok: false,
                     status: None,
                     ms: at.elapsed().as_millis() as u64,
-                    detail: format!("no complete answer within {} s", PREFLIGHT_DEADLINE.as_secs()),
+                    detail: format!(
+                        "no complete answer within {} s",
+                        PREFLIGHT_DEADLINE.as_secs()
+                    ),
                 });
             }
             Err(RegistryError::Timeout)
@@ -104,7 +121,10 @@ pub async fn run(registry: &Registry, target: &Target, creds: Option<Credentials
             ok: true,
             code: Code::Ok,
             message: match resolved.platforms.is_empty() {
-                true => format!("Connected: {} resolves to {}.", target.image, resolved.digest),
+                true => format!(
+                    "Connected: {} resolves to {}.",
+                    target.image, resolved.digest
+                ),
                 false => format!(
                     "Connected: {} resolves to {}, a multi-platform image with {}.",
                     target.image,
@@ -184,13 +204,19 @@ async fn steps(
     let pinged = session.ping().await.inspect_err(|e| p.fail(e))?;
     let ping_detail = match pinged.challenges.first() {
         None => "registry API v2 answered; anonymous access".to_owned(),
-        Some(c) => format!("registry API v2 answered; asks for {:?} authentication", c.scheme),
+        Some(c) => format!(
+            "registry API v2 answered; asks for {:?} authentication",
+            c.scheme
+        ),
     };
     p.finish(true, Some(pinged.status), ping_detail);
 
     if !pinged.challenges.is_empty() {
         p.start(StepName::Token);
-        let auth = session.authenticate(&pinged.challenges).await.inspect_err(|e| p.fail(e))?;
+        let auth = session
+            .authenticate(&pinged.challenges)
+            .await
+            .inspect_err(|e| p.fail(e))?;
         if let Some(a) = auth {
             p.finish(true, Some(a.status), a.detail);
         }
@@ -198,7 +224,9 @@ async fn steps(
 
     p.start(StepName::Manifest);
     let reference = target.image.manifest_reference();
-    let resolved = manifest::resolve(&mut session, &reference).await.inspect_err(|e| p.fail(e))?;
+    let resolved = manifest::resolve(&mut session, &reference)
+        .await
+        .inspect_err(|e| p.fail(e))?;
     if resolved.is_index() && resolved.platform_manifest.is_none() {
         let e = RegistryError::NoPlatform {
             wanted: host_platform(),
@@ -207,7 +235,10 @@ async fn steps(
         p.fail(&e);
         return Err(e);
     }
-    let detail = format!("{} {} ({} bytes)", resolved.digest, resolved.media_type, resolved.size);
+    let detail = format!(
+        "{} {} ({} bytes)",
+        resolved.digest, resolved.media_type, resolved.size
+    );
     p.finish(true, Some(resolved.status), detail);
     Ok(resolved)
 }

@@ -21,12 +21,20 @@ use sha2::Digest as _;
 const MANIFEST: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
 
 fn manifest_digest() -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(MANIFEST.as_bytes())))
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(MANIFEST.as_bytes()))
+    )
 }
 
 fn manifest_response(with_digest: bool) -> Response {
     let mut h = HeaderMap::new();
-    h.insert("content-type", "application/vnd.oci.image.manifest.v1+json".parse().unwrap());
+    h.insert(
+        "content-type",
+        "application/vnd.oci.image.manifest.v1+json"
+            .parse()
+            .unwrap(),
+    );
     if with_digest {
         h.insert("docker-content-digest", manifest_digest().parse().unwrap());
     }
@@ -37,7 +45,9 @@ fn challenge(realm: &str) -> Response {
     let mut h = HeaderMap::new();
     h.insert(
         "www-authenticate",
-        format!(r#"Bearer realm="{realm}",service="fake""#).parse().unwrap(),
+        format!(r#"Bearer realm="{realm}",service="fake""#)
+            .parse()
+            .unwrap(),
     );
     (StatusCode::UNAUTHORIZED, h).into_response()
 }
@@ -46,18 +56,30 @@ fn challenge(realm: &str) -> Response {
 async fn realm_on_a_blocked_address_is_never_contacted() {
     let canary = Canary::bind("127.0.0.2");
     let realm = format!("{}/token", canary.url());
-    let fake = FakeServer::start(move |_| Router::new().route("/v2/", get(move || async move { challenge(&realm) })));
+    let fake = FakeServer::start(move |_| {
+        Router::new().route("/v2/", get(move || async move { challenge(&realm) }))
+    });
     let url = fake.authority();
 
     // With the canary's authority allowed over HTTP, the address check is what stops it.
-    let r = run(policy(&[url.clone(), canary.addr.to_string()]), &url, "app:v1", creds("u", "p")).await;
+    let r = run(
+        policy(&[url.clone(), canary.addr.to_string()]),
+        &url,
+        "app:v1",
+        creds("u", "p"),
+    )
+    .await;
     assert_eq!(r.code, Code::SsrfBlocked, "{r:?}");
     assert!(r.message.contains("127.0.0.2"), "{}", r.message);
     assert_eq!(r.steps.last().unwrap().step, StepName::Token);
     // Without it, the plain-HTTP realm on another host is refused first.
-    let r = run(policy(&[url.clone()]), &url, "app:v1", creds("u", "p")).await;
+    let r = run(policy(&[&url]), &url, "app:v1", creds("u", "p")).await;
     assert_eq!(r.code, Code::SsrfBlocked, "{r:?}");
-    assert!(r.message.contains("plain HTTP token service"), "{}", r.message);
+    assert!(
+        r.message.contains("plain HTTP token service"),
+        "{}",
+        r.message
+    );
     assert_eq!(canary.hits(), 0);
 }
 
@@ -70,11 +92,19 @@ async fn redirect_to_a_blocked_address_is_never_followed() {
             .route("/v2/", get(|| async { StatusCode::OK }))
             .route(
                 "/v2/app/manifests/v1",
-                any(move || async move { (StatusCode::TEMPORARY_REDIRECT, [("location", target)]).into_response() }),
+                any(move || async move {
+                    (StatusCode::TEMPORARY_REDIRECT, [("location", target)]).into_response()
+                }),
             )
     });
     let url = fake.authority();
-    let r = run(policy(&[url.clone(), canary.addr.to_string()]), &url, "app:v1", None).await;
+    let r = run(
+        policy(&[url.clone(), canary.addr.to_string()]),
+        &url,
+        "app:v1",
+        None,
+    )
+    .await;
     assert_eq!(r.code, Code::SsrfBlocked, "{r:?}");
     assert!(r.message.contains("127.0.0.3"), "{}", r.message);
     assert_eq!(canary.hits(), 0);
@@ -96,7 +126,7 @@ async fn every_spelling_of_a_blocked_address_is_caught() {
         format!("[::]:{port}"),
         format!("localhost:{port}"),
     ] {
-        let insecure = NetworkPolicy::from_lists("", &format!("{host}")).unwrap();
+        let insecure = NetworkPolicy::from_lists("", &host).unwrap();
         let r = run(insecure, &host, "app:v1", None).await;
         assert_eq!(r.code, Code::SsrfBlocked, "{host}: {r:?}");
     }
@@ -109,7 +139,7 @@ async fn a_server_that_hangs_times_out_within_the_deadline() {
         let server = RawServer::start(how);
         let url = server.authority();
         let started = Instant::now();
-        let r = run(policy(&[url.clone()]), &url, "app:v1", None).await;
+        let r = run(policy(&[&url]), &url, "app:v1", None).await;
         let took = started.elapsed();
         assert_eq!(r.code, Code::Timeout, "{how:?}: {r:?}");
         assert!(took < Duration::from_millis(9_500), "{how:?} took {took:?}");
@@ -125,10 +155,13 @@ async fn missing_digest_header_is_computed_from_the_body() {
     let fake = FakeServer::start(|_| {
         Router::new()
             .route("/v2/", get(|| async { StatusCode::OK }))
-            .route("/v2/app/manifests/v1", any(|| async { manifest_response(false) }))
+            .route(
+                "/v2/app/manifests/v1",
+                any(|| async { manifest_response(false) }),
+            )
     });
     let url = fake.authority();
-    let r = run(policy(&[url.clone()]), &url, "app:v1", None).await;
+    let r = run(policy(&[&url]), &url, "app:v1", None).await;
     assert_eq!(r.code, Code::Ok, "{r:?}");
     assert_eq!(r.digest.unwrap().to_string(), manifest_digest());
 }
@@ -155,21 +188,36 @@ async fn authorization_is_not_forwarded_to_another_host() {
                     if h.contains_key("authorization") {
                         StatusCode::OK.into_response()
                     } else {
-                        (StatusCode::UNAUTHORIZED, [("www-authenticate", r#"Basic realm="fake""#)]).into_response()
+                        (
+                            StatusCode::UNAUTHORIZED,
+                            [("www-authenticate", r#"Basic realm="fake""#)],
+                        )
+                            .into_response()
                     }
                 }),
             )
             .route(
                 "/v2/app/manifests/v1",
-                any(move || async move { (StatusCode::TEMPORARY_REDIRECT, [("location", to)]).into_response() }),
+                any(move || async move {
+                    (StatusCode::TEMPORARY_REDIRECT, [("location", to)]).into_response()
+                }),
             )
     });
     let url = fake.authority();
-    let r = run(policy(&[url.clone(), other.authority()]), &url, "app:v1", creds("u", "secret-pw")).await;
+    let r = run(
+        policy(&[url.clone(), other.authority()]),
+        &url,
+        "app:v1",
+        creds("u", "secret-pw"),
+    )
+    .await;
     assert_eq!(r.code, Code::Ok, "{r:?}");
     let seen = seen.lock().unwrap();
     assert!(!seen.is_empty());
-    assert!(seen.iter().all(|had_auth| !had_auth), "Authorization crossed hosts");
+    assert!(
+        seen.iter().all(|had_auth| !had_auth),
+        "Authorization crossed hosts"
+    );
 }
 
 #[tokio::test]
@@ -210,7 +258,7 @@ async fn insufficient_scope_is_answered_once_with_the_named_scope() {
             )
     });
     let url = fake.authority();
-    let r = run(policy(&[url.clone()]), &url, "app:v1", None).await;
+    let r = run(policy(&[&url]), &url, "app:v1", None).await;
     assert_eq!(r.code, Code::Ok, "{r:?}");
     assert_eq!(token_requests.load(Ordering::SeqCst), 2);
 }
@@ -230,7 +278,7 @@ async fn expired_token_answered_with_403_is_an_auth_failure() {
             )
     });
     let url = fake.authority();
-    let r = run(policy(&[url.clone()]), &url, "app:v1", creds("AWS", "token")).await;
+    let r = run(policy(&[&url]), &url, "app:v1", creds("AWS", "token")).await;
     assert_eq!(r.code, Code::AuthFailed, "{r:?}");
     assert!(r.message.contains("token has expired"), "{}", r.message);
 }
@@ -239,13 +287,18 @@ async fn expired_token_answered_with_403_is_an_auth_failure() {
 async fn a_registry_that_is_not_one() {
     let fake = FakeServer::start(|_| Router::new().route("/", get(|| async { "hello" })));
     let url = fake.authority();
-    let r = run(policy(&[url.clone()]), &url, "app:v1", None).await;
+    let r = run(policy(&[&url]), &url, "app:v1", None).await;
     assert_eq!(r.code, Code::InvalidUrl, "{r:?}");
-    assert!(r.message.contains("does not look like a container registry"), "{}", r.message);
+    assert!(
+        r.message
+            .contains("does not look like a container registry"),
+        "{}",
+        r.message
+    );
     // Nothing listens: a network error, said plainly.
     let port = berth_testkit::free_port();
     let url = format!("127.0.0.1:{port}");
-    let r = run(policy(&[url.clone()]), &url, "app:v1", None).await;
+    let r = run(policy(&[&url]), &url, "app:v1", None).await;
     assert_eq!(r.code, Code::NetworkError, "{r:?}");
     assert!(r.message.contains("refused"), "{}", r.message);
 }

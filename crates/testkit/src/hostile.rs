@@ -132,7 +132,10 @@ impl FakeServer {
         let port = l.local_addr().unwrap().port();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let app = make(format!("http://127.0.0.1:{port}"));
                 let listener = tokio::net::TcpListener::from_std(l).unwrap();
@@ -144,7 +147,10 @@ impl FakeServer {
                     .unwrap();
             });
         });
-        FakeServer { port, _shutdown: tx }
+        FakeServer {
+            port,
+            _shutdown: tx,
+        }
     }
 
     pub fn authority(&self) -> String {

@@ -34,7 +34,13 @@ fn write_blob(layout: &Path, data: &[u8]) -> (String, u64) {
 
 /// Writes one platform's image (layer, config, manifest) and returns the manifest
 /// descriptor parts (digest, size).
-fn write_image(layout: &Path, files: &[(&str, &[u8])], cmd: &[&str], os: &str, arch: &str) -> (String, u64) {
+fn write_image(
+    layout: &Path,
+    files: &[(&str, &[u8])],
+    cmd: &[&str],
+    os: &str,
+    arch: &str,
+) -> (String, u64) {
     let mut tar_bytes = Vec::new();
     {
         let mut b = tar::Builder::new(&mut tar_bytes);
@@ -71,7 +77,11 @@ fn write_image(layout: &Path, files: &[(&str, &[u8])], cmd: &[&str], os: &str, a
 }
 
 fn write_layout_index(layout: &Path, media_type: &str, digest: &str, size: u64) {
-    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
     let index = json!({
         "schemaVersion": 2,
         "manifests": [{"mediaType": media_type, "digest": digest, "size": size,
@@ -110,13 +120,26 @@ impl TestImage {
     pub fn push(&self, reg: &LocalRegistry, repo_tag: &str) {
         let skopeo = require("skopeo");
         let mut cmd = Command::new(skopeo);
-        cmd.args(["--insecure-policy", "copy", "--all", "--quiet", "--dest-tls-verify=false"]);
+        cmd.args([
+            "--insecure-policy",
+            "copy",
+            "--all",
+            "--quiet",
+            "--dest-tls-verify=false",
+        ]);
         if !reg.admin.0.is_empty() {
             cmd.arg(format!("--dest-creds={}:{}", reg.admin.0, reg.admin.1));
         }
         cmd.arg(format!("oci:{}:latest", self.dir.path().display()))
             .arg(format!("docker://{}/{repo_tag}", reg.authority()));
-        for v in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"] {
+        for v in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
             cmd.env_remove(v);
         }
         let out = cmd.output().expect("run skopeo");

@@ -23,7 +23,9 @@ impl LocalRegistry {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut htpasswd = String::new();
         for (u, p) in users {
-            let h = bcrypt::hash_with_result(p, 4).expect("bcrypt").format_for_version(bcrypt::Version::TwoY);
+            let h = bcrypt::hash_with_result(p, 4)
+                .expect("bcrypt")
+                .format_for_version(bcrypt::Version::TwoY);
             htpasswd.push_str(&format!("{u}:{h}\n"));
         }
         std::fs::write(dir.path().join("htpasswd"), htpasswd).unwrap();
@@ -73,7 +75,12 @@ impl LocalRegistry {
             .stderr(log)
             .spawn()
             .expect("start docker-registry");
-        let reg = LocalRegistry { child, port, dir, admin };
+        let reg = LocalRegistry {
+            child,
+            port,
+            dir,
+            admin,
+        };
         reg.wait_ready();
         reg
     }

@@ -78,8 +78,10 @@ pub struct TokenServer {
 
 impl TokenServer {
     pub fn start(users: Vec<User>, public: Vec<String>, mode: TokenServerMode) -> Self {
-        let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("keygen");
-        let params = rcgen::CertificateParams::new(vec!["berth-test-token-signer".to_string()]).expect("params");
+        let key_pair =
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("keygen");
+        let params = rcgen::CertificateParams::new(vec!["berth-test-token-signer".to_string()])
+            .expect("params");
         let cert = params.self_signed(&key_pair).expect("self-signed cert");
         let key = SigningKey::from_pkcs8_der(&key_pair.serialize_der()).expect("p256 key");
         let inner = Arc::new(Inner {
@@ -96,9 +98,14 @@ impl TokenServer {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let state = inner.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
-                let app = Router::new().route("/token", get(token_get).post(token_post)).with_state(state);
+                let app = Router::new()
+                    .route("/token", get(token_get).post(token_post))
+                    .with_state(state);
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 axum::serve(listener, app)
                     .with_graceful_shutdown(async {
@@ -146,8 +153,6 @@ impl TokenServer {
     }
 }
 
-type Answer = Result<Response, Response>;
-
 fn unauthorized(msg: &str) -> Response {
     (
         StatusCode::UNAUTHORIZED,
@@ -171,22 +176,32 @@ async fn token_get(
             let Some(b64) = v.strip_prefix("Basic ") else {
                 return unauthorized("only Basic auth here");
             };
-            let decoded = String::from_utf8(STANDARD.decode(b64).unwrap_or_default()).unwrap_or_default();
+            let decoded =
+                String::from_utf8(STANDARD.decode(b64).unwrap_or_default()).unwrap_or_default();
             match decoded.split_once(':') {
                 Some((u, p)) => Some((u.to_owned(), p.to_owned())),
                 None => return unauthorized("malformed Basic auth"),
             }
         }
     };
-    let scopes: Vec<String> = q.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.clone()).collect();
-    issue(&s, login, &scopes, "token").unwrap_or_else(|e| e)
+    let scopes: Vec<String> = q
+        .iter()
+        .filter(|(k, _)| k == "scope")
+        .map(|(_, v)| v.clone())
+        .collect();
+    issue(&s, login, &scopes, "token")
+        .unwrap_or_else(|| unauthorized("invalid username or password"))
 }
 
 async fn token_post(State(s): State<Arc<Inner>>, RawForm(body): RawForm) -> Response {
     s.requests.fetch_add(1, Ordering::SeqCst);
     let form: HashMap<String, String> = url_decode(&body);
     if form.get("grant_type").map(String::as_str) != Some("password") {
-        return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "unsupported_grant_type"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "unsupported_grant_type"})),
+        )
+            .into_response();
     }
     let login = match (form.get("username"), form.get("password")) {
         (Some(u), Some(p)) => Some((u.clone(), p.clone())),
@@ -197,8 +212,8 @@ async fn token_post(State(s): State<Arc<Inner>>, RawForm(body): RawForm) -> Resp
         .map(|s| s.split(' ').map(str::to_owned).collect())
         .unwrap_or_default();
     match issue(&s, login, &scopes, "access_token") {
-        Ok(r) => r,
-        Err(_) => (
+        Some(r) => r,
+        None => (
             StatusCode::UNAUTHORIZED,
             axum::Json(json!({"error": "invalid_grant", "error_description": "invalid username or password"})),
         )
@@ -210,18 +225,25 @@ fn url_decode(body: &[u8]) -> HashMap<String, String> {
     url::form_urlencoded::parse(body).into_owned().collect()
 }
 
-fn issue(s: &Inner, login: Option<(String, String)>, scopes: &[String], field: &str) -> Answer {
+/// A signed token for `scopes`, or `None` when the login is wrong.
+fn issue(
+    s: &Inner,
+    login: Option<(String, String)>,
+    scopes: &[String],
+    field: &str,
+) -> Option<Response> {
     let user = match &login {
         None => None,
         Some((u, p)) => match s.users.iter().find(|x| &x.name == u && &x.password == p) {
             Some(user) => Some(user),
-            None => return Err(unauthorized("invalid username or password")),
+            None => return None,
         },
     };
     let mut access = Vec::new();
     for scope in scopes {
         let mut parts = scope.splitn(3, ':');
-        let (Some(typ), Some(name), Some(actions)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(typ), Some(name), Some(actions)) = (parts.next(), parts.next(), parts.next())
+        else {
             continue;
         };
         if typ != "repository" {
@@ -239,7 +261,10 @@ fn issue(s: &Inner, login: Option<(String, String)>, scopes: &[String], field: &
             .collect();
         access.push(json!({"type": "repository", "name": name, "actions": granted}));
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let header = json!({"typ": "JWT", "alg": "ES256", "x5c": [STANDARD.encode(&s.cert_der)]});
     let claims = json!({
         "iss": ISSUER,
@@ -258,5 +283,8 @@ fn issue(s: &Inner, login: Option<(String, String)>, scopes: &[String], field: &
     );
     let sig: Signature = s.key.sign(signing_input.as_bytes());
     let jwt = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()));
-    Ok(axum::Json(json!({field: jwt, "expires_in": 300, "issued_at": "2026-01-01T00:00:00Z"})).into_response())
+    Some(
+        axum::Json(json!({field: jwt, "expires_in": 300, "issued_at": "2026-01-01T00:00:00Z"}))
+            .into_response(),
+    )
 }

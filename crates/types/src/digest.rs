@@ -50,15 +50,21 @@ impl FromStr for Digest {
         let (algorithm, hex) = s.split_once(':').ok_or(DigestError::Shape)?;
         // digest-algorithm := component [separator component]*; component := [a-z0-9]+
         let valid_algo = !algorithm.is_empty()
-            && algorithm
-                .split(['+', '.', '_', '-'])
-                .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+            && algorithm.split(['+', '.', '_', '-']).all(|c| {
+                !c.is_empty()
+                    && c.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            });
         if !valid_algo {
             return Err(DigestError::Algorithm(algorithm.into()));
         }
         let hex_ok = match algorithm {
-            "sha256" => hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
-            "sha512" => hex.len() == 128 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+            "sha256" => {
+                hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            }
+            "sha512" => {
+                hex.len() == 128 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            }
             _ => {
                 hex.len() >= 32
                     && hex
@@ -106,7 +112,11 @@ mod tests {
     use super::*;
 
     fn check(input: &str, expect: Result<&str, DigestError>) {
-        assert_eq!(input.parse::<Digest>().map(|d| d.to_string()), expect.map(str::to_owned), "{input}");
+        assert_eq!(
+            input.parse::<Digest>().map(|d| d.to_string()),
+            expect.map(str::to_owned),
+            "{input}"
+        );
     }
 
     #[test]
@@ -114,10 +124,16 @@ mod tests {
         let e3 = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         check(e3, Ok(e3));
         check("sha256:abc", Err(DigestError::Hex("sha256".into())));
-        check("sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855", Err(DigestError::Hex("sha256".into())));
+        check(
+            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+            Err(DigestError::Hex("sha256".into())),
+        );
         check("nocolon", Err(DigestError::Shape));
         check("SHA256:abcd", Err(DigestError::Algorithm("SHA256".into())));
-        check("multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8", Ok("multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8"));
+        check(
+            "multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8",
+            Ok("multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8"),
+        );
     }
 
     #[test]

@@ -131,7 +131,10 @@ impl FromStr for ImageRef {
         let (rest, digest) = match s.split_once('@') {
             Some((rest, d)) => (
                 rest,
-                Some(d.parse::<Digest>().map_err(|e| ReferenceError::Digest(e.to_string()))?),
+                Some(
+                    d.parse::<Digest>()
+                        .map_err(|e| ReferenceError::Digest(e.to_string()))?,
+                ),
             ),
             None => (s, None),
         };
@@ -210,7 +213,9 @@ fn split_domain(name: &str) -> (Option<&str>, &str) {
 fn valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
     let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
-    (1..=128).contains(&b.len()) && word(b[0]) && b[1..].iter().all(|&c| word(c) || c == b'.' || c == b'-')
+    (1..=128).contains(&b.len())
+        && word(b[0])
+        && b[1..].iter().all(|&c| word(c) || c == b'.' || c == b'-')
 }
 
 /// host [':' port], host being domain components, an IPv4 address or `[IPv6]`.
@@ -293,7 +298,11 @@ mod tests {
     fn check(input: &str, expect: Result<(&str, &str, &str), ReferenceError>) {
         let got = input.parse::<ImageRef>().map(|r| {
             let hub = r.registry() == DOCKER_HUB;
-            (r.registry().to_owned(), r.repository_on(hub), r.manifest_reference())
+            (
+                r.registry().to_owned(),
+                r.repository_on(hub),
+                r.manifest_reference(),
+            )
         });
         let expect = expect.map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()));
         assert_eq!(got, expect, "{input}");
@@ -305,19 +314,37 @@ mod tests {
     fn grammar() {
         check("nginx", Ok(("docker.io", "library/nginx", "latest")));
         check("nginx:1.25", Ok(("docker.io", "library/nginx", "1.25")));
-        check("docker.io/nginx", Ok(("docker.io", "library/nginx", "latest")));
-        check("index.docker.io/acme/app:v1", Ok(("docker.io", "acme/app", "v1")));
+        check(
+            "docker.io/nginx",
+            Ok(("docker.io", "library/nginx", "latest")),
+        );
+        check(
+            "index.docker.io/acme/app:v1",
+            Ok(("docker.io", "acme/app", "v1")),
+        );
         check("acme/app", Ok(("docker.io", "acme/app", "latest")));
         check("ghcr.io/acme/api:main", Ok(("ghcr.io", "acme/api", "main")));
         check("localhost/app", Ok(("localhost", "app", "latest")));
-        check("localhost:5000/a/b/c:t", Ok(("localhost:5000", "a/b/c", "t")));
-        check("127.0.0.1:5000/app", Ok(("127.0.0.1:5000", "app", "latest")));
+        check(
+            "localhost:5000/a/b/c:t",
+            Ok(("localhost:5000", "a/b/c", "t")),
+        );
+        check(
+            "127.0.0.1:5000/app",
+            Ok(("127.0.0.1:5000", "app", "latest")),
+        );
         check("[::1]:5000/app:v", Ok(("[::1]:5000", "app", "v")));
         check(&format!("app@{D}"), Ok(("docker.io", "library/app", D)));
         check(&format!("r.io/app:v1@{D}"), Ok(("r.io", "app", D)));
-        check("a__b/c-d--e/f.g_h", Ok(("docker.io", "a__b/c-d--e/f.g_h", "latest")));
+        check(
+            "a__b/c-d--e/f.g_h",
+            Ok(("docker.io", "a__b/c-d--e/f.g_h", "latest")),
+        );
         // The classic trap: no '/', so this is repository `test.com`, tag `5000`.
-        check("test.com:5000", Ok(("docker.io", "library/test.com", "5000")));
+        check(
+            "test.com:5000",
+            Ok(("docker.io", "library/test.com", "5000")),
+        );
         check("test.com:5000/app", Ok(("test.com:5000", "app", "latest")));
         // Uppercase first component is a domain; uppercase in the path is refused.
         check("Example.com/app", Ok(("Example.com", "app", "latest")));
@@ -327,23 +354,46 @@ mod tests {
         check(":tag", Err(ReferenceError::Empty));
         check("app:", Err(ReferenceError::Tag("".into())));
         check("app:-x", Err(ReferenceError::Tag("-x".into())));
-        check(&format!("app:{}", "t".repeat(129)), Err(ReferenceError::Tag("t".repeat(129))));
+        check(
+            &format!("app:{}", "t".repeat(129)),
+            Err(ReferenceError::Tag("t".repeat(129))),
+        );
         check("a..b", Err(ReferenceError::Path("a..b".into())));
         check("a___b", Err(ReferenceError::Path("a___b".into())));
         check("-a", Err(ReferenceError::Path("-a".into())));
         check("a//b", Err(ReferenceError::Path("a//b".into())));
         check("r.io/", Err(ReferenceError::Path("".into())));
-        check("r.io:port/app", Err(ReferenceError::Domain("r.io:port".into())));
+        check(
+            "r.io:port/app",
+            Err(ReferenceError::Domain("r.io:port".into())),
+        );
         check("-r.io/app", Err(ReferenceError::Domain("-r.io".into())));
-        check("app@sha256:abc", Err(ReferenceError::Digest("digest hex has the wrong length or characters for sha256".into())));
-        check(&format!("r.io/{}", "a".repeat(251)), Err(ReferenceError::TooLong));
+        check(
+            "app@sha256:abc",
+            Err(ReferenceError::Digest(
+                "digest hex has the wrong length or characters for sha256".into(),
+            )),
+        );
+        check(
+            &format!("r.io/{}", "a".repeat(251)),
+            Err(ReferenceError::TooLong),
+        );
     }
 
     #[test]
     fn host_port_hint() {
-        assert!("test.com:5000".parse::<ImageRef>().unwrap().looks_like_host_and_port());
-        assert!(!"test.com:5000/app".parse::<ImageRef>().unwrap().looks_like_host_and_port());
-        assert!(!"app:5000".parse::<ImageRef>().unwrap().looks_like_host_and_port());
+        assert!("test.com:5000"
+            .parse::<ImageRef>()
+            .unwrap()
+            .looks_like_host_and_port());
+        assert!(!"test.com:5000/app"
+            .parse::<ImageRef>()
+            .unwrap()
+            .looks_like_host_and_port());
+        assert!(!"app:5000"
+            .parse::<ImageRef>()
+            .unwrap()
+            .looks_like_host_and_port());
     }
 
     proptest! {

@@ -105,7 +105,8 @@ impl FromStr for RegistryUrl {
         } else {
             (None, format!("https://{s}"))
         };
-        let u = url::Url::parse(&with_scheme).map_err(|e| RegistryUrlError::Syntax(e.to_string()))?;
+        let u =
+            url::Url::parse(&with_scheme).map_err(|e| RegistryUrlError::Syntax(e.to_string()))?;
         if !u.username().is_empty() || u.password().is_some() {
             return Err(RegistryUrlError::Userinfo);
         }
@@ -165,15 +166,25 @@ mod tests {
         check("ftp://x.io", Err(RegistryUrlError::Scheme));
         check("https://u:p@x.io", Err(RegistryUrlError::Userinfo));
         check("x.io/v2/", Err(RegistryUrlError::Path("/v2/".into())));
-        check("https://index.docker.io/v1/", Err(RegistryUrlError::Path("/v1/".into())));
+        check(
+            "https://index.docker.io/v1/",
+            Err(RegistryUrlError::Path("/v1/".into())),
+        );
         check("x.io?a=b", Err(RegistryUrlError::Query));
         check("x.io#f", Err(RegistryUrlError::Query));
-        assert!(matches!("x .io".parse::<RegistryUrl>(), Err(RegistryUrlError::Syntax(_))));
+        assert!(matches!(
+            "x .io".parse::<RegistryUrl>(),
+            Err(RegistryUrlError::Syntax(_))
+        ));
     }
 
     #[test]
     fn docker_hub_names() {
-        for hub in ["docker.io", "index.docker.io", "https://registry-1.docker.io"] {
+        for hub in [
+            "docker.io",
+            "index.docker.io",
+            "https://registry-1.docker.io",
+        ] {
             let u: RegistryUrl = hub.parse().unwrap();
             assert!(u.is_docker_hub(), "{hub}");
             assert_eq!(u.api_authority(), "registry-1.docker.io");

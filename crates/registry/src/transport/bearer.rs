@@ -46,7 +46,11 @@ impl BearerChallenge {
     /// Validates the realm of a Bearer challenge against where the registry lives.
     /// A realm over plain HTTP is accepted only for a registry that is itself reached
     /// over plain HTTP, on the same host (or for a host in the insecure list).
-    pub fn from_challenge(c: &Challenge, registry: &Url, t: &Transport) -> Result<Self, RegistryError> {
+    pub fn from_challenge(
+        c: &Challenge,
+        registry: &Url,
+        t: &Transport,
+    ) -> Result<Self, RegistryError> {
         let raw = c
             .param("realm")
             .ok_or_else(|| RegistryError::Challenge("Bearer challenge without a realm".into()))?;
@@ -66,7 +70,9 @@ impl BearerChallenge {
                     .policy()
                     .is_insecure(realm.host_str().unwrap_or_default(), realm.port());
                 if !same_host && !insecure {
-                    return Err(reject("plain HTTP token service for a registry reached over HTTPS"));
+                    return Err(reject(
+                        "plain HTTP token service for a registry reached over HTTPS",
+                    ));
                 }
             }
             _ => return Err(reject("not an http(s) URL")),
@@ -94,7 +100,9 @@ pub struct Token {
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Token").field("expires_in", &self.expires_in).finish_non_exhaustive()
+        f.debug_struct("Token")
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
     }
 }
 
@@ -131,12 +139,16 @@ pub async fn fetch(
 ) -> Result<Fetched, RegistryError> {
     match creds {
         Some(c) if c.is_identity_token() => match post_oauth2(t, registry, ch, scopes, c).await {
-            Err(RegistryError::Token { status: 404, .. }) => get(t, registry, ch, scopes, creds).await,
+            Err(RegistryError::Token { status: 404, .. }) => {
+                get(t, registry, ch, scopes, creds).await
+            }
             other => other,
         },
         Some(c) => match get(t, registry, ch, scopes, creds).await {
             // The token server only speaks OAuth2.
-            Err(RegistryError::Token { status: 404 | 405, .. }) => post_oauth2(t, registry, ch, scopes, c).await,
+            Err(RegistryError::Token {
+                status: 404 | 405, ..
+            }) => post_oauth2(t, registry, ch, scopes, c).await,
             other => other,
         },
         None => get(t, registry, ch, scopes, None).await,
@@ -200,7 +212,10 @@ async fn post_oauth2(
     // The form holds the password: zeroize our copy once reqwest has its own.
     let body = Zeroizing::new(form.finish());
     let mut headers = HeaderMap::new();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-www-form-urlencoded"),
+    );
     let req = Request {
         method: Method::POST,
         url: ch.realm.clone(),
@@ -211,7 +226,11 @@ async fn post_oauth2(
     finish(t, req, "POST").await
 }
 
-async fn finish(t: &Transport, req: Request, method: &'static str) -> Result<Fetched, RegistryError> {
+async fn finish(
+    t: &Transport,
+    req: Request,
+    method: &'static str,
+) -> Result<Fetched, RegistryError> {
     let (resp, _) = t.send(req).await?;
     let status = resp.status().as_u16();
     let body = Zeroizing::new(read_limited(resp, TOKEN_BODY_LIMIT).await?);
@@ -221,16 +240,22 @@ async fn finish(t: &Transport, req: Request, method: &'static str) -> Result<Fet
             body: RegistryErrorBody::parse(&body).or_else(|| oauth_error(&body)),
         });
     }
-    let mut parsed: TokenResponse = serde_json::from_slice(&body)
-        .map_err(|_| RegistryError::Protocol("the token server's answer is not a token JSON document".into()))?;
+    let mut parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
+        RegistryError::Protocol("the token server's answer is not a token JSON document".into())
+    })?;
     let token = parsed
         .token
         .take()
         .filter(|s| !s.is_empty())
         .or_else(|| parsed.access_token.take())
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| RegistryError::Protocol("the token server answered without a token".into()))?;
-    let secs = parsed.expires_in.unwrap_or(DEFAULT_EXPIRES_IN).max(MIN_EXPIRES_IN);
+        .ok_or_else(|| {
+            RegistryError::Protocol("the token server answered without a token".into())
+        })?;
+    let secs = parsed
+        .expires_in
+        .unwrap_or(DEFAULT_EXPIRES_IN)
+        .max(MIN_EXPIRES_IN);
     let expires_in = Duration::from_secs(secs);
     Ok(Fetched {
         token: Token {
@@ -289,8 +314,14 @@ impl Default for TokenCache {
 }
 
 impl TokenCache {
-    pub fn key(&self, ch: &BearerChallenge, scopes: &[String], creds: Option<&Credentials>) -> CacheKey {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.key.as_ref()).expect("any key length");
+    pub fn key(
+        &self,
+        ch: &BearerChallenge,
+        scopes: &[String],
+        creds: Option<&Credentials>,
+    ) -> CacheKey {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(self.key.as_ref()).expect("any key length");
         if let Some(c) = creds {
             mac.update(c.username.as_bytes());
             mac.update(&[0]);

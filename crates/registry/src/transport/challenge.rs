@@ -33,7 +33,10 @@ pub fn parse_all<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<Challenge
 
 /// Parses one header value, which may hold several challenges.
 pub fn parse(header: &str) -> Vec<Challenge> {
-    let mut p = Parser { s: header.as_bytes(), i: 0 };
+    let mut p = Parser {
+        s: header.as_bytes(),
+        i: 0,
+    };
     let mut out = Vec::new();
     loop {
         p.skip_ws_and_commas();
@@ -198,7 +201,14 @@ mod tests {
             .collect();
         let expect: Vec<(String, Vec<(String, String)>)> = expect
             .iter()
-            .map(|(s, ps)| (s.to_string(), ps.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()))
+            .map(|(s, ps)| {
+                (
+                    s.to_string(),
+                    ps.iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                )
+            })
             .collect();
         assert_eq!(got, expect, "{header}");
     }
@@ -207,24 +217,55 @@ mod tests {
     fn challenges() {
         check(
             r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull""#,
-            &[("bearer", &[("realm", "https://auth.docker.io/token"), ("scope", "repository:library/nginx:pull"), ("service", "registry.docker.io")])],
+            &[(
+                "bearer",
+                &[
+                    ("realm", "https://auth.docker.io/token"),
+                    ("scope", "repository:library/nginx:pull"),
+                    ("service", "registry.docker.io"),
+                ],
+            )],
         );
-        check(r#"Basic realm="Registry Realm""#, &[("basic", &[("realm", "Registry Realm")])]);
+        check(
+            r#"Basic realm="Registry Realm""#,
+            &[("basic", &[("realm", "Registry Realm")])],
+        );
         check(r#"BASIC REALM=x"#, &[("basic", &[("realm", "x")])]);
         check(
             r#"Bearer realm="a\"b\\c", error="insufficient_scope""#,
-            &[("bearer", &[("error", "insufficient_scope"), ("realm", r#"a"b\c"#)])],
+            &[(
+                "bearer",
+                &[("error", "insufficient_scope"), ("realm", r#"a"b\c"#)],
+            )],
         );
         check(
             r#"Basic realm="r1", Bearer realm="https://t/x", service="s""#,
-            &[("basic", &[("realm", "r1")]), ("bearer", &[("realm", "https://t/x"), ("service", "s")])],
+            &[
+                ("basic", &[("realm", "r1")]),
+                ("bearer", &[("realm", "https://t/x"), ("service", "s")]),
+            ],
         );
-        check(r#"Negotiate abc==, Basic realm="x""#, &[("negotiate", &[]), ("basic", &[("realm", "x")])]);
+        check(
+            r#"Negotiate abc==, Basic realm="x""#,
+            &[("negotiate", &[]), ("basic", &[("realm", "x")])],
+        );
         check("Bearer", &[("bearer", &[])]);
         check("", &[]);
-        check(r#"Bearer realm="unterminated"#, &[("bearer", &[("realm", "unterminated")])]);
-        check(" , Bearer realm = \"x\" ,, ", &[("bearer", &[("realm", "x")])]);
-        check(r#"Bearer scope="repository:a/b:pull repository:c:pull""#, &[("bearer", &[("scope", "repository:a/b:pull repository:c:pull")])]);
+        check(
+            r#"Bearer realm="unterminated"#,
+            &[("bearer", &[("realm", "unterminated")])],
+        );
+        check(
+            " , Bearer realm = \"x\" ,, ",
+            &[("bearer", &[("realm", "x")])],
+        );
+        check(
+            r#"Bearer scope="repository:a/b:pull repository:c:pull""#,
+            &[(
+                "bearer",
+                &[("scope", "repository:a/b:pull repository:c:pull")],
+            )],
+        );
     }
 
     #[test]

@@ -68,7 +68,8 @@ impl Resolve for GuardedResolver {
                     Err(Box::new(BlockedAddress {
                         host,
                         addr: first.ip(),
-                    }) as Box<dyn std::error::Error + Send + Sync>)
+                    })
+                        as Box<dyn std::error::Error + Send + Sync>)
                 }
                 (true, None) => Err(Box::new(ResolveFailed {
                     host,
@@ -110,8 +111,11 @@ impl Transport {
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .https_only(false);
         if let Some(pem) = &policy.extra_roots_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| RegistryError::InvalidUrl(format!("BERTH_REGISTRY_CA_FILE is not a PEM bundle: {e}")))?;
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                RegistryError::InvalidUrl(format!(
+                    "BERTH_REGISTRY_CA_FILE is not a PEM bundle: {e}"
+                ))
+            })?;
             for c in certs {
                 builder = builder.add_root_certificate(c);
             }
@@ -140,7 +144,11 @@ impl Transport {
                     )));
                 }
             }
-            other => return Err(RegistryError::InvalidUrl(format!("unsupported URL scheme {other:?}"))),
+            other => {
+                return Err(RegistryError::InvalidUrl(format!(
+                    "unsupported URL scheme {other:?}"
+                )))
+            }
         }
         let ip = match url.host() {
             Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
@@ -170,7 +178,10 @@ impl Transport {
         } = req;
         for _ in 0..=MAX_REDIRECTS {
             self.check_url(&url, plain_http_host.as_deref())?;
-            let mut rb = self.client.request(method.clone(), url.clone()).headers(headers.clone());
+            let mut rb = self
+                .client
+                .request(method.clone(), url.clone())
+                .headers(headers.clone());
             if let Some(b) = &body {
                 rb = rb.body(b.clone());
             }
@@ -186,14 +197,17 @@ impl Transport {
             let Some(loc) = resp.headers().get(LOCATION).and_then(|l| l.to_str().ok()) else {
                 return Ok((resp, url));
             };
-            let next = url
-                .join(loc)
-                .map_err(|_| RegistryError::Protocol(format!("redirect to an invalid location {loc:?}")))?;
-            if next.host() != url.host() || next.port_or_known_default() != url.port_or_known_default() {
+            let next = url.join(loc).map_err(|_| {
+                RegistryError::Protocol(format!("redirect to an invalid location {loc:?}"))
+            })?;
+            if next.host() != url.host()
+                || next.port_or_known_default() != url.port_or_known_default()
+            {
                 headers.remove(AUTHORIZATION);
             }
             if matches!(status, StatusCode::SEE_OTHER)
-                || (matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND) && method == Method::POST)
+                || (matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND)
+                    && method == Method::POST)
             {
                 method = Method::GET;
                 body = None;
@@ -225,7 +239,9 @@ pub async fn read_limited(mut resp: Response, limit: usize) -> Result<Vec<u8>, R
         .map_err(|e| RegistryError::from_reqwest(&host, e))?
     {
         if out.len() + chunk.len() > limit {
-            return Err(RegistryError::Protocol(format!("response from {host} is larger than {limit} bytes")));
+            return Err(RegistryError::Protocol(format!(
+                "response from {host} is larger than {limit} bytes"
+            )));
         }
         out.extend_from_slice(&chunk);
     }

@@ -15,7 +15,11 @@ pub struct Pinged {
     pub challenges: Vec<Challenge>,
 }
 
-pub async fn ping(t: &Transport, base: &Url, plain_http_host: Option<&str>) -> Result<Pinged, RegistryError> {
+pub async fn ping(
+    t: &Transport,
+    base: &Url,
+    plain_http_host: Option<&str>,
+) -> Result<Pinged, RegistryError> {
     let url = base
         .join("/v2/")
         .map_err(|e| RegistryError::InvalidUrl(e.to_string()))?;

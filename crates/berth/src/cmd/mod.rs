@@ -1,0 +1,22 @@
+//! One file per verb.
+
+pub mod preflight;
+
+/// How a command ended: the exit code is 0 for `Ok`, 1 for `Failed`.
+pub enum Outcome {
+    Ok,
+    Failed,
+}
+
+/// Errors that end a command: usage errors exit 2, the rest 1.
+#[derive(Debug)]
+pub enum CliError {
+    Usage(String),
+    Other(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError::Other(e.into())
+    }
+}
