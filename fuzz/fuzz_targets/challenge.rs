@@ -1,0 +1,10 @@
+//! The WWW-Authenticate parser never panics nor loops on any input.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(s) = std::str::from_utf8(data) {
+        let _ = berth_registry::transport::challenge::parse(s);
+    }
+});
