@@ -1,0 +1,18 @@
+//! The credential vault.
+//!
+//! - A **keyring** of master keys, each with a version; one is active. Its source is
+//!   a key file in the data dir (created mode 0600 on first start) or
+//!   `BERTH_MASTER_KEY` (base64 of 32 bytes).
+//! - A **per-project key** per (project, master key version), derived with
+//!   HKDF-SHA256; salt and info bind the project id and the key version.
+//! - **Sealing** is AES-256-GCM with a fresh random 96-bit nonce; the AAD binds the
+//!   ciphertext to project, service and key version, so a ciphertext copied to
+//!   another row does not open. A sealed blob starts with its key version.
+//!
+//! Plaintext only ever lives in `SecretString` / `Zeroizing` buffers.
+
+mod keyring;
+mod seal;
+
+pub use keyring::{KeySource, Keyring, KeyringError, MasterKey};
+pub use seal::{Sealed, VaultError, AAD_PREFIX};
