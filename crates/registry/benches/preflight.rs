@@ -19,7 +19,11 @@ fn stats(mut v: Vec<Duration>) -> (f64, f64, f64) {
 }
 
 fn main() {
-    let tokens = TokenServer::start(vec![User::new("ci", "bench-pass-1", Grant::All)], vec![], TokenServerMode::GetAndPost);
+    let tokens = TokenServer::start(
+        vec![User::new("ci", "bench-pass-1", Grant::All)],
+        vec![],
+        TokenServerMode::GetAndPost,
+    );
     let reg = LocalRegistry::token(&tokens);
     TestImage::build(&[("f", b"x")], &["/f"]).push(&reg, "bench/app:v1");
     let url = reg.authority();
@@ -42,21 +46,39 @@ fn main() {
     for _ in 0..RUNS {
         let t = Instant::now();
         let out = Command::new(&skopeo_bin)
-            .args(["inspect", "--raw", "--tls-verify=false", "--creds", "ci:bench-pass-1"])
+            .args([
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                "--creds",
+                "ci:bench-pass-1",
+            ])
             .arg(format!("docker://{url}/bench/app:v1"))
             .env_remove("HTTP_PROXY")
             .env_remove("HTTPS_PROXY")
             .output()
             .unwrap();
         skopeo.push(t.elapsed());
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     let (b0, b50, b90) = stats(berth);
     let (s0, s50, s90) = stats(skopeo);
-    println!("preflight latency, {RUNS} runs each, local token-auth registry (ping + token + manifest)");
+    println!(
+        "preflight latency, {RUNS} runs each, local token-auth registry (ping + token + manifest)"
+    );
     println!("{:<28} {:>9} {:>9} {:>9}", "", "min ms", "p50 ms", "p90 ms");
-    println!("{:<28} {b0:>9.2} {b50:>9.2} {b90:>9.2}", "berth preflight (in-proc)");
-    println!("{:<28} {s0:>9.2} {s50:>9.2} {s90:>9.2}", "skopeo inspect --raw");
+    println!(
+        "{:<28} {b0:>9.2} {b50:>9.2} {b90:>9.2}",
+        "berth preflight (in-proc)"
+    );
+    println!(
+        "{:<28} {s0:>9.2} {s50:>9.2} {s90:>9.2}",
+        "skopeo inspect --raw"
+    );
     println!("p50 ratio skopeo/berth: {:.1}x", s50 / b50);
 }

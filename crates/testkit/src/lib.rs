@@ -7,10 +7,12 @@
 
 pub mod hostile;
 mod image;
+mod postgres;
 mod registry;
 mod token_server;
 
 pub use image::{push_index, TestImage};
+pub use postgres::Postgres;
 pub use registry::LocalRegistry;
 pub use token_server::{Grant, TokenServer, TokenServerMode, User};
 

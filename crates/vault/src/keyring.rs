@@ -28,7 +28,11 @@ impl MasterKey {
     }
 
     pub fn from_base64(b64: &str) -> Result<Self, KeyringError> {
-        let bytes = Zeroizing::new(STANDARD.decode(b64.trim()).map_err(|_| KeyringError::Malformed("not base64".into()))?);
+        let bytes = Zeroizing::new(
+            STANDARD
+                .decode(b64.trim())
+                .map_err(|_| KeyringError::Malformed("not base64".into()))?,
+        );
         let arr: [u8; 32] = bytes
             .as_slice()
             .try_into()
@@ -93,7 +97,9 @@ pub struct Keyring {
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keyring").field("active", &self.active_version()).finish_non_exhaustive()
+        f.debug_struct("Keyring")
+            .field("active", &self.active_version())
+            .finish_non_exhaustive()
     }
 }
 
@@ -128,7 +134,9 @@ impl Keyring {
         let mut keys = BTreeMap::new();
         keys.insert(1, key);
         Keyring {
-            source: KeySource::Env { current: String::new() },
+            source: KeySource::Env {
+                current: String::new(),
+            },
             inner: RwLock::new((1, keys)),
         }
     }
@@ -138,11 +146,23 @@ impl Keyring {
     }
 
     pub fn versions(&self) -> Vec<u32> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner()).1.keys().copied().collect()
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .keys()
+            .copied()
+            .collect()
     }
 
     pub(crate) fn key(&self, version: u32) -> Result<MasterKey, KeyringError> {
-        if let Some(k) = self.inner.read().unwrap_or_else(|e| e.into_inner()).1.get(&version) {
+        if let Some(k) = self
+            .inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .get(&version)
+        {
             return Ok(k.clone());
         }
         self.reload()?;
@@ -209,7 +229,9 @@ fn read_key_file(path: &Path) -> Result<(u32, BTreeMap<u32, MasterKey>), Keyring
         return Err(KeyringError::Permissions(path.to_owned()));
     }
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| io_err(path, e))?);
-    let file: KeyFile = serde_json::from_str(&text).map_err(|_| KeyringError::Malformed(format!("{} is not a berth key file", path.display())))?;
+    let file: KeyFile = serde_json::from_str(&text).map_err(|_| {
+        KeyringError::Malformed(format!("{} is not a berth key file", path.display()))
+    })?;
     let mut keys = BTreeMap::new();
     for (v, k) in &file.keys {
         keys.insert(*v, MasterKey::from_base64(k)?);
@@ -221,10 +243,17 @@ fn read_key_file(path: &Path) -> Result<(u32, BTreeMap<u32, MasterKey>), Keyring
 }
 
 /// Writes the key file atomically (temp file 0600, fsync, rename).
-fn write_key_file(path: &Path, active: u32, keys: &BTreeMap<u32, MasterKey>) -> Result<(), KeyringError> {
+fn write_key_file(
+    path: &Path,
+    active: u32,
+    keys: &BTreeMap<u32, MasterKey>,
+) -> Result<(), KeyringError> {
     let file = KeyFile {
         active,
-        keys: keys.iter().map(|(v, k)| (*v, k.to_base64().to_string())).collect(),
+        keys: keys
+            .iter()
+            .map(|(v, k)| (*v, k.to_base64().to_string()))
+            .collect(),
     };
     let text = Zeroizing::new(serde_json::to_string_pretty(&file).map_err(|e| io_err(path, e))?);
     let tmp = path.with_extension("tmp");
@@ -251,11 +280,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("master.key");
         let a = Keyring::open(KeySource::File(path.clone())).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let b = Keyring::open(KeySource::File(path.clone())).unwrap();
         assert_eq!(a.active().1.bytes(), b.active().1.bytes());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(Keyring::open(KeySource::File(path)), Err(KeyringError::Permissions(_))));
+        assert!(matches!(
+            Keyring::open(KeySource::File(path)),
+            Err(KeyringError::Permissions(_))
+        ));
     }
 
     #[test]
@@ -269,12 +304,18 @@ mod tests {
         // Another process sees version 2 on demand.
         assert!(other.key(2).is_ok());
         k.retire_old().unwrap();
-        assert_eq!(Keyring::open(KeySource::File(path)).unwrap().versions(), vec![2]);
+        assert_eq!(
+            Keyring::open(KeySource::File(path)).unwrap().versions(),
+            vec![2]
+        );
     }
 
     #[test]
     fn env_keys_are_checked() {
-        assert!(Keyring::open(KeySource::Env { current: "c2hvcnQ=".into() }).is_err());
+        assert!(Keyring::open(KeySource::Env {
+            current: "c2hvcnQ=".into()
+        })
+        .is_err());
         let good = STANDARD.encode([7u8; 32]);
         let k = Keyring::open(KeySource::Env { current: good }).unwrap();
         assert_eq!(k.active_version(), 1);

@@ -29,13 +29,20 @@ pub struct Sealed(pub Vec<u8>);
 
 impl std::fmt::Debug for Sealed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Sealed(v{:?}, {} bytes)", self.key_version(), self.0.len())
+        write!(
+            f,
+            "Sealed(v{:?}, {} bytes)",
+            self.key_version(),
+            self.0.len()
+        )
     }
 }
 
 impl Sealed {
     pub fn key_version(&self) -> Option<u32> {
-        self.0.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.0
+            .get(..4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 }
 
@@ -50,12 +57,18 @@ fn project_key(master: &MasterKey, project_id: &str, version: u32) -> Zeroizing<
 }
 
 fn aad(project_id: &str, service_id: &str, version: u32) -> Vec<u8> {
-    format!("{AAD_PREFIX} project={project_id} service={service_id} key-version={version}").into_bytes()
+    format!("{AAD_PREFIX} project={project_id} service={service_id} key-version={version}")
+        .into_bytes()
 }
 
 impl Keyring {
     /// Seals `secret` for (project, service) under the active key version.
-    pub fn seal(&self, project_id: &str, service_id: &str, secret: &SecretString) -> Result<Sealed, VaultError> {
+    pub fn seal(
+        &self,
+        project_id: &str,
+        service_id: &str,
+        secret: &SecretString,
+    ) -> Result<Sealed, VaultError> {
         let (version, master) = self.active();
         let key = project_key(&master, project_id, version);
         let cipher = Aes256Gcm::new_from_slice(key.as_ref()).map_err(|_| VaultError::Malformed)?;
@@ -78,7 +91,12 @@ impl Keyring {
     }
 
     /// Opens a sealed secret of (project, service), with the key version it names.
-    pub fn unseal(&self, project_id: &str, service_id: &str, sealed: &Sealed) -> Result<SecretString, VaultError> {
+    pub fn unseal(
+        &self,
+        project_id: &str,
+        service_id: &str,
+        sealed: &Sealed,
+    ) -> Result<SecretString, VaultError> {
         let b = &sealed.0;
         if b.len() < 4 + NONCE_LEN + 16 {
             return Err(VaultError::Malformed);
@@ -87,7 +105,9 @@ impl Keyring {
         let master = self.key(version)?;
         let key = project_key(&master, project_id, version);
         let cipher = Aes256Gcm::new_from_slice(key.as_ref()).map_err(|_| VaultError::Malformed)?;
-        let nonce: [u8; NONCE_LEN] = b[4..4 + NONCE_LEN].try_into().map_err(|_| VaultError::Malformed)?;
+        let nonce: [u8; NONCE_LEN] = b[4..4 + NONCE_LEN]
+            .try_into()
+            .map_err(|_| VaultError::Malformed)?;
         let plain = Zeroizing::new(
             cipher
                 .decrypt(
@@ -149,11 +169,23 @@ mod tests {
             assert!(k.unseal("p1", "s1", &t).is_err(), "flip at {i}");
         }
         // Copied to another service or project: refused.
-        assert!(matches!(k.unseal("p1", "s2", &sealed), Err(VaultError::Open)));
-        assert!(matches!(k.unseal("p2", "s1", &sealed), Err(VaultError::Open)));
+        assert!(matches!(
+            k.unseal("p1", "s2", &sealed),
+            Err(VaultError::Open)
+        ));
+        assert!(matches!(
+            k.unseal("p2", "s1", &sealed),
+            Err(VaultError::Open)
+        ));
         // Another master key: refused.
-        assert!(matches!(ring().unseal("p1", "s1", &sealed), Err(VaultError::Open)));
-        assert!(matches!(k.unseal("p1", "s1", &Sealed(vec![0; 10])), Err(VaultError::Malformed)));
+        assert!(matches!(
+            ring().unseal("p1", "s1", &sealed),
+            Err(VaultError::Open)
+        ));
+        assert!(matches!(
+            k.unseal("p1", "s1", &Sealed(vec![0; 10])),
+            Err(VaultError::Malformed)
+        ));
     }
 
     #[test]

@@ -1,0 +1,59 @@
+CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    token_hash TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE projects (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE members (
+    project_id TEXT NOT NULL REFERENCES projects(id),
+    user_id TEXT NOT NULL REFERENCES users(id),
+    role TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (project_id, user_id)
+);
+CREATE TABLE services (
+    id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL REFERENCES projects(id),
+    name TEXT NOT NULL,
+    image TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (project_id, name)
+);
+CREATE TABLE credentials (
+    service_id TEXT PRIMARY KEY REFERENCES services(id),
+    registry_url TEXT NOT NULL,
+    username TEXT NOT NULL,
+    sealed_password BLOB NOT NULL,
+    verified INTEGER NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE audit_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    project_id TEXT,
+    project TEXT,
+    service TEXT,
+    metadata TEXT NOT NULL
+);
+CREATE INDEX audit_by_project ON audit_events (project_id, id);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit_events BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit_events BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE rate_hits (
+    key TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX rate_hits_by_key ON rate_hits (key, at_ms);
+CREATE TABLE vault_meta (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);

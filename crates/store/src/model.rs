@@ -1,0 +1,111 @@
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserRole {
+    Admin,
+    User,
+}
+
+#[derive(Clone, Debug)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    pub role: UserRole,
+}
+
+#[derive(Clone, Debug)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberRole {
+    Owner,
+    Member,
+}
+
+#[derive(Clone, Debug)]
+pub struct Membership {
+    pub project: Project,
+    pub role: MemberRole,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewService {
+    pub id: String,
+    pub project_id: String,
+    pub name: String,
+    pub image: String,
+}
+
+/// A registry credential ready to store: the password is already sealed.
+#[derive(Clone, Debug)]
+pub struct NewCredential {
+    pub registry_url: String,
+    pub username: String,
+    pub sealed_password: Vec<u8>,
+    pub verified: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Credential {
+    pub registry_url: String,
+    pub username: String,
+    pub sealed_password: Vec<u8>,
+    pub verified: bool,
+    pub updated_at: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub id: String,
+    pub project_id: String,
+    pub name: String,
+    pub image: String,
+    pub status: String,
+    pub created_at: String,
+    pub credential: Option<Credential>,
+}
+
+pub const STATUS_CREATED: &str = "CREATED";
+pub const STATUS_TERMINATED: &str = "TERMINATED";
+
+/// An audit event to append with a change.
+#[derive(Clone, Debug)]
+pub struct NewAudit {
+    pub actor: String,
+    pub action: &'static str,
+    pub project: Option<String>,
+    pub service: Option<String>,
+    pub metadata: serde_json::Value,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AuditEvent {
+    pub id: i64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub project: Option<String>,
+    pub service: Option<String>,
+    pub metadata: serde_json::Value,
+}
+
+#[derive(Clone, Debug)]
+pub struct SealedRow {
+    pub service_id: String,
+    pub project_id: String,
+    pub sealed_password: Vec<u8>,
+}
+
+/// A random 128-bit id, hex.
+pub fn new_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// Now, RFC 3339 UTC with milliseconds (sorts as text).
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -1,0 +1,178 @@
+//! A private PostgreSQL server from Debian's packages, one per test process, on
+//! 127.0.0.1, with `fsync=off`. Each test gets a database of its own.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::free_port;
+
+pub struct Postgres {
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+static SHARED: OnceLock<Postgres> = OnceLock::new();
+
+fn bin_dir() -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap_or_else(|_| panic!("PostgreSQL is not installed; run `scripts/test.sh` (it installs Debian's postgresql)"))
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("postgres").exists())
+        .collect();
+    dirs.sort();
+    dirs.pop().expect("no /usr/lib/postgresql/*/bin/postgres")
+}
+
+/// Runs as the `postgres` user when we are root (PostgreSQL refuses root), and dies
+/// with the process that started it.
+fn as_postgres(cmd: &mut Command) -> &mut Command {
+    let root = unsafe { libc::geteuid() } == 0;
+    let ids = if root {
+        let name = std::ffi::CString::new("postgres").unwrap();
+        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+        assert!(
+            !pw.is_null(),
+            "no postgres user: install Debian's postgresql"
+        );
+        Some(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
+    } else {
+        None
+    };
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some((uid, gid)) = ids {
+                if libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            // After setuid, which clears it: stop with the test process.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    }
+}
+
+impl Postgres {
+    /// The server shared by this test process, started on first use.
+    pub fn shared() -> &'static Postgres {
+        SHARED.get_or_init(|| {
+            // Start from a thread that lives as long as the process, so that the
+            // parent-death signal fires only when the process ends.
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                tx.send(Postgres::start()).unwrap();
+                loop {
+                    std::thread::park();
+                }
+            });
+            rx.recv().unwrap()
+        })
+    }
+
+    fn start() -> Postgres {
+        let bin = bin_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-pg")
+            .tempdir()
+            .unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        if unsafe { libc::geteuid() } == 0 {
+            let name = std::ffi::CString::new("postgres").unwrap();
+            let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+            let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+            std::os::unix::fs::chown(&data, Some(uid), Some(gid)).unwrap();
+        }
+        let out = as_postgres(
+            Command::new(bin.join("initdb"))
+                .args(["-U", "berth", "--auth=trust", "-E", "UTF8", "-D"])
+                .arg(&data),
+        )
+        .output()
+        .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        as_postgres(
+            Command::new(bin.join("postgres"))
+                .arg("-D")
+                .arg(&data)
+                .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k"])
+                .arg(dir.path())
+                .args([
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=300",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .spawn()
+        .expect("start postgres");
+        let pg = Postgres { port, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = Command::new(bin.join("psql"))
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    "berth",
+                    "-d",
+                    "postgres",
+                    "-qAtc",
+                    "SELECT 1",
+                ])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if ok {
+                break;
+            }
+            assert!(Instant::now() < deadline, "postgres did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        pg
+    }
+
+    /// A new empty database; returns its URL.
+    pub fn create_database(&self) -> String {
+        let name = format!("berth_{:016x}", rand::random::<u64>());
+        let out = Command::new(bin_dir().join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "berth",
+                "-d",
+                "postgres",
+                "-qAtc",
+            ])
+            .arg(format!("CREATE DATABASE {name}"))
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!("postgres://berth@127.0.0.1:{}/{name}", self.port)
+    }
+}
