@@ -34,6 +34,19 @@ enum Command {
     ///   berth preflight nginx:1.27 --registry docker.io --json
     #[command(verbatim_doc_comment)]
     Preflight(cmd::preflight::Args),
+    /// Run the berth server
+    ///
+    /// First start on an empty data dir creates the SQLite database, the master key
+    /// file (0600, unless BERTH_MASTER_KEY is set) and DATA_DIR/admin-token (0600).
+    ///
+    /// Examples:
+    ///   berth server --data-dir /var/lib/berth --listen 127.0.0.1:8440
+    ///   BERTH_DATABASE_URL=postgres://berth@db/berth berth server --data-dir /var/lib/berth
+    #[command(verbatim_doc_comment)]
+    Server(cmd::server::Args),
+    /// Operator tasks on a server's data
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -41,9 +54,17 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Re-encrypt every stored secret under a new master key version
+    ///
+    /// Servers keep serving meanwhile: they read the new version from the key file.
+    RotateMasterKey(cmd::server::Args),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(matches!(cli.command, Command::Server(_)));
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -54,6 +75,10 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Preflight(args) => cmd::preflight::run(args).await,
+            Command::Server(args) => cmd::server::run(args).await,
+            Command::Admin(AdminCommand::RotateMasterKey(args)) => {
+                cmd::server::rotate_master_key(args).await
+            }
             Command::Completions { shell } => {
                 clap_complete::generate(
                     shell,
@@ -79,11 +104,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `BERTH_LOG` (or `RUST_LOG`) sets the filter, default `warn`.
-fn init_logging() {
+/// Logs go to stderr; `BERTH_LOG` (or `RUST_LOG`) sets the filter, default `info`
+/// for the server and `warn` for the CLI.
+fn init_logging(server: bool) {
+    let default = if server { "info" } else { "warn" };
     let filter = std::env::var("BERTH_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "warn".into());
+        .unwrap_or_else(|_| default.into());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

@@ -358,3 +358,13 @@ fn capitalize(s: &str) -> String {
         None => String::new(),
     }
 }
+
+#[cfg(test)]
+mod send_check {
+    /// The preflight runs inside server handlers: its future must be `Send`.
+    #[allow(dead_code)]
+    fn preflight_future_is_send(r: &super::Registry, t: &super::Target) {
+        fn is_send<T: Send>(_: T) {}
+        is_send(super::run(r, t, None));
+    }
+}

@@ -1,6 +1,7 @@
 //! One file per verb.
 
 pub mod preflight;
+pub mod server;
 
 /// How a command ended: the exit code is 0 for `Ok`, 1 for `Failed`.
 pub enum Outcome {

@@ -193,24 +193,26 @@ async fn post_oauth2(
     scopes: &[String],
     c: &Credentials,
 ) -> Result<Fetched, RegistryError> {
-    let mut form = url::form_urlencoded::Serializer::new(String::new());
-    if c.is_identity_token() {
-        form.append_pair("grant_type", "refresh_token");
-        form.append_pair("refresh_token", c.password.expose_secret());
-    } else {
-        form.append_pair("grant_type", "password");
-        form.append_pair("username", &c.username);
-        form.append_pair("password", c.password.expose_secret());
-    }
-    if let Some(s) = &ch.service {
-        form.append_pair("service", s);
-    }
-    if !scopes.is_empty() {
-        form.append_pair("scope", &scopes.join(" "));
-    }
-    form.append_pair("client_id", "berth");
     // The form holds the password: zeroize our copy once reqwest has its own.
-    let body = Zeroizing::new(form.finish());
+    let body = Zeroizing::new({
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        if c.is_identity_token() {
+            form.append_pair("grant_type", "refresh_token");
+            form.append_pair("refresh_token", c.password.expose_secret());
+        } else {
+            form.append_pair("grant_type", "password");
+            form.append_pair("username", &c.username);
+            form.append_pair("password", c.password.expose_secret());
+        }
+        if let Some(s) = &ch.service {
+            form.append_pair("service", s);
+        }
+        if !scopes.is_empty() {
+            form.append_pair("scope", &scopes.join(" "));
+        }
+        form.append_pair("client_id", "berth");
+        form.finish()
+    });
     let mut headers = HeaderMap::new();
     headers.insert(
         CONTENT_TYPE,

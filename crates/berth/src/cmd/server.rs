@@ -1,0 +1,79 @@
+//! `berth server`: the control plane.
+
+use std::path::PathBuf;
+
+use berth_server::{Config, FileConfig};
+
+use super::{CliError, Outcome};
+
+/// Server flags; each also reads its `BERTH_*` variable, and the TOML config fills
+/// whatever neither gave (flag > env > config > default).
+#[derive(clap::Args, Clone)]
+pub struct Args {
+    /// Where the database, the master key file and the admin token live
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8440]
+    #[arg(long, env = "BERTH_LISTEN")]
+    listen: Option<String>,
+    /// A TOML config file
+    #[arg(long, env = "BERTH_CONFIG")]
+    config: Option<PathBuf>,
+    /// postgres://... to run on PostgreSQL (several replicas may share it)
+    #[arg(long, env = "BERTH_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// CIDRs exempt from the registry SSRF blocklist
+    #[arg(long, env = "BERTH_REGISTRY_ALLOW_PRIVATE")]
+    registry_allow_private: Option<String>,
+    /// host:port list reached over plain HTTP
+    #[arg(long, env = "BERTH_REGISTRY_INSECURE")]
+    registry_insecure: Option<String>,
+    /// Extra PEM roots for registries with private CAs
+    #[arg(long, env = "BERTH_REGISTRY_CA_FILE")]
+    registry_ca_file: Option<PathBuf>,
+}
+
+impl Args {
+    pub fn config(self) -> Result<Config, CliError> {
+        let file = match &self.config {
+            Some(p) => FileConfig::read(p).map_err(|e| CliError::Usage(e.to_string()))?,
+            None => FileConfig::default(),
+        };
+        // The master key is read from env only: a flag would show in `ps`.
+        let master_key = std::env::var("BERTH_MASTER_KEY")
+            .ok()
+            .filter(|k| !k.is_empty());
+        Config::resolve(
+            berth_server::ConfigOverrides {
+                data_dir: self.data_dir,
+                listen: self.listen,
+                database_url: self.database_url,
+                master_key,
+                allow_private: self.registry_allow_private,
+                insecure: self.registry_insecure,
+                ca_file: self.registry_ca_file,
+            },
+            file,
+        )
+        .map_err(|e| CliError::Usage(e.to_string()))
+    }
+}
+
+pub async fn run(args: Args) -> Result<Outcome, CliError> {
+    let config = args.config()?;
+    berth_server::serve(config)
+        .await
+        .map_err(|e| CliError::Other(e.into()))?;
+    Ok(Outcome::Ok)
+}
+
+pub async fn rotate_master_key(args: Args) -> Result<Outcome, CliError> {
+    let config = args.config()?;
+    let (version, n) = berth_server::rotate_master_key(&config)
+        .await
+        .map_err(|e| CliError::Other(e.into()))?;
+    println!(
+        "master key version {version} is active; {n} secrets re-encrypted; older versions retired"
+    );
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,220 @@
+//! What every route shares: the error shape, the JSON extractor that answers bad
+//! bodies with that shape, the caller extractor, and project lookups that answer 404
+//! for anything outside the caller's projects.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use berth_store::{MemberRole, Membership, StoreError, User};
+use secrecy::SecretString;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::state::AppState;
+use crate::tokens;
+
+/// `{"code": "...", "message": "..."}`, plus the preflight result on a 422.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub preflight: Option<berth_registry::PreflightReport>,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: ErrorBody {
+                code: code.into(),
+                message: message.into(),
+                preflight: None,
+            },
+        }
+    }
+
+    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn preflight_failed(report: berth_registry::PreflightReport) -> Self {
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            body: ErrorBody {
+                code: "preflight_failed".into(),
+                message: format!(
+                    "{} Nothing was saved; fix the problem, or save with save_without_verifying: true.",
+                    report.message
+                ),
+                preflight: Some(report),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{what} already exists"),
+            ),
+            StoreError::NotFound => ApiError::not_found("resource"),
+            StoreError::Database(msg) => {
+                tracing::error!(error = %msg, "database error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the server log",
+                )
+            }
+        }
+    }
+}
+
+impl From<berth_vault::VaultError> for ApiError {
+    fn from(e: berth_vault::VaultError) -> Self {
+        tracing::error!(error = %e, "vault error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "vault_error",
+            "a stored secret could not be used; see the server log",
+        )
+    }
+}
+
+/// `Json<T>` whose rejections are `{code, message}` 400s.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    "too_large"
+                } else {
+                    "bad_request"
+                };
+                // The body text of serde errors may quote input; it never reaches logs,
+                // and a client sees only what it sent.
+                Err(ApiError::new(
+                    if status == StatusCode::PAYLOAD_TOO_LARGE {
+                        status
+                    } else {
+                        StatusCode::BAD_REQUEST
+                    },
+                    code,
+                    rejection.body_text(),
+                ))
+            }
+        }
+    }
+}
+
+/// The authenticated caller.
+pub struct Caller(pub User);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let unauthorized = || {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid API token is required (Authorization: Bearer <token>)",
+            )
+        };
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(unauthorized)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(|t| SecretString::from(t.trim().to_owned()))
+            .ok_or_else(unauthorized)?;
+        let hash = tokens::hash(&token);
+        match state.store.user_by_token_hash(&hash).await? {
+            Some(user) if tokens::matches(&token, &hash) => Ok(Caller(user)),
+            _ => Err(unauthorized()),
+        }
+    }
+}
+
+/// The caller's membership of project `name`, or 404 (never 403: no existence leak).
+pub async fn membership(
+    state: &AppState,
+    caller: &User,
+    name: &str,
+) -> Result<Membership, ApiError> {
+    state
+        .store
+        .project_for_member(name, caller)
+        .await?
+        .ok_or_else(|| ApiError::not_found("project"))
+}
+
+pub fn require_owner(m: &Membership) -> Result<(), ApiError> {
+    if m.role == MemberRole::Owner {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("only the project's owner may do this"))
+    }
+}
+
+/// `al***`: enough to recognise, not enough to reuse.
+pub fn mask_username(u: &str) -> String {
+    let keep = if u.chars().count() > 4 { 2 } else { 1 };
+    let head: String = u.chars().take(keep).collect();
+    format!("{head}***")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn masks() {
+        assert_eq!(super::mask_username("alice"), "al***");
+        assert_eq!(super::mask_username("bob"), "b***");
+        assert_eq!(super::mask_username(""), "***");
+        assert_eq!(super::mask_username("ñandú-user"), "ña***");
+    }
+}

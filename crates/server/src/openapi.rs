@@ -1,0 +1,46 @@
+//! The OpenAPI 3 document, generated from the route annotations.
+
+use axum::Json;
+use utoipa::OpenApi;
+
+use crate::routes::{audit, health, preflight, projects, services, users};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "berth", description = "Run pre-built images from private container registries."),
+    paths(
+        health::healthz,
+        users::create,
+        projects::create,
+        projects::add_member,
+        preflight::run,
+        services::create,
+        services::list,
+        services::show,
+        services::put_registry,
+        services::remove_registry,
+        services::terminate,
+        audit::list,
+    ),
+    components(schemas(crate::api::ErrorBody)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,38 @@
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use berth_store::AuditEvent;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::api::{membership, ApiError, Caller};
+use crate::state::AppState;
+
+#[derive(Deserialize, IntoParams)]
+pub struct AuditQuery {
+    /// Only events of this service.
+    pub service: Option<String>,
+    /// Events older than this id (paging: pass the last id of the previous page).
+    pub before: Option<i64>,
+    /// At most this many (default 50, at most 500).
+    pub limit: Option<i64>,
+}
+
+/// The project's audit events, newest first.
+#[utoipa::path(get, path = "/v1/projects/{p}/audit-events",
+    params(("p" = String, Path, description = "project name"), AuditQuery),
+    responses((status = 200, description = "events, newest first: {id, at, actor, action, project, service, metadata}", body = [Object]),
+              (status = 404, body = crate::api::ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(p): Path<String>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Vec<AuditEvent>>, ApiError> {
+    let m = membership(&state, &caller, &p).await?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let events = state
+        .store
+        .audit_events(&m.project, q.service.as_deref(), q.before, limit)
+        .await?;
+    Ok(Json(events))
+}

@@ -1,0 +1,42 @@
+//! One file per resource. [`router`] assembles them.
+
+pub mod audit;
+pub mod health;
+pub mod preflight;
+pub mod projects;
+pub mod services;
+pub mod users;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use axum::Router;
+
+use crate::state::AppState;
+
+/// Request bodies are small JSON documents.
+const BODY_LIMIT: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/openapi.json", get(crate::openapi::document))
+        .route("/v1/users", post(users::create))
+        .route("/v1/projects", post(projects::create))
+        .route("/v1/projects/{p}/members", post(projects::add_member))
+        .route("/v1/preflight", post(preflight::run))
+        .route(
+            "/v1/projects/{p}/services",
+            post(services::create).get(services::list),
+        )
+        .route(
+            "/v1/projects/{p}/services/{s}",
+            get(services::show).delete(services::terminate),
+        )
+        .route(
+            "/v1/projects/{p}/services/{s}/registry",
+            put(services::put_registry).delete(services::remove_registry),
+        )
+        .route("/v1/projects/{p}/audit-events", get(audit::list))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}

@@ -1,0 +1,113 @@
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use berth_store::NewAudit;
+use berth_types::Slug;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::api::{membership, require_owner, ApiError, ApiJson, Caller};
+use crate::state::AppState;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProject {
+    pub name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProjectView {
+    pub name: String,
+    pub created_at: String,
+    /// The caller's role: `owner` or `member`.
+    pub role: String,
+}
+
+/// Creates a project; the caller is its owner.
+#[utoipa::path(post, path = "/v1/projects", request_body = CreateProject,
+    responses((status = 201, body = ProjectView), (status = 409, body = crate::api::ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiJson(body): ApiJson<CreateProject>,
+) -> Result<(StatusCode, Json<ProjectView>), ApiError> {
+    let name: Slug = body.name.parse().map_err(|e: berth_types::NameError| {
+        ApiError::bad_request("invalid_name", e.to_string())
+    })?;
+    let project = state
+        .store
+        .create_project(
+            name.as_str(),
+            &caller,
+            NewAudit {
+                actor: caller.name.clone(),
+                action: "project.create",
+                project: Some(name.to_string()),
+                service: None,
+                metadata: serde_json::json!({}),
+            },
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ProjectView {
+            name: project.name,
+            created_at: project.created_at,
+            role: "owner".into(),
+        }),
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    pub user: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MemberView {
+    pub project: String,
+    pub user: String,
+    pub role: String,
+}
+
+/// Adds a member (owner only).
+#[utoipa::path(post, path = "/v1/projects/{p}/members", request_body = AddMember,
+    params(("p" = String, Path, description = "project name")),
+    responses((status = 201, body = MemberView), (status = 403, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody)))]
+pub async fn add_member(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(p): Path<String>,
+    ApiJson(body): ApiJson<AddMember>,
+) -> Result<(StatusCode, Json<MemberView>), ApiError> {
+    let m = membership(&state, &caller, &p).await?;
+    require_owner(&m)?;
+    let user = state
+        .store
+        .user_by_name(&body.user)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    state
+        .store
+        .add_member(
+            &m.project,
+            &user,
+            NewAudit {
+                actor: caller.name.clone(),
+                action: "project.member.add",
+                project: Some(m.project.name.clone()),
+                service: None,
+                metadata: serde_json::json!({"user": user.name}),
+            },
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(MemberView {
+            project: m.project.name,
+            user: user.name,
+            role: "member".into(),
+        }),
+    ))
+}

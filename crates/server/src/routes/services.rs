@@ -1,0 +1,424 @@
+//! Services and their registry credentials. Every save with credentials runs the
+//! preflight first; a failure answers 422 and stores nothing unless
+//! `save_without_verifying`. **A stored password is only ever sent to the registry
+//! it was saved for**: changing the registry URL needs the password again.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use berth_registry::{Credentials, PreflightReport};
+use berth_store::{Membership, NewAudit, NewCredential, NewService, Service, STATUS_TERMINATED};
+use berth_types::{ImageRef, RegistryUrl, Slug};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::api::{mask_username, membership, ApiError, ApiJson, Caller};
+use crate::routes::preflight;
+use crate::state::AppState;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryInput {
+    pub registry_url: String,
+    pub username: String,
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateService {
+    pub name: String,
+    pub image: String,
+    pub registry: Option<RegistryInput>,
+    #[serde(default)]
+    pub save_without_verifying: bool,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutRegistry {
+    pub registry_url: Option<String>,
+    pub username: Option<String>,
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<SecretString>,
+    pub image: Option<String>,
+    #[serde(default)]
+    pub save_without_verifying: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RegistryView {
+    pub registry_url: String,
+    /// Masked, e.g. `al***`.
+    pub username: String,
+    pub password_set: bool,
+    pub verified: bool,
+    pub updated_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ServiceView {
+    pub name: String,
+    pub image: String,
+    pub status: String,
+    pub created_at: String,
+    pub registry: Option<RegistryView>,
+}
+
+impl From<&Service> for ServiceView {
+    fn from(s: &Service) -> Self {
+        ServiceView {
+            name: s.name.clone(),
+            image: s.image.clone(),
+            status: s.status.clone(),
+            created_at: s.created_at.clone(),
+            registry: s.credential.as_ref().map(|c| RegistryView {
+                registry_url: c.registry_url.clone(),
+                username: mask_username(&c.username),
+                password_set: !c.sealed_password.is_empty(),
+                verified: c.verified,
+                updated_at: c.updated_at.clone(),
+            }),
+        }
+    }
+}
+
+fn parse_image(image: &str) -> Result<ImageRef, ApiError> {
+    image.parse().map_err(|e: berth_types::ReferenceError| {
+        ApiError::bad_request(
+            "invalid_image",
+            format!("the image reference is not valid: {e}"),
+        )
+    })
+}
+
+/// The registry URL as stored: normalized, so that "the same registry" is a string
+/// comparison.
+fn normalize_registry_url(url: &str) -> Result<String, ApiError> {
+    url.parse::<RegistryUrl>()
+        .map(|u| u.to_string())
+        .map_err(|e| {
+            ApiError::preflight_failed(PreflightReport::invalid_url(format!(
+                "The registry URL is not valid: {e}."
+            )))
+        })
+}
+
+/// Runs the preflight; refuses (422) unless it passed or the caller overrides.
+/// Returns whether it passed.
+async fn verify(
+    state: &AppState,
+    registry_url: &str,
+    image: &str,
+    creds: Credentials,
+    override_failure: bool,
+) -> Result<bool, ApiError> {
+    let report = preflight::check(state, registry_url, image, Some(creds)).await;
+    if report.ok {
+        return Ok(true);
+    }
+    // Input that cannot be parsed cannot be stored, override or not.
+    if !override_failure
+        || report.steps.is_empty() && report.code == berth_registry::Code::InvalidUrl
+    {
+        return Err(ApiError::preflight_failed(report));
+    }
+    Ok(false)
+}
+
+fn outcome(passed: bool) -> &'static str {
+    if passed {
+        "passed"
+    } else {
+        "overridden"
+    }
+}
+
+async fn live_service(state: &AppState, m: &Membership, name: &str) -> Result<Service, ApiError> {
+    state
+        .store
+        .service(&m.project, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("service"))
+}
+
+/// Creates a service, with registry credentials verified by the preflight.
+#[utoipa::path(post, path = "/v1/projects/{p}/services", request_body = CreateService,
+    params(("p" = String, Path, description = "project name")),
+    responses((status = 201, body = ServiceView), (status = 400, body = crate::api::ErrorBody),
+              (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody),
+              (status = 422, description = "the preflight failed; nothing was stored", body = crate::api::ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(p): Path<String>,
+    ApiJson(body): ApiJson<CreateService>,
+) -> Result<(StatusCode, Json<ServiceView>), ApiError> {
+    let m = membership(&state, &caller, &p).await?;
+    let name: Slug = body.name.parse().map_err(|e: berth_types::NameError| {
+        ApiError::bad_request("invalid_name", e.to_string())
+    })?;
+    parse_image(&body.image)?;
+    if state
+        .store
+        .service(&m.project, name.as_str())
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "a service with this name already exists",
+        ));
+    }
+    let id = berth_store::new_id();
+    let mut metadata = json!({"image": body.image});
+    let credential = match body.registry {
+        None => None,
+        Some(r) => {
+            let registry_url = normalize_registry_url(&r.registry_url)?;
+            let creds = Credentials::new(r.username.clone(), r.password);
+            let passed = verify(
+                &state,
+                &registry_url,
+                &body.image,
+                creds.clone(),
+                body.save_without_verifying,
+            )
+            .await?;
+            metadata["preflight"] = json!(outcome(passed));
+            metadata["registry_url"] = json!(registry_url);
+            Some(NewCredential {
+                registry_url,
+                username: r.username,
+                sealed_password: state.keys.seal(&m.project.id, &id, &creds.password)?.0,
+                verified: passed,
+            })
+        }
+    };
+    let service = state
+        .store
+        .create_service(
+            NewService {
+                id,
+                project_id: m.project.id.clone(),
+                name: name.to_string(),
+                image: body.image,
+            },
+            credential,
+            NewAudit {
+                actor: caller.name.clone(),
+                action: "service.create",
+                project: Some(m.project.name.clone()),
+                service: Some(name.to_string()),
+                metadata,
+            },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(ServiceView::from(&service))))
+}
+
+/// The project's services.
+#[utoipa::path(get, path = "/v1/projects/{p}/services",
+    params(("p" = String, Path, description = "project name")),
+    responses((status = 200, body = [ServiceView]), (status = 404, body = crate::api::ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(p): Path<String>,
+) -> Result<Json<Vec<ServiceView>>, ApiError> {
+    let m = membership(&state, &caller, &p).await?;
+    let services = state.store.list_services(&m.project).await?;
+    Ok(Json(services.iter().map(ServiceView::from).collect()))
+}
+
+/// One service, credentials masked.
+#[utoipa::path(get, path = "/v1/projects/{p}/services/{s}",
+    params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name")),
+    responses((status = 200, body = ServiceView), (status = 404, body = crate::api::ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((p, s)): Path<(String, String)>,
+) -> Result<Json<ServiceView>, ApiError> {
+    let m = membership(&state, &caller, &p).await?;
+    Ok(Json(ServiceView::from(
+        &live_service(&state, &m, &s).await?,
+    )))
+}
+
+/// Sets or updates registry credentials; omitted fields keep their stored value.
+#[utoipa::path(put, path = "/v1/projects/{p}/services/{s}/registry", request_body = PutRegistry,
+    params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name")),
+    responses((status = 200, body = ServiceView), (status = 400, body = crate::api::ErrorBody),
+              (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody),
+              (status = 422, description = "the preflight failed; nothing was stored", body = crate::api::ErrorBody)))]
+pub async fn put_registry(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((p, s)): Path<(String, String)>,
+    ApiJson(body): ApiJson<PutRegistry>,
+) -> Result<Json<ServiceView>, ApiError> {
+    let m = membership(&state, &caller, &p).await?;
+    let service = live_service(&state, &m, &s).await?;
+    if service.status == STATUS_TERMINATED {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "service_terminated",
+            "the service is terminated",
+        ));
+    }
+    let stored = service.credential.as_ref();
+    let registry_url = match (&body.registry_url, stored) {
+        (Some(u), _) => normalize_registry_url(u)?,
+        (None, Some(c)) => c.registry_url.clone(),
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "missing_field",
+                "registry_url is required: the service has no registry credentials yet",
+            ))
+        }
+    };
+    let username = match (&body.username, stored) {
+        (Some(u), _) => u.clone(),
+        (None, Some(c)) => c.username.clone(),
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "missing_field",
+                "username is required: the service has no registry credentials yet",
+            ))
+        }
+    };
+    let same_registry = stored.is_some_and(|c| c.registry_url == registry_url);
+    let password_given = body.password.is_some();
+    let password = match (body.password, stored) {
+        (Some(p), _) => p,
+        (None, Some(c)) if same_registry => state
+            .keys
+            .unseal(&m.project.id, &service.id, &berth_vault::Sealed(c.sealed_password.clone()))?,
+        (None, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "password_required",
+                "the registry URL changed: give the password again (a stored password is only sent to the registry it was saved for)",
+            ))
+        }
+        (None, None) => return Err(ApiError::bad_request("missing_field", "password is required: the service has no registry credentials yet")),
+    };
+    let image = body.image.clone().unwrap_or_else(|| service.image.clone());
+    parse_image(&image)?;
+    let creds = Credentials::new(username.clone(), password);
+    let passed = verify(
+        &state,
+        &registry_url,
+        &image,
+        creds.clone(),
+        body.save_without_verifying,
+    )
+    .await?;
+    let mut changed = Vec::new();
+    if body.registry_url.is_some() {
+        changed.push("registry_url");
+    }
+    if body.username.is_some() {
+        changed.push("username");
+    }
+    if body.image.is_some() {
+        changed.push("image");
+    }
+    if stored.is_none() || password_given {
+        changed.push("password");
+    }
+    let sealed = state
+        .keys
+        .seal(&m.project.id, &service.id, &creds.password)?;
+    state
+        .store
+        .put_credential(
+            &service,
+            body.image.as_deref(),
+            NewCredential {
+                registry_url: registry_url.clone(),
+                username,
+                sealed_password: sealed.0,
+                verified: passed,
+            },
+            NewAudit {
+                actor: caller.name.clone(),
+                action: "service.update",
+                project: Some(m.project.name.clone()),
+                service: Some(service.name.clone()),
+                metadata: json!({"preflight": outcome(passed), "registry_url": registry_url, "changed": changed}),
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            berth_store::StoreError::NotFound => ApiError::new(StatusCode::CONFLICT, "service_terminated", "the service is terminated"),
+            other => other.into(),
+        })?;
+    Ok(Json(ServiceView::from(
+        &live_service(&state, &m, &s).await?,
+    )))
+}
+
+/// Removes registry credentials (the secret is deleted); later deploys pull anonymously.
+#[utoipa::path(delete, path = "/v1/projects/{p}/services/{s}/registry",
+    params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name")),
+    responses((status = 200, body = ServiceView), (status = 404, body = crate::api::ErrorBody)))]
+pub async fn remove_registry(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((p, s)): Path<(String, String)>,
+) -> Result<Json<ServiceView>, ApiError> {
+    let m = membership(&state, &caller, &p).await?;
+    let service = live_service(&state, &m, &s).await?;
+    state
+        .store
+        .delete_credential(
+            &service,
+            NewAudit {
+                actor: caller.name.clone(),
+                action: "service.registry.remove",
+                project: Some(m.project.name.clone()),
+                service: Some(service.name.clone()),
+                metadata: json!({}),
+            },
+        )
+        .await?;
+    Ok(Json(ServiceView::from(
+        &live_service(&state, &m, &s).await?,
+    )))
+}
+
+/// Terminates a service: stops what runs, deletes its secret for good.
+#[utoipa::path(delete, path = "/v1/projects/{p}/services/{s}",
+    params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name")),
+    responses((status = 200, body = ServiceView), (status = 404, body = crate::api::ErrorBody)))]
+pub async fn terminate(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((p, s)): Path<(String, String)>,
+) -> Result<Json<ServiceView>, ApiError> {
+    let m = membership(&state, &caller, &p).await?;
+    let service = live_service(&state, &m, &s).await?;
+    if service.status != STATUS_TERMINATED {
+        state
+            .store
+            .terminate_service(
+                &service,
+                NewAudit {
+                    actor: caller.name.clone(),
+                    action: "service.terminate",
+                    project: Some(m.project.name.clone()),
+                    service: Some(service.name.clone()),
+                    metadata: json!({"secret_deleted": service.credential.is_some()}),
+                },
+            )
+            .await?;
+    }
+    Ok(Json(ServiceView::from(
+        &live_service(&state, &m, &s).await?,
+    )))
+}

@@ -1,0 +1,216 @@
+//! Start-up: data dir, keyring, database, key check, first admin, listener.
+//! **A wrong master key stops the server at start, with a clear error.**
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use berth_registry::Registry;
+use berth_store::{NewAudit, SqlStore, Store, UserRole};
+use berth_vault::{KeySource, Keyring, Sealed};
+use secrecy::ExposeSecret;
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::state::AppState;
+use crate::tokens;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot create the data dir {0}: {1}")]
+    DataDir(String, String),
+    #[error(transparent)]
+    Keyring(#[from] berth_vault::KeyringError),
+    #[error(transparent)]
+    Store(#[from] berth_store::StoreError),
+    #[error("the master key does not match this database: it was created with another key (check BERTH_MASTER_KEY, or the data dir's master.key)")]
+    WrongMasterKey,
+    #[error("vault: {0}")]
+    Vault(#[from] berth_vault::VaultError),
+    #[error("registry client: {0}")]
+    Registry(#[from] berth_registry::RegistryError),
+    #[error("cannot write {0}: {1}")]
+    AdminToken(String, String),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, String),
+}
+
+/// The parts of a started server.
+pub struct Parts {
+    pub state: AppState,
+    pub store: SqlStore,
+}
+
+fn keyring(config: &Config) -> Result<Keyring, SetupError> {
+    let source = match &config.master_key {
+        Some(k) => KeySource::Env { current: k.clone() },
+        None => KeySource::File(config.data_dir.join("master.key")),
+    };
+    Ok(Keyring::open(source)?)
+}
+
+/// Opens everything the server needs, creating what a first start must.
+pub async fn open(config: &Config) -> Result<Parts, SetupError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data_dir)
+        .map_err(|e| SetupError::DataDir(config.data_dir.display().to_string(), e.to_string()))?;
+    let keys = keyring(config)?;
+    let store = SqlStore::connect(&config.database_url).await?;
+    match store.key_check().await? {
+        Some(check) => keys
+            .verify_check_value(&Sealed(check))
+            .map_err(|_| SetupError::WrongMasterKey)?,
+        None => store.set_key_check(&keys.check_value()?.0).await?,
+    }
+    if store.count_users().await? == 0 {
+        create_admin(&store, &config.data_dir).await?;
+    }
+    let registry = Registry::new(config.registry.clone())?;
+    let state = AppState {
+        store: Arc::new(store.clone()),
+        keys: Arc::new(keys),
+        registry: Arc::new(registry),
+    };
+    Ok(Parts { state, store })
+}
+
+/// The first admin; its token goes to `DATA_DIR/admin-token` (0600), nowhere else.
+async fn create_admin(store: &SqlStore, data_dir: &Path) -> Result<(), SetupError> {
+    let token = tokens::generate();
+    let path = data_dir.join("admin-token");
+    let err = |e: std::io::Error| SetupError::AdminToken(path.display().to_string(), e.to_string());
+    let _ = std::fs::remove_file(&path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(err)?;
+    f.write_all(format!("{}\n", token.expose_secret()).as_bytes())
+        .map_err(err)?;
+    f.sync_all().map_err(err)?;
+    store
+        .create_user(
+            "admin",
+            &tokens::hash(&token),
+            UserRole::Admin,
+            NewAudit {
+                actor: "berth".into(),
+                action: "user.create",
+                project: None,
+                service: None,
+                metadata: serde_json::json!({"user": "admin", "role": "admin"}),
+            },
+        )
+        .await?;
+    tracing::info!(path = %path.display(), "created the admin user; its token is in this file");
+    Ok(())
+}
+
+/// A server listening in the background.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub store: SqlStore,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, lets requests in flight finish, closes the database.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.handle).await;
+        self.store.close().await;
+    }
+}
+
+/// Opens everything and starts listening; returns once `/healthz` would answer.
+pub async fn start(config: Config) -> Result<Running, SetupError> {
+    let parts = open(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| SetupError::Listen(config.listen, e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| SetupError::Listen(config.listen, e.to_string()))?;
+    let app = crate::routes::router(parts.state).layer(
+        tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+            axum::http::header::AUTHORIZATION,
+        ]),
+    );
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "server stopped");
+        }
+    });
+    tracing::info!(%addr, "berth server listening");
+    Ok(Running {
+        addr,
+        store: parts.store,
+        shutdown: Some(tx),
+        handle,
+    })
+}
+
+/// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn serve(config: Config) -> Result<(), SetupError> {
+    let running = start(config).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| SetupError::Listen(running.addr, e.to_string()))?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    running.stop().await;
+    Ok(())
+}
+
+/// `berth admin rotate-master-key`: a new key version becomes active, every secret is
+/// re-sealed under it (compare-and-swap, so a concurrent save wins), then the old
+/// versions are retired. Running servers pick the new version up from the key file.
+/// Returns (new version, secrets re-sealed).
+pub async fn rotate_master_key(config: &Config) -> Result<(u32, usize), SetupError> {
+    let keys = keyring(config)?;
+    let store = SqlStore::connect(&config.database_url).await?;
+    if let Some(check) = store.key_check().await? {
+        keys.verify_check_value(&Sealed(check))
+            .map_err(|_| SetupError::WrongMasterKey)?;
+    }
+    let version = keys.rotate()?;
+    let mut resealed = 0;
+    // Two passes: the second catches secrets a server sealed under an old version
+    // while the first ran.
+    for _ in 0..2 {
+        for row in store.sealed_credentials().await? {
+            let sealed = Sealed(row.sealed_password.clone());
+            if sealed.key_version() == Some(version) {
+                continue;
+            }
+            let plain = keys.unseal(&row.project_id, &row.service_id, &sealed)?;
+            let fresh = keys.seal(&row.project_id, &row.service_id, &plain)?;
+            if store
+                .reseal_credential(&row.service_id, &row.sealed_password, &fresh.0)
+                .await?
+            {
+                resealed += 1;
+            }
+        }
+    }
+    store.set_key_check(&keys.check_value()?.0).await?;
+    keys.retire_old()?;
+    store.close().await;
+    Ok((version, resealed))
+}

@@ -1,0 +1,26 @@
+//! API tokens: 256 random bits, shown once, stored only as a SHA-256 hash.
+//! (A fast hash is right here: the token has full entropy, nothing to brute-force.)
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+pub const PREFIX: &str = "berth_";
+
+pub fn generate() -> SecretString {
+    let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+    rand::rngs::OsRng.fill_bytes(raw.as_mut());
+    SecretString::from(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw.as_ref())))
+}
+
+pub fn hash(token: &SecretString) -> String {
+    hex::encode(Sha256::digest(token.expose_secret().as_bytes()))
+}
+
+/// Constant-time comparison of a presented token's hash with a stored one.
+pub fn matches(token: &SecretString, stored_hash: &str) -> bool {
+    hash(token).as_bytes().ct_eq(stored_hash.as_bytes()).into()
+}
