@@ -1,0 +1,163 @@
+//! Test harness for the API: real servers (in-process), real registries, both stores.
+#![allow(dead_code)]
+
+use berth_registry::NetworkPolicy;
+use berth_server::{Config, Running};
+use berth_testkit::{Grant, LocalRegistry, TestImage, TokenServer, TokenServerMode, User};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+pub const PASSWORD: &str = "Pu11-0nly-S3cret!";
+
+#[derive(Clone, Copy, Debug)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A token-auth registry holding `team/app:v1` and `team/app:v2`, with `ci` allowed
+/// to pull `team/app` (password [`PASSWORD`]).
+pub struct Registry {
+    pub tokens: TokenServer,
+    pub reg: LocalRegistry,
+    pub digest: String,
+}
+
+impl Registry {
+    pub fn start() -> Self {
+        let tokens = TokenServer::start(
+            vec![
+                User::new("admin", "admin-pass-1", Grant::All),
+                User::new("ci", PASSWORD, Grant::Pull(vec!["team/app".into()])),
+            ],
+            vec![],
+            TokenServerMode::GetAndPost,
+        );
+        let reg = LocalRegistry::token(&tokens);
+        let img = TestImage::build(&[("hello.txt", b"hello")], &["/bin/cat", "/hello.txt"]);
+        img.push(&reg, "team/app:v1");
+        img.push(&reg, "team/app:v2");
+        Registry {
+            tokens,
+            reg,
+            digest: img.digest.clone(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.reg.authority()
+    }
+}
+
+pub fn config(dir: &std::path::Path, db: Db, insecure: &str, master_key: Option<String>) -> Config {
+    let database_url = match db {
+        Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("berth.db").display()),
+        Db::Postgres => berth_testkit::Postgres::shared().create_database(),
+    };
+    Config {
+        data_dir: dir.to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url,
+        master_key,
+        registry: NetworkPolicy::from_lists("127.0.0.1/32", insecure).unwrap(),
+    }
+}
+
+pub struct Server {
+    pub running: Running,
+    pub admin_token: String,
+    pub dir: std::path::PathBuf,
+}
+
+impl Server {
+    pub async fn start(config: Config) -> Self {
+        let dir = config.data_dir.clone();
+        let running = berth_server::start(config).await.expect("server starts");
+        let admin_token = std::fs::read_to_string(dir.join("admin-token"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        Server {
+            running,
+            admin_token,
+            dir,
+        }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.running.addr)
+    }
+
+    pub fn client(&self, token: &str) -> Client {
+        Client {
+            base: self.base(),
+            token: token.to_owned(),
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        }
+    }
+
+    pub fn admin(&self) -> Client {
+        self.client(&self.admin_token)
+    }
+}
+
+pub struct Client {
+    pub base: String,
+    pub token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if !self.token.is_empty() {
+            req = req.bearer_auth(&self.token);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// Creates a user (as admin) and returns a client for it.
+    pub async fn new_user(&self, name: &str) -> Client {
+        let (s, v) = self.post("/v1/users", json!({"name": name})).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        Client {
+            base: self.base.clone(),
+            token: v["token"].as_str().unwrap().to_owned(),
+            http: self.http.clone(),
+        }
+    }
+}
+
+pub fn registry_body(url: &str, user: &str, password: &str) -> Value {
+    json!({"registry_url": url, "username": user, "password": password})
+}
