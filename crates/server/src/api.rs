@@ -23,7 +23,7 @@ pub struct ErrorBody {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub preflight: Option<berth_registry::PreflightReport>,
+    pub preflight: Option<Box<berth_registry::PreflightReport>>,
 }
 
 #[derive(Debug)]
@@ -69,7 +69,7 @@ impl ApiError {
                     "{} Nothing was saved; fix the problem, or save with save_without_verifying: true.",
                     report.message
                 ),
-                preflight: Some(report),
+                preflight: Some(Box::new(report)),
             },
         }
     }

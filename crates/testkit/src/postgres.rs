@@ -100,7 +100,10 @@ impl Postgres {
             String::from_utf8_lossy(&out.stderr)
         );
         let port = free_port();
-        as_postgres(
+        // Never waited on: it lives as long as the test process, which its
+        // parent-death signal ends it with.
+        #[allow(clippy::zombie_processes)]
+        let _child = as_postgres(
             Command::new(bin.join("postgres"))
                 .arg("-D")
                 .arg(&data)

@@ -175,7 +175,17 @@ impl Keyring {
             .ok_or(KeyringError::UnknownVersion(version))
     }
 
+    /// The active key. With a key file, a file changed by a rotation elsewhere is
+    /// re-read first, so that nothing is sealed under a version being retired.
     pub(crate) fn active(&self) -> (u32, MasterKey) {
+        if let KeySource::File(path) = &self.source {
+            let on_disk = read_key_file(path).map(|(v, _)| v).ok();
+            if on_disk.is_some_and(|v| v != self.active_version()) {
+                if let Err(e) = self.reload() {
+                    tracing::error!(error = %e, "cannot re-read the master key file");
+                }
+            }
+        }
         let g = self.inner.read().unwrap_or_else(|e| e.into_inner());
         (g.0, g.1[&g.0].clone())
     }

@@ -1,0 +1,147 @@
+//! A whole scenario with trace logging, then a grep of the data dir (database, WAL,
+//! key file, everything) and of the logs for the passwords, `user:password` in base64
+//! and the passwords in base64. None may appear.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use common::*;
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn forms(user: &str, password: &str) -> Vec<String> {
+    let engines = [
+        base64::engine::general_purpose::STANDARD,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        base64::engine::general_purpose::STANDARD_NO_PAD,
+    ];
+    let mut out = vec![password.to_owned()];
+    for e in engines {
+        out.push(e.encode(format!("{user}:{password}")));
+        out.push(e.encode(password));
+    }
+    out
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_in_the_data_dir_or_the_logs() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter("trace")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
+
+    let registry = Registry::start();
+    let url = registry.url();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config(dir.path(), Db::Sqlite, &url, None)).await;
+    let alice = server.admin().new_user("alice").await;
+    alice.post("/v1/projects", json!({"name": "web"})).await;
+
+    let wrong = "Wr0ng-Guess-Passw0rd";
+    let (s, _) = alice
+        .post("/v1/projects/web/services", json!({"name": "api", "image": "team/app:v1", "registry": registry_body(&url, "ci", wrong)}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = alice
+        .post("/v1/projects/web/services", json!({"name": "api", "image": "team/app:v1", "registry": registry_body(&url, "ci", PASSWORD)}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = alice
+        .post("/v1/projects/web/services", json!({"name": "other", "image": "team/app:v1", "registry": registry_body(&url, "ci", PASSWORD)}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(
+        alice
+            .put(
+                "/v1/projects/web/services/api/registry",
+                json!({"image": "team/app:v2"})
+            )
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        alice
+            .put(
+                "/v1/projects/web/services/api/registry",
+                json!({"password": PASSWORD})
+            )
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let body = json!({"registry_url": url, "username": "ci", "password": PASSWORD, "image": "team/app:v1"});
+    assert_eq!(alice.post("/v1/preflight", body).await.0, StatusCode::OK);
+    let body =
+        json!({"registry_url": url, "username": "ci", "password": wrong, "image": "team/app:v1"});
+    assert_eq!(alice.post("/v1/preflight", body).await.0, StatusCode::OK);
+    assert_eq!(
+        alice
+            .delete("/v1/projects/web/services/other/registry")
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        alice.delete("/v1/projects/web/services/api").await.0,
+        StatusCode::OK
+    );
+    server.running.stop().await;
+
+    let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert!(
+        logs.contains("TRACE") || logs.contains("DEBUG"),
+        "trace logging was on"
+    );
+    assert!(logs.len() > 1000, "logs were captured");
+    let files = files_under(dir.path());
+    assert!(
+        files.iter().any(|f| f.ends_with("berth.db-wal"))
+            || files.iter().any(|f| f.ends_with("berth.db"))
+    );
+    for secret in forms("ci", PASSWORD).into_iter().chain(forms("ci", wrong)) {
+        assert!(
+            !logs.contains(&secret),
+            "a secret form appears in the logs: {secret}"
+        );
+        for f in &files {
+            let bytes = std::fs::read(f).unwrap();
+            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!found, "a secret form appears in {}", f.display());
+        }
+    }
+    // The alice API token is a secret too: never logged.
+    assert!(!logs.contains(&alice.token));
+}
