@@ -10,6 +10,7 @@
 //! Nothing here knows about HTTP servers, databases or runtimes.
 
 pub mod auth;
+pub mod blob;
 pub mod client;
 pub mod error;
 pub mod manifest;

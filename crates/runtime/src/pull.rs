@@ -1,0 +1,1 @@
+//! Pulling an image into the cache and a root filesystem (filled in below).
