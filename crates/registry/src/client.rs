@@ -129,6 +129,7 @@ impl Registry {
     }
 }
 
+#[derive(Clone)]
 enum AuthState {
     Anonymous,
     Basic,
@@ -151,7 +152,18 @@ pub struct Session<'r> {
     auth: AuthState,
 }
 
-impl Session<'_> {
+impl<'r> Session<'r> {
+    /// An independent session with this one's authorization, for parallel downloads.
+    pub fn fork(&self) -> Session<'r> {
+        Session {
+            registry: self.registry,
+            target: self.target,
+            creds: self.creds.clone(),
+            reuse: self.reuse,
+            auth: self.auth.clone(),
+        }
+    }
+
     pub fn target(&self) -> &Target {
         self.target
     }

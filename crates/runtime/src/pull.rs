@@ -1,1 +1,209 @@
-//! Pulling an image into the cache and a root filesystem (filled in below).
+//! Pulling an image by digest: the manifest (the host platform's, for an index),
+//! then the config and layers into the cache (in parallel, each byte hashed as it
+//! arrives, nothing kept on a mismatch; what the cache holds is not fetched again),
+//! then the layers applied in order to a root filesystem, each checked against the
+//! config's `diff_ids`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use berth_registry::{blob, manifest, RegistryError, Session};
+use berth_types::Digest;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+
+use crate::cache::{BlobCache, CacheError};
+use crate::unpack::{self, Compression, UnpackError};
+
+/// Layers downloaded at once.
+const PARALLEL_DOWNLOADS: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    #[error("the image is not valid: {0}")]
+    Invalid(String),
+    #[error("the image has no build for {wanted}; it has {}", .available.join(", "))]
+    NoPlatform {
+        wanted: String,
+        available: Vec<String>,
+    },
+    #[error(
+        "layer {index} does not match the config's diff_id: expected {expected}, got {actual}"
+    )]
+    DiffId {
+        index: usize,
+        expected: String,
+        actual: Digest,
+    },
+}
+
+/// What a layer's download did, for the infrastructure log.
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    pub digest: Digest,
+    pub size: u64,
+    /// `None` when the cache already had it.
+    pub took: Option<Duration>,
+}
+
+#[derive(Debug)]
+pub struct Pulled {
+    /// The platform manifest actually pulled.
+    pub manifest: Digest,
+    pub config: ImageConfiguration,
+    pub blobs: Vec<Fetched>,
+    pub unpack_took: Duration,
+}
+
+impl Pulled {
+    pub fn fetched_bytes(&self) -> u64 {
+        self.blobs
+            .iter()
+            .filter(|b| b.took.is_some())
+            .map(|b| b.size)
+            .sum()
+    }
+}
+
+fn invalid(e: impl std::fmt::Display) -> PullError {
+    PullError::Invalid(e.to_string())
+}
+
+/// Resolves `digest` to the host platform's manifest.
+async fn platform_manifest(
+    s: &mut Session<'_>,
+    digest: &Digest,
+) -> Result<(Digest, ImageManifest), PullError> {
+    let (mut media_type, mut body) = blob::manifest(s, digest).await?;
+    let mut digest = digest.clone();
+    if media_type.is_empty() {
+        media_type = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["mediaType"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+    }
+    if media_type == manifest::OCI_INDEX || media_type == manifest::DOCKER_MANIFEST_LIST {
+        let index: ImageIndex = serde_json::from_slice(&body).map_err(invalid)?;
+        let host = manifest::host_platform();
+        let mut available = Vec::new();
+        let chosen = index.manifests().iter().find(|m| {
+            m.platform().as_ref().is_some_and(|p| {
+                let name = format!("{}/{}", p.os(), p.architecture());
+                available.push(name.clone());
+                name == host
+            })
+        });
+        let Some(chosen) = chosen else {
+            return Err(PullError::NoPlatform {
+                wanted: host,
+                available,
+            });
+        };
+        digest = chosen.digest().to_string().parse().map_err(invalid)?;
+        (_, body) = blob::manifest(s, &digest).await?;
+    }
+    let m: ImageManifest = serde_json::from_slice(&body).map_err(invalid)?;
+    Ok((digest, m))
+}
+
+/// Streams one blob into the cache unless it is there already.
+async fn fetch(
+    mut s: Session<'_>,
+    cache: &BlobCache,
+    digest: Digest,
+    size: u64,
+) -> Result<Fetched, PullError> {
+    if cache.contains(&digest) {
+        return Ok(Fetched {
+            digest,
+            size,
+            took: None,
+        });
+    }
+    let started = Instant::now();
+    let mut resp = blob::open(&mut s, &digest).await?;
+    let mut w = cache.writer(&digest)?;
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| RegistryError::Network(format!("download of {digest} failed: {e}")))?
+    {
+        w.write_chunk(&chunk)?;
+    }
+    let size = w.written();
+    w.commit()?;
+    Ok(Fetched {
+        digest,
+        size,
+        took: Some(started.elapsed()),
+    })
+}
+
+/// Pulls `digest` (a manifest or an index) into `cache` and applies it to `rootfs`.
+pub async fn pull(
+    s: &mut Session<'_>,
+    digest: &Digest,
+    cache: &BlobCache,
+    rootfs: &Path,
+) -> Result<Pulled, PullError> {
+    let (manifest_digest, m) = platform_manifest(s, digest).await?;
+    let mut wanted = vec![(m.config().digest().to_string(), m.config().size())];
+    wanted.extend(
+        m.layers()
+            .iter()
+            .map(|l| (l.digest().to_string(), l.size())),
+    );
+    let jobs = wanted
+        .into_iter()
+        .map(|(d, size)| Ok::<_, PullError>((d.parse::<Digest>().map_err(invalid)?, size)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let session = &*s;
+    let blobs: Vec<Fetched> = stream::iter(jobs)
+        .map(|(d, size)| fetch(session.fork(), cache, d, size))
+        .buffered(PARALLEL_DOWNLOADS)
+        .try_collect()
+        .await?;
+
+    let config_bytes = std::fs::read(cache.path(&blobs[0].digest)).map_err(CacheError::from)?;
+    let config: ImageConfiguration = serde_json::from_slice(&config_bytes).map_err(invalid)?;
+    let diff_ids = config.rootfs().diff_ids().clone();
+    if diff_ids.len() != m.layers().len() {
+        return Err(invalid("the config's diff_ids do not match the layers"));
+    }
+    let started = Instant::now();
+    std::fs::create_dir_all(rootfs).map_err(CacheError::from)?;
+    for (i, layer) in m.layers().iter().enumerate() {
+        let compression = Compression::from_media_type(layer.media_type().as_ref())?;
+        let path = cache.path(&blobs[i + 1].digest);
+        let root = rootfs.to_owned();
+        let unpacked = tokio::task::spawn_blocking(move || {
+            let f = std::fs::File::open(path)?;
+            unpack::apply_layer(
+                std::io::BufReader::with_capacity(1 << 20, f),
+                compression,
+                &root,
+            )
+        })
+        .await
+        .map_err(invalid)??;
+        if unpacked.diff_id.to_string() != diff_ids[i] {
+            return Err(PullError::DiffId {
+                index: i,
+                expected: diff_ids[i].clone(),
+                actual: unpacked.diff_id,
+            });
+        }
+    }
+    Ok(Pulled {
+        manifest: manifest_digest,
+        config,
+        blobs,
+        unpack_took: started.elapsed(),
+    })
+}

@@ -41,6 +41,11 @@ fn write_image(
     os: &str,
     arch: &str,
 ) -> (String, u64) {
+    write_layered(layout, &[files], cmd, os, arch)
+}
+
+/// Writes one gzip layer; returns (layer digest, size, diff_id).
+fn write_layer(layout: &Path, files: &[(&str, &[u8])]) -> (String, u64, String) {
     let mut tar_bytes = Vec::new();
     {
         let mut b = tar::Builder::new(&mut tar_bytes);
@@ -59,11 +64,26 @@ fn write_image(
     gz.write_all(&tar_bytes).unwrap();
     let layer = gz.finish().unwrap();
     let (layer_digest, layer_size) = write_blob(layout, &layer);
+    (layer_digest, layer_size, diff_id)
+}
+
+fn write_layered(
+    layout: &Path,
+    layers: &[&[(&str, &[u8])]],
+    cmd: &[&str],
+    os: &str,
+    arch: &str,
+) -> (String, u64) {
+    let written: Vec<(String, u64, String)> = layers
+        .iter()
+        .map(|files| write_layer(layout, files))
+        .collect();
+    let diff_ids: Vec<&String> = written.iter().map(|(_, _, d)| d).collect();
     let config = json!({
         "architecture": arch,
         "os": os,
         "config": {"Cmd": cmd, "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": [{"created_by": "berth-testkit"}]
     });
     let (config_digest, config_size) = write_blob(layout, config.to_string().as_bytes());
@@ -71,7 +91,7 @@ fn write_image(
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer_size}]
+        "layers": written.iter().map(|(d, s, _)| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": s})).collect::<Vec<_>>()
     });
     write_blob(layout, manifest.to_string().as_bytes())
 }
@@ -95,6 +115,14 @@ impl TestImage {
     pub fn build(files: &[(&str, &[u8])], cmd: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (digest, size) = write_image(dir.path(), files, cmd, "linux", "amd64");
+        write_layout_index(dir.path(), OCI_MANIFEST, &digest, size);
+        TestImage { dir, digest }
+    }
+
+    /// A linux/amd64 image with one layer per element of `layers`.
+    pub fn build_layers(layers: &[&[(&str, &[u8])]], cmd: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (digest, size) = write_layered(dir.path(), layers, cmd, "linux", "amd64");
         write_layout_index(dir.path(), OCI_MANIFEST, &digest, size);
         TestImage { dir, digest }
     }
