@@ -83,6 +83,18 @@ pub trait Store: Send + Sync {
     /// Deletes the credential and marks the service `TERMINATED`.
     async fn terminate_service(&self, service: &Service, audit: NewAudit) -> Result<()>;
 
+    // deployments
+    async fn service_by_id(&self, id: &str) -> Result<Option<Service>>;
+    async fn create_deployment(&self, service: &Service, audit: NewAudit) -> Result<Deployment>;
+    async fn deployment(&self, service: &Service, id: &str) -> Result<Option<Deployment>>;
+    async fn deployments_of(&self, service: &Service) -> Result<Vec<Deployment>>;
+    /// Moves the oldest `PENDING_DEPLOY` deployment to `DEPLOYING` and returns it; on
+    /// PostgreSQL several replicas claim different ones (`FOR UPDATE SKIP LOCKED`).
+    async fn claim_deployment(&self) -> Result<Option<Deployment>>;
+    async fn finish_deployment(&self, d: &Deployment, outcome: Outcome) -> Result<()>;
+    /// Deployments a stopped server left `DEPLOYING` become `FAILED` with a reason.
+    async fn repair_deployments(&self) -> Result<u64>;
+
     // audit
     async fn audit_events(
         &self,

@@ -109,3 +109,37 @@ pub fn new_id() -> String {
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
+
+pub const PENDING_DEPLOY: &str = "PENDING_DEPLOY";
+pub const DEPLOYING: &str = "DEPLOYING";
+pub const DEPLOYED: &str = "DEPLOYED";
+pub const FAILED: &str = "FAILED";
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Deployment {
+    pub id: String,
+    #[serde(skip)]
+    pub service_id: String,
+    #[serde(skip)]
+    pub project_id: String,
+    pub status: String,
+    pub image: String,
+    pub digest: Option<String>,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// How a deployment ended.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Deployed {
+        digest: String,
+    },
+    Failed {
+        digest: Option<String>,
+        code: String,
+        message: String,
+    },
+}

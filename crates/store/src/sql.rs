@@ -17,8 +17,8 @@ use crate::{Result, Store, StoreError};
 
 const SQLITE_SCHEMA: &str = include_str!("migrations/sqlite.sql");
 const POSTGRES_SCHEMA: &str = include_str!("migrations/postgres.sql");
-/// Bump with each new migration; older databases get the statements in between.
-const SCHEMA_VERSION: i64 = 1;
+/// Portable migrations after the first, in order: (version, SQL for both backends).
+const MIGRATIONS: &[(i64, &str)] = &[(2, include_str!("migrations/002_deployments.sql"))];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Backend {
@@ -89,17 +89,27 @@ impl SqlStore {
             .fetch_one(&mut *tx)
             .await?
             .try_get("v")?;
-        if current.unwrap_or(0) < 1 {
+        let current = current.unwrap_or(0);
+        if current < 1 {
             let schema = match self.backend {
                 Backend::Sqlite => SQLITE_SCHEMA,
                 Backend::Postgres => POSTGRES_SCHEMA,
             };
             sqlx::raw_sql(schema).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
-                .bind(SCHEMA_VERSION)
+            sqlx::query("INSERT INTO schema_version (version) VALUES (1)")
                 .execute(&mut *tx)
                 .await?;
-            tracing::info!(version = SCHEMA_VERSION, "database schema created");
+            tracing::info!("database schema created");
+        }
+        for (version, sql) in MIGRATIONS {
+            if current < *version {
+                sqlx::raw_sql(sql).execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
+                    .bind(*version)
+                    .execute(&mut *tx)
+                    .await?;
+                tracing::info!(version, "database migrated");
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -206,8 +216,174 @@ async fn upsert_credential(
     Ok(())
 }
 
+const DEPLOYMENT_COLUMNS: &str =
+    "id, service_id, project_id, status, image, digest, failure_code, failure_message, created_at, updated_at";
+
+fn deployment_from(r: &AnyRow) -> Result<Deployment> {
+    Ok(Deployment {
+        id: r.try_get("id")?,
+        service_id: r.try_get("service_id")?,
+        project_id: r.try_get("project_id")?,
+        status: r.try_get("status")?,
+        image: r.try_get("image")?,
+        digest: r.try_get("digest")?,
+        failure_code: r.try_get("failure_code")?,
+        failure_message: r.try_get("failure_message")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
 #[async_trait]
 impl Store for SqlStore {
+    async fn service_by_id(&self, id: &str) -> Result<Option<Service>> {
+        let row = sqlx::query(&format!(
+            "SELECT {SERVICE_COLUMNS} FROM services s LEFT JOIN credentials c ON c.service_id = s.id WHERE s.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(service_from).transpose()
+    }
+
+    async fn create_deployment(&self, service: &Service, audit: NewAudit) -> Result<Deployment> {
+        let mut tx = self.pool.begin().await?;
+        let at = now();
+        let id = new_id();
+        let updated = sqlx::query(
+            "UPDATE services SET status = $1, updated_at = $2 WHERE id = $3 AND status <> $4",
+        )
+        .bind(PENDING_DEPLOY)
+        .bind(&at)
+        .bind(&service.id)
+        .bind(STATUS_TERMINATED)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query(
+            "INSERT INTO deployments (id, service_id, project_id, status, image, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&id)
+        .bind(&service.id)
+        .bind(&service.project_id)
+        .bind(PENDING_DEPLOY)
+        .bind(&service.image)
+        .bind(&at)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await?;
+        append_audit(&mut tx, Some(&service.project_id), &audit).await?;
+        tx.commit().await?;
+        Ok(Deployment {
+            id,
+            service_id: service.id.clone(),
+            project_id: service.project_id.clone(),
+            status: PENDING_DEPLOY.into(),
+            image: service.image.clone(),
+            digest: None,
+            failure_code: None,
+            failure_message: None,
+            created_at: at.clone(),
+            updated_at: at,
+        })
+    }
+
+    async fn deployment(&self, service: &Service, id: &str) -> Result<Option<Deployment>> {
+        let row = sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE service_id = $1 AND id = $2"
+        ))
+        .bind(&service.id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(deployment_from).transpose()
+    }
+
+    async fn deployments_of(&self, service: &Service) -> Result<Vec<Deployment>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE service_id = $1 ORDER BY created_at DESC"
+        ))
+        .bind(&service.id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(deployment_from).collect()
+    }
+
+    async fn claim_deployment(&self) -> Result<Option<Deployment>> {
+        let lock = match self.backend {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(&format!(
+            "UPDATE deployments SET status = $1, updated_at = $2 WHERE id = \
+             (SELECT id FROM deployments WHERE status = $3 ORDER BY created_at LIMIT 1 {lock}) \
+             RETURNING {DEPLOYMENT_COLUMNS}"
+        ))
+        .bind(DEPLOYING)
+        .bind(now())
+        .bind(PENDING_DEPLOY)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let d = row.as_ref().map(deployment_from).transpose()?;
+        if let Some(d) = &d {
+            sqlx::query("UPDATE services SET status = $1 WHERE id = $2 AND status <> $3")
+                .bind(DEPLOYING)
+                .bind(&d.service_id)
+                .bind(STATUS_TERMINATED)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(d)
+    }
+
+    async fn finish_deployment(&self, d: &Deployment, outcome: Outcome) -> Result<()> {
+        let (status, digest, code, message) = match outcome {
+            Outcome::Deployed { digest } => (DEPLOYED, Some(digest), None, None),
+            Outcome::Failed {
+                digest,
+                code,
+                message,
+            } => (FAILED, digest, Some(code), Some(message)),
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE deployments SET status = $1, digest = $2, failure_code = $3, failure_message = $4, updated_at = $5 WHERE id = $6",
+        )
+        .bind(status)
+        .bind(digest)
+        .bind(code)
+        .bind(message)
+        .bind(now())
+        .bind(&d.id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE services SET status = $1 WHERE id = $2 AND status <> $3")
+            .bind(status)
+            .bind(&d.service_id)
+            .bind(STATUS_TERMINATED)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn repair_deployments(&self) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE deployments SET status = $1, failure_code = 'runtime_error', \
+             failure_message = 'the server stopped during this deploy; deploy again', updated_at = $2 WHERE status = $3",
+        )
+        .bind(FAILED)
+        .bind(now())
+        .bind(DEPLOYING)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
     async fn create_user(
         &self,
         name: &str,

@@ -22,6 +22,10 @@ fn cred(url: &str, sealed: &[u8]) -> NewCredential {
     }
 }
 
+async fn got_service(store: &SqlStore, p: &Project, name: &str) -> Service {
+    store.service(p, name).await.unwrap().unwrap()
+}
+
 async fn contract(store: SqlStore) {
     // Users.
     let alice = store
@@ -286,6 +290,81 @@ async fn contract(store: SqlStore) {
     assert!(!store.rate_limit_hit("u1", 1_010, 60_000, 5).await.unwrap());
     assert!(store.rate_limit_hit("u2", 1_010, 60_000, 5).await.unwrap());
     assert!(store.rate_limit_hit("u1", 61_005, 60_000, 5).await.unwrap());
+
+    // Deployments: a durable queue.
+    let worker = store.service(&p, "worker").await.unwrap().unwrap();
+    let d1 = store
+        .create_deployment(
+            &worker,
+            audit("deployment.create", Some("web"), Some("worker")),
+        )
+        .await
+        .unwrap();
+    let d2 = store
+        .create_deployment(
+            &worker,
+            audit("deployment.create", Some("web"), Some("worker")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.service(&p, "worker").await.unwrap().unwrap().status,
+        PENDING_DEPLOY
+    );
+    let claimed = store.claim_deployment().await.unwrap().unwrap();
+    assert_eq!(
+        (claimed.id.as_str(), claimed.status.as_str()),
+        (d1.id.as_str(), DEPLOYING)
+    );
+    store
+        .finish_deployment(
+            &claimed,
+            Outcome::Deployed {
+                digest: "sha256:ab".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let got = store.deployment(&worker, &d1.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.status.as_str(), got.digest.as_deref()),
+        (DEPLOYED, Some("sha256:ab"))
+    );
+    assert_eq!(
+        store.service(&p, "worker").await.unwrap().unwrap().status,
+        DEPLOYED
+    );
+    let claimed = store.claim_deployment().await.unwrap().unwrap();
+    assert_eq!(claimed.id, d2.id);
+    assert!(store.claim_deployment().await.unwrap().is_none());
+    // A server that died mid-deploy: the next start marks it FAILED.
+    assert_eq!(store.repair_deployments().await.unwrap(), 1);
+    let got = store.deployment(&worker, &d2.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.status.as_str(), got.failure_code.as_deref()),
+        (FAILED, Some("runtime_error"))
+    );
+    assert_eq!(store.deployments_of(&worker).await.unwrap().len(), 2);
+    assert!(
+        store
+            .deployment(&got_service(&store, &p, "api").await, &d1.id)
+            .await
+            .unwrap()
+            .is_none(),
+        "scoped to its service"
+    );
+    assert!(
+        matches!(
+            store
+                .create_deployment(
+                    &got_service(&store, &p, "api").await,
+                    audit("deployment.create", Some("web"), Some("api"))
+                )
+                .await,
+            Err(StoreError::NotFound)
+        ),
+        "no deploys of a terminated service"
+    );
 
     // Vault key check.
     assert!(store.key_check().await.unwrap().is_none());
