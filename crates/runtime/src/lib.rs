@@ -5,4 +5,5 @@
 
 pub mod cache;
 pub mod pull;
+pub mod runc;
 pub mod unpack;

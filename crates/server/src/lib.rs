@@ -7,6 +7,7 @@
 
 mod api;
 mod config;
+mod deploy;
 mod openapi;
 mod routes;
 mod setup;

@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::routes::{audit, health, preflight, projects, services, users};
+use crate::routes::{audit, deployments, health, preflight, projects, services, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +20,9 @@ use crate::routes::{audit, health, preflight, projects, services, users};
         services::put_registry,
         services::remove_registry,
         services::terminate,
+        deployments::create,
+        deployments::show,
+        deployments::logs,
         audit::list,
     ),
     components(schemas(crate::api::ErrorBody)),

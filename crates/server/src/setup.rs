@@ -70,10 +70,20 @@ pub async fn open(config: &Config) -> Result<Parts, SetupError> {
         create_admin(&store, &config.data_dir).await?;
     }
     let registry = Registry::new(config.registry.clone())?;
+    let repaired = store.repair_deployments().await?;
+    if repaired > 0 {
+        tracing::warn!(
+            repaired,
+            "deployments interrupted by a stop were marked FAILED"
+        );
+    }
+    let deployer = crate::deploy::Deployer::new(&config.data_dir)
+        .map_err(|e| SetupError::DataDir(config.data_dir.display().to_string(), e.to_string()))?;
     let state = AppState {
         store: Arc::new(store.clone()),
         keys: Arc::new(keys),
         registry: Arc::new(registry),
+        deployer: Arc::new(deployer),
     };
     Ok(Parts { state, store })
 }
@@ -139,6 +149,7 @@ pub async fn start(config: Config) -> Result<Running, SetupError> {
     let addr = listener
         .local_addr()
         .map_err(|e| SetupError::Listen(config.listen, e.to_string()))?;
+    let worker = tokio::spawn(crate::deploy::worker(parts.state.clone()));
     let app = crate::routes::router(parts.state).layer(
         tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
             axum::http::header::AUTHORIZATION,
@@ -154,6 +165,7 @@ pub async fn start(config: Config) -> Result<Running, SetupError> {
         if let Err(e) = r {
             tracing::error!(error = %e, "server stopped");
         }
+        worker.abort();
     });
     tracing::info!(%addr, "berth server listening");
     Ok(Running {

@@ -10,4 +10,5 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub keys: Arc<Keyring>,
     pub registry: Arc<Registry>,
+    pub deployer: Arc<crate::deploy::Deployer>,
 }

@@ -1,6 +1,7 @@
 //! One file per resource. [`router`] assembles them.
 
 pub mod audit;
+pub mod deployments;
 pub mod health;
 pub mod preflight;
 pub mod projects;
@@ -35,6 +36,18 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/projects/{p}/services/{s}/registry",
             put(services::put_registry).delete(services::remove_registry),
+        )
+        .route(
+            "/v1/projects/{p}/services/{s}/deployments",
+            post(deployments::create),
+        )
+        .route(
+            "/v1/projects/{p}/services/{s}/deployments/{id}",
+            get(deployments::show),
+        )
+        .route(
+            "/v1/projects/{p}/services/{s}/deployments/{id}/logs",
+            get(deployments::logs),
         )
         .route("/v1/projects/{p}/audit-events", get(audit::list))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -404,6 +404,9 @@ pub async fn terminate(
     let m = membership(&state, &caller, &p).await?;
     let service = live_service(&state, &m, &s).await?;
     if service.status != STATUS_TERMINATED {
+        for d in state.store.deployments_of(&service).await? {
+            state.deployer.stop(&d.id).await;
+        }
         state
             .store
             .terminate_service(

@@ -1,0 +1,341 @@
+//! The deploy worker: takes `PENDING_DEPLOY` deployments from the durable queue,
+//! decrypts the credentials (only for the pull), resolves the tag to a digest, pulls
+//! by that digest through the shared cache, runs it with runc, and writes every step
+//! to the deployment's infrastructure log, followed by the container's output.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use berth_registry::{manifest, preflight, Code, Credentials, TokenReuse};
+use berth_runtime::cache::BlobCache;
+use berth_runtime::pull::{self, PullError};
+use berth_runtime::runc::Runc;
+use berth_store::{Deployment, Outcome};
+use berth_types::{Digest, ImageRef, RegistryUrl};
+use berth_vault::Sealed;
+
+use crate::state::AppState;
+
+/// Grace between SIGTERM and SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+pub struct Deployer {
+    root: PathBuf,
+    cache: BlobCache,
+    runc: Option<Runc>,
+    children: Mutex<HashMap<String, tokio::process::Child>>,
+}
+
+impl Deployer {
+    pub fn new(data_dir: &Path) -> std::io::Result<Self> {
+        let root = data_dir.join("deployments");
+        std::fs::create_dir_all(&root)?;
+        let cache = BlobCache::open(data_dir.join("blobs"))?;
+        let runc = Runc::find(data_dir.join("runc")).ok();
+        if runc.is_none() {
+            tracing::warn!("runc not found: deployments will fail until it is installed (apt-get install runc)");
+        }
+        Ok(Deployer {
+            root,
+            cache,
+            runc,
+            children: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.root.join(id).join("log")
+    }
+
+    fn bundle(&self, id: &str) -> PathBuf {
+        self.root.join(id).join("bundle")
+    }
+
+    /// Is the container of deployment `id` still running?
+    pub fn is_running(&self, id: &str) -> bool {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        match children.get_mut(id) {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Stops the container of deployment `id` (if any) and removes its bundle.
+    pub async fn stop(&self, id: &str) {
+        let child = self
+            .children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        if let Some(runc) = &self.runc {
+            let mut child = child;
+            if let Err(e) = runc
+                .stop(&container_id(id), child.as_mut(), STOP_GRACE)
+                .await
+            {
+                tracing::warn!(deployment = id, error = %e, "stopping the container");
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.bundle(id));
+        log_line(
+            &self.log_path(id),
+            "stopped; the container and its root filesystem were removed",
+        );
+    }
+}
+
+fn container_id(deployment: &str) -> String {
+    format!("berth-{deployment}")
+}
+
+/// Appends one timestamped line to an infrastructure log.
+fn log_line(path: &Path, line: &str) {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let _ = writeln!(f, "[{at}] {line}");
+    }
+}
+
+/// Runs forever: claims deployments and runs them one at a time.
+pub async fn worker(state: AppState) {
+    loop {
+        match state.store.claim_deployment().await {
+            Ok(Some(d)) => {
+                let log = state.deployer.log_path(&d.id);
+                let outcome = match run(&state, &d, &log).await {
+                    Ok(digest) => {
+                        log_line(&log, "DEPLOYED");
+                        Outcome::Deployed {
+                            digest: digest.to_string(),
+                        }
+                    }
+                    Err(f) => {
+                        log_line(&log, &format!("FAILED ({}): {}", f.code, f.message));
+                        Outcome::Failed {
+                            digest: f.digest.map(|d| d.to_string()),
+                            code: f.code,
+                            message: f.message,
+                        }
+                    }
+                };
+                if let Err(e) = state.store.finish_deployment(&d, outcome).await {
+                    tracing::error!(deployment = %d.id, error = %e, "recording the deployment's end");
+                }
+            }
+            Ok(None) => tokio::time::sleep(Duration::from_millis(250)).await,
+            Err(e) => {
+                tracing::error!(error = %e, "claiming a deployment");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+struct Failure {
+    code: String,
+    message: String,
+    digest: Option<Digest>,
+}
+
+fn failure(code: Code, message: impl Into<String>) -> Failure {
+    Failure {
+        code: code.as_str().into(),
+        message: message.into(),
+        digest: None,
+    }
+}
+
+fn runtime_failure(message: impl Into<String>) -> Failure {
+    Failure {
+        code: "runtime_error".into(),
+        message: message.into(),
+        digest: None,
+    }
+}
+
+#[tracing::instrument(skip_all, fields(deployment = %d.id))]
+async fn run(state: &AppState, d: &Deployment, log: &Path) -> Result<Digest, Failure> {
+    let started = Instant::now();
+    log_line(log, &format!("deployment {} of {}", d.id, d.image));
+    let service = state
+        .store
+        .service_by_id(&d.service_id)
+        .await
+        .map_err(|e| runtime_failure(e.to_string()))?
+        .ok_or_else(|| runtime_failure("the service is gone"))?;
+    let image: ImageRef = d
+        .image
+        .parse()
+        .map_err(|e: berth_types::ReferenceError| failure(Code::InvalidUrl, e.to_string()))?;
+
+    // Credentials are decrypted here, for this pull only.
+    let (target, creds) = match &service.credential {
+        Some(c) => {
+            let url: RegistryUrl =
+                c.registry_url
+                    .parse()
+                    .map_err(|e: berth_types::RegistryUrlError| {
+                        failure(Code::InvalidUrl, e.to_string())
+                    })?;
+            let password = state
+                .keys
+                .unseal(
+                    &service.project_id,
+                    &service.id,
+                    &Sealed(c.sealed_password.clone()),
+                )
+                .map_err(|e| runtime_failure(e.to_string()))?;
+            log_line(
+                log,
+                &format!(
+                    "credentials for {} (user {})",
+                    c.registry_url,
+                    crate::api::mask_username(&c.username)
+                ),
+            );
+            let target = state
+                .registry
+                .target(&url, &image)
+                .map_err(|e| failure(e.code(), e.to_string()))?;
+            (target, Some(Credentials::new(c.username.clone(), password)))
+        }
+        None => {
+            log_line(log, "no registry credentials: pulling anonymously");
+            (
+                state
+                    .registry
+                    .target_of(&image)
+                    .map_err(|e| failure(e.code(), e.to_string()))?,
+                None,
+            )
+        }
+    };
+    let has_creds = creds.is_some();
+    let explain = |e: &berth_registry::RegistryError| {
+        failure(e.code(), preflight::explain(e, &target, has_creds))
+    };
+    let mut session = state.registry.session(&target, creds, TokenReuse::Cached);
+
+    let t = Instant::now();
+    let pinged = session.ping().await.map_err(|e| explain(&e))?;
+    log_line(
+        log,
+        &format!(
+            "ping {}: HTTP {} ({} ms)",
+            target.base,
+            pinged.status,
+            t.elapsed().as_millis()
+        ),
+    );
+    let t = Instant::now();
+    if let Some(a) = session
+        .authenticate(&pinged.challenges)
+        .await
+        .map_err(|e| explain(&e))?
+    {
+        log_line(
+            log,
+            &format!("token: {} ({} ms)", a.detail, t.elapsed().as_millis()),
+        );
+    }
+    let t = Instant::now();
+    let resolved = manifest::resolve(&mut session, &image.manifest_reference())
+        .await
+        .map_err(|e| explain(&e))?;
+    log_line(
+        log,
+        &format!(
+            "manifest: {} resolves to {} ({} ms)",
+            image,
+            resolved.digest,
+            t.elapsed().as_millis()
+        ),
+    );
+
+    let bundle = state.deployer.bundle(&d.id);
+    let rootfs = bundle.join("rootfs");
+    let pulled = pull::pull(
+        &mut session,
+        &resolved.digest,
+        &state.deployer.cache,
+        &rootfs,
+    )
+    .await
+    .map_err(|e| {
+        let _ = std::fs::remove_dir_all(&bundle);
+        let mut f = match &e {
+            PullError::Registry(r) => explain(r),
+            PullError::NoPlatform { .. } => failure(Code::ManifestNotFound, e.to_string()),
+            PullError::Cache(_) | PullError::DiffId { .. } => {
+                failure(Code::NetworkError, e.to_string())
+            }
+            PullError::Unpack(_) | PullError::Invalid(_) => runtime_failure(e.to_string()),
+        };
+        f.digest = Some(resolved.digest.clone());
+        f
+    })?;
+    for b in &pulled.blobs {
+        match b.took {
+            Some(took) => log_line(
+                log,
+                &format!(
+                    "blob {}: {} bytes in {} ms ({:.1} MB/s)",
+                    b.digest,
+                    b.size,
+                    took.as_millis(),
+                    b.size as f64 / 1e6 / took.as_secs_f64().max(1e-6)
+                ),
+            ),
+            None => log_line(log, &format!("blob {}: {} bytes, cached", b.digest, b.size)),
+        }
+    }
+    log_line(
+        log,
+        &format!("unpacked in {} ms", pulled.unpack_took.as_millis()),
+    );
+
+    let Some(runc) = &state.deployer.runc else {
+        return Err(runtime_failure("no container runtime: runc was not found on PATH; install it (Debian: apt-get install runc)"));
+    };
+    runc.write_spec(&bundle, &pulled.config)
+        .map_err(|e| runtime_failure(e.to_string()))?;
+    let mut child = runc
+        .start(&container_id(&d.id), &bundle, log)
+        .map_err(|e| runtime_failure(e.to_string()))?;
+    // A container that fails at once (bad command, bad spec) is a failed deploy.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if let Ok(Some(status)) = child.try_wait() {
+        if !status.success() {
+            return Err(Failure {
+                digest: Some(pulled.manifest.clone()),
+                ..runtime_failure(format!(
+                    "the container exited at once with {status}; see the log"
+                ))
+            });
+        }
+    }
+    log_line(
+        log,
+        &format!(
+            "started in {} ms total; container output follows",
+            started.elapsed().as_millis()
+        ),
+    );
+    state
+        .deployer
+        .children
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(d.id.clone(), child);
+    Ok(resolved.digest)
+}

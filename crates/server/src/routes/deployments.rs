@@ -1,0 +1,162 @@
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use berth_store::{Deployment, NewAudit, DEPLOYED, FAILED, STATUS_TERMINATED};
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::IntoParams;
+
+use crate::api::{membership, ApiError, Caller};
+use crate::state::AppState;
+
+/// Queues a deployment of the service's image (`PENDING_DEPLOY`).
+#[utoipa::path(post, path = "/v1/projects/{p}/services/{s}/deployments",
+    params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name")),
+    responses((status = 202, description = "the deployment: {id, status, image, digest, failure_code, failure_message, created_at, updated_at}", body = Object),
+              (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((p, s)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<Deployment>), ApiError> {
+    let m = membership(&state, &caller, &p).await?;
+    let service = state
+        .store
+        .service(&m.project, &s)
+        .await?
+        .ok_or_else(|| ApiError::not_found("service"))?;
+    if service.status == STATUS_TERMINATED {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "service_terminated",
+            "the service is terminated",
+        ));
+    }
+    let d = state
+        .store
+        .create_deployment(
+            &service,
+            NewAudit {
+                actor: caller.name.clone(),
+                action: "deployment.create",
+                project: Some(m.project.name.clone()),
+                service: Some(service.name.clone()),
+                metadata: json!({"image": service.image}),
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            berth_store::StoreError::NotFound => ApiError::new(
+                StatusCode::CONFLICT,
+                "service_terminated",
+                "the service is terminated",
+            ),
+            other => other.into(),
+        })?;
+    Ok((StatusCode::ACCEPTED, Json(d)))
+}
+
+async fn find(
+    state: &AppState,
+    caller: &berth_store::User,
+    p: &str,
+    s: &str,
+    id: &str,
+) -> Result<Deployment, ApiError> {
+    let m = membership(state, caller, p).await?;
+    let service = state
+        .store
+        .service(&m.project, s)
+        .await?
+        .ok_or_else(|| ApiError::not_found("service"))?;
+    state
+        .store
+        .deployment(&service, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("deployment"))
+}
+
+/// One deployment.
+#[utoipa::path(get, path = "/v1/projects/{p}/services/{s}/deployments/{id}",
+    params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name"), ("id" = String, Path, description = "deployment id")),
+    responses((status = 200, body = Object), (status = 404, body = crate::api::ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((p, s, id)): Path<(String, String, String)>,
+) -> Result<Json<Deployment>, ApiError> {
+    Ok(Json(find(&state, &caller, &p, &s, &id).await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct LogQuery {
+    /// Keep the answer open and stream new lines while the deployment runs.
+    #[serde(default)]
+    pub follow: bool,
+}
+
+/// The infrastructure log (each step, the registry's own error text), then the
+/// container's output, as text lines.
+#[utoipa::path(get, path = "/v1/projects/{p}/services/{s}/deployments/{id}/logs",
+    params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name"), ("id" = String, Path, description = "deployment id"), LogQuery),
+    responses((status = 200, description = "text/plain log lines", body = String), (status = 404, body = crate::api::ErrorBody)))]
+pub async fn logs(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((p, s, id)): Path<(String, String, String)>,
+    Query(q): Query<LogQuery>,
+) -> Result<Response, ApiError> {
+    let d = find(&state, &caller, &p, &s, &id).await?;
+    let path = state.deployer.log_path(&d.id);
+    if !q.follow {
+        let text = std::fs::read(&path).unwrap_or_default();
+        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
+    }
+    // Follow: send what is there, then what is appended, until the deployment has
+    // ended (FAILED, or DEPLOYED with its container stopped).
+    let stream = futures_util::stream::unfold((0u64, false), move |(offset, done)| {
+        let state = state.clone();
+        let path = path.clone();
+        let d = d.clone();
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                if (bytes.len() as u64) > offset {
+                    let chunk = bytes[offset as usize..].to_vec();
+                    return Some((Ok::<_, std::io::Error>(chunk), (bytes.len() as u64, false)));
+                }
+                let status = match state.store.service_by_id(&d.service_id).await {
+                    Ok(Some(svc)) => state
+                        .store
+                        .deployment(&svc, &d.id)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|x| x.status),
+                    _ => None,
+                };
+                let ended = match status.as_deref() {
+                    Some(FAILED) | None => true,
+                    Some(DEPLOYED) => !state.deployer.is_running(&d.id),
+                    _ => false,
+                };
+                if ended {
+                    return Some((Ok(Vec::new()), (offset, true)));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}

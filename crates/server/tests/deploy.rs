@@ -1,0 +1,146 @@
+//! Deployments end to end: a private image from the token-auth registry, pulled,
+//! run with runc, its output in the logs; failures with their codes; terminate.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use berth_testkit::TestImage;
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+async fn wait_for_end(c: &Client, path: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (s, v) = c.get(path).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        if v["status"] == "DEPLOYED" || v["status"] == "FAILED" {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "deployment stuck: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn logs_containing(c: &Client, path: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, v) = c.get(path).await;
+        let text = v
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| v.to_string());
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{needle:?} not in logs:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn running(marker: &str) -> bool {
+    std::process::Command::new("pgrep")
+        .args(["-f", marker])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_a_private_image_and_terminate_it() {
+    berth_testkit::require("runc");
+    let busybox =
+        std::fs::read("/bin/busybox").expect("busybox-static is installed by scripts/test.sh");
+    let registry = Registry::start();
+    let url = registry.url();
+    let marker = format!("sleep {}", 1000 + rand::random::<u16>() as u32);
+    let script = format!("echo hello from berth; {marker}");
+    TestImage::build(
+        &[("bin/busybox", &busybox)],
+        &["/bin/busybox", "sh", "-c", &script],
+    )
+    .push(&registry.reg, "team/app:web");
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config(dir.path(), Db::Sqlite, &url, None)).await;
+    let alice = server.admin().new_user("alice").await;
+    alice.post("/v1/projects", json!({"name": "web"})).await;
+    let (s, v) = alice
+        .post("/v1/projects/web/services", json!({"name": "api", "image": "team/app:web", "registry": registry_body(&url, "ci", PASSWORD)}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    // PENDING_DEPLOY -> DEPLOYING -> DEPLOYED, the output in the logs.
+    let (s, d) = alice
+        .post("/v1/projects/web/services/api/deployments", json!({}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{d}");
+    assert_eq!(d["status"], "PENDING_DEPLOY");
+    let path = format!(
+        "/v1/projects/web/services/api/deployments/{}",
+        d["id"].as_str().unwrap()
+    );
+    let d = wait_for_end(&alice, &path).await;
+    let logs = logs_containing(&alice, &format!("{path}/logs"), "hello from berth").await;
+    assert_eq!(d["status"], "DEPLOYED", "{d}\n{logs}");
+    assert!(d["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(
+        logs.contains("manifest: team/app:web resolves to"),
+        "{logs}"
+    );
+    assert!(logs.contains("MB/s"), "{logs}");
+    assert!(!logs.contains(PASSWORD));
+    assert!(running(&marker), "the container runs");
+    assert_eq!(
+        alice.get("/v1/projects/web/services/api").await.1["status"],
+        "DEPLOYED"
+    );
+
+    // A wrong tag, a wrong password: FAILED with their codes and the registry's words.
+    for (name, image, password, code) in [
+        ("badtag", "team/app:nope", PASSWORD, "manifest_not_found"),
+        ("badpw", "team/app:web", "wrong-password", "auth_failed"),
+    ] {
+        let (s, v) = alice
+            .post(
+                "/v1/projects/web/services",
+                json!({"name": name, "image": image, "registry": registry_body(&url, "ci", password), "save_without_verifying": true}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let (_, d) = alice
+            .post(
+                &format!("/v1/projects/web/services/{name}/deployments"),
+                json!({}),
+            )
+            .await;
+        let path = format!(
+            "/v1/projects/web/services/{name}/deployments/{}",
+            d["id"].as_str().unwrap()
+        );
+        let d = wait_for_end(&alice, &path).await;
+        assert_eq!(
+            (d["status"].as_str(), d["failure_code"].as_str()),
+            (Some("FAILED"), Some(code)),
+            "{d}"
+        );
+        let logs = logs_containing(&alice, &format!("{path}/logs"), "FAILED").await;
+        assert!(!logs.contains("wrong-password"));
+    }
+
+    // Terminate: the process stops, the secret is gone.
+    let (s, v) = alice.delete("/v1/projects/web/services/api").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["status"], "TERMINATED");
+    assert_eq!(v["registry"], Value::Null);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while running(&marker) {
+        assert!(
+            Instant::now() < deadline,
+            "the container still runs after terminate"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.running.stop().await;
+}
