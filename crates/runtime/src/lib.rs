@@ -5,5 +5,6 @@
 
 pub mod cache;
 pub mod pull;
+pub mod rootfs;
 pub mod runc;
 pub mod unpack;

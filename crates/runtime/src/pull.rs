@@ -1,18 +1,19 @@
 //! Pulling an image by digest: the manifest (the host platform's, for an index),
 //! then the config and layers into the cache (in parallel, each byte hashed as it
 //! arrives, nothing kept on a mismatch; what the cache holds is not fetched again),
-//! then the layers applied in order to a root filesystem, each checked against the
-//! config's `diff_ids`.
+//! each layer applied to the root filesystem, in order, as soon as it is complete
+//! while later ones still download, and checked against the config's `diff_ids`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use berth_registry::{blob, manifest, RegistryError, Session};
 use berth_types::Digest;
-use futures_util::stream::{self, StreamExt, TryStreamExt};
+use futures_util::stream::{self, StreamExt};
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
 use crate::cache::{BlobCache, CacheError};
+use crate::rootfs::ImageStore;
 use crate::unpack::{self, Compression, UnpackError};
 
 /// Layers downloaded at once.
@@ -59,6 +60,10 @@ pub struct Pulled {
     pub config: ImageConfiguration,
     pub blobs: Vec<Fetched>,
     pub unpack_took: Duration,
+    /// The image's unpacked root filesystem (shared: never write into it).
+    pub rootfs: std::path::PathBuf,
+    /// Whether the unpacked image was already there.
+    pub reused: bool,
 }
 
 impl Pulled {
@@ -145,14 +150,69 @@ async fn fetch(
     })
 }
 
-/// Pulls `digest` (a manifest or an index) into `cache` and applies it to `rootfs`.
+/// Pulls `digest` (a manifest or an index) into `cache` and unpacks it into
+/// `images`, unless it is there already. The manifest is always fetched with the
+/// session's credentials, so a cached image is only reused by someone the registry
+/// lets read it.
 pub async fn pull(
     s: &mut Session<'_>,
     digest: &Digest,
     cache: &BlobCache,
-    rootfs: &Path,
+    images: &ImageStore,
 ) -> Result<Pulled, PullError> {
     let (manifest_digest, m) = platform_manifest(s, digest).await?;
+    if let Some(rootfs) = images.ready(&manifest_digest) {
+        let config_digest: Digest = m.config().digest().to_string().parse().map_err(invalid)?;
+        let config_blob = fetch(s.fork(), cache, config_digest, m.config().size()).await?;
+        let config_bytes =
+            std::fs::read(cache.path(&config_blob.digest)).map_err(CacheError::from)?;
+        let config: ImageConfiguration = serde_json::from_slice(&config_bytes).map_err(invalid)?;
+        let mut blobs = vec![config_blob];
+        for l in m.layers() {
+            blobs.push(Fetched {
+                digest: l.digest().to_string().parse().map_err(invalid)?,
+                size: l.size(),
+                took: None,
+            });
+        }
+        return Ok(Pulled {
+            manifest: manifest_digest,
+            config,
+            blobs,
+            unpack_took: Duration::ZERO,
+            rootfs,
+            reused: true,
+        });
+    }
+    let rootfs = images.staging(&manifest_digest).map_err(CacheError::from)?;
+    let (config, blobs, unpack_took) = match unpack_all(s, &m, cache, &rootfs).await {
+        Ok(r) => r,
+        Err(e) => {
+            images.discard(&manifest_digest);
+            return Err(e);
+        }
+    };
+    let rootfs = images
+        .complete(&manifest_digest)
+        .map_err(CacheError::from)?;
+    Ok(Pulled {
+        manifest: manifest_digest,
+        config,
+        blobs,
+        unpack_took,
+        rootfs,
+        reused: false,
+    })
+}
+
+type Unpacked = (ImageConfiguration, Vec<Fetched>, Duration);
+
+async fn unpack_all(
+    s: &mut Session<'_>,
+    m: &ImageManifest,
+    cache: &BlobCache,
+    rootfs: &Path,
+) -> Result<Unpacked, PullError> {
     let mut wanted = vec![(m.config().digest().to_string(), m.config().size())];
     wanted.extend(
         m.layers()
@@ -164,46 +224,61 @@ pub async fn pull(
         .map(|(d, size)| Ok::<_, PullError>((d.parse::<Digest>().map_err(invalid)?, size)))
         .collect::<Result<Vec<_>, _>>()?;
     let session = &*s;
-    let blobs: Vec<Fetched> = stream::iter(jobs)
-        .map(|(d, size)| fetch(session.fork(), cache, d, size))
-        .buffered(PARALLEL_DOWNLOADS)
-        .try_collect()
-        .await?;
-
-    let config_bytes = std::fs::read(cache.path(&blobs[0].digest)).map_err(CacheError::from)?;
-    let config: ImageConfiguration = serde_json::from_slice(&config_bytes).map_err(invalid)?;
-    let diff_ids = config.rootfs().diff_ids().clone();
-    if diff_ids.len() != m.layers().len() {
-        return Err(invalid("the config's diff_ids do not match the layers"));
-    }
-    let started = Instant::now();
-    std::fs::create_dir_all(rootfs).map_err(CacheError::from)?;
-    for (i, layer) in m.layers().iter().enumerate() {
-        let compression = Compression::from_media_type(layer.media_type().as_ref())?;
-        let path = cache.path(&blobs[i + 1].digest);
-        let root = rootfs.to_owned();
-        let unpacked = tokio::task::spawn_blocking(move || {
-            let f = std::fs::File::open(path)?;
-            unpack::apply_layer(
-                std::io::BufReader::with_capacity(1 << 20, f),
-                compression,
-                &root,
-            )
-        })
-        .await
-        .map_err(invalid)??;
-        if unpacked.diff_id.to_string() != diff_ids[i] {
-            return Err(PullError::DiffId {
-                index: i,
-                expected: diff_ids[i].clone(),
-                actual: unpacked.diff_id,
-            });
+    // Downloads run ahead (in parallel, in order) while the consumer applies each
+    // layer as soon as it is complete: the network and the disk work at once.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Fetched, PullError>>(jobs.len().max(1));
+    let producer = async move {
+        let mut downloads = stream::iter(jobs)
+            .map(|(d, size)| fetch(session.fork(), cache, d, size))
+            .buffered(PARALLEL_DOWNLOADS);
+        while let Some(r) = downloads.next().await {
+            let failed = r.is_err();
+            if tx.send(r).await.is_err() || failed {
+                break;
+            }
         }
-    }
-    Ok(Pulled {
-        manifest: manifest_digest,
-        config,
-        blobs,
-        unpack_took: started.elapsed(),
-    })
+    };
+    let consumer = async {
+        let gone = || invalid("a download ended early");
+        let config_blob = rx.recv().await.ok_or_else(gone)??;
+        let config_bytes =
+            std::fs::read(cache.path(&config_blob.digest)).map_err(CacheError::from)?;
+        let config: ImageConfiguration = serde_json::from_slice(&config_bytes).map_err(invalid)?;
+        let diff_ids = config.rootfs().diff_ids().clone();
+        if diff_ids.len() != m.layers().len() {
+            return Err(invalid("the config's diff_ids do not match the layers"));
+        }
+        std::fs::create_dir_all(rootfs).map_err(CacheError::from)?;
+        let mut blobs = vec![config_blob];
+        let mut unpack_took = Duration::ZERO;
+        for (i, layer) in m.layers().iter().enumerate() {
+            let fetched = rx.recv().await.ok_or_else(gone)??;
+            let compression = Compression::from_media_type(layer.media_type().as_ref())?;
+            let path = cache.path(&fetched.digest);
+            let root = rootfs.to_owned();
+            let started = Instant::now();
+            let unpacked = tokio::task::spawn_blocking(move || {
+                let f = std::fs::File::open(path)?;
+                unpack::apply_layer(
+                    std::io::BufReader::with_capacity(1 << 20, f),
+                    compression,
+                    &root,
+                )
+            })
+            .await
+            .map_err(invalid)??;
+            unpack_took += started.elapsed();
+            if unpacked.diff_id.to_string() != diff_ids[i] {
+                return Err(PullError::DiffId {
+                    index: i,
+                    expected: diff_ids[i].clone(),
+                    actual: unpacked.diff_id,
+                });
+            }
+            blobs.push(fetched);
+        }
+        Ok((config, blobs, unpack_took))
+    };
+    let ((), result) = tokio::join!(producer, consumer);
+    result
 }

@@ -1,8 +1,9 @@
-//! Pulling from the real registry into the cache and a rootfs.
+//! Pulling from the real registry into the cache and the unpacked-image store.
 
 use berth_registry::{manifest, Credentials, NetworkPolicy, Registry, TokenReuse};
 use berth_runtime::cache::BlobCache;
 use berth_runtime::pull::{pull, PullError};
+use berth_runtime::rootfs::ImageStore;
 use berth_testkit::{LocalRegistry, TestImage};
 use secrecy::SecretString;
 
@@ -28,6 +29,7 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
     let registry = Registry::new(NetworkPolicy::from_lists("127.0.0.1/32", &url).unwrap()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cache = BlobCache::open(dir.path().join("blobs")).unwrap();
+    let images = ImageStore::open(dir.path().join("images")).unwrap();
 
     let target = registry
         .target(&url.parse().unwrap(), &"team/app:v1".parse().unwrap())
@@ -41,10 +43,11 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
     s.authenticate(&pinged.challenges).await.unwrap();
     let resolved = manifest::resolve(&mut s, "v1").await.unwrap();
 
-    let root1 = dir.path().join("root1");
-    let first = pull(&mut s, &resolved.digest, &cache, &root1)
+    let first = pull(&mut s, &resolved.digest, &cache, &images)
         .await
         .unwrap();
+    let root1 = first.rootfs.clone();
+    assert!(!first.reused);
     assert_eq!(std::fs::read(root1.join("a")).unwrap(), b"first");
     assert_eq!(std::fs::read(root1.join("c")).unwrap(), b"second");
     assert!(!root1.join("b").exists(), "the whiteout removed b");
@@ -62,14 +65,14 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
         &vec!["/c".to_string()]
     );
 
-    // A second deploy of the same image fetches no blob.
-    let root2 = dir.path().join("root2");
-    let second = pull(&mut s, &resolved.digest, &cache, &root2)
+    // A second deploy of the same image fetches no blob and unpacks nothing.
+    let second = pull(&mut s, &resolved.digest, &cache, &images)
         .await
         .unwrap();
+    assert!(second.reused);
     assert_eq!(second.fetched_bytes(), 0);
     assert!(second.blobs.iter().all(|b| b.took.is_none()));
-    assert_eq!(std::fs::read(root2.join("c")).unwrap(), b"second");
+    assert_eq!(std::fs::read(second.rootfs.join("c")).unwrap(), b"second");
 
     // An index: the host platform's manifest is pulled; without one, a clear error.
     for (image, ok) in [("team/multi:v1", true), ("team/arm:v1", false)] {
@@ -80,15 +83,14 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
         let pinged = s.ping().await.unwrap();
         s.authenticate(&pinged.challenges).await.unwrap();
         let resolved = manifest::resolve(&mut s, "v1").await.unwrap();
-        let root = dir.path().join(image.replace(['/', ':'], "_"));
-        match (pull(&mut s, &resolved.digest, &cache, &root).await, ok) {
+        match (pull(&mut s, &resolved.digest, &cache, &images).await, ok) {
             (Ok(p), true) => {
                 assert_ne!(
                     p.manifest, resolved.digest,
                     "the platform manifest, not the index"
                 );
                 assert_eq!(
-                    std::fs::read(root.join("platform")).unwrap(),
+                    std::fs::read(p.rootfs.join("platform")).unwrap(),
                     manifest::host_platform().as_bytes()
                 );
             }

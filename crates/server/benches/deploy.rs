@@ -55,7 +55,9 @@ fn build_layout(layout: &Path) {
         let tar = b.into_inner().unwrap();
         let (d, s) = blob(layout, &tar);
         diff_ids.push(d.clone());
-        layers.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": s}));
+        layers.push(
+            json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": s}),
+        );
     }
     let config = json!({"architecture": "amd64", "os": "linux",
         "config": {"Cmd": ["/bin/busybox", "sleep", "3600"]},
@@ -64,7 +66,11 @@ fn build_layout(layout: &Path) {
     let manifest = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs}, "layers": layers});
     let (md, ms) = blob(layout, manifest.to_string().as_bytes());
-    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
     let index = json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
         "digest": md, "size": ms, "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
     std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
@@ -81,10 +87,20 @@ async fn berth_deploy(reg: &LocalRegistry, dir: &Path) -> (Duration, Duration) {
     };
     let running = berth_server::start(config).await.unwrap();
     let base = format!("http://{}", running.addr);
-    let token = std::fs::read_to_string(dir.join("admin-token")).unwrap().trim().to_owned();
+    let token = std::fs::read_to_string(dir.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let post = |path: &str, body: serde_json::Value| http.post(format!("{base}{path}")).bearer_auth(&token).json(&body).send();
-    post("/v1/projects", json!({"name": "bench"})).await.unwrap();
+    let post = |path: &str, body: serde_json::Value| {
+        http.post(format!("{base}{path}"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    post("/v1/projects", json!({"name": "bench"}))
+        .await
+        .unwrap();
     let r = post(
         "/v1/projects/bench/services",
         json!({"name": "big", "image": "bench/big:v1",
@@ -96,10 +112,26 @@ async fn berth_deploy(reg: &LocalRegistry, dir: &Path) -> (Duration, Duration) {
     let mut times = Vec::new();
     for _ in 0..2 {
         let t = Instant::now();
-        let d: serde_json::Value = post("/v1/projects/bench/services/big/deployments", json!({})).await.unwrap().json().await.unwrap();
-        let path = format!("{base}/v1/projects/bench/services/big/deployments/{}", d["id"].as_str().unwrap());
+        let d: serde_json::Value = post("/v1/projects/bench/services/big/deployments", json!({}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let path = format!(
+            "{base}/v1/projects/bench/services/big/deployments/{}",
+            d["id"].as_str().unwrap()
+        );
         loop {
-            let v: serde_json::Value = http.get(&path).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+            let v: serde_json::Value = http
+                .get(&path)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             match v["status"].as_str() {
                 Some("DEPLOYED") => break,
                 Some("FAILED") => panic!("deploy failed: {v}"),
@@ -108,13 +140,19 @@ async fn berth_deploy(reg: &LocalRegistry, dir: &Path) -> (Duration, Duration) {
         }
         times.push(t.elapsed());
     }
-    let _ = http.delete(format!("{base}/v1/projects/bench/services/big")).bearer_auth(&token).send().await;
+    let _ = http
+        .delete(format!("{base}/v1/projects/bench/services/big"))
+        .bearer_auth(&token)
+        .send()
+        .await;
     running.stop().await;
     (times[0], times[1])
 }
 
 fn ctr_pull(reg: &LocalRegistry, dir: &Path) -> Option<Duration> {
-    let containerd = ["/usr/bin/containerd", "/usr/sbin/containerd"].into_iter().find(|p| Path::new(p).exists())?;
+    let containerd = ["/usr/bin/containerd", "/usr/sbin/containerd"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())?;
     let sock = dir.join("containerd.sock");
     let mut cfg = std::fs::File::create(dir.join("config.toml")).unwrap();
     writeln!(cfg, "version = 2").unwrap();
@@ -142,7 +180,14 @@ fn ctr_pull(reg: &LocalRegistry, dir: &Path) -> Option<Duration> {
         let out = Command::new(&ctr)
             .arg("--address")
             .arg(&sock)
-            .args(["images", "pull", "--plain-http", "--snapshotter", snapshotter, "--user"])
+            .args([
+                "images",
+                "pull",
+                "--plain-http",
+                "--snapshotter",
+                snapshotter,
+                "--user",
+            ])
             .arg(format!("{}:{}", reg.admin.0, reg.admin.1))
             .arg(format!("{}/bench/big:v1", reg.authority()))
             .env_remove("HTTP_PROXY")
@@ -153,7 +198,10 @@ fn ctr_pull(reg: &LocalRegistry, dir: &Path) -> Option<Duration> {
             best = Some((t.elapsed(), snapshotter));
             break;
         }
-        eprintln!("ctr pull with {snapshotter} failed: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "ctr pull with {snapshotter} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let _ = daemon.kill();
     let _ = daemon.wait();
@@ -165,18 +213,31 @@ fn ctr_pull(reg: &LocalRegistry, dir: &Path) -> Option<Duration> {
 
 fn main() {
     let reg = LocalRegistry::htpasswd(&[("bench", "bench-pass-1")]);
-    let work = tempfile::tempdir_in(std::env::var("BERTH_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into())).unwrap();
+    let work = tempfile::tempdir_in(
+        std::env::var("BERTH_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into()),
+    )
+    .unwrap();
     let layout = work.path().join("layout");
     let t = Instant::now();
     build_layout(&layout);
     let skopeo = Command::new(require("skopeo"))
-        .args(["--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds=bench:bench-pass-1"])
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--dest-creds=bench:bench-pass-1",
+        ])
         .arg(format!("oci:{}:latest", layout.display()))
         .arg(format!("docker://{}/bench/big:v1", reg.authority()))
         .status()
         .unwrap();
     assert!(skopeo.success());
-    println!("built and pushed a {} MiB image of {LAYERS} layers in {:.1} s", (LAYER_BYTES * LAYERS) >> 20, t.elapsed().as_secs_f64());
+    println!(
+        "built and pushed a {} MiB image of {LAYERS} layers in {:.1} s",
+        (LAYER_BYTES * LAYERS) >> 20,
+        t.elapsed().as_secs_f64()
+    );
 
     let berth_dir = work.path().join("berth");
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -186,13 +247,30 @@ fn main() {
     let ctr = ctr_pull(&reg, &ctr_dir);
 
     println!("{:<44} {:>10}", "", "seconds");
-    println!("{:<44} {:>10.2}", "berth deploy, first (POST to DEPLOYED)", first.as_secs_f64());
-    println!("{:<44} {:>10.2}", "berth deploy, cached redeploy", cached.as_secs_f64());
+    println!(
+        "{:<44} {:>10.2}",
+        "berth deploy, first (POST to DEPLOYED)",
+        first.as_secs_f64()
+    );
+    println!(
+        "{:<44} {:>10.2}",
+        "berth deploy, cached redeploy",
+        cached.as_secs_f64()
+    );
     match ctr {
         Some(c) => {
-            println!("{:<44} {:>10.2}", "containerd ctr images pull (pull + unpack)", c.as_secs_f64());
-            println!("ratio ctr / berth first deploy: {:.2}x", c.as_secs_f64() / first.as_secs_f64());
+            println!(
+                "{:<44} {:>10.2}",
+                "containerd ctr images pull (pull + unpack)",
+                c.as_secs_f64()
+            );
+            println!(
+                "ratio ctr / berth first deploy: {:.2}x",
+                c.as_secs_f64() / first.as_secs_f64()
+            );
         }
-        None => println!("containerd not installed or failed: no peer figure (apt-get install containerd)"),
+        None => println!(
+            "containerd not installed or failed: no peer figure (apt-get install containerd)"
+        ),
     }
 }

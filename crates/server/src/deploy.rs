@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use berth_registry::{manifest, preflight, Code, Credentials, TokenReuse};
 use berth_runtime::cache::BlobCache;
 use berth_runtime::pull::{self, PullError};
+use berth_runtime::rootfs::{self, ImageStore, Layout};
 use berth_runtime::runc::Runc;
 use berth_store::{Deployment, Outcome};
 use berth_types::{Digest, ImageRef, RegistryUrl};
@@ -25,6 +26,7 @@ pub const STOP_GRACE: Duration = Duration::from_secs(10);
 pub struct Deployer {
     root: PathBuf,
     cache: BlobCache,
+    images: ImageStore,
     runc: Option<Runc>,
     children: Mutex<HashMap<String, tokio::process::Child>>,
 }
@@ -34,6 +36,7 @@ impl Deployer {
         let root = data_dir.join("deployments");
         std::fs::create_dir_all(&root)?;
         let cache = BlobCache::open(data_dir.join("blobs"))?;
+        let images = ImageStore::open(data_dir.join("images"))?;
         let runc = Runc::find(data_dir.join("runc")).ok();
         if runc.is_none() {
             tracing::warn!("runc not found: deployments will fail until it is installed (apt-get install runc)");
@@ -41,6 +44,7 @@ impl Deployer {
         Ok(Deployer {
             root,
             cache,
+            images,
             runc,
             children: Mutex::new(HashMap::new()),
         })
@@ -79,7 +83,7 @@ impl Deployer {
                 tracing::warn!(deployment = id, error = %e, "stopping the container");
             }
         }
-        let _ = std::fs::remove_dir_all(self.bundle(id));
+        rootfs::remove(&self.bundle(id));
         log_line(
             &self.log_path(id),
             "stopped; the container and its root filesystem were removed",
@@ -263,16 +267,14 @@ async fn run(state: &AppState, d: &Deployment, log: &Path) -> Result<Digest, Fai
     );
 
     let bundle = state.deployer.bundle(&d.id);
-    let rootfs = bundle.join("rootfs");
     let pulled = pull::pull(
         &mut session,
         &resolved.digest,
         &state.deployer.cache,
-        &rootfs,
+        &state.deployer.images,
     )
     .await
     .map_err(|e| {
-        let _ = std::fs::remove_dir_all(&bundle);
         let mut f = match &e {
             PullError::Registry(r) => explain(r),
             PullError::NoPlatform { .. } => failure(Code::ManifestNotFound, e.to_string()),
@@ -299,9 +301,29 @@ async fn run(state: &AppState, d: &Deployment, log: &Path) -> Result<Digest, Fai
             None => log_line(log, &format!("blob {}: {} bytes, cached", b.digest, b.size)),
         }
     }
+    if pulled.reused {
+        log_line(log, &format!("image {} already unpacked", pulled.manifest));
+    } else {
+        log_line(
+            log,
+            &format!("unpacked in {} ms", pulled.unpack_took.as_millis()),
+        );
+    }
+    let t = Instant::now();
+    let layout = rootfs::prepare(&pulled.rootfs, &bundle).map_err(|e| {
+        rootfs::remove(&bundle);
+        runtime_failure(format!("preparing the root filesystem: {e}"))
+    })?;
+    let how = match layout {
+        Layout::Overlay => "overlay on the shared image",
+        Layout::Copy => "private copy",
+    };
     log_line(
         log,
-        &format!("unpacked in {} ms", pulled.unpack_took.as_millis()),
+        &format!(
+            "root filesystem ready ({how}, {} ms)",
+            t.elapsed().as_millis()
+        ),
     );
 
     let Some(runc) = &state.deployer.runc else {
