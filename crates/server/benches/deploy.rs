@@ -139,6 +139,23 @@ async fn berth_deploy(reg: &LocalRegistry, dir: &Path) -> (Duration, Duration) {
             }
         }
         times.push(t.elapsed());
+        let log = http
+            .get(format!("{path}/logs"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for line in log.lines().filter(|l| {
+            l.contains("blob")
+                || l.contains("unpack")
+                || l.contains("ready")
+                || l.contains("started")
+        }) {
+            println!("  {line}");
+        }
     }
     let _ = http
         .delete(format!("{base}/v1/projects/bench/services/big"))
