@@ -16,6 +16,8 @@ use clap::{CommandFactory, Parser, Subcommand};
     about = "Run pre-built images from private container registries"
 )]
 struct Cli {
+    #[command(flatten)]
+    conn: cmd::api::Connection,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,6 +49,23 @@ enum Command {
     /// Operator tasks on a server's data
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Save a server URL and API token for later commands (file mode 0600)
+    Login(cmd::login::Args),
+    /// Users (admin)
+    #[command(subcommand)]
+    User(cmd::user::Command),
+    /// Projects and their members
+    #[command(subcommand)]
+    Project(cmd::project::Command),
+    /// Services and their registry credentials (needs --project)
+    #[command(subcommand)]
+    Service(cmd::service::Command),
+    /// Deploy a service's image and watch it come up (needs --project)
+    Deploy(cmd::deploy::DeployArgs),
+    /// A deployment's infrastructure log and container output (needs --project)
+    Logs(cmd::deploy::LogsArgs),
+    /// The project's audit log (needs --project)
+    Audit(cmd::audit::Args),
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -64,7 +83,11 @@ enum AdminCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Server(_)));
+    init_logging(if matches!(cli.command, Command::Server(_)) {
+        "info"
+    } else {
+        "warn"
+    });
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -76,6 +99,13 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Preflight(args) => cmd::preflight::run(args).await,
             Command::Server(args) => cmd::server::run(args).await,
+            Command::Login(args) => cmd::login::run(&cli.conn, args).await,
+            Command::User(c) => cmd::user::run(&cli.conn, c).await,
+            Command::Project(c) => cmd::project::run(&cli.conn, c).await,
+            Command::Service(c) => cmd::service::run(&cli.conn, c).await,
+            Command::Deploy(args) => cmd::deploy::deploy(&cli.conn, args).await,
+            Command::Logs(args) => cmd::deploy::logs(&cli.conn, args).await,
+            Command::Audit(args) => cmd::audit::run(&cli.conn, args).await,
             Command::Admin(AdminCommand::RotateMasterKey(args)) => {
                 cmd::server::rotate_master_key(args).await
             }
@@ -106,8 +136,7 @@ fn main() -> ExitCode {
 
 /// Logs go to stderr; `BERTH_LOG` (or `RUST_LOG`) sets the filter, default `info`
 /// for the server and `warn` for the CLI.
-fn init_logging(server: bool) {
-    let default = if server { "info" } else { "warn" };
+fn init_logging(default: &str) {
     let filter = std::env::var("BERTH_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| default.into());

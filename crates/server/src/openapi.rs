@@ -21,6 +21,7 @@ use crate::routes::{audit, deployments, health, preflight, projects, services, u
         services::remove_registry,
         services::terminate,
         deployments::create,
+        deployments::list,
         deployments::show,
         deployments::logs,
         audit::list,

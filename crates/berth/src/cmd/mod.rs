@@ -1,7 +1,14 @@
 //! One file per verb.
 
+pub mod api;
+pub mod audit;
+pub mod deploy;
+pub mod login;
 pub mod preflight;
+pub mod project;
 pub mod server;
+pub mod service;
+pub mod user;
 
 /// How a command ended: the exit code is 0 for `Ok`, 1 for `Failed`.
 pub enum Outcome {

@@ -60,6 +60,24 @@ pub async fn create(
     Ok((StatusCode::ACCEPTED, Json(d)))
 }
 
+/// The service's deployments, newest first.
+#[utoipa::path(get, path = "/v1/projects/{p}/services/{s}/deployments",
+    params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name")),
+    responses((status = 200, body = [Object]), (status = 404, body = crate::api::ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((p, s)): Path<(String, String)>,
+) -> Result<Json<Vec<Deployment>>, ApiError> {
+    let m = membership(&state, &caller, &p).await?;
+    let service = state
+        .store
+        .service(&m.project, &s)
+        .await?
+        .ok_or_else(|| ApiError::not_found("service"))?;
+    Ok(Json(state.store.deployments_of(&service).await?))
+}
+
 async fn find(
     state: &AppState,
     caller: &berth_store::User,

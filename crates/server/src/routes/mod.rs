@@ -39,7 +39,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/v1/projects/{p}/services/{s}/deployments",
-            post(deployments::create),
+            post(deployments::create).get(deployments::list),
         )
         .route(
             "/v1/projects/{p}/services/{s}/deployments/{id}",

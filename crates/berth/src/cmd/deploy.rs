@@ -1,0 +1,158 @@
+//! `berth deploy NAME [--detach] [--follow]` and `berth logs NAME [--deployment ID] [--follow]`
+
+use std::io::Write;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::Method;
+use serde_json::json;
+
+use super::api::{print_json, Api, Connection};
+use super::{CliError, Outcome};
+
+#[derive(clap::Args)]
+pub struct DeployArgs {
+    name: String,
+    /// Return at once with the deployment id
+    #[arg(long)]
+    detach: bool,
+    /// Keep streaming the container's output once deployed
+    #[arg(long)]
+    follow: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct LogsArgs {
+    name: String,
+    /// A deployment id (default: the latest)
+    #[arg(long)]
+    deployment: Option<String>,
+    /// Keep streaming while the deployment runs
+    #[arg(long)]
+    follow: bool,
+}
+
+/// Prints the log from byte `from`; returns the new length.
+async fn print_log_since(api: &Api, path: &str, from: usize) -> Result<usize, CliError> {
+    let text = api
+        .send(Method::GET, &format!("{path}/logs"), None)
+        .await?
+        .bytes()
+        .await?;
+    if text.len() > from {
+        let mut err = std::io::stderr();
+        err.write_all(&text[from..])?;
+    }
+    Ok(text.len().max(from))
+}
+
+async fn stream_logs(api: &Api, path: &str, skip: usize) -> Result<(), CliError> {
+    let resp = api
+        .send(Method::GET, &format!("{path}/logs?follow=true"), None)
+        .await?;
+    let mut body = resp.bytes_stream();
+    let mut skipped = 0usize;
+    let mut out = std::io::stdout();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        let start = skip.saturating_sub(skipped).min(chunk.len());
+        skipped += chunk.len();
+        out.write_all(&chunk[start..])?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+pub async fn deploy(conn: &Connection, args: DeployArgs) -> Result<Outcome, CliError> {
+    let api = Api::connect(conn)?;
+    let project = Api::project(conn)?;
+    let base = format!("/v1/projects/{project}/services/{}/deployments", args.name);
+    let d = api.ok(Method::POST, &base, Some(json!({}))).await?;
+    let id = d["id"].as_str().unwrap_or_default().to_owned();
+    if args.detach {
+        if args.json {
+            print_json(&d)?;
+        } else {
+            println!("{id}");
+        }
+        return Ok(Outcome::Ok);
+    }
+    let path = format!("{base}/{id}");
+    let mut shown = 0;
+    let mut status = String::new();
+    let d = loop {
+        let d = api.ok(Method::GET, &path, None).await?;
+        let now = d["status"].as_str().unwrap_or_default().to_owned();
+        if now != status && !args.json {
+            eprintln!("==> {now}");
+            status = now.clone();
+        }
+        if !args.json {
+            shown = print_log_since(&api, &path, shown).await?;
+        }
+        if now == "DEPLOYED" || now == "FAILED" {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    if args.json {
+        print_json(&d)?;
+    } else if d["status"] == "FAILED" {
+        eprintln!(
+            "deployment {id} FAILED ({}): {}",
+            d["failure_code"].as_str().unwrap_or_default(),
+            d["failure_message"].as_str().unwrap_or_default()
+        );
+    } else {
+        // The first output lines.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        shown = print_log_since(&api, &path, shown).await?;
+        eprintln!(
+            "deployment {id} DEPLOYED ({})",
+            d["digest"].as_str().unwrap_or_default()
+        );
+        if args.follow {
+            stream_logs(&api, &path, shown).await?;
+        }
+    }
+    Ok(if d["status"] == "DEPLOYED" {
+        Outcome::Ok
+    } else {
+        Outcome::Failed
+    })
+}
+
+pub async fn logs(conn: &Connection, args: LogsArgs) -> Result<Outcome, CliError> {
+    let api = Api::connect(conn)?;
+    let project = Api::project(conn)?;
+    let base = format!("/v1/projects/{project}/services/{}/deployments", args.name);
+    let id = match args.deployment {
+        Some(id) => id,
+        None => {
+            let all = api.ok(Method::GET, &base, None).await?;
+            all.as_array()
+                .and_then(|a| a.first())
+                .and_then(|d| d["id"].as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    CliError::Other(anyhow::anyhow!("{} has no deployments yet", args.name))
+                })?
+        }
+    };
+    let path = format!("{base}/{id}");
+    if args.follow {
+        stream_logs(&api, &path, 0).await?;
+    } else {
+        let text = api.send(Method::GET, &format!("{path}/logs"), None).await?;
+        if !text.status().is_success() {
+            return Err(CliError::Other(anyhow::anyhow!(
+                "no logs for deployment {id} (HTTP {})",
+                text.status()
+            )));
+        }
+        std::io::stdout().write_all(&text.bytes().await?)?;
+    }
+    Ok(Outcome::Ok)
+}

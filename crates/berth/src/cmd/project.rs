@@ -1,0 +1,58 @@
+//! `berth project create NAME`, `berth project add-member NAME USER`
+
+use reqwest::Method;
+use serde_json::json;
+
+use super::api::{print_json, Api, Connection};
+use super::{CliError, Outcome};
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Create a project; you are its owner
+    Create {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a user to a project (owner only)
+    AddMember {
+        name: String,
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
+    let api = Api::connect(conn)?;
+    let (v, json) = match cmd {
+        Command::Create { name, json } => (
+            api.ok(Method::POST, "/v1/projects", Some(json!({"name": name})))
+                .await?,
+            json,
+        ),
+        Command::AddMember { name, user, json } => (
+            api.ok(
+                Method::POST,
+                &format!("/v1/projects/{name}/members"),
+                Some(json!({"user": user})),
+            )
+            .await?,
+            json,
+        ),
+    };
+    if json {
+        print_json(&v)?;
+    } else if let Some(user) = v["user"].as_str() {
+        println!(
+            "added {user} to {}",
+            v["project"].as_str().unwrap_or_default()
+        );
+    } else {
+        println!(
+            "created project {} (owner)",
+            v["name"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,316 @@
+//! `berth service create|list|show|registry set|registry test|registry remove|terminate`
+
+use std::io::IsTerminal;
+
+use berth_registry::PreflightReport;
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+
+use super::api::{print_json, Api, ApiFailure, Connection};
+use super::{CliError, Outcome};
+use crate::input;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Create a service; with registry credentials, they are tested before saving
+    ///
+    /// Examples:
+    ///   berth service create api --image ghcr.io/acme/api:v2 --registry-url ghcr.io \
+    ///       --registry-username alice --registry-password-stdin < token.txt
+    ///   berth service create web --image nginx:1.27
+    #[command(verbatim_doc_comment)]
+    Create {
+        name: String,
+        #[arg(long)]
+        image: String,
+        #[command(flatten)]
+        registry: RegistryFlags,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the project's services
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a service (credentials masked)
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Registry credentials of a service
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+    /// Terminate a service: stop what runs and delete its stored secret for good
+    Terminate {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Default)]
+pub struct RegistryFlags {
+    /// The registry URL (host[:port])
+    #[arg(long)]
+    registry_url: Option<String>,
+    /// The registry user name
+    #[arg(long)]
+    registry_username: Option<String>,
+    /// Read the registry password or token from stdin
+    #[arg(long)]
+    registry_password_stdin: bool,
+    /// Save even if the connection test fails
+    #[arg(long)]
+    save_without_verifying: bool,
+}
+
+#[derive(clap::Subcommand)]
+pub enum RegistryCommand {
+    /// Set or update credentials; omitted values keep their stored value
+    Set {
+        name: String,
+        #[command(flatten)]
+        registry: RegistryFlags,
+        /// Change the image too
+        #[arg(long)]
+        image: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Test the service's registry with a password (nothing is saved)
+    Test {
+        name: String,
+        #[arg(long)]
+        registry_password_stdin: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the credentials (the secret is deleted); deploys pull anonymously
+    Remove {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn password(flags: &RegistryFlags, user: &str) -> Result<SecretString, CliError> {
+    if flags.registry_password_stdin {
+        input::secret_from_stdin("registry password")
+    } else {
+        input::secret_from_prompt(
+            &format!("Registry password for {user}: "),
+            "--registry-password-stdin",
+        )
+    }
+}
+
+fn ask(what: &str, flag: &str) -> Result<String, CliError> {
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::Usage(format!("{flag} is required")));
+    }
+    eprint!("{what}: ");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let v = line.trim().to_owned();
+    if v.is_empty() {
+        return Err(CliError::Usage(format!("{flag} is required")));
+    }
+    Ok(v)
+}
+
+/// Prints a service the human way.
+fn render(v: &Value) {
+    println!("name:     {}", v["name"].as_str().unwrap_or_default());
+    println!("image:    {}", v["image"].as_str().unwrap_or_default());
+    println!("status:   {}", v["status"].as_str().unwrap_or_default());
+    match v["registry"].as_object() {
+        None => println!("registry: none (anonymous pulls)"),
+        Some(r) => println!(
+            "registry: {} (user {}, password {}, {})",
+            r["registry_url"].as_str().unwrap_or_default(),
+            r["username"].as_str().unwrap_or_default(),
+            if r["password_set"].as_bool() == Some(true) {
+                "set"
+            } else {
+                "not set"
+            },
+            if r["verified"].as_bool() == Some(true) {
+                "verified"
+            } else {
+                "not verified"
+            }
+        ),
+    }
+}
+
+/// A 422 carries the preflight result: show its steps, then fail.
+fn refused(f: ApiFailure, json: bool) -> Result<Outcome, CliError> {
+    if json {
+        print_json(&f.body)?;
+    } else if let Ok(report) =
+        serde_json::from_value::<PreflightReport>(f.body["preflight"].clone())
+    {
+        eprint!("{}", super::preflight::render(&report));
+        eprintln!("not saved: {}", f.message);
+    } else {
+        eprintln!("error: {} ({}): {}", f.code, f.status, f.message);
+    }
+    Ok(Outcome::Failed)
+}
+
+fn done(v: &Value, json: bool) -> Result<Outcome, CliError> {
+    if json {
+        print_json(v)?;
+    } else {
+        render(v);
+    }
+    Ok(Outcome::Ok)
+}
+
+pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
+    let api = Api::connect(conn)?;
+    let project = Api::project(conn)?;
+    let base = format!("/v1/projects/{project}/services");
+    match cmd {
+        Command::Create {
+            name,
+            image,
+            registry,
+            json,
+        } => {
+            let mut body = json!({"name": name, "image": image, "save_without_verifying": registry.save_without_verifying});
+            if let Some(url) = &registry.registry_url {
+                let user = match &registry.registry_username {
+                    Some(u) => u.clone(),
+                    None => ask("Registry username", "--registry-username")?,
+                };
+                let pw = password(&registry, &user)?;
+                body["registry"] =
+                    json!({"registry_url": url, "username": user, "password": pw.expose_secret()});
+            }
+            match api.call(Method::POST, &base, Some(body)).await? {
+                Ok(v) => done(&v, json),
+                Err(f) if f.status == 422 => refused(f, json),
+                Err(f) => Err(CliError::Other(anyhow::anyhow!(
+                    "{} ({}): {}",
+                    f.code,
+                    f.status,
+                    f.message
+                ))),
+            }
+        }
+        Command::List { json } => {
+            let v = api.ok(Method::GET, &base, None).await?;
+            if json {
+                return print_json(&v).map(|_| Outcome::Ok);
+            }
+            println!("{:<20} {:<16} {:<40} REGISTRY", "NAME", "STATUS", "IMAGE");
+            for s in v.as_array().into_iter().flatten() {
+                println!(
+                    "{:<20} {:<16} {:<40} {}",
+                    s["name"].as_str().unwrap_or_default(),
+                    s["status"].as_str().unwrap_or_default(),
+                    s["image"].as_str().unwrap_or_default(),
+                    s["registry"]["registry_url"].as_str().unwrap_or("-")
+                );
+            }
+            Ok(Outcome::Ok)
+        }
+        Command::Show { name, json } => done(
+            &api.ok(Method::GET, &format!("{base}/{name}"), None).await?,
+            json,
+        ),
+        Command::Terminate { name, json } => done(
+            &api.ok(Method::DELETE, &format!("{base}/{name}"), None)
+                .await?,
+            json,
+        ),
+        Command::Registry(RegistryCommand::Remove { name, json }) => done(
+            &api.ok(Method::DELETE, &format!("{base}/{name}/registry"), None)
+                .await?,
+            json,
+        ),
+        Command::Registry(RegistryCommand::Set {
+            name,
+            registry,
+            image,
+            json,
+        }) => {
+            let mut body = json!({"save_without_verifying": registry.save_without_verifying});
+            if let Some(u) = &registry.registry_url {
+                body["registry_url"] = json!(u);
+            }
+            if let Some(u) = &registry.registry_username {
+                body["username"] = json!(u);
+            }
+            if let Some(i) = &image {
+                body["image"] = json!(i);
+            }
+            if registry.registry_password_stdin {
+                body["password"] =
+                    json!(input::secret_from_stdin("registry password")?.expose_secret());
+            }
+            match api
+                .call(Method::PUT, &format!("{base}/{name}/registry"), Some(body))
+                .await?
+            {
+                Ok(v) => done(&v, json),
+                Err(f) if f.status == 422 => refused(f, json),
+                Err(f) => Err(CliError::Other(anyhow::anyhow!(
+                    "{} ({}): {}",
+                    f.code,
+                    f.status,
+                    f.message
+                ))),
+            }
+        }
+        Command::Registry(RegistryCommand::Test {
+            name,
+            registry_password_stdin,
+            json,
+        }) => {
+            let svc = api.ok(Method::GET, &format!("{base}/{name}"), None).await?;
+            let Some(reg) = svc["registry"].as_object() else {
+                return Err(CliError::Usage(format!(
+                    "{name} has no registry credentials; use `berth service registry set`"
+                )));
+            };
+            let user = ask_user_for_test(reg)?;
+            let flags = RegistryFlags {
+                registry_password_stdin,
+                ..Default::default()
+            };
+            let pw = password(&flags, &user)?;
+            let body = json!({"registry_url": reg["registry_url"], "username": user, "password": pw.expose_secret(), "image": svc["image"]});
+            let v = api.ok(Method::POST, "/v1/preflight", Some(body)).await?;
+            let report: PreflightReport = serde_json::from_value(v.clone())?;
+            if json {
+                print_json(&v)?;
+            } else {
+                print!("{}", super::preflight::render(&report));
+            }
+            Ok(if report.ok {
+                Outcome::Ok
+            } else {
+                Outcome::Failed
+            })
+        }
+    }
+}
+
+/// The stored user name is masked, so the test asks for it (or takes it from env).
+fn ask_user_for_test(reg: &serde_json::Map<String, Value>) -> Result<String, CliError> {
+    match std::env::var("BERTH_REGISTRY_USERNAME") {
+        Ok(u) if !u.is_empty() => Ok(u),
+        _ => ask(
+            &format!(
+                "Registry username (stored as {})",
+                reg["username"].as_str().unwrap_or_default()
+            ),
+            "BERTH_REGISTRY_USERNAME",
+        ),
+    }
+}

@@ -1,0 +1,259 @@
+//! The seed flow from the CLI alone, scripted (`--json`, `--registry-password-stdin`),
+//! against the real `berth server` binary, the token-auth registry and runc.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use berth_testkit::{Grant, LocalRegistry, TestImage, TokenServer, TokenServerMode, User};
+
+const PASSWORD: &str = "cli-Flow-Pa55word";
+
+struct ServerProcess {
+    child: Child,
+    url: String,
+    admin_token: String,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(dir: &std::path::Path, insecure: &str) -> ServerProcess {
+    let port = berth_testkit::free_port();
+    let child = StdCommand::new(assert_cmd::cargo::cargo_bin("berth"))
+        .args([
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env("BERTH_REGISTRY_ALLOW_PRIVATE", "127.0.0.1/32")
+        .env("BERTH_REGISTRY_INSECURE", insecure)
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(dir.with_extension("log")).unwrap())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let admin_token = std::fs::read_to_string(dir.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    ServerProcess {
+        child,
+        url,
+        admin_token,
+    }
+}
+
+fn berth(server: &ServerProcess, token: &str, config_home: &std::path::Path) -> Command {
+    let mut c = Command::cargo_bin("berth").unwrap();
+    c.env("BERTH_SERVER", &server.url)
+        .env("BERTH_TOKEN", token)
+        .env("BERTH_PROJECT", "web")
+        .env("XDG_CONFIG_HOME", config_home)
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy");
+    c
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn the_seed_flow_from_the_cli() {
+    berth_testkit::require("runc");
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static");
+    let tokens = TokenServer::start(
+        vec![
+            User::new("admin", "admin-pass-1", Grant::All),
+            User::new("ci", PASSWORD, Grant::Pull(vec!["team/app".into()])),
+        ],
+        vec![],
+        TokenServerMode::GetAndPost,
+    );
+    let reg = LocalRegistry::token(&tokens);
+    TestImage::build(
+        &[("bin/busybox", &busybox)],
+        &[
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "echo hello from the cli; sleep 1234",
+        ],
+    )
+    .push(&reg, "team/app:web");
+    let work = tempfile::tempdir().unwrap();
+    let home = work.path().join("home");
+    let server = start_server(&work.path().join("data"), &reg.authority());
+    let mut transcript = String::new();
+    let mut record = |o: &std::process::Output| {
+        transcript.push_str(&String::from_utf8_lossy(&o.stdout));
+        transcript.push_str(&String::from_utf8_lossy(&o.stderr));
+    };
+
+    // Admin creates alice; alice logs in (token from a pipe) and works without --token.
+    let out = berth(&server, &server.admin_token, &home)
+        .args(["user", "create", "alice", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let alice = json(&out)["token"].as_str().unwrap().to_owned();
+    let out = Command::cargo_bin("berth")
+        .unwrap()
+        .env("XDG_CONFIG_HOME", &home)
+        .args(["login", "--server", &server.url, "--token-stdin"])
+        .write_stdin(alice.clone())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let login = home.join("berth/login.json");
+    assert_eq!(
+        std::fs::metadata(&login).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let logged_in = || {
+        let mut c = Command::cargo_bin("berth").unwrap();
+        c.env("XDG_CONFIG_HOME", &home)
+            .env("BERTH_PROJECT", "web")
+            .env_remove("BERTH_TOKEN")
+            .env_remove("BERTH_SERVER");
+        c
+    };
+    let out = logged_in()
+        .args(["project", "create", "web"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    // A wrong password: exit 1, the steps shown, nothing saved.
+    let out = logged_in()
+        .args([
+            "service",
+            "create",
+            "api",
+            "--image",
+            "team/app:web",
+            "--registry-url",
+            &reg.authority(),
+        ])
+        .args(["--registry-username", "ci", "--registry-password-stdin"])
+        .write_stdin("not-the-password\n")
+        .output()
+        .unwrap();
+    record(&out);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("auth_failed") && err.contains("not saved"),
+        "{err}"
+    );
+    assert!(!err.contains("not-the-password"));
+
+    // The right one: saved, masked.
+    let out = logged_in()
+        .args([
+            "service",
+            "create",
+            "api",
+            "--image",
+            "team/app:web",
+            "--registry-url",
+            &reg.authority(),
+        ])
+        .args([
+            "--registry-username",
+            "ci",
+            "--registry-password-stdin",
+            "--json",
+        ])
+        .write_stdin(format!("{PASSWORD}\n"))
+        .output()
+        .unwrap();
+    record(&out);
+    assert!(out.status.success(), "{out:?}");
+    let v = json(&out);
+    assert_eq!(
+        (
+            v["registry"]["username"].as_str(),
+            v["registry"]["verified"].as_bool()
+        ),
+        (Some("c***"), Some(true))
+    );
+    let out = logged_in()
+        .args(["service", "show", "api"])
+        .output()
+        .unwrap();
+    record(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("password set, verified"),
+        "{out:?}"
+    );
+
+    // Deploy, watch it come up, read the logs.
+    let out = logged_in().args(["deploy", "api"]).output().unwrap();
+    record(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("==> DEPLOYED") || err.contains("DEPLOYED ("),
+        "{err}"
+    );
+    let out = logged_in().args(["logs", "api"]).output().unwrap();
+    record(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("hello from the cli"),
+        "{out:?}"
+    );
+    let out = logged_in()
+        .args(["deploy", "api", "--detach", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(json(&out)["status"], "PENDING_DEPLOY");
+
+    // The audit log, and terminate.
+    let out = logged_in().args(["audit", "--json"]).output().unwrap();
+    let actions: Vec<String> = json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        actions.contains(&"deployment.create".to_owned())
+            && actions.contains(&"service.create".to_owned()),
+        "{actions:?}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let out = logged_in()
+        .args(["service", "terminate", "api", "--json"])
+        .output()
+        .unwrap();
+    record(&out);
+    assert_eq!(json(&out)["status"], "TERMINATED");
+    assert_eq!(json(&out)["registry"], serde_json::Value::Null);
+
+    // Usage errors exit 2; completions print.
+    let out = logged_in().args(["service", "show"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::cargo_bin("berth")
+        .unwrap()
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("berth"));
+
+    assert!(!transcript.contains(PASSWORD), "the password was printed");
+}
