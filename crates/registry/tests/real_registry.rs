@@ -330,3 +330,38 @@ async fn tokens_are_cached_per_credential() {
     s.authenticate(&pinged.challenges).await.unwrap();
     assert_eq!(tokens.requests() - before, 2);
 }
+
+#[tokio::test]
+async fn https_with_a_private_ca() {
+    let (reg, ca_pem) = LocalRegistry::htpasswd_tls(&[("alice", "tls-pass-1")]);
+    hello().push(&reg, "team/app:v1");
+    let url = reg.authority();
+    // Not in the insecure list: HTTPS. Without the CA, the certificate is refused.
+    let plain = berth_registry::NetworkPolicy::from_lists("127.0.0.1/32", "").unwrap();
+    let r = run(
+        plain.clone(),
+        &url,
+        "team/app:v1",
+        creds("alice", "tls-pass-1"),
+    )
+    .await;
+    assert_eq!(r.code, Code::NetworkError, "{r:?}");
+    assert!(
+        r.message.to_lowercase().contains("certificate"),
+        "{}",
+        r.message
+    );
+    // With BERTH_REGISTRY_CA_FILE's roots, it works.
+    let mut with_ca = plain;
+    with_ca.extra_roots_pem = Some(ca_pem.into_bytes());
+    let r = run(with_ca, &url, "team/app:v1", creds("alice", "tls-pass-1")).await;
+    assert_eq!(r.code, Code::Ok, "{r:?}");
+    assert_eq!(
+        steps(&r),
+        vec![
+            (Ping, true, Some(401)),
+            (Token, true, Some(200)),
+            (Manifest, true, Some(200))
+        ]
+    );
+}

@@ -51,6 +51,43 @@ impl LocalRegistry {
         Self::start(dir, &auth, admin)
     }
 
+    /// A registry with htpasswd auth served over HTTPS, its certificate (for
+    /// 127.0.0.1) signed by a private CA; returns the CA's PEM too.
+    pub fn htpasswd_tls(users: &[(&str, &str)]) -> (Self, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut htpasswd = String::new();
+        for (u, p) in users {
+            let h = bcrypt::hash_with_result(p, 4)
+                .expect("bcrypt")
+                .format_for_version(bcrypt::Version::TwoY);
+            htpasswd.push_str(&format!("{u}:{h}\n"));
+        }
+        std::fs::write(dir.path().join("htpasswd"), htpasswd).unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "berth test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let mut leaf_params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        leaf_params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), leaf.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), leaf_key.serialize_pem()).unwrap();
+        let auth = format!(
+            "  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+            dir.path().join("cert.pem").display(),
+            dir.path().join("key.pem").display(),
+            dir.path().join("htpasswd").display()
+        );
+        let reg = Self::start(dir, &auth, (users[0].0.into(), users[0].1.into()));
+        (reg, ca.pem())
+    }
+
     /// A registry with no auth at all.
     pub fn anonymous() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
