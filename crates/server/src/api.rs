@@ -7,7 +7,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use berth_store::{MemberRole, Membership, StoreError, User};
+use berth_store::{MemberRole, Membership, NewAudit, Project, StoreError, User};
 use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -198,6 +198,23 @@ pub fn require_owner(m: &Membership) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::forbidden("only the project's owner may do this"))
+    }
+}
+
+/// The audit event of a change to `project` (and `service`) made by `caller`.
+pub fn audit_event(
+    caller: &User,
+    action: &'static str,
+    project: &Project,
+    service: Option<&str>,
+    metadata: serde_json::Value,
+) -> NewAudit {
+    NewAudit {
+        actor: caller.name.clone(),
+        action,
+        project: Some(project.name.clone()),
+        service: service.map(str::to_owned),
+        metadata,
     }
 }
 

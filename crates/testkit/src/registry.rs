@@ -21,14 +21,7 @@ impl LocalRegistry {
     /// used to push.
     pub fn htpasswd(users: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut htpasswd = String::new();
-        for (u, p) in users {
-            let h = bcrypt::hash_with_result(p, 4)
-                .expect("bcrypt")
-                .format_for_version(bcrypt::Version::TwoY);
-            htpasswd.push_str(&format!("{u}:{h}\n"));
-        }
-        std::fs::write(dir.path().join("htpasswd"), htpasswd).unwrap();
+        write_htpasswd(dir.path(), users);
         let auth = format!(
             "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
             dir.path().join("htpasswd").display()
@@ -55,14 +48,7 @@ impl LocalRegistry {
     /// 127.0.0.1) signed by a private CA; returns the CA's PEM too.
     pub fn htpasswd_tls(users: &[(&str, &str)]) -> (Self, String) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut htpasswd = String::new();
-        for (u, p) in users {
-            let h = bcrypt::hash_with_result(p, 4)
-                .expect("bcrypt")
-                .format_for_version(bcrypt::Version::TwoY);
-            htpasswd.push_str(&format!("{u}:{h}\n"));
-        }
-        std::fs::write(dir.path().join("htpasswd"), htpasswd).unwrap();
+        write_htpasswd(dir.path(), users);
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -149,4 +135,16 @@ impl Drop for LocalRegistry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The htpasswd file of `users` (bcrypt, as distribution requires) in `dir`.
+fn write_htpasswd(dir: &std::path::Path, users: &[(&str, &str)]) {
+    let mut htpasswd = String::new();
+    for (u, p) in users {
+        let h = bcrypt::hash_with_result(p, 4)
+            .expect("bcrypt")
+            .format_for_version(bcrypt::Version::TwoY);
+        htpasswd.push_str(&format!("{u}:{h}\n"));
+    }
+    std::fs::write(dir.join("htpasswd"), htpasswd).unwrap();
 }

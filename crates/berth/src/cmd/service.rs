@@ -161,6 +161,20 @@ fn refused(f: ApiFailure, json: bool) -> Result<Outcome, CliError> {
     Ok(Outcome::Failed)
 }
 
+/// The answer to a save: the service, or the refused preflight, or an error.
+fn saved(answer: Result<Value, ApiFailure>, json: bool) -> Result<Outcome, CliError> {
+    match answer {
+        Ok(v) => done(&v, json),
+        Err(f) if f.status == 422 => refused(f, json),
+        Err(f) => Err(CliError::Other(anyhow::anyhow!(
+            "{} ({}): {}",
+            f.code,
+            f.status,
+            f.message
+        ))),
+    }
+}
+
 fn done(v: &Value, json: bool) -> Result<Outcome, CliError> {
     if json {
         print_json(v)?;
@@ -191,16 +205,7 @@ pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
                 body["registry"] =
                     json!({"registry_url": url, "username": user, "password": pw.expose_secret()});
             }
-            match api.call(Method::POST, &base, Some(body)).await? {
-                Ok(v) => done(&v, json),
-                Err(f) if f.status == 422 => refused(f, json),
-                Err(f) => Err(CliError::Other(anyhow::anyhow!(
-                    "{} ({}): {}",
-                    f.code,
-                    f.status,
-                    f.message
-                ))),
-            }
+            saved(api.call(Method::POST, &base, Some(body)).await?, json)
         }
         Command::List { json } => {
             let v = api.ok(Method::GET, &base, None).await?;
@@ -253,19 +258,11 @@ pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
                 body["password"] =
                     json!(input::secret_from_stdin("registry password")?.expose_secret());
             }
-            match api
-                .call(Method::PUT, &format!("{base}/{name}/registry"), Some(body))
-                .await?
-            {
-                Ok(v) => done(&v, json),
-                Err(f) if f.status == 422 => refused(f, json),
-                Err(f) => Err(CliError::Other(anyhow::anyhow!(
-                    "{} ({}): {}",
-                    f.code,
-                    f.status,
-                    f.message
-                ))),
-            }
+            saved(
+                api.call(Method::PUT, &format!("{base}/{name}/registry"), Some(body))
+                    .await?,
+                json,
+            )
         }
         Command::Registry(RegistryCommand::Test {
             name,

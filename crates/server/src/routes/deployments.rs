@@ -5,12 +5,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use berth_store::{Deployment, NewAudit, DEPLOYED, FAILED, STATUS_TERMINATED};
+use berth_store::{Deployment, DEPLOYED, FAILED, STATUS_TERMINATED};
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::IntoParams;
 
-use crate::api::{membership, ApiError, Caller};
+use crate::api::{audit_event, membership, ApiError, Caller};
 use crate::state::AppState;
 
 /// Queues a deployment of the service's image (`PENDING_DEPLOY`).
@@ -40,13 +40,13 @@ pub async fn create(
         .store
         .create_deployment(
             &service,
-            NewAudit {
-                actor: caller.name.clone(),
-                action: "deployment.create",
-                project: Some(m.project.name.clone()),
-                service: Some(service.name.clone()),
-                metadata: json!({"image": service.image}),
-            },
+            audit_event(
+                &caller,
+                "deployment.create",
+                &m.project,
+                Some(&service.name),
+                json!({"image": service.image}),
+            ),
         )
         .await
         .map_err(|e| match e {

@@ -6,7 +6,7 @@ use berth_types::Slug;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::api::{membership, require_owner, ApiError, ApiJson, Caller};
+use crate::api::{audit_event, membership, require_owner, ApiError, ApiJson, Caller};
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -93,13 +93,13 @@ pub async fn add_member(
         .add_member(
             &m.project,
             &user,
-            NewAudit {
-                actor: caller.name.clone(),
-                action: "project.member.add",
-                project: Some(m.project.name.clone()),
-                service: None,
-                metadata: serde_json::json!({"user": user.name}),
-            },
+            audit_event(
+                &caller,
+                "project.member.add",
+                &m.project,
+                None,
+                serde_json::json!({"user": user.name}),
+            ),
         )
         .await?;
     Ok((

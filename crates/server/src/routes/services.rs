@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::api::{mask_username, membership, ApiError, ApiJson, Caller};
+use crate::api::{audit_event, mask_username, membership, ApiError, ApiJson, Caller};
 use crate::routes::preflight;
 use crate::state::AppState;
 
@@ -345,13 +345,7 @@ pub async fn put_registry(
                 sealed_password: sealed.0,
                 verified: passed,
             },
-            NewAudit {
-                actor: caller.name.clone(),
-                action: "service.update",
-                project: Some(m.project.name.clone()),
-                service: Some(service.name.clone()),
-                metadata: json!({"preflight": outcome(passed), "registry_url": registry_url, "changed": changed}),
-            },
+            audit_event(&caller, "service.update", &m.project, Some(&service.name), json!({"preflight": outcome(passed), "registry_url": registry_url, "changed": changed})),
         )
         .await
         .map_err(|e| match e {
@@ -378,13 +372,13 @@ pub async fn remove_registry(
         .store
         .delete_credential(
             &service,
-            NewAudit {
-                actor: caller.name.clone(),
-                action: "service.registry.remove",
-                project: Some(m.project.name.clone()),
-                service: Some(service.name.clone()),
-                metadata: json!({}),
-            },
+            audit_event(
+                &caller,
+                "service.registry.remove",
+                &m.project,
+                Some(&service.name),
+                json!({}),
+            ),
         )
         .await?;
     Ok(Json(ServiceView::from(
@@ -411,13 +405,13 @@ pub async fn terminate(
             .store
             .terminate_service(
                 &service,
-                NewAudit {
-                    actor: caller.name.clone(),
-                    action: "service.terminate",
-                    project: Some(m.project.name.clone()),
-                    service: Some(service.name.clone()),
-                    metadata: json!({"secret_deleted": service.credential.is_some()}),
-                },
+                audit_event(
+                    &caller,
+                    "service.terminate",
+                    &m.project,
+                    Some(&service.name),
+                    json!({"secret_deleted": service.credential.is_some()}),
+                ),
             )
             .await?;
     }
