@@ -236,7 +236,20 @@ fn the_seed_flow_from_the_cli() {
             && actions.contains(&"service.create".to_owned()),
         "{actions:?}"
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Let the detached deploy finish before terminating.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = logged_in()
+            .args(["service", "show", "api", "--json"])
+            .output()
+            .unwrap();
+        let status = json(&out)["status"].as_str().unwrap_or_default().to_owned();
+        if status == "DEPLOYED" || status == "FAILED" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the detached deploy did not end");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let out = logged_in()
         .args(["service", "terminate", "api", "--json"])
         .output()

@@ -329,6 +329,15 @@ async fn run(state: &AppState, d: &Deployment, log: &Path) -> Result<Digest, Fai
     let Some(runc) = &state.deployer.runc else {
         return Err(runtime_failure("no container runtime: runc was not found on PATH; install it (Debian: apt-get install runc)"));
     };
+    // Terminated while pulling: do not start it.
+    if let Ok(Some(svc)) = state.store.service_by_id(&d.service_id).await {
+        if svc.status == berth_store::STATUS_TERMINATED {
+            rootfs::remove(&bundle);
+            return Err(runtime_failure(
+                "the service was terminated during the deploy",
+            ));
+        }
+    }
     runc.write_spec(&bundle, &pulled.config)
         .map_err(|e| runtime_failure(e.to_string()))?;
     let mut child = runc
