@@ -10,12 +10,10 @@ use sha2::{Digest as _, Sha256};
 
 use crate::client::Session;
 use crate::error::RegistryError;
-use crate::manifest::ACCEPT_MANIFESTS;
-use crate::transport::error::RegistryErrorBody;
+use crate::manifest::{classify, content_type, ACCEPT_MANIFESTS, MANIFEST_LIMIT};
 use crate::transport::guard::read_limited;
 
 const ATTEMPTS: u32 = 4;
-const MANIFEST_LIMIT: usize = 4 * 1024 * 1024;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 fn is_transient(e: &RegistryError) -> bool {
@@ -68,22 +66,6 @@ async fn get_with_retries(
     }
 }
 
-async fn fail(resp: Response) -> RegistryError {
-    let status = resp.status().as_u16();
-    let body = read_limited(resp, 64 * 1024)
-        .await
-        .ok()
-        .and_then(|b| RegistryErrorBody::parse(&b));
-    match status {
-        401 | 403 => RegistryError::Unauthorized {
-            status,
-            body,
-            credentials_accepted: false,
-        },
-        _ => RegistryError::Manifest { status, body },
-    }
-}
-
 /// Fetches the manifest (or index) `digest` and checks its bytes against it.
 pub async fn manifest(
     s: &mut Session<'_>,
@@ -92,18 +74,9 @@ pub async fn manifest(
     let path = format!("/v2/{}/manifests/{digest}", s.target().repository);
     let resp = get_with_retries(s, &path, ACCEPT_MANIFESTS).await?;
     if !resp.status().is_success() {
-        return Err(fail(resp).await);
+        return Err(classify(s, resp).await);
     }
-    let media_type = resp
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
+    let media_type = content_type(&resp);
     let body = read_limited(resp, MANIFEST_LIMIT).await?;
     let actual = Digest::sha256_from_bytes(&Sha256::digest(&body).into());
     if &actual != digest {
@@ -121,7 +94,7 @@ pub async fn open(s: &mut Session<'_>, digest: &Digest) -> Result<Response, Regi
     let path = format!("/v2/{}/blobs/{digest}", s.target().repository);
     let resp = get_with_retries(s, &path, &[]).await?;
     if !resp.status().is_success() {
-        return Err(fail(resp).await);
+        return Err(classify(s, resp).await);
     }
     Ok(resp)
 }

@@ -26,7 +26,7 @@ pub const ACCEPT_MANIFESTS: &[&str] = &[
     DOCKER_MANIFEST_LIST,
 ];
 /// distribution refuses manifests above 4 MiB; so do we.
-const MANIFEST_LIMIT: usize = 4 * 1024 * 1024;
+pub(crate) const MANIFEST_LIMIT: usize = 4 * 1024 * 1024;
 
 /// A manifest resolved to a digest.
 #[derive(Clone, Debug)]
@@ -113,7 +113,7 @@ pub async fn resolve(s: &mut Session<'_>, reference: &str) -> Result<Resolved, R
     }
 }
 
-fn content_type(r: &Response) -> String {
+pub(crate) fn content_type(r: &Response) -> String {
     r.headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -189,7 +189,7 @@ fn index_platforms(body: &[u8]) -> Result<(Vec<String>, Option<Digest>), Registr
 }
 
 /// Turns a failed manifest answer into the error for its step.
-async fn classify(s: &Session<'_>, resp: Response) -> RegistryError {
+pub(crate) async fn classify(s: &Session<'_>, resp: Response) -> RegistryError {
     let status = resp.status().as_u16();
     let body = read_limited(resp, 64 * 1024)
         .await
