@@ -60,6 +60,22 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
+    pub fn service_terminated() -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "service_terminated",
+            "the service is terminated",
+        )
+    }
+
+    /// A store write refused because the service was terminated meanwhile.
+    pub fn terminated_or(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::service_terminated(),
+            other => other.into(),
+        }
+    }
+
     pub fn preflight_failed(report: berth_registry::PreflightReport) -> Self {
         ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -178,6 +194,12 @@ impl FromRequestParts<AppState> for Caller {
             None => Err(unauthorized()),
         }
     }
+}
+
+/// A project, service or user name from a request body.
+pub fn parse_slug(name: &str) -> Result<berth_types::Slug, ApiError> {
+    name.parse()
+        .map_err(|e: berth_types::NameError| ApiError::bad_request("invalid_name", e.to_string()))
 }
 
 /// The caller's membership of project `name`, or 404 (never 403: no existence leak).

@@ -30,11 +30,7 @@ pub async fn create(
         .await?
         .ok_or_else(|| ApiError::not_found("service"))?;
     if service.status == STATUS_TERMINATED {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "service_terminated",
-            "the service is terminated",
-        ));
+        return Err(ApiError::service_terminated());
     }
     let d = state
         .store
@@ -49,14 +45,7 @@ pub async fn create(
             ),
         )
         .await
-        .map_err(|e| match e {
-            berth_store::StoreError::NotFound => ApiError::new(
-                StatusCode::CONFLICT,
-                "service_terminated",
-                "the service is terminated",
-            ),
-            other => other.into(),
-        })?;
+        .map_err(ApiError::terminated_or)?;
     Ok((StatusCode::ACCEPTED, Json(d)))
 }
 

@@ -6,7 +6,7 @@ use berth_types::Slug;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::api::{audit_event, membership, require_owner, ApiError, ApiJson, Caller};
+use crate::api::{audit_event, membership, parse_slug, require_owner, ApiError, ApiJson, Caller};
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -31,9 +31,7 @@ pub async fn create(
     Caller(caller): Caller,
     ApiJson(body): ApiJson<CreateProject>,
 ) -> Result<(StatusCode, Json<ProjectView>), ApiError> {
-    let name: Slug = body.name.parse().map_err(|e: berth_types::NameError| {
-        ApiError::bad_request("invalid_name", e.to_string())
-    })?;
+    let name: Slug = parse_slug(&body.name)?;
     let project = state
         .store
         .create_project(

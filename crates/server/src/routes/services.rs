@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::api::{audit_event, mask_username, membership, ApiError, ApiJson, Caller};
+use crate::api::{audit_event, mask_username, membership, parse_slug, ApiError, ApiJson, Caller};
 use crate::routes::preflight;
 use crate::state::AppState;
 
@@ -158,9 +158,7 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateService>,
 ) -> Result<(StatusCode, Json<ServiceView>), ApiError> {
     let m = membership(&state, &caller, &p).await?;
-    let name: Slug = body.name.parse().map_err(|e: berth_types::NameError| {
-        ApiError::bad_request("invalid_name", e.to_string())
-    })?;
+    let name: Slug = parse_slug(&body.name)?;
     parse_image(&body.image)?;
     if state
         .store
@@ -265,11 +263,7 @@ pub async fn put_registry(
     let m = membership(&state, &caller, &p).await?;
     let service = live_service(&state, &m, &s).await?;
     if service.status == STATUS_TERMINATED {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "service_terminated",
-            "the service is terminated",
-        ));
+        return Err(ApiError::service_terminated());
     }
     let stored = service.credential.as_ref();
     let registry_url = match (&body.registry_url, stored) {
@@ -348,10 +342,7 @@ pub async fn put_registry(
             audit_event(&caller, "service.update", &m.project, Some(&service.name), json!({"preflight": outcome(passed), "registry_url": registry_url, "changed": changed})),
         )
         .await
-        .map_err(|e| match e {
-            berth_store::StoreError::NotFound => ApiError::new(StatusCode::CONFLICT, "service_terminated", "the service is terminated"),
-            other => other.into(),
-        })?;
+         .map_err(ApiError::terminated_or)?;
     Ok(Json(ServiceView::from(
         &live_service(&state, &m, &s).await?,
     )))

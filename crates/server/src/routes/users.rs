@@ -7,7 +7,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::api::{ApiError, ApiJson, Caller};
+use crate::api::{parse_slug, ApiError, ApiJson, Caller};
 use crate::state::AppState;
 use crate::tokens;
 
@@ -35,9 +35,7 @@ pub async fn create(
     if caller.role != UserRole::Admin {
         return Err(ApiError::forbidden("only an admin may create users"));
     }
-    let name: Slug = body.name.parse().map_err(|e: berth_types::NameError| {
-        ApiError::bad_request("invalid_name", e.to_string())
-    })?;
+    let name: Slug = parse_slug(&body.name)?;
     let token = tokens::generate();
     let user = state
         .store
