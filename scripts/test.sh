@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker-registry skopeo postgresql runc busybox-static ca-certificates)
+packages=(docker-registry skopeo postgresql runc busybox-static ca-certificates python3 python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,6 +17,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# moto (AWS KMS and Secrets Manager on loopback, for the AWS tests), pinned, from PyPI
+# into its own virtualenv.
+moto_version=5.2.5
+moto_dir="${BERTH_MOTO_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/berth/moto-$moto_version}"
+if [ ! -x "$moto_dir/bin/moto_server" ]; then
+  echo "installing moto $moto_version into $moto_dir"
+  python3 -m venv "$moto_dir"
+  "$moto_dir/bin/pip" install -q --disable-pip-version-check "moto[server]==$moto_version"
+fi
+export BERTH_MOTO_SERVER="$moto_dir/bin/moto_server"
 
 # Registry traffic in tests goes to loopback only; keep any proxy out of the way.
 unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy

@@ -84,6 +84,7 @@ async fn berth_deploy(reg: &LocalRegistry, dir: &Path) -> (Duration, Duration) {
         database_url: format!("sqlite://{}?mode=rwc", dir.join("berth.db").display()),
         master_key: None,
         registry: berth_registry::NetworkPolicy::from_lists("127.0.0.1/32", &url).unwrap(),
+        vault: Default::default(),
     };
     let running = berth_server::start(config).await.unwrap();
     let base = format!("http://{}", running.addr);

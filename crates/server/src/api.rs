@@ -121,6 +121,13 @@ impl From<StoreError> for ApiError {
 impl From<berth_vault::VaultError> for ApiError {
     fn from(e: berth_vault::VaultError) -> Self {
         tracing::error!(error = %e, "vault error");
+        if let berth_vault::VaultError::SecretStore(_) = e {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "secret_store_unavailable",
+                "the secret store (AWS Secrets Manager) failed; nothing was changed; see the server log",
+            );
+        }
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "vault_error",

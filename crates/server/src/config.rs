@@ -19,7 +19,42 @@ pub struct Config {
     /// Base64 of 32 bytes; `None` means the key file in the data dir.
     pub master_key: Option<String>,
     pub registry: NetworkPolicy,
+    pub vault: VaultConfig,
 }
+
+/// Where master keys come from and where passwords are kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VaultConfig {
+    /// A KMS key (id, ARN or alias) wrapping the master keys (envelope encryption).
+    pub kms_key_id: Option<String>,
+    pub secret_store: SecretStoreKind,
+    /// Name prefix of the Secrets Manager secrets.
+    pub secrets_manager_prefix: String,
+    /// The KMS key Secrets Manager encrypts them with (the account default if unset).
+    pub secrets_manager_kms_key_id: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SecretStoreKind {
+    /// Sealed with the master key, in the database.
+    #[default]
+    Database,
+    /// One AWS Secrets Manager secret per service; its ARN in the database.
+    AwsSecretsManager,
+}
+
+impl std::str::FromStr for SecretStoreKind {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "database" => Ok(SecretStoreKind::Database),
+            "aws-secrets-manager" => Ok(SecretStoreKind::AwsSecretsManager),
+            other => Err(ConfigError::SecretStore(other.into())),
+        }
+    }
+}
+
+pub const DEFAULT_SECRETS_MANAGER_PREFIX: &str = "berth/";
 
 /// The TOML file. Every key is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -31,6 +66,17 @@ pub struct FileConfig {
     pub master_key: Option<String>,
     #[serde(default)]
     pub registry: FileRegistry,
+    #[serde(default)]
+    pub vault: FileVault,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileVault {
+    pub kms_key_id: Option<String>,
+    pub secret_store: Option<String>,
+    pub secrets_manager_prefix: Option<String>,
+    pub secrets_manager_kms_key_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,6 +118,12 @@ pub enum ConfigError {
     Policy(String),
     #[error("cannot read the registry CA file {0}: {1}")]
     CaFile(PathBuf, String),
+    #[error("secret store {0:?} is not one of: database, aws-secrets-manager")]
+    SecretStore(String),
+    #[error(
+        "give the master key one way: BERTH_MASTER_KEY or a KMS key (BERTH_KMS_KEY_ID), not both"
+    )]
+    TwoKeySources,
 }
 
 /// What flags and env gave (already merged by clap: a flag beats its env variable).
@@ -84,6 +136,10 @@ pub struct Overrides {
     pub allow_private: Option<String>,
     pub insecure: Option<String>,
     pub ca_file: Option<PathBuf>,
+    pub kms_key_id: Option<String>,
+    pub secret_store: Option<String>,
+    pub secrets_manager_prefix: Option<String>,
+    pub secrets_manager_kms_key_id: Option<String>,
 }
 
 impl FileConfig {
@@ -122,12 +178,33 @@ impl Config {
                 std::fs::read(&ca).map_err(|e| ConfigError::CaFile(ca.clone(), e.to_string()))?;
             registry.extra_roots_pem = Some(pem);
         }
+        let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+        let master_key = nonempty(o.master_key.or(file.master_key));
+        let vault = VaultConfig {
+            kms_key_id: nonempty(o.kms_key_id.or(file.vault.kms_key_id)),
+            secret_store: nonempty(o.secret_store.or(file.vault.secret_store))
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or_default(),
+            secrets_manager_prefix: o
+                .secrets_manager_prefix
+                .or(file.vault.secrets_manager_prefix)
+                .unwrap_or_else(|| DEFAULT_SECRETS_MANAGER_PREFIX.into()),
+            secrets_manager_kms_key_id: nonempty(
+                o.secrets_manager_kms_key_id
+                    .or(file.vault.secrets_manager_kms_key_id),
+            ),
+        };
+        if master_key.is_some() && vault.kms_key_id.is_some() {
+            return Err(ConfigError::TwoKeySources);
+        }
         Ok(Config {
             data_dir,
             listen,
             database_url,
-            master_key: o.master_key.or(file.master_key).filter(|k| !k.is_empty()),
+            master_key,
             registry,
+            vault,
         })
     }
 }
@@ -166,5 +243,49 @@ mod tests {
             Err(ConfigError::NoDataDir)
         ));
         assert!(toml::from_str::<FileConfig>("nonsense = 1").is_err());
+        assert_eq!(
+            c.vault,
+            VaultConfig {
+                secrets_manager_prefix: "berth/".into(),
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn vault_settings() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            data_dir = "/d"
+            [vault]
+            kms_key_id = "alias/berth"
+            secret_store = "aws-secrets-manager"
+            secrets_manager_prefix = "prod/berth/"
+            "#,
+        )
+        .unwrap();
+        let c = Config::resolve(Overrides::default(), file).unwrap();
+        assert_eq!(c.vault.kms_key_id.as_deref(), Some("alias/berth"));
+        assert_eq!(c.vault.secret_store, SecretStoreKind::AwsSecretsManager);
+        assert_eq!(c.vault.secrets_manager_prefix, "prod/berth/");
+        let both = Overrides {
+            data_dir: Some("/d".into()),
+            master_key: Some("k".into()),
+            kms_key_id: Some("alias/berth".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::resolve(both, FileConfig::default()),
+            Err(ConfigError::TwoKeySources)
+        ));
+        let bad = Overrides {
+            data_dir: Some("/d".into()),
+            secret_store: Some("s3".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::resolve(bad, FileConfig::default()),
+            Err(ConfigError::SecretStore(_))
+        ));
     }
 }

@@ -16,7 +16,6 @@ use berth_runtime::rootfs::{self, ImageStore, Layout};
 use berth_runtime::runc::Runc;
 use berth_store::{Deployment, Outcome};
 use berth_types::{Digest, ImageRef, RegistryUrl};
-use berth_vault::Sealed;
 
 use crate::state::AppState;
 
@@ -192,12 +191,9 @@ async fn run(state: &AppState, d: &Deployment, log: &Path) -> Result<Digest, Fai
                         failure(Code::InvalidUrl, e.to_string())
                     })?;
             let password = state
-                .keys
-                .unseal(
-                    &service.project_id,
-                    &service.id,
-                    &Sealed(c.sealed_password.clone()),
-                )
+                .secrets
+                .get(&service.project_id, &service.id, c)
+                .await
                 .map_err(|e| runtime_failure(e.to_string()))?;
             log_line(
                 log,

@@ -1,7 +1,7 @@
 //! berth's control plane: `berth server`.
 //!
 //! The HTTP API (axum) over three parts it owns: the [`Store`](berth_store::Store),
-//! the vault's [`Keyring`](berth_vault::Keyring) and the guarded
+//! the vault (`secrets.rs`: master keys and where passwords are kept) and the guarded
 //! [`Registry`](berth_registry::Registry) client. Routes live in `routes/`, one file
 //! per resource.
 
@@ -10,9 +10,12 @@ mod config;
 mod deploy;
 mod openapi;
 mod routes;
+mod secrets;
 mod setup;
 mod state;
 mod tokens;
 
-pub use config::{Config, ConfigError, FileConfig, Overrides as ConfigOverrides};
+pub use config::{
+    Config, ConfigError, FileConfig, Overrides as ConfigOverrides, SecretStoreKind, VaultConfig,
+};
 pub use setup::{rotate_master_key, serve, start, Running, SetupError};

@@ -14,6 +14,7 @@ use secrecy::ExposeSecret;
 use tokio::sync::oneshot;
 
 use crate::config::Config;
+use crate::secrets::Secrets;
 use crate::state::AppState;
 use crate::tokens;
 
@@ -43,12 +44,13 @@ pub struct Parts {
     pub store: SqlStore,
 }
 
-fn keyring(config: &Config) -> Result<Keyring, SetupError> {
+/// The key file or `BERTH_MASTER_KEY` (KMS is opened by [`Secrets::open`]).
+fn keyring(config: &Config) -> Result<Keyring, berth_vault::KeyringError> {
     let source = match &config.master_key {
         Some(k) => KeySource::Env { current: k.clone() },
         None => KeySource::File(config.data_dir.join("master.key")),
     };
-    Ok(Keyring::open(source)?)
+    Keyring::open(source)
 }
 
 /// Opens everything the server needs, creating what a first start must.
@@ -58,8 +60,9 @@ pub async fn open(config: &Config) -> Result<Parts, SetupError> {
         .mode(0o700)
         .create(&config.data_dir)
         .map_err(|e| SetupError::DataDir(config.data_dir.display().to_string(), e.to_string()))?;
-    let keys = keyring(config)?;
     let store = SqlStore::connect(&config.database_url).await?;
+    let secrets = Secrets::open(&config.vault, || keyring(config), Arc::new(store.clone())).await?;
+    let keys = secrets.keys();
     match store.key_check().await? {
         Some(check) => keys
             .verify_check_value(&Sealed(check))
@@ -81,7 +84,7 @@ pub async fn open(config: &Config) -> Result<Parts, SetupError> {
         .map_err(|e| SetupError::DataDir(config.data_dir.display().to_string(), e.to_string()))?;
     let state = AppState {
         store: Arc::new(store.clone()),
-        keys: Arc::new(keys),
+        secrets: Arc::new(secrets),
         registry: Arc::new(registry),
         deployer: Arc::new(deployer),
     };
@@ -192,16 +195,19 @@ pub async fn serve(config: Config) -> Result<(), SetupError> {
 
 /// `berth admin rotate-master-key`: a new key version becomes active, every secret is
 /// re-sealed under it (compare-and-swap, so a concurrent save wins), then the old
-/// versions are retired. Running servers pick the new version up from the key file.
+/// versions are retired. Running servers pick the new version up from the key file
+/// (or, with KMS, from the database). Secrets in AWS Secrets Manager are encrypted
+/// by AWS and are not part of this.
 /// Returns (new version, secrets re-sealed).
 pub async fn rotate_master_key(config: &Config) -> Result<(u32, usize), SetupError> {
-    let keys = keyring(config)?;
     let store = SqlStore::connect(&config.database_url).await?;
+    let secrets = Secrets::open(&config.vault, || keyring(config), Arc::new(store.clone())).await?;
+    let keys = secrets.keys();
     if let Some(check) = store.key_check().await? {
         keys.verify_check_value(&Sealed(check))
             .map_err(|_| SetupError::WrongMasterKey)?;
     }
-    let version = keys.rotate()?;
+    let version = secrets.rotate().await?;
     let mut resealed = 0;
     // Two passes: the second catches secrets a server sealed under an old version
     // while the first ran.
@@ -222,7 +228,7 @@ pub async fn rotate_master_key(config: &Config) -> Result<(u32, usize), SetupErr
         }
     }
     store.set_key_check(&keys.check_value()?.0).await?;
-    keys.retire_old()?;
+    secrets.retire_old().await?;
     store.close().await;
     Ok((version, resealed))
 }

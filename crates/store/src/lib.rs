@@ -117,6 +117,12 @@ pub trait Store: Send + Sync {
     // vault support
     async fn key_check(&self) -> Result<Option<Vec<u8>>>;
     async fn set_key_check(&self, sealed: &[u8]) -> Result<()>;
+    /// A named vault value (e.g. the KMS-wrapped keyring), shared by every replica.
+    async fn vault_meta(&self, name: &str) -> Result<Option<Vec<u8>>>;
+    /// Sets a vault value if it is still `old` (`None`: if it does not exist yet);
+    /// `false` when another writer got there first.
+    async fn swap_vault_meta(&self, name: &str, old: Option<&[u8]>, new: &[u8]) -> Result<bool>;
+    /// Credentials sealed in the database (not those in an external secret store).
     async fn sealed_credentials(&self) -> Result<Vec<SealedRow>>;
     /// Swaps a credential's sealed secret if it is still `old` (compare-and-swap, so a
     /// concurrent update wins over a rotation).

@@ -46,6 +46,9 @@ pub struct NewCredential {
     pub registry_url: String,
     pub username: String,
     pub sealed_password: Vec<u8>,
+    /// Set when the password lives in AWS Secrets Manager (then `sealed_password` is
+    /// empty): the secret's ARN, nothing else about it.
+    pub secret_arn: Option<String>,
     pub verified: bool,
 }
 
@@ -54,8 +57,15 @@ pub struct Credential {
     pub registry_url: String,
     pub username: String,
     pub sealed_password: Vec<u8>,
+    pub secret_arn: Option<String>,
     pub verified: bool,
     pub updated_at: String,
+}
+
+impl Credential {
+    pub fn password_set(&self) -> bool {
+        !self.sealed_password.is_empty() || self.secret_arn.is_some()
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -18,7 +18,10 @@ use crate::{Result, Store, StoreError};
 const SQLITE_SCHEMA: &str = include_str!("migrations/sqlite.sql");
 const POSTGRES_SCHEMA: &str = include_str!("migrations/postgres.sql");
 /// Portable migrations after the first, in order: (version, SQL for both backends).
-const MIGRATIONS: &[(i64, &str)] = &[(2, include_str!("migrations/002_deployments.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (2, include_str!("migrations/002_deployments.sql")),
+    (3, include_str!("migrations/003_secret_arn.sql")),
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Backend {
@@ -168,7 +171,7 @@ fn user_from(row: &AnyRow) -> Result<User> {
 }
 
 const SERVICE_COLUMNS: &str = "s.id, s.project_id, s.name, s.image, s.status, s.created_at, \
-     c.registry_url, c.username, c.sealed_password, c.verified, c.updated_at AS c_updated_at";
+     c.registry_url, c.username, c.sealed_password, c.secret_arn, c.verified, c.updated_at AS c_updated_at";
 
 fn service_from(row: &AnyRow) -> Result<Service> {
     let registry_url: Option<String> = row.try_get("registry_url")?;
@@ -177,6 +180,7 @@ fn service_from(row: &AnyRow) -> Result<Service> {
             registry_url,
             username: row.try_get("username")?,
             sealed_password: row.try_get("sealed_password")?,
+            secret_arn: row.try_get("secret_arn")?,
             verified: row.try_get::<i64, _>("verified")? != 0,
             updated_at: row.try_get("c_updated_at")?,
         }),
@@ -203,12 +207,13 @@ async fn upsert_credential(
         .execute(&mut *conn)
         .await?;
     sqlx::query(
-        "INSERT INTO credentials (service_id, registry_url, username, sealed_password, verified, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO credentials (service_id, registry_url, username, sealed_password, secret_arn, verified, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(service_id)
     .bind(&c.registry_url)
     .bind(&c.username)
     .bind(c.sealed_password.clone())
+    .bind(c.secret_arn.clone())
     .bind(i64::from(c.verified))
     .bind(now())
     .execute(conn)
@@ -546,6 +551,7 @@ impl Store for SqlStore {
                 registry_url: c.registry_url,
                 username: c.username,
                 sealed_password: c.sealed_password,
+                secret_arn: c.secret_arn,
                 verified: c.verified,
                 updated_at: at,
             }),
@@ -721,9 +727,43 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn vault_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT value FROM vault_meta WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("value")).transpose()?)
+    }
+
+    async fn swap_vault_meta(&self, name: &str, old: Option<&[u8]>, new: &[u8]) -> Result<bool> {
+        let r = match old {
+            // The primary key makes a second first-writer fail instead of overwrite.
+            None => sqlx::query("INSERT INTO vault_meta (name, value) VALUES ($1, $2)")
+                .bind(name)
+                .bind(new.to_vec())
+                .execute(&self.pool)
+                .await
+                .map(|r| r.rows_affected()),
+            Some(old) => {
+                sqlx::query("UPDATE vault_meta SET value = $1 WHERE name = $2 AND value = $3")
+                    .bind(new.to_vec())
+                    .bind(name)
+                    .bind(old.to_vec())
+                    .execute(&self.pool)
+                    .await
+                    .map(|r| r.rows_affected())
+            }
+        };
+        match r.map_err(StoreError::from) {
+            Ok(n) => Ok(n == 1),
+            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn sealed_credentials(&self) -> Result<Vec<SealedRow>> {
         let rows = sqlx::query(
-            "SELECT c.service_id, s.project_id, c.sealed_password FROM credentials c JOIN services s ON s.id = c.service_id",
+            "SELECT c.service_id, s.project_id, c.sealed_password FROM credentials c JOIN services s ON s.id = c.service_id WHERE c.secret_arn IS NULL",
         )
         .fetch_all(&self.pool)
         .await?;

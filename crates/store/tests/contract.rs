@@ -18,6 +18,7 @@ fn cred(url: &str, sealed: &[u8]) -> NewCredential {
         registry_url: url.into(),
         username: "bob".into(),
         sealed_password: sealed.to_vec(),
+        secret_arn: None,
         verified: true,
     }
 }
@@ -208,6 +209,30 @@ async fn contract(store: SqlStore) {
         got.credential.as_ref().unwrap().sealed_password,
         b"sealed-2"
     );
+    // A credential held by Secrets Manager: only its ARN is stored, and rotation
+    // does not list it (there is nothing sealed to re-seal).
+    let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:berth/x";
+    store
+        .create_service(
+            new("sm"),
+            Some(NewCredential {
+                sealed_password: Vec::new(),
+                secret_arn: Some(arn.into()),
+                ..cred("ghcr.io", b"")
+            }),
+            audit("service.create", Some("web"), Some("sm")),
+        )
+        .await
+        .unwrap();
+    let sm = got_service(&store, &p, "sm").await.credential.unwrap();
+    assert_eq!(sm.secret_arn.as_deref(), Some(arn));
+    assert!(sm.password_set());
+    assert!(store
+        .sealed_credentials()
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| !r.sealed_password.is_empty()));
     assert!(store
         .reseal_credential(&got.id, b"sealed-2", b"sealed-3")
         .await
@@ -371,6 +396,20 @@ async fn contract(store: SqlStore) {
     store.set_key_check(b"check").await.unwrap();
     store.set_key_check(b"check2").await.unwrap();
     assert_eq!(store.key_check().await.unwrap().unwrap(), b"check2");
+
+    // Vault values: first writer wins, then compare-and-swap.
+    assert!(store.vault_meta("kms").await.unwrap().is_none());
+    assert!(store.swap_vault_meta("kms", None, b"a").await.unwrap());
+    assert!(!store.swap_vault_meta("kms", None, b"b").await.unwrap());
+    assert!(!store
+        .swap_vault_meta("kms", Some(b"x"), b"b")
+        .await
+        .unwrap());
+    assert!(store
+        .swap_vault_meta("kms", Some(b"a"), b"b")
+        .await
+        .unwrap());
+    assert_eq!(store.vault_meta("kms").await.unwrap().unwrap(), b"b");
 }
 
 #[tokio::test]

@@ -3,15 +3,18 @@
 //!   or token auth, started on a free port in a temporary directory;
 //! - [`TokenServer`]: the token server for it (ES256 JWTs, certificate in `x5c`);
 //! - [`TestImage`]: images built here as OCI layouts and pushed with `skopeo`;
-//! - [`hostile`]: canary listeners and servers that misbehave on purpose.
+//! - [`hostile`]: canary listeners and servers that misbehave on purpose;
+//! - [`Moto`]: moto in server mode, standing in for AWS KMS and Secrets Manager.
 
 pub mod hostile;
 mod image;
+mod moto;
 mod postgres;
 mod registry;
 mod token_server;
 
 pub use image::{push_index, TestImage};
+pub use moto::Moto;
 pub use postgres::Postgres;
 pub use registry::LocalRegistry;
 pub use token_server::{Grant, TokenServer, TokenServerMode, User};

@@ -40,6 +40,13 @@ impl MasterKey {
         Ok(MasterKey(Zeroizing::new(arr)))
     }
 
+    pub(crate) fn from_bytes(b: &[u8]) -> Result<Self, KeyringError> {
+        let arr: [u8; 32] = b
+            .try_into()
+            .map_err(|_| KeyringError::Malformed(format!("{} bytes, 32 needed", b.len())))?;
+        Ok(MasterKey(Zeroizing::new(arr)))
+    }
+
     pub(crate) fn bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -59,7 +66,9 @@ pub enum KeyringError {
     Permissions(PathBuf),
     #[error("master key version {0} is not in the keyring")]
     UnknownVersion(u32),
-    #[error("rotation needs the key file; a key given by BERTH_MASTER_KEY is rotated by changing the variable and restarting with the old key in BERTH_MASTER_KEY_PREVIOUS")]
+    #[error("AWS KMS: {0}")]
+    Kms(String),
+    #[error("rotation needs the key file or KMS; a key given by BERTH_MASTER_KEY is rotated by changing the variable and restarting with the old key in BERTH_MASTER_KEY_PREVIOUS")]
     NotRotatable,
 }
 
@@ -70,6 +79,8 @@ pub enum KeySource {
     File(PathBuf),
     /// `BERTH_MASTER_KEY` (the active key, version 1) and optionally previous keys.
     Env { current: String },
+    /// Keys unwrapped by the caller (AWS KMS), replaced with [`Keyring::replace`].
+    Unwrapped,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -122,11 +133,36 @@ impl Keyring {
                 keys.insert(1, MasterKey::from_base64(current)?);
                 (1, keys)
             }
+            KeySource::Unwrapped => {
+                return Err(KeyringError::Malformed(
+                    "keys from KMS are opened with Keyring::unwrapped".into(),
+                ))
+            }
         };
         Ok(Keyring {
             source,
             inner: RwLock::new((active, keys)),
         })
+    }
+
+    /// A keyring of keys the caller unwrapped (AWS KMS).
+    pub fn unwrapped(active: u32, keys: BTreeMap<u32, MasterKey>) -> Result<Self, KeyringError> {
+        if !keys.contains_key(&active) {
+            return Err(KeyringError::UnknownVersion(active));
+        }
+        Ok(Keyring {
+            source: KeySource::Unwrapped,
+            inner: RwLock::new((active, keys)),
+        })
+    }
+
+    /// Swaps in a fresh set of unwrapped keys (after a rotation elsewhere).
+    pub fn replace(&self, active: u32, keys: BTreeMap<u32, MasterKey>) -> Result<(), KeyringError> {
+        if !keys.contains_key(&active) {
+            return Err(KeyringError::UnknownVersion(active));
+        }
+        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = (active, keys);
+        Ok(())
     }
 
     /// A keyring holding one given key, for tests and tools.

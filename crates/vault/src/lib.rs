@@ -9,10 +9,19 @@
 //!   ciphertext to project, service and key version, so a ciphertext copied to
 //!   another row does not open. A sealed blob starts with its key version.
 //!
+//! - **AWS**: the master keys may instead be KMS data keys ([`Kms`], envelope
+//!   encryption: only their wrapped form is stored), and passwords may live in AWS
+//!   Secrets Manager ([`SecretsManager`]) with only the ARN in the database.
+//!
 //! Plaintext only ever lives in `SecretString` / `Zeroizing` buffers.
 
+mod aws;
 mod keyring;
+mod kms;
 mod seal;
+mod secrets_manager;
 
 pub use keyring::{KeySource, Keyring, KeyringError, MasterKey};
+pub use kms::{Kms, WrappedKeyring};
 pub use seal::{Sealed, VaultError, AAD_PREFIX};
+pub use secrets_manager::SecretsManager;

@@ -21,6 +21,10 @@ pub enum VaultError {
     Open,
     #[error("a stored secret is malformed")]
     Malformed,
+    /// The external secret store (AWS Secrets Manager) failed; the text is AWS's
+    /// error, which never holds the secret.
+    #[error("{0}")]
+    SecretStore(String),
 }
 
 /// A sealed secret as stored: `version (4 bytes, big endian) || nonce || ciphertext+tag`.

@@ -31,6 +31,18 @@ pub struct Args {
     /// Extra PEM roots for registries with private CAs
     #[arg(long, env = "BERTH_REGISTRY_CA_FILE")]
     registry_ca_file: Option<PathBuf>,
+    /// Wrap the master keys with this AWS KMS key (id, ARN or alias/NAME)
+    #[arg(long, env = "BERTH_KMS_KEY_ID")]
+    kms_key_id: Option<String>,
+    /// Where passwords are kept: database (sealed, the default) or aws-secrets-manager
+    #[arg(long, env = "BERTH_SECRET_STORE", value_parser = ["database", "aws-secrets-manager"])]
+    secret_store: Option<String>,
+    /// Name prefix of the Secrets Manager secrets [default: berth/]
+    #[arg(long, env = "BERTH_SECRETS_MANAGER_PREFIX")]
+    secrets_manager_prefix: Option<String>,
+    /// The KMS key Secrets Manager encrypts the secrets with [default: the account's]
+    #[arg(long, env = "BERTH_SECRETS_MANAGER_KMS_KEY_ID")]
+    secrets_manager_kms_key_id: Option<String>,
 }
 
 impl Args {
@@ -52,6 +64,10 @@ impl Args {
                 allow_private: self.registry_allow_private,
                 insecure: self.registry_insecure,
                 ca_file: self.registry_ca_file,
+                kms_key_id: self.kms_key_id,
+                secret_store: self.secret_store,
+                secrets_manager_prefix: self.secrets_manager_prefix,
+                secrets_manager_kms_key_id: self.secrets_manager_kms_key_id,
             },
             file,
         )

@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 
 use crate::api::{audit_event, mask_username, membership, parse_slug, ApiError, ApiJson, Caller};
 use crate::routes::preflight;
+use crate::secrets::Stored;
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -78,7 +79,7 @@ impl From<&Service> for ServiceView {
             registry: s.credential.as_ref().map(|c| RegistryView {
                 registry_url: c.registry_url.clone(),
                 username: mask_username(&c.username),
-                password_set: !c.sealed_password.is_empty(),
+                password_set: c.password_set(),
                 verified: c.verified,
                 updated_at: c.updated_at.clone(),
             }),
@@ -189,15 +190,24 @@ pub async fn create(
             .await?;
             metadata["preflight"] = json!(outcome(passed));
             metadata["registry_url"] = json!(registry_url);
+            let stored = state
+                .secrets
+                .put(&m.project.id, &id, &creds.password)
+                .await?;
             Some(NewCredential {
                 registry_url,
                 username: r.username,
-                sealed_password: state.keys.seal(&m.project.id, &id, &creds.password)?.0,
+                sealed_password: stored.sealed_password,
+                secret_arn: stored.secret_arn,
                 verified: passed,
             })
         }
     };
-    let service = state
+    let new_secret = Stored {
+        sealed_password: Vec::new(),
+        secret_arn: credential.as_ref().and_then(|c| c.secret_arn.clone()),
+    };
+    let created = state
         .store
         .create_service(
             NewService {
@@ -215,7 +225,14 @@ pub async fn create(
                 metadata,
             },
         )
-        .await?;
+        .await;
+    let service = match created {
+        Ok(s) => s,
+        Err(e) => {
+            state.secrets.discard(&new_secret).await;
+            return Err(e.into());
+        }
+    };
     Ok((StatusCode::CREATED, Json(ServiceView::from(&service))))
 }
 
@@ -266,6 +283,7 @@ pub async fn put_registry(
         return Err(ApiError::service_terminated());
     }
     let stored = service.credential.as_ref();
+    let stored_before = stored.cloned();
     let registry_url = match (&body.registry_url, stored) {
         (Some(u), _) => normalize_registry_url(u)?,
         (None, Some(c)) => c.registry_url.clone(),
@@ -290,9 +308,9 @@ pub async fn put_registry(
     let password_given = body.password.is_some();
     let password = match (body.password, stored) {
         (Some(p), _) => p,
-        (None, Some(c)) if same_registry => state
-            .keys
-            .unseal(&m.project.id, &service.id, &berth_vault::Sealed(c.sealed_password.clone()))?,
+        (None, Some(c)) if same_registry => {
+            state.secrets.get(&m.project.id, &service.id, c).await?
+        }
         (None, Some(_)) => {
             return Err(ApiError::bad_request(
                 "password_required",
@@ -325,10 +343,15 @@ pub async fn put_registry(
     if stored.is_none() || password_given {
         changed.push("password");
     }
-    let sealed = state
-        .keys
-        .seal(&m.project.id, &service.id, &creds.password)?;
-    state
+    let stored = state
+        .secrets
+        .put(&m.project.id, &service.id, &creds.password)
+        .await?;
+    let new_secret = Stored {
+        sealed_password: Vec::new(),
+        secret_arn: stored.secret_arn.clone(),
+    };
+    let saved = state
         .store
         .put_credential(
             &service,
@@ -336,13 +359,23 @@ pub async fn put_registry(
             NewCredential {
                 registry_url: registry_url.clone(),
                 username,
-                sealed_password: sealed.0,
+                sealed_password: stored.sealed_password,
+                secret_arn: stored.secret_arn,
                 verified: passed,
             },
             audit_event(&caller, "service.update", &m.project, Some(&service.name), json!({"preflight": outcome(passed), "registry_url": registry_url, "changed": changed})),
         )
-        .await
-         .map_err(ApiError::terminated_or)?;
+        .await;
+    if let Err(e) = saved {
+        state.secrets.discard(&new_secret).await;
+        return Err(ApiError::terminated_or(e));
+    }
+    // The database now points at the new secret: the old one goes.
+    if let Some(old) = stored_before {
+        if let Err(e) = state.secrets.destroy(&old).await {
+            tracing::error!(error = %e, "cannot delete the replaced secret");
+        }
+    }
     Ok(Json(ServiceView::from(
         &live_service(&state, &m, &s).await?,
     )))
@@ -359,6 +392,11 @@ pub async fn remove_registry(
 ) -> Result<Json<ServiceView>, ApiError> {
     let m = membership(&state, &caller, &p).await?;
     let service = live_service(&state, &m, &s).await?;
+    // The external secret goes first: if that fails, nothing changed and the call can
+    // be retried; the other order could leave a live secret no row points at.
+    if let Some(c) = &service.credential {
+        state.secrets.destroy(c).await?;
+    }
     state
         .store
         .delete_credential(
@@ -391,6 +429,9 @@ pub async fn terminate(
     if service.status != STATUS_TERMINATED {
         for d in state.store.deployments_of(&service).await? {
             state.deployer.stop(&d.id).await;
+        }
+        if let Some(c) = &service.credential {
+            state.secrets.destroy(c).await?;
         }
         state
             .store

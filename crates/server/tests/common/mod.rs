@@ -60,6 +60,7 @@ pub fn config(dir: &std::path::Path, db: Db, insecure: &str, master_key: Option<
         database_url,
         master_key,
         registry: NetworkPolicy::from_lists("127.0.0.1/32", insecure).unwrap(),
+        vault: Default::default(),
     }
 }
 

@@ -1,0 +1,135 @@
+//! `moto` in server mode on loopback: AWS KMS and Secrets Manager for the tests,
+//! never AWS itself. Installed from PyPI by `scripts/test.sh` into a virtualenv
+//! whose `moto_server` it names in `BERTH_MOTO_SERVER`.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::free_port;
+
+pub struct Moto {
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+}
+
+static SHARED: OnceLock<Moto> = OnceLock::new();
+
+fn moto_server() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("BERTH_MOTO_SERVER") {
+        return p.into();
+    }
+    crate::require("moto_server")
+}
+
+impl Moto {
+    /// The moto server shared by this test process, started on first use. It also
+    /// points this process's AWS SDK configuration at it (and only at it): static
+    /// test credentials, a region, no instance metadata lookups, no profile files.
+    pub fn shared() -> &'static Moto {
+        SHARED.get_or_init(|| {
+            // Started from a thread that lives as long as the process: the
+            // parent-death signal follows the spawning thread, not the process.
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                tx.send(Moto::start()).unwrap();
+                loop {
+                    std::thread::park();
+                }
+            });
+            rx.recv().unwrap()
+        })
+    }
+
+    fn start() -> Moto {
+        {
+            let port = free_port();
+            // Never waited on: it lives as long as the test process, which its
+            // parent-death signal ends it with.
+            #[allow(clippy::zombie_processes)]
+            let _child = unsafe {
+                Command::new(moto_server())
+                    .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .pre_exec(|| {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        Ok(())
+                    })
+                    .spawn()
+                    .expect("start moto_server")
+            };
+            let endpoint = format!("http://127.0.0.1:{port}");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "moto_server did not start");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            for (k, v) in [
+                ("AWS_ENDPOINT_URL", endpoint.as_str()),
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+                ("AWS_REGION", "us-east-1"),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+                ("AWS_CONFIG_FILE", "/nonexistent/berth-test"),
+                ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/berth-test"),
+            ] {
+                std::env::set_var(k, v);
+            }
+            for k in [
+                "AWS_PROFILE",
+                "AWS_SESSION_TOKEN",
+                "AWS_ROLE_ARN",
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            ] {
+                std::env::remove_var(k);
+            }
+            Moto { endpoint }
+        }
+    }
+
+    async fn config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .load()
+            .await
+    }
+
+    pub async fn kms(&self) -> aws_sdk_kms::Client {
+        aws_sdk_kms::Client::new(&self.config().await)
+    }
+
+    pub async fn secrets_manager(&self) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.config().await)
+    }
+
+    /// A new symmetric KMS key; its id.
+    pub async fn create_kms_key(&self) -> String {
+        let out = self.kms().await.create_key().send().await.unwrap();
+        out.key_metadata.unwrap().key_id
+    }
+
+    /// Names of the Secrets Manager secrets whose name starts with `prefix`.
+    pub async fn secret_names(&self, prefix: &str) -> Vec<String> {
+        let out = self
+            .secrets_manager()
+            .await
+            .list_secrets()
+            .send()
+            .await
+            .unwrap();
+        let mut names: Vec<String> = out
+            .secret_list
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|s| s.name)
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        names.sort();
+        names
+    }
+}
