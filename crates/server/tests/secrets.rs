@@ -64,12 +64,59 @@ async fn no_secret_in_the_data_dir_or_the_logs() {
 
     let registry = Registry::start();
     let url = registry.url();
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config(dir.path(), Db::Sqlite, &url, None)).await;
+    // Once with the defaults (key file, sealed in the database), once on AWS (KMS
+    // data keys, Secrets Manager; moto on loopback, whose SDK traffic is logged too).
+    let moto = berth_testkit::Moto::shared();
+    let kms_key = moto.create_kms_key().await;
+    let (dir, aws_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut tokens = vec![scenario(config(dir.path(), Db::Sqlite, &url, None), &url).await];
+    let mut aws = config(aws_dir.path(), Db::Sqlite, &url, None);
+    aws.vault.kms_key_id = Some(kms_key);
+    aws.vault.secret_store = berth_server::SecretStoreKind::AwsSecretsManager;
+    tokens.push(scenario(aws, &url).await);
+    let wrong = WRONG;
+
+    let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert!(
+        logs.contains("TRACE") || logs.contains("DEBUG"),
+        "trace logging was on"
+    );
+    assert!(logs.len() > 1000, "logs were captured");
+    let files: Vec<_> = files_under(dir.path())
+        .into_iter()
+        .chain(files_under(aws_dir.path()))
+        .collect();
+    assert!(
+        files.iter().any(|f| f.ends_with("berth.db-wal"))
+            || files.iter().any(|f| f.ends_with("berth.db"))
+    );
+    for secret in forms("ci", PASSWORD).into_iter().chain(forms("ci", wrong)) {
+        assert!(
+            !logs.contains(&secret),
+            "a secret form appears in the logs: {secret}"
+        );
+        for f in &files {
+            let bytes = std::fs::read(f).unwrap();
+            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!found, "a secret form appears in {}", f.display());
+        }
+    }
+    // API tokens are secrets too: never logged.
+    for t in tokens {
+        assert!(!logs.contains(&t));
+    }
+}
+
+const WRONG: &str = "Wr0ng-Guess-Passw0rd";
+
+/// Saves, refuses, updates, tests, removes and terminates; returns the API token used.
+async fn scenario(cfg: berth_server::Config, url: &str) -> String {
+    let url = url.to_owned();
+    let server = Server::start(cfg).await;
     let alice = server.admin().new_user("alice").await;
     alice.post("/v1/projects", json!({"name": "web"})).await;
 
-    let wrong = "Wr0ng-Guess-Passw0rd";
+    let wrong = WRONG;
     let (s, _) = alice
         .post("/v1/projects/web/services", json!({"name": "api", "image": "team/app:v1", "registry": registry_body(&url, "ci", wrong)}))
         .await;
@@ -120,28 +167,5 @@ async fn no_secret_in_the_data_dir_or_the_logs() {
     );
     server.running.stop().await;
 
-    let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
-    assert!(
-        logs.contains("TRACE") || logs.contains("DEBUG"),
-        "trace logging was on"
-    );
-    assert!(logs.len() > 1000, "logs were captured");
-    let files = files_under(dir.path());
-    assert!(
-        files.iter().any(|f| f.ends_with("berth.db-wal"))
-            || files.iter().any(|f| f.ends_with("berth.db"))
-    );
-    for secret in forms("ci", PASSWORD).into_iter().chain(forms("ci", wrong)) {
-        assert!(
-            !logs.contains(&secret),
-            "a secret form appears in the logs: {secret}"
-        );
-        for f in &files {
-            let bytes = std::fs::read(f).unwrap();
-            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
-            assert!(!found, "a secret form appears in {}", f.display());
-        }
-    }
-    // The alice API token is a secret too: never logged.
-    assert!(!logs.contains(&alice.token));
+    alice.token.clone()
 }
