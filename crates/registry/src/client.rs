@@ -284,7 +284,7 @@ impl<'r> Session<'r> {
             .await?;
         let status = resp.status().as_u16();
         if !resp.status().is_success() {
-            return Err(RegistryError::Token { status, body: None });
+            return Err(RegistryError::BasicRejected { status });
         }
         self.auth = AuthState::Basic;
         Ok(Authenticated {

@@ -72,6 +72,9 @@ pub enum RegistryError {
         status: u16,
         body: Option<RegistryErrorBody>,
     },
+    /// A Basic-auth registry answered `GET /v2/` with the credentials with this status.
+    #[error("the registry refused the Basic credentials (HTTP {status})")]
+    BasicRejected { status: u16 },
     /// The registry refused access to the repository (401/403 on the manifest).
     #[error("the registry refused access (HTTP {status}){}", fmt_body(.body))]
     Unauthorized {
@@ -123,6 +126,8 @@ impl RegistryError {
                 status: 401 | 403, ..
             } => Code::AuthFailed,
             Token { .. } => Code::NetworkError,
+            BasicRejected { status: 401 | 403 } => Code::AuthFailed,
+            BasicRejected { .. } => Code::NetworkError,
             Unauthorized { .. } => Code::AuthFailed,
             Manifest { status: 404, .. } => Code::ManifestNotFound,
             Manifest { body: Some(b), .. }

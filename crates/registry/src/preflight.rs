@@ -184,6 +184,7 @@ impl Progress {
         let status = match e {
             RegistryError::Ping { status, .. }
             | RegistryError::Token { status, .. }
+            | RegistryError::BasicRejected { status }
             | RegistryError::Unauthorized { status, .. }
             | RegistryError::Manifest { status, .. } => Some(*status),
             _ => None,
@@ -255,6 +256,9 @@ pub fn explain(e: &RegistryError, target: &Target, has_creds: bool) -> String {
     match e {
         RegistryError::Token { status: 401 | 403, body } => {
             format!("The registry rejected the username or password.{}{hint}", registry_says(body))
+        }
+        RegistryError::BasicRejected { status: 401 | 403 } => {
+            format!("The registry rejected the username or password.{hint}")
         }
         RegistryError::Unauthorized {
             body,

@@ -8,6 +8,7 @@ pub mod preflight;
 pub mod project;
 pub mod server;
 pub mod service;
+mod service_wizard;
 pub mod user;
 
 /// How a command ended: the exit code is 0 for `Ok`, 1 for `Failed`.

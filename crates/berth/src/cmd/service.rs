@@ -15,15 +15,22 @@ use crate::input;
 pub enum Command {
     /// Create a service; with registry credentials, they are tested before saving
     ///
+    /// On a terminal, anything missing is asked for: name, image, "Private
+    /// registry?", URL, username, password (masked), then a connection test and
+    /// Save (or "Save without verifying?" when the test fails).
+    ///
     /// Examples:
+    ///   berth service create                      # the interactive wizard
     ///   berth service create api --image ghcr.io/acme/api:v2 --registry-url ghcr.io \
     ///       --registry-username alice --registry-password-stdin < token.txt
     ///   berth service create web --image nginx:1.27
     #[command(verbatim_doc_comment)]
     Create {
-        name: String,
+        /// The service name (a slug: a-z, 0-9, -)
+        name: Option<String>,
+        /// The image reference, e.g. ghcr.io/acme/api:v2
         #[arg(long)]
-        image: String,
+        image: Option<String>,
         #[command(flatten)]
         registry: RegistryFlags,
         #[arg(long)]
@@ -55,10 +62,10 @@ pub enum Command {
 pub struct RegistryFlags {
     /// The registry URL (host[:port])
     #[arg(long)]
-    registry_url: Option<String>,
+    pub registry_url: Option<String>,
     /// The registry user name
     #[arg(long)]
-    registry_username: Option<String>,
+    pub registry_username: Option<String>,
     /// Read the registry password or token from stdin
     #[arg(long)]
     registry_password_stdin: bool,
@@ -162,7 +169,7 @@ fn refused(f: ApiFailure, json: bool) -> Result<Outcome, CliError> {
 }
 
 /// The answer to a save: the service, or the refused preflight, or an error.
-fn saved(answer: Result<Value, ApiFailure>, json: bool) -> Result<Outcome, CliError> {
+pub(super) fn saved(answer: Result<Value, ApiFailure>, json: bool) -> Result<Outcome, CliError> {
     match answer {
         Ok(v) => done(&v, json),
         Err(f) if f.status == 422 => refused(f, json),
@@ -195,6 +202,16 @@ pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
             registry,
             json,
         } => {
+            let interactive = std::io::stdin().is_terminal() && !registry.registry_password_stdin;
+            let (name, image) = match (name, image) {
+                (Some(n), Some(i)) => (n, i),
+                (name, image) if interactive => {
+                    return super::service_wizard::create(&api, &base, name, image, registry, json)
+                        .await
+                }
+                (None, _) => return Err(CliError::Usage("NAME is required".into())),
+                (_, None) => return Err(CliError::Usage("--image is required".into())),
+            };
             let mut body = json!({"name": name, "image": image, "save_without_verifying": registry.save_without_verifying});
             if let Some(url) = &registry.registry_url {
                 let user = match &registry.registry_username {

@@ -1,0 +1,167 @@
+//! The interactive `berth service create` wizard under a pseudo-terminal, against the
+//! real server binary and an htpasswd registry: every question answered the way a
+//! person would, a failed test retried, a save without verifying, and the passwords
+//! never on the screen.
+
+mod common;
+
+use std::time::Duration;
+
+use berth_testkit::{LocalRegistry, TestImage};
+use common::*;
+use expectrl::{Eof, Session};
+
+const PASSWORD: &str = "Wizard-Pa55word!";
+const WRONG: &str = "wrong-Guess-99";
+
+/// A `berth service create` under a pty, and everything the terminal showed.
+struct Wizard {
+    p: Session,
+    screen: Vec<u8>,
+}
+
+impl Wizard {
+    fn start(server: &ServerProcess, token: &str) -> Self {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"));
+        cmd.args(["service", "create"])
+            .env("BERTH_SERVER", &server.url)
+            .env("BERTH_TOKEN", token)
+            .env("BERTH_PROJECT", "web")
+            .env("TERM", "xterm")
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy");
+        let mut p = Session::spawn(cmd).expect("spawn under a pty");
+        p.set_expect_timeout(Some(Duration::from_secs(30)));
+        Wizard {
+            p,
+            screen: Vec::new(),
+        }
+    }
+
+    /// Waits for `prompt`, then types `keys`.
+    fn answer(&mut self, prompt: &str, keys: &str) {
+        let m = self.p.expect(prompt).unwrap_or_else(|e| {
+            panic!(
+                "waiting for {prompt:?}: {e}; screen so far:\n{}",
+                self.text()
+            )
+        });
+        self.screen.extend_from_slice(m.before());
+        for part in m.matches() {
+            self.screen.extend_from_slice(part);
+        }
+        self.p.send(keys).unwrap();
+    }
+
+    fn finish(mut self) -> (bool, String) {
+        let m = self.p.expect(Eof).unwrap();
+        self.screen.extend_from_slice(m.before());
+        for part in m.matches() {
+            self.screen.extend_from_slice(part);
+        }
+        let status = self.p.get_process().wait().unwrap();
+        let ok = matches!(status, expectrl::WaitStatus::Exited(_, 0));
+        (ok, self.text())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.screen).into_owned()
+    }
+}
+
+#[test]
+fn the_create_wizard_asks_tests_and_never_echoes_the_password() {
+    let reg = LocalRegistry::htpasswd(&[("ci", PASSWORD)]);
+    TestImage::build(&[("hello.txt", b"hi")], &["/bin/cat", "/hello.txt"])
+        .push(&reg, "team/app:v1");
+    let work = tempfile::tempdir().unwrap();
+    let server = start_server(&work.path().join("data"), &reg.authority());
+    let home = work.path().join("home");
+    let out = berth(&server, &server.admin_token, &home)
+        .args(["user", "create", "alice", "--json"])
+        .output()
+        .unwrap();
+    let alice = json(&out)["token"].as_str().unwrap().to_owned();
+    let out = berth(&server, &alice, &home)
+        .args(["project", "create", "web"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let image = format!("{}/team/app:v1", reg.authority());
+
+    // A wrong password, a retry with the right one, Save.
+    let mut w = Wizard::start(&server, &alice);
+    w.answer("Service name", "api\r");
+    w.answer("Image", &format!("{image}\r"));
+    w.answer("Private registry?", "y");
+    // The URL is pre-filled from the image; Enter accepts it.
+    w.answer("Registry URL", "\r");
+    w.answer("Username", "ci\r");
+    w.answer("Password or token", &format!("{WRONG}\r"));
+    w.answer("Try other credentials?", "y");
+    w.answer("Registry URL", "\r");
+    w.answer("Username", "\r");
+    w.answer("Password or token", &format!("{PASSWORD}\r"));
+    w.answer("Save?", "y");
+    let (ok, screen) = w.finish();
+    assert!(ok, "the wizard failed:\n{screen}");
+    for shown in [
+        "FAIL",
+        "auth_failed",
+        "ok  ",
+        "manifest",
+        "registry:",
+        "verified",
+    ] {
+        assert!(
+            screen.contains(shown),
+            "{shown:?} not on the screen:\n{screen}"
+        );
+    }
+    for secret in [PASSWORD, WRONG] {
+        assert!(!screen.contains(secret), "a password was echoed:\n{screen}");
+    }
+    let out = berth(&server, &alice, &home)
+        .args(["service", "show", "api", "--json"])
+        .output()
+        .unwrap();
+    let v = json(&out);
+    assert_eq!(v["registry"]["verified"], true, "{v}");
+    assert_eq!(v["registry"]["password_set"], true, "{v}");
+
+    // A failing test, no retry, "Save without verifying?" yes.
+    let mut w = Wizard::start(&server, &alice);
+    w.answer("Service name", "api2\r");
+    w.answer("Image", &format!("{image}\r"));
+    w.answer("Private registry?", "y");
+    w.answer("Registry URL", "\r");
+    w.answer("Username", "ci\r");
+    w.answer("Password or token", &format!("{WRONG}\r"));
+    w.answer("Try other credentials?", "n");
+    w.answer("Save without verifying?", "y");
+    let (ok, screen) = w.finish();
+    assert!(ok, "{screen}");
+    assert!(!screen.contains(WRONG), "{screen}");
+    let out = berth(&server, &alice, &home)
+        .args(["service", "show", "api2", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(json(&out)["registry"]["verified"], false);
+
+    // No private registry: an anonymous service.
+    let mut w = Wizard::start(&server, &alice);
+    w.answer("Service name", "web\r");
+    w.answer("Image", "nginx:1.27\r");
+    w.answer("Private registry?", "n");
+    let (ok, screen) = w.finish();
+    assert!(ok, "{screen}");
+    assert!(screen.contains("none (anonymous pulls)"), "{screen}");
+
+    // Without a terminal, a missing value is a usage error naming it.
+    let out = berth(&server, &alice, &home)
+        .args(["service", "create", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--image"));
+}
