@@ -48,25 +48,48 @@ enum Command {
     Server(cmd::server::Args),
     /// Operator tasks on a server's data
     #[command(subcommand)]
+    #[command(after_help = "Examples:\n  berth admin rotate-master-key --data-dir /var/lib/berth")]
     Admin(AdminCommand),
     /// Save a server URL and API token for later commands (file mode 0600)
+    #[command(
+        after_help = "Examples:\n  berth login --server https://berth.example.com\n  berth login --server http://127.0.0.1:8440 --token-stdin < berth-data/admin-token"
+    )]
     Login(cmd::login::Args),
     /// Users (admin)
     #[command(subcommand)]
+    #[command(after_help = "Examples:\n  berth user create alice")]
     User(cmd::user::Command),
     /// Projects and their members
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  berth project create web\n  berth project add-member web bob"
+    )]
     Project(cmd::project::Command),
     /// Services and their registry credentials (needs --project)
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  berth --project web service create\n  berth --project web service list"
+    )]
     Service(cmd::service::Command),
     /// Deploy a service's image and watch it come up (needs --project)
+    #[command(
+        after_help = "Examples:\n  berth --project web deploy api\n  berth --project web deploy api --follow\n  id=$(berth --project web deploy api --detach)"
+    )]
     Deploy(cmd::deploy::DeployArgs),
     /// A deployment's infrastructure log and container output (needs --project)
+    #[command(
+        after_help = "Examples:\n  berth --project web logs api\n  berth --project web logs api --deployment 3f2a... --follow"
+    )]
     Logs(cmd::deploy::LogsArgs),
     /// The project's audit log (needs --project)
+    #[command(
+        after_help = "Examples:\n  berth --project web audit\n  berth --project web audit --service api --json"
+    )]
     Audit(cmd::audit::Args),
     /// Print shell completions
+    #[command(
+        after_help = "Examples:\n  berth completions bash > /etc/bash_completion.d/berth\n  berth completions zsh > \"${fpath[1]}/_berth\"\n  berth completions fish > ~/.config/fish/completions/berth.fish"
+    )]
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
@@ -78,6 +101,9 @@ enum AdminCommand {
     /// Re-encrypt every stored secret under a new master key version
     ///
     /// Servers keep serving meanwhile: they read the new version from the key file.
+    #[command(
+        after_help = "Examples:\n  berth admin rotate-master-key --data-dir /var/lib/berth\n  BERTH_DATABASE_URL=postgres://berth@db/berth berth admin rotate-master-key --data-dir /var/lib/berth --kms-key-id alias/berth"
+    )]
     RotateMasterKey(cmd::server::Args),
 }
 
@@ -144,4 +170,36 @@ fn init_logging(default: &str) {
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command's `--help` shows examples.
+    #[test]
+    fn every_command_has_examples() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for sc in cmd.get_subcommands().filter(|c| c.get_name() != "help") {
+                let path = format!("{path} {}", sc.get_name());
+                let text = format!(
+                    "{} {}",
+                    sc.get_after_help()
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
+                    sc.get_long_about()
+                        .map(|s| s.to_string())
+                        .unwrap_or_default()
+                );
+                if !text.contains("Examples:") {
+                    missing.push(path.clone());
+                }
+                walk(sc, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "berth", &mut missing);
+        assert!(missing.is_empty(), "no examples in --help: {missing:?}");
+        Cli::command().debug_assert();
+    }
 }

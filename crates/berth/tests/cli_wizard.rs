@@ -14,16 +14,20 @@ use expectrl::{Eof, Session};
 const PASSWORD: &str = "Wizard-Pa55word!";
 const WRONG: &str = "wrong-Guess-99";
 
-/// A `berth service create` under a pty, and everything the terminal showed.
-struct Wizard {
+/// `berth ARGS` under a pty, and everything the terminal showed.
+struct Pty {
     p: Session,
     screen: Vec<u8>,
 }
 
-impl Wizard {
+impl Pty {
     fn start(server: &ServerProcess, token: &str) -> Self {
+        Self::run(server, token, &["service", "create"])
+    }
+
+    fn run(server: &ServerProcess, token: &str, args: &[&str]) -> Self {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("berth"));
-        cmd.args(["service", "create"])
+        cmd.args(args)
             .env("BERTH_SERVER", &server.url)
             .env("BERTH_TOKEN", token)
             .env("BERTH_PROJECT", "web")
@@ -32,7 +36,7 @@ impl Wizard {
             .env_remove("http_proxy");
         let mut p = Session::spawn(cmd).expect("spawn under a pty");
         p.set_expect_timeout(Some(Duration::from_secs(30)));
-        Wizard {
+        Pty {
             p,
             screen: Vec::new(),
         }
@@ -72,8 +76,18 @@ impl Wizard {
 #[test]
 fn the_create_wizard_asks_tests_and_never_echoes_the_password() {
     let reg = LocalRegistry::htpasswd(&[("ci", PASSWORD)]);
-    TestImage::build(&[("hello.txt", b"hi")], &["/bin/cat", "/hello.txt"])
-        .push(&reg, "team/app:v1");
+    berth_testkit::require("runc");
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static");
+    TestImage::build(
+        &[("bin/busybox", &busybox)],
+        &[
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "echo hello from the wizard; trap 'exit 0' TERM; while :; do sleep 1; done",
+        ],
+    )
+    .push(&reg, "team/app:v1");
     let work = tempfile::tempdir().unwrap();
     let server = start_server(&work.path().join("data"), &reg.authority());
     let home = work.path().join("home");
@@ -90,7 +104,7 @@ fn the_create_wizard_asks_tests_and_never_echoes_the_password() {
     let image = format!("{}/team/app:v1", reg.authority());
 
     // A wrong password, a retry with the right one, Save.
-    let mut w = Wizard::start(&server, &alice);
+    let mut w = Pty::start(&server, &alice);
     w.answer("Service name", "api\r");
     w.answer("Image", &format!("{image}\r"));
     w.answer("Private registry?", "y");
@@ -129,8 +143,23 @@ fn the_create_wizard_asks_tests_and_never_echoes_the_password() {
     assert_eq!(v["registry"]["verified"], true, "{v}");
     assert_eq!(v["registry"]["password_set"], true, "{v}");
 
+    // Deploy on a terminal: a spinner, a bar per blob, the first output lines.
+    let (ok, screen) = Pty::run(&server, &alice, &["deploy", "api"]).finish();
+    let out = berth(&server, &alice, &home)
+        .args(["service", "terminate", "api"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(ok, "{screen}");
+    for shown in ["applied", "DEPLOYED", "hello from the wizard", "=="] {
+        assert!(
+            screen.contains(shown),
+            "{shown:?} not on the screen:\n{screen}"
+        );
+    }
+
     // A failing test, no retry, "Save without verifying?" yes.
-    let mut w = Wizard::start(&server, &alice);
+    let mut w = Pty::start(&server, &alice);
     w.answer("Service name", "api2\r");
     w.answer("Image", &format!("{image}\r"));
     w.answer("Private registry?", "y");
@@ -149,7 +178,7 @@ fn the_create_wizard_asks_tests_and_never_echoes_the_password() {
     assert_eq!(json(&out)["registry"]["verified"], false);
 
     // No private registry: an anonymous service.
-    let mut w = Wizard::start(&server, &alice);
+    let mut w = Pty::start(&server, &alice);
     w.answer("Service name", "web\r");
     w.answer("Image", "nginx:1.27\r");
     w.answer("Private registry?", "n");

@@ -44,6 +44,61 @@ pub enum PullError {
     },
 }
 
+/// Where each blob of a pull is, for progress bars: shared with whoever watches.
+#[derive(Debug, Default)]
+pub struct Progress {
+    blobs: std::sync::Mutex<Vec<BlobProgress>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BlobProgress {
+    pub digest: String,
+    pub size: u64,
+    pub received: u64,
+    pub state: BlobState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobState {
+    Waiting,
+    Downloading,
+    Cached,
+    Downloaded,
+    /// Unpacked into the root filesystem (layers only).
+    Applied,
+}
+
+impl Progress {
+    pub fn snapshot(&self) -> Vec<BlobProgress> {
+        self.blobs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn start(&self, blobs: &[(Digest, u64)]) {
+        *self.blobs.lock().unwrap_or_else(|e| e.into_inner()) = blobs
+            .iter()
+            .map(|(d, size)| BlobProgress {
+                digest: d.to_string(),
+                size: *size,
+                received: 0,
+                state: BlobState::Waiting,
+            })
+            .collect();
+    }
+
+    fn update(&self, index: usize, received: u64, state: BlobState) {
+        if let Some(b) = self
+            .blobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(index)
+        {
+            b.received = received;
+            b.state = state;
+        }
+    }
+}
+
 /// What a layer's download did, for the infrastructure log.
 #[derive(Clone, Debug)]
 pub struct Fetched {
@@ -123,8 +178,11 @@ async fn fetch(
     cache: &BlobCache,
     digest: Digest,
     size: u64,
+    progress: (&Progress, usize),
 ) -> Result<Fetched, PullError> {
+    let (progress, index) = progress;
     if cache.contains(&digest) {
+        progress.update(index, size, BlobState::Cached);
         return Ok(Fetched {
             digest,
             size,
@@ -140,9 +198,11 @@ async fn fetch(
         .map_err(|e| RegistryError::Network(format!("download of {digest} failed: {e}")))?
     {
         w.write_chunk(&chunk)?;
+        progress.update(index, w.written(), BlobState::Downloading);
     }
     let size = w.written();
     w.commit()?;
+    progress.update(index, size, BlobState::Downloaded);
     Ok(Fetched {
         digest,
         size,
@@ -159,11 +219,20 @@ pub async fn pull(
     digest: &Digest,
     cache: &BlobCache,
     images: &ImageStore,
+    progress: &Progress,
 ) -> Result<Pulled, PullError> {
     let (manifest_digest, m) = platform_manifest(s, digest).await?;
     if let Some(rootfs) = images.ready(&manifest_digest) {
         let config_digest: Digest = m.config().digest().to_string().parse().map_err(invalid)?;
-        let config_blob = fetch(s.fork(), cache, config_digest, m.config().size()).await?;
+        progress.start(&[(config_digest.clone(), m.config().size())]);
+        let config_blob = fetch(
+            s.fork(),
+            cache,
+            config_digest,
+            m.config().size(),
+            (progress, 0),
+        )
+        .await?;
         let config_bytes =
             std::fs::read(cache.path(&config_blob.digest)).map_err(CacheError::from)?;
         let config: ImageConfiguration = serde_json::from_slice(&config_bytes).map_err(invalid)?;
@@ -185,7 +254,7 @@ pub async fn pull(
         });
     }
     let rootfs = images.staging(&manifest_digest).map_err(CacheError::from)?;
-    let (config, blobs, unpack_took) = match unpack_all(s, &m, cache, &rootfs).await {
+    let (config, blobs, unpack_took) = match unpack_all(s, &m, cache, &rootfs, progress).await {
         Ok(r) => r,
         Err(e) => {
             images.discard(&manifest_digest);
@@ -212,6 +281,7 @@ async fn unpack_all(
     m: &ImageManifest,
     cache: &BlobCache,
     rootfs: &Path,
+    progress: &Progress,
 ) -> Result<Unpacked, PullError> {
     let mut wanted = vec![(m.config().digest().to_string(), m.config().size())];
     wanted.extend(
@@ -223,13 +293,14 @@ async fn unpack_all(
         .into_iter()
         .map(|(d, size)| Ok::<_, PullError>((d.parse::<Digest>().map_err(invalid)?, size)))
         .collect::<Result<Vec<_>, _>>()?;
+    progress.start(&jobs);
     let session = &*s;
     // Downloads run ahead (in parallel, in order) while the consumer applies each
     // layer as soon as it is complete: the network and the disk work at once.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Fetched, PullError>>(jobs.len().max(1));
     let producer = async move {
-        let mut downloads = stream::iter(jobs)
-            .map(|(d, size)| fetch(session.fork(), cache, d, size))
+        let mut downloads = stream::iter(jobs.into_iter().enumerate())
+            .map(|(i, (d, size))| fetch(session.fork(), cache, d, size, (progress, i)))
             .buffered(PARALLEL_DOWNLOADS);
         while let Some(r) = downloads.next().await {
             let failed = r.is_err();
@@ -275,6 +346,7 @@ async fn unpack_all(
                     actual: unpacked.diff_id,
                 });
             }
+            progress.update(i + 1, fetched.size, BlobState::Applied);
             blobs.push(fetched);
         }
         Ok((config, blobs, unpack_took))

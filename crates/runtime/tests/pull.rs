@@ -43,9 +43,21 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
     s.authenticate(&pinged.challenges).await.unwrap();
     let resolved = manifest::resolve(&mut s, "v1").await.unwrap();
 
-    let first = pull(&mut s, &resolved.digest, &cache, &images)
+    let progress = berth_runtime::pull::Progress::default();
+    let first = pull(&mut s, &resolved.digest, &cache, &images, &progress)
         .await
         .unwrap();
+    // The watcher's view: the config downloaded, every layer downloaded and applied.
+    let states: Vec<_> = progress
+        .snapshot()
+        .into_iter()
+        .map(|b| (b.state, b.received == b.size))
+        .collect();
+    use berth_runtime::pull::BlobState::*;
+    assert_eq!(
+        states,
+        vec![(Downloaded, true), (Applied, true), (Applied, true)]
+    );
     let root1 = first.rootfs.clone();
     assert!(!first.reused);
     assert_eq!(std::fs::read(root1.join("a")).unwrap(), b"first");
@@ -66,9 +78,15 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
     );
 
     // A second deploy of the same image fetches no blob and unpacks nothing.
-    let second = pull(&mut s, &resolved.digest, &cache, &images)
-        .await
-        .unwrap();
+    let second = pull(
+        &mut s,
+        &resolved.digest,
+        &cache,
+        &images,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     assert!(second.reused);
     assert_eq!(second.fetched_bytes(), 0);
     assert!(second.blobs.iter().all(|b| b.took.is_none()));
@@ -83,7 +101,17 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
         let pinged = s.ping().await.unwrap();
         s.authenticate(&pinged.challenges).await.unwrap();
         let resolved = manifest::resolve(&mut s, "v1").await.unwrap();
-        match (pull(&mut s, &resolved.digest, &cache, &images).await, ok) {
+        match (
+            pull(
+                &mut s,
+                &resolved.digest,
+                &cache,
+                &images,
+                &Default::default(),
+            )
+            .await,
+            ok,
+        ) {
             (Ok(p), true) => {
                 assert_ne!(
                     p.manifest, resolved.digest,

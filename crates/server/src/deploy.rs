@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_registry::{manifest, preflight, Code, Credentials, TokenReuse};
@@ -28,6 +28,8 @@ pub struct Deployer {
     images: ImageStore,
     runc: Option<Runc>,
     children: Mutex<HashMap<String, tokio::process::Child>>,
+    /// Pulls in flight on this replica, for progress bars.
+    pulls: Mutex<HashMap<String, Arc<pull::Progress>>>,
 }
 
 impl Deployer {
@@ -46,6 +48,7 @@ impl Deployer {
             images,
             runc,
             children: Mutex::new(HashMap::new()),
+            pulls: Mutex::new(HashMap::new()),
         })
     }
 
@@ -55,6 +58,15 @@ impl Deployer {
 
     fn bundle(&self, id: &str) -> PathBuf {
         self.root.join(id).join("bundle")
+    }
+
+    /// Where the pull of deployment `id` is, if this replica is pulling it.
+    pub fn progress(&self, id: &str) -> Option<Vec<pull::BlobProgress>> {
+        self.pulls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .map(|p| p.snapshot())
     }
 
     /// Is the container of deployment `id` still running?
@@ -131,7 +143,16 @@ pub async fn worker(state: AppState) {
                         }
                     }
                 };
-                if let Err(e) = state.store.finish_deployment(&d, outcome).await {
+                let finished = state.store.finish_deployment(&d, outcome).await;
+                // Kept until here so that a watcher polling the deployment sees the
+                // blobs' final state even when the pull took less than a poll.
+                state
+                    .deployer
+                    .pulls
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&d.id);
+                if let Err(e) = finished {
                     tracing::error!(deployment = %d.id, error = %e, "recording the deployment's end");
                 }
             }
@@ -263,14 +284,22 @@ async fn run(state: &AppState, d: &Deployment, log: &Path) -> Result<Digest, Fai
     );
 
     let bundle = state.deployer.bundle(&d.id);
+    let progress = Arc::new(pull::Progress::default());
+    state
+        .deployer
+        .pulls
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(d.id.clone(), progress.clone());
     let pulled = pull::pull(
         &mut session,
         &resolved.digest,
         &state.deployer.cache,
         &state.deployer.images,
+        &progress,
     )
-    .await
-    .map_err(|e| {
+    .await;
+    let pulled = pulled.map_err(|e| {
         let mut f = match &e {
             PullError::Registry(r) => explain(r),
             PullError::NoPlatform { .. } => failure(Code::ManifestNotFound, e.to_string()),

@@ -1,11 +1,14 @@
 //! `berth deploy NAME [--detach] [--follow]` and `berth logs NAME [--deployment ID] [--follow]`
 
-use std::io::Write;
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use futures_util::StreamExt;
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::api::{print_json, Api, Connection};
 use super::{CliError, Outcome};
@@ -34,18 +37,92 @@ pub struct LogsArgs {
     follow: bool,
 }
 
-/// Prints the log from byte `from`; returns the new length.
-async fn print_log_since(api: &Api, path: &str, from: usize) -> Result<usize, CliError> {
+/// Prints the log from byte `from` (above the bars, when there are some); returns
+/// the new length.
+async fn print_log_since(
+    api: &Api,
+    path: &str,
+    from: usize,
+    bars: Option<&Bars>,
+) -> Result<usize, CliError> {
     let text = api
         .send(Method::GET, &format!("{path}/logs"), None)
         .await?
         .bytes()
         .await?;
     if text.len() > from {
-        let mut err = std::io::stderr();
-        err.write_all(&text[from..])?;
+        match bars {
+            Some(b) => {
+                for line in String::from_utf8_lossy(&text[from..]).lines() {
+                    b.multi.println(line)?;
+                }
+            }
+            None => std::io::stderr().write_all(&text[from..])?,
+        }
     }
     Ok(text.len().max(from))
+}
+
+/// A spinner with the status, and a bar per blob while the image is pulled (from
+/// the deployment's `progress`). Only on a terminal.
+struct Bars {
+    multi: MultiProgress,
+    status: ProgressBar,
+    blobs: HashMap<String, ProgressBar>,
+}
+
+impl Bars {
+    fn new() -> Self {
+        let multi = MultiProgress::new();
+        let status = multi.add(ProgressBar::new_spinner());
+        status.set_style(
+            ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("a valid template"),
+        );
+        status.enable_steady_tick(Duration::from_millis(100));
+        Bars {
+            multi,
+            status,
+            blobs: HashMap::new(),
+        }
+    }
+
+    fn update(&mut self, status: &str, progress: &Value) {
+        self.status.set_message(status.to_owned());
+        for b in progress.as_array().into_iter().flatten() {
+            let digest = b["digest"].as_str().unwrap_or_default();
+            let short = digest.trim_start_matches("sha256:");
+            let short = &short[..short.len().min(12)];
+            let bar = self.blobs.entry(digest.to_owned()).or_insert_with(|| {
+                let bar = self
+                    .multi
+                    .add(ProgressBar::new(b["size"].as_u64().unwrap_or(0)));
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "  {prefix} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} {msg}",
+                    )
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+                );
+                bar.set_prefix(short.to_owned());
+                bar
+            });
+            bar.set_position(b["received"].as_u64().unwrap_or(0));
+            let state = b["state"].as_str().unwrap_or_default();
+            bar.set_message(state.to_owned());
+            if matches!(state, "applied" | "cached") && !bar.is_finished() {
+                bar.finish();
+            }
+        }
+    }
+
+    fn clear(&self) {
+        self.status.finish_and_clear();
+        for b in self.blobs.values() {
+            if !b.is_finished() {
+                b.finish();
+            }
+        }
+    }
 }
 
 async fn stream_logs(api: &Api, path: &str, skip: usize) -> Result<(), CliError> {
@@ -82,21 +159,28 @@ pub async fn deploy(conn: &Connection, args: DeployArgs) -> Result<Outcome, CliE
     let path = format!("{base}/{id}");
     let mut shown = 0;
     let mut status = String::new();
+    let mut bars = (!args.json && std::io::stderr().is_terminal()).then(Bars::new);
     let d = loop {
         let d = api.ok(Method::GET, &path, None).await?;
         let now = d["status"].as_str().unwrap_or_default().to_owned();
-        if now != status && !args.json {
-            eprintln!("==> {now}");
-            status = now.clone();
+        match &mut bars {
+            Some(b) => b.update(&now, &d["progress"]),
+            None if now != status && !args.json => eprintln!("==> {now}"),
+            None => {}
         }
+        status.clone_from(&now);
         if !args.json {
-            shown = print_log_since(&api, &path, shown).await?;
+            shown = print_log_since(&api, &path, shown, bars.as_ref()).await?;
         }
         if now == "DEPLOYED" || now == "FAILED" {
             break d;
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let poll = if bars.is_some() { 150 } else { 300 };
+        tokio::time::sleep(Duration::from_millis(poll)).await;
     };
+    if let Some(b) = &bars {
+        b.clear();
+    }
     if args.json {
         print_json(&d)?;
     } else if d["status"] == "FAILED" {
@@ -108,7 +192,7 @@ pub async fn deploy(conn: &Connection, args: DeployArgs) -> Result<Outcome, CliE
     } else {
         // The first output lines.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        shown = print_log_since(&api, &path, shown).await?;
+        shown = print_log_since(&api, &path, shown, None).await?;
         eprintln!(
             "deployment {id} DEPLOYED ({})",
             d["digest"].as_str().unwrap_or_default()

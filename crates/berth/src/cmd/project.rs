@@ -9,12 +9,14 @@ use super::{CliError, Outcome};
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Create a project; you are its owner
+    #[command(after_help = "Examples:\n  berth project create web")]
     Create {
         name: String,
         #[arg(long)]
         json: bool,
     },
     /// Add a user to a project (owner only)
+    #[command(after_help = "Examples:\n  berth project add-member web bob")]
     AddMember {
         name: String,
         user: String,

@@ -37,11 +37,15 @@ pub enum Command {
         json: bool,
     },
     /// List the project's services
+    #[command(
+        after_help = "Examples:\n  berth --project web service list\n  berth --project web service list --json"
+    )]
     List {
         #[arg(long)]
         json: bool,
     },
     /// Show a service (credentials masked)
+    #[command(after_help = "Examples:\n  berth --project web service show api")]
     Show {
         name: String,
         #[arg(long)]
@@ -49,8 +53,12 @@ pub enum Command {
     },
     /// Registry credentials of a service
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  berth --project web service registry set api --registry-password-stdin < new-token.txt\n  berth --project web service registry remove api"
+    )]
     Registry(RegistryCommand),
     /// Terminate a service: stop what runs and delete its stored secret for good
+    #[command(after_help = "Examples:\n  berth --project web service terminate api")]
     Terminate {
         name: String,
         #[arg(long)]
@@ -77,6 +85,9 @@ pub struct RegistryFlags {
 #[derive(clap::Subcommand)]
 pub enum RegistryCommand {
     /// Set or update credentials; omitted values keep their stored value
+    #[command(
+        after_help = "Examples:\n  berth --project web service registry set api --registry-password-stdin < new-token.txt\n  berth --project web service registry set api --registry-url ghcr.io --registry-username alice --registry-password-stdin < pat.txt\n  berth --project web service registry set api --image ghcr.io/acme/api:v3"
+    )]
     Set {
         name: String,
         #[command(flatten)]
@@ -88,6 +99,9 @@ pub enum RegistryCommand {
         json: bool,
     },
     /// Test the service's registry with a password (nothing is saved)
+    #[command(
+        after_help = "Examples:\n  berth --project web service registry test api\n  BERTH_REGISTRY_USERNAME=alice berth --project web service registry test api --registry-password-stdin < pat.txt"
+    )]
     Test {
         name: String,
         #[arg(long)]
@@ -96,6 +110,7 @@ pub enum RegistryCommand {
         json: bool,
     },
     /// Remove the credentials (the secret is deleted); deploys pull anonymously
+    #[command(after_help = "Examples:\n  berth --project web service registry remove api")]
     Remove {
         name: String,
         #[arg(long)]

@@ -9,6 +9,9 @@ use super::{CliError, Outcome};
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Create a user and print its API token (shown once)
+    #[command(
+        after_help = "Examples:\n  berth user create alice\n  berth user create ci-bot --json | jq -r .token"
+    )]
     Create {
         name: String,
         #[arg(long)]

@@ -87,16 +87,32 @@ async fn find(
         .ok_or_else(|| ApiError::not_found("deployment"))
 }
 
+/// A deployment as shown one at a time: while its image is being pulled (and the
+/// replica answering is the one pulling it), `progress` lists each blob with its
+/// size, the bytes received and its state.
+#[derive(serde::Serialize)]
+pub struct DeploymentView {
+    #[serde(flatten)]
+    deployment: Deployment,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<Vec<berth_runtime::pull::BlobProgress>>,
+}
+
 /// One deployment.
 #[utoipa::path(get, path = "/v1/projects/{p}/services/{s}/deployments/{id}",
     params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name"), ("id" = String, Path, description = "deployment id")),
-    responses((status = 200, body = Object), (status = 404, body = crate::api::ErrorBody)))]
+    responses((status = 200, description = "the deployment, with `progress` ([{digest, size, received, state}]) while its image is pulled", body = Object), (status = 404, body = crate::api::ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path((p, s, id)): Path<(String, String, String)>,
-) -> Result<Json<Deployment>, ApiError> {
-    Ok(Json(find(&state, &caller, &p, &s, &id).await?))
+) -> Result<Json<DeploymentView>, ApiError> {
+    let deployment = find(&state, &caller, &p, &s, &id).await?;
+    let progress = state.deployer.progress(&deployment.id);
+    Ok(Json(DeploymentView {
+        deployment,
+        progress,
+    }))
 }
 
 #[derive(Deserialize, IntoParams)]
