@@ -2,11 +2,17 @@
 //! `ROOT/sha256/<hex>`. A blob enters only through a [`BlobWriter`], which hashes
 //! every byte written and publishes the file (atomic rename) only if the digest
 //! matches. **Nothing unverified is ever visible in the cache.**
+//!
+//! While a blob is written, a [`Feed`] lets one reader follow it (the unpacker
+//! reads a layer as it downloads, from the page cache, instead of after): the
+//! reader sees the end of the stream only once the whole blob's digest matched, and
+//! an error otherwise, so whatever it built from an unverified blob is thrown away.
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 
 use berth_types::Digest;
 use sha2::{Digest as _, Sha256};
@@ -58,7 +64,20 @@ impl BlobCache {
             expected: expected.clone(),
             hasher: Sha256::new(),
             written: 0,
+            feed: None,
         })
+    }
+
+    /// A writer whose bytes `feed` passes on to its reader as they are written.
+    pub fn writer_feeding(
+        &self,
+        expected: &Digest,
+        feed: Arc<Feed>,
+    ) -> Result<BlobWriter, CacheError> {
+        let mut w = self.writer(expected)?;
+        feed.begin(File::open(&w.tmp)?);
+        w.feed = Some(feed);
+        Ok(w)
     }
 
     /// Removes every blob not in `keep`, and leftover temporary files. Returns how
@@ -100,6 +119,7 @@ pub struct BlobWriter {
     expected: Digest,
     hasher: Sha256,
     written: u64,
+    feed: Option<Arc<Feed>>,
 }
 
 impl BlobWriter {
@@ -107,6 +127,9 @@ impl BlobWriter {
         self.hasher.update(chunk);
         self.file.write_all(chunk)?;
         self.written += chunk.len() as u64;
+        if let Some(f) = &self.feed {
+            f.advance(self.written);
+        }
         Ok(())
     }
 
@@ -119,10 +142,18 @@ impl BlobWriter {
         let actual = Digest::sha256_from_bytes(&self.hasher.clone().finalize().into());
         if actual != self.expected {
             let _ = std::fs::remove_file(&self.tmp);
-            return Err(CacheError::DigestMismatch {
+            let e = CacheError::DigestMismatch {
                 expected: self.expected.clone(),
                 actual,
-            });
+            };
+            if let Some(f) = &self.feed {
+                f.end(Err(e.to_string()));
+            }
+            return Err(e);
+        }
+        // Verified: the reader may finish now, while the blob is made durable.
+        if let Some(f) = &self.feed {
+            f.end(Ok(()));
         }
         self.file.sync_all()?;
         std::fs::rename(&self.tmp, &self.dest)?;
@@ -132,9 +163,125 @@ impl BlobWriter {
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
+        if let Some(f) = &self.feed {
+            f.end(Err("the download did not complete".into()));
+        }
         // Not committed (error, cancelled deploy): leave nothing behind.
         if self.tmp.exists() {
             let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// One blob on its way into the cache, followed by one reader. Hand-written: the
+/// reader is blocking code (the tar unpacker) following an async writer through
+/// the file both share, which no channel or pipe crate does without a copy.
+#[derive(Debug, Default)]
+pub struct Feed {
+    state: Mutex<FeedState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct FeedState {
+    /// Opened by the writer before anything can rename or remove it; read with
+    /// `pread` at the reader's own offset.
+    file: Option<Arc<File>>,
+    written: u64,
+    /// Set once: `Ok` when the whole blob was verified.
+    end: Option<Result<(), String>>,
+}
+
+impl Feed {
+    /// Points the feed at a blob the cache already holds.
+    pub fn begin_cached(&self, path: &Path) -> io::Result<()> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        let mut st = self.lock();
+        st.file = Some(Arc::new(file));
+        st.written = len;
+        st.end.get_or_insert(Ok(()));
+        drop(st);
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FeedState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn begin(&self, file: File) {
+        self.lock().file = Some(Arc::new(file));
+        self.changed.notify_all();
+    }
+
+    fn advance(&self, written: u64) {
+        self.lock().written = written;
+        self.changed.notify_all();
+    }
+
+    /// Ends the feed (the first end wins); `Err` makes the reader fail.
+    pub fn end(&self, result: Result<(), String>) {
+        let mut st = self.lock();
+        if st.end.is_none() {
+            st.end = Some(result);
+        }
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// Blocks until the blob has started (or ended), then reads it as it grows.
+    pub fn reader(self: &Arc<Self>) -> io::Result<FeedReader> {
+        let mut st = self.lock();
+        loop {
+            if let Some(file) = &st.file {
+                return Ok(FeedReader {
+                    file: file.clone(),
+                    feed: self.clone(),
+                    pos: 0,
+                });
+            }
+            if let Some(Err(e)) = &st.end {
+                return Err(io::Error::other(e.clone()));
+            }
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Reads a [`Feed`]'s blob, waiting for bytes not yet written.
+pub struct FeedReader {
+    file: Arc<File>,
+    feed: Arc<Feed>,
+    pos: u64,
+}
+
+impl io::Read for FeedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut st = self.feed.lock();
+        loop {
+            if let Some(Err(e)) = &st.end {
+                return Err(io::Error::other(e.clone()));
+            }
+            if self.pos < st.written {
+                let available = (st.written - self.pos).min(buf.len() as u64) as usize;
+                drop(st);
+                let n = std::os::unix::fs::FileExt::read_at(
+                    &*self.file,
+                    &mut buf[..available],
+                    self.pos,
+                )?;
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            if st.end.is_some() {
+                return Ok(0);
+            }
+            st = self
+                .feed
+                .changed
+                .wait(st)
+                .unwrap_or_else(|e| e.into_inner());
         }
     }
 }
@@ -149,6 +296,7 @@ pub fn digest_file(path: &Path) -> io::Result<Digest> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     fn digest_of(b: &[u8]) -> Digest {
         Digest::sha256_from_bytes(&Sha256::digest(b).into())
@@ -186,7 +334,41 @@ mod tests {
         );
 
         assert_eq!(cache.gc(&HashSet::from([d.clone()])).unwrap(), 0);
-        assert_eq!(cache.gc(&HashSet::new()).unwrap(), 1);
+
+        // A reader following a writer gets every byte, and the end only once the
+        // blob is verified; a mismatch or an abandoned writer is an error to it.
+        let body = vec![7u8; 300_000];
+        let d3 = digest_of(&body);
+        for (content, ok) in [(body.clone(), true), (vec![8u8; 300_000], false)] {
+            let feed = Arc::new(Feed::default());
+            let follower = {
+                let feed = feed.clone();
+                std::thread::spawn(move || {
+                    let mut out = Vec::new();
+                    feed.reader()?.read_to_end(&mut out).map(|_| out)
+                })
+            };
+            let mut w = cache.writer_feeding(&d3, feed).unwrap();
+            for c in content.chunks(7_000) {
+                w.write_chunk(c).unwrap();
+            }
+            assert_eq!(w.commit().is_ok(), ok);
+            let got = follower.join().unwrap();
+            assert_eq!(got.is_ok(), ok);
+            if ok {
+                assert_eq!(got.unwrap(), body);
+            }
+        }
+        let feed = Arc::new(Feed::default());
+        let follower = {
+            let feed = feed.clone();
+            std::thread::spawn(move || feed.reader()?.read_to_end(&mut Vec::new()))
+        };
+        let mut w = cache.writer_feeding(&digest_of(b"x"), feed).unwrap();
+        w.write_chunk(b"partial").unwrap();
+        drop(w);
+        assert!(follower.join().unwrap().is_err());
+        assert_eq!(cache.gc(&HashSet::new()).unwrap(), 2, "d and d3");
         assert!(!cache.contains(&d));
     }
 }

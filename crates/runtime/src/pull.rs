@@ -5,6 +5,7 @@
 //! while later ones still download, and checked against the config's `diff_ids`.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_registry::{blob, manifest, RegistryError, Session};
@@ -12,7 +13,7 @@ use berth_types::Digest;
 use futures_util::stream::{self, StreamExt};
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
-use crate::cache::{BlobCache, CacheError};
+use crate::cache::{BlobCache, CacheError, Feed};
 use crate::rootfs::ImageStore;
 use crate::unpack::{self, Compression, UnpackError};
 
@@ -172,17 +173,23 @@ async fn platform_manifest(
     Ok((digest, m))
 }
 
-/// Streams one blob into the cache unless it is there already.
+/// Streams one blob into the cache unless it is there already; `feed` (if any)
+/// passes the bytes on to a reader as they land.
 async fn fetch(
     mut s: Session<'_>,
     cache: &BlobCache,
     digest: Digest,
     size: u64,
     progress: (&Progress, usize),
+    feed: Option<Arc<Feed>>,
 ) -> Result<Fetched, PullError> {
     let (progress, index) = progress;
     if cache.contains(&digest) {
         progress.update(index, size, BlobState::Cached);
+        if let Some(f) = feed {
+            f.begin_cached(&cache.path(&digest))
+                .map_err(CacheError::from)?;
+        }
         return Ok(Fetched {
             digest,
             size,
@@ -190,8 +197,19 @@ async fn fetch(
         });
     }
     let started = Instant::now();
-    let mut resp = blob::open(&mut s, &digest).await?;
-    let mut w = cache.writer(&digest)?;
+    let mut resp = match blob::open(&mut s, &digest).await {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(f) = &feed {
+                f.end(Err(e.to_string()));
+            }
+            return Err(e.into());
+        }
+    };
+    let mut w = match feed {
+        Some(f) => cache.writer_feeding(&digest, f)?,
+        None => cache.writer(&digest)?,
+    };
     while let Some(chunk) = resp
         .chunk()
         .await
@@ -231,6 +249,7 @@ pub async fn pull(
             config_digest,
             m.config().size(),
             (progress, 0),
+            None,
         )
         .await?;
         let config_bytes =
@@ -294,44 +313,65 @@ async fn unpack_all(
         .map(|(d, size)| Ok::<_, PullError>((d.parse::<Digest>().map_err(invalid)?, size)))
         .collect::<Result<Vec<_>, _>>()?;
     progress.start(&jobs);
+    // One feed per blob (the config, then each layer): each layer is unpacked as it
+    // downloads (reading the bytes just written, from the page cache), in order,
+    // while later layers download too. A feed ends its stream only once the blob's
+    // digest matched.
+    let feeds: Vec<Arc<Feed>> = (0..jobs.len()).map(|_| Arc::default()).collect();
     let session = &*s;
-    // Downloads run ahead (in parallel, in order) while the consumer applies each
-    // layer as soon as it is complete: the network and the disk work at once.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Fetched, PullError>>(jobs.len().max(1));
-    let producer = async move {
+    let producer = async {
+        // Whatever happens, no reader is left waiting for a blob that will not come.
+        let _ends = EndFeeds(&feeds);
         let mut downloads = stream::iter(jobs.into_iter().enumerate())
-            .map(|(i, (d, size))| fetch(session.fork(), cache, d, size, (progress, i)))
+            .map(|(i, (d, size))| {
+                fetch(
+                    session.fork(),
+                    cache,
+                    d,
+                    size,
+                    (progress, i),
+                    Some(feeds[i].clone()),
+                )
+            })
             .buffered(PARALLEL_DOWNLOADS);
+        let mut fetched = Vec::new();
         while let Some(r) = downloads.next().await {
-            let failed = r.is_err();
-            if tx.send(r).await.is_err() || failed {
-                break;
-            }
+            fetched.push(r?);
         }
+        Ok::<_, PullError>(fetched)
     };
     let consumer = async {
-        let gone = || invalid("a download ended early");
-        let config_blob = rx.recv().await.ok_or_else(gone)??;
-        let config_bytes =
-            std::fs::read(cache.path(&config_blob.digest)).map_err(CacheError::from)?;
+        let config_feed = feeds[0].clone();
+        let config_bytes = tokio::task::spawn_blocking(move || {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut config_feed.reader()?, &mut b).map(|_| b)
+        })
+        .await
+        .map_err(invalid)?
+        .map_err(CacheError::from)?;
         let config: ImageConfiguration = serde_json::from_slice(&config_bytes).map_err(invalid)?;
         let diff_ids = config.rootfs().diff_ids().clone();
         if diff_ids.len() != m.layers().len() {
             return Err(invalid("the config's diff_ids do not match the layers"));
         }
         std::fs::create_dir_all(rootfs).map_err(CacheError::from)?;
-        let mut blobs = vec![config_blob];
         let mut unpack_took = Duration::ZERO;
         for (i, layer) in m.layers().iter().enumerate() {
-            let fetched = rx.recv().await.ok_or_else(gone)??;
             let compression = Compression::from_media_type(layer.media_type().as_ref())?;
-            let path = cache.path(&fetched.digest);
+            if compression == Compression::None && layer.digest().to_string() != diff_ids[i] {
+                return Err(invalid(format!(
+                    "layer {i} is uncompressed, so its diff_id must be its digest {}; the config says {}",
+                    layer.digest(),
+                    diff_ids[i]
+                )));
+            }
+            let feed = feeds[i + 1].clone();
             let root = rootfs.to_owned();
             let started = Instant::now();
             let unpacked = tokio::task::spawn_blocking(move || {
-                let f = std::fs::File::open(path)?;
+                let reader = feed.reader()?;
                 unpack::apply_layer(
-                    std::io::BufReader::with_capacity(1 << 20, f),
+                    std::io::BufReader::with_capacity(1 << 20, reader),
                     compression,
                     &root,
                 )
@@ -339,18 +379,34 @@ async fn unpack_all(
             .await
             .map_err(invalid)??;
             unpack_took += started.elapsed();
-            if unpacked.diff_id.to_string() != diff_ids[i] {
-                return Err(PullError::DiffId {
-                    index: i,
-                    expected: diff_ids[i].clone(),
-                    actual: unpacked.diff_id,
-                });
+            if let Some(actual) = unpacked.diff_id {
+                if actual.to_string() != diff_ids[i] {
+                    return Err(PullError::DiffId {
+                        index: i,
+                        expected: diff_ids[i].clone(),
+                        actual,
+                    });
+                }
             }
-            progress.update(i + 1, fetched.size, BlobState::Applied);
-            blobs.push(fetched);
+            progress.update(i + 1, layer.size(), BlobState::Applied);
         }
-        Ok((config, blobs, unpack_took))
+        Ok((config, unpack_took))
     };
-    let ((), result) = tokio::join!(producer, consumer);
-    result
+    // Both run to the end: the unpacker never writes into a root filesystem that
+    // is being thrown away.
+    let (fetched, unpacked) = tokio::join!(producer, consumer);
+    let fetched = fetched?;
+    let (config, unpack_took) = unpacked?;
+    Ok((config, fetched, unpack_took))
+}
+
+/// Ends every feed not ended yet (a failed or cancelled download stream).
+struct EndFeeds<'a>(&'a [Arc<Feed>]);
+
+impl Drop for EndFeeds<'_> {
+    fn drop(&mut self) {
+        for f in self.0 {
+            f.end(Err("the download stopped".into()));
+        }
+    }
 }

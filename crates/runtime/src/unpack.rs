@@ -56,20 +56,24 @@ pub enum UnpackError {
 
 #[derive(Debug)]
 pub struct Unpacked {
-    /// The digest of the uncompressed tar stream, to check against the config's `diff_ids`.
-    pub diff_id: Digest,
+    /// The digest of the uncompressed tar stream, to check against the config's
+    /// `diff_ids`. `None` for an uncompressed layer: its diff_id is the blob's own
+    /// digest, which the cache already verified (hashing it twice would be waste).
+    pub diff_id: Option<Digest>,
     pub entries: u64,
 }
 
 struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         Ok(n)
     }
 }
@@ -87,7 +91,7 @@ pub fn apply_layer(
     };
     let mut hashing = HashingReader {
         inner: decompressed,
-        hasher: Sha256::new(),
+        hasher: (compression != Compression::None).then(Sha256::new),
     };
     let mut entries = 0;
     {
@@ -101,7 +105,9 @@ pub fn apply_layer(
     // The diff_id covers the whole stream, trailing blocks included.
     io::copy(&mut hashing, &mut io::sink())?;
     Ok(Unpacked {
-        diff_id: Digest::sha256_from_bytes(&hashing.hasher.finalize().into()),
+        diff_id: hashing
+            .hasher
+            .map(|h| Digest::sha256_from_bytes(&h.finalize().into())),
         entries,
     })
 }
@@ -377,8 +383,8 @@ mod tests {
         let u = apply_layer(&layer[..], Compression::None, &f.root).unwrap();
         assert_eq!(u.entries, 6);
         assert_eq!(
-            u.diff_id,
-            Digest::sha256_from_bytes(&Sha256::digest(&layer).into())
+            u.diff_id, None,
+            "an uncompressed layer's diff_id is its digest"
         );
         assert_eq!(fs::read(f.root.join("etc/alias")).unwrap(), b"berth");
         assert_eq!(fs::read(f.root.join("etc/copy")).unwrap(), b"berth");
@@ -485,14 +491,14 @@ mod tests {
         let gz = gz.finish().unwrap();
         let zst = zstd::stream::encode_all(&layer[..], 1).unwrap();
         let want = Digest::sha256_from_bytes(&Sha256::digest(&layer).into());
-        for (bytes, c) in [
-            (&layer, Compression::None),
-            (&gz, Compression::Gzip),
-            (&zst, Compression::Zstd),
+        for (bytes, c, diff_id) in [
+            (&layer, Compression::None, None),
+            (&gz, Compression::Gzip, Some(want.clone())),
+            (&zst, Compression::Zstd, Some(want.clone())),
         ] {
             let f = fixture();
             let u = apply_layer(&bytes[..], c, &f.root).unwrap();
-            assert_eq!(u.diff_id, want, "{c:?}");
+            assert_eq!(u.diff_id, diff_id, "{c:?}");
             assert_eq!(fs::read(f.root.join("f")).unwrap(), b"data");
         }
         assert_eq!(
