@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use berth_types::Digest;
+use reqwest::header::{HeaderMap, HeaderValue, RANGE};
 use reqwest::{Method, Response, StatusCode};
 use sha2::{Digest as _, Sha256};
 
@@ -39,11 +40,12 @@ async fn get_with_retries(
     s: &mut Session<'_>,
     path: &str,
     accept: &[&str],
+    extra: &HeaderMap,
 ) -> Result<Response, RegistryError> {
     let mut n = 0;
     loop {
         n += 1;
-        match s.send(Method::GET, path, accept).await {
+        match s.send_with(Method::GET, path, accept, extra).await {
             Ok(resp) => {
                 let ra = resp
                     .headers()
@@ -72,7 +74,7 @@ pub async fn manifest(
     digest: &Digest,
 ) -> Result<(String, Vec<u8>), RegistryError> {
     let path = format!("/v2/{}/manifests/{digest}", s.target().repository);
-    let resp = get_with_retries(s, &path, ACCEPT_MANIFESTS).await?;
+    let resp = get_with_retries(s, &path, ACCEPT_MANIFESTS, &HeaderMap::new()).await?;
     if !resp.status().is_success() {
         return Err(classify(s, resp).await);
     }
@@ -91,12 +93,35 @@ pub async fn manifest(
 /// Opens blob `digest` for streaming. The caller must hash what it reads and
 /// compare with `digest` (see the runtime's cache).
 pub async fn open(s: &mut Session<'_>, digest: &Digest) -> Result<Response, RegistryError> {
+    Ok(open_at(s, digest, 0).await?.0)
+}
+
+/// Opens blob `digest` from byte `offset` on (`Range`, to resume a download that
+/// broke). Returns the answer and how many leading bytes of its body to skip: 0
+/// for a 206, `offset` when the registry ignored the range and sent it all.
+pub async fn open_at(
+    s: &mut Session<'_>,
+    digest: &Digest,
+    offset: u64,
+) -> Result<(Response, u64), RegistryError> {
     let path = format!("/v2/{}/blobs/{digest}", s.target().repository);
-    let resp = get_with_retries(s, &path, &[]).await?;
+    let mut extra = HeaderMap::new();
+    if offset > 0 {
+        extra.insert(
+            RANGE,
+            HeaderValue::from_str(&format!("bytes={offset}-")).expect("a valid header"),
+        );
+    }
+    let resp = get_with_retries(s, &path, &[], &extra).await?;
     if !resp.status().is_success() {
         return Err(classify(s, resp).await);
     }
-    Ok(resp)
+    let skip = if resp.status() == StatusCode::PARTIAL_CONTENT {
+        0
+    } else {
+        offset
+    };
+    Ok((resp, skip))
 }
 
 #[cfg(test)]

@@ -327,10 +327,22 @@ impl<'r> Session<'r> {
         path: &str,
         accept: &[&str],
     ) -> Result<Response, RegistryError> {
+        self.send_with(method, path, accept, &HeaderMap::new())
+            .await
+    }
+
+    /// [`Session::send`] with extra request headers (e.g. `Range`).
+    pub async fn send_with(
+        &mut self,
+        method: Method,
+        path: &str,
+        accept: &[&str],
+        extra: &HeaderMap,
+    ) -> Result<Response, RegistryError> {
         let url = self.url(path)?;
         let mut retried = false;
         loop {
-            let mut headers = HeaderMap::new();
+            let mut headers = extra.clone();
             if !accept.is_empty() {
                 let v = HeaderValue::from_str(&accept.join(", "))
                     .map_err(|_| RegistryError::Protocol("bad Accept header".into()))?;

@@ -14,11 +14,13 @@ use futures_util::stream::{self, StreamExt};
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
 use crate::cache::{BlobCache, CacheError, Feed};
-use crate::rootfs::ImageStore;
+use crate::rootfs::{ImageRefs, ImageStore};
 use crate::unpack::{self, Compression, UnpackError};
 
 /// Layers downloaded at once.
 const PARALLEL_DOWNLOADS: usize = 4;
+/// Times a broken blob download is resumed before the pull fails.
+const RESUMES: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -95,7 +97,10 @@ impl Progress {
             .get_mut(index)
         {
             b.received = received;
-            b.state = state;
+            // An applied layer stays applied (its blob's commit may finish after).
+            if b.state != BlobState::Applied {
+                b.state = state;
+            }
         }
     }
 }
@@ -197,29 +202,51 @@ async fn fetch(
         });
     }
     let started = Instant::now();
-    let mut resp = match blob::open(&mut s, &digest).await {
-        Ok(r) => r,
-        Err(e) => {
-            if let Some(f) = &feed {
-                f.end(Err(e.to_string()));
-            }
-            return Err(e.into());
-        }
-    };
     let mut w = match feed {
         Some(f) => cache.writer_feeding(&digest, f)?,
         None => cache.writer(&digest)?,
     };
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| RegistryError::Network(format!("download of {digest} failed: {e}")))?
-    {
-        w.write_chunk(&chunk)?;
-        progress.update(index, w.written(), BlobState::Downloading);
+    // A connection that drops mid-blob is resumed where it broke (`Range`), into
+    // the same writer, whose hash simply goes on.
+    let mut resumes = 0;
+    'download: loop {
+        let (mut resp, mut skip) = blob::open_at(&mut s, &digest, w.written()).await?;
+        loop {
+            let chunk = match resp.chunk().await {
+                Ok(Some(c)) => c,
+                Ok(None) => break 'download,
+                Err(e) if resumes < RESUMES => {
+                    resumes += 1;
+                    tracing::debug!(%digest, at = w.written(), error = %e, "resuming the download");
+                    continue 'download;
+                }
+                Err(e) => {
+                    return Err(RegistryError::Network(format!(
+                        "download of {digest} failed after {resumes} resumes: {e}"
+                    ))
+                    .into())
+                }
+            };
+            // A registry that ignored the range re-sends what we have: skip it.
+            let drop_n = skip.min(chunk.len() as u64) as usize;
+            skip -= drop_n as u64;
+            if drop_n < chunk.len() {
+                if w.written() + (chunk.len() - drop_n) as u64 > size {
+                    return Err(invalid(format!(
+                        "blob {digest} is larger than the {size} bytes its manifest says"
+                    )));
+                }
+                w.write_chunk(&chunk[drop_n..])?;
+                progress.update(index, w.written(), BlobState::Downloading);
+            }
+        }
     }
     let size = w.written();
-    w.commit()?;
+    // The digest check ends the feed at once; the fsync that makes the blob
+    // durable must not hold up an async worker thread.
+    tokio::task::spawn_blocking(move || w.commit())
+        .await
+        .map_err(invalid)??;
     progress.update(index, size, BlobState::Downloaded);
     Ok(Fetched {
         digest,
@@ -241,6 +268,9 @@ pub async fn pull(
 ) -> Result<Pulled, PullError> {
     let (manifest_digest, m) = platform_manifest(s, digest).await?;
     if let Some(rootfs) = images.ready(&manifest_digest) {
+        images
+            .add_request(&manifest_digest, digest)
+            .map_err(CacheError::from)?;
         let config_digest: Digest = m.config().digest().to_string().parse().map_err(invalid)?;
         progress.start(&[(config_digest.clone(), m.config().size())]);
         let config_blob = fetch(
@@ -280,8 +310,12 @@ pub async fn pull(
             return Err(e);
         }
     };
+    let made_of = ImageRefs {
+        requested: vec![digest.to_string()],
+        blobs: blobs.iter().map(|b| b.digest.to_string()).collect(),
+    };
     let rootfs = images
-        .complete(&manifest_digest)
+        .complete(&manifest_digest, &made_of)
         .map_err(CacheError::from)?;
     Ok(Pulled {
         manifest: manifest_digest,

@@ -4,6 +4,7 @@
 //! container's writes never reach the shared copy. Where overlay mounts are not
 //! permitted, the deployment gets a full copy instead.
 
+use std::collections::HashSet;
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -11,6 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use berth_types::Digest;
+
+/// What a complete image is made of, and the digests it was asked for by.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct ImageRefs {
+    pub requested: Vec<String>,
+    pub blobs: Vec<String>,
+}
 
 #[derive(Clone, Debug)]
 pub struct ImageStore {
@@ -44,10 +52,54 @@ impl ImageStore {
         Ok(dir.join("rootfs"))
     }
 
-    /// Marks `manifest` complete; only then is it reused.
-    pub fn complete(&self, manifest: &Digest) -> io::Result<PathBuf> {
-        std::fs::write(self.dir(manifest).join("complete"), b"")?;
+    /// Marks `manifest` complete; only then is it reused. The marker records what
+    /// the image is made of and which digests were asked for it (an index, a tag's
+    /// digest), for the garbage collector.
+    pub fn complete(&self, manifest: &Digest, made_of: &ImageRefs) -> io::Result<PathBuf> {
+        let json = serde_json::to_vec(made_of).map_err(io::Error::other)?;
+        std::fs::write(self.dir(manifest).join("complete"), json)?;
         Ok(self.dir(manifest).join("rootfs"))
+    }
+
+    /// Records that `requested` (an index, say) led to the complete image `manifest`.
+    pub fn add_request(&self, manifest: &Digest, requested: &Digest) -> io::Result<()> {
+        let path = self.dir(manifest).join("complete");
+        let mut refs: ImageRefs =
+            serde_json::from_slice(&std::fs::read(&path)?).unwrap_or_default();
+        let r = requested.to_string();
+        if !refs.requested.contains(&r) {
+            refs.requested.push(r);
+            std::fs::write(&path, serde_json::to_vec(&refs).map_err(io::Error::other)?)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every image that neither is nor was asked for by a digest in `live`,
+    /// and any half-done unpack (call it when no pull runs). Returns how many images
+    /// went, and the blobs the remaining ones are made of.
+    pub fn gc(&self, live: &HashSet<String>) -> io::Result<(usize, HashSet<Digest>)> {
+        let mut removed = 0;
+        let mut keep = HashSet::new();
+        for e in std::fs::read_dir(&self.root)?.flatten() {
+            let own = format!("sha256:{}", e.file_name().to_string_lossy());
+            let refs: Option<ImageRefs> = std::fs::read(e.path().join("complete"))
+                .ok()
+                .map(|b| serde_json::from_slice(&b).unwrap_or_default());
+            let wanted = refs.as_ref().is_some_and(|r| {
+                live.contains(&own) || r.requested.iter().any(|d| live.contains(d))
+            });
+            if wanted {
+                keep.extend(
+                    refs.into_iter()
+                        .flat_map(|r| r.blobs)
+                        .filter_map(|b| b.parse().ok()),
+                );
+            } else {
+                std::fs::remove_dir_all(e.path())?;
+                removed += 1;
+            }
+        }
+        Ok((removed, keep))
     }
 
     /// Removes a half-done unpack.

@@ -12,7 +12,7 @@
 //! the root.**
 
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -214,13 +214,18 @@ fn apply_entry<R: Read>(entry: &mut tar::Entry<'_, R>, root: &Path) -> Result<()
         }
         tar::EntryType::Regular | tar::EntryType::Continuous => {
             remove_existing(&target)?;
-            let mut f = fs::OpenOptions::new()
+            let f = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .custom_flags(libc::O_NOFOLLOW)
                 .mode(mode)
                 .open(&target)?;
-            io::copy(entry, &mut f)?;
+            // io::copy fills a BufWriter's own buffer directly: 1 MiB writes, not
+            // 8 KiB ones (a 200 MB file is 200 syscalls instead of 25,000).
+            let mut w =
+                io::BufWriter::with_capacity((entry.size() as usize).clamp(8 << 10, 1 << 20), f);
+            io::copy(entry, &mut w)?;
+            w.flush()?;
             fs::set_permissions(&target, fs::Permissions::from_mode(mode))?;
         }
         tar::EntryType::Symlink => {

@@ -3,9 +3,10 @@
 //! by that digest through the shared cache, runs it with runc, and writes every step
 //! to the deployment's infrastructure log, followed by the container's output.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,17 @@ use crate::state::AppState;
 /// Grace between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// A worker proves it still runs its `DEPLOYING` deployment this often...
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// ...and a deployment whose worker has been silent this long is repaired (marked
+/// `FAILED`) by whichever replica looks next: at its start, and every `STALE`.
+const STALE: Duration = Duration::from_secs(30);
+
+/// The cutoff for [`berth_store::Store::repair_deployments`]: now minus [`STALE`].
+pub fn stale_before() -> String {
+    (chrono::Utc::now() - STALE).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 pub struct Deployer {
     root: PathBuf,
     cache: BlobCache,
@@ -30,6 +42,8 @@ pub struct Deployer {
     children: Mutex<HashMap<String, tokio::process::Child>>,
     /// Pulls in flight on this replica, for progress bars.
     pulls: Mutex<HashMap<String, Arc<pull::Progress>>>,
+    /// Set when a service was terminated: the worker collects garbage next.
+    gc_wanted: AtomicBool,
 }
 
 impl Deployer {
@@ -49,6 +63,7 @@ impl Deployer {
             runc,
             children: Mutex::new(HashMap::new()),
             pulls: Mutex::new(HashMap::new()),
+            gc_wanted: AtomicBool::new(false),
         })
     }
 
@@ -58,6 +73,37 @@ impl Deployer {
 
     fn bundle(&self, id: &str) -> PathBuf {
         self.root.join(id).join("bundle")
+    }
+
+    /// Asks the worker to collect garbage when it is idle.
+    pub fn want_gc(&self) {
+        self.gc_wanted.store(true, Ordering::SeqCst);
+    }
+
+    /// Removes unpacked images no live deployment runs, and the blobs only they
+    /// used. Only the worker calls it, between deploys: no pull is in flight.
+    async fn collect_garbage(&self, store: &dyn berth_store::Store) {
+        self.gc_wanted.store(false, Ordering::SeqCst);
+        let live: HashSet<String> = match store.live_image_digests().await {
+            Ok(l) => l.into_iter().collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "garbage collection: reading live images");
+                return;
+            }
+        };
+        let (images, cache) = (self.images.clone(), self.cache.clone());
+        let r = tokio::task::spawn_blocking(move || {
+            let (removed_images, keep) = images.gc(&live)?;
+            let removed_blobs = cache.gc(&keep)?;
+            Ok::<_, std::io::Error>((removed_images, removed_blobs))
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match r {
+            Ok((0, 0)) => {}
+            Ok((images, blobs)) => tracing::info!(images, blobs, "garbage collected"),
+            Err(e) => tracing::error!(error = %e, "garbage collection"),
+        }
     }
 
     /// Where the pull of deployment `id` is, if this replica is pulling it.
@@ -123,11 +169,24 @@ fn log_line(path: &Path, line: &str) {
 
 /// Runs forever: claims deployments and runs them one at a time.
 pub async fn worker(state: AppState) {
+    let mut last_repair = Instant::now();
     loop {
         match state.store.claim_deployment().await {
             Ok(Some(d)) => {
                 let log = state.deployer.log_path(&d.id);
-                let outcome = match run(&state, &d, &log).await {
+                let heartbeat = async {
+                    loop {
+                        tokio::time::sleep(HEARTBEAT).await;
+                        if let Err(e) = state.store.heartbeat(&d).await {
+                            tracing::warn!(deployment = %d.id, error = %e, "heartbeat");
+                        }
+                    }
+                };
+                let result = tokio::select! {
+                    r = run(&state, &d, &log) => r,
+                    _ = heartbeat => unreachable!("the heartbeat loop does not end"),
+                };
+                let outcome = match result {
                     Ok(digest) => {
                         log_line(&log, "DEPLOYED");
                         Outcome::Deployed {
@@ -155,8 +214,26 @@ pub async fn worker(state: AppState) {
                 if let Err(e) = finished {
                     tracing::error!(deployment = %d.id, error = %e, "recording the deployment's end");
                 }
+                state.deployer.collect_garbage(state.store.as_ref()).await;
             }
-            Ok(None) => tokio::time::sleep(Duration::from_millis(250)).await,
+            Ok(None) => {
+                if state.deployer.gc_wanted.load(Ordering::SeqCst) {
+                    state.deployer.collect_garbage(state.store.as_ref()).await;
+                }
+                // Deploys of a replica that died are repaired by the ones alive.
+                if last_repair.elapsed() >= STALE {
+                    last_repair = Instant::now();
+                    match state.store.repair_deployments(&stale_before()).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::warn!(
+                            repaired = n,
+                            "deployments whose server stopped were marked FAILED"
+                        ),
+                        Err(e) => tracing::error!(error = %e, "repairing deployments"),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await
+            }
             Err(e) => {
                 tracing::error!(error = %e, "claiming a deployment");
                 tokio::time::sleep(Duration::from_secs(2)).await;

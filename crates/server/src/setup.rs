@@ -73,7 +73,9 @@ pub async fn open(config: &Config) -> Result<Parts, SetupError> {
         create_admin(&store, &config.data_dir).await?;
     }
     let registry = Registry::new(config.registry.clone())?;
-    let repaired = store.repair_deployments().await?;
+    let repaired = store
+        .repair_deployments(&crate::deploy::stale_before())
+        .await?;
     if repaired > 0 {
         tracing::warn!(
             repaired,

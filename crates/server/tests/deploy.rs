@@ -129,6 +129,20 @@ async fn deploy_a_private_image_and_terminate_it() {
         assert!(!logs.contains("wrong-password"));
     }
 
+    // The deployed image is kept (unpacked once, its blobs cached).
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("images"))
+            .unwrap()
+            .count(),
+        1
+    );
+    assert!(
+        std::fs::read_dir(dir.path().join("blobs/sha256"))
+            .unwrap()
+            .count()
+            >= 2
+    );
+
     // Terminate: the process stops, the secret is gone.
     let (s, v) = alice.delete("/v1/projects/web/services/api").await;
     assert_eq!(s, StatusCode::OK);
@@ -139,6 +153,24 @@ async fn deploy_a_private_image_and_terminate_it() {
         assert!(
             Instant::now() < deadline,
             "the container still runs after terminate"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Nothing runs the image any more: the worker collects its unpacked copy and
+    // its blobs.
+    let count = |sub: &str| {
+        std::fs::read_dir(dir.path().join(sub))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count("images") + count("blobs/sha256") > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "images {} and blobs {} left after terminate",
+            count("images"),
+            count("blobs/sha256")
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

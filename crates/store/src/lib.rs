@@ -92,8 +92,16 @@ pub trait Store: Send + Sync {
     /// PostgreSQL several replicas claim different ones (`FOR UPDATE SKIP LOCKED`).
     async fn claim_deployment(&self) -> Result<Option<Deployment>>;
     async fn finish_deployment(&self, d: &Deployment, outcome: Outcome) -> Result<()>;
-    /// Deployments a stopped server left `DEPLOYING` become `FAILED` with a reason.
-    async fn repair_deployments(&self) -> Result<u64>;
+    /// Image digests that deployed deployments of live services run: what the
+    /// garbage collector keeps.
+    async fn live_image_digests(&self) -> Result<Vec<String>>;
+    /// The worker running `d` is alive (several replicas: each proves it holds its
+    /// `DEPLOYING` rows).
+    async fn heartbeat(&self, d: &Deployment) -> Result<()>;
+    /// Deployments left `DEPLOYING` by a stopped server (no heartbeat since
+    /// `stale_before`, an RFC 3339 time) become `FAILED` with a reason; another
+    /// replica's deploy in progress is left alone.
+    async fn repair_deployments(&self, stale_before: &str) -> Result<u64>;
 
     // audit
     async fn audit_events(

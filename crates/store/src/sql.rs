@@ -21,6 +21,7 @@ const POSTGRES_SCHEMA: &str = include_str!("migrations/postgres.sql");
 const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/002_deployments.sql")),
     (3, include_str!("migrations/003_secret_arn.sql")),
+    (4, include_str!("migrations/004_heartbeat.sql")),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -323,11 +324,12 @@ impl Store for SqlStore {
         };
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(&format!(
-            "UPDATE deployments SET status = $1, updated_at = $2 WHERE id = \
-             (SELECT id FROM deployments WHERE status = $3 ORDER BY created_at LIMIT 1 {lock}) \
+            "UPDATE deployments SET status = $1, updated_at = $2, heartbeat_at = $3 WHERE id = \
+             (SELECT id FROM deployments WHERE status = $4 ORDER BY created_at LIMIT 1 {lock}) \
              RETURNING {DEPLOYMENT_COLUMNS}"
         ))
         .bind(DEPLOYING)
+        .bind(now())
         .bind(now())
         .bind(PENDING_DEPLOY)
         .fetch_optional(&mut *tx)
@@ -376,17 +378,62 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn repair_deployments(&self) -> Result<u64> {
-        let r = sqlx::query(
-            "UPDATE deployments SET status = $1, failure_code = 'runtime_error', \
-             failure_message = 'the server stopped during this deploy; deploy again', updated_at = $2 WHERE status = $3",
+    async fn live_image_digests(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT d.digest FROM deployments d JOIN services s ON s.id = d.service_id \
+             WHERE s.status <> $1 AND d.status = $2 AND d.digest IS NOT NULL",
         )
-        .bind(FAILED)
-        .bind(now())
-        .bind(DEPLOYING)
-        .execute(&self.pool)
+        .bind(STATUS_TERMINATED)
+        .bind(DEPLOYED)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(r.rows_affected())
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("digest")?))
+            .collect()
+    }
+
+    async fn heartbeat(&self, d: &Deployment) -> Result<()> {
+        sqlx::query("UPDATE deployments SET heartbeat_at = $1 WHERE id = $2 AND status = $3")
+            .bind(now())
+            .bind(&d.id)
+            .bind(DEPLOYING)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn repair_deployments(&self, stale_before: &str) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let stale = sqlx::query(
+            "SELECT id, service_id FROM deployments WHERE status = $1 AND (heartbeat_at IS NULL OR heartbeat_at < $2)",
+        )
+        .bind(DEPLOYING)
+        .bind(stale_before)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &stale {
+            let id: String = row.try_get("id")?;
+            let service_id: String = row.try_get("service_id")?;
+            sqlx::query(
+                "UPDATE deployments SET status = $1, failure_code = 'runtime_error', \
+                 failure_message = 'the server running this deploy stopped; deploy again', updated_at = $2 \
+                 WHERE id = $3 AND status = $4",
+            )
+            .bind(FAILED)
+            .bind(now())
+            .bind(&id)
+            .bind(DEPLOYING)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE services SET status = $1 WHERE id = $2 AND status = $3")
+                .bind(FAILED)
+                .bind(&service_id)
+                .bind(DEPLOYING)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(stale.len() as u64)
     }
 
     async fn create_user(

@@ -362,8 +362,25 @@ async fn contract(store: SqlStore) {
     let claimed = store.claim_deployment().await.unwrap().unwrap();
     assert_eq!(claimed.id, d2.id);
     assert!(store.claim_deployment().await.unwrap().is_none());
-    // A server that died mid-deploy: the next start marks it FAILED.
-    assert_eq!(store.repair_deployments().await.unwrap(), 1);
+    // Alive (a fresh heartbeat): another replica's repair leaves it alone.
+    store.heartbeat(&claimed).await.unwrap();
+    assert_eq!(
+        store
+            .repair_deployments("2000-01-01T00:00:00.000Z")
+            .await
+            .unwrap(),
+        0
+    );
+    // A server that died mid-deploy (no heartbeat since): marked FAILED, its
+    // service too.
+    assert_eq!(
+        store
+            .repair_deployments("2999-01-01T00:00:00.000Z")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(got_service(&store, &p, "worker").await.status, FAILED);
     let got = store.deployment(&worker, &d2.id).await.unwrap().unwrap();
     assert_eq!(
         (got.status.as_str(), got.failure_code.as_deref()),

@@ -111,6 +111,11 @@ fn write_layout_index(layout: &Path, media_type: &str, digest: &str, size: u64) 
 }
 
 impl TestImage {
+    /// The OCI layout directory (`blobs/sha256/...`, `index.json`).
+    pub fn layout(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// A linux/amd64 image with one layer holding `files`, running `cmd`.
     pub fn build(files: &[(&str, &[u8])], cmd: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();

@@ -446,6 +446,8 @@ pub async fn terminate(
                 ),
             )
             .await?;
+        // Only now is its image no longer live.
+        state.deployer.want_gc();
     }
     Ok(Json(ServiceView::from(
         &live_service(&state, &m, &s).await?,
