@@ -2,19 +2,31 @@
 //! outside it.
 //!
 //! `tar::Entry::unpack_in` is not a sandbox (it follows symlinks planted by earlier
-//! entries), so entries are walked here and every path is resolved component by
-//! component under the root: absolute paths and `..` are refused, and so is any
+//! entries), so entries are walked here, and every change is made relative to a
+//! directory descriptor the kernel resolved inside the root (`openat2` with
+//! `RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS`; a component-by-component `O_NOFOLLOW`
+//! walk on kernels without it): absolute paths and `..` are refused, and so is any
 //! path whose directories pass through a symlink (an earlier entry, or layer, could
-//! have planted it). The final component is never followed: an existing symlink there
-//! is replaced, not written through. The unpacker is the only writer of a fresh
-//! rootfs, so checking with `lstat` before acting has no racing writer.
+//! have planted it). The final component is never followed (`O_NOFOLLOW`,
+//! `AT_SYMLINK_NOFOLLOW`): an existing symlink there is replaced, not written
+//! through. rustix is used rather than cap-std because the unpacker needs
+//! `linkat`/`symlinkat`/`fchownat` between two directories of one root, which
+//! cap-std's `Dir` does not offer with ownership.
 //! **Invariant: no entry of any layer creates, changes or removes anything outside
 //! the root.**
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{
+    chownat, fchmod, fchown, fstat, linkat, mkdirat, openat, openat2, statat, symlinkat, unlinkat,
+    AtFlags, Dir, FileType, Gid, Mode, OFlags, ResolveFlags, Uid, CWD,
+};
+use rustix::io::Errno;
 
 use berth_types::Digest;
 use sha2::{Digest as _, Sha256};
@@ -94,11 +106,12 @@ pub fn apply_layer(
         hasher: (compression != Compression::None).then(Sha256::new),
     };
     let mut entries = 0;
+    let root = Root::open(root)?;
     {
         let mut archive = tar::Archive::new(&mut hashing);
         for entry in archive.entries()? {
             let mut entry = entry?;
-            apply_entry(&mut entry, root)?;
+            apply_entry(&mut entry, &root)?;
             entries += 1;
         }
     }
@@ -135,108 +148,229 @@ fn clean(path: &Path) -> Result<Vec<std::ffi::OsString>, UnpackError> {
     Ok(out)
 }
 
-/// Resolves the directories of `comps` (all but the last) under `root`, creating
-/// missing ones, refusing symlinks and non-directories on the way.
-fn resolve_parent(
-    root: &Path,
-    comps: &[std::ffi::OsString],
-    original: &Path,
-) -> Result<PathBuf, UnpackError> {
-    let mut dir = root.to_path_buf();
-    for c in &comps[..comps.len().saturating_sub(1)] {
-        dir.push(c);
-        match fs::symlink_metadata(&dir) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(refused(original, "a parent directory is a symlink"))
+/// A root filesystem being written, held as a directory file descriptor: every
+/// operation is relative to a directory opened inside it, never to a path string.
+struct Root {
+    fd: OwnedFd,
+}
+
+fn errno(e: rustix::io::Errno) -> io::Error {
+    io::Error::from(e)
+}
+
+impl Root {
+    fn open(path: &Path) -> io::Result<Self> {
+        let fd = openat(
+            CWD,
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno)?;
+        Ok(Root { fd })
+    }
+
+    /// Opens the directory `comps` under the root. The kernel resolves it
+    /// (`openat2`, `RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS`): it cannot leave the
+    /// root, and a symlink anywhere on the way is refused, not followed. With
+    /// `create`, missing directories are made one level at a time, each opened with
+    /// `O_NOFOLLOW` from its parent's descriptor.
+    fn dir(
+        &self,
+        comps: &[std::ffi::OsString],
+        create: Create,
+        original: &Path,
+    ) -> Result<OwnedFd, UnpackError> {
+        let rel: PathBuf = comps.iter().collect();
+        let how = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let resolve =
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        if comps.is_empty() {
+            return rustix::io::dup(&self.fd).map_err(|e| errno(e).into());
+        }
+        match openat2(&self.fd, &rel, how, Mode::empty(), resolve) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::LOOP) => return Err(refused(original, "a parent directory is a symlink")),
+            Err(Errno::NOTDIR) => return Err(refused(original, "a parent is not a directory")),
+            // Missing (create below), or a kernel without openat2 (walk below).
+            Err(Errno::NOENT) | Err(Errno::NOSYS) => {}
+            Err(e) => return Err(errno(e).into()),
+        }
+        let mut cur = rustix::io::dup(&self.fd).map_err(errno)?;
+        for c in comps {
+            let next = match openat(&cur, c.as_os_str(), how | OFlags::NOFOLLOW, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) if create == Create::Missing => {
+                    mkdirat(&cur, c.as_os_str(), Mode::from_raw_mode(0o755)).map_err(errno)?;
+                    openat(&cur, c.as_os_str(), how | OFlags::NOFOLLOW, Mode::empty())
+                        .map_err(errno)?
+                }
+                Err(Errno::NOENT) => return Err(refused(original, "hard link to a missing file")),
+                Err(Errno::LOOP) => {
+                    return Err(refused(original, "a parent directory is a symlink"))
+                }
+                Err(Errno::NOTDIR) => return Err(refused(original, "a parent is not a directory")),
+                Err(e) => return Err(errno(e).into()),
+            };
+            // O_PATH|O_NOFOLLOW opens a symlink itself rather than failing: check.
+            if FileType::from_raw_mode(fstat(&next).map_err(errno)?.st_mode) != FileType::Directory
+            {
+                return Err(refused(original, "a parent directory is a symlink"));
             }
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(refused(original, "a parent is not a directory")),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&dir)?,
-            Err(e) => return Err(e.into()),
+            cur = next;
+        }
+        Ok(cur)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Create {
+    Missing,
+    Nothing,
+}
+
+/// What is at `name` in `dir`, without following a symlink.
+fn kind_at(dir: &OwnedFd, name: &OsStr) -> io::Result<Option<FileType>> {
+    match statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(errno(e)),
+    }
+}
+
+/// Removes whatever is at `name` in `dir` (a directory with all it holds), without
+/// following a symlink.
+fn remove_at(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
+    match kind_at(dir, name)? {
+        None => Ok(()),
+        Some(FileType::Directory) => {
+            let sub = openat(
+                dir,
+                name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(errno)?;
+            clear(&sub)?;
+            unlinkat(dir, name, AtFlags::REMOVEDIR).map_err(errno)
+        }
+        Some(_) => unlinkat(dir, name, AtFlags::empty()).map_err(errno),
+    }
+}
+
+/// Removes everything in the directory `dir` (an opaque whiteout).
+fn clear(dir: &OwnedFd) -> io::Result<()> {
+    let listing = openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno)?;
+    let mut names = Vec::new();
+    for e in Dir::read_from(&listing).map_err(errno)? {
+        let e = e.map_err(errno)?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(OsStr::from_bytes(n).to_owned());
         }
     }
-    Ok(dir)
-}
-
-/// Removes whatever is at `path` (without following a symlink there).
-fn remove_existing(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
+    for n in names {
+        remove_at(dir, &n)?;
     }
+    Ok(())
 }
 
-fn apply_entry<R: Read>(entry: &mut tar::Entry<'_, R>, root: &Path) -> Result<(), UnpackError> {
+/// A directory to work in: `O_PATH` descriptors cannot list or change modes.
+fn real_dir(dir: &OwnedFd) -> io::Result<OwnedFd> {
+    openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno)
+}
+
+fn apply_entry<R: Read>(entry: &mut tar::Entry<'_, R>, root: &Root) -> Result<(), UnpackError> {
     let path = entry.path()?.into_owned();
     let comps = clean(&path)?;
     let Some(name) = comps.last().cloned() else {
         return Ok(()); // the root itself ("./")
     };
-    let parent = resolve_parent(root, &comps, &path)?;
+    let parent = real_dir(&root.dir(&comps[..comps.len() - 1], Create::Missing, &path)?)?;
     let name_str = name.to_string_lossy();
 
     // Whiteouts (OCI image spec, "Whiteouts").
     if name_str == ".wh..wh..opq" {
-        for child in fs::read_dir(&parent)? {
-            remove_existing(&child?.path())?;
-        }
+        clear(&parent)?;
         return Ok(());
     }
     if let Some(hidden) = name_str.strip_prefix(".wh.") {
         if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
             return Err(refused(&path, "malformed whiteout"));
         }
-        remove_existing(&parent.join(hidden))?;
+        remove_at(&parent, OsStr::new(hidden))?;
         return Ok(());
     }
 
-    let target = parent.join(&name);
     let header = entry.header();
-    let mode = header.mode().unwrap_or(0o644) & 0o1777; // no setuid/setgid from images
-    let (uid, gid) = (
-        header.uid().unwrap_or(0) as u32,
-        header.gid().unwrap_or(0) as u32,
+    let mode = Mode::from_raw_mode(header.mode().unwrap_or(0o644) & 0o1777); // no setuid/setgid from images
+    let owner = (
+        Some(Uid::from_raw(header.uid().unwrap_or(0) as u32)),
+        Some(Gid::from_raw(header.gid().unwrap_or(0) as u32)),
     );
-    let kind = header.entry_type();
-    match kind {
+    match header.entry_type() {
         tar::EntryType::Directory => {
-            match fs::symlink_metadata(&target) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    fs::remove_file(&target)?;
-                    fs::create_dir(&target)?;
+            match kind_at(&parent, &name)? {
+                Some(FileType::Directory) => {}
+                Some(_) => {
+                    unlinkat(&parent, &name, AtFlags::empty()).map_err(errno)?;
+                    mkdirat(&parent, &name, mode).map_err(errno)?;
                 }
-                Err(_) => fs::create_dir(&target)?,
+                None => mkdirat(&parent, &name, mode).map_err(errno)?,
             }
-            fs::set_permissions(&target, fs::Permissions::from_mode(mode))?;
+            let d = openat(
+                &parent,
+                &name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(errno)?;
+            fchmod(&d, mode).map_err(errno)?;
+            fchown(&d, owner.0, owner.1).map_err(errno)?;
         }
         tar::EntryType::Regular | tar::EntryType::Continuous => {
-            remove_existing(&target)?;
-            let f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .mode(mode)
-                .open(&target)?;
+            remove_at(&parent, &name)?;
+            let fd = openat(
+                &parent,
+                &name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                mode,
+            )
+            .map_err(errno)?;
+            // The umask applied at creation: set the image's mode and owner exactly.
+            fchmod(&fd, mode).map_err(errno)?;
+            fchown(&fd, owner.0, owner.1).map_err(errno)?;
             // io::copy fills a BufWriter's own buffer directly: 1 MiB writes, not
             // 8 KiB ones (a 200 MB file is 200 syscalls instead of 25,000).
-            let mut w =
-                io::BufWriter::with_capacity((entry.size() as usize).clamp(8 << 10, 1 << 20), f);
+            let mut w = io::BufWriter::with_capacity(
+                (entry.size() as usize).clamp(8 << 10, 1 << 20),
+                fs::File::from(fd),
+            );
             io::copy(entry, &mut w)?;
             w.flush()?;
-            fs::set_permissions(&target, fs::Permissions::from_mode(mode))?;
         }
         tar::EntryType::Symlink => {
             let link = entry
                 .link_name()?
                 .ok_or_else(|| refused(&path, "symlink without a target"))?
                 .into_owned();
-            remove_existing(&target)?;
+            remove_at(&parent, &name)?;
             // The target is only text here; it is resolved inside the container's root
             // at run time, and our own writes never pass through a symlink.
-            std::os::unix::fs::symlink(&link, &target)?;
+            symlinkat(link.as_os_str(), &parent, &name).map_err(errno)?;
+            chownat(&parent, &name, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)?;
         }
         tar::EntryType::Link => {
             let link = entry
@@ -244,46 +378,33 @@ fn apply_entry<R: Read>(entry: &mut tar::Entry<'_, R>, root: &Path) -> Result<()
                 .ok_or_else(|| refused(&path, "hard link without a target"))?
                 .into_owned();
             let link_comps = clean(&link)?;
-            if link_comps.is_empty() {
+            let Some(source) = link_comps.last() else {
                 return Err(refused(&path, "hard link to the root"));
+            };
+            let source_dir = root
+                .dir(&link_comps[..link_comps.len() - 1], Create::Nothing, &path)
+                .map_err(|e| match e {
+                    UnpackError::Refused { reason, .. }
+                        if reason != "hard link to a missing file" =>
+                    {
+                        refused(&path, "hard link through a symlink or non-directory")
+                    }
+                    other => other,
+                })?;
+            match kind_at(&source_dir, source)? {
+                None => return Err(refused(&path, "hard link to a missing file")),
+                Some(FileType::Directory) => {
+                    return Err(refused(&path, "hard link to a directory"))
+                }
+                Some(_) => {}
             }
-            let link_parent = resolve_existing_parent(root, &link_comps, &path)?;
-            let source = link_parent.join(link_comps.last().expect("non-empty"));
-            let meta = fs::symlink_metadata(&source)
-                .map_err(|_| refused(&path, "hard link to a missing file"))?;
-            if meta.is_dir() {
-                return Err(refused(&path, "hard link to a directory"));
-            }
-            remove_existing(&target)?;
-            fs::hard_link(&source, &target)?;
-            return Ok(());
+            remove_at(&parent, &name)?;
+            linkat(&source_dir, source, &parent, &name, AtFlags::empty()).map_err(errno)?;
         }
         // Devices and FIFOs are not created: containers get their /dev from the runtime.
-        _ => return Ok(()),
+        _ => {}
     }
-    std::os::unix::fs::lchown(&target, Some(uid), Some(gid))?;
     Ok(())
-}
-
-/// Like [`resolve_parent`], but nothing is created: a hard link's source must exist.
-fn resolve_existing_parent(
-    root: &Path,
-    comps: &[std::ffi::OsString],
-    original: &Path,
-) -> Result<PathBuf, UnpackError> {
-    let mut dir = root.to_path_buf();
-    for c in &comps[..comps.len() - 1] {
-        dir.push(c);
-        let m = fs::symlink_metadata(&dir)
-            .map_err(|_| refused(original, "hard link to a missing file"))?;
-        if m.file_type().is_symlink() || !m.is_dir() {
-            return Err(refused(
-                original,
-                "hard link through a symlink or non-directory",
-            ));
-        }
-    }
-    Ok(dir)
 }
 
 #[cfg(test)]
