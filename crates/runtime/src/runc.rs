@@ -17,14 +17,90 @@ pub enum RuntimeError {
     NotInstalled,
     #[error("the image has nothing to run (no Entrypoint or Cmd)")]
     NoCommand,
-    #[error("the image's User {0:?} is not numeric uid[:gid]; only numeric users are supported")]
-    User(String),
+    #[error("the image's User {user:?}: {reason}")]
+    User { user: String, reason: String },
     #[error("runtime spec: {0}")]
     Spec(String),
     #[error("runc: {0}")]
     Runc(String),
     #[error("runtime I/O: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// The image's `User` (`user`, `uid`, `user:group`, `uid:gid`, names or numbers)
+/// as uid and gid, names looked up in the image's own `/etc/passwd` and
+/// `/etc/group`, as runc and Docker do. Those files are opened inside the root
+/// (`openat2` `RESOLVE_IN_ROOT`): a symlink planted at `/etc/passwd` resolves in the
+/// image, never to the host's file.
+pub fn resolve_user(spec: &str, rootfs: &Path) -> Result<(u32, u32), RuntimeError> {
+    let err = |reason: String| RuntimeError::User {
+        user: spec.to_owned(),
+        reason,
+    };
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let passwd = read_in_root(rootfs, "etc/passwd");
+    // name:password:uid:gid:...
+    let entry = |pred: &dyn Fn(&[&str]) -> bool| -> Option<(u32, u32)> {
+        passwd.as_deref()?.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 4 && pred(&f)).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+        })
+    };
+    let (uid, primary_gid) = match user.parse::<u32>() {
+        Ok(uid) => (uid, entry(&|f| f[2] == user).map(|(_, g)| g).unwrap_or(0)),
+        Err(_) => entry(&|f| f[0] == user).ok_or_else(|| {
+            err(match &passwd {
+                Some(_) => format!("no user {user:?} in the image's /etc/passwd"),
+                None => "the image has no /etc/passwd to look the name up in".into(),
+            })
+        })?,
+    };
+    let gid = match group {
+        None => primary_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => read_in_root(rootfs, "etc/group")
+                .as_deref()
+                .and_then(|text| {
+                    text.lines().find_map(|l| {
+                        let f: Vec<&str> = l.split(':').collect();
+                        (f.len() >= 3 && f[0] == g).then(|| f[2].parse().ok())?
+                    })
+                })
+                .ok_or_else(|| err(format!("no group {g:?} in the image's /etc/group")))?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+/// A small text file of the image, resolved inside `rootfs`.
+fn read_in_root(rootfs: &Path, rel: &str) -> Option<String> {
+    use rustix::fs::{openat, openat2, Mode, OFlags, ResolveFlags, CWD};
+    use std::io::Read;
+    let root = openat(
+        CWD,
+        rootfs,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let fd = openat2(
+        &root,
+        rel,
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+    .ok()?;
+    let mut text = String::new();
+    std::fs::File::from(fd)
+        .take(1 << 20)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
 }
 
 #[derive(Clone, Debug)]
@@ -63,13 +139,7 @@ impl Runc {
         }
         let (uid, gid) = match c.user().as_deref().filter(|u| !u.is_empty()) {
             None => (0, 0),
-            Some(u) => {
-                let (a, b) = u.split_once(':').unwrap_or((u, "0"));
-                match (a.parse::<u32>(), b.parse::<u32>()) {
-                    (Ok(a), Ok(b)) => (a, b),
-                    _ => return Err(RuntimeError::User(u.to_owned())),
-                }
-            }
+            Some(u) => resolve_user(u, &bundle.join("rootfs"))?,
         };
         let spec_err = |e: oci_spec::OciSpecError| RuntimeError::Spec(e.to_string());
         let mut spec = Spec::default();
@@ -182,5 +252,42 @@ impl Runc {
                 }
                 _ => Err(e),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_by_name_or_number_from_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("etc/group"), "root:x:0:\nstaff:x:50:app\n").unwrap();
+        let check = |spec: &str| resolve_user(spec, &root).map_err(|e| e.to_string());
+        assert_eq!(check("app"), Ok((1000, 1001)));
+        assert_eq!(check("1000"), Ok((1000, 1001)));
+        assert_eq!(check("4242"), Ok((4242, 0)));
+        assert_eq!(check("app:staff"), Ok((1000, 50)));
+        assert_eq!(check("app:7"), Ok((1000, 7)));
+        assert_eq!(check("5:6"), Ok((5, 6)));
+        assert!(check("nobody").unwrap_err().contains("no user \"nobody\""));
+        assert!(check("app:wheel").unwrap_err().contains("no group"));
+
+        // /etc/passwd planted as a symlink to the host's: resolved inside the image.
+        let other = tempfile::tempdir().unwrap();
+        let root2 = other.path().join("rootfs");
+        std::fs::create_dir_all(root2.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root2.join("etc/passwd")).unwrap();
+        assert!(
+            resolve_user("root", &root2).is_err(),
+            "the host's /etc/passwd was read"
+        );
     }
 }
