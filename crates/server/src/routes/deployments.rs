@@ -122,6 +122,19 @@ pub struct LogQuery {
     pub follow: bool,
 }
 
+/// What the log holds past `offset` (at most 1 MiB at a time): a follower reads
+/// only what was appended, never the whole file again.
+fn read_from(path: &std::path::Path, offset: u64) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut buf = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        if f.seek(SeekFrom::Start(offset)).is_ok() {
+            let _ = f.take(1 << 20).read_to_end(&mut buf);
+        }
+    }
+    buf
+}
+
 /// The infrastructure log (each step, the registry's own error text), then the
 /// container's output, as text lines.
 #[utoipa::path(get, path = "/v1/projects/{p}/services/{s}/deployments/{id}/logs",
@@ -150,10 +163,10 @@ pub async fn logs(
                 return None;
             }
             loop {
-                let bytes = std::fs::read(&path).unwrap_or_default();
-                if (bytes.len() as u64) > offset {
-                    let chunk = bytes[offset as usize..].to_vec();
-                    return Some((Ok::<_, std::io::Error>(chunk), (bytes.len() as u64, false)));
+                let chunk = read_from(&path, offset);
+                if !chunk.is_empty() {
+                    let next = offset + chunk.len() as u64;
+                    return Some((Ok::<_, std::io::Error>(chunk), (next, false)));
                 }
                 let status = match state.store.service_by_id(&d.service_id).await {
                     Ok(Some(svc)) => state
