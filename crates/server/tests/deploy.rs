@@ -39,6 +39,36 @@ async fn logs_containing(c: &Client, path: &str, needle: &str) -> String {
     }
 }
 
+/// `?follow=true` streams the log: reads chunks until `needle` appeared, then
+/// hangs up (the stream stays open while the container runs).
+async fn followed_until(c: &Client, path: &str, needle: &str) -> String {
+    use futures_util::StreamExt;
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("{}{path}?follow=true", c.base))
+        .bearer_auth(&c.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.bytes_stream();
+    let mut text = String::new();
+    let read = async {
+        while let Some(chunk) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            if text.contains(needle) {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), read)
+        .await
+        .unwrap_or_else(|_| panic!("{needle:?} never streamed"));
+    text
+}
+
 fn running(marker: &str) -> bool {
     std::process::Command::new("pgrep")
         .args(["-f", marker])
@@ -92,6 +122,8 @@ async fn deploy_a_private_image_and_terminate_it() {
     assert!(logs.contains("MB/s"), "{logs}");
     assert!(!logs.contains(PASSWORD));
     assert!(running(&marker), "the container runs");
+    let streamed = followed_until(&alice, &format!("{path}/logs"), "hello from berth").await;
+    assert!(streamed.starts_with('['), "from the first line: {streamed}");
     assert_eq!(
         alice.get("/v1/projects/web/services/api").await.1["status"],
         "DEPLOYED"
