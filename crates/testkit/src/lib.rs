@@ -31,6 +31,20 @@ pub fn require(bin: &str) -> std::path::PathBuf {
     panic!("{bin} is not installed; run `scripts/test.sh` (it installs the test dependencies from Debian's packages)");
 }
 
+/// Runs `start` on a thread that lives as long as the test process and returns
+/// what it made. A child spawned there with a parent-death signal lives as long as
+/// the process: the signal follows the spawning thread, not the process.
+pub(crate) fn on_lasting_thread<T: Send + 'static>(start: fn() -> T) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        tx.send(start()).unwrap();
+        loop {
+            std::thread::park();
+        }
+    });
+    rx.recv().unwrap()
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -28,18 +28,7 @@ impl Moto {
     /// points this process's AWS SDK configuration at it (and only at it): static
     /// test credentials, a region, no instance metadata lookups, no profile files.
     pub fn shared() -> &'static Moto {
-        SHARED.get_or_init(|| {
-            // Started from a thread that lives as long as the process: the
-            // parent-death signal follows the spawning thread, not the process.
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                tx.send(Moto::start()).unwrap();
-                loop {
-                    std::thread::park();
-                }
-            });
-            rx.recv().unwrap()
-        })
+        SHARED.get_or_init(|| crate::on_lasting_thread(Moto::start))
     }
 
     fn start() -> Moto {

@@ -58,18 +58,7 @@ fn as_postgres(cmd: &mut Command) -> &mut Command {
 impl Postgres {
     /// The server shared by this test process, started on first use.
     pub fn shared() -> &'static Postgres {
-        SHARED.get_or_init(|| {
-            // Start from a thread that lives as long as the process, so that the
-            // parent-death signal fires only when the process ends.
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                tx.send(Postgres::start()).unwrap();
-                loop {
-                    std::thread::park();
-                }
-            });
-            rx.recv().unwrap()
-        })
+        SHARED.get_or_init(|| crate::on_lasting_thread(Postgres::start))
     }
 
     fn start() -> Postgres {

@@ -54,6 +54,17 @@ fn kms_err(step: &str, e: impl std::error::Error) -> KeyringError {
     ))
 }
 
+/// The plaintext data key KMS returned, as a master key; the SDK's buffer is
+/// zeroized here.
+fn master_key(plaintext: Option<Blob>, step: &str) -> Result<MasterKey, KeyringError> {
+    let plain = Zeroizing::new(
+        plaintext
+            .ok_or_else(|| KeyringError::Kms(format!("{step} returned no key")))?
+            .into_inner(),
+    );
+    MasterKey::from_bytes(&plain)
+}
+
 impl Kms {
     /// A client from the standard AWS configuration (environment, profile, instance
     /// role; `AWS_ENDPOINT_URL` for a private endpoint).
@@ -81,18 +92,11 @@ impl Kms {
             .send()
             .await
             .map_err(|e| kms_err("GenerateDataKey", e))?;
-        let plain = Zeroizing::new(
-            out.plaintext
-                .ok_or_else(|| KeyringError::Kms("GenerateDataKey returned no key".into()))?
-                .into_inner(),
-        );
+        let key = master_key(out.plaintext, "GenerateDataKey")?;
         let wrapped = out
             .ciphertext_blob
             .ok_or_else(|| KeyringError::Kms("GenerateDataKey returned no ciphertext".into()))?;
-        Ok((
-            MasterKey::from_bytes(&plain)?,
-            STANDARD.encode(wrapped.as_ref()),
-        ))
+        Ok((key, STANDARD.encode(wrapped.as_ref())))
     }
 
     /// Unwraps every version of a stored keyring.
@@ -115,12 +119,7 @@ impl Kms {
                 .send()
                 .await
                 .map_err(|e| kms_err("Decrypt", e))?;
-            let plain = Zeroizing::new(
-                out.plaintext
-                    .ok_or_else(|| KeyringError::Kms("Decrypt returned no key".into()))?
-                    .into_inner(),
-            );
-            keys.insert(*version, MasterKey::from_bytes(&plain)?);
+            keys.insert(*version, master_key(out.plaintext, "Decrypt")?);
         }
         if !keys.contains_key(&wrapped.active) {
             return Err(KeyringError::UnknownVersion(wrapped.active));
