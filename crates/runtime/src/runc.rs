@@ -103,11 +103,34 @@ fn read_in_root(rootfs: &Path, rel: &str) -> Option<String> {
     Some(text)
 }
 
-#[derive(Clone, Debug)]
+/// Runs containers from prepared bundles (root filesystem in `bundle/rootfs`).
+/// `runc` today; the Kubernetes runtime comes later behind the same trait.
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync {
+    /// Starts container `id` from `bundle` with the image's config; its output is
+    /// appended to `log`. Returns once the process was started.
+    async fn start(
+        &self,
+        id: &str,
+        bundle: &Path,
+        config: &ImageConfiguration,
+        log: &Path,
+    ) -> Result<(), RuntimeError>;
+    /// How container `id` ended, if it has (`None`: running, or not ours).
+    fn exited(&self, id: &str) -> Option<std::process::ExitStatus>;
+    /// Whether container `id`, started by this process, still runs.
+    fn is_running(&self, id: &str) -> bool;
+    /// SIGTERM, then SIGKILL after `grace`, then the container is deleted.
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError>;
+}
+
+#[derive(Debug)]
 pub struct Runc {
     bin: PathBuf,
     /// runc's state directory (`--root`), private to this berth.
     state: PathBuf,
+    /// `runc run` of each container started by this process.
+    children: std::sync::Mutex<std::collections::HashMap<String, tokio::process::Child>>,
 }
 
 impl Runc {
@@ -122,7 +145,14 @@ impl Runc {
         Ok(Runc {
             bin,
             state: state.into(),
+            children: Default::default(),
         })
+    }
+
+    fn children(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, tokio::process::Child>> {
+        self.children.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Writes `bundle/config.json` for running `rootfs` (inside `bundle`) with `config`.
@@ -186,7 +216,7 @@ impl Runc {
 
     /// Starts container `id` from `bundle`; its stdout and stderr go to `log`. The
     /// returned child is `runc run`, which lives as long as the container.
-    pub fn start(
+    fn spawn(
         &self,
         id: &str,
         bundle: &Path,
@@ -226,16 +256,38 @@ impl Runc {
             ))
         }
     }
+}
 
-    /// SIGTERM, then SIGKILL after `grace`, then the container is deleted.
-    pub async fn stop(
+#[async_trait::async_trait]
+impl Runtime for Runc {
+    async fn start(
         &self,
         id: &str,
-        child: Option<&mut tokio::process::Child>,
-        grace: Duration,
+        bundle: &Path,
+        config: &ImageConfiguration,
+        log: &Path,
     ) -> Result<(), RuntimeError> {
+        self.write_spec(bundle, config)?;
+        let child = self.spawn(id, bundle, log)?;
+        self.children().insert(id.to_owned(), child);
+        Ok(())
+    }
+
+    fn exited(&self, id: &str) -> Option<std::process::ExitStatus> {
+        self.children().get_mut(id)?.try_wait().ok().flatten()
+    }
+
+    fn is_running(&self, id: &str) -> bool {
+        matches!(
+            self.children().get_mut(id).map(|c| c.try_wait()),
+            Some(Ok(None))
+        )
+    }
+
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let mut child = self.children().remove(id);
         let _ = self.runc(&["kill", id, "TERM"]).await;
-        let exited = match child {
+        let exited = match child.as_mut() {
             Some(c) => tokio::time::timeout(grace, c.wait()).await.is_ok(),
             None => false,
         };

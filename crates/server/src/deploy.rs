@@ -14,7 +14,7 @@ use berth_registry::{manifest, preflight, Code, Credentials, TokenReuse};
 use berth_runtime::cache::BlobCache;
 use berth_runtime::pull::{self, PullError};
 use berth_runtime::rootfs::{self, ImageStore, Layout};
-use berth_runtime::runc::Runc;
+use berth_runtime::runc::{Runc, Runtime};
 use berth_store::{Deployment, Outcome};
 use berth_types::{Digest, ImageRef, RegistryUrl};
 
@@ -38,8 +38,9 @@ pub struct Deployer {
     root: PathBuf,
     cache: BlobCache,
     images: ImageStore,
-    runc: Option<Runc>,
-    children: Mutex<HashMap<String, tokio::process::Child>>,
+    /// `None` when no runtime binary was found: deploys then fail saying what to
+    /// install.
+    runtime: Option<Box<dyn Runtime>>,
     /// Pulls in flight on this replica, for progress bars.
     pulls: Mutex<HashMap<String, Arc<pull::Progress>>>,
     /// Set when a service was terminated: the worker collects garbage next.
@@ -52,16 +53,18 @@ impl Deployer {
         std::fs::create_dir_all(&root)?;
         let cache = BlobCache::open(data_dir.join("blobs"))?;
         let images = ImageStore::open(data_dir.join("images"))?;
-        let runc = Runc::find(data_dir.join("runc")).ok();
-        if runc.is_none() {
+        let runtime: Option<Box<dyn Runtime>> = match Runc::find(data_dir.join("runc")) {
+            Ok(r) => Some(Box::new(r)),
+            Err(_) => None,
+        };
+        if runtime.is_none() {
             tracing::warn!("runc not found: deployments will fail until it is installed (apt-get install runc)");
         }
         Ok(Deployer {
             root,
             cache,
             images,
-            runc,
-            children: Mutex::new(HashMap::new()),
+            runtime,
             pulls: Mutex::new(HashMap::new()),
             gc_wanted: AtomicBool::new(false),
         })
@@ -117,26 +120,15 @@ impl Deployer {
 
     /// Is the container of deployment `id` still running?
     pub fn is_running(&self, id: &str) -> bool {
-        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
-        match children.get_mut(id) {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => false,
-        }
+        self.runtime
+            .as_ref()
+            .is_some_and(|r| r.is_running(&container_id(id)))
     }
 
     /// Stops the container of deployment `id` (if any) and removes its bundle.
     pub async fn stop(&self, id: &str) {
-        let child = self
-            .children
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
-        if let Some(runc) = &self.runc {
-            let mut child = child;
-            if let Err(e) = runc
-                .stop(&container_id(id), child.as_mut(), STOP_GRACE)
-                .await
-            {
+        if let Some(runtime) = &self.runtime {
+            if let Err(e) = runtime.stop(&container_id(id), STOP_GRACE).await {
                 tracing::warn!(deployment = id, error = %e, "stopping the container");
             }
         }
@@ -428,7 +420,7 @@ async fn run(state: &AppState, d: &Deployment, log: &Path) -> Result<Digest, Fai
         ),
     );
 
-    let Some(runc) = &state.deployer.runc else {
+    let Some(runtime) = &state.deployer.runtime else {
         return Err(runtime_failure("no container runtime: runc was not found on PATH; install it (Debian: apt-get install runc)"));
     };
     // Terminated while pulling: do not start it.
@@ -440,14 +432,14 @@ async fn run(state: &AppState, d: &Deployment, log: &Path) -> Result<Digest, Fai
             ));
         }
     }
-    runc.write_spec(&bundle, &pulled.config)
-        .map_err(|e| runtime_failure(e.to_string()))?;
-    let mut child = runc
-        .start(&container_id(&d.id), &bundle, log)
+    let cid = container_id(&d.id);
+    runtime
+        .start(&cid, &bundle, &pulled.config, log)
+        .await
         .map_err(|e| runtime_failure(e.to_string()))?;
     // A container that fails at once (bad command, bad spec) is a failed deploy.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    if let Ok(Some(status)) = child.try_wait() {
+    if let Some(status) = runtime.exited(&cid) {
         if !status.success() {
             return Err(Failure {
                 digest: Some(pulled.manifest.clone()),
@@ -464,11 +456,5 @@ async fn run(state: &AppState, d: &Deployment, log: &Path) -> Result<Digest, Fai
             started.elapsed().as_millis()
         ),
     );
-    state
-        .deployer
-        .children
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(d.id.clone(), child);
     Ok(resolved.digest)
 }
