@@ -90,14 +90,9 @@ pub async fn manifest(
     Ok((media_type, body))
 }
 
-/// Opens blob `digest` for streaming. The caller must hash what it reads and
-/// compare with `digest` (see the runtime's cache).
-pub async fn open(s: &mut Session<'_>, digest: &Digest) -> Result<Response, RegistryError> {
-    Ok(open_at(s, digest, 0).await?.0)
-}
-
-/// Opens blob `digest` from byte `offset` on (`Range`, to resume a download that
-/// broke). Returns the answer and how many leading bytes of its body to skip: 0
+/// Opens blob `digest` for streaming, from byte `offset` on (`Range`, to resume a
+/// download that broke; 0 for the whole blob). The caller must hash what it reads
+/// and compare with `digest` (see the runtime's cache). Returns the answer and how many leading bytes of its body to skip: 0
 /// for a 206, `offset` when the registry ignored the range and sent it all.
 pub async fn open_at(
     s: &mut Session<'_>,

@@ -78,15 +78,9 @@ pub fn resolve_user(spec: &str, rootfs: &Path) -> Result<(u32, u32), RuntimeErro
 
 /// A small text file of the image, resolved inside `rootfs`.
 fn read_in_root(rootfs: &Path, rel: &str) -> Option<String> {
-    use rustix::fs::{openat, openat2, Mode, OFlags, ResolveFlags, CWD};
+    use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
     use std::io::Read;
-    let root = openat(
-        CWD,
-        rootfs,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
+    let root = crate::unpack::open_dir_path(rootfs).ok()?;
     let fd = openat2(
         &root,
         rel,

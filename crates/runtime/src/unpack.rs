@@ -148,6 +148,18 @@ fn clean(path: &Path) -> Result<Vec<std::ffi::OsString>, UnpackError> {
     Ok(out)
 }
 
+/// An `O_PATH` descriptor of the directory `path`, to resolve paths beneath it
+/// with `openat2`.
+pub(crate) fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
+    openat(
+        CWD,
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno)
+}
+
 /// A root filesystem being written, held as a directory file descriptor: every
 /// operation is relative to a directory opened inside it, never to a path string.
 struct Root {
@@ -160,14 +172,9 @@ fn errno(e: rustix::io::Errno) -> io::Error {
 
 impl Root {
     fn open(path: &Path) -> io::Result<Self> {
-        let fd = openat(
-            CWD,
-            path,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(errno)?;
-        Ok(Root { fd })
+        Ok(Root {
+            fd: open_dir_path(path)?,
+        })
     }
 
     /// Opens the directory `comps` under the root. The kernel resolves it

@@ -139,13 +139,10 @@ impl Secrets {
     }
 
     /// Undoes a [`Secrets::put`] whose database write failed; logs what it cannot.
-    pub async fn discard(&self, stored: &Stored) {
-        if let Some(arn) = &stored.secret_arn {
-            let deleted = match self.secrets_manager(arn) {
-                Ok(sm) => sm.delete(arn).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = deleted {
+    pub async fn discard(&self, secret_arn: Option<&str>) {
+        if let Some(arn) = secret_arn {
+            let deleted = async { self.secrets_manager(arn)?.delete(arn).await };
+            if let Err(e) = deleted.await {
                 tracing::error!(error = %e, %arn, "cannot delete an unused secret");
             }
         }

@@ -30,15 +30,10 @@ async fn arn_of(server: &Server, project: &str, service: &str) -> Option<String>
 }
 
 fn files_contain(dir: &std::path::Path, needle: &str) -> bool {
-    std::fs::read_dir(dir).unwrap().flatten().any(|e| {
-        let p = e.path();
-        if p.is_dir() {
-            files_contain(&p, needle)
-        } else {
-            std::fs::read(&p)
-                .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
-                .unwrap_or(false)
-        }
+    files_under(dir).iter().any(|p| {
+        std::fs::read(p)
+            .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            .unwrap_or(false)
     })
 }
 

@@ -39,19 +39,6 @@ fn forms(user: &str, password: &str) -> Vec<String> {
     out
 }
 
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_in_the_data_dir_or_the_logs() {
     let logs = Captured::default();

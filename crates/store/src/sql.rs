@@ -755,10 +755,7 @@ impl Store for SqlStore {
     }
 
     async fn key_check(&self) -> Result<Option<Vec<u8>>> {
-        let row = sqlx::query("SELECT value FROM vault_meta WHERE name = 'key_check'")
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.try_get("value")).transpose()?)
+        self.vault_meta("key_check").await
     }
 
     async fn set_key_check(&self, sealed: &[u8]) -> Result<()> {

@@ -32,53 +32,51 @@ impl Moto {
     }
 
     fn start() -> Moto {
-        {
-            let port = free_port();
-            // Never waited on: it lives as long as the test process, which its
-            // parent-death signal ends it with.
-            #[allow(clippy::zombie_processes)]
-            let _child = unsafe {
-                Command::new(moto_server())
-                    .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .pre_exec(|| {
-                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                        Ok(())
-                    })
-                    .spawn()
-                    .expect("start moto_server")
-            };
-            let endpoint = format!("http://127.0.0.1:{port}");
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "moto_server did not start");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            for (k, v) in [
-                ("AWS_ENDPOINT_URL", endpoint.as_str()),
-                ("AWS_ACCESS_KEY_ID", "testing"),
-                ("AWS_SECRET_ACCESS_KEY", "testing"),
-                ("AWS_REGION", "us-east-1"),
-                ("AWS_EC2_METADATA_DISABLED", "true"),
-                ("AWS_CONFIG_FILE", "/nonexistent/berth-test"),
-                ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/berth-test"),
-            ] {
-                std::env::set_var(k, v);
-            }
-            for k in [
-                "AWS_PROFILE",
-                "AWS_SESSION_TOKEN",
-                "AWS_ROLE_ARN",
-                "AWS_WEB_IDENTITY_TOKEN_FILE",
-                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-            ] {
-                std::env::remove_var(k);
-            }
-            Moto { endpoint }
+        let port = free_port();
+        // Never waited on: it lives as long as the test process, which its
+        // parent-death signal ends it with.
+        #[allow(clippy::zombie_processes)]
+        let _child = unsafe {
+            Command::new(moto_server())
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                })
+                .spawn()
+                .expect("start moto_server")
+        };
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
         }
+        for (k, v) in [
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/nonexistent/berth-test"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/berth-test"),
+        ] {
+            std::env::set_var(k, v);
+        }
+        for k in [
+            "AWS_PROFILE",
+            "AWS_SESSION_TOKEN",
+            "AWS_ROLE_ARN",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        ] {
+            std::env::remove_var(k);
+        }
+        Moto { endpoint }
     }
 
     async fn config(&self) -> aws_config::SdkConfig {

@@ -121,9 +121,6 @@ impl Kms {
                 .map_err(|e| kms_err("Decrypt", e))?;
             keys.insert(*version, master_key(out.plaintext, "Decrypt")?);
         }
-        if !keys.contains_key(&wrapped.active) {
-            return Err(KeyringError::UnknownVersion(wrapped.active));
-        }
         Ok(keys)
     }
 }

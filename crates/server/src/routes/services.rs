@@ -16,7 +16,6 @@ use utoipa::ToSchema;
 
 use crate::api::{audit_event, mask_username, membership, parse_slug, ApiError, ApiJson, Caller};
 use crate::routes::preflight;
-use crate::secrets::Stored;
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -203,10 +202,7 @@ pub async fn create(
             })
         }
     };
-    let new_secret = Stored {
-        sealed_password: Vec::new(),
-        secret_arn: credential.as_ref().and_then(|c| c.secret_arn.clone()),
-    };
+    let new_arn = credential.as_ref().and_then(|c| c.secret_arn.clone());
     let created = state
         .store
         .create_service(
@@ -229,7 +225,7 @@ pub async fn create(
     let service = match created {
         Ok(s) => s,
         Err(e) => {
-            state.secrets.discard(&new_secret).await;
+            state.secrets.discard(new_arn.as_deref()).await;
             return Err(e.into());
         }
     };
@@ -347,10 +343,7 @@ pub async fn put_registry(
         .secrets
         .put(&m.project.id, &service.id, &creds.password)
         .await?;
-    let new_secret = Stored {
-        sealed_password: Vec::new(),
-        secret_arn: stored.secret_arn.clone(),
-    };
+    let new_arn = stored.secret_arn.clone();
     let saved = state
         .store
         .put_credential(
@@ -367,7 +360,7 @@ pub async fn put_registry(
         )
         .await;
     if let Err(e) = saved {
-        state.secrets.discard(&new_secret).await;
+        state.secrets.discard(new_arn.as_deref()).await;
         return Err(ApiError::terminated_or(e));
     }
     // The database now points at the new secret: the old one goes.

@@ -162,3 +162,17 @@ impl Client {
 pub fn registry_body(url: &str, user: &str, password: &str) -> Value {
     json!({"registry_url": url, "username": user, "password": password})
 }
+
+/// Every file under `dir`, recursively (to grep a data dir).
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
