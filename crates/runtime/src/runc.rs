@@ -110,10 +110,17 @@ pub trait Runtime: Send + Sync {
         config: &ImageConfiguration,
         log: &Path,
     ) -> Result<(), RuntimeError>;
-    /// How container `id` ended, if it has (`None`: running, or not ours).
+    /// How container `id` ended, if it has (`None`: running, or not started by this
+    /// process).
     fn exited(&self, id: &str) -> Option<std::process::ExitStatus>;
-    /// Whether container `id`, started by this process, still runs.
+    /// Whether container `id` (started or adopted by this process) still runs.
     fn is_running(&self, id: &str) -> bool;
+    /// The containers this runtime holds, running or not, whoever started them.
+    async fn list(&self) -> Result<Vec<String>, RuntimeError>;
+    /// Takes up container `id`, started by an earlier server process (a restart or
+    /// an upgrade leaves containers running): true when it runs, and from then on
+    /// `is_running` and a graceful `stop` work on it as on one started here.
+    async fn adopt(&self, id: &str) -> Result<bool, RuntimeError>;
     /// SIGTERM, then SIGKILL after `grace`, then the container is deleted.
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError>;
 }
@@ -125,6 +132,20 @@ pub struct Runc {
     state: PathBuf,
     /// `runc run` of each container started by this process.
     children: std::sync::Mutex<std::collections::HashMap<String, tokio::process::Child>>,
+    /// The init process of each container adopted from an earlier server process,
+    /// as a pidfd: not our child, but a handle the kernel keeps from being reused.
+    adopted: std::sync::Mutex<std::collections::HashMap<String, std::os::fd::OwnedFd>>,
+}
+
+/// Whether the process behind `pidfd` still runs (a pidfd polls readable once it
+/// has exited).
+fn pidfd_alive(pidfd: &std::os::fd::OwnedFd) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    matches!(
+        poll(&mut fds, Some(&rustix::event::Timespec::default())),
+        Ok(0)
+    )
 }
 
 impl Runc {
@@ -140,6 +161,7 @@ impl Runc {
             bin,
             state: state.into(),
             children: Default::default(),
+            adopted: Default::default(),
         })
     }
 
@@ -235,7 +257,18 @@ impl Runc {
         Ok(child)
     }
 
+    fn adopted(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::os::fd::OwnedFd>> {
+        self.adopted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     async fn runc(&self, args: &[&str]) -> Result<(), RuntimeError> {
+        self.runc_output(args).await.map(drop)
+    }
+
+    /// Runs `runc --root STATE ARGS...`; its stdout, or its stderr as the error.
+    async fn runc_output(&self, args: &[&str]) -> Result<Vec<u8>, RuntimeError> {
         let out = tokio::process::Command::new(&self.bin)
             .arg("--root")
             .arg(&self.state)
@@ -243,7 +276,7 @@ impl Runc {
             .output()
             .await?;
         if out.status.success() {
-            Ok(())
+            Ok(out.stdout)
         } else {
             Err(RuntimeError::Runc(
                 String::from_utf8_lossy(&out.stderr).trim().to_owned(),
@@ -272,18 +305,63 @@ impl Runtime for Runc {
     }
 
     fn is_running(&self, id: &str) -> bool {
-        matches!(
-            self.children().get_mut(id).map(|c| c.try_wait()),
-            Some(Ok(None))
-        )
+        if let Some(child) = self.children().get_mut(id) {
+            return matches!(child.try_wait(), Ok(None));
+        }
+        self.adopted().get(id).is_some_and(pidfd_alive)
+    }
+
+    async fn list(&self) -> Result<Vec<String>, RuntimeError> {
+        if !self.state.exists() {
+            return Ok(Vec::new());
+        }
+        let out = self.runc_output(&["list", "--quiet"]).await?;
+        Ok(String::from_utf8_lossy(&out)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    async fn adopt(&self, id: &str) -> Result<bool, RuntimeError> {
+        if self.children().contains_key(id) || self.adopted().contains_key(id) {
+            return Ok(self.is_running(id));
+        }
+        #[derive(serde::Deserialize)]
+        struct State {
+            status: String,
+            pid: i32,
+        }
+        let out = self.runc_output(&["state", id]).await?;
+        let state: State =
+            serde_json::from_slice(&out).map_err(|e| RuntimeError::Runc(e.to_string()))?;
+        if state.status != "running" {
+            return Ok(false);
+        }
+        let Some(pid) = rustix::process::Pid::from_raw(state.pid) else {
+            return Ok(false);
+        };
+        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+            .map_err(std::io::Error::from)?;
+        self.adopted().insert(id.to_owned(), pidfd);
+        Ok(self.is_running(id))
     }
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
         let mut child = self.children().remove(id);
+        let adopted = self.adopted().remove(id);
         let _ = self.runc(&["kill", id, "TERM"]).await;
-        let exited = match child.as_mut() {
-            Some(c) => tokio::time::timeout(grace, c.wait()).await.is_ok(),
-            None => false,
+        let exited = match (child.as_mut(), adopted) {
+            (Some(c), _) => tokio::time::timeout(grace, c.wait()).await.is_ok(),
+            (None, Some(pidfd)) => {
+                let deadline = tokio::time::Instant::now() + grace;
+                while pidfd_alive(&pidfd) && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                !pidfd_alive(&pidfd)
+            }
+            (None, None) => false,
         };
         if !exited {
             let _ = self.runc(&["kill", id, "KILL"]).await;

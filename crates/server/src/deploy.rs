@@ -28,6 +28,8 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 /// ...and a deployment whose worker has been silent this long is repaired (marked
 /// `FAILED`) by whichever replica looks next: at its start, and every `STALE`.
 const STALE: Duration = Duration::from_secs(30);
+/// An idle worker reconciles this replica's containers with the database this often.
+const RECONCILE: Duration = Duration::from_secs(2);
 
 /// The cutoff for [`berth_store::Store::repair_deployments`]: now minus [`STALE`].
 pub fn stale_before() -> String {
@@ -45,6 +47,10 @@ pub struct Deployer {
     pulls: Mutex<HashMap<String, Arc<pull::Progress>>>,
     /// Set when a service was terminated: the worker collects garbage next.
     gc_wanted: AtomicBool,
+    /// Containers being stopped (a terminate and the reconciler may meet).
+    stopping: Mutex<HashSet<String>>,
+    /// Deployments whose container was found not running, already said in their log.
+    not_running: Mutex<HashSet<String>>,
 }
 
 impl Deployer {
@@ -67,6 +73,8 @@ impl Deployer {
             runtime,
             pulls: Mutex::new(HashMap::new()),
             gc_wanted: AtomicBool::new(false),
+            stopping: Mutex::new(HashSet::new()),
+            not_running: Mutex::new(HashSet::new()),
         })
     }
 
@@ -84,11 +92,12 @@ impl Deployer {
     }
 
     /// Removes unpacked images no live deployment runs, and the blobs only they
-    /// used. Only the worker calls it, between deploys: no pull is in flight.
+    /// used. Only the worker calls it, between deploys (no pull is in flight) and
+    /// after a reconcile (no container of a deployment that is not live is left).
     async fn collect_garbage(&self, store: &dyn berth_store::Store) {
         self.gc_wanted.store(false, Ordering::SeqCst);
-        let live: HashSet<String> = match store.live_image_digests().await {
-            Ok(l) => l.into_iter().collect(),
+        let live: HashSet<String> = match store.live_deployments().await {
+            Ok(l) => l.into_iter().map(|d| d.digest).collect(),
             Err(e) => {
                 tracing::error!(error = %e, "garbage collection: reading live images");
                 return;
@@ -125,8 +134,105 @@ impl Deployer {
             .is_some_and(|r| r.is_running(&container_id(id)))
     }
 
+    /// Makes this replica's containers match the database. A container whose
+    /// deployment should not run any more (replaced by a newer deploy, its service
+    /// terminated, perhaps through another replica, or left by a crash before its
+    /// deploy was recorded) is stopped and its bundle removed; a live one that an
+    /// earlier server process started is adopted; one that stopped by itself is
+    /// said in its log, once. Only the worker calls it, between deploys.
+    async fn reconcile(&self, store: &dyn berth_store::Store) {
+        let Some(runtime) = &self.runtime else {
+            return;
+        };
+        // In this order: a container listed here existed before the in-flight
+        // snapshot, so a deploy not in flight then had recorded its end (the worker
+        // drops its `pulls` entry only after that) before `live` is read.
+        let containers = match runtime.list().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "listing containers");
+                return;
+            }
+        };
+        let in_flight: HashSet<String> = self
+            .pulls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .map(|id| container_id(id))
+            .collect();
+        let live: HashSet<String> = match store.live_deployments().await {
+            Ok(l) => l.iter().map(|d| container_id(&d.id)).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "reading live deployments");
+                return;
+            }
+        };
+        let mut stops = Vec::new();
+        for cid in &containers {
+            let Some(id) = cid.strip_prefix(CONTAINER_PREFIX) else {
+                continue;
+            };
+            if in_flight.contains(cid) {
+                continue;
+            }
+            if !live.contains(cid) {
+                stops.push(self.stop(id));
+                continue;
+            }
+            if runtime.is_running(cid)
+                || self
+                    .not_running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(id)
+            {
+                continue;
+            }
+            let exited = runtime.exited(cid);
+            let log = self.log_path(id);
+            match runtime.adopt(cid).await {
+                Ok(true) => log_line(
+                    &log,
+                    "the server restarted; the container still runs and was taken up again",
+                ),
+                Ok(false) => {
+                    let how = match exited {
+                        Some(status) => format!("the container exited ({status})"),
+                        None => {
+                            "the container is not running (it stopped while the server was down)"
+                                .into()
+                        }
+                    };
+                    log_line(&log, &how);
+                    self.not_running
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id.to_owned());
+                }
+                Err(e) => tracing::warn!(container = %cid, error = %e, "adopting a container"),
+            }
+        }
+        let stopped = stops.len();
+        futures_util::future::join_all(stops).await;
+        if stopped > 0 {
+            tracing::info!(
+                stopped,
+                "containers of deployments that no longer run were stopped"
+            );
+        }
+    }
+
     /// Stops the container of deployment `id` (if any) and removes its bundle.
     pub async fn stop(&self, id: &str) {
+        if !self
+            .stopping
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned())
+        {
+            return;
+        }
         if let Some(runtime) = &self.runtime {
             if let Err(e) = runtime.stop(&container_id(id), STOP_GRACE).await {
                 tracing::warn!(deployment = id, error = %e, "stopping the container");
@@ -137,11 +243,17 @@ impl Deployer {
             &self.log_path(id),
             "stopped; the container and its root filesystem were removed",
         );
+        self.stopping
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
     }
 }
 
+const CONTAINER_PREFIX: &str = "berth-";
+
 fn container_id(deployment: &str) -> String {
-    format!("berth-{deployment}")
+    format!("{CONTAINER_PREFIX}{deployment}")
 }
 
 /// Appends one timestamped line to an infrastructure log.
@@ -162,6 +274,8 @@ fn log_line(path: &Path, line: &str) {
 /// Runs forever: claims deployments and runs them one at a time.
 pub async fn worker(state: AppState) {
     let mut last_repair = Instant::now();
+    let mut last_reconcile = Instant::now();
+    state.deployer.reconcile(state.store.as_ref()).await;
     loop {
         match state.store.claim_deployment().await {
             Ok(Some(d)) => {
@@ -206,10 +320,18 @@ pub async fn worker(state: AppState) {
                 if let Err(e) = finished {
                     tracing::error!(deployment = %d.id, error = %e, "recording the deployment's end");
                 }
+                // The deployment it replaced stops now, before its image may go.
+                state.deployer.reconcile(state.store.as_ref()).await;
+                last_reconcile = Instant::now();
                 state.deployer.collect_garbage(state.store.as_ref()).await;
             }
             Ok(None) => {
-                if state.deployer.gc_wanted.load(Ordering::SeqCst) {
+                let gc = state.deployer.gc_wanted.load(Ordering::SeqCst);
+                if gc || last_reconcile.elapsed() >= RECONCILE {
+                    last_reconcile = Instant::now();
+                    state.deployer.reconcile(state.store.as_ref()).await;
+                }
+                if gc {
                     state.deployer.collect_garbage(state.store.as_ref()).await;
                 }
                 // Deploys of a replica that died are repaired by the ones alive.

@@ -208,3 +208,113 @@ async fn deploy_a_private_image_and_terminate_it() {
     }
     server.running.stop().await;
 }
+
+/// How many containers of the server with data dir `dir` run, as runc says.
+fn running_count(dir: &std::path::Path) -> usize {
+    let out = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(dir.join("runc"))
+        .args(["list", "--format", "json"])
+        .output()
+        .expect("runc list");
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    list.as_array()
+        .map(|l| l.iter().filter(|c| c["status"] == "running").count())
+        .unwrap_or(0)
+}
+
+async fn deploy(c: &Client, service: &str) -> (String, Value) {
+    let (s, d) = c
+        .post(
+            &format!("/v1/projects/web/services/{service}/deployments"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{d}");
+    let path = format!(
+        "/v1/projects/web/services/{service}/deployments/{}",
+        d["id"].as_str().unwrap()
+    );
+    let d = wait_for_end(c, &path).await;
+    assert_eq!(d["status"], "DEPLOYED", "{d}");
+    (path, d)
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A new deploy replaces the running one (`REMOVED`, its container stopped); a
+/// server restart leaves the container running and the new server adopts it
+/// (follows its log, stops it on terminate).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redeploy_replaces_and_a_restarted_server_adopts() {
+    berth_testkit::require("runc");
+    let busybox =
+        std::fs::read("/bin/busybox").expect("busybox-static is installed by scripts/test.sh");
+    let registry = Registry::start();
+    let url = registry.url();
+    // Ends on SIGTERM (a shell as PID 1 would otherwise ignore it).
+    let script = "trap 'exit 0' TERM; echo up; while true; do sleep 1; done";
+    TestImage::build(
+        &[("bin/busybox", &busybox)],
+        &["/bin/busybox", "sh", "-c", script],
+    )
+    .push(&registry.reg, "team/app:web");
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config(dir.path(), Db::Sqlite, &url, None)).await;
+    let alice = server.admin().new_user("alice").await;
+    alice.post("/v1/projects", json!({"name": "web"})).await;
+    let (s, v) = alice
+        .post("/v1/projects/web/services", json!({"name": "api", "image": "team/app:web", "registry": registry_body(&url, "ci", PASSWORD)}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let marker = dir.path();
+
+    let (first, _) = deploy(&alice, "api").await;
+    until("the first container runs", || running_count(marker) == 1).await;
+    let (second, _) = deploy(&alice, "api").await;
+    assert_eq!(alice.get(&first).await.1["status"], "REMOVED");
+    assert_eq!(alice.get(&second).await.1["status"], "DEPLOYED");
+    // The old one is stopped once the new one runs.
+    until("one container runs after the redeploy", || {
+        running_count(marker) == 1
+    })
+    .await;
+    logs_containing(&alice, &format!("{first}/logs"), "stopped; the container").await;
+    let (s, list) = alice.get("/v1/projects/web/services/api/deployments").await;
+    assert_eq!(s, StatusCode::OK);
+    let statuses: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(statuses, ["DEPLOYED", "REMOVED"], "{list}");
+
+    // Restart: the container outlives the server; the next server takes it up.
+    let token = alice.token.clone();
+    server.running.stop().await;
+    assert_eq!(
+        running_count(marker),
+        1,
+        "the container outlived the server"
+    );
+    let server = Server::start(config(dir.path(), Db::Sqlite, &url, None)).await;
+    let alice = server.client(&token);
+    logs_containing(&alice, &format!("{second}/logs"), "taken up again").await;
+    let streamed = followed_until(&alice, &format!("{second}/logs"), "taken up again").await;
+    assert!(streamed.contains("up\n"), "{streamed}");
+    assert_eq!(alice.get(&second).await.1["status"], "DEPLOYED");
+
+    let (s, _) = alice.delete("/v1/projects/web/services/api").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(running_count(marker), 0, "terminate waited for the stop");
+    assert_eq!(alice.get(&second).await.1["status"], "REMOVED");
+    server.running.stop().await;
+}

@@ -91,10 +91,14 @@ pub trait Store: Send + Sync {
     /// Moves the oldest `PENDING_DEPLOY` deployment to `DEPLOYING` and returns it; on
     /// PostgreSQL several replicas claim different ones (`FOR UPDATE SKIP LOCKED`).
     async fn claim_deployment(&self) -> Result<Option<Deployment>>;
+    /// Records how `d` ended. A deployed one replaces its service's earlier deployed
+    /// ones, which become `REMOVED` in the same transaction (their containers are
+    /// stopped by the replica that runs them).
     async fn finish_deployment(&self, d: &Deployment, outcome: Outcome) -> Result<()>;
-    /// Image digests that deployed deployments of live services run: what the
+    /// The deployments that should be running (`DEPLOYED`, service not terminated):
+    /// what each replica's containers are reconciled against, and whose images the
     /// garbage collector keeps.
-    async fn live_image_digests(&self) -> Result<Vec<String>>;
+    async fn live_deployments(&self) -> Result<Vec<LiveDeployment>>;
     /// The worker running `d` is alive (several replicas: each proves it holds its
     /// `DEPLOYING` rows).
     async fn heartbeat(&self, d: &Deployment) -> Result<()>;

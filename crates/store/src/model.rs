@@ -124,6 +124,16 @@ pub const PENDING_DEPLOY: &str = "PENDING_DEPLOY";
 pub const DEPLOYING: &str = "DEPLOYING";
 pub const DEPLOYED: &str = "DEPLOYED";
 pub const FAILED: &str = "FAILED";
+/// A deployed deployment that no longer runs: a newer one of its service was
+/// deployed (it replaces this one), or the service was terminated.
+pub const REMOVED: &str = "REMOVED";
+
+/// A deployment that should be running: `DEPLOYED`, of a service not terminated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveDeployment {
+    pub id: String,
+    pub digest: String,
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Deployment {

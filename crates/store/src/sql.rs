@@ -368,6 +368,18 @@ impl Store for SqlStore {
         .bind(&d.id)
         .execute(&mut *tx)
         .await?;
+        if status == DEPLOYED {
+            sqlx::query(
+                "UPDATE deployments SET status = $1, updated_at = $2 WHERE service_id = $3 AND status = $4 AND id <> $5",
+            )
+            .bind(REMOVED)
+            .bind(now())
+            .bind(&d.service_id)
+            .bind(DEPLOYED)
+            .bind(&d.id)
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query("UPDATE services SET status = $1 WHERE id = $2 AND status <> $3")
             .bind(status)
             .bind(&d.service_id)
@@ -378,9 +390,9 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn live_image_digests(&self) -> Result<Vec<String>> {
+    async fn live_deployments(&self) -> Result<Vec<LiveDeployment>> {
         let rows = sqlx::query(
-            "SELECT DISTINCT d.digest FROM deployments d JOIN services s ON s.id = d.service_id \
+            "SELECT d.id, d.digest FROM deployments d JOIN services s ON s.id = d.service_id \
              WHERE s.status <> $1 AND d.status = $2 AND d.digest IS NOT NULL",
         )
         .bind(STATUS_TERMINATED)
@@ -388,7 +400,12 @@ impl Store for SqlStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok(r.try_get::<String, _>("digest")?))
+            .map(|r| {
+                Ok(LiveDeployment {
+                    id: r.try_get("id")?,
+                    digest: r.try_get("digest")?,
+                })
+            })
             .collect()
     }
 
@@ -678,6 +695,15 @@ impl Store for SqlStore {
             .bind(&service.id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query(
+            "UPDATE deployments SET status = $1, updated_at = $2 WHERE service_id = $3 AND status = $4",
+        )
+        .bind(REMOVED)
+        .bind(now())
+        .bind(&service.id)
+        .bind(DEPLOYED)
+        .execute(&mut *tx)
+        .await?;
         append_audit(&mut tx, Some(&service.project_id), &audit).await?;
         tx.commit().await?;
         Ok(())

@@ -408,6 +408,75 @@ async fn contract(store: SqlStore) {
         "no deploys of a terminated service"
     );
 
+    // A new deployed deployment replaces the one that ran: REMOVED, and only the
+    // new one is live; terminating the service removes it too.
+    let live = |store: &SqlStore| {
+        let store = store.clone();
+        async move {
+            let mut l: Vec<_> = store
+                .live_deployments()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|d| (d.id, d.digest))
+                .collect();
+            l.sort();
+            l
+        }
+    };
+    assert_eq!(
+        live(&store).await,
+        [(d1.id.clone(), "sha256:ab".to_owned())]
+    );
+    let d3 = store
+        .create_deployment(
+            &worker,
+            audit("deployment.create", Some("web"), Some("worker")),
+        )
+        .await
+        .unwrap();
+    let claimed = store.claim_deployment().await.unwrap().unwrap();
+    assert_eq!(claimed.id, d3.id);
+    store
+        .finish_deployment(
+            &claimed,
+            Outcome::Deployed {
+                digest: "sha256:cd".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let status = |id: String| {
+        let (store, worker) = (store.clone(), worker.clone());
+        async move {
+            store
+                .deployment(&worker, &id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status
+        }
+    };
+    assert_eq!(status(d1.id.clone()).await, REMOVED);
+    assert_eq!(
+        status(d2.id.clone()).await,
+        FAILED,
+        "only DEPLOYED is replaced"
+    );
+    assert_eq!(
+        live(&store).await,
+        [(d3.id.clone(), "sha256:cd".to_owned())]
+    );
+    store
+        .terminate_service(
+            &worker,
+            audit("service.terminate", Some("web"), Some("worker")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status(d3.id.clone()).await, REMOVED);
+    assert!(live(&store).await.is_empty());
+
     // Vault key check.
     assert!(store.key_check().await.unwrap().is_none());
     store.set_key_check(b"check").await.unwrap();

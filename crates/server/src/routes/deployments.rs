@@ -5,7 +5,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use berth_store::{Deployment, DEPLOYED, FAILED, STATUS_TERMINATED};
+use berth_store::{Deployment, DEPLOYED, FAILED, REMOVED, STATUS_TERMINATED};
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::IntoParams;
@@ -179,7 +179,7 @@ pub async fn logs(
                     _ => None,
                 };
                 let ended = match status.as_deref() {
-                    Some(FAILED) | None => true,
+                    Some(FAILED) | Some(REMOVED) | None => true,
                     Some(DEPLOYED) => !state.deployer.is_running(&d.id),
                     _ => false,
                 };
