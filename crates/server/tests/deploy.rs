@@ -5,23 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use berth_testkit::TestImage;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-async fn wait_for_end(c: &Client, path: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (s, v) = c.get(path).await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-        if v["status"] == "DEPLOYED" || v["status"] == "FAILED" {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "deployment stuck: {v}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 async fn logs_containing(c: &Client, path: &str, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -80,17 +66,10 @@ fn running(marker: &str) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn deploy_a_private_image_and_terminate_it() {
     berth_testkit::require("runc");
-    let busybox =
-        std::fs::read("/bin/busybox").expect("busybox-static is installed by scripts/test.sh");
     let registry = Registry::start();
     let url = registry.url();
     let marker = format!("sleep {}", 1000 + rand::random::<u16>() as u32);
-    let script = format!("echo hello from berth; {marker}");
-    TestImage::build(
-        &[("bin/busybox", &busybox)],
-        &["/bin/busybox", "sh", "-c", &script],
-    )
-    .push(&registry.reg, "team/app:web");
+    registry.push_busybox("web", &format!("echo hello from berth; {marker}"));
 
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(config(dir.path(), Db::Sqlite, &url, None)).await;
@@ -254,17 +233,13 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redeploy_replaces_and_a_restarted_server_adopts() {
     berth_testkit::require("runc");
-    let busybox =
-        std::fs::read("/bin/busybox").expect("busybox-static is installed by scripts/test.sh");
     let registry = Registry::start();
     let url = registry.url();
     // Ends on SIGTERM (a shell as PID 1 would otherwise ignore it).
-    let script = "trap 'exit 0' TERM; echo up; while true; do sleep 1; done";
-    TestImage::build(
-        &[("bin/busybox", &busybox)],
-        &["/bin/busybox", "sh", "-c", script],
-    )
-    .push(&registry.reg, "team/app:web");
+    registry.push_busybox(
+        "web",
+        "trap 'exit 0' TERM; echo up; while true; do sleep 1; done",
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(config(dir.path(), Db::Sqlite, &url, None)).await;

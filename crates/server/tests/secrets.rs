@@ -49,7 +49,12 @@ async fn no_secret_in_the_data_dir_or_the_logs() {
         .with_writer(move || writer.clone())
         .init();
 
+    berth_testkit::require("runc");
     let registry = Registry::start();
+    registry.push_busybox(
+        "run",
+        "trap 'exit 0' TERM; echo running; while true; do sleep 1; done",
+    );
     let url = registry.url();
     // Once with the defaults (key file, sealed in the database), once on AWS (KMS
     // data keys, Secrets Manager; moto on loopback, whose SDK traffic is logged too).
@@ -61,7 +66,6 @@ async fn no_secret_in_the_data_dir_or_the_logs() {
     aws.vault.kms_key_id = Some(kms_key);
     aws.vault.secret_store = berth_server::SecretStoreKind::AwsSecretsManager;
     tokens.push(scenario(aws, &url).await);
-    let wrong = WRONG;
 
     let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
     assert!(
@@ -77,17 +81,13 @@ async fn no_secret_in_the_data_dir_or_the_logs() {
         files.iter().any(|f| f.ends_with("berth.db-wal"))
             || files.iter().any(|f| f.ends_with("berth.db"))
     );
-    for secret in forms("ci", PASSWORD).into_iter().chain(forms("ci", wrong)) {
+    for secret in secret_forms() {
         assert!(
             !logs.contains(&secret),
             "a secret form appears in the logs: {secret}"
         );
-        for f in &files {
-            let bytes = std::fs::read(f).unwrap();
-            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
-            assert!(!found, "a secret form appears in {}", f.display());
-        }
     }
+    assert_no_secret_in(&files);
     // API tokens are secrets too: never logged.
     for t in tokens {
         assert!(!logs.contains(&t));
@@ -96,7 +96,28 @@ async fn no_secret_in_the_data_dir_or_the_logs() {
 
 const WRONG: &str = "Wr0ng-Guess-Passw0rd";
 
-/// Saves, refuses, updates, tests, removes and terminates; returns the API token used.
+fn secret_forms() -> Vec<String> {
+    forms("ci", PASSWORD)
+        .into_iter()
+        .chain(forms("ci", WRONG))
+        .collect()
+}
+
+fn assert_no_secret_in(files: &[std::path::PathBuf]) {
+    for secret in secret_forms() {
+        for f in files {
+            // A file may go while we look (a running server's temporary files).
+            let Ok(bytes) = std::fs::read(f) else {
+                continue;
+            };
+            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!found, "a secret form appears in {}", f.display());
+        }
+    }
+}
+
+/// Saves, refuses, updates, tests, deploys (the credentials decrypted for the
+/// pull), removes and terminates; returns the API token used.
 async fn scenario(cfg: berth_server::Config, url: &str) -> String {
     let url = url.to_owned();
     let server = Server::start(cfg).await;
@@ -141,6 +162,28 @@ async fn scenario(cfg: berth_server::Config, url: &str) -> String {
     let body =
         json!({"registry_url": url, "username": "ci", "password": wrong, "image": "team/app:v1"});
     assert_eq!(alice.post("/v1/preflight", body).await.0, StatusCode::OK);
+    let (s, _) = alice
+        .post("/v1/projects/web/services", json!({"name": "runner", "image": "team/app:run", "registry": registry_body(&url, "ci", PASSWORD)}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, d) = alice
+        .post("/v1/projects/web/services/runner/deployments", json!({}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{d}");
+    let path = format!(
+        "/v1/projects/web/services/runner/deployments/{}",
+        d["id"].as_str().unwrap()
+    );
+    let d = wait_for_end(&alice, &path).await;
+    assert_eq!(d["status"], "DEPLOYED", "{d}");
+    // While it runs: the blob cache, the unpacked image, the bundle, runc's state
+    // and the logs hold no form of the password either.
+    let files = files_under(&server.dir);
+    assert!(
+        files.iter().any(|f| f.ends_with("config.json")),
+        "{files:?}"
+    );
+    assert_no_secret_in(&files);
     assert_eq!(
         alice
             .delete("/v1/projects/web/services/other/registry")
@@ -148,10 +191,15 @@ async fn scenario(cfg: berth_server::Config, url: &str) -> String {
             .0,
         StatusCode::OK
     );
-    assert_eq!(
-        alice.delete("/v1/projects/web/services/api").await.0,
-        StatusCode::OK
-    );
+    for service in ["api", "runner"] {
+        assert_eq!(
+            alice
+                .delete(&format!("/v1/projects/web/services/{service}"))
+                .await
+                .0,
+            StatusCode::OK
+        );
+    }
     server.running.stop().await;
 
     alice.token.clone()

@@ -47,6 +47,35 @@ impl Registry {
     pub fn url(&self) -> String {
         self.reg.authority()
     }
+
+    /// Pushes a runnable image as `team/app:{tag}`: the host's static busybox
+    /// running `sh -c script`.
+    pub fn push_busybox(&self, tag: &str, script: &str) {
+        let busybox =
+            std::fs::read("/bin/busybox").expect("busybox-static is installed by scripts/test.sh");
+        TestImage::build(
+            &[("bin/busybox", &busybox)],
+            &["/bin/busybox", "sh", "-c", script],
+        )
+        .push(&self.reg, &format!("team/app:{tag}"));
+    }
+}
+
+/// Polls deployment `path` until it is `DEPLOYED` or `FAILED` (60 s at most).
+pub async fn wait_for_end(c: &Client, path: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (s, v) = c.get(path).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        if v["status"] == "DEPLOYED" || v["status"] == "FAILED" {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deployment stuck: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 pub fn config(dir: &std::path::Path, db: Db, insecure: &str, master_key: Option<String>) -> Config {
@@ -165,13 +194,17 @@ pub fn registry_body(url: &str, user: &str, password: &str) -> Value {
 
 /// Every file under `dir`, recursively (to grep a data dir).
 pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    // Regular files only, symlinks not followed (an unpacked image has its own),
+    // a directory that went while we walked skipped.
     let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        match e.file_type() {
+            Ok(t) if t.is_dir() => out.extend(files_under(&e.path())),
+            Ok(t) if t.is_file() => out.push(e.path()),
+            _ => {}
         }
     }
     out
