@@ -4,6 +4,7 @@
 //! registry client.
 
 pub mod cache;
+pub mod durable;
 pub mod pull;
 pub mod rootfs;
 pub mod runc;

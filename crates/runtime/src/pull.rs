@@ -242,8 +242,7 @@ async fn fetch(
         }
     }
     let size = w.written();
-    // The digest check ends the feed at once; the fsync that makes the blob
-    // durable must not hold up an async worker thread.
+    // The digest check ends the feed at once; the file work off the async threads.
     tokio::task::spawn_blocking(move || w.commit())
         .await
         .map_err(invalid)??;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use berth_registry::{manifest, preflight, Code, Credentials, TokenReuse};
 use berth_runtime::cache::BlobCache;
+use berth_runtime::durable::{Durability, Found};
 use berth_runtime::pull::{self, PullError};
 use berth_runtime::rootfs::{self, ImageStore, Layout};
 use berth_runtime::runc::{Runc, Runtime};
@@ -40,6 +41,8 @@ pub struct Deployer {
     root: PathBuf,
     cache: BlobCache,
     images: ImageStore,
+    /// Blobs and images are synced in bulk, between deploys.
+    durability: Durability,
     /// `None` when no runtime binary was found: deploys then fail saying what to
     /// install.
     runtime: Option<Box<dyn Runtime>>,
@@ -59,6 +62,18 @@ impl Deployer {
         std::fs::create_dir_all(&root)?;
         let cache = BlobCache::open(data_dir.join("blobs"))?;
         let images = ImageStore::open(data_dir.join("images"))?;
+        let (durability, found) = Durability::open(data_dir)?;
+        if found == Found::MaybeLost {
+            tracing::warn!("the machine stopped while blobs were not yet synced: verifying the blob cache, dropping unpacked images");
+            let blobs = cache.verify_all()?;
+            let (images, _) = images.gc(&HashSet::new())?;
+            durability.mark_verified()?;
+            tracing::warn!(
+                removed_blobs = blobs,
+                removed_images = images,
+                "blob cache verified"
+            );
+        }
         let runtime: Option<Box<dyn Runtime>> = match Runc::find(data_dir.join("runc")) {
             Ok(r) => Some(Box::new(r)),
             Err(_) => None,
@@ -70,6 +85,7 @@ impl Deployer {
             root,
             cache,
             images,
+            durability,
             runtime,
             pulls: Mutex::new(HashMap::new()),
             gc_wanted: AtomicBool::new(false),
@@ -288,9 +304,13 @@ pub async fn worker(state: AppState) {
                         }
                     }
                 };
-                let result = tokio::select! {
-                    r = run(&state, &d, &log) => r,
-                    _ = heartbeat => unreachable!("the heartbeat loop does not end"),
+                let writing = state.deployer.durability.begin();
+                let result = match writing {
+                    Ok(_writing) => tokio::select! {
+                        r = run(&state, &d, &log) => r,
+                        _ = heartbeat => unreachable!("the heartbeat loop does not end"),
+                    },
+                    Err(e) => Err(runtime_failure(format!("the data dir: {e}"))),
                 };
                 let outcome = match result {
                     Ok(digest) => {
@@ -324,6 +344,13 @@ pub async fn worker(state: AppState) {
                 state.deployer.reconcile(state.store.as_ref()).await;
                 last_reconcile = Instant::now();
                 state.deployer.collect_garbage(state.store.as_ref()).await;
+                // What the deploy wrote reaches the disk in the background.
+                let deployer = state.deployer.clone();
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = deployer.durability.settle() {
+                        tracing::error!(error = %e, "syncing the blob cache");
+                    }
+                });
             }
             Ok(None) => {
                 let gc = state.deployer.gc_wanted.load(Ordering::SeqCst);
