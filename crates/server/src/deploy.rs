@@ -102,6 +102,11 @@ impl Deployer {
         self.root.join(id).join("bundle")
     }
 
+    /// Makes what deploys wrote durable (see `berth_runtime::durable`).
+    pub fn settle_disk(&self) -> std::io::Result<()> {
+        self.durability.settle()
+    }
+
     /// Asks the worker to collect garbage when it is idle.
     pub fn want_gc(&self) {
         self.gc_wanted.store(true, Ordering::SeqCst);
@@ -347,7 +352,7 @@ pub async fn worker(state: AppState) {
                 // What the deploy wrote reaches the disk in the background.
                 let deployer = state.deployer.clone();
                 tokio::task::spawn_blocking(move || {
-                    if let Err(e) = deployer.durability.settle() {
+                    if let Err(e) = deployer.settle_disk() {
                         tracing::error!(error = %e, "syncing the blob cache");
                     }
                 });

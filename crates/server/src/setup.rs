@@ -155,6 +155,7 @@ pub async fn start(config: Config) -> Result<Running, SetupError> {
         .local_addr()
         .map_err(|e| SetupError::Listen(config.listen, e.to_string()))?;
     let worker = tokio::spawn(crate::deploy::worker(parts.state.clone()));
+    let deployer = parts.state.deployer.clone();
     let app = crate::routes::router(parts.state).layer(
         tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
             axum::http::header::AUTHORIZATION,
@@ -171,6 +172,12 @@ pub async fn start(config: Config) -> Result<Running, SetupError> {
             tracing::error!(error = %e, "server stopped");
         }
         worker.abort();
+        // A clean stop leaves the cache synced: no verification at the next boot.
+        let _ = worker.await;
+        let synced = tokio::task::spawn_blocking(move || deployer.settle_disk()).await;
+        if let Ok(Err(e)) = synced {
+            tracing::error!(error = %e, "syncing the blob cache");
+        }
     });
     tracing::info!(%addr, "berth server listening");
     Ok(Running {

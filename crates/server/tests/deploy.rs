@@ -280,6 +280,10 @@ async fn a_redeploy_replaces_and_a_restarted_server_adopts() {
         1,
         "the container outlived the server"
     );
+    assert!(
+        !marker.join("unsynced-since-boot").exists(),
+        "a clean stop leaves the blob cache synced"
+    );
     let server = Server::start(config(dir.path(), Db::Sqlite, &url, None)).await;
     let alice = server.client(&token);
     logs_containing(&alice, &format!("{second}/logs"), "taken up again").await;
