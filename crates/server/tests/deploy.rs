@@ -63,6 +63,20 @@ fn running(marker: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// A server on a fresh data dir, with alice's project `web` and its service `api`
+/// running `team/app:web` from the registry at `url` with the `ci` credentials.
+async fn serve_api(url: &str) -> (tempfile::TempDir, Server, Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config(dir.path(), Db::Sqlite, url, None)).await;
+    let alice = server.admin().new_user("alice").await;
+    alice.post("/v1/projects", json!({"name": "web"})).await;
+    let (s, v) = alice
+        .post("/v1/projects/web/services", json!({"name": "api", "image": "team/app:web", "registry": registry_body(url, "ci", PASSWORD)}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    (dir, server, alice)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn deploy_a_private_image_and_terminate_it() {
     berth_testkit::require("runc");
@@ -71,14 +85,7 @@ async fn deploy_a_private_image_and_terminate_it() {
     let marker = format!("sleep {}", 1000 + rand::random::<u16>() as u32);
     registry.push_busybox("web", &format!("echo hello from berth; {marker}"));
 
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config(dir.path(), Db::Sqlite, &url, None)).await;
-    let alice = server.admin().new_user("alice").await;
-    alice.post("/v1/projects", json!({"name": "web"})).await;
-    let (s, v) = alice
-        .post("/v1/projects/web/services", json!({"name": "api", "image": "team/app:web", "registry": registry_body(&url, "ci", PASSWORD)}))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (dir, server, alice) = serve_api(&url).await;
 
     // PENDING_DEPLOY -> DEPLOYING -> DEPLOYED, the output in the logs.
     let (s, d) = alice
@@ -241,14 +248,7 @@ async fn a_redeploy_replaces_and_a_restarted_server_adopts() {
         "trap 'exit 0' TERM; echo up; while true; do sleep 1; done",
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config(dir.path(), Db::Sqlite, &url, None)).await;
-    let alice = server.admin().new_user("alice").await;
-    alice.post("/v1/projects", json!({"name": "web"})).await;
-    let (s, v) = alice
-        .post("/v1/projects/web/services", json!({"name": "api", "image": "team/app:web", "registry": registry_body(&url, "ci", PASSWORD)}))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (dir, server, alice) = serve_api(&url).await;
     let marker = dir.path();
 
     let (first, _) = deploy(&alice, "api").await;
