@@ -85,6 +85,7 @@ async fn berth_deploy(reg: &LocalRegistry, dir: &Path) -> (Duration, Duration) {
         master_key: None,
         registry: berth_registry::NetworkPolicy::from_lists("127.0.0.1/32", &url).unwrap(),
         vault: Default::default(),
+        advertise_url: None,
     };
     let running = berth_server::start(config).await.unwrap();
     let base = format!("http://{}", running.addr);

@@ -20,6 +20,10 @@ pub struct Config {
     pub master_key: Option<String>,
     pub registry: NetworkPolicy,
     pub vault: VaultConfig,
+    /// How the other replicas reach this one (`http://host:port`), for reading the
+    /// logs of the deployments it runs; default: the address it listens on (the
+    /// host name for an unspecified address).
+    pub advertise_url: Option<String>,
 }
 
 /// Where master keys come from and where passwords are kept.
@@ -64,6 +68,7 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub database_url: Option<String>,
     pub master_key: Option<String>,
+    pub advertise_url: Option<String>,
     #[serde(default)]
     pub registry: FileRegistry,
     #[serde(default)]
@@ -124,6 +129,8 @@ pub enum ConfigError {
         "give the master key one way: BERTH_MASTER_KEY or a KMS key (BERTH_KMS_KEY_ID), not both"
     )]
     TwoKeySources,
+    #[error("advertise URL {0:?} is not http://HOST:PORT or https://HOST:PORT")]
+    AdvertiseUrl(String),
 }
 
 /// What flags and env gave (already merged by clap: a flag beats its env variable).
@@ -140,6 +147,7 @@ pub struct Overrides {
     pub secret_store: Option<String>,
     pub secrets_manager_prefix: Option<String>,
     pub secrets_manager_kms_key_id: Option<String>,
+    pub advertise_url: Option<String>,
 }
 
 impl FileConfig {
@@ -198,6 +206,13 @@ impl Config {
         if master_key.is_some() && vault.kms_key_id.is_some() {
             return Err(ConfigError::TwoKeySources);
         }
+        let advertise_url = nonempty(o.advertise_url.or(file.advertise_url))
+            .map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(u) = &advertise_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(ConfigError::AdvertiseUrl(u.clone()));
+            }
+        }
         Ok(Config {
             data_dir,
             listen,
@@ -205,6 +220,7 @@ impl Config {
             master_key,
             registry,
             vault,
+            advertise_url,
         })
     }
 }

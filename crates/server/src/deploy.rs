@@ -43,6 +43,9 @@ pub struct Deployer {
     images: ImageStore,
     /// Blobs and images are synced in bulk, between deploys.
     durability: Durability,
+    /// How the other replicas reach this one (set once listening); recorded on the
+    /// deployments this one claims.
+    pub replica_url: std::sync::OnceLock<String>,
     /// `None` when no runtime binary was found: deploys then fail saying what to
     /// install.
     runtime: Option<Box<dyn Runtime>>,
@@ -86,6 +89,7 @@ impl Deployer {
             cache,
             images,
             durability,
+            replica_url: Default::default(),
             runtime,
             pulls: Mutex::new(HashMap::new()),
             gc_wanted: AtomicBool::new(false),
@@ -298,7 +302,8 @@ pub async fn worker(state: AppState) {
     let mut last_reconcile = Instant::now();
     state.deployer.reconcile(state.store.as_ref()).await;
     loop {
-        match state.store.claim_deployment().await {
+        let replica_url = state.deployer.replica_url.get().map_or("", String::as_str);
+        match state.store.claim_deployment(replica_url).await {
             Ok(Some(d)) => {
                 let log = state.deployer.log_path(&d.id);
                 let heartbeat = async {

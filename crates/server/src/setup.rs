@@ -154,6 +154,19 @@ pub async fn start(config: Config) -> Result<Running, SetupError> {
     let addr = listener
         .local_addr()
         .map_err(|e| SetupError::Listen(config.listen, e.to_string()))?;
+    let replica_url = config.advertise_url.clone().unwrap_or_else(|| {
+        if addr.ip().is_unspecified() {
+            let host = rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned();
+            format!("http://{host}:{}", addr.port())
+        } else {
+            format!("http://{addr}")
+        }
+    });
+    tracing::info!(%replica_url, "other replicas reach this one at");
+    let _ = parts.state.deployer.replica_url.set(replica_url);
     let worker = tokio::spawn(crate::deploy::worker(parts.state.clone()));
     let deployer = parts.state.deployer.clone();
     let app = crate::routes::router(parts.state).layer(

@@ -297,3 +297,56 @@ async fn a_redeploy_replaces_and_a_restarted_server_adopts() {
     assert_eq!(alice.get(&second).await.1["status"], "REMOVED");
     server.running.stop().await;
 }
+
+/// Two replicas on one PostgreSQL: whichever runs the deployment, its log (the
+/// container's output included) reads the same through either one, and a
+/// terminate through the other one stops the container where it runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_serve_each_others_logs_and_stops() {
+    berth_testkit::require("runc");
+    let registry = Registry::start();
+    let url = registry.url();
+    registry.push_busybox(
+        "web",
+        "trap 'exit 0' TERM; echo output of the container; while true; do sleep 1; done",
+    );
+    let key = random_key();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config_a = config(dir_a.path(), Db::Postgres, &url, Some(key.clone()));
+    let mut config_b = config(dir_b.path(), Db::Postgres, &url, Some(key));
+    config_b.database_url = config_a.database_url.clone();
+    let a = Server::start(config_a).await;
+    let b = Server::start(config_b).await;
+    let alice_a = a.admin().new_user("alice").await;
+    let alice_b = b.client(&alice_a.token);
+    alice_a.post("/v1/projects", json!({"name": "web"})).await;
+    let (s, v) = alice_a
+        .post("/v1/projects/web/services", json!({"name": "api", "image": "team/app:web", "registry": registry_body(&url, "ci", PASSWORD)}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    let (path, d) = deploy(&alice_a, "api").await;
+    let id = d["id"].as_str().unwrap();
+    let log = |dir: &std::path::Path| dir.join("deployments").join(id).join("log");
+    let (runs_here, other) = match (log(dir_a.path()).exists(), log(dir_b.path()).exists()) {
+        (true, false) => (dir_a.path(), &alice_b),
+        (false, true) => (dir_b.path(), &alice_a),
+        both => panic!("the log should be on exactly one replica: {both:?}"),
+    };
+    for c in [&alice_a, &alice_b] {
+        logs_containing(c, &format!("{path}/logs"), "output of the container").await;
+    }
+    let streamed = followed_until(other, &format!("{path}/logs"), "output of the container").await;
+    assert!(streamed.contains("DEPLOYED"), "{streamed}");
+
+    // Terminated through the replica that does not run it: stopped where it runs.
+    assert_eq!(running_count(runs_here), 1);
+    let (s, _) = other.delete("/v1/projects/web/services/api").await;
+    assert_eq!(s, StatusCode::OK);
+    until("the container stops on its own replica", || {
+        running_count(runs_here) == 0
+    })
+    .await;
+    a.running.stop().await;
+    b.running.stop().await;
+}

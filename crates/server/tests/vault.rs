@@ -3,14 +3,9 @@
 
 mod common;
 
-use base64::Engine;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::json;
-
-fn random_key() -> String {
-    base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
-}
 
 #[tokio::test]
 async fn two_replicas_on_one_postgres_behave_as_one() {

@@ -90,7 +90,8 @@ pub trait Store: Send + Sync {
     async fn deployments_of(&self, service: &Service) -> Result<Vec<Deployment>>;
     /// Moves the oldest `PENDING_DEPLOY` deployment to `DEPLOYING` and returns it; on
     /// PostgreSQL several replicas claim different ones (`FOR UPDATE SKIP LOCKED`).
-    async fn claim_deployment(&self) -> Result<Option<Deployment>>;
+    /// `replica_url` is recorded as where the deployment runs.
+    async fn claim_deployment(&self, replica_url: &str) -> Result<Option<Deployment>>;
     /// Records how `d` ended. A deployed one replaces its service's earlier deployed
     /// ones, which become `REMOVED` in the same transaction (their containers are
     /// stopped by the replica that runs them).

@@ -149,6 +149,9 @@ pub struct Deployment {
     pub failure_message: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// The replica that claimed it (its advertised URL): where its log is.
+    #[serde(skip)]
+    pub replica_url: Option<String>,
 }
 
 /// How a deployment ended.

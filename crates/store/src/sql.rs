@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/002_deployments.sql")),
     (3, include_str!("migrations/003_secret_arn.sql")),
     (4, include_str!("migrations/004_heartbeat.sql")),
+    (5, include_str!("migrations/005_replica.sql")),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,7 +224,7 @@ async fn upsert_credential(
 }
 
 const DEPLOYMENT_COLUMNS: &str =
-    "id, service_id, project_id, status, image, digest, failure_code, failure_message, created_at, updated_at";
+    "id, service_id, project_id, status, image, digest, failure_code, failure_message, created_at, updated_at, replica_url";
 
 fn deployment_from(r: &AnyRow) -> Result<Deployment> {
     Ok(Deployment {
@@ -237,6 +238,7 @@ fn deployment_from(r: &AnyRow) -> Result<Deployment> {
         failure_message: r.try_get("failure_message")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        replica_url: r.try_get("replica_url")?,
     })
 }
 
@@ -293,6 +295,7 @@ impl Store for SqlStore {
             failure_message: None,
             created_at: at.clone(),
             updated_at: at,
+            replica_url: None,
         })
     }
 
@@ -317,20 +320,21 @@ impl Store for SqlStore {
         rows.iter().map(deployment_from).collect()
     }
 
-    async fn claim_deployment(&self) -> Result<Option<Deployment>> {
+    async fn claim_deployment(&self, replica_url: &str) -> Result<Option<Deployment>> {
         let lock = match self.backend {
             Backend::Postgres => "FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
         };
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(&format!(
-            "UPDATE deployments SET status = $1, updated_at = $2, heartbeat_at = $3 WHERE id = \
-             (SELECT id FROM deployments WHERE status = $4 ORDER BY created_at LIMIT 1 {lock}) \
+            "UPDATE deployments SET status = $1, updated_at = $2, heartbeat_at = $3, replica_url = $4 WHERE id = \
+             (SELECT id FROM deployments WHERE status = $5 ORDER BY created_at LIMIT 1 {lock}) \
              RETURNING {DEPLOYMENT_COLUMNS}"
         ))
         .bind(DEPLOYING)
         .bind(now())
         .bind(now())
+        .bind(replica_url)
         .bind(PENDING_DEPLOY)
         .fetch_optional(&mut *tx)
         .await?;

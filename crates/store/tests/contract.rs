@@ -336,10 +336,18 @@ async fn contract(store: SqlStore) {
         store.service(&p, "worker").await.unwrap().unwrap().status,
         PENDING_DEPLOY
     );
-    let claimed = store.claim_deployment().await.unwrap().unwrap();
+    let claimed = store
+        .claim_deployment("http://replica-a:8440")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (claimed.id.as_str(), claimed.status.as_str()),
         (d1.id.as_str(), DEPLOYING)
+    );
+    assert_eq!(
+        claimed.replica_url.as_deref(),
+        Some("http://replica-a:8440")
     );
     store
         .finish_deployment(
@@ -359,9 +367,17 @@ async fn contract(store: SqlStore) {
         store.service(&p, "worker").await.unwrap().unwrap().status,
         DEPLOYED
     );
-    let claimed = store.claim_deployment().await.unwrap().unwrap();
+    let claimed = store
+        .claim_deployment("http://replica-a:8440")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(claimed.id, d2.id);
-    assert!(store.claim_deployment().await.unwrap().is_none());
+    assert!(store
+        .claim_deployment("http://replica-a:8440")
+        .await
+        .unwrap()
+        .is_none());
     // Alive (a fresh heartbeat): another replica's repair leaves it alone.
     store.heartbeat(&claimed).await.unwrap();
     assert_eq!(
@@ -435,7 +451,11 @@ async fn contract(store: SqlStore) {
         )
         .await
         .unwrap();
-    let claimed = store.claim_deployment().await.unwrap().unwrap();
+    let claimed = store
+        .claim_deployment("http://replica-a:8440")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(claimed.id, d3.id);
     store
         .finish_deployment(

@@ -43,6 +43,9 @@ pub struct Args {
     /// The KMS key Secrets Manager encrypts the secrets with [default: the account's]
     #[arg(long, env = "BERTH_SECRETS_MANAGER_KMS_KEY_ID")]
     secrets_manager_kms_key_id: Option<String>,
+    /// How other replicas reach this one, for deployment logs [default: the listen address]
+    #[arg(long, env = "BERTH_ADVERTISE_URL")]
+    advertise_url: Option<String>,
 }
 
 impl Args {
@@ -68,6 +71,7 @@ impl Args {
                 secret_store: self.secret_store,
                 secrets_manager_prefix: self.secrets_manager_prefix,
                 secrets_manager_kms_key_id: self.secrets_manager_kms_key_id,
+                advertise_url: self.advertise_url,
             },
             file,
         )

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use berth_store::{Deployment, DEPLOYED, FAILED, REMOVED, STATUS_TERMINATED};
@@ -122,6 +122,63 @@ pub struct LogQuery {
     pub follow: bool,
 }
 
+/// Marks a request one replica forwarded to another (never forwarded again).
+const FORWARDED: &str = "x-berth-forwarded";
+
+/// The log of a deployment another replica ran lives on that replica: the request
+/// goes there (with the caller's own token, which it checks again) and its answer,
+/// streamed, comes back. `None` when this replica is the one, or nobody ran it yet.
+async fn forward_to_replica(
+    state: &AppState,
+    d: &Deployment,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Option<Response>, ApiError> {
+    let Some(replica) = d.replica_url.as_deref().filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    if headers.contains_key(FORWARDED)
+        || state.deployer.replica_url.get().map(String::as_str) == Some(replica)
+    {
+        return Ok(None);
+    }
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("an HTTP client")
+    });
+    let target = format!(
+        "{replica}{}",
+        uri.path_and_query().map_or(uri.path(), |p| p.as_str())
+    );
+    let mut req = client.get(&target).header(FORWARDED, "1");
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        let mut auth = auth.clone();
+        auth.set_sensitive(true);
+        req = req.header(header::AUTHORIZATION, auth);
+    }
+    let resp = req.send().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "replica_unavailable",
+            format!(
+                "the log of this deployment is kept by the replica at {replica}, which did not answer: {}",
+                e
+            ),
+        )
+    })?;
+    let mut out = Response::new(Body::empty());
+    *out.status_mut() = resp.status();
+    if let Some(ct) = resp.headers().get(header::CONTENT_TYPE) {
+        out.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+    }
+    *out.body_mut() = Body::from_stream(resp.bytes_stream());
+    Ok(Some(out))
+}
+
 /// What the log holds past `offset` (at most 1 MiB at a time): a follower reads
 /// only what was appended, never the whole file again.
 fn read_from(path: &std::path::Path, offset: u64) -> Vec<u8> {
@@ -139,15 +196,22 @@ fn read_from(path: &std::path::Path, offset: u64) -> Vec<u8> {
 /// container's output, as text lines.
 #[utoipa::path(get, path = "/v1/projects/{p}/services/{s}/deployments/{id}/logs",
     params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name"), ("id" = String, Path, description = "deployment id"), LogQuery),
-    responses((status = 200, description = "text/plain log lines", body = String), (status = 404, body = crate::api::ErrorBody)))]
+    responses((status = 200, description = "text/plain log lines (from the replica that ran the deployment, when another one did)", body = String), (status = 404, body = crate::api::ErrorBody), (status = 502, description = "replica_unavailable: the replica that ran it did not answer", body = crate::api::ErrorBody)))]
 pub async fn logs(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path((p, s, id)): Path<(String, String, String)>,
     Query(q): Query<LogQuery>,
+    headers: HeaderMap,
+    uri: Uri,
 ) -> Result<Response, ApiError> {
     let d = find(&state, &caller, &p, &s, &id).await?;
     let path = state.deployer.log_path(&d.id);
+    if !path.exists() {
+        if let Some(forwarded) = forward_to_replica(&state, &d, &headers, &uri).await? {
+            return Ok(forwarded);
+        }
+    }
     if !q.follow {
         let text = std::fs::read(&path).unwrap_or_default();
         return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());

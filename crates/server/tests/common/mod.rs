@@ -78,6 +78,12 @@ pub async fn wait_for_end(c: &Client, path: &str) -> Value {
     }
 }
 
+/// A random master key, base64 (for `BERTH_MASTER_KEY`).
+pub fn random_key() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+}
+
 pub fn config(dir: &std::path::Path, db: Db, insecure: &str, master_key: Option<String>) -> Config {
     let database_url = match db {
         Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("berth.db").display()),
@@ -90,6 +96,7 @@ pub fn config(dir: &std::path::Path, db: Db, insecure: &str, master_key: Option<
         master_key,
         registry: NetworkPolicy::from_lists("127.0.0.1/32", insecure).unwrap(),
         vault: Default::default(),
+        advertise_url: None,
     }
 }
 
