@@ -57,6 +57,8 @@ pub struct Deployer {
     stopping: Mutex<HashSet<String>>,
     /// Deployments whose container was found not running, already said in their log.
     not_running: Mutex<HashSet<String>>,
+    /// Deployments whose container this process adopted (it watched them run).
+    adopted: Mutex<HashSet<String>>,
 }
 
 impl Deployer {
@@ -95,6 +97,7 @@ impl Deployer {
             gc_wanted: AtomicBool::new(false),
             stopping: Mutex::new(HashSet::new()),
             not_running: Mutex::new(HashSet::new()),
+            adopted: Mutex::new(HashSet::new()),
         })
     }
 
@@ -186,26 +189,29 @@ impl Deployer {
             .keys()
             .map(|id| container_id(id))
             .collect();
-        let live: HashSet<String> = match store.live_deployments().await {
-            Ok(l) => l.iter().map(|d| container_id(&d.id)).collect(),
-            Err(e) => {
-                tracing::error!(error = %e, "reading live deployments");
-                return;
-            }
-        };
+        let live: HashMap<String, berth_store::LiveDeployment> =
+            match store.live_deployments().await {
+                Ok(l) => l.into_iter().map(|d| (container_id(&d.id), d)).collect(),
+                Err(e) => {
+                    tracing::error!(error = %e, "reading live deployments");
+                    return;
+                }
+            };
         let mut stops = Vec::new();
         for cid in &containers {
             let Some(id) = cid.strip_prefix(CONTAINER_PREFIX) else {
                 continue;
             };
-            if in_flight.contains(cid) {
-                continue;
-            }
-            if !live.contains(cid) {
+            if !in_flight.contains(cid) && !live.contains_key(cid) {
                 stops.push(self.stop(id));
-                continue;
             }
-            if runtime.is_running(cid)
+        }
+        // The live deployments this replica ran (their log is in its data dir).
+        for (cid, live) in &live {
+            let id = live.id.as_str();
+            if in_flight.contains(cid)
+                || runtime.is_running(cid)
+                || !self.log_path(id).exists()
                 || self
                     .not_running
                     .lock()
@@ -215,27 +221,53 @@ impl Deployer {
                 continue;
             }
             let exited = runtime.exited(cid);
+            let watched = exited.is_some()
+                || self
+                    .adopted
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(id);
             let log = self.log_path(id);
-            match runtime.adopt(cid).await {
-                Ok(true) => log_line(
-                    &log,
-                    "the server restarted; the container still runs and was taken up again",
-                ),
-                Ok(false) => {
-                    let how = match exited {
-                        Some(status) => format!("the container exited ({status})"),
-                        None => {
-                            "the container is not running (it stopped while the server was down)"
-                                .into()
-                        }
-                    };
-                    log_line(&log, &how);
-                    self.not_running
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(id.to_owned());
+            if containers.contains(cid) {
+                match runtime.adopt(cid).await {
+                    Ok(true) => {
+                        self.adopted
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(id.to_owned());
+                        log_line(
+                            &log,
+                            "the server restarted; the container still runs and was taken up again",
+                        );
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(container = %cid, error = %e, "adopting a container");
+                        continue;
+                    }
                 }
-                Err(e) => tracing::warn!(container = %cid, error = %e, "adopting a container"),
+            }
+            self.not_running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.to_owned());
+            match exited {
+                Some(status) => log_line(&log, &format!("the container exited ({status})")),
+                None if watched => log_line(&log, "the container exited"),
+                // It ran under an earlier server process and stopped while no
+                // server watched (a machine restart, most often): the service comes
+                // back with a new deployment, which replaces this one once it runs.
+                None => match restart(store, live).await {
+                    Ok(new) => log_line(
+                        &log,
+                        &format!("the container stopped while the server was down; deployment {new} restarts the service"),
+                    ),
+                    Err(e) => {
+                        log_line(&log, "the container stopped while the server was down");
+                        tracing::error!(deployment = id, error = %e, "restarting a service");
+                    }
+                },
             }
         }
         let stopped = stops.len();
@@ -273,6 +305,34 @@ impl Deployer {
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
     }
+}
+
+/// Queues a new deployment of `live`'s service, by berth itself (audited as such).
+async fn restart(
+    store: &dyn berth_store::Store,
+    live: &berth_store::LiveDeployment,
+) -> Result<String, berth_store::StoreError> {
+    let service = store
+        .service_by_id(&live.service_id)
+        .await?
+        .ok_or(berth_store::StoreError::NotFound)?;
+    let project = store.project_name(&service.project_id).await?;
+    let d = store
+        .create_deployment(
+            &service,
+            berth_store::NewAudit {
+                actor: "berth".into(),
+                action: "deployment.create",
+                project,
+                service: Some(service.name.clone()),
+                metadata: serde_json::json!({
+                    "reason": "restart: the container stopped while the server was down",
+                    "replaces": live.id,
+                }),
+            },
+        )
+        .await?;
+    Ok(d.id)
 }
 
 const CONTAINER_PREFIX: &str = "berth-";

@@ -291,10 +291,54 @@ async fn a_redeploy_replaces_and_a_restarted_server_adopts() {
     assert!(streamed.contains("up\n"), "{streamed}");
     assert_eq!(alice.get(&second).await.1["status"], "DEPLOYED");
 
+    // The machine went down: the container stopped while no server ran. The next
+    // start restarts the service with a new deployment (by berth, audited), which
+    // replaces the stopped one.
+    server.running.stop().await;
+    let second_id = second.rsplit('/').next().unwrap();
+    let killed = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(marker.join("runc"))
+        .args(["kill", &format!("berth-{second_id}"), "KILL"])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    until("the killed container stops", || running_count(marker) == 0).await;
+    let server = Server::start(config(dir.path(), Db::Sqlite, &url, None)).await;
+    let alice = server.client(&token);
+    logs_containing(&alice, &format!("{second}/logs"), "restarts the service").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let third = loop {
+        let (_, list) = alice.get("/v1/projects/web/services/api/deployments").await;
+        let list = list.as_array().unwrap().clone();
+        if list.len() == 3 && list[0]["status"] == "DEPLOYED" && list[1]["status"] == "REMOVED" {
+            break list[0]["id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no restart: {list:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_ne!(third, second_id);
+    until("the restarted container runs", || {
+        running_count(marker) == 1
+    })
+    .await;
+    let (_, events) = alice.get("/v1/projects/web/audit-events").await;
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"] == "berth"
+                && e["action"] == "deployment.create"
+                && e["metadata"]["replaces"] == second_id),
+        "{events}"
+    );
+
     let (s, _) = alice.delete("/v1/projects/web/services/api").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(running_count(marker), 0, "terminate waited for the stop");
-    assert_eq!(alice.get(&second).await.1["status"], "REMOVED");
+    let third = format!("/v1/projects/web/services/api/deployments/{third}");
+    assert_eq!(alice.get(&third).await.1["status"], "REMOVED");
     server.running.stop().await;
 }
 

@@ -100,6 +100,8 @@ pub trait Store: Send + Sync {
     /// what each replica's containers are reconciled against, and whose images the
     /// garbage collector keeps.
     async fn live_deployments(&self) -> Result<Vec<LiveDeployment>>;
+    /// The name of project `project_id` (for audit events the server writes itself).
+    async fn project_name(&self, project_id: &str) -> Result<Option<String>>;
     /// The worker running `d` is alive (several replicas: each proves it holds its
     /// `DEPLOYING` rows).
     async fn heartbeat(&self, d: &Deployment) -> Result<()>;

@@ -132,6 +132,7 @@ pub const REMOVED: &str = "REMOVED";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LiveDeployment {
     pub id: String,
+    pub service_id: String,
     pub digest: String,
 }
 

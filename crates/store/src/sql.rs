@@ -394,9 +394,17 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn project_name(&self, project_id: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT name FROM projects WHERE id = $1")
+            .bind(project_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("name")).transpose()?)
+    }
+
     async fn live_deployments(&self) -> Result<Vec<LiveDeployment>> {
         let rows = sqlx::query(
-            "SELECT d.id, d.digest FROM deployments d JOIN services s ON s.id = d.service_id \
+            "SELECT d.id, d.service_id, d.digest FROM deployments d JOIN services s ON s.id = d.service_id \
              WHERE s.status <> $1 AND d.status = $2 AND d.digest IS NOT NULL",
         )
         .bind(STATUS_TERMINATED)
@@ -407,6 +415,7 @@ impl Store for SqlStore {
             .map(|r| {
                 Ok(LiveDeployment {
                     id: r.try_get("id")?,
+                    service_id: r.try_get("service_id")?,
                     digest: r.try_get("digest")?,
                 })
             })

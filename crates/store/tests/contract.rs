@@ -496,6 +496,15 @@ async fn contract(store: SqlStore) {
         .unwrap();
     assert_eq!(status(d3.id.clone()).await, REMOVED);
     assert!(live(&store).await.is_empty());
+    assert_eq!(
+        store
+            .project_name(&worker.project_id)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("web")
+    );
+    assert_eq!(store.project_name("nope").await.unwrap(), None);
 
     // Vault key check.
     assert!(store.key_check().await.unwrap().is_none());
