@@ -64,6 +64,20 @@ pub enum Misbehaviour {
     Trickle,
 }
 
+/// Reads up to the end of an HTTP request head (or 10 s, or the peer's close).
+fn read_request_head(conn: &mut std::net::TcpStream) {
+    use std::io::Read;
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
 /// A raw TCP server on 127.0.0.1 that misbehaves.
 pub struct RawServer {
     pub port: u16,
@@ -90,6 +104,10 @@ impl RawServer {
                                 drop(conn);
                             }
                             Misbehaviour::Trickle => {
+                                // Only once the request is in: a response that starts
+                                // before it is "unexpected" to the client, a different
+                                // failure from the slow one this server is for.
+                                read_request_head(&mut conn);
                                 for b in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".iter() {
                                     if s.load(Ordering::SeqCst) || conn.write_all(&[*b]).is_err() {
                                         break;
