@@ -94,7 +94,7 @@ impl Durability {
             let mut f = std::fs::File::create(&self.marker)?;
             f.write_all(self.boot_id.as_bytes())?;
             f.sync_all()?;
-            sync_dir(&self.marker)?;
+            self.dir()?.sync_all()?;
         }
         w.0 += 1;
         w.1 += 1;
@@ -112,30 +112,35 @@ impl Durability {
             }
             w.1
         };
-        let dir = std::fs::File::open(self.marker.parent().unwrap_or(Path::new(".")))?;
+        let dir = self.dir()?;
         rustix::fs::syncfs(dir.as_fd())?;
         let w = self.lock();
         if w.0 == 0 && w.1 == began {
-            std::fs::remove_file(&self.marker)?;
-            sync_dir(&self.marker)?;
+            self.remove_marker(&dir)?;
         }
         Ok(())
     }
 
     /// After [`Found::MaybeLost`] was dealt with (blobs verified, images dropped).
     pub fn mark_verified(&self) -> io::Result<()> {
-        let dir = std::fs::File::open(self.marker.parent().unwrap_or(Path::new(".")))?;
+        let dir = self.dir()?;
         rustix::fs::syncfs(dir.as_fd())?;
+        self.remove_marker(&dir)
+    }
+
+    /// The directory holding the marker (on the filesystem being synced).
+    fn dir(&self) -> io::Result<std::fs::File> {
+        std::fs::File::open(self.marker.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Removes the marker (gone already is fine) and makes its removal durable.
+    fn remove_marker(&self, dir: &std::fs::File) -> io::Result<()> {
         match std::fs::remove_file(&self.marker) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        sync_dir(&self.marker)
+        dir.sync_all()
     }
-}
-
-fn sync_dir(file: &Path) -> io::Result<()> {
-    std::fs::File::open(file.parent().unwrap_or(Path::new(".")))?.sync_all()
 }
 
 #[cfg(test)]

@@ -148,11 +148,7 @@ impl Deployer {
 
     /// Where the pull of deployment `id` is, if this replica is pulling it.
     pub fn progress(&self, id: &str) -> Option<Vec<pull::BlobProgress>> {
-        self.pulls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .map(|p| p.snapshot())
+        locked(&self.pulls).get(id).map(|p| p.snapshot())
     }
 
     /// Is the container of deployment `id` still running?
@@ -182,10 +178,7 @@ impl Deployer {
                 return;
             }
         };
-        let in_flight: HashSet<String> = self
-            .pulls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let in_flight: HashSet<String> = locked(&self.pulls)
             .keys()
             .map(|id| container_id(id))
             .collect();
@@ -209,32 +202,20 @@ impl Deployer {
         // The live deployments this replica ran (their log is in its data dir).
         for (cid, live) in &live {
             let id = live.id.as_str();
+            let log = self.log_path(id);
             if in_flight.contains(cid)
                 || runtime.is_running(cid)
-                || !self.log_path(id).exists()
-                || self
-                    .not_running
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains(id)
+                || !log.exists()
+                || locked(&self.not_running).contains(id)
             {
                 continue;
             }
             let exited = runtime.exited(cid);
-            let watched = exited.is_some()
-                || self
-                    .adopted
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains(id);
-            let log = self.log_path(id);
+            let watched = exited.is_some() || locked(&self.adopted).contains(id);
             if containers.contains(cid) {
                 match runtime.adopt(cid).await {
                     Ok(true) => {
-                        self.adopted
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(id.to_owned());
+                        locked(&self.adopted).insert(id.to_owned());
                         log_line(
                             &log,
                             "the server restarted; the container still runs and was taken up again",
@@ -248,10 +229,7 @@ impl Deployer {
                     }
                 }
             }
-            self.not_running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id.to_owned());
+            locked(&self.not_running).insert(id.to_owned());
             match exited {
                 Some(status) => log_line(&log, &format!("the container exited ({status})")),
                 None if watched => log_line(&log, "the container exited"),
@@ -282,12 +260,7 @@ impl Deployer {
 
     /// Stops the container of deployment `id` (if any) and removes its bundle.
     pub async fn stop(&self, id: &str) {
-        if !self
-            .stopping
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_owned())
-        {
+        if !locked(&self.stopping).insert(id.to_owned()) {
             return;
         }
         if let Some(runtime) = &self.runtime {
@@ -300,10 +273,7 @@ impl Deployer {
             &self.log_path(id),
             "stopped; the container and its root filesystem were removed",
         );
-        self.stopping
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        locked(&self.stopping).remove(id);
     }
 }
 
@@ -336,6 +306,12 @@ async fn restart(
 }
 
 const CONTAINER_PREFIX: &str = "berth-";
+
+/// The deployer's bookkeeping behind its mutexes; a panic elsewhere does not make
+/// it unusable (each is a set or map whose every state is valid).
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn container_id(deployment: &str) -> String {
     format!("{CONTAINER_PREFIX}{deployment}")
@@ -401,12 +377,7 @@ pub async fn worker(state: AppState) {
                 let finished = state.store.finish_deployment(&d, outcome).await;
                 // Kept until here so that a watcher polling the deployment sees the
                 // blobs' final state even when the pull took less than a poll.
-                state
-                    .deployer
-                    .pulls
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&d.id);
+                locked(&state.deployer.pulls).remove(&d.id);
                 if let Err(e) = finished {
                     tracing::error!(deployment = %d.id, error = %e, "recording the deployment's end");
                 }
@@ -573,12 +544,7 @@ async fn run(state: &AppState, d: &Deployment, log: &Path) -> Result<Digest, Fai
 
     let bundle = state.deployer.bundle(&d.id);
     let progress = Arc::new(pull::Progress::default());
-    state
-        .deployer
-        .pulls
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(d.id.clone(), progress.clone());
+    locked(&state.deployer.pulls).insert(d.id.clone(), progress.clone());
     let pulled = pull::pull(
         &mut session,
         &resolved.digest,

@@ -354,11 +354,7 @@ async fn replicas_serve_each_others_logs_and_stops() {
         "web",
         "trap 'exit 0' TERM; echo output of the container; while true; do sleep 1; done",
     );
-    let key = random_key();
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let config_a = config(dir_a.path(), Db::Postgres, &url, Some(key.clone()));
-    let mut config_b = config(dir_b.path(), Db::Postgres, &url, Some(key));
-    config_b.database_url = config_a.database_url.clone();
+    let ([dir_a, dir_b], config_a, config_b) = replica_configs(&url);
     let a = Server::start(config_a).await;
     let b = Server::start(config_b).await;
     let alice_a = a.admin().new_user("alice").await;

@@ -11,11 +11,7 @@ use serde_json::json;
 async fn two_replicas_on_one_postgres_behave_as_one() {
     let registry = Registry::start();
     let url = registry.url();
-    let key = random_key();
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let config_a = config(dir_a.path(), Db::Postgres, &url, Some(key.clone()));
-    let mut config_b = config(dir_b.path(), Db::Postgres, &url, Some(key));
-    config_b.database_url = config_a.database_url.clone();
+    let (_dirs, config_a, config_b) = replica_configs(&url);
     let a = Server::start(config_a).await;
     let b = Server::start(config_b).await;
     assert!(

@@ -165,8 +165,7 @@ async fn forward_to_replica(
             StatusCode::BAD_GATEWAY,
             "replica_unavailable",
             format!(
-                "the log of this deployment is kept by the replica at {replica}, which did not answer: {}",
-                e
+                "the log of this deployment is kept by the replica at {replica}, which did not answer: {e}"
             ),
         )
     })?;

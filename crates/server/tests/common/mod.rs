@@ -84,6 +84,17 @@ pub fn random_key() -> String {
     base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
 }
 
+/// Two replicas' configs: one fresh PostgreSQL database, one master key
+/// (`BERTH_MASTER_KEY`), a data dir each.
+pub fn replica_configs(url: &str) -> ([tempfile::TempDir; 2], Config, Config) {
+    let key = random_key();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = config(dirs[0].path(), Db::Postgres, url, Some(key.clone()));
+    let mut b = config(dirs[1].path(), Db::Postgres, url, Some(key));
+    b.database_url = a.database_url.clone();
+    (dirs, a, b)
+}
+
 pub fn config(dir: &std::path::Path, db: Db, insecure: &str, master_key: Option<String>) -> Config {
     let database_url = match db {
         Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("berth.db").display()),
