@@ -36,6 +36,20 @@ impl Code {
     }
 }
 
+impl RegistryError {
+    /// The HTTP status the failing answer had, when there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            RegistryError::Ping { status, .. }
+            | RegistryError::Token { status, .. }
+            | RegistryError::BasicRejected { status }
+            | RegistryError::Unauthorized { status, .. }
+            | RegistryError::Manifest { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Code {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -137,48 +151,6 @@ impl RegistryError {
             }
             Manifest { .. } => Code::NetworkError,
             NoPlatform { .. } => Code::ManifestNotFound,
-        }
-    }
-
-    /// Classifies a reqwest error: a blocked address, a timeout, or another
-    /// network failure, in words a user can act on. Never includes headers.
-    pub(crate) fn from_reqwest(host: &str, e: reqwest::Error) -> Self {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(s) = source {
-            if let Some(b) = s.downcast_ref::<crate::transport::guard::BlockedAddress>() {
-                return RegistryError::Blocked {
-                    host: b.host.clone(),
-                    addr: b.addr,
-                };
-            }
-            if let Some(r) = s.downcast_ref::<crate::transport::guard::ResolveFailed>() {
-                return RegistryError::Network(format!(
-                    "could not resolve {}: {}",
-                    r.host, r.reason
-                ));
-            }
-            if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                    return RegistryError::Network(format!("{host} refused the connection"));
-                }
-            }
-            source = s.source();
-        }
-        if e.is_timeout() {
-            return RegistryError::Timeout;
-        }
-        // reqwest's Display names the URL (never headers); walk to the innermost cause
-        // for something readable, e.g. a TLS certificate complaint.
-        let mut innermost = e.to_string();
-        let mut s = std::error::Error::source(&e);
-        while let Some(x) = s {
-            innermost = x.to_string();
-            s = x.source();
-        }
-        if e.is_connect() {
-            RegistryError::Network(format!("could not connect to {host}: {innermost}"))
-        } else {
-            RegistryError::Network(format!("request to {host} failed: {innermost}"))
         }
     }
 }

@@ -4,7 +4,8 @@
 //! - [`policy`]: which addresses and schemes are allowed;
 //! - [`transport`]: the guarded client, `GET /v2/`, challenges, tokens, error bodies;
 //! - [`client`]: a [`Registry`] per process and a [`Session`] per repository;
-//! - [`manifest`]: resolving a reference to a digest;
+//! - [`manifest`]: resolving a reference to a digest, choosing the platform;
+//! - [`open`]: the one walk through ping, authenticate and resolve, observed;
 //! - [`preflight`]: the Test Connection steps and their report.
 //!
 //! Nothing here knows about HTTP servers, databases or runtimes.
@@ -14,6 +15,7 @@ pub mod blob;
 pub mod client;
 pub mod error;
 pub mod manifest;
+pub mod open;
 pub mod policy;
 pub mod preflight;
 pub mod transport;
@@ -21,5 +23,6 @@ pub mod transport;
 pub use auth::Credentials;
 pub use client::{Registry, Session, Target, TokenReuse};
 pub use error::{Code, RegistryError};
+pub use open::{open, Observer, Opened, StepName};
 pub use policy::NetworkPolicy;
 pub use preflight::PreflightReport;

@@ -136,17 +136,7 @@ async fn from_body(resp: Response, reference: &str) -> Result<Resolved, Registry
             });
         }
     }
-    if media_type.is_empty() || media_type == "application/json" {
-        // Some registries send no useful Content-Type; the manifest says what it is.
-        media_type = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| {
-                v.get("mediaType")
-                    .and_then(|m| m.as_str())
-                    .map(str::to_owned)
-            })
-            .unwrap_or(media_type);
-    }
+    media_type = sniff_media_type(media_type, &body);
     let (platforms, platform_manifest) = if is_index(&media_type) {
         index_platforms(&body)?
     } else {
@@ -163,6 +153,73 @@ async fn from_body(resp: Response, reference: &str) -> Result<Resolved, Registry
     })
 }
 
+/// The media type a manifest answer carries, or, when the registry sent no useful
+/// `Content-Type` (some send none, or `application/json`), the one its body names.
+fn sniff_media_type(content_type: String, body: &[u8]) -> String {
+    if !content_type.is_empty() && content_type != "application/json" {
+        return content_type;
+    }
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("mediaType")
+                .and_then(|m| m.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or(content_type)
+}
+
+/// The manifest of the host platform: what a pull unpacks.
+#[derive(Clone, Debug)]
+pub struct PlatformManifest {
+    /// Its own digest (the index's entry for an index, else the resolved digest).
+    pub digest: Digest,
+    pub manifest: oci_spec::image::ImageManifest,
+}
+
+/// The host platform's manifest of what `resolved` names: its body when resolving
+/// fetched it (nothing is fetched twice), the index's entry for this platform
+/// otherwise (fetched by digest and checked against it).
+pub async fn platform(
+    s: &mut Session<'_>,
+    resolved: &Resolved,
+) -> Result<PlatformManifest, RegistryError> {
+    let (mut digest, mut media_type, mut body) = match &resolved.body {
+        Some(b) => (
+            resolved.digest.clone(),
+            resolved.media_type.clone(),
+            b.clone(),
+        ),
+        None => {
+            let (ct, b) = crate::blob::manifest(s, &resolved.digest).await?;
+            (resolved.digest.clone(), sniff_media_type(ct, &b), b)
+        }
+    };
+    if is_index(&media_type) {
+        let (available, chosen) = index_platforms(&body)?;
+        let Some(chosen) = chosen else {
+            return Err(RegistryError::NoPlatform {
+                wanted: host_platform(),
+                available,
+            });
+        };
+        let (ct, b) = crate::blob::manifest(s, &chosen).await?;
+        media_type = sniff_media_type(ct, &b);
+        if is_index(&media_type) {
+            return Err(RegistryError::Protocol(
+                "an image index names another index for this platform".into(),
+            ));
+        }
+        (digest, body) = (chosen, b);
+    }
+    let manifest = serde_json::from_slice(&body)
+        .map_err(|e| RegistryError::Protocol(format!("the image manifest is not valid: {e}")))?;
+    Ok(PlatformManifest { digest, manifest })
+}
+
+/// An index's platforms (`os/arch[/variant]`, attestation manifests left out) and
+/// the entry for the host platform, if it has one: the one place a platform is
+/// chosen.
 fn index_platforms(body: &[u8]) -> Result<(Vec<String>, Option<Digest>), RegistryError> {
     let index: oci_spec::image::ImageIndex = serde_json::from_slice(body)
         .map_err(|e| RegistryError::Protocol(format!("the image index is not valid: {e}")))?;

@@ -3,7 +3,7 @@
 //! what to do. **The whole preflight, DNS included, ends within
 //! [`PREFLIGHT_DEADLINE`], whatever the registry does.**
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use berth_types::{Digest, ImageRef, RegistryUrl};
 use serde::{Deserialize, Serialize};
@@ -12,15 +12,9 @@ use crate::auth::Credentials;
 use crate::client::{Registry, Target, TokenReuse};
 use crate::error::{Code, RegistryError};
 use crate::manifest::{self, host_platform};
+pub use crate::open::StepName;
+use crate::open::{self, Observer};
 use crate::policy::PREFLIGHT_DEADLINE;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepName {
-    Ping,
-    Token,
-    Manifest,
-}
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Step {
@@ -63,12 +57,12 @@ impl PreflightReport {
     }
 }
 
-/// Parses the user's registry URL and image and binds them, or says why not.
-pub fn target(
-    registry: &Registry,
+/// Parses the user's registry URL and image, or says why not (an `invalid_url`
+/// report, made before any request).
+pub fn parse(
     registry_url: &str,
     image: &str,
-) -> Result<Target, Box<PreflightReport>> {
+) -> Result<(RegistryUrl, ImageRef), Box<PreflightReport>> {
     let url: RegistryUrl = registry_url
         .parse()
         .map_err(|e: berth_types::RegistryUrlError| {
@@ -77,9 +71,28 @@ pub fn target(
     let image: ImageRef = image.parse().map_err(|e: berth_types::ReferenceError| {
         PreflightReport::invalid_url(format!("The image reference is not valid: {e}."))
     })?;
+    Ok((url, image))
+}
+
+/// Binds a parsed registry URL and image (see [`Registry::target`]), or says why not.
+pub fn bind(
+    registry: &Registry,
+    url: &RegistryUrl,
+    image: &ImageRef,
+) -> Result<Target, Box<PreflightReport>> {
     registry
-        .target(&url, &image)
+        .target(url, image)
         .map_err(|e| Box::new(PreflightReport::invalid_url(capitalize(&e.to_string()))))
+}
+
+/// Parses and binds the user's registry URL and image.
+pub fn target(
+    registry: &Registry,
+    registry_url: &str,
+    image: &str,
+) -> Result<Target, Box<PreflightReport>> {
+    let (url, image) = parse(registry_url, image)?;
+    bind(registry, &url, &image)
 }
 
 /// Runs the preflight against `target` with `creds` (or anonymously).
@@ -157,39 +170,38 @@ pub async fn run(
     }
 }
 
+/// The preflight's observer: each step becomes a [`Step`] of the report.
 #[derive(Default)]
 struct Progress {
     steps: Vec<Step>,
     current: Option<(StepName, Instant)>,
 }
 
-impl Progress {
-    fn start(&mut self, step: StepName) {
+impl Observer for Progress {
+    fn started(&mut self, step: StepName) {
         self.current = Some((step, Instant::now()));
     }
 
-    fn finish(&mut self, ok: bool, status: Option<u16>, detail: String) {
-        if let Some((step, at)) = self.current.take() {
-            self.steps.push(Step {
-                step,
-                ok,
-                status,
-                ms: at.elapsed().as_millis() as u64,
-                detail,
-            });
-        }
+    fn passed(&mut self, step: StepName, status: Option<u16>, detail: String, took: Duration) {
+        self.current = None;
+        self.steps.push(Step {
+            step,
+            ok: true,
+            status,
+            ms: took.as_millis() as u64,
+            detail,
+        });
     }
 
-    fn fail(&mut self, e: &RegistryError) {
-        let status = match e {
-            RegistryError::Ping { status, .. }
-            | RegistryError::Token { status, .. }
-            | RegistryError::BasicRejected { status }
-            | RegistryError::Unauthorized { status, .. }
-            | RegistryError::Manifest { status, .. } => Some(*status),
-            _ => None,
-        };
-        self.finish(false, status, e.to_string());
+    fn failed(&mut self, step: StepName, e: &RegistryError, took: Duration) {
+        self.current = None;
+        self.steps.push(Step {
+            step,
+            ok: false,
+            status: e.status(),
+            ms: took.as_millis() as u64,
+            detail: e.to_string(),
+        });
     }
 }
 
@@ -199,49 +211,9 @@ async fn steps(
     creds: Option<Credentials>,
     p: &mut Progress,
 ) -> Result<manifest::Resolved, RegistryError> {
-    let mut session = registry.session(target, creds, TokenReuse::Fresh);
-
-    p.start(StepName::Ping);
-    let pinged = session.ping().await.inspect_err(|e| p.fail(e))?;
-    let ping_detail = match pinged.challenges.first() {
-        None => "registry API v2 answered; anonymous access".to_owned(),
-        Some(c) => format!(
-            "registry API v2 answered; asks for {:?} authentication",
-            c.scheme
-        ),
-    };
-    p.finish(true, Some(pinged.status), ping_detail);
-
-    if !pinged.challenges.is_empty() {
-        p.start(StepName::Token);
-        let auth = session
-            .authenticate(&pinged.challenges)
-            .await
-            .inspect_err(|e| p.fail(e))?;
-        if let Some(a) = auth {
-            p.finish(true, Some(a.status), a.detail);
-        }
-    }
-
-    p.start(StepName::Manifest);
-    let reference = target.image.manifest_reference();
-    let resolved = manifest::resolve(&mut session, &reference)
+    open::open(registry, target, creds, TokenReuse::Fresh, p)
         .await
-        .inspect_err(|e| p.fail(e))?;
-    if resolved.is_index() && resolved.platform_manifest.is_none() {
-        let e = RegistryError::NoPlatform {
-            wanted: host_platform(),
-            available: resolved.platforms.clone(),
-        };
-        p.fail(&e);
-        return Err(e);
-    }
-    let detail = format!(
-        "{} {} ({} bytes)",
-        resolved.digest, resolved.media_type, resolved.size
-    );
-    p.finish(true, Some(resolved.status), detail);
-    Ok(resolved)
+        .map(|o| o.resolved)
 }
 
 /// One friendly sentence (or two) per failure, with hints for well-known registries.

@@ -1,5 +1,4 @@
-//! Pulling an image by digest: the manifest (the host platform's, for an index),
-//! then the config and layers into the cache (in parallel, each byte hashed as it
+//! Pulling an image by digest, given its host platform's manifest: the config and layers into the cache (in parallel, each byte hashed as it
 //! arrives, nothing kept on a mismatch; what the cache holds is not fetched again),
 //! each layer applied to the root filesystem, in order, as soon as it is complete
 //! while later ones still download, and checked against the config's `diff_ids`.
@@ -8,10 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_registry::{blob, manifest, RegistryError, Session};
+use berth_registry::manifest::PlatformManifest;
+use berth_registry::{blob, Opened, RegistryError, Session};
 use berth_types::Digest;
 use futures_util::stream::{self, StreamExt};
-use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+use oci_spec::image::{ImageConfiguration, ImageManifest};
 
 use crate::cache::{BlobCache, CacheError, Feed};
 use crate::rootfs::{ImageRefs, ImageStore};
@@ -32,11 +32,6 @@ pub enum PullError {
     Unpack(#[from] UnpackError),
     #[error("the image is not valid: {0}")]
     Invalid(String),
-    #[error("the image has no build for {wanted}; it has {}", .available.join(", "))]
-    NoPlatform {
-        wanted: String,
-        available: Vec<String>,
-    },
     #[error(
         "layer {index} does not match the config's diff_id: expected {expected}, got {actual}"
     )]
@@ -141,43 +136,6 @@ fn invalid(e: impl std::fmt::Display) -> PullError {
     PullError::Invalid(e.to_string())
 }
 
-/// Resolves `digest` to the host platform's manifest.
-async fn platform_manifest(
-    s: &mut Session<'_>,
-    digest: &Digest,
-) -> Result<(Digest, ImageManifest), PullError> {
-    let (mut media_type, mut body) = blob::manifest(s, digest).await?;
-    let mut digest = digest.clone();
-    if media_type.is_empty() {
-        media_type = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["mediaType"].as_str().map(str::to_owned))
-            .unwrap_or_default();
-    }
-    if media_type == manifest::OCI_INDEX || media_type == manifest::DOCKER_MANIFEST_LIST {
-        let index: ImageIndex = serde_json::from_slice(&body).map_err(invalid)?;
-        let host = manifest::host_platform();
-        let mut available = Vec::new();
-        let chosen = index.manifests().iter().find(|m| {
-            m.platform().as_ref().is_some_and(|p| {
-                let name = format!("{}/{}", p.os(), p.architecture());
-                available.push(name.clone());
-                name == host
-            })
-        });
-        let Some(chosen) = chosen else {
-            return Err(PullError::NoPlatform {
-                wanted: host,
-                available,
-            });
-        };
-        digest = chosen.digest().to_string().parse().map_err(invalid)?;
-        (_, body) = blob::manifest(s, &digest).await?;
-    }
-    let m: ImageManifest = serde_json::from_slice(&body).map_err(invalid)?;
-    Ok((digest, m))
-}
-
 /// Streams one blob into the cache unless it is there already; `feed` (if any)
 /// passes the bytes on to a reader as they land.
 async fn fetch(
@@ -254,18 +212,20 @@ async fn fetch(
     })
 }
 
-/// Pulls `digest` (a manifest or an index) into `cache` and unpacks it into
-/// `images`, unless it is there already. The manifest is always fetched with the
-/// session's credentials, so a cached image is only reused by someone the registry
-/// lets read it.
+/// Pulls the image `opened` resolved (its host platform's manifest `platform`)
+/// into `cache` and unpacks it into `images`, unless it is there already. The
+/// manifest was fetched with the session's credentials, so a cached image is only
+/// reused by someone the registry lets read it.
 pub async fn pull(
-    s: &mut Session<'_>,
-    digest: &Digest,
+    opened: &mut Opened<'_>,
+    platform: &PlatformManifest,
     cache: &BlobCache,
     images: &ImageStore,
     progress: &Progress,
 ) -> Result<Pulled, PullError> {
-    let (manifest_digest, m) = platform_manifest(s, digest).await?;
+    let digest = &opened.resolved.digest;
+    let s = &mut opened.session;
+    let (manifest_digest, m) = (platform.digest.clone(), &platform.manifest);
     if let Some(rootfs) = images.ready(&manifest_digest) {
         images
             .add_request(&manifest_digest, digest)
@@ -302,7 +262,7 @@ pub async fn pull(
         });
     }
     let rootfs = images.staging(&manifest_digest).map_err(CacheError::from)?;
-    let (config, blobs, unpack_took) = match unpack_all(s, &m, cache, &rootfs, progress).await {
+    let (config, blobs, unpack_took) = match unpack_all(s, m, cache, &rootfs, progress).await {
         Ok(r) => r,
         Err(e) => {
             images.discard(&manifest_digest);
@@ -310,8 +270,8 @@ pub async fn pull(
         }
     };
     let made_of = ImageRefs {
-        requested: vec![digest.to_string()],
-        blobs: blobs.iter().map(|b| b.digest.to_string()).collect(),
+        requested: vec![digest.clone()],
+        blobs: blobs.iter().map(|b| b.digest.clone()).collect(),
     };
     let rootfs = images
         .complete(&manifest_digest, &made_of)

@@ -16,8 +16,8 @@ use berth_types::Digest;
 /// What a complete image is made of, and the digests it was asked for by.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ImageRefs {
-    pub requested: Vec<String>,
-    pub blobs: Vec<String>,
+    pub requested: Vec<Digest>,
+    pub blobs: Vec<Digest>,
 }
 
 #[derive(Clone, Debug)]
@@ -66,9 +66,8 @@ impl ImageStore {
         let path = self.dir(manifest).join("complete");
         let mut refs: ImageRefs =
             serde_json::from_slice(&std::fs::read(&path)?).unwrap_or_default();
-        let r = requested.to_string();
-        if !refs.requested.contains(&r) {
-            refs.requested.push(r);
+        if !refs.requested.contains(requested) {
+            refs.requested.push(requested.clone());
             std::fs::write(&path, serde_json::to_vec(&refs).map_err(io::Error::other)?)?;
         }
         Ok(())
@@ -77,23 +76,20 @@ impl ImageStore {
     /// Removes every image that neither is nor was asked for by a digest in `live`,
     /// and any half-done unpack (call it when no pull runs). Returns how many images
     /// went, and the blobs the remaining ones are made of.
-    pub fn gc(&self, live: &HashSet<String>) -> io::Result<(usize, HashSet<Digest>)> {
+    pub fn gc(&self, live: &HashSet<Digest>) -> io::Result<(usize, HashSet<Digest>)> {
         let mut removed = 0;
         let mut keep = HashSet::new();
         for e in std::fs::read_dir(&self.root)?.flatten() {
-            let own = format!("sha256:{}", e.file_name().to_string_lossy());
+            let own = format!("sha256:{}", e.file_name().to_string_lossy()).parse::<Digest>();
             let refs: Option<ImageRefs> = std::fs::read(e.path().join("complete"))
                 .ok()
                 .map(|b| serde_json::from_slice(&b).unwrap_or_default());
             let wanted = refs.as_ref().is_some_and(|r| {
-                live.contains(&own) || r.requested.iter().any(|d| live.contains(d))
+                own.as_ref().is_ok_and(|o| live.contains(o))
+                    || r.requested.iter().any(|d| live.contains(d))
             });
             if wanted {
-                keep.extend(
-                    refs.into_iter()
-                        .flat_map(|r| r.blobs)
-                        .filter_map(|b| b.parse().ok()),
-                );
+                keep.extend(refs.into_iter().flat_map(|r| r.blobs));
             } else {
                 std::fs::remove_dir_all(e.path())?;
                 removed += 1;

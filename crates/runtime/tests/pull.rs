@@ -1,8 +1,11 @@
 //! Pulling from the real registry into the cache and the unpacked-image store.
 
-use berth_registry::{manifest, Credentials, NetworkPolicy, Registry, TokenReuse};
+use berth_registry::open::Unobserved;
+use berth_registry::{
+    manifest, open, Credentials, NetworkPolicy, Registry, RegistryError, TokenReuse,
+};
 use berth_runtime::cache::BlobCache;
-use berth_runtime::pull::{pull, PullError};
+use berth_runtime::pull::pull;
 use berth_runtime::rootfs::ImageStore;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,13 +45,19 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
         "alice",
         SecretString::from("alice-pass-1"),
     ));
-    let mut s = registry.session(&target, creds.clone(), TokenReuse::Cached);
-    let pinged = s.ping().await.unwrap();
-    s.authenticate(&pinged.challenges).await.unwrap();
-    let resolved = manifest::resolve(&mut s, "v1").await.unwrap();
+    let mut s = open(
+        &registry,
+        &target,
+        creds.clone(),
+        TokenReuse::Cached,
+        &mut Unobserved,
+    )
+    .await
+    .unwrap();
+    let platform = s.platform_manifest().await.unwrap();
 
     let progress = berth_runtime::pull::Progress::default();
-    let first = pull(&mut s, &resolved.digest, &cache, &images, &progress)
+    let first = pull(&mut s, &platform, &cache, &images, &progress)
         .await
         .unwrap();
     // The watcher's view: the config downloaded, every layer downloaded and applied.
@@ -82,15 +91,9 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
     );
 
     // A second deploy of the same image fetches no blob and unpacks nothing.
-    let second = pull(
-        &mut s,
-        &resolved.digest,
-        &cache,
-        &images,
-        &Default::default(),
-    )
-    .await
-    .unwrap();
+    let second = pull(&mut s, &platform, &cache, &images, &Default::default())
+        .await
+        .unwrap();
     assert!(second.reused);
     assert_eq!(second.fetched_bytes(), 0);
     assert!(second.blobs.iter().all(|b| b.took.is_none()));
@@ -101,36 +104,42 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
         let target = registry
             .target(&url.parse().unwrap(), &image.parse().unwrap())
             .unwrap();
-        let mut s = registry.session(&target, creds.clone(), TokenReuse::Cached);
-        let pinged = s.ping().await.unwrap();
-        s.authenticate(&pinged.challenges).await.unwrap();
-        let resolved = manifest::resolve(&mut s, "v1").await.unwrap();
-        match (
-            pull(
-                &mut s,
-                &resolved.digest,
-                &cache,
-                &images,
-                &Default::default(),
-            )
-            .await,
-            ok,
-        ) {
-            (Ok(p), true) => {
-                assert_ne!(
-                    p.manifest, resolved.digest,
-                    "the platform manifest, not the index"
-                );
+        let opened = open(
+            &registry,
+            &target,
+            creds.clone(),
+            TokenReuse::Cached,
+            &mut Unobserved,
+        )
+        .await;
+        let pulled = match opened {
+            Ok(mut s) => {
+                let platform = s.platform_manifest().await.unwrap();
+                let index = s.resolved.digest.clone();
+                pull(&mut s, &platform, &cache, &images, &Default::default())
+                    .await
+                    .map(|p| (p, index))
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(match e {
+                RegistryError::NoPlatform { wanted, available } => {
+                    assert_eq!(wanted, manifest::host_platform());
+                    assert_eq!(available, vec!["linux/arm64"]);
+                    "no platform".to_owned()
+                }
+                other => other.to_string(),
+            }),
+        };
+        match (pulled, ok) {
+            (Ok((p, index)), true) => {
+                assert_ne!(p.manifest, index, "the platform manifest, not the index");
                 assert_eq!(
                     std::fs::read(p.rootfs.join("platform")).unwrap(),
                     manifest::host_platform().as_bytes()
                 );
             }
-            (Err(PullError::NoPlatform { wanted, available }), false) => {
-                assert_eq!(wanted, manifest::host_platform());
-                assert_eq!(available, vec!["linux/arm64"]);
-            }
-            (other, _) => panic!("{image}: {other:?}"),
+            (Err(e), false) if e == "no platform" => {}
+            (other, _) => panic!("{image}: {:?}", other.map(|(p, _)| p.manifest)),
         }
     }
 }
@@ -224,23 +233,26 @@ async fn a_download_that_breaks_is_resumed_with_range() {
     let server = breaking_registry(img.layout().to_owned(), ranges.clone());
     let url = server.authority();
     let registry = Registry::new(NetworkPolicy::from_lists("127.0.0.1/32", &url).unwrap()).unwrap();
+    let image = format!("team/app@{}", img.digest);
     let target = registry
-        .target(&url.parse().unwrap(), &"team/app:v1".parse().unwrap())
+        .target(&url.parse().unwrap(), &image.parse().unwrap())
         .unwrap();
-    let mut s = registry.session(&target, None, TokenReuse::Cached);
-    s.ping().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cache = BlobCache::open(dir.path().join("blobs")).unwrap();
-    let images = ImageStore::open(dir.path().join("images")).unwrap();
-    let pulled = pull(
-        &mut s,
-        &img.digest.parse().unwrap(),
-        &cache,
-        &images,
-        &Default::default(),
+    let mut s = open(
+        &registry,
+        &target,
+        None,
+        TokenReuse::Cached,
+        &mut Unobserved,
     )
     .await
     .unwrap();
+    let platform = s.platform_manifest().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = BlobCache::open(dir.path().join("blobs")).unwrap();
+    let images = ImageStore::open(dir.path().join("images")).unwrap();
+    let pulled = pull(&mut s, &platform, &cache, &images, &Default::default())
+        .await
+        .unwrap();
     assert_eq!(std::fs::read(pulled.rootfs.join("big.bin")).unwrap(), big);
     let ranges = ranges.lock().unwrap().clone();
     assert_eq!(ranges.len(), 1, "{ranges:?}");

@@ -30,6 +30,8 @@ pub struct ErrorBody {
 pub struct ApiError {
     pub status: StatusCode,
     pub body: ErrorBody,
+    /// `Retry-After` seconds, for a 429.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -41,7 +43,13 @@ impl ApiError {
                 message: message.into(),
                 preflight: None,
             },
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
@@ -87,13 +95,19 @@ impl ApiError {
                 ),
                 preflight: Some(Box::new(report)),
             },
+            retry_after: None,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let mut r = (self.status, Json(self.body)).into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        r
     }
 }
 
@@ -106,6 +120,14 @@ impl From<StoreError> for ApiError {
                 format!("{what} already exists"),
             ),
             StoreError::NotFound => ApiError::not_found("resource"),
+            e @ StoreError::Corrupt { .. } => {
+                tracing::error!(error = %e, "database error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the server log",
+                )
+            }
             StoreError::Database(msg) => {
                 tracing::error!(error = %msg, "database error");
                 ApiError::new(
@@ -244,23 +266,5 @@ pub fn audit_event(
         project: Some(project.name.clone()),
         service: service.map(str::to_owned),
         metadata,
-    }
-}
-
-/// `al***`: enough to recognise, not enough to reuse.
-pub fn mask_username(u: &str) -> String {
-    let keep = if u.chars().count() > 4 { 2 } else { 1 };
-    let head: String = u.chars().take(keep).collect();
-    format!("{head}***")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn masks() {
-        assert_eq!(super::mask_username("alice"), "al***");
-        assert_eq!(super::mask_username("bob"), "b***");
-        assert_eq!(super::mask_username(""), "***");
-        assert_eq!(super::mask_username("ñandú-user"), "ña***");
     }
 }

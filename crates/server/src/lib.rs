@@ -14,6 +14,7 @@ mod secrets;
 mod setup;
 mod state;
 mod tokens;
+mod views;
 
 pub use config::{
     Config, ConfigError, FileConfig, Overrides as ConfigOverrides, SecretStoreKind, VaultConfig,

@@ -11,7 +11,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use berth_store::{Credential, Store};
+use async_trait::async_trait;
+use berth_store::{ProjectId, ServiceId, StoredSecret, VaultMeta};
 use berth_vault::{Keyring, Kms, Sealed, SecretsManager, VaultError, WrappedKeyring};
 use secrecy::SecretString;
 
@@ -20,11 +21,29 @@ use crate::config::{SecretStoreKind, VaultConfig};
 /// The vault value holding the KMS-wrapped keyring.
 pub const KMS_KEYRING: &str = "kms_keyring";
 
-/// A password as the database records it.
-#[derive(Debug, Default)]
-pub struct Stored {
-    pub sealed_password: Vec<u8>,
-    pub secret_arn: Option<String>,
+/// Where registry passwords are kept: what the routes and the deploy worker use.
+/// Each password is bound to its (project, service); a stored one is read back
+/// from wherever its [`StoredSecret`] says it is.
+#[async_trait]
+pub trait Vault: Send + Sync {
+    /// Keeps a password for (project, service), in the configured store.
+    async fn put(
+        &self,
+        project: &ProjectId,
+        service: &ServiceId,
+        password: &SecretString,
+    ) -> Result<StoredSecret, VaultError>;
+    /// Reads a stored password back.
+    async fn get(
+        &self,
+        project: &ProjectId,
+        service: &ServiceId,
+        secret: &StoredSecret,
+    ) -> Result<SecretString, VaultError>;
+    /// Destroys a credential's external secret (a sealed one goes with its row).
+    async fn destroy(&self, secret: &StoredSecret) -> Result<(), VaultError>;
+    /// Undoes a [`Vault::put`] whose database write failed; logs what it cannot.
+    async fn discard(&self, secret: &StoredSecret);
 }
 
 pub struct Secrets {
@@ -32,7 +51,7 @@ pub struct Secrets {
     kms: Option<KmsKeys>,
     secrets_manager: Option<SecretsManager>,
     store_in: SecretStoreKind,
-    db: Arc<dyn Store>,
+    db: Arc<dyn VaultMeta>,
 }
 
 struct KmsKeys {
@@ -47,7 +66,7 @@ impl Secrets {
     pub async fn open(
         config: &VaultConfig,
         file_or_env: impl FnOnce() -> Result<Keyring, berth_vault::KeyringError>,
-        db: Arc<dyn Store>,
+        db: Arc<dyn VaultMeta>,
     ) -> Result<Self, crate::SetupError> {
         let (keys, kms) = match &config.kms_key_id {
             None => (file_or_env()?, None),
@@ -84,68 +103,6 @@ impl Secrets {
 
     pub fn keys(&self) -> &Keyring {
         &self.keys
-    }
-
-    /// Keeps a password for (project, service), in the configured store.
-    pub async fn put(
-        &self,
-        project_id: &str,
-        service_id: &str,
-        password: &SecretString,
-    ) -> Result<Stored, VaultError> {
-        match (self.store_in, &self.secrets_manager) {
-            (SecretStoreKind::AwsSecretsManager, Some(sm)) => Ok(Stored {
-                sealed_password: Vec::new(),
-                secret_arn: Some(sm.put(project_id, service_id, password).await?),
-            }),
-            _ => {
-                self.refresh().await?;
-                Ok(Stored {
-                    sealed_password: self.keys.seal(project_id, service_id, password)?.0,
-                    secret_arn: None,
-                })
-            }
-        }
-    }
-
-    /// Reads a stored password back, from wherever its row says it is.
-    pub async fn get(
-        &self,
-        project_id: &str,
-        service_id: &str,
-        c: &Credential,
-    ) -> Result<SecretString, VaultError> {
-        if let Some(arn) = &c.secret_arn {
-            return self.secrets_manager(arn)?.get(arn).await;
-        }
-        let sealed = Sealed(c.sealed_password.clone());
-        match self.keys.unseal(project_id, service_id, &sealed) {
-            Err(VaultError::Keyring(berth_vault::KeyringError::UnknownVersion(_)))
-                if self.kms.is_some() =>
-            {
-                self.refresh().await?;
-                self.keys.unseal(project_id, service_id, &sealed)
-            }
-            other => other,
-        }
-    }
-
-    /// Destroys a credential's external secret (a sealed one goes with its row).
-    pub async fn destroy(&self, c: &Credential) -> Result<(), VaultError> {
-        match &c.secret_arn {
-            Some(arn) => self.secrets_manager(arn)?.delete(arn).await,
-            None => Ok(()),
-        }
-    }
-
-    /// Undoes a [`Secrets::put`] whose database write failed; logs what it cannot.
-    pub async fn discard(&self, secret_arn: Option<&str>) {
-        if let Some(arn) = secret_arn {
-            let deleted = async { self.secrets_manager(arn)?.delete(arn).await };
-            if let Err(e) = deleted.await {
-                tracing::error!(error = %e, %arn, "cannot delete an unused secret");
-            }
-        }
     }
 
     fn secrets_manager(&self, arn: &str) -> Result<&SecretsManager, VaultError> {
@@ -224,7 +181,10 @@ impl Secrets {
 /// Reads the wrapped keyring from the database and unwraps it with KMS; on a first
 /// start, asks KMS for the first data key (replicas racing: one insert wins, the
 /// others read it).
-async fn kms_keyring(kms: &Kms, db: &dyn Store) -> Result<(Keyring, Vec<u8>), crate::SetupError> {
+async fn kms_keyring(
+    kms: &Kms,
+    db: &dyn VaultMeta,
+) -> Result<(Keyring, Vec<u8>), crate::SetupError> {
     loop {
         if let Some(stored) = db.vault_meta(KMS_KEYRING).await? {
             let wrapped = WrappedKeyring::from_bytes(&stored)?;
@@ -245,6 +205,70 @@ async fn kms_keyring(kms: &Kms, db: &dyn Store) -> Result<(Keyring, Vec<u8>), cr
                 kms_key = kms.key_id(),
                 "created the first KMS-wrapped master key"
             );
+        }
+    }
+}
+
+#[async_trait]
+impl Vault for Secrets {
+    async fn put(
+        &self,
+        project: &ProjectId,
+        service: &ServiceId,
+        password: &SecretString,
+    ) -> Result<StoredSecret, VaultError> {
+        match (self.store_in, &self.secrets_manager) {
+            (SecretStoreKind::AwsSecretsManager, Some(sm)) => Ok(StoredSecret::SecretsManager {
+                arn: sm.put(project.as_str(), service.as_str(), password).await?,
+            }),
+            _ => {
+                self.refresh().await?;
+                Ok(StoredSecret::Sealed(
+                    self.keys
+                        .seal(project.as_str(), service.as_str(), password)?
+                        .0,
+                ))
+            }
+        }
+    }
+
+    async fn get(
+        &self,
+        project: &ProjectId,
+        service: &ServiceId,
+        secret: &StoredSecret,
+    ) -> Result<SecretString, VaultError> {
+        let sealed = match secret {
+            StoredSecret::SecretsManager { arn } => {
+                return self.secrets_manager(arn)?.get(arn).await
+            }
+            StoredSecret::Sealed(s) => Sealed(s.clone()),
+        };
+        let (project, service) = (project.as_str(), service.as_str());
+        match self.keys.unseal(project, service, &sealed) {
+            Err(VaultError::Keyring(berth_vault::KeyringError::UnknownVersion(_)))
+                if self.kms.is_some() =>
+            {
+                self.refresh().await?;
+                self.keys.unseal(project, service, &sealed)
+            }
+            other => other,
+        }
+    }
+
+    async fn destroy(&self, secret: &StoredSecret) -> Result<(), VaultError> {
+        match secret.arn() {
+            Some(arn) => self.secrets_manager(arn)?.delete(arn).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn discard(&self, secret: &StoredSecret) {
+        if let Some(arn) = secret.arn() {
+            let deleted = async { self.secrets_manager(arn)?.delete(arn).await };
+            if let Err(e) = deleted.await {
+                tracing::error!(error = %e, %arn, "cannot delete an unused secret");
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use berth_registry::Registry;
-use berth_store::{NewAudit, SqlStore, Store, UserRole};
+use berth_store::{Accounts, DeploymentQueue, NewAudit, SqlStore, UserRole, VaultMeta};
 use berth_vault::{KeySource, Keyring, Sealed};
 use secrecy::ExposeSecret;
 use tokio::sync::oneshot;
@@ -167,7 +167,13 @@ pub async fn start(config: Config) -> Result<Running, SetupError> {
     });
     tracing::info!(%replica_url, "other replicas reach this one at");
     let _ = parts.state.deployer.replica_url.set(replica_url);
-    let worker = tokio::spawn(crate::deploy::worker(parts.state.clone()));
+    let worker = crate::deploy::Worker {
+        store: parts.state.store.clone(),
+        vault: parts.state.secrets.clone(),
+        registry: parts.state.registry.clone(),
+        deployer: parts.state.deployer.clone(),
+    };
+    let worker = tokio::spawn(worker.run());
     let deployer = parts.state.deployer.clone();
     let app = crate::routes::router(parts.state).layer(
         tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
@@ -239,8 +245,8 @@ pub async fn rotate_master_key(config: &Config) -> Result<(u32, usize), SetupErr
             if sealed.key_version() == Some(version) {
                 continue;
             }
-            let plain = keys.unseal(&row.project_id, &row.service_id, &sealed)?;
-            let fresh = keys.seal(&row.project_id, &row.service_id, &plain)?;
+            let plain = keys.unseal(row.project_id.as_str(), row.service_id.as_str(), &sealed)?;
+            let fresh = keys.seal(row.project_id.as_str(), row.service_id.as_str(), &plain)?;
             if store
                 .reseal_credential(&row.service_id, &row.sealed_password, &fresh.0)
                 .await?

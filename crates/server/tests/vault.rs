@@ -99,7 +99,7 @@ async fn tampered_or_swapped_ciphertexts_are_refused() {
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
     }
-    use berth_store::Store;
+    use berth_store::prelude::*;
     let store = &server.running.store;
     let rows = store.sealed_credentials().await.unwrap();
     let (one, two) = (&rows[0], &rows[1]);
@@ -158,7 +158,7 @@ async fn rotation_while_serving() {
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     // New saves use version 2.
-    use berth_store::Store;
+    use berth_store::prelude::*;
     let rows = server.running.store.sealed_credentials().await.unwrap();
     assert_eq!(
         berth_vault::Sealed(rows[0].sealed_password.clone()).key_version(),

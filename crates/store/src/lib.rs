@@ -1,14 +1,18 @@
-//! berth's storage behind one narrow trait, [`Store`], and its SQL implementation,
-//! [`SqlStore`], which runs on SQLite (the embedded default) and PostgreSQL (for
-//! several replicas).
+//! berth's storage behind narrow traits, one per concern (in the manner of lldap's
+//! backend handlers): [`Accounts`], [`Services`], [`DeploymentQueue`],
+//! [`AuditLog`], [`RateLimits`], [`VaultMeta`]. [`Store`] is all of them, and
+//! [`SqlStore`] implements them on SQLite (the embedded default) and PostgreSQL
+//! (for several replicas), one SQL file per trait under `sql/`.
 //!
-//! Every change to a service is written in one transaction together with its audit
-//! event: **a refused or failed save stores nothing**.
+//! Rows decode into domain types (`berth_types`) and status enums. Every change to
+//! a service is written in one transaction together with its audit event: **a
+//! refused or failed save stores nothing**.
 
 mod model;
 mod sql;
 
 use async_trait::async_trait;
+use berth_types::{Digest, ImageRef};
 
 pub use model::*;
 pub use sql::SqlStore;
@@ -21,6 +25,13 @@ pub enum StoreError {
     NotFound,
     #[error("database error: {0}")]
     Database(String),
+    /// A stored value that does not decode (written by hand, or by a future
+    /// version): reported as what it is, never passed on as a string.
+    #[error("a stored {column} is not valid: {reason}")]
+    Corrupt {
+        column: &'static str,
+        reason: String,
+    },
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -40,10 +51,9 @@ impl From<sqlx::Error> for StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// What the server needs from storage. Implementations share one contract-test suite.
+/// Users, projects and who belongs to which.
 #[async_trait]
-pub trait Store: Send + Sync {
-    // users
+pub trait Accounts: Send + Sync {
     async fn create_user(
         &self,
         name: &str,
@@ -54,14 +64,17 @@ pub trait Store: Send + Sync {
     async fn user_by_token_hash(&self, token_hash: &str) -> Result<Option<User>>;
     async fn user_by_name(&self, name: &str) -> Result<Option<User>>;
     async fn count_users(&self) -> Result<i64>;
-
-    // projects
     async fn create_project(&self, name: &str, owner: &User, audit: NewAudit) -> Result<Project>;
     /// The project if `user` is a member (owner included).
     async fn project_for_member(&self, name: &str, user: &User) -> Result<Option<Membership>>;
     async fn add_member(&self, project: &Project, user: &User, audit: NewAudit) -> Result<()>;
+    /// The name of a project (for audit events the server writes itself).
+    async fn project_name(&self, project_id: &ProjectId) -> Result<Option<String>>;
+}
 
-    // services
+/// Services and their registry credentials.
+#[async_trait]
+pub trait Services: Send + Sync {
     async fn create_service(
         &self,
         service: NewService,
@@ -69,22 +82,28 @@ pub trait Store: Send + Sync {
         audit: NewAudit,
     ) -> Result<Service>;
     async fn service(&self, project: &Project, name: &str) -> Result<Option<Service>>;
+    async fn service_by_id(&self, id: &ServiceId) -> Result<Option<Service>>;
     async fn list_services(&self, project: &Project) -> Result<Vec<Service>>;
     /// Replaces the credential (and optionally the image) of a live service.
     async fn put_credential(
         &self,
         service: &Service,
-        image: Option<&str>,
+        image: Option<&ImageRef>,
         credential: NewCredential,
         audit: NewAudit,
     ) -> Result<()>;
     /// Deletes the credential; `false` when there was none.
     async fn delete_credential(&self, service: &Service, audit: NewAudit) -> Result<bool>;
-    /// Deletes the credential and marks the service `TERMINATED`.
+    /// Deletes the credential and marks the service `TERMINATED` (its deployed
+    /// deployments `REMOVED`).
     async fn terminate_service(&self, service: &Service, audit: NewAudit) -> Result<()>;
+}
 
-    // deployments
-    async fn service_by_id(&self, id: &str) -> Result<Option<Service>>;
+/// The durable deployment queue that every replica's worker takes from.
+#[async_trait]
+pub trait DeploymentQueue: Send + Sync {
+    /// Queues a `PENDING_DEPLOY` deployment of the service's image (`NotFound` once
+    /// the service is terminated).
     async fn create_deployment(&self, service: &Service, audit: NewAudit) -> Result<Deployment>;
     async fn deployment(&self, service: &Service, id: &str) -> Result<Option<Deployment>>;
     async fn deployments_of(&self, service: &Service) -> Result<Vec<Deployment>>;
@@ -100,8 +119,6 @@ pub trait Store: Send + Sync {
     /// what each replica's containers are reconciled against, and whose images the
     /// garbage collector keeps.
     async fn live_deployments(&self) -> Result<Vec<LiveDeployment>>;
-    /// The name of project `project_id` (for audit events the server writes itself).
-    async fn project_name(&self, project_id: &str) -> Result<Option<String>>;
     /// The worker running `d` is alive (several replicas: each proves it holds its
     /// `DEPLOYING` rows).
     async fn heartbeat(&self, d: &Deployment) -> Result<()>;
@@ -109,8 +126,12 @@ pub trait Store: Send + Sync {
     /// `stale_before`, an RFC 3339 time) become `FAILED` with a reason; another
     /// replica's deploy in progress is left alone.
     async fn repair_deployments(&self, stale_before: &str) -> Result<u64>;
+}
 
-    // audit
+/// The append-only audit log (appended by the other traits' writes, in their
+/// transactions).
+#[async_trait]
+pub trait AuditLog: Send + Sync {
     async fn audit_events(
         &self,
         project: &Project,
@@ -118,9 +139,12 @@ pub trait Store: Send + Sync {
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<AuditEvent>>;
+}
 
-    /// Counts a hit for `key` in a sliding window; `false` when over `max`. Shared by
-    /// every replica on the same database.
+/// Sliding-window counters shared by every replica on the same database.
+#[async_trait]
+pub trait RateLimits: Send + Sync {
+    /// Counts a hit for `key`; `false` when over `max` in the window.
     async fn rate_limit_hit(
         &self,
         key: &str,
@@ -128,11 +152,15 @@ pub trait Store: Send + Sync {
         window_ms: i64,
         max: i64,
     ) -> Result<bool>;
+}
 
-    // vault support
+/// What the vault keeps in the database: the key check, named values (the
+/// KMS-wrapped keyring), and the sealed passwords a rotation re-seals.
+#[async_trait]
+pub trait VaultMeta: Send + Sync {
     async fn key_check(&self) -> Result<Option<Vec<u8>>>;
     async fn set_key_check(&self, sealed: &[u8]) -> Result<()>;
-    /// A named vault value (e.g. the KMS-wrapped keyring), shared by every replica.
+    /// A named vault value, shared by every replica.
     async fn vault_meta(&self, name: &str) -> Result<Option<Vec<u8>>>;
     /// Sets a vault value if it is still `old` (`None`: if it does not exist yet);
     /// `false` when another writer got there first.
@@ -141,5 +169,31 @@ pub trait Store: Send + Sync {
     async fn sealed_credentials(&self) -> Result<Vec<SealedRow>>;
     /// Swaps a credential's sealed secret if it is still `old` (compare-and-swap, so a
     /// concurrent update wins over a rotation).
-    async fn reseal_credential(&self, service_id: &str, old: &[u8], new: &[u8]) -> Result<bool>;
+    async fn reseal_credential(
+        &self,
+        service_id: &ServiceId,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool>;
+}
+
+/// All of storage: what the HTTP edge holds. Inner parts take the narrow trait they
+/// need (the deploy worker a [`DeploymentQueue`] and [`Services`], the vault a
+/// [`VaultMeta`]).
+pub trait Store: Accounts + Services + DeploymentQueue + AuditLog + RateLimits + VaultMeta {}
+
+impl<T: Accounts + Services + DeploymentQueue + AuditLog + RateLimits + VaultMeta> Store for T {}
+
+/// Decodes a stored digest.
+pub(crate) fn decode_digest(s: &str) -> Result<Digest> {
+    s.parse()
+        .map_err(|e: berth_types::DigestError| StoreError::Corrupt {
+            column: "digest",
+            reason: e.to_string(),
+        })
+}
+
+/// Every store trait, for code that calls them on a concrete [`SqlStore`].
+pub mod prelude {
+    pub use crate::{Accounts, AuditLog, DeploymentQueue, RateLimits, Services, VaultMeta};
 }

@@ -1,4 +1,128 @@
-use serde::Serialize;
+//! What the store holds, decoded into domain types: an image is an [`ImageRef`], a
+//! registry a [`RegistryUrl`], a digest a [`Digest`], a status an enum, an id a
+//! newtype of its own. A row that does not decode is an error of the store
+//! ([`crate::StoreError::Corrupt`]), never a surprise at deploy time.
+
+use berth_types::{Digest, ImageRef, RegistryUrl};
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            /// A new random id.
+            pub fn random() -> Self {
+                $name(hex::encode(rand::random::<[u8; 16]>()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                $name(s)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A user's id.
+    UserId
+);
+id_type!(
+    /// A project's id (names are for people; ids for keys and audit).
+    ProjectId
+);
+id_type!(
+    /// A service's id: with the project id, what a sealed password is bound to.
+    ServiceId
+);
+id_type!(
+    /// A deployment's id: its container is `berth-<id>`.
+    DeploymentId
+);
+
+macro_rules! status_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!("unknown {} {other:?}", stringify!($name))),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+status_enum!(
+    /// Where a service is: its last deployment's status, or created / terminated.
+    ServiceStatus {
+        Created = "CREATED",
+        PendingDeploy = "PENDING_DEPLOY",
+        Deploying = "DEPLOYING",
+        Deployed = "DEPLOYED",
+        Failed = "FAILED",
+        Terminated = "TERMINATED",
+    }
+);
+
+status_enum!(
+    /// Where a deployment is. `Removed`: a deployed one that no longer runs (a newer
+    /// one of its service replaced it, or the service was terminated).
+    DeploymentStatus {
+        PendingDeploy = "PENDING_DEPLOY",
+        Deploying = "DEPLOYING",
+        Deployed = "DEPLOYED",
+        Failed = "FAILED",
+        Removed = "REMOVED",
+    }
+);
+
+impl From<DeploymentStatus> for ServiceStatus {
+    fn from(s: DeploymentStatus) -> Self {
+        match s {
+            DeploymentStatus::PendingDeploy => ServiceStatus::PendingDeploy,
+            DeploymentStatus::Deploying => ServiceStatus::Deploying,
+            DeploymentStatus::Deployed | DeploymentStatus::Removed => ServiceStatus::Deployed,
+            DeploymentStatus::Failed => ServiceStatus::Failed,
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UserRole {
@@ -8,14 +132,14 @@ pub enum UserRole {
 
 #[derive(Clone, Debug)]
 pub struct User {
-    pub id: String,
+    pub id: UserId,
     pub name: String,
     pub role: UserRole,
 }
 
 #[derive(Clone, Debug)]
 pub struct Project {
-    pub id: String,
+    pub id: ProjectId,
     pub name: String,
     pub created_at: String,
 }
@@ -34,53 +158,60 @@ pub struct Membership {
 
 #[derive(Clone, Debug)]
 pub struct NewService {
-    pub id: String,
-    pub project_id: String,
+    pub id: ServiceId,
+    pub project_id: ProjectId,
     pub name: String,
-    pub image: String,
+    pub image: ImageRef,
 }
 
-/// A registry credential ready to store: the password is already sealed.
+/// Where a registry password is kept: one form or the other, never both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoredSecret {
+    /// Sealed by the vault's keyring for (project, service, key version), in the
+    /// database row.
+    Sealed(Vec<u8>),
+    /// In AWS Secrets Manager: the row keeps the secret's ARN, nothing else about it.
+    SecretsManager { arn: String },
+}
+
+impl StoredSecret {
+    pub fn arn(&self) -> Option<&str> {
+        match self {
+            StoredSecret::SecretsManager { arn } => Some(arn),
+            StoredSecret::Sealed(_) => None,
+        }
+    }
+}
+
+/// A registry credential ready to store: the password is already sealed (or kept
+/// elsewhere).
 #[derive(Clone, Debug)]
 pub struct NewCredential {
-    pub registry_url: String,
+    pub registry_url: RegistryUrl,
     pub username: String,
-    pub sealed_password: Vec<u8>,
-    /// Set when the password lives in AWS Secrets Manager (then `sealed_password` is
-    /// empty): the secret's ARN, nothing else about it.
-    pub secret_arn: Option<String>,
+    pub secret: StoredSecret,
     pub verified: bool,
 }
 
 #[derive(Clone, Debug)]
 pub struct Credential {
-    pub registry_url: String,
+    pub registry_url: RegistryUrl,
     pub username: String,
-    pub sealed_password: Vec<u8>,
-    pub secret_arn: Option<String>,
+    pub secret: StoredSecret,
     pub verified: bool,
     pub updated_at: String,
 }
 
-impl Credential {
-    pub fn password_set(&self) -> bool {
-        !self.sealed_password.is_empty() || self.secret_arn.is_some()
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct Service {
-    pub id: String,
-    pub project_id: String,
+    pub id: ServiceId,
+    pub project_id: ProjectId,
     pub name: String,
-    pub image: String,
-    pub status: String,
+    pub image: ImageRef,
+    pub status: ServiceStatus,
     pub created_at: String,
     pub credential: Option<Credential>,
 }
-
-pub const STATUS_CREATED: &str = "CREATED";
-pub const STATUS_TERMINATED: &str = "TERMINATED";
 
 /// An audit event to append with a change.
 #[derive(Clone, Debug)]
@@ -92,7 +223,7 @@ pub struct NewAudit {
     pub metadata: serde_json::Value,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct AuditEvent {
     pub id: i64,
     pub at: String,
@@ -103,16 +234,12 @@ pub struct AuditEvent {
     pub metadata: serde_json::Value,
 }
 
+/// A password sealed in the database, for re-sealing under a new key version.
 #[derive(Clone, Debug)]
 pub struct SealedRow {
-    pub service_id: String,
-    pub project_id: String,
+    pub service_id: ServiceId,
+    pub project_id: ProjectId,
     pub sealed_password: Vec<u8>,
-}
-
-/// A random 128-bit id, hex.
-pub fn new_id() -> String {
-    hex::encode(rand::random::<[u8; 16]>())
 }
 
 /// Now, RFC 3339 UTC with milliseconds (sorts as text).
@@ -120,38 +247,27 @@ pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-pub const PENDING_DEPLOY: &str = "PENDING_DEPLOY";
-pub const DEPLOYING: &str = "DEPLOYING";
-pub const DEPLOYED: &str = "DEPLOYED";
-pub const FAILED: &str = "FAILED";
-/// A deployed deployment that no longer runs: a newer one of its service was
-/// deployed (it replaces this one), or the service was terminated.
-pub const REMOVED: &str = "REMOVED";
-
 /// A deployment that should be running: `DEPLOYED`, of a service not terminated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LiveDeployment {
-    pub id: String,
-    pub service_id: String,
-    pub digest: String,
+    pub id: DeploymentId,
+    pub service_id: ServiceId,
+    pub digest: Digest,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Deployment {
-    pub id: String,
-    #[serde(skip)]
-    pub service_id: String,
-    #[serde(skip)]
-    pub project_id: String,
-    pub status: String,
-    pub image: String,
-    pub digest: Option<String>,
+    pub id: DeploymentId,
+    pub service_id: ServiceId,
+    pub project_id: ProjectId,
+    pub status: DeploymentStatus,
+    pub image: ImageRef,
+    pub digest: Option<Digest>,
     pub failure_code: Option<String>,
     pub failure_message: Option<String>,
     pub created_at: String,
     pub updated_at: String,
     /// The replica that claimed it (its advertised URL): where its log is.
-    #[serde(skip)]
     pub replica_url: Option<String>,
 }
 
@@ -159,11 +275,28 @@ pub struct Deployment {
 #[derive(Clone, Debug)]
 pub enum Outcome {
     Deployed {
-        digest: String,
+        digest: Digest,
     },
     Failed {
-        digest: Option<String>,
-        code: String,
+        digest: Option<Digest>,
+        /// A stable public code (`auth_failed`, `runtime_error`, ...).
+        code: &'static str,
         message: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip() {
+        for s in ServiceStatus::ALL {
+            assert_eq!(s.as_str().parse::<ServiceStatus>().unwrap(), *s);
+        }
+        for s in DeploymentStatus::ALL {
+            assert_eq!(s.as_str().parse::<DeploymentStatus>().unwrap(), *s);
+        }
+        assert!("deployed".parse::<DeploymentStatus>().is_err());
+    }
 }

@@ -1,6 +1,9 @@
-//! One contract suite, run on SQLite and on PostgreSQL.
+//! The store's contract: one test per behaviour, each run on SQLite and on
+//! PostgreSQL (`contract!` makes the pair), so a failure names the invariant and
+//! the backend.
 
 use berth_store::*;
+use berth_types::Digest;
 use serde_json::json;
 
 fn audit(action: &'static str, project: Option<&str>, service: Option<&str>) -> NewAudit {
@@ -13,22 +16,63 @@ fn audit(action: &'static str, project: Option<&str>, service: Option<&str>) -> 
     }
 }
 
-fn cred(url: &str, sealed: &[u8]) -> NewCredential {
+fn sealed(url: &str, sealed: &[u8]) -> NewCredential {
     NewCredential {
-        registry_url: url.into(),
+        registry_url: url.parse().unwrap(),
         username: "bob".into(),
-        sealed_password: sealed.to_vec(),
-        secret_arn: None,
+        secret: StoredSecret::Sealed(sealed.to_vec()),
         verified: true,
     }
 }
 
-async fn got_service(store: &SqlStore, p: &Project, name: &str) -> Service {
-    store.service(p, name).await.unwrap().unwrap()
+fn digest(c: char) -> Digest {
+    format!("sha256:{}", c.to_string().repeat(64))
+        .parse()
+        .unwrap()
 }
 
-async fn contract(store: SqlStore) {
-    // Users.
+async fn sqlite() -> (SqlStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("berth.db").display()
+    );
+    (SqlStore::connect(&url).await.unwrap(), dir)
+}
+
+async fn postgres() -> SqlStore {
+    let url = berth_testkit::Postgres::shared().create_database();
+    SqlStore::connect(&url).await.unwrap()
+}
+
+/// `contract!(name, |store| async { ... })`: the behaviour, on both databases.
+macro_rules! contract {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn sqlite() {
+                let (store, _dir) = super::sqlite().await;
+                ($body)(store).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                ($body)(super::postgres().await).await;
+            }
+        }
+    };
+}
+
+/// Two users and a project owned by alice.
+struct Fx {
+    alice: User,
+    bob: User,
+    p: Project,
+}
+
+async fn fixture(store: &SqlStore) -> Fx {
     let alice = store
         .create_user(
             "alice",
@@ -47,136 +91,171 @@ async fn contract(store: SqlStore) {
         )
         .await
         .unwrap();
-    assert!(matches!(
-        store
-            .create_user(
-                "alice",
-                "hash-c",
-                UserRole::User,
-                audit("user.create", None, None)
-            )
-            .await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert_eq!(
-        store
-            .user_by_token_hash("hash-a")
-            .await
-            .unwrap()
-            .unwrap()
-            .name,
-        "alice"
-    );
-    assert!(store.user_by_token_hash("nope").await.unwrap().is_none());
-    assert_eq!(
-        store.user_by_name("bob").await.unwrap().unwrap().role,
-        UserRole::User
-    );
-    assert_eq!(store.count_users().await.unwrap(), 2);
-
-    // Projects and membership.
     let p = store
         .create_project("web", &alice, audit("project.create", Some("web"), None))
         .await
         .unwrap();
-    assert!(matches!(
-        store
-            .create_project("web", &bob, audit("project.create", Some("web"), None))
-            .await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert_eq!(
-        store
-            .project_for_member("web", &alice)
-            .await
-            .unwrap()
-            .unwrap()
-            .role,
-        MemberRole::Owner
-    );
-    assert!(store
-        .project_for_member("web", &bob)
-        .await
-        .unwrap()
-        .is_none());
-    store
-        .add_member(&p, &bob, audit("project.member.add", Some("web"), None))
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .project_for_member("web", &bob)
-            .await
-            .unwrap()
-            .unwrap()
-            .role,
-        MemberRole::Member
-    );
-    assert!(matches!(
-        store
-            .add_member(&p, &bob, audit("project.member.add", Some("web"), None))
-            .await,
-        Err(StoreError::Conflict(_))
-    ));
+    Fx { alice, bob, p }
+}
 
-    // Services: a refused save stores nothing.
-    let new = |name: &str| NewService {
-        id: new_id(),
+fn new_service(p: &Project, name: &str) -> NewService {
+    NewService {
+        id: ServiceId::random(),
         project_id: p.id.clone(),
         name: name.into(),
-        image: "app:v1".into(),
-    };
-    let s = store
-        .create_service(
-            new("api"),
-            Some(cred("ghcr.io", b"sealed-1")),
-            audit("service.create", Some("web"), Some("api")),
-        )
-        .await
-        .unwrap();
-    let events_before = store.audit_events(&p, None, None, 100).await.unwrap().len();
-    assert!(matches!(
-        store
-            .create_service(
-                new("api"),
-                Some(cred("x.io", b"sealed-x")),
-                audit("service.create", Some("web"), Some("api"))
-            )
-            .await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert_eq!(
-        store.audit_events(&p, None, None, 100).await.unwrap().len(),
-        events_before,
-        "no audit for a refused save"
-    );
-    assert_eq!(
-        store.sealed_credentials().await.unwrap().len(),
-        1,
-        "no credential for a refused save"
-    );
+        image: "app:v1".parse().unwrap(),
+    }
+}
 
-    let got = store.service(&p, "api").await.unwrap().unwrap();
-    assert_eq!(got.id, s.id);
-    assert_eq!(got.status, STATUS_CREATED);
-    let c = got.credential.clone().unwrap();
-    assert_eq!(
-        (
-            c.registry_url.as_str(),
-            c.username.as_str(),
-            c.sealed_password.as_slice(),
-            c.verified
-        ),
-        ("ghcr.io", "bob", &b"sealed-1"[..], true)
-    );
+async fn service(store: &SqlStore, p: &Project, name: &str, c: Option<NewCredential>) -> Service {
     store
         .create_service(
-            new("worker"),
-            None,
-            audit("service.create", Some("web"), Some("worker")),
+            new_service(p, name),
+            c,
+            audit("service.create", Some("web"), Some(name)),
         )
         .await
+        .unwrap()
+}
+
+async fn got(store: &SqlStore, p: &Project, name: &str) -> Service {
+    store.service(p, name).await.unwrap().unwrap()
+}
+
+/// Claims the next deployment and records it deployed with `d`.
+async fn deploy(store: &SqlStore, s: &Service, d: Digest) -> Deployment {
+    store
+        .create_deployment(s, audit("deployment.create", Some("web"), Some(&s.name)))
+        .await
         .unwrap();
+    let claimed = store
+        .claim_deployment("http://a:8440")
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .finish_deployment(&claimed, Outcome::Deployed { digest: d })
+        .await
+        .unwrap();
+    claimed
+}
+
+contract!(
+    users_are_unique_and_found_by_token,
+    |store: SqlStore| async move {
+        fixture(&store).await;
+        assert!(matches!(
+            store
+                .create_user(
+                    "alice",
+                    "hash-c",
+                    UserRole::User,
+                    audit("user.create", None, None)
+                )
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        let a = store.user_by_token_hash("hash-a").await.unwrap().unwrap();
+        assert_eq!(a.name, "alice");
+        assert!(store.user_by_token_hash("nope").await.unwrap().is_none());
+        assert_eq!(
+            store.user_by_name("bob").await.unwrap().unwrap().role,
+            UserRole::User
+        );
+        assert_eq!(store.count_users().await.unwrap(), 2);
+    }
+);
+
+contract!(
+    projects_have_owners_and_members,
+    |store: SqlStore| async move {
+        let Fx { alice, bob, p } = fixture(&store).await;
+        assert!(matches!(
+            store
+                .create_project("web", &bob, audit("project.create", Some("web"), None))
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        let role = |u: User| {
+            let store = store.clone();
+            async move {
+                store
+                    .project_for_member("web", &u)
+                    .await
+                    .unwrap()
+                    .map(|m| m.role)
+            }
+        };
+        assert_eq!(role(alice.clone()).await, Some(MemberRole::Owner));
+        assert_eq!(role(bob.clone()).await, None, "not a member: not found");
+        store
+            .add_member(&p, &bob, audit("project.member.add", Some("web"), None))
+            .await
+            .unwrap();
+        assert_eq!(role(bob.clone()).await, Some(MemberRole::Member));
+        assert!(matches!(
+            store
+                .add_member(&p, &bob, audit("project.member.add", Some("web"), None))
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            store.project_name(&p.id).await.unwrap().as_deref(),
+            Some("web")
+        );
+        assert_eq!(
+            store
+                .project_name(&ProjectId::from("nope".to_owned()))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+);
+
+contract!(
+    a_refused_save_stores_nothing,
+    |store: SqlStore| async move {
+        let Fx { p, .. } = fixture(&store).await;
+        service(&store, &p, "api", Some(sealed("ghcr.io", b"sealed-1"))).await;
+        let events_before = store.audit_events(&p, None, None, 100).await.unwrap().len();
+        assert!(matches!(
+            store
+                .create_service(
+                    new_service(&p, "api"),
+                    Some(sealed("x.io", b"sealed-x")),
+                    audit("service.create", Some("web"), Some("api"))
+                )
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            store.audit_events(&p, None, None, 100).await.unwrap().len(),
+            events_before,
+            "no audit for a refused save"
+        );
+        assert_eq!(
+            store.sealed_credentials().await.unwrap().len(),
+            1,
+            "no credential for a refused save"
+        );
+    }
+);
+
+contract!(services_read_back_typed, |store: SqlStore| async move {
+    let Fx { p, .. } = fixture(&store).await;
+    let s = service(&store, &p, "api", Some(sealed("ghcr.io", b"sealed-1"))).await;
+    service(&store, &p, "worker", None).await;
+    let api = got(&store, &p, "api").await;
+    assert_eq!(api.id, s.id);
+    assert_eq!(api.status, ServiceStatus::Created);
+    assert_eq!(api.image, "app:v1".parse().unwrap());
+    let c = api.credential.unwrap();
+    assert_eq!(c.registry_url, "ghcr.io".parse().unwrap());
+    assert_eq!(
+        (c.username.as_str(), &c.secret, c.verified),
+        ("bob", &StoredSecret::Sealed(b"sealed-1".to_vec()), true)
+    );
     let names: Vec<String> = store
         .list_services(&p)
         .await
@@ -184,251 +263,318 @@ async fn contract(store: SqlStore) {
         .into_iter()
         .map(|s| s.name)
         .collect();
-    assert_eq!(names, vec!["api", "worker"]);
-    assert!(store
-        .service(&p, "worker")
-        .await
-        .unwrap()
-        .unwrap()
-        .credential
-        .is_none());
-
-    // Update, remove, terminate.
-    store
-        .put_credential(
-            &got,
-            Some("app:v2"),
-            cred("ghcr.io", b"sealed-2"),
-            audit("service.update", Some("web"), Some("api")),
-        )
-        .await
-        .unwrap();
-    let got = store.service(&p, "api").await.unwrap().unwrap();
-    assert_eq!(got.image, "app:v2");
+    assert_eq!(names, ["api", "worker"]);
+    assert!(got(&store, &p, "worker").await.credential.is_none());
     assert_eq!(
-        got.credential.as_ref().unwrap().sealed_password,
-        b"sealed-2"
+        store.service_by_id(&s.id).await.unwrap().unwrap().name,
+        "api"
     );
-    // A credential held by Secrets Manager: only its ARN is stored, and rotation
-    // does not list it (there is nothing sealed to re-seal).
-    let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:berth/x";
-    store
-        .create_service(
-            new("sm"),
-            Some(NewCredential {
-                sealed_password: Vec::new(),
-                secret_arn: Some(arn.into()),
-                ..cred("ghcr.io", b"")
-            }),
-            audit("service.create", Some("web"), Some("sm")),
-        )
-        .await
-        .unwrap();
-    let sm = got_service(&store, &p, "sm").await.credential.unwrap();
-    assert_eq!(sm.secret_arn.as_deref(), Some(arn));
-    assert!(sm.password_set());
-    assert!(store
-        .sealed_credentials()
-        .await
-        .unwrap()
-        .iter()
-        .all(|r| !r.sealed_password.is_empty()));
-    assert!(store
-        .reseal_credential(&got.id, b"sealed-2", b"sealed-3")
-        .await
-        .unwrap());
-    assert!(
-        !store
-            .reseal_credential(&got.id, b"sealed-2", b"sealed-4")
-            .await
-            .unwrap(),
-        "compare-and-swap"
-    );
-    assert!(store
-        .delete_credential(
-            &got,
-            audit("service.registry.remove", Some("web"), Some("api"))
-        )
-        .await
-        .unwrap());
-    assert!(!store
-        .delete_credential(
-            &got,
-            audit("service.registry.remove", Some("web"), Some("api"))
-        )
-        .await
-        .unwrap());
-    store
-        .put_credential(
-            &got,
-            None,
-            cred("ghcr.io", b"sealed-5"),
-            audit("service.update", Some("web"), Some("api")),
-        )
-        .await
-        .unwrap();
-    store
-        .terminate_service(&got, audit("service.terminate", Some("web"), Some("api")))
-        .await
-        .unwrap();
-    let got = store.service(&p, "api").await.unwrap().unwrap();
-    assert_eq!(got.status, STATUS_TERMINATED);
-    assert!(got.credential.is_none());
-    assert!(store.sealed_credentials().await.unwrap().is_empty());
-    assert!(matches!(
+});
+
+contract!(
+    credentials_are_replaced_removed_and_resealed,
+    |store: SqlStore| async move {
+        let Fx { p, .. } = fixture(&store).await;
+        let s = service(&store, &p, "api", Some(sealed("ghcr.io", b"sealed-1"))).await;
         store
             .put_credential(
-                &got,
-                None,
-                cred("ghcr.io", b"s"),
-                audit("service.update", Some("web"), Some("api"))
+                &s,
+                Some(&"app:v2".parse().unwrap()),
+                sealed("ghcr.io", b"sealed-2"),
+                audit("service.update", Some("web"), Some("api")),
             )
-            .await,
-        Err(StoreError::NotFound)
-    ));
-
-    // Audit: newest first, paged, filtered by service.
-    let all = store.audit_events(&p, None, None, 100).await.unwrap();
-    let actions: Vec<&str> = all.iter().map(|e| e.action.as_str()).collect();
-    assert_eq!(actions.first(), Some(&"service.terminate"));
-    assert_eq!(actions.last(), Some(&"project.create"));
-    assert_eq!(all[0].metadata, json!({"k": "v"}));
-    let page1 = store.audit_events(&p, None, None, 2).await.unwrap();
-    let page2 = store
-        .audit_events(&p, None, Some(page1[1].id), 2)
-        .await
-        .unwrap();
-    assert_eq!(page2[0].id, all[2].id);
-    let worker = store
-        .audit_events(&p, Some("worker"), None, 100)
-        .await
-        .unwrap();
-    assert_eq!(worker.len(), 1);
-
-    // Rate limit: 5 a window, per key; old hits pruned.
-    for i in 0..5 {
+            .await
+            .unwrap();
+        let api = got(&store, &p, "api").await;
+        assert_eq!(api.image.to_string(), "app:v2");
+        assert_eq!(
+            api.credential.unwrap().secret,
+            StoredSecret::Sealed(b"sealed-2".to_vec())
+        );
         assert!(store
-            .rate_limit_hit("u1", 1_000 + i, 60_000, 5)
+            .reseal_credential(&s.id, b"sealed-2", b"sealed-3")
             .await
             .unwrap());
+        assert!(
+            !store
+                .reseal_credential(&s.id, b"sealed-2", b"sealed-4")
+                .await
+                .unwrap(),
+            "compare-and-swap"
+        );
+        let remove = || {
+            store.delete_credential(
+                &s,
+                audit("service.registry.remove", Some("web"), Some("api")),
+            )
+        };
+        assert!(remove().await.unwrap());
+        assert!(!remove().await.unwrap(), "nothing left to remove");
     }
-    assert!(!store.rate_limit_hit("u1", 1_010, 60_000, 5).await.unwrap());
-    assert!(store.rate_limit_hit("u2", 1_010, 60_000, 5).await.unwrap());
-    assert!(store.rate_limit_hit("u1", 61_005, 60_000, 5).await.unwrap());
+);
 
-    // Deployments: a durable queue.
-    let worker = store.service(&p, "worker").await.unwrap().unwrap();
-    let d1 = store
-        .create_deployment(
-            &worker,
-            audit("deployment.create", Some("web"), Some("worker")),
+contract!(
+    a_secrets_manager_credential_keeps_only_its_arn,
+    |store: SqlStore| async move {
+        let Fx { p, .. } = fixture(&store).await;
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:berth/x";
+        service(
+            &store,
+            &p,
+            "sm",
+            Some(NewCredential {
+                secret: StoredSecret::SecretsManager { arn: arn.into() },
+                ..sealed("ghcr.io", b"")
+            }),
         )
-        .await
-        .unwrap();
-    let d2 = store
-        .create_deployment(
-            &worker,
-            audit("deployment.create", Some("web"), Some("worker")),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        store.service(&p, "worker").await.unwrap().unwrap().status,
-        PENDING_DEPLOY
-    );
-    let claimed = store
-        .claim_deployment("http://replica-a:8440")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (claimed.id.as_str(), claimed.status.as_str()),
-        (d1.id.as_str(), DEPLOYING)
-    );
-    assert_eq!(
-        claimed.replica_url.as_deref(),
-        Some("http://replica-a:8440")
-    );
-    store
-        .finish_deployment(
-            &claimed,
-            Outcome::Deployed {
-                digest: "sha256:ab".into(),
-            },
-        )
-        .await
-        .unwrap();
-    let got = store.deployment(&worker, &d1.id).await.unwrap().unwrap();
-    assert_eq!(
-        (got.status.as_str(), got.digest.as_deref()),
-        (DEPLOYED, Some("sha256:ab"))
-    );
-    assert_eq!(
-        store.service(&p, "worker").await.unwrap().unwrap().status,
-        DEPLOYED
-    );
-    let claimed = store
-        .claim_deployment("http://replica-a:8440")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(claimed.id, d2.id);
-    assert!(store
-        .claim_deployment("http://replica-a:8440")
-        .await
-        .unwrap()
-        .is_none());
-    // Alive (a fresh heartbeat): another replica's repair leaves it alone.
-    store.heartbeat(&claimed).await.unwrap();
-    assert_eq!(
+        .await;
+        service(&store, &p, "db", Some(sealed("ghcr.io", b"s"))).await;
+        let sm = got(&store, &p, "sm").await.credential.unwrap();
+        assert_eq!(sm.secret.arn(), Some(arn));
+        // Rotation lists only what is sealed in the database.
+        let rows = store.sealed_credentials().await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].sealed_password, b"s");
+    }
+);
+
+contract!(
+    a_terminated_service_keeps_no_credential_and_takes_no_change,
+    |store: SqlStore| async move {
+        let Fx { p, .. } = fixture(&store).await;
+        let s = service(&store, &p, "api", Some(sealed("ghcr.io", b"s"))).await;
         store
-            .repair_deployments("2000-01-01T00:00:00.000Z")
+            .terminate_service(&s, audit("service.terminate", Some("web"), Some("api")))
             .await
-            .unwrap(),
-        0
-    );
-    // A server that died mid-deploy (no heartbeat since): marked FAILED, its
-    // service too.
-    assert_eq!(
-        store
-            .repair_deployments("2999-01-01T00:00:00.000Z")
-            .await
-            .unwrap(),
-        1
-    );
-    assert_eq!(got_service(&store, &p, "worker").await.status, FAILED);
-    let got = store.deployment(&worker, &d2.id).await.unwrap().unwrap();
-    assert_eq!(
-        (got.status.as_str(), got.failure_code.as_deref()),
-        (FAILED, Some("runtime_error"))
-    );
-    assert_eq!(store.deployments_of(&worker).await.unwrap().len(), 2);
-    assert!(
-        store
-            .deployment(&got_service(&store, &p, "api").await, &d1.id)
-            .await
-            .unwrap()
-            .is_none(),
-        "scoped to its service"
-    );
-    assert!(
-        matches!(
+            .unwrap();
+        let api = got(&store, &p, "api").await;
+        assert_eq!(api.status, ServiceStatus::Terminated);
+        assert!(api.credential.is_none());
+        assert!(store.sealed_credentials().await.unwrap().is_empty());
+        assert!(matches!(
             store
-                .create_deployment(
-                    &got_service(&store, &p, "api").await,
-                    audit("deployment.create", Some("web"), Some("api"))
+                .put_credential(
+                    &api,
+                    None,
+                    sealed("ghcr.io", b"s"),
+                    audit("service.update", Some("web"), Some("api"))
                 )
                 .await,
             Err(StoreError::NotFound)
-        ),
-        "no deploys of a terminated service"
-    );
+        ));
+        assert!(
+            matches!(
+                store
+                    .create_deployment(&api, audit("deployment.create", Some("web"), Some("api")))
+                    .await,
+                Err(StoreError::NotFound)
+            ),
+            "no deploys of a terminated service"
+        );
+    }
+);
 
-    // A new deployed deployment replaces the one that ran: REMOVED, and only the
-    // new one is live; terminating the service removes it too.
-    let live = |store: &SqlStore| {
-        let store = store.clone();
-        async move {
+contract!(
+    audit_is_newest_first_paged_and_filtered,
+    |store: SqlStore| async move {
+        let Fx { p, .. } = fixture(&store).await;
+        service(&store, &p, "api", None).await;
+        service(&store, &p, "worker", None).await;
+        let all = store.audit_events(&p, None, None, 100).await.unwrap();
+        let actions: Vec<&str> = all.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            ["service.create", "service.create", "project.create"]
+        );
+        assert_eq!(all[0].metadata, json!({"k": "v"}));
+        let page1 = store.audit_events(&p, None, None, 2).await.unwrap();
+        let page2 = store
+            .audit_events(&p, None, Some(page1[1].id), 2)
+            .await
+            .unwrap();
+        assert_eq!(page2[0].id, all[2].id);
+        let worker = store
+            .audit_events(&p, Some("worker"), None, 100)
+            .await
+            .unwrap();
+        assert_eq!(worker.len(), 1);
+    }
+);
+
+contract!(
+    rate_limits_count_per_key_in_a_window,
+    |store: SqlStore| async move {
+        for i in 0..5 {
+            assert!(store
+                .rate_limit_hit("u1", 1_000 + i, 60_000, 5)
+                .await
+                .unwrap());
+        }
+        assert!(!store.rate_limit_hit("u1", 1_010, 60_000, 5).await.unwrap());
+        assert!(store.rate_limit_hit("u2", 1_010, 60_000, 5).await.unwrap());
+        assert!(
+            store.rate_limit_hit("u1", 61_005, 60_000, 5).await.unwrap(),
+            "old hits pruned"
+        );
+    }
+);
+
+contract!(
+    the_queue_hands_out_the_oldest_deployment_once,
+    |store: SqlStore| async move {
+        let Fx { p, .. } = fixture(&store).await;
+        let s = service(&store, &p, "worker", None).await;
+        let create =
+            || store.create_deployment(&s, audit("deployment.create", Some("web"), Some("worker")));
+        let d1 = create().await.unwrap();
+        let d2 = create().await.unwrap();
+        assert_eq!(
+            got(&store, &p, "worker").await.status,
+            ServiceStatus::PendingDeploy
+        );
+        let claimed = store
+            .claim_deployment("http://replica-a:8440")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (&claimed.id, claimed.status),
+            (&d1.id, DeploymentStatus::Deploying)
+        );
+        assert_eq!(
+            claimed.replica_url.as_deref(),
+            Some("http://replica-a:8440")
+        );
+        assert_eq!(
+            got(&store, &p, "worker").await.status,
+            ServiceStatus::Deploying
+        );
+        store
+            .finish_deployment(
+                &claimed,
+                Outcome::Deployed {
+                    digest: digest('a'),
+                },
+            )
+            .await
+            .unwrap();
+        let d = store.deployment(&s, d1.id.as_str()).await.unwrap().unwrap();
+        assert_eq!(
+            (d.status, d.digest),
+            (DeploymentStatus::Deployed, Some(digest('a')))
+        );
+        assert_eq!(
+            got(&store, &p, "worker").await.status,
+            ServiceStatus::Deployed
+        );
+        assert_eq!(
+            store.claim_deployment("x").await.unwrap().unwrap().id,
+            d2.id
+        );
+        assert!(store.claim_deployment("x").await.unwrap().is_none());
+        assert_eq!(store.deployments_of(&s).await.unwrap().len(), 2);
+        let other = service(&store, &p, "api", None).await;
+        assert!(
+            store
+                .deployment(&other, d1.id.as_str())
+                .await
+                .unwrap()
+                .is_none(),
+            "scoped to its service"
+        );
+    }
+);
+
+contract!(
+    a_failed_deployment_records_its_code,
+    |store: SqlStore| async move {
+        let Fx { p, .. } = fixture(&store).await;
+        let s = service(&store, &p, "api", None).await;
+        store
+            .create_deployment(&s, audit("deployment.create", Some("web"), Some("api")))
+            .await
+            .unwrap();
+        let claimed = store.claim_deployment("x").await.unwrap().unwrap();
+        store
+            .finish_deployment(
+                &claimed,
+                Outcome::Failed {
+                    digest: Some(digest('b')),
+                    code: "auth_failed",
+                    message: "the registry refused".into(),
+                },
+            )
+            .await
+            .unwrap();
+        let d = store
+            .deployment(&s, claimed.id.as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                d.status,
+                d.failure_code.as_deref(),
+                d.failure_message.as_deref(),
+                d.digest
+            ),
+            (
+                DeploymentStatus::Failed,
+                Some("auth_failed"),
+                Some("the registry refused"),
+                Some(digest('b'))
+            )
+        );
+        assert_eq!(got(&store, &p, "api").await.status, ServiceStatus::Failed);
+    }
+);
+
+contract!(
+    only_silent_deploys_are_repaired,
+    |store: SqlStore| async move {
+        let Fx { p, .. } = fixture(&store).await;
+        let s = service(&store, &p, "api", None).await;
+        store
+            .create_deployment(&s, audit("deployment.create", Some("web"), Some("api")))
+            .await
+            .unwrap();
+        let claimed = store.claim_deployment("x").await.unwrap().unwrap();
+        // Alive (a fresh heartbeat): another replica's repair leaves it alone.
+        store.heartbeat(&claimed).await.unwrap();
+        assert_eq!(
+            store
+                .repair_deployments("2000-01-01T00:00:00.000Z")
+                .await
+                .unwrap(),
+            0
+        );
+        // A server that died mid-deploy (no heartbeat since): FAILED, its service too.
+        assert_eq!(
+            store
+                .repair_deployments("2999-01-01T00:00:00.000Z")
+                .await
+                .unwrap(),
+            1
+        );
+        let d = store
+            .deployment(&s, claimed.id.as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (d.status, d.failure_code.as_deref()),
+            (DeploymentStatus::Failed, Some("runtime_error"))
+        );
+        assert_eq!(got(&store, &p, "api").await.status, ServiceStatus::Failed);
+    }
+);
+
+contract!(
+    a_new_deployment_replaces_the_live_one,
+    |store: SqlStore| async move {
+        let Fx { p, .. } = fixture(&store).await;
+        let s = service(&store, &p, "worker", None).await;
+        let live = || async {
             let mut l: Vec<_> = store
                 .live_deployments()
                 .await
@@ -436,112 +582,107 @@ async fn contract(store: SqlStore) {
                 .into_iter()
                 .map(|d| (d.id, d.digest))
                 .collect();
-            l.sort();
+            l.sort_by(|a, b| a.0.cmp(&b.0));
             l
-        }
-    };
-    assert_eq!(
-        live(&store).await,
-        [(d1.id.clone(), "sha256:ab".to_owned())]
-    );
-    let d3 = store
-        .create_deployment(
-            &worker,
-            audit("deployment.create", Some("web"), Some("worker")),
-        )
-        .await
-        .unwrap();
-    let claimed = store
-        .claim_deployment("http://replica-a:8440")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(claimed.id, d3.id);
-    store
-        .finish_deployment(
-            &claimed,
-            Outcome::Deployed {
-                digest: "sha256:cd".into(),
-            },
-        )
-        .await
-        .unwrap();
-    let status = |id: String| {
-        let (store, worker) = (store.clone(), worker.clone());
-        async move {
-            store
-                .deployment(&worker, &id)
-                .await
-                .unwrap()
-                .unwrap()
-                .status
-        }
-    };
-    assert_eq!(status(d1.id.clone()).await, REMOVED);
-    assert_eq!(
-        status(d2.id.clone()).await,
-        FAILED,
-        "only DEPLOYED is replaced"
-    );
-    assert_eq!(
-        live(&store).await,
-        [(d3.id.clone(), "sha256:cd".to_owned())]
-    );
-    store
-        .terminate_service(
-            &worker,
-            audit("service.terminate", Some("web"), Some("worker")),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status(d3.id.clone()).await, REMOVED);
-    assert!(live(&store).await.is_empty());
-    assert_eq!(
+        };
+        let d1 = deploy(&store, &s, digest('a')).await;
+        assert_eq!(live().await, [(d1.id.clone(), digest('a'))]);
+        // A failed deploy replaces nothing.
         store
-            .project_name(&worker.project_id)
+            .create_deployment(&s, audit("deployment.create", Some("web"), Some("worker")))
             .await
-            .unwrap()
-            .as_deref(),
-        Some("web")
-    );
-    assert_eq!(store.project_name("nope").await.unwrap(), None);
+            .unwrap();
+        let failed = store.claim_deployment("x").await.unwrap().unwrap();
+        store
+            .finish_deployment(
+                &failed,
+                Outcome::Failed {
+                    digest: None,
+                    code: "runtime_error",
+                    message: "x".into(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(live().await, [(d1.id.clone(), digest('a'))]);
+        let d3 = deploy(&store, &s, digest('c')).await;
+        let status = |id: DeploymentId| {
+            let (store, s) = (store.clone(), s.clone());
+            async move {
+                store
+                    .deployment(&s, id.as_str())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .status
+            }
+        };
+        assert_eq!(status(d1.id.clone()).await, DeploymentStatus::Removed);
+        assert_eq!(
+            status(failed.id.clone()).await,
+            DeploymentStatus::Failed,
+            "only DEPLOYED is replaced"
+        );
+        assert_eq!(live().await, [(d3.id.clone(), digest('c'))]);
+        store
+            .terminate_service(&s, audit("service.terminate", Some("web"), Some("worker")))
+            .await
+            .unwrap();
+        assert_eq!(status(d3.id.clone()).await, DeploymentStatus::Removed);
+        assert!(live().await.is_empty());
+    }
+);
 
-    // Vault key check.
-    assert!(store.key_check().await.unwrap().is_none());
-    store.set_key_check(b"check").await.unwrap();
-    store.set_key_check(b"check2").await.unwrap();
-    assert_eq!(store.key_check().await.unwrap().unwrap(), b"check2");
+contract!(
+    vault_values_first_writer_wins_then_compare_and_swap,
+    |store: SqlStore| async move {
+        assert!(store.key_check().await.unwrap().is_none());
+        store.set_key_check(b"check").await.unwrap();
+        store.set_key_check(b"check2").await.unwrap();
+        assert_eq!(store.key_check().await.unwrap().unwrap(), b"check2");
+        assert!(store.vault_meta("kms").await.unwrap().is_none());
+        assert!(store.swap_vault_meta("kms", None, b"a").await.unwrap());
+        assert!(!store.swap_vault_meta("kms", None, b"b").await.unwrap());
+        assert!(!store
+            .swap_vault_meta("kms", Some(b"x"), b"b")
+            .await
+            .unwrap());
+        assert!(store
+            .swap_vault_meta("kms", Some(b"a"), b"b")
+            .await
+            .unwrap());
+        assert_eq!(store.vault_meta("kms").await.unwrap().unwrap(), b"b");
+    }
+);
 
-    // Vault values: first writer wins, then compare-and-swap.
-    assert!(store.vault_meta("kms").await.unwrap().is_none());
-    assert!(store.swap_vault_meta("kms", None, b"a").await.unwrap());
-    assert!(!store.swap_vault_meta("kms", None, b"b").await.unwrap());
-    assert!(!store
-        .swap_vault_meta("kms", Some(b"x"), b"b")
-        .await
-        .unwrap());
-    assert!(store
-        .swap_vault_meta("kms", Some(b"a"), b"b")
-        .await
-        .unwrap());
-    assert_eq!(store.vault_meta("kms").await.unwrap().unwrap(), b"b");
-}
+contract!(
+    a_stored_value_that_does_not_decode_is_an_error,
+    |store: SqlStore| async move {
+        let Fx { p, .. } = fixture(&store).await;
+        service(&store, &p, "api", None).await;
+        store
+            .corrupt_for_tests("UPDATE services SET image = 'Not An Image'")
+            .await;
+        assert!(matches!(
+            store.service(&p, "api").await,
+            Err(StoreError::Corrupt {
+                column: "image",
+                ..
+            })
+        ));
+    }
+);
 
 #[tokio::test]
-async fn sqlite() {
+async fn reopening_migrates_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!(
         "sqlite://{}?mode=rwc",
         dir.path().join("berth.db").display()
     );
-    contract(SqlStore::connect(&url).await.unwrap()).await;
-    // Reopening migrates nothing twice.
     SqlStore::connect(&url).await.unwrap();
-}
-
-#[tokio::test]
-async fn postgres() {
+    SqlStore::connect(&url).await.unwrap();
     let url = berth_testkit::Postgres::shared().create_database();
-    contract(SqlStore::connect(&url).await.unwrap()).await;
+    SqlStore::connect(&url).await.unwrap();
     SqlStore::connect(&url).await.unwrap();
 }

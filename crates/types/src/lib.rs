@@ -9,6 +9,6 @@ mod reference;
 mod registry_url;
 
 pub use digest::{Digest, DigestError};
-pub use names::{NameError, Slug};
+pub use names::{mask_username, NameError, Slug};
 pub use reference::{ImageRef, Reference, ReferenceError, DOCKER_HUB, DOCKER_HUB_HOST};
 pub use registry_url::{RegistryUrl, RegistryUrlError, Scheme};

@@ -15,6 +15,14 @@ impl Slug {
     }
 }
 
+/// A registry username as berth shows it (`al***`): enough to recognise, not
+/// enough to reuse. The API, the CLI and the deploy log all show it this way.
+pub fn mask_username(u: &str) -> String {
+    let keep = if u.chars().count() > 4 { 2 } else { 1 };
+    let head: String = u.chars().take(keep).collect();
+    format!("{head}***")
+}
+
 impl FromStr for Slug {
     type Err = NameError;
 
@@ -46,6 +54,14 @@ impl fmt::Debug for Slug {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn masks() {
+        assert_eq!(super::mask_username("alice"), "al***");
+        assert_eq!(super::mask_username("bob"), "b***");
+        assert_eq!(super::mask_username(""), "***");
+        assert_eq!(super::mask_username("ñandú-user"), "ña***");
+    }
+
     use super::*;
 
     #[test]

@@ -33,6 +33,9 @@ pub struct ImageRef {
     /// The repository path as written, e.g. `acme/api` or `nginx`.
     path: String,
     reference: Reference,
+    /// No tag or digest was written (`nginx`): the reference is `latest`, and the
+    /// image is shown as written.
+    implicit_latest: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -167,6 +170,7 @@ impl FromStr for ImageRef {
         if !valid_path(path) {
             return Err(ReferenceError::Path(path.into()));
         }
+        let implicit_latest = tag.is_none() && digest.is_none();
         let reference = match (tag, digest) {
             (Some(t), Some(d)) => Reference::TagAndDigest(t.into(), d),
             (Some(t), None) => Reference::Tag(t.into()),
@@ -177,6 +181,7 @@ impl FromStr for ImageRef {
             domain: domain.map(str::to_owned),
             path: path.into(),
             reference,
+            implicit_latest,
         })
     }
 }
@@ -187,6 +192,9 @@ impl fmt::Display for ImageRef {
             write!(f, "{d}/")?;
         }
         f.write_str(&self.path)?;
+        if self.implicit_latest {
+            return Ok(());
+        }
         match &self.reference {
             Reference::Tag(t) => write!(f, ":{t}"),
             Reference::Digest(d) => write!(f, "@{d}"),

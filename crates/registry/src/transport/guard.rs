@@ -185,10 +185,7 @@ impl Transport {
             if let Some(b) = &body {
                 rb = rb.body(b.clone());
             }
-            let resp = rb
-                .send()
-                .await
-                .map_err(|e| RegistryError::from_reqwest(&authority(&url), e))?;
+            let resp = rb.send().await.map_err(|e| classify(&authority(&url), e))?;
             tracing::debug!(status = resp.status().as_u16(), "response");
             let status = resp.status();
             if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
@@ -233,11 +230,7 @@ pub fn authority(url: &Url) -> String {
 pub async fn read_limited(mut resp: Response, limit: usize) -> Result<Vec<u8>, RegistryError> {
     let host = authority(resp.url());
     let mut out = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| RegistryError::from_reqwest(&host, e))?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&host, e))? {
         if out.len() + chunk.len() > limit {
             return Err(RegistryError::Protocol(format!(
                 "response from {host} is larger than {limit} bytes"
@@ -246,4 +239,43 @@ pub async fn read_limited(mut resp: Response, limit: usize) -> Result<Vec<u8>, R
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+/// Classifies a reqwest error: a blocked address, a timeout, or another
+/// network failure, in words a user can act on. Never includes headers.
+pub(crate) fn classify(host: &str, e: reqwest::Error) -> RegistryError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        if let Some(b) = s.downcast_ref::<BlockedAddress>() {
+            return RegistryError::Blocked {
+                host: b.host.clone(),
+                addr: b.addr,
+            };
+        }
+        if let Some(r) = s.downcast_ref::<ResolveFailed>() {
+            return RegistryError::Network(format!("could not resolve {}: {}", r.host, r.reason));
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return RegistryError::Network(format!("{host} refused the connection"));
+            }
+        }
+        source = s.source();
+    }
+    if e.is_timeout() {
+        return RegistryError::Timeout;
+    }
+    // reqwest's Display names the URL (never headers); walk to the innermost cause
+    // for something readable, e.g. a TLS certificate complaint.
+    let mut innermost = e.to_string();
+    let mut s = std::error::Error::source(&e);
+    while let Some(x) = s {
+        innermost = x.to_string();
+        s = x.source();
+    }
+    if e.is_connect() {
+        RegistryError::Network(format!("could not connect to {host}: {innermost}"))
+    } else {
+        RegistryError::Network(format!("request to {host} failed: {innermost}"))
+    }
 }

@@ -1,11 +1,11 @@
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use berth_store::AuditEvent;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::api::{membership, ApiError, Caller};
 use crate::state::AppState;
+use crate::views::AuditEventView;
 
 #[derive(Deserialize, IntoParams)]
 pub struct AuditQuery {
@@ -20,19 +20,19 @@ pub struct AuditQuery {
 /// The project's audit events, newest first.
 #[utoipa::path(get, path = "/v1/projects/{p}/audit-events",
     params(("p" = String, Path, description = "project name"), AuditQuery),
-    responses((status = 200, description = "events, newest first: {id, at, actor, action, project, service, metadata}", body = [Object]),
+    responses((status = 200, description = "events, newest first: {id, at, actor, action, project, service, metadata}", body = [AuditEventView]),
               (status = 404, body = crate::api::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(p): Path<String>,
     Query(q): Query<AuditQuery>,
-) -> Result<Json<Vec<AuditEvent>>, ApiError> {
+) -> Result<Json<Vec<AuditEventView>>, ApiError> {
     let m = membership(&state, &caller, &p).await?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let events = state
         .store
         .audit_events(&m.project, q.service.as_deref(), q.before, limit)
         .await?;
-    Ok(Json(events))
+    Ok(Json(events.into_iter().map(AuditEventView::from).collect()))
 }

@@ -1,35 +1,35 @@
-use std::time::Duration;
-
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use berth_store::{Deployment, DEPLOYED, FAILED, REMOVED, STATUS_TERMINATED};
+use berth_store::{Deployment, DeploymentStatus, ServiceStatus};
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::IntoParams;
 
 use crate::api::{audit_event, membership, ApiError, Caller};
+use crate::deploy::log;
 use crate::state::AppState;
+use crate::views::DeploymentView;
 
 /// Queues a deployment of the service's image (`PENDING_DEPLOY`).
 #[utoipa::path(post, path = "/v1/projects/{p}/services/{s}/deployments",
     params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name")),
-    responses((status = 202, description = "the deployment: {id, status, image, digest, failure_code, failure_message, created_at, updated_at}", body = Object),
+    responses((status = 202, description = "the deployment", body = DeploymentView),
               (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path((p, s)): Path<(String, String)>,
-) -> Result<(StatusCode, Json<Deployment>), ApiError> {
+) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
     let m = membership(&state, &caller, &p).await?;
     let service = state
         .store
         .service(&m.project, &s)
         .await?
         .ok_or_else(|| ApiError::not_found("service"))?;
-    if service.status == STATUS_TERMINATED {
+    if service.status == ServiceStatus::Terminated {
         return Err(ApiError::service_terminated());
     }
     let d = state
@@ -41,30 +41,31 @@ pub async fn create(
                 "deployment.create",
                 &m.project,
                 Some(&service.name),
-                json!({"image": service.image}),
+                json!({"image": service.image.to_string()}),
             ),
         )
         .await
         .map_err(ApiError::terminated_or)?;
-    Ok((StatusCode::ACCEPTED, Json(d)))
+    Ok((StatusCode::ACCEPTED, Json(DeploymentView::from(&d))))
 }
 
 /// The service's deployments, newest first.
 #[utoipa::path(get, path = "/v1/projects/{p}/services/{s}/deployments",
     params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name")),
-    responses((status = 200, body = [Object]), (status = 404, body = crate::api::ErrorBody)))]
+    responses((status = 200, body = [DeploymentView]), (status = 404, body = crate::api::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path((p, s)): Path<(String, String)>,
-) -> Result<Json<Vec<Deployment>>, ApiError> {
+) -> Result<Json<Vec<DeploymentView>>, ApiError> {
     let m = membership(&state, &caller, &p).await?;
     let service = state
         .store
         .service(&m.project, &s)
         .await?
         .ok_or_else(|| ApiError::not_found("service"))?;
-    Ok(Json(state.store.deployments_of(&service).await?))
+    let all = state.store.deployments_of(&service).await?;
+    Ok(Json(all.iter().map(DeploymentView::from).collect()))
 }
 
 async fn find(
@@ -87,31 +88,19 @@ async fn find(
         .ok_or_else(|| ApiError::not_found("deployment"))
 }
 
-/// A deployment as shown one at a time: while its image is being pulled (and the
-/// replica answering is the one pulling it), `progress` lists each blob with its
-/// size, the bytes received and its state.
-#[derive(serde::Serialize)]
-pub struct DeploymentView {
-    #[serde(flatten)]
-    deployment: Deployment,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    progress: Option<Vec<berth_runtime::pull::BlobProgress>>,
-}
-
 /// One deployment.
 #[utoipa::path(get, path = "/v1/projects/{p}/services/{s}/deployments/{id}",
     params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name"), ("id" = String, Path, description = "deployment id")),
-    responses((status = 200, description = "the deployment, with `progress` ([{digest, size, received, state}]) while its image is pulled", body = Object), (status = 404, body = crate::api::ErrorBody)))]
+    responses((status = 200, description = "the deployment, with `progress` ([{digest, size, received, state}]) while its image is pulled", body = DeploymentView), (status = 404, body = crate::api::ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path((p, s, id)): Path<(String, String, String)>,
 ) -> Result<Json<DeploymentView>, ApiError> {
     let deployment = find(&state, &caller, &p, &s, &id).await?;
-    let progress = state.deployer.progress(&deployment.id);
     Ok(Json(DeploymentView {
-        deployment,
-        progress,
+        progress: state.deployer.progress(&deployment.id),
+        ..DeploymentView::from(&deployment)
     }))
 }
 
@@ -122,12 +111,9 @@ pub struct LogQuery {
     pub follow: bool,
 }
 
-/// Marks a request one replica forwarded to another (never forwarded again).
-const FORWARDED: &str = "x-berth-forwarded";
-
 /// The log of a deployment another replica ran lives on that replica: the request
-/// goes there (with the caller's own token, which it checks again) and its answer,
-/// streamed, comes back. `None` when this replica is the one, or nobody ran it yet.
+/// goes there and its answer, streamed, comes back. `None` when this replica is
+/// the one, or nobody ran it yet.
 async fn forward_to_replica(
     state: &AppState,
     d: &Deployment,
@@ -137,38 +123,23 @@ async fn forward_to_replica(
     let Some(replica) = d.replica_url.as_deref().filter(|u| !u.is_empty()) else {
         return Ok(None);
     };
-    if headers.contains_key(FORWARDED)
+    if headers.contains_key(log::FORWARDED)
         || state.deployer.replica_url.get().map(String::as_str) == Some(replica)
     {
         return Ok(None);
     }
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    let client = CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .expect("an HTTP client")
-    });
-    let target = format!(
-        "{replica}{}",
-        uri.path_and_query().map_or(uri.path(), |p| p.as_str())
-    );
-    let mut req = client.get(&target).header(FORWARDED, "1");
-    if let Some(auth) = headers.get(header::AUTHORIZATION) {
-        let mut auth = auth.clone();
-        auth.set_sensitive(true);
-        req = req.header(header::AUTHORIZATION, auth);
-    }
-    let resp = req.send().await.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "replica_unavailable",
-            format!(
-                "the log of this deployment is kept by the replica at {replica}, which did not answer: {e}"
-            ),
-        )
-    })?;
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let resp = log::forward(replica, path, headers.get(header::AUTHORIZATION))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "replica_unavailable",
+                format!(
+                    "the log of this deployment is kept by the replica at {replica}, which did not answer: {e}"
+                ),
+            )
+        })?;
     let mut out = Response::new(Body::empty());
     *out.status_mut() = resp.status();
     if let Some(ct) = resp.headers().get(header::CONTENT_TYPE) {
@@ -176,19 +147,6 @@ async fn forward_to_replica(
     }
     *out.body_mut() = Body::from_stream(resp.bytes_stream());
     Ok(Some(out))
-}
-
-/// What the log holds past `offset` (at most 1 MiB at a time): a follower reads
-/// only what was appended, never the whole file again.
-fn read_from(path: &std::path::Path, offset: u64) -> Vec<u8> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut buf = Vec::new();
-    if let Ok(mut f) = std::fs::File::open(path) {
-        if f.seek(SeekFrom::Start(offset)).is_ok() {
-            let _ = f.take(1 << 20).read_to_end(&mut buf);
-        }
-    }
-    buf
 }
 
 /// The infrastructure log (each step, the registry's own error text), then the
@@ -211,51 +169,28 @@ pub async fn logs(
             return Ok(forwarded);
         }
     }
-    if !q.follow {
-        let text = std::fs::read(&path).unwrap_or_default();
-        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
-    }
-    // Follow: send what is there, then what is appended, until the deployment has
-    // ended (FAILED, or DEPLOYED with its container stopped).
-    let stream = futures_util::stream::unfold((0u64, false), move |(offset, done)| {
-        let state = state.clone();
-        let path = path.clone();
-        let d = d.clone();
+    // Follow: what is there, then what is appended, until the deployment has ended
+    // (FAILED, or DEPLOYED with its container stopped).
+    let ended = move || {
+        let (state, d) = (state.clone(), d.clone());
         async move {
-            if done {
-                return None;
-            }
-            loop {
-                let chunk = read_from(&path, offset);
-                if !chunk.is_empty() {
-                    let next = offset + chunk.len() as u64;
-                    return Some((Ok::<_, std::io::Error>(chunk), (next, false)));
-                }
-                let status = match state.store.service_by_id(&d.service_id).await {
-                    Ok(Some(svc)) => state
-                        .store
-                        .deployment(&svc, &d.id)
-                        .await
-                        .ok()
-                        .flatten()
-                        .map(|x| x.status),
-                    _ => None,
-                };
-                let ended = match status.as_deref() {
-                    Some(FAILED) | Some(REMOVED) | None => true,
-                    Some(DEPLOYED) => !state.deployer.is_running(&d.id),
-                    _ => false,
-                };
-                if ended {
-                    return Some((Ok(Vec::new()), (offset, true)));
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            let status = match state.store.service_by_id(&d.service_id).await {
+                Ok(Some(svc)) => state
+                    .store
+                    .deployment(&svc, d.id.as_str())
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|x| x.status),
+                _ => None,
+            };
+            match status {
+                Some(DeploymentStatus::Failed | DeploymentStatus::Removed) | None => true,
+                Some(DeploymentStatus::Deployed) => !state.deployer.is_running(&d.id),
+                _ => false,
             }
         }
-    });
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    };
+    let body = Body::from_stream(log::stream(path, q.follow.then_some(ended)));
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }

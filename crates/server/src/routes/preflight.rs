@@ -1,8 +1,10 @@
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use berth_registry::{preflight, Credentials, PreflightReport};
+use berth_store::User;
+use berth_types::{ImageRef, RegistryUrl};
 use secrecy::SecretString;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -10,8 +12,11 @@ use utoipa::ToSchema;
 use crate::api::{ApiError, ApiJson, Caller};
 use crate::state::AppState;
 
-/// Test Connection: 5 a minute per user, shared by every replica.
+/// Preflights run on a user's behalf (Test Connection, and the one every save with
+/// credentials runs): 5 a minute per user, shared by every replica. One budget, so
+/// that no route lets a user try passwords against a third party's registry faster.
 pub const PREFLIGHTS_PER_MINUTE: i64 = 5;
+const WINDOW_MS: i64 = 60_000;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -42,14 +47,42 @@ pub fn credentials(
     }
 }
 
-/// Runs the preflight for user input (parse errors become an `invalid_url` report).
+/// Counts one preflight against `caller`'s budget, or answers `429 rate_limited`
+/// with `Retry-After`.
+pub async fn count(state: &AppState, caller: &User) -> Result<(), ApiError> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let allowed = state
+        .store
+        .rate_limit_hit(
+            &format!("preflight:{}", caller.id),
+            now_ms,
+            WINDOW_MS,
+            PREFLIGHTS_PER_MINUTE,
+        )
+        .await?;
+    if allowed {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("at most {PREFLIGHTS_PER_MINUTE} connection tests a minute (saves with credentials included); try again shortly"),
+    )
+    .retry_after(WINDOW_MS as u64 / 1000))
+}
+
+/// Runs the preflight for parsed input (a registry that the image does not name
+/// becomes an `invalid_url` report).
 pub async fn check(
     state: &AppState,
-    registry_url: &str,
-    image: &str,
+    url: &RegistryUrl,
+    image: &ImageRef,
     creds: Option<Credentials>,
 ) -> PreflightReport {
-    match preflight::target(&state.registry, registry_url, image) {
+    match preflight::bind(&state.registry, url, image) {
         Ok(target) => preflight::run(&state.registry, &target, creds).await,
         Err(report) => *report,
     }
@@ -65,30 +98,10 @@ pub async fn run(
     ApiJson(body): ApiJson<PreflightRequest>,
 ) -> Result<Response, ApiError> {
     let creds = credentials(body.username, body.password)?;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    let allowed = state
-        .store
-        .rate_limit_hit(
-            &format!("preflight:{}", caller.id),
-            now_ms,
-            60_000,
-            PREFLIGHTS_PER_MINUTE,
-        )
-        .await?;
-    if !allowed {
-        let mut r = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!("at most {PREFLIGHTS_PER_MINUTE} connection tests a minute; try again shortly"),
-        )
-        .into_response();
-        r.headers_mut()
-            .insert("retry-after", HeaderValue::from_static("60"));
-        return Ok(r);
-    }
-    let report = check(&state, &body.registry_url, &body.image, creds).await;
+    count(&state, &caller).await?;
+    let report = match preflight::parse(&body.registry_url, &body.image) {
+        Ok((url, image)) => check(&state, &url, &image, creds).await,
+        Err(report) => *report,
+    };
     Ok(Json(report).into_response())
 }

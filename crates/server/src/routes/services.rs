@@ -7,16 +7,20 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use berth_registry::{Credentials, PreflightReport};
-use berth_store::{Membership, NewAudit, NewCredential, NewService, Service, STATUS_TERMINATED};
+use berth_store::{
+    Membership, NewAudit, NewCredential, NewService, Service, ServiceId, ServiceStatus, User,
+};
 use berth_types::{ImageRef, RegistryUrl, Slug};
 use secrecy::SecretString;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::api::{audit_event, mask_username, membership, parse_slug, ApiError, ApiJson, Caller};
+use crate::api::{audit_event, membership, parse_slug, ApiError, ApiJson, Caller};
 use crate::routes::preflight;
+use crate::secrets::Vault;
 use crate::state::AppState;
+use crate::views::ServiceView;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -49,43 +53,6 @@ pub struct PutRegistry {
     pub save_without_verifying: bool,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct RegistryView {
-    pub registry_url: String,
-    /// Masked, e.g. `al***`.
-    pub username: String,
-    pub password_set: bool,
-    pub verified: bool,
-    pub updated_at: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ServiceView {
-    pub name: String,
-    pub image: String,
-    pub status: String,
-    pub created_at: String,
-    pub registry: Option<RegistryView>,
-}
-
-impl From<&Service> for ServiceView {
-    fn from(s: &Service) -> Self {
-        ServiceView {
-            name: s.name.clone(),
-            image: s.image.clone(),
-            status: s.status.clone(),
-            created_at: s.created_at.clone(),
-            registry: s.credential.as_ref().map(|c| RegistryView {
-                registry_url: c.registry_url.clone(),
-                username: mask_username(&c.username),
-                password_set: c.password_set(),
-                verified: c.verified,
-                updated_at: c.updated_at.clone(),
-            }),
-        }
-    }
-}
-
 fn parse_image(image: &str) -> Result<ImageRef, ApiError> {
     image.parse().map_err(|e: berth_types::ReferenceError| {
         ApiError::bad_request(
@@ -95,27 +62,26 @@ fn parse_image(image: &str) -> Result<ImageRef, ApiError> {
     })
 }
 
-/// The registry URL as stored: normalized, so that "the same registry" is a string
-/// comparison.
-fn normalize_registry_url(url: &str) -> Result<String, ApiError> {
-    url.parse::<RegistryUrl>()
-        .map(|u| u.to_string())
-        .map_err(|e| {
-            ApiError::preflight_failed(PreflightReport::invalid_url(format!(
-                "The registry URL is not valid: {e}."
-            )))
-        })
+/// The registry URL, parsed (and so normalized: "the same registry" is equality).
+fn parse_registry_url(url: &str) -> Result<RegistryUrl, ApiError> {
+    url.parse::<RegistryUrl>().map_err(|e| {
+        ApiError::preflight_failed(PreflightReport::invalid_url(format!(
+            "The registry URL is not valid: {e}."
+        )))
+    })
 }
 
-/// Runs the preflight; refuses (422) unless it passed or the caller overrides.
-/// Returns whether it passed.
+/// Runs the preflight (counted against the caller's budget); refuses (422) unless
+/// it passed or the caller overrides. Returns whether it passed.
 async fn verify(
     state: &AppState,
-    registry_url: &str,
-    image: &str,
+    caller: &User,
+    registry_url: &RegistryUrl,
+    image: &ImageRef,
     creds: Credentials,
     override_failure: bool,
 ) -> Result<bool, ApiError> {
+    preflight::count(state, caller).await?;
     let report = preflight::check(state, registry_url, image, Some(creds)).await;
     if report.ok {
         return Ok(true);
@@ -159,7 +125,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<ServiceView>), ApiError> {
     let m = membership(&state, &caller, &p).await?;
     let name: Slug = parse_slug(&body.name)?;
-    parse_image(&body.image)?;
+    let image = parse_image(&body.image)?;
     if state
         .store
         .service(&m.project, name.as_str())
@@ -172,37 +138,37 @@ pub async fn create(
             "a service with this name already exists",
         ));
     }
-    let id = berth_store::new_id();
-    let mut metadata = json!({"image": body.image});
+    let id = ServiceId::random();
+    let mut metadata = json!({"image": image.to_string()});
     let credential = match body.registry {
         None => None,
         Some(r) => {
-            let registry_url = normalize_registry_url(&r.registry_url)?;
+            let registry_url = parse_registry_url(&r.registry_url)?;
             let creds = Credentials::new(r.username.clone(), r.password);
             let passed = verify(
                 &state,
+                &caller,
                 &registry_url,
-                &body.image,
+                &image,
                 creds.clone(),
                 body.save_without_verifying,
             )
             .await?;
             metadata["preflight"] = json!(outcome(passed));
-            metadata["registry_url"] = json!(registry_url);
-            let stored = state
+            metadata["registry_url"] = json!(registry_url.to_string());
+            let secret = state
                 .secrets
                 .put(&m.project.id, &id, &creds.password)
                 .await?;
             Some(NewCredential {
                 registry_url,
                 username: r.username,
-                sealed_password: stored.sealed_password,
-                secret_arn: stored.secret_arn,
+                secret,
                 verified: passed,
             })
         }
     };
-    let new_arn = credential.as_ref().and_then(|c| c.secret_arn.clone());
+    let new_secret = credential.as_ref().map(|c| c.secret.clone());
     let created = state
         .store
         .create_service(
@@ -210,7 +176,7 @@ pub async fn create(
                 id,
                 project_id: m.project.id.clone(),
                 name: name.to_string(),
-                image: body.image,
+                image,
             },
             credential,
             NewAudit {
@@ -225,7 +191,9 @@ pub async fn create(
     let service = match created {
         Ok(s) => s,
         Err(e) => {
-            state.secrets.discard(new_arn.as_deref()).await;
+            if let Some(secret) = &new_secret {
+                state.secrets.discard(secret).await;
+            }
             return Err(e.into());
         }
     };
@@ -275,13 +243,13 @@ pub async fn put_registry(
 ) -> Result<Json<ServiceView>, ApiError> {
     let m = membership(&state, &caller, &p).await?;
     let service = live_service(&state, &m, &s).await?;
-    if service.status == STATUS_TERMINATED {
+    if service.status == ServiceStatus::Terminated {
         return Err(ApiError::service_terminated());
     }
     let stored = service.credential.as_ref();
     let stored_before = stored.cloned();
     let registry_url = match (&body.registry_url, stored) {
-        (Some(u), _) => normalize_registry_url(u)?,
+        (Some(u), _) => parse_registry_url(u)?,
         (None, Some(c)) => c.registry_url.clone(),
         (None, None) => {
             return Err(ApiError::bad_request(
@@ -305,7 +273,7 @@ pub async fn put_registry(
     let password = match (body.password, stored) {
         (Some(p), _) => p,
         (None, Some(c)) if same_registry => {
-            state.secrets.get(&m.project.id, &service.id, c).await?
+            state.secrets.get(&m.project.id, &service.id, &c.secret).await?
         }
         (None, Some(_)) => {
             return Err(ApiError::bad_request(
@@ -315,11 +283,12 @@ pub async fn put_registry(
         }
         (None, None) => return Err(ApiError::bad_request("missing_field", "password is required: the service has no registry credentials yet")),
     };
-    let image = body.image.clone().unwrap_or_else(|| service.image.clone());
-    parse_image(&image)?;
+    let new_image = body.image.as_deref().map(parse_image).transpose()?;
+    let image = new_image.clone().unwrap_or_else(|| service.image.clone());
     let creds = Credentials::new(username.clone(), password);
     let passed = verify(
         &state,
+        &caller,
         &registry_url,
         &image,
         creds.clone(),
@@ -339,33 +308,31 @@ pub async fn put_registry(
     if stored.is_none() || password_given {
         changed.push("password");
     }
-    let stored = state
+    let secret = state
         .secrets
         .put(&m.project.id, &service.id, &creds.password)
         .await?;
-    let new_arn = stored.secret_arn.clone();
     let saved = state
         .store
         .put_credential(
             &service,
-            body.image.as_deref(),
+            new_image.as_ref(),
             NewCredential {
                 registry_url: registry_url.clone(),
                 username,
-                sealed_password: stored.sealed_password,
-                secret_arn: stored.secret_arn,
+                secret: secret.clone(),
                 verified: passed,
             },
-            audit_event(&caller, "service.update", &m.project, Some(&service.name), json!({"preflight": outcome(passed), "registry_url": registry_url, "changed": changed})),
+            audit_event(&caller, "service.update", &m.project, Some(&service.name), json!({"preflight": outcome(passed), "registry_url": registry_url.to_string(), "changed": changed})),
         )
         .await;
     if let Err(e) = saved {
-        state.secrets.discard(new_arn.as_deref()).await;
+        state.secrets.discard(&secret).await;
         return Err(ApiError::terminated_or(e));
     }
     // The database now points at the new secret: the old one goes.
     if let Some(old) = stored_before {
-        if let Err(e) = state.secrets.destroy(&old).await {
+        if let Err(e) = state.secrets.destroy(&old.secret).await {
             tracing::error!(error = %e, "cannot delete the replaced secret");
         }
     }
@@ -388,7 +355,7 @@ pub async fn remove_registry(
     // The external secret goes first: if that fails, nothing changed and the call can
     // be retried; the other order could leave a live secret no row points at.
     if let Some(c) = &service.credential {
-        state.secrets.destroy(c).await?;
+        state.secrets.destroy(&c.secret).await?;
     }
     state
         .store
@@ -419,12 +386,12 @@ pub async fn terminate(
 ) -> Result<Json<ServiceView>, ApiError> {
     let m = membership(&state, &caller, &p).await?;
     let service = live_service(&state, &m, &s).await?;
-    if service.status != STATUS_TERMINATED {
+    if service.status != ServiceStatus::Terminated {
         for d in state.store.deployments_of(&service).await? {
             state.deployer.stop(&d.id).await;
         }
         if let Some(c) = &service.credential {
-            state.secrets.destroy(c).await?;
+            state.secrets.destroy(&c.secret).await?;
         }
         state
             .store

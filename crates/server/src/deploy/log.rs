@@ -1,0 +1,130 @@
+//! A deployment's log: the infrastructure lines berth appends (each step, the
+//! registry's own error text), then the container's output. Read in chunks,
+//! followed while the deployment runs, and forwarded from the replica that keeps it.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures_util::Stream;
+
+/// A request that one replica forwarded to another carries this header (and is
+/// never forwarded again).
+pub const FORWARDED: &str = "x-berth-forwarded";
+
+/// How much of a log one read returns: a follower reads only what was appended.
+const CHUNK: u64 = 1 << 20;
+
+/// Appends one timestamped line to an infrastructure log.
+pub fn append(path: &Path, line: &str) {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let _ = writeln!(f, "[{at}] {line}");
+    }
+}
+
+/// What the log holds past `offset`, at most [`CHUNK`] bytes.
+pub fn read_from(path: &Path, offset: u64) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        if f.seek(SeekFrom::Start(offset)).is_ok() {
+            let _ = f.take(CHUNK).read_to_end(&mut buf);
+        }
+    }
+    buf
+}
+
+/// The whole log, chunk by chunk, then (when `ended` is given) what is appended
+/// until `ended` says the deployment is over.
+pub fn stream<F, Fut>(
+    path: PathBuf,
+    ended: Option<F>,
+) -> impl Stream<Item = Result<Vec<u8>, std::io::Error>>
+where
+    F: Fn() -> Fut + Clone,
+    Fut: std::future::Future<Output = bool>,
+{
+    futures_util::stream::unfold((0u64, false), move |(offset, done)| {
+        let path = path.clone();
+        let ended = ended.clone();
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                let chunk = read_from(&path, offset);
+                if !chunk.is_empty() {
+                    let next = offset + chunk.len() as u64;
+                    return Some((Ok(chunk), (next, false)));
+                }
+                let over = match &ended {
+                    None => true,
+                    Some(ended) => ended().await,
+                };
+                if over {
+                    return Some((Ok(Vec::new()), (offset, true)));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    })
+}
+
+/// Asks the replica at `replica` for `path_and_query` with the caller's own
+/// `Authorization` (which that replica checks again), marked as forwarded.
+pub async fn forward(
+    replica: &str,
+    path_and_query: &str,
+    authorization: Option<&reqwest::header::HeaderValue>,
+) -> Result<reqwest::Response, reqwest::Error> {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("an HTTP client")
+    });
+    let mut req = client
+        .get(format!("{replica}{path_and_query}"))
+        .header(FORWARDED, "1");
+    if let Some(auth) = authorization {
+        let mut auth = auth.clone();
+        auth.set_sensitive(true);
+        req = req.header(reqwest::header::AUTHORIZATION, auth);
+    }
+    req.send().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_from_an_offset_in_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d/log");
+        append(&path, "one");
+        append(&path, "two");
+        let all = read_from(&path, 0);
+        let text = String::from_utf8(all.clone()).unwrap();
+        assert!(
+            text.lines().count() == 2 && text.ends_with("] two\n"),
+            "{text}"
+        );
+        let first_line = text.find('\n').unwrap() as u64 + 1;
+        assert!(String::from_utf8(read_from(&path, first_line))
+            .unwrap()
+            .ends_with("] two\n"));
+        assert!(read_from(&path, all.len() as u64).is_empty());
+        assert!(read_from(&dir.path().join("none"), 0).is_empty());
+    }
+}

@@ -1,0 +1,190 @@
+//! Deployments, in rooms of their own:
+//! - [`worker`]: claims `PENDING_DEPLOY` deployments from the durable queue,
+//!   heartbeats them, records how they ended;
+//! - [`run`]: one deploy as small steps: credentials, open the registry (ping,
+//!   authenticate, resolve), pull, root filesystem, start;
+//! - [`reconcile`]: this replica's containers against the database (a pure
+//!   decision function and what carries it out);
+//! - [`gc`]: unpacked images and blobs no live deployment needs;
+//! - [`log`]: the infrastructure log (append, read, follow, forward);
+//! - [`failure`]: a failed deploy's stable code and message.
+//!
+//! The worker takes the store, the vault and the registry it needs, never the HTTP
+//! edge's state.
+
+mod failure;
+mod gc;
+pub mod log;
+mod reconcile;
+mod run;
+mod worker;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_runtime::cache::BlobCache;
+use berth_runtime::durable::{Durability, Found};
+use berth_runtime::pull;
+use berth_runtime::rootfs::{self, ImageStore};
+use berth_runtime::runc::{Runc, Runtime};
+use berth_store::{DeploymentId, LiveDeployment, NewAudit, Store, StoreError};
+
+pub use worker::{stale_before, Worker};
+
+/// Grace between SIGTERM and SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+const CONTAINER_PREFIX: &str = "berth-";
+
+/// What runs deployments on this replica: the data dir's blob cache and unpacked
+/// images, the container runtime, and the bookkeeping of what is in flight.
+pub struct Deployer {
+    root: PathBuf,
+    cache: BlobCache,
+    images: ImageStore,
+    /// Blobs and images are synced in bulk, between deploys.
+    durability: Durability,
+    /// How the other replicas reach this one (set once listening); recorded on the
+    /// deployments this one claims.
+    pub replica_url: std::sync::OnceLock<String>,
+    /// `None` when no runtime binary was found: deploys then fail saying what to
+    /// install.
+    runtime: Option<Box<dyn Runtime>>,
+    /// Pulls in flight on this replica, for progress bars.
+    pulls: Mutex<HashMap<DeploymentId, Arc<pull::Progress>>>,
+    /// Set when a service was terminated: the worker collects garbage next.
+    gc_wanted: AtomicBool,
+    /// Containers being stopped (a terminate and the reconciler may meet).
+    stopping: Mutex<HashSet<DeploymentId>>,
+    /// Deployments whose container was found not running, already said in their log.
+    not_running: Mutex<HashSet<DeploymentId>>,
+    /// Deployments whose container this process adopted (it watched them run).
+    adopted: Mutex<HashSet<DeploymentId>>,
+}
+
+impl Deployer {
+    pub fn new(data_dir: &Path) -> std::io::Result<Self> {
+        let root = data_dir.join("deployments");
+        std::fs::create_dir_all(&root)?;
+        let cache = BlobCache::open(data_dir.join("blobs"))?;
+        let images = ImageStore::open(data_dir.join("images"))?;
+        let (durability, found) = Durability::open(data_dir)?;
+        if found == Found::MaybeLost {
+            tracing::warn!("the machine stopped while blobs were not yet synced: verifying the blob cache, dropping unpacked images");
+            let blobs = cache.verify_all()?;
+            let (images, _) = images.gc(&HashSet::new())?;
+            durability.mark_verified()?;
+            tracing::warn!(
+                removed_blobs = blobs,
+                removed_images = images,
+                "blob cache verified"
+            );
+        }
+        let runtime: Option<Box<dyn Runtime>> = match Runc::find(data_dir.join("runc")) {
+            Ok(r) => Some(Box::new(r)),
+            Err(_) => None,
+        };
+        if runtime.is_none() {
+            tracing::warn!("runc not found: deployments will fail until it is installed (apt-get install runc)");
+        }
+        Ok(Deployer {
+            root,
+            cache,
+            images,
+            durability,
+            replica_url: Default::default(),
+            runtime,
+            pulls: Mutex::new(HashMap::new()),
+            gc_wanted: AtomicBool::new(false),
+            stopping: Mutex::new(HashSet::new()),
+            not_running: Mutex::new(HashSet::new()),
+            adopted: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn log_path(&self, id: &DeploymentId) -> PathBuf {
+        self.root.join(id.as_str()).join("log")
+    }
+
+    fn bundle(&self, id: &DeploymentId) -> PathBuf {
+        self.root.join(id.as_str()).join("bundle")
+    }
+
+    /// Makes what deploys wrote durable (see `berth_runtime::durable`).
+    pub fn settle_disk(&self) -> std::io::Result<()> {
+        self.durability.settle()
+    }
+
+    /// Asks the worker to collect garbage when it is idle.
+    pub fn want_gc(&self) {
+        self.gc_wanted.store(true, Ordering::SeqCst);
+    }
+
+    /// Where the pull of deployment `id` is, if this replica is pulling it.
+    pub fn progress(&self, id: &DeploymentId) -> Option<Vec<pull::BlobProgress>> {
+        locked(&self.pulls).get(id).map(|p| p.snapshot())
+    }
+
+    /// Is the container of deployment `id` still running?
+    pub fn is_running(&self, id: &DeploymentId) -> bool {
+        self.runtime
+            .as_ref()
+            .is_some_and(|r| r.is_running(&container_id(id)))
+    }
+
+    /// Stops the container of deployment `id` (if any) and removes its bundle.
+    pub async fn stop(&self, id: &DeploymentId) {
+        if !locked(&self.stopping).insert(id.clone()) {
+            return;
+        }
+        if let Some(runtime) = &self.runtime {
+            if let Err(e) = runtime.stop(&container_id(id), STOP_GRACE).await {
+                tracing::warn!(deployment = %id, error = %e, "stopping the container");
+            }
+        }
+        rootfs::remove(&self.bundle(id));
+        log::append(
+            &self.log_path(id),
+            "stopped; the container and its root filesystem were removed",
+        );
+        locked(&self.stopping).remove(id);
+    }
+}
+
+/// Queues a new deployment of `live`'s service, by berth itself (audited as such).
+async fn restart(store: &dyn Store, live: &LiveDeployment) -> Result<DeploymentId, StoreError> {
+    let service = store
+        .service_by_id(&live.service_id)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let project = store.project_name(&service.project_id).await?;
+    let d = store
+        .create_deployment(
+            &service,
+            NewAudit {
+                actor: "berth".into(),
+                action: "deployment.create",
+                project,
+                service: Some(service.name.clone()),
+                metadata: serde_json::json!({
+                    "reason": "restart: the container stopped while the server was down",
+                    "replaces": live.id.as_str(),
+                }),
+            },
+        )
+        .await?;
+    Ok(d.id)
+}
+
+/// The deployer's bookkeeping behind its mutexes; a panic elsewhere does not make
+/// it unusable (each is a set or map whose every state is valid).
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn container_id(deployment: &DeploymentId) -> String {
+    format!("{CONTAINER_PREFIX}{deployment}")
+}

@@ -1,0 +1,247 @@
+//! One deploy, as small steps: the credentials (decrypted for this pull only), the
+//! registry opened (ping, authenticate, resolve: the same walk as the preflight,
+//! observed as log lines), the pull through the shared cache, the deployment's
+//! root filesystem, the container started.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_registry::open::{Observer, StepName};
+use berth_registry::{preflight, Credentials, Opened, RegistryError, Target, TokenReuse};
+use berth_runtime::pull::{self, PullError, Pulled};
+use berth_runtime::rootfs::{self, Layout};
+use berth_store::{Deployment, Service, ServiceStatus};
+use berth_types::{mask_username, Digest};
+
+use super::failure::Failure;
+use super::worker::Worker;
+use super::{container_id, locked, log};
+
+/// The deploy's observer of the registry steps: one log line each.
+struct LogSteps<'a> {
+    log: &'a Path,
+    target: &'a Target,
+}
+
+impl Observer for LogSteps<'_> {
+    fn passed(&mut self, step: StepName, status: Option<u16>, detail: String, took: Duration) {
+        let ms = took.as_millis();
+        let line = match step {
+            StepName::Ping => format!(
+                "ping {}: HTTP {} ({ms} ms)",
+                self.target.base,
+                status.unwrap_or_default()
+            ),
+            StepName::Token => format!("token: {detail} ({ms} ms)"),
+            StepName::Manifest => format!(
+                "manifest: {} resolves to {detail} ({ms} ms)",
+                self.target.image
+            ),
+        };
+        log::append(self.log, &line);
+    }
+
+    fn failed(&mut self, step: StepName, e: &RegistryError, took: Duration) {
+        let step = match step {
+            StepName::Ping => "ping",
+            StepName::Token => "token",
+            StepName::Manifest => "manifest",
+        };
+        log::append(
+            self.log,
+            &format!("{step} failed: {e} ({} ms)", took.as_millis()),
+        );
+    }
+}
+
+#[tracing::instrument(skip_all, fields(deployment = %d.id))]
+pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest, Failure> {
+    let started = Instant::now();
+    log::append(log, &format!("deployment {} of {}", d.id, d.image));
+    let service = w
+        .store
+        .service_by_id(&d.service_id)
+        .await
+        .map_err(|e| Failure::runtime(e.to_string()))?
+        .ok_or_else(|| Failure::runtime("the service is gone"))?;
+
+    let (target, creds) = credentials(w, d, &service, log).await?;
+    let has_creds = creds.is_some();
+    let explain =
+        |e: &RegistryError| Failure::from_registry(e, preflight::explain(e, &target, has_creds));
+    let mut observer = LogSteps {
+        log,
+        target: &target,
+    };
+    let mut opened = berth_registry::open(
+        &w.registry,
+        &target,
+        creds,
+        TokenReuse::Cached,
+        &mut observer,
+    )
+    .await
+    .map_err(|e| explain(&e))?;
+    let resolved = opened.resolved.digest.clone();
+
+    let pulled = pull(w, d, &mut opened).await.map_err(|e| {
+        match &e {
+            PullError::Registry(r) => explain(r),
+            PullError::Cache(_) | PullError::DiffId { .. } => {
+                Failure::registry(berth_registry::Code::NetworkError, e.to_string())
+            }
+            PullError::Unpack(_) | PullError::Invalid(_) => Failure::runtime(e.to_string()),
+        }
+        .at(&resolved)
+    })?;
+    log_pull(log, &pulled);
+
+    let bundle = w.deployer.bundle(&d.id);
+    root_filesystem(&pulled, &bundle, log)?;
+    start(w, d, &pulled, &bundle, log).await?;
+    log::append(
+        log,
+        &format!(
+            "started in {} ms total; container output follows",
+            started.elapsed().as_millis()
+        ),
+    );
+    Ok(resolved)
+}
+
+/// The registry to pull from, and the stored credentials for it (decrypted here,
+/// for this pull only), or none: then anonymously from the image's own registry.
+async fn credentials(
+    w: &Worker,
+    d: &Deployment,
+    service: &Service,
+    log: &Path,
+) -> Result<(Target, Option<Credentials>), Failure> {
+    let bind = |r: Result<Target, RegistryError>| {
+        r.map_err(|e| Failure::registry(e.code(), e.to_string()))
+    };
+    match &service.credential {
+        Some(c) => {
+            let password = w
+                .vault
+                .get(&service.project_id, &service.id, &c.secret)
+                .await
+                .map_err(|e| Failure::runtime(e.to_string()))?;
+            log::append(
+                log,
+                &format!(
+                    "credentials for {} (user {})",
+                    c.registry_url,
+                    mask_username(&c.username)
+                ),
+            );
+            let target = bind(w.registry.target(&c.registry_url, &d.image))?;
+            Ok((target, Some(Credentials::new(c.username.clone(), password))))
+        }
+        None => {
+            log::append(log, "no registry credentials: pulling anonymously");
+            Ok((bind(w.registry.target_of(&d.image))?, None))
+        }
+    }
+}
+
+/// The host platform's manifest, then its blobs into the cache and unpacked (or
+/// the unpacked image reused), with progress for watchers.
+async fn pull(w: &Worker, d: &Deployment, opened: &mut Opened<'_>) -> Result<Pulled, PullError> {
+    let platform = opened.platform_manifest().await?;
+    let progress = Arc::new(pull::Progress::default());
+    locked(&w.deployer.pulls).insert(d.id.clone(), progress.clone());
+    pull::pull(
+        opened,
+        &platform,
+        &w.deployer.cache,
+        &w.deployer.images,
+        &progress,
+    )
+    .await
+}
+
+fn log_pull(log: &Path, pulled: &Pulled) {
+    for b in &pulled.blobs {
+        match b.took {
+            Some(took) => log::append(
+                log,
+                &format!(
+                    "blob {}: {} bytes in {} ms ({:.1} MB/s)",
+                    b.digest,
+                    b.size,
+                    took.as_millis(),
+                    b.size as f64 / 1e6 / took.as_secs_f64().max(1e-6)
+                ),
+            ),
+            None => log::append(log, &format!("blob {}: {} bytes, cached", b.digest, b.size)),
+        }
+    }
+    if pulled.reused {
+        log::append(log, &format!("image {} already unpacked", pulled.manifest));
+    } else {
+        log::append(
+            log,
+            &format!("unpacked in {} ms", pulled.unpack_took.as_millis()),
+        );
+    }
+}
+
+/// The deployment's own root filesystem over the shared unpacked image.
+fn root_filesystem(pulled: &Pulled, bundle: &Path, log: &Path) -> Result<(), Failure> {
+    let t = Instant::now();
+    let layout = rootfs::prepare(&pulled.rootfs, bundle).map_err(|e| {
+        rootfs::remove(bundle);
+        Failure::runtime(format!("preparing the root filesystem: {e}"))
+    })?;
+    let how = match layout {
+        Layout::Overlay => "overlay on the shared image",
+        Layout::Copy => "private copy",
+    };
+    log::append(
+        log,
+        &format!(
+            "root filesystem ready ({how}, {} ms)",
+            t.elapsed().as_millis()
+        ),
+    );
+    Ok(())
+}
+
+async fn start(
+    w: &Worker,
+    d: &Deployment,
+    pulled: &Pulled,
+    bundle: &Path,
+    log: &Path,
+) -> Result<(), Failure> {
+    let Some(runtime) = &w.deployer.runtime else {
+        return Err(Failure::runtime("no container runtime: runc was not found on PATH; install it (Debian: apt-get install runc)"));
+    };
+    // Terminated while pulling: do not start it.
+    if let Ok(Some(svc)) = w.store.service_by_id(&d.service_id).await {
+        if svc.status == ServiceStatus::Terminated {
+            rootfs::remove(bundle);
+            return Err(Failure::runtime(
+                "the service was terminated during the deploy",
+            ));
+        }
+    }
+    let cid = container_id(&d.id);
+    runtime
+        .start(&cid, bundle, &pulled.config, log)
+        .await
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    // A container that fails at once (bad command, bad spec) is a failed deploy.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if let Some(status) = runtime.exited(&cid) {
+        if !status.success() {
+            return Err(Failure::runtime(format!(
+                "the container exited at once with {status}; see the log"
+            ))
+            .at(&pulled.manifest));
+        }
+    }
+    Ok(())
+}

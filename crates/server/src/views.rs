@@ -1,0 +1,103 @@
+//! What the API answers: view types of its own, built from the store's rows (which
+//! know nothing of the wire). Secrets never have a field here; usernames are masked.
+
+use berth_store::{AuditEvent, Deployment, Service};
+use berth_types::mask_username;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Serialize, ToSchema)]
+pub struct RegistryView {
+    pub registry_url: String,
+    /// Masked, e.g. `al***`.
+    pub username: String,
+    pub password_set: bool,
+    pub verified: bool,
+    pub updated_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ServiceView {
+    pub name: String,
+    pub image: String,
+    pub status: String,
+    pub created_at: String,
+    pub registry: Option<RegistryView>,
+}
+
+impl From<&Service> for ServiceView {
+    fn from(s: &Service) -> Self {
+        ServiceView {
+            name: s.name.clone(),
+            image: s.image.to_string(),
+            status: s.status.to_string(),
+            created_at: s.created_at.clone(),
+            registry: s.credential.as_ref().map(|c| RegistryView {
+                registry_url: c.registry_url.to_string(),
+                username: mask_username(&c.username),
+                password_set: true,
+                verified: c.verified,
+                updated_at: c.updated_at.clone(),
+            }),
+        }
+    }
+}
+
+/// A deployment; one read alone also carries `progress` while its image is pulled
+/// (by the replica answering).
+#[derive(Serialize, ToSchema)]
+pub struct DeploymentView {
+    pub id: String,
+    pub status: String,
+    pub image: String,
+    pub digest: Option<String>,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub progress: Option<Vec<berth_runtime::pull::BlobProgress>>,
+}
+
+impl From<&Deployment> for DeploymentView {
+    fn from(d: &Deployment) -> Self {
+        DeploymentView {
+            id: d.id.to_string(),
+            status: d.status.to_string(),
+            image: d.image.to_string(),
+            digest: d.digest.as_ref().map(ToString::to_string),
+            failure_code: d.failure_code.clone(),
+            failure_message: d.failure_message.clone(),
+            created_at: d.created_at.clone(),
+            updated_at: d.updated_at.clone(),
+            progress: None,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditEventView {
+    pub id: i64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub project: Option<String>,
+    pub service: Option<String>,
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+}
+
+impl From<AuditEvent> for AuditEventView {
+    fn from(e: AuditEvent) -> Self {
+        AuditEventView {
+            id: e.id,
+            at: e.at,
+            actor: e.actor,
+            action: e.action,
+            project: e.project,
+            service: e.service,
+            metadata: e.metadata,
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! [`DeploymentQueue`]: the durable queue (claim with `SKIP LOCKED` on PostgreSQL,
+//! heartbeats, repair of deploys whose server stopped).
+
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{append_audit, id, parsed, Backend, SqlStore};
+use crate::model::*;
+use crate::{decode_digest, DeploymentQueue, Result, StoreError};
+
+const DEPLOYMENT_COLUMNS: &str =
+    "id, service_id, project_id, status, image, digest, failure_code, failure_message, created_at, updated_at, replica_url";
+
+const TERMINATED: &str = "TERMINATED";
+
+fn deployment_from(r: &AnyRow) -> Result<Deployment> {
+    let digest: Option<String> = r.try_get("digest")?;
+    Ok(Deployment {
+        id: id(r, "id")?,
+        service_id: id(r, "service_id")?,
+        project_id: id(r, "project_id")?,
+        status: parsed(r, "status")?,
+        image: parsed(r, "image")?,
+        digest: digest.as_deref().map(decode_digest).transpose()?,
+        failure_code: r.try_get("failure_code")?,
+        failure_message: r.try_get("failure_message")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        replica_url: r.try_get("replica_url")?,
+    })
+}
+
+#[async_trait]
+impl DeploymentQueue for SqlStore {
+    async fn create_deployment(&self, service: &Service, audit: NewAudit) -> Result<Deployment> {
+        let mut tx = self.pool.begin().await?;
+        let at = now();
+        let id = DeploymentId::random();
+        let updated = sqlx::query(
+            "UPDATE services SET status = $1, updated_at = $2 WHERE id = $3 AND status <> $4",
+        )
+        .bind(ServiceStatus::PendingDeploy.as_str())
+        .bind(&at)
+        .bind(service.id.as_str())
+        .bind(TERMINATED)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query(
+            "INSERT INTO deployments (id, service_id, project_id, status, image, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id.as_str())
+        .bind(service.id.as_str())
+        .bind(service.project_id.as_str())
+        .bind(DeploymentStatus::PendingDeploy.as_str())
+        .bind(service.image.to_string())
+        .bind(&at)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await?;
+        append_audit(&mut tx, Some(&service.project_id), &audit).await?;
+        tx.commit().await?;
+        Ok(Deployment {
+            id,
+            service_id: service.id.clone(),
+            project_id: service.project_id.clone(),
+            status: DeploymentStatus::PendingDeploy,
+            image: service.image.clone(),
+            digest: None,
+            failure_code: None,
+            failure_message: None,
+            created_at: at.clone(),
+            updated_at: at,
+            replica_url: None,
+        })
+    }
+
+    async fn deployment(&self, service: &Service, id: &str) -> Result<Option<Deployment>> {
+        let row = sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE service_id = $1 AND id = $2"
+        ))
+        .bind(service.id.as_str())
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(deployment_from).transpose()
+    }
+
+    async fn deployments_of(&self, service: &Service) -> Result<Vec<Deployment>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE service_id = $1 ORDER BY created_at DESC"
+        ))
+        .bind(service.id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(deployment_from).collect()
+    }
+
+    async fn claim_deployment(&self, replica_url: &str) -> Result<Option<Deployment>> {
+        let lock = match self.backend {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(&format!(
+            "UPDATE deployments SET status = $1, updated_at = $2, heartbeat_at = $3, replica_url = $4 WHERE id = \
+             (SELECT id FROM deployments WHERE status = $5 ORDER BY created_at LIMIT 1 {lock}) \
+             RETURNING {DEPLOYMENT_COLUMNS}"
+        ))
+        .bind(DeploymentStatus::Deploying.as_str())
+        .bind(now())
+        .bind(now())
+        .bind(replica_url)
+        .bind(DeploymentStatus::PendingDeploy.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let d = row.as_ref().map(deployment_from).transpose()?;
+        if let Some(d) = &d {
+            sqlx::query("UPDATE services SET status = $1 WHERE id = $2 AND status <> $3")
+                .bind(ServiceStatus::Deploying.as_str())
+                .bind(d.service_id.as_str())
+                .bind(TERMINATED)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(d)
+    }
+
+    async fn finish_deployment(&self, d: &Deployment, outcome: Outcome) -> Result<()> {
+        let (status, digest, code, message) = match outcome {
+            Outcome::Deployed { digest } => (DeploymentStatus::Deployed, Some(digest), None, None),
+            Outcome::Failed {
+                digest,
+                code,
+                message,
+            } => (DeploymentStatus::Failed, digest, Some(code), Some(message)),
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE deployments SET status = $1, digest = $2, failure_code = $3, failure_message = $4, updated_at = $5 WHERE id = $6",
+        )
+        .bind(status.as_str())
+        .bind(digest.map(|d| d.to_string()))
+        .bind(code)
+        .bind(message)
+        .bind(now())
+        .bind(d.id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if status == DeploymentStatus::Deployed {
+            sqlx::query(
+                "UPDATE deployments SET status = $1, updated_at = $2 WHERE service_id = $3 AND status = $4 AND id <> $5",
+            )
+            .bind(DeploymentStatus::Removed.as_str())
+            .bind(now())
+            .bind(d.service_id.as_str())
+            .bind(DeploymentStatus::Deployed.as_str())
+            .bind(d.id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE services SET status = $1 WHERE id = $2 AND status <> $3")
+            .bind(ServiceStatus::from(status).as_str())
+            .bind(d.service_id.as_str())
+            .bind(TERMINATED)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn live_deployments(&self) -> Result<Vec<LiveDeployment>> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.service_id, d.digest FROM deployments d JOIN services s ON s.id = d.service_id \
+             WHERE s.status <> $1 AND d.status = $2 AND d.digest IS NOT NULL",
+        )
+        .bind(TERMINATED)
+        .bind(DeploymentStatus::Deployed.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LiveDeployment {
+                    id: id(r, "id")?,
+                    service_id: id(r, "service_id")?,
+                    digest: parsed(r, "digest")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn heartbeat(&self, d: &Deployment) -> Result<()> {
+        sqlx::query("UPDATE deployments SET heartbeat_at = $1 WHERE id = $2 AND status = $3")
+            .bind(now())
+            .bind(d.id.as_str())
+            .bind(DeploymentStatus::Deploying.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn repair_deployments(&self, stale_before: &str) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let stale = sqlx::query(
+            "SELECT id, service_id FROM deployments WHERE status = $1 AND (heartbeat_at IS NULL OR heartbeat_at < $2)",
+        )
+        .bind(DeploymentStatus::Deploying.as_str())
+        .bind(stale_before)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &stale {
+            let id: String = row.try_get("id")?;
+            let service_id: String = row.try_get("service_id")?;
+            sqlx::query(
+                "UPDATE deployments SET status = $1, failure_code = 'runtime_error', \
+                 failure_message = 'the server running this deploy stopped; deploy again', updated_at = $2 \
+                 WHERE id = $3 AND status = $4",
+            )
+            .bind(DeploymentStatus::Failed.as_str())
+            .bind(now())
+            .bind(&id)
+            .bind(DeploymentStatus::Deploying.as_str())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE services SET status = $1 WHERE id = $2 AND status = $3")
+                .bind(ServiceStatus::Failed.as_str())
+                .bind(&service_id)
+                .bind(ServiceStatus::Deploying.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(stale.len() as u64)
+    }
+}

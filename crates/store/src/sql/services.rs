@@ -1,0 +1,221 @@
+//! [`Services`]: services and their registry credentials.
+
+use async_trait::async_trait;
+use berth_types::ImageRef;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{append_audit, conflict, id, parsed, SqlStore};
+use crate::model::*;
+use crate::{Result, Services, StoreError};
+
+pub(super) const SERVICE_COLUMNS: &str = "s.id, s.project_id, s.name, s.image, s.status, s.created_at, \
+     c.registry_url, c.username, c.sealed_password, c.secret_arn, c.verified, c.updated_at AS c_updated_at";
+
+pub(super) fn service_from(row: &AnyRow) -> Result<Service> {
+    let registry_url: Option<String> = row.try_get("registry_url")?;
+    let credential = match registry_url {
+        Some(_) => {
+            let arn: Option<String> = row.try_get("secret_arn")?;
+            Some(Credential {
+                registry_url: parsed(row, "registry_url")?,
+                username: row.try_get("username")?,
+                secret: match (arn, row.try_get::<Vec<u8>, _>("sealed_password")?) {
+                    (None, sealed) => StoredSecret::Sealed(sealed),
+                    (Some(arn), sealed) if sealed.is_empty() => {
+                        StoredSecret::SecretsManager { arn }
+                    }
+                    (Some(_), _) => {
+                        return Err(StoreError::Corrupt {
+                            column: "sealed_password",
+                            reason: "a password is both sealed and in Secrets Manager".into(),
+                        })
+                    }
+                },
+                verified: row.try_get::<i64, _>("verified")? != 0,
+                updated_at: row.try_get("c_updated_at")?,
+            })
+        }
+        None => None,
+    };
+    Ok(Service {
+        id: id(row, "id")?,
+        project_id: id(row, "project_id")?,
+        name: row.try_get("name")?,
+        image: parsed(row, "image")?,
+        status: parsed(row, "status")?,
+        created_at: row.try_get("created_at")?,
+        credential,
+    })
+}
+
+async fn upsert_credential(
+    conn: &mut sqlx::AnyConnection,
+    service_id: &ServiceId,
+    c: &NewCredential,
+) -> Result<()> {
+    sqlx::query("DELETE FROM credentials WHERE service_id = $1")
+        .bind(service_id.as_str())
+        .execute(&mut *conn)
+        .await?;
+    let (sealed, arn) = match &c.secret {
+        StoredSecret::Sealed(s) => (s.clone(), None),
+        StoredSecret::SecretsManager { arn } => (Vec::new(), Some(arn.clone())),
+    };
+    sqlx::query(
+        "INSERT INTO credentials (service_id, registry_url, username, sealed_password, secret_arn, verified, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(service_id.as_str())
+    .bind(c.registry_url.to_string())
+    .bind(&c.username)
+    .bind(sealed)
+    .bind(arn)
+    .bind(i64::from(c.verified))
+    .bind(now())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Services for SqlStore {
+    async fn create_service(
+        &self,
+        s: NewService,
+        credential: Option<NewCredential>,
+        audit: NewAudit,
+    ) -> Result<Service> {
+        let mut tx = self.pool.begin().await?;
+        let at = now();
+        sqlx::query(
+            "INSERT INTO services (id, project_id, name, image, status, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(s.id.as_str())
+        .bind(s.project_id.as_str())
+        .bind(&s.name)
+        .bind(s.image.to_string())
+        .bind(ServiceStatus::Created.as_str())
+        .bind(&at)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await
+        .map_err(conflict("a service with this name"))?;
+        if let Some(c) = &credential {
+            upsert_credential(&mut tx, &s.id, c).await?;
+        }
+        append_audit(&mut tx, Some(&s.project_id), &audit).await?;
+        tx.commit().await?;
+        Ok(Service {
+            id: s.id,
+            project_id: s.project_id,
+            name: s.name,
+            image: s.image,
+            status: ServiceStatus::Created,
+            created_at: at.clone(),
+            credential: credential.map(|c| Credential {
+                registry_url: c.registry_url,
+                username: c.username,
+                secret: c.secret,
+                verified: c.verified,
+                updated_at: at,
+            }),
+        })
+    }
+
+    async fn service(&self, project: &Project, name: &str) -> Result<Option<Service>> {
+        let row = sqlx::query(&format!(
+            "SELECT {SERVICE_COLUMNS} FROM services s LEFT JOIN credentials c ON c.service_id = s.id WHERE s.project_id = $1 AND s.name = $2"
+        ))
+        .bind(project.id.as_str())
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(service_from).transpose()
+    }
+
+    async fn service_by_id(&self, id: &ServiceId) -> Result<Option<Service>> {
+        let row = sqlx::query(&format!(
+            "SELECT {SERVICE_COLUMNS} FROM services s LEFT JOIN credentials c ON c.service_id = s.id WHERE s.id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(service_from).transpose()
+    }
+
+    async fn list_services(&self, project: &Project) -> Result<Vec<Service>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SERVICE_COLUMNS} FROM services s LEFT JOIN credentials c ON c.service_id = s.id WHERE s.project_id = $1 ORDER BY s.name"
+        ))
+        .bind(project.id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(service_from).collect()
+    }
+
+    async fn put_credential(
+        &self,
+        service: &Service,
+        image: Option<&ImageRef>,
+        credential: NewCredential,
+        audit: NewAudit,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE services SET image = $1, updated_at = $2 WHERE id = $3 AND status <> $4",
+        )
+        .bind(image.unwrap_or(&service.image).to_string())
+        .bind(now())
+        .bind(service.id.as_str())
+        .bind(ServiceStatus::Terminated.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        upsert_credential(&mut tx, &service.id, &credential).await?;
+        append_audit(&mut tx, Some(&service.project_id), &audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_credential(&self, service: &Service, audit: NewAudit) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM credentials WHERE service_id = $1")
+            .bind(service.id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Ok(false);
+        }
+        append_audit(&mut tx, Some(&service.project_id), &audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn terminate_service(&self, service: &Service, audit: NewAudit) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM credentials WHERE service_id = $1")
+            .bind(service.id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE services SET status = $1, updated_at = $2 WHERE id = $3")
+            .bind(ServiceStatus::Terminated.as_str())
+            .bind(now())
+            .bind(service.id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE deployments SET status = $1, updated_at = $2 WHERE service_id = $3 AND status = $4",
+        )
+        .bind(DeploymentStatus::Removed.as_str())
+        .bind(now())
+        .bind(service.id.as_str())
+        .bind(DeploymentStatus::Deployed.as_str())
+        .execute(&mut *tx)
+        .await?;
+        append_audit(&mut tx, Some(&service.project_id), &audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
