@@ -40,3 +40,10 @@ df -h . | tail -n 1 | awk '{print "disk: " $4 " free of " $2}'
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+# The fuzz targets live outside the workspace (cargo-fuzz builds them with sanitizer
+# flags): build them, and give each a short smoke run, so that they cannot rot.
+cargo build --manifest-path fuzz/Cargo.toml --bins --locked --target-dir target/fuzz
+for t in reference challenge; do
+  target/fuzz/debug/$t -runs=20000 >/dev/null 2>&1 || { echo "fuzz target $t failed"; exit 1; }
+done

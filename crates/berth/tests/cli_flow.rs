@@ -5,37 +5,18 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
-use berth_testkit::{Grant, LocalRegistry, TestImage, TokenServer, TokenServerMode, User};
 
 mod common;
 
 use common::*;
 
-const PASSWORD: &str = "cli-Flow-Pa55word";
+use berth_testkit::fixtures::PASSWORD;
 
 #[test]
 fn the_seed_flow_from_the_cli() {
-    berth_testkit::require("runc");
-    let busybox = std::fs::read("/bin/busybox").expect("busybox-static");
-    let tokens = TokenServer::start(
-        vec![
-            User::new("admin", "admin-pass-1", Grant::All),
-            User::new("ci", PASSWORD, Grant::Pull(vec!["team/app".into()])),
-        ],
-        vec![],
-        TokenServerMode::GetAndPost,
-    );
-    let reg = LocalRegistry::token(&tokens);
-    TestImage::build(
-        &[("bin/busybox", &busybox)],
-        &[
-            "/bin/busybox",
-            "sh",
-            "-c",
-            "echo hello from the cli; sleep 1234",
-        ],
-    )
-    .push(&reg, "team/app:web");
+    let reg = berth_testkit::TeamRegistry::start();
+    reg.push_busybox("web", "echo hello from the cli; sleep 1234");
+    let reg = &reg.reg;
     let work = tempfile::tempdir().unwrap();
     let home = work.path().join("home");
     let server = start_server(&work.path().join("data"), &reg.authority());

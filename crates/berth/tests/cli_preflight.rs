@@ -3,23 +3,13 @@
 
 use assert_cmd::Command;
 use base64::Engine;
-use berth_testkit::{Grant, LocalRegistry, TestImage, TokenServer, TokenServerMode, User};
+use berth_testkit::{LocalRegistry, TokenServer};
 
-const PASSWORD: &str = "s3cret-Pa55word-for-cli";
+use berth_testkit::fixtures::PASSWORD;
 
 fn setup() -> (TokenServer, LocalRegistry, String) {
-    let tokens = TokenServer::start(
-        vec![
-            User::new("admin", "admin-pass-1", Grant::All),
-            User::new("ci", PASSWORD, Grant::Pull(vec!["team/app".into()])),
-        ],
-        vec![],
-        TokenServerMode::GetAndPost,
-    );
-    let reg = LocalRegistry::token(&tokens);
-    let img = TestImage::build(&[("hello.txt", b"hi")], &["/bin/cat", "/hello.txt"]);
-    img.push(&reg, "team/app:v1");
-    (tokens, reg, img.digest)
+    let r = berth_testkit::TeamRegistry::start();
+    (r.tokens, r.reg, r.digest)
 }
 
 fn berth(reg: &LocalRegistry) -> Command {

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use berth_testkit::{LocalRegistry, TestImage};
+use berth_testkit::LocalRegistry;
 use common::*;
 use expectrl::{Eof, Session};
 
@@ -76,16 +76,8 @@ impl Pty {
 #[test]
 fn the_create_wizard_asks_tests_and_never_echoes_the_password() {
     let reg = LocalRegistry::htpasswd(&[("ci", PASSWORD)]);
-    berth_testkit::require("runc");
-    let busybox = std::fs::read("/bin/busybox").expect("busybox-static");
-    TestImage::build(
-        &[("bin/busybox", &busybox)],
-        &[
-            "/bin/busybox",
-            "sh",
-            "-c",
-            "echo hello from the wizard; trap 'exit 0' TERM; while :; do sleep 1; done",
-        ],
+    berth_testkit::fixtures::busybox(
+        "echo hello from the wizard; trap 'exit 0' TERM; while :; do sleep 1; done",
     )
     .push(&reg, "team/app:v1");
     let work = tempfile::tempdir().unwrap();

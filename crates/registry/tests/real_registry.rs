@@ -2,7 +2,7 @@
 
 mod common;
 
-use berth_registry::preflight::StepName::{Manifest, Ping, Token};
+use berth_registry::preflight::StepName::{self, Manifest, Ping, Token};
 use berth_registry::{Code, Registry, TokenReuse};
 use berth_testkit::{Grant, LocalRegistry, TestImage, TokenServer, TokenServerMode, User};
 use common::{creds, policy, run, steps};
@@ -14,95 +14,149 @@ fn hello() -> TestImage {
     )
 }
 
+/// One preflight and what its report must say: `check` runs a table of them.
+struct Case {
+    what: &'static str,
+    image: String,
+    user: Option<(&'static str, &'static str)>,
+    code: Code,
+    says: &'static [&'static str],
+    steps: Option<Vec<(StepName, bool, Option<u16>)>>,
+}
+
+fn case(
+    what: &'static str,
+    image: impl Into<String>,
+    user: Option<(&'static str, &'static str)>,
+    code: Code,
+    says: &'static [&'static str],
+) -> Case {
+    Case {
+        what,
+        image: image.into(),
+        user,
+        code,
+        says,
+        steps: None,
+    }
+}
+
+const OK_STEPS: [(StepName, bool, Option<u16>); 3] = [
+    (Ping, true, Some(401)),
+    (Token, true, Some(200)),
+    (Manifest, true, Some(200)),
+];
+
+async fn check(url: &str, cases: Vec<Case>) {
+    for c in cases {
+        let creds = c.user.and_then(|(u, p)| creds(u, p));
+        let r = run(policy(&[url]), url, &c.image, creds).await;
+        assert_eq!(r.code, c.code, "{}: {r:?}", c.what);
+        assert_eq!(r.ok, c.code == Code::Ok, "{}", c.what);
+        for s in c.says {
+            assert!(
+                r.message.contains(s),
+                "{}: {:?} lacks {s:?}",
+                c.what,
+                r.message
+            );
+        }
+        if let Some(want) = c.steps {
+            assert_eq!(steps(&r), want, "{}", c.what);
+        }
+    }
+}
+
 #[tokio::test]
 async fn htpasswd_registry_every_code() {
     let reg = LocalRegistry::htpasswd(&[("alice", "correct horse battery"), ("bob", "bobs-pass")]);
     let img = hello();
     img.push(&reg, "team/app:v1");
     let url = reg.authority();
-    let p = || policy(&[&url]);
-
-    // ok: the three steps, and the digest that was pushed.
+    let alice = Some(("alice", "correct horse battery"));
+    check(
+        &url,
+        vec![
+            Case {
+                steps: Some(OK_STEPS.to_vec()),
+                ..case(
+                    "the three steps",
+                    "team/app:v1",
+                    alice,
+                    Code::Ok,
+                    &["resolves to"],
+                )
+            },
+            case(
+                "the image may name the host, by digest",
+                format!("{url}/team/app@{}", img.digest),
+                Some(("bob", "bobs-pass")),
+                Code::Ok,
+                &[],
+            ),
+            Case {
+                steps: Some(vec![(Ping, true, Some(401)), (Token, false, Some(401))]),
+                ..case(
+                    "a wrong password",
+                    "team/app:v1",
+                    Some(("alice", "wrong")),
+                    Code::AuthFailed,
+                    &["rejected the username or password"],
+                )
+            },
+            case(
+                "no credentials",
+                "team/app:v1",
+                None,
+                Code::AuthFailed,
+                &["requires credentials"],
+            ),
+            case(
+                "a missing tag",
+                "team/app:nope",
+                alice,
+                Code::ManifestNotFound,
+                &["has no tag nope", "MANIFEST_UNKNOWN"],
+            ),
+            case(
+                "a missing repository",
+                "team/ghost:v1",
+                alice,
+                Code::ManifestNotFound,
+                &[],
+            ),
+            Case {
+                steps: Some(vec![]),
+                ..case(
+                    "an image on another registry",
+                    "ghcr.io/team/app:v1",
+                    alice,
+                    Code::InvalidUrl,
+                    &["ghcr.io"],
+                )
+            },
+            case(
+                "the host:port trap",
+                "test.com:5000",
+                alice,
+                Code::ManifestNotFound,
+                &["reads as repository"],
+            ),
+        ],
+    )
+    .await;
     let r = run(
-        p(),
+        policy(&[&url]),
         &url,
         "team/app:v1",
         creds("alice", "correct horse battery"),
     )
     .await;
-    assert_eq!(r.code, Code::Ok, "{r:?}");
-    assert!(r.ok);
     assert_eq!(
-        steps(&r),
-        vec![
-            (Ping, true, Some(401)),
-            (Token, true, Some(200)),
-            (Manifest, true, Some(200))
-        ]
+        r.digest.as_ref().unwrap().to_string(),
+        img.digest,
+        "the digest pushed"
     );
-    assert_eq!(r.digest.as_ref().unwrap().to_string(), img.digest);
-
-    // The image may name the registry host too; and a digest reference works.
-    let r = run(
-        p(),
-        &url,
-        &format!("{url}/team/app@{}", img.digest),
-        creds("bob", "bobs-pass"),
-    )
-    .await;
-    assert_eq!(r.code, Code::Ok, "{r:?}");
-
-    // A wrong password.
-    let r = run(p(), &url, "team/app:v1", creds("alice", "wrong")).await;
-    assert_eq!(r.code, Code::AuthFailed, "{r:?}");
-    assert!(
-        r.message.contains("rejected the username or password"),
-        "{}",
-        r.message
-    );
-    assert_eq!(
-        steps(&r),
-        vec![(Ping, true, Some(401)), (Token, false, Some(401))]
-    );
-
-    // No credentials for a registry that wants them.
-    let r = run(p(), &url, "team/app:v1", None).await;
-    assert_eq!(r.code, Code::AuthFailed, "{r:?}");
-    assert!(r.message.contains("requires credentials"), "{}", r.message);
-
-    // A tag that does not exist, and a repository that does not exist.
-    let r = run(
-        p(),
-        &url,
-        "team/app:nope",
-        creds("alice", "correct horse battery"),
-    )
-    .await;
-    assert_eq!(r.code, Code::ManifestNotFound, "{r:?}");
-    assert!(r.message.contains("has no tag nope"), "{}", r.message);
-    assert!(r.message.contains("MANIFEST_UNKNOWN"), "{}", r.message);
-    assert_eq!(r.steps.last().unwrap().status, Some(404));
-    let r = run(
-        p(),
-        &url,
-        "team/ghost:v1",
-        creds("alice", "correct horse battery"),
-    )
-    .await;
-    assert_eq!(r.code, Code::ManifestNotFound, "{r:?}");
-
-    // An image that names another registry than the URL.
-    let r = run(
-        p(),
-        &url,
-        "ghcr.io/team/app:v1",
-        creds("alice", "correct horse battery"),
-    )
-    .await;
-    assert_eq!(r.code, Code::InvalidUrl, "{r:?}");
-    assert!(r.message.contains("ghcr.io"), "{}", r.message);
-    assert!(r.steps.is_empty());
-
     // Plain HTTP to a host that is not in the insecure list.
     let r = run(
         policy::<&str>(&[]),
@@ -117,17 +171,14 @@ async fn htpasswd_registry_every_code() {
         "{}",
         r.message
     );
-
-    // The `host:port` trap: repository `test.com`, tag `5000`, with a hint.
     let r = run(
-        p(),
+        policy(&[&url]),
         &url,
-        "test.com:5000",
-        creds("alice", "correct horse battery"),
+        "team/app:nope",
+        alice.and_then(|(u, p)| creds(u, p)),
     )
     .await;
-    assert_eq!(r.code, Code::ManifestNotFound, "{r:?}");
-    assert!(r.message.contains("reads as repository"), "{}", r.message);
+    assert_eq!(r.steps.last().unwrap().status, Some(404));
 }
 
 #[tokio::test]
@@ -202,75 +253,86 @@ fn token_setup(mode: TokenServerMode) -> (TokenServer, LocalRegistry) {
 async fn token_registry_every_code() {
     let (tokens, reg) = token_setup(TokenServerMode::GetAndPost);
     let url = reg.authority();
-    let p = || policy(&[&url]);
-
-    let r = run(p(), &url, "team/app:v1", creds("admin", "admin-pass-1")).await;
-    assert_eq!(r.code, Code::Ok, "{r:?}");
-    assert_eq!(
-        steps(&r),
+    let admin = Some(("admin", "admin-pass-1"));
+    let limited = Some(("limited", "limited-pass-1"));
+    check(
+        &url,
         vec![
-            (Ping, true, Some(401)),
-            (Token, true, Some(200)),
-            (Manifest, true, Some(200))
-        ]
-    );
+            Case {
+                steps: Some(OK_STEPS.to_vec()),
+                ..case("the three steps", "team/app:v1", admin, Code::Ok, &[])
+            },
+            case(
+                "a user limited to team/app",
+                "team/app:v1",
+                limited,
+                Code::Ok,
+                &[],
+            ),
+            case(
+                "...and refused elsewhere",
+                "team/other:v1",
+                limited,
+                Code::AuthFailed,
+                &["accepted these credentials, but they grant no pull access to team/other"],
+            ),
+            case(
+                "a login with no rights",
+                "team/app:v1",
+                Some(("nobody", "nobody-pass-1")),
+                Code::AuthFailed,
+                &["grant no pull access"],
+            ),
+            case(
+                "a rejected password, told apart",
+                "team/app:v1",
+                Some(("admin", "wrong-pass")),
+                Code::AuthFailed,
+                &["rejected the username or password", "UNAUTHORIZED"],
+            ),
+            case(
+                "anonymous on a public repository",
+                "public/app:v1",
+                None,
+                Code::Ok,
+                &[],
+            ),
+            case(
+                "anonymous on a private one",
+                "team/app:v1",
+                None,
+                Code::AuthFailed,
+                &[],
+            ),
+            case(
+                "a missing tag",
+                "team/app:missing",
+                admin,
+                Code::ManifestNotFound,
+                &[],
+            ),
+        ],
+    )
+    .await;
+    // What the token step says it did.
+    let r = run(
+        policy(&[&url]),
+        &url,
+        "team/app:v1",
+        creds("admin", "admin-pass-1"),
+    )
+    .await;
     assert!(
         r.steps[1].detail.contains("authenticated token"),
         "{}",
         r.steps[1].detail
     );
-
-    // A user limited to team/app.
-    let r = run(p(), &url, "team/app:v1", creds("limited", "limited-pass-1")).await;
-    assert_eq!(r.code, Code::Ok, "{r:?}");
-    let r = run(
-        p(),
-        &url,
-        "team/other:v1",
-        creds("limited", "limited-pass-1"),
-    )
-    .await;
-    assert_eq!(r.code, Code::AuthFailed, "{r:?}");
-    assert!(
-        r.message
-            .contains("accepted these credentials, but they grant no pull access to team/other"),
-        "{}",
-        r.message
-    );
-
-    // A valid login with no rights at all, and a rejected password: told apart.
-    let r = run(p(), &url, "team/app:v1", creds("nobody", "nobody-pass-1")).await;
-    assert_eq!(r.code, Code::AuthFailed);
-    assert!(r.message.contains("grant no pull access"), "{}", r.message);
-    let r = run(p(), &url, "team/app:v1", creds("admin", "wrong-pass")).await;
-    assert_eq!(r.code, Code::AuthFailed);
-    assert!(
-        r.message.contains("rejected the username or password"),
-        "{}",
-        r.message
-    );
-    assert!(r.message.contains("UNAUTHORIZED"), "{}", r.message);
-
-    // Anonymous: fine on a public repository, refused on a private one.
-    let r = run(p(), &url, "public/app:v1", None).await;
-    assert_eq!(r.code, Code::Ok, "{r:?}");
+    let r = run(policy(&[&url]), &url, "public/app:v1", None).await;
     assert!(
         r.steps[1].detail.contains("anonymous token"),
         "{}",
         r.steps[1].detail
     );
-    let r = run(p(), &url, "team/app:v1", None).await;
-    assert_eq!(r.code, Code::AuthFailed, "{r:?}");
-
-    let r = run(
-        p(),
-        &url,
-        "team/app:missing",
-        creds("admin", "admin-pass-1"),
-    )
-    .await;
-    assert_eq!(r.code, Code::ManifestNotFound, "{r:?}");
-
     assert!(tokens.requests() >= 8);
 }
 

@@ -61,11 +61,11 @@ async fn no_secret_in_the_data_dir_or_the_logs() {
     let moto = berth_testkit::Moto::shared();
     let kms_key = moto.create_kms_key().await;
     let (dir, aws_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut tokens = vec![scenario(config(dir.path(), Db::Sqlite, &url, None), &url).await];
+    let mut tokens = scenario(config(dir.path(), Db::Sqlite, &url, None), &url).await;
     let mut aws = config(aws_dir.path(), Db::Sqlite, &url, None);
     aws.vault.kms_key_id = Some(kms_key);
     aws.vault.secret_store = berth_server::SecretStoreKind::AwsSecretsManager;
-    tokens.push(scenario(aws, &url).await);
+    tokens.extend(scenario(aws, &url).await);
 
     let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
     assert!(
@@ -117,8 +117,8 @@ fn assert_no_secret_in(files: &[std::path::PathBuf]) {
 }
 
 /// Saves, refuses, updates, tests, deploys (the credentials decrypted for the
-/// pull), removes and terminates; returns the API token used.
-async fn scenario(cfg: berth_server::Config, url: &str) -> String {
+/// pull), removes and terminates; returns the API tokens used.
+async fn scenario(cfg: berth_server::Config, url: &str) -> Vec<String> {
     let url = url.to_owned();
     let server = Server::start(cfg).await;
     let alice = server.admin().new_user("alice").await;
@@ -157,6 +157,15 @@ async fn scenario(cfg: berth_server::Config, url: &str) -> String {
             .0,
         StatusCode::OK
     );
+    // Five preflights a minute per user (saves included): a second member goes on.
+    let first_token = alice.token.clone();
+    let alice = {
+        let bob = server.admin().new_user("bob").await;
+        alice
+            .post("/v1/projects/web/members", json!({"user": "bob"}))
+            .await;
+        bob
+    };
     let body = json!({"registry_url": url, "username": "ci", "password": PASSWORD, "image": "team/app:v1"});
     assert_eq!(alice.post("/v1/preflight", body).await.0, StatusCode::OK);
     let body =
@@ -202,5 +211,5 @@ async fn scenario(cfg: berth_server::Config, url: &str) -> String {
     }
     server.running.stop().await;
 
-    alice.token.clone()
+    vec![first_token, alice.token.clone()]
 }

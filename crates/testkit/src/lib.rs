@@ -4,8 +4,10 @@
 //! - [`TokenServer`]: the token server for it (ES256 JWTs, certificate in `x5c`);
 //! - [`TestImage`]: images built here as OCI layouts and pushed with `skopeo`;
 //! - [`hostile`]: canary listeners and servers that misbehave on purpose;
-//! - [`Moto`]: moto in server mode, standing in for AWS KMS and Secrets Manager.
+//! - [`Moto`]: moto in server mode, standing in for AWS KMS and Secrets Manager;
+//! - [`fixtures`]: the registry and images the server and CLI tests share.
 
+pub mod fixtures;
 pub mod hostile;
 mod image;
 mod moto;
@@ -13,6 +15,7 @@ mod postgres;
 mod registry;
 mod token_server;
 
+pub use fixtures::TeamRegistry;
 pub use image::{push_index, TestImage};
 pub use moto::Moto;
 pub use postgres::Postgres;

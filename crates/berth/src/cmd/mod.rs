@@ -8,6 +8,7 @@ pub mod preflight;
 pub mod project;
 pub mod server;
 pub mod service;
+mod service_save;
 mod service_wizard;
 pub mod user;
 

@@ -7,7 +7,8 @@ use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
-use super::api::{print_json, Api, ApiFailure, Connection};
+use super::api::{print_json, Api, Connection};
+use super::service_save::{done, saved, RegistryFlags};
 use super::{CliError, Outcome};
 use crate::input;
 
@@ -64,22 +65,6 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-}
-
-#[derive(clap::Args, Default)]
-pub struct RegistryFlags {
-    /// The registry URL (host[:port])
-    #[arg(long)]
-    pub registry_url: Option<String>,
-    /// The registry user name
-    #[arg(long)]
-    pub registry_username: Option<String>,
-    /// Read the registry password or token from stdin
-    #[arg(long)]
-    registry_password_stdin: bool,
-    /// Save even if the connection test fails
-    #[arg(long)]
-    save_without_verifying: bool,
 }
 
 #[derive(clap::Subcommand)]
@@ -141,69 +126,6 @@ fn ask(what: &str, flag: &str) -> Result<String, CliError> {
         return Err(CliError::Usage(format!("{flag} is required")));
     }
     Ok(v)
-}
-
-/// Prints a service the human way.
-fn render(v: &Value) {
-    println!("name:     {}", v["name"].as_str().unwrap_or_default());
-    println!("image:    {}", v["image"].as_str().unwrap_or_default());
-    println!("status:   {}", v["status"].as_str().unwrap_or_default());
-    match v["registry"].as_object() {
-        None => println!("registry: none (anonymous pulls)"),
-        Some(r) => println!(
-            "registry: {} (user {}, password {}, {})",
-            r["registry_url"].as_str().unwrap_or_default(),
-            r["username"].as_str().unwrap_or_default(),
-            if r["password_set"].as_bool() == Some(true) {
-                "set"
-            } else {
-                "not set"
-            },
-            if r["verified"].as_bool() == Some(true) {
-                "verified"
-            } else {
-                "not verified"
-            }
-        ),
-    }
-}
-
-/// A 422 carries the preflight result: show its steps, then fail.
-fn refused(f: ApiFailure, json: bool) -> Result<Outcome, CliError> {
-    if json {
-        print_json(&f.body)?;
-    } else if let Ok(report) =
-        serde_json::from_value::<PreflightReport>(f.body["preflight"].clone())
-    {
-        eprint!("{}", super::preflight::render(&report));
-        eprintln!("not saved: {}", f.message);
-    } else {
-        eprintln!("error: {} ({}): {}", f.code, f.status, f.message);
-    }
-    Ok(Outcome::Failed)
-}
-
-/// The answer to a save: the service, or the refused preflight, or an error.
-pub(super) fn saved(answer: Result<Value, ApiFailure>, json: bool) -> Result<Outcome, CliError> {
-    match answer {
-        Ok(v) => done(&v, json),
-        Err(f) if f.status == 422 => refused(f, json),
-        Err(f) => Err(CliError::Other(anyhow::anyhow!(
-            "{} ({}): {}",
-            f.code,
-            f.status,
-            f.message
-        ))),
-    }
-}
-
-fn done(v: &Value, json: bool) -> Result<Outcome, CliError> {
-    if json {
-        print_json(v)?;
-    } else {
-        render(v);
-    }
-    Ok(Outcome::Ok)
 }
 
 pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {

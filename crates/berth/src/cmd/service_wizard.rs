@@ -13,7 +13,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::api::Api;
-use super::service::{saved, RegistryFlags};
+use super::service_save::{saved, RegistryFlags};
 use super::{CliError, Outcome};
 
 fn prompt_err(e: dialoguer::Error) -> CliError {

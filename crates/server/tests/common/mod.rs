@@ -3,62 +3,17 @@
 
 use berth_registry::NetworkPolicy;
 use berth_server::{Config, Running};
-use berth_testkit::{Grant, LocalRegistry, TestImage, TokenServer, TokenServerMode, User};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-pub const PASSWORD: &str = "Pu11-0nly-S3cret!";
+pub use berth_testkit::fixtures::PASSWORD;
+/// The shared token registry (see `berth_testkit::fixtures`).
+pub use berth_testkit::TeamRegistry as Registry;
 
 #[derive(Clone, Copy, Debug)]
 pub enum Db {
     Sqlite,
     Postgres,
-}
-
-/// A token-auth registry holding `team/app:v1` and `team/app:v2`, with `ci` allowed
-/// to pull `team/app` (password [`PASSWORD`]).
-pub struct Registry {
-    pub tokens: TokenServer,
-    pub reg: LocalRegistry,
-    pub digest: String,
-}
-
-impl Registry {
-    pub fn start() -> Self {
-        let tokens = TokenServer::start(
-            vec![
-                User::new("admin", "admin-pass-1", Grant::All),
-                User::new("ci", PASSWORD, Grant::Pull(vec!["team/app".into()])),
-            ],
-            vec![],
-            TokenServerMode::GetAndPost,
-        );
-        let reg = LocalRegistry::token(&tokens);
-        let img = TestImage::build(&[("hello.txt", b"hello")], &["/bin/cat", "/hello.txt"]);
-        img.push(&reg, "team/app:v1");
-        img.push(&reg, "team/app:v2");
-        Registry {
-            tokens,
-            reg,
-            digest: img.digest.clone(),
-        }
-    }
-
-    pub fn url(&self) -> String {
-        self.reg.authority()
-    }
-
-    /// Pushes a runnable image as `team/app:{tag}`: the host's static busybox
-    /// running `sh -c script`.
-    pub fn push_busybox(&self, tag: &str, script: &str) {
-        let busybox =
-            std::fs::read("/bin/busybox").expect("busybox-static is installed by scripts/test.sh");
-        TestImage::build(
-            &[("bin/busybox", &busybox)],
-            &["/bin/busybox", "sh", "-c", script],
-        )
-        .push(&self.reg, &format!("team/app:{tag}"));
-    }
 }
 
 /// Polls deployment `path` until it is `DEPLOYED` or `FAILED` (60 s at most).

@@ -1,0 +1,88 @@
+//! What a save of a service takes (the registry flags) and how its answer is
+//! shown: shared by `berth service` and its wizard, which both depend on this and
+//! not on each other.
+
+use berth_registry::PreflightReport;
+use serde_json::Value;
+
+use super::api::{print_json, ApiFailure};
+use super::{CliError, Outcome};
+
+#[derive(clap::Args, Default)]
+pub struct RegistryFlags {
+    /// The registry URL (host[:port])
+    #[arg(long)]
+    pub registry_url: Option<String>,
+    /// The registry user name
+    #[arg(long)]
+    pub registry_username: Option<String>,
+    /// Read the registry password or token from stdin
+    #[arg(long)]
+    pub registry_password_stdin: bool,
+    /// Save even if the connection test fails
+    #[arg(long)]
+    pub save_without_verifying: bool,
+}
+
+/// Prints a service the human way.
+fn render(v: &Value) {
+    println!("name:     {}", v["name"].as_str().unwrap_or_default());
+    println!("image:    {}", v["image"].as_str().unwrap_or_default());
+    println!("status:   {}", v["status"].as_str().unwrap_or_default());
+    match v["registry"].as_object() {
+        None => println!("registry: none (anonymous pulls)"),
+        Some(r) => println!(
+            "registry: {} (user {}, password {}, {})",
+            r["registry_url"].as_str().unwrap_or_default(),
+            r["username"].as_str().unwrap_or_default(),
+            if r["password_set"].as_bool() == Some(true) {
+                "set"
+            } else {
+                "not set"
+            },
+            if r["verified"].as_bool() == Some(true) {
+                "verified"
+            } else {
+                "not verified"
+            }
+        ),
+    }
+}
+
+/// A 422 carries the preflight result: show its steps, then fail.
+fn refused(f: ApiFailure, json: bool) -> Result<Outcome, CliError> {
+    if json {
+        print_json(&f.body)?;
+    } else if let Ok(report) =
+        serde_json::from_value::<PreflightReport>(f.body["preflight"].clone())
+    {
+        eprint!("{}", super::preflight::render(&report));
+        eprintln!("not saved: {}", f.message);
+    } else {
+        eprintln!("error: {} ({}): {}", f.code, f.status, f.message);
+    }
+    Ok(Outcome::Failed)
+}
+
+/// The answer to a save: the service, or the refused preflight, or an error.
+pub(super) fn saved(answer: Result<Value, ApiFailure>, json: bool) -> Result<Outcome, CliError> {
+    match answer {
+        Ok(v) => done(&v, json),
+        Err(f) if f.status == 422 => refused(f, json),
+        Err(f) => Err(CliError::Other(anyhow::anyhow!(
+            "{} ({}): {}",
+            f.code,
+            f.status,
+            f.message
+        ))),
+    }
+}
+
+pub(super) fn done(v: &Value, json: bool) -> Result<Outcome, CliError> {
+    if json {
+        print_json(v)?;
+    } else {
+        render(v);
+    }
+    Ok(Outcome::Ok)
+}
