@@ -10,7 +10,8 @@ use url::Url;
 use crate::auth::{bearer_header, Credentials};
 use crate::error::RegistryError;
 use crate::policy::NetworkPolicy;
-use crate::transport::bearer::{self, BearerChallenge, Token, TokenCache};
+use crate::transport::auth::{on_unauthorized, Answer, AuthState};
+use crate::transport::bearer::{self, BearerChallenge, TokenCache};
 use crate::transport::challenge::{self, Challenge, Scheme as ChallengeScheme};
 use crate::transport::guard::{authority, Request, Transport};
 use crate::transport::ping::{self, Pinged};
@@ -129,13 +130,6 @@ impl Registry {
     }
 }
 
-#[derive(Clone)]
-enum AuthState {
-    Anonymous,
-    Basic,
-    Bearer { scopes: Vec<String>, token: Token },
-}
-
 /// What the auth step did, for reports.
 #[derive(Debug)]
 pub struct Authenticated {
@@ -176,6 +170,13 @@ impl<'r> Session<'r> {
     /// accepted by `/v2/`)?
     pub fn credentials_accepted(&self) -> bool {
         self.creds.is_some() && !matches!(self.auth, AuthState::Anonymous)
+    }
+
+    /// Is `url` on the registry itself (same scheme, host and port)?
+    fn is_registry(&self, url: &Url) -> bool {
+        url.scheme() == self.target.base.scheme()
+            && url.host() == self.target.base.host()
+            && url.port_or_known_default() == self.target.base.port_or_known_default()
     }
 
     fn pull_scope(&self) -> String {
@@ -351,7 +352,7 @@ impl<'r> Session<'r> {
             if let Some(a) = self.auth_header() {
                 headers.insert(AUTHORIZATION, a);
             }
-            let (resp, _) = self
+            let (resp, answered_by) = self
                 .registry
                 .transport
                 .send(self.request(method.clone(), url.clone(), headers))
@@ -359,45 +360,33 @@ impl<'r> Session<'r> {
             if resp.status().as_u16() != 401 || retried {
                 return Ok(resp);
             }
+            // Credentials go only to the registry they were saved for (and to the
+            // realm its own challenge names): a 401 from the host a redirect led to
+            // is not answered.
+            if !self.is_registry(&answered_by) {
+                return Err(RegistryError::ForeignChallenge {
+                    host: authority(&answered_by),
+                });
+            }
             let challenges = challenge::parse_all(
                 resp.headers()
                     .get_all(WWW_AUTHENTICATE)
                     .iter()
                     .filter_map(|v| v.to_str().ok()),
             );
-            let Some(c) = challenges
-                .iter()
-                .find(|c| c.scheme == ChallengeScheme::Bearer)
-            else {
-                if matches!(self.auth, AuthState::Anonymous)
-                    && challenges
-                        .iter()
-                        .any(|c| c.scheme == ChallengeScheme::Basic)
-                    && self.creds.is_some()
-                {
-                    self.basic().await?;
-                    retried = true;
-                    continue;
-                }
-                return Ok(resp);
-            };
+            let pull = self.pull_scope();
+            let (c, scopes) =
+                match on_unauthorized(&self.auth, &challenges, self.creds.is_some(), &pull) {
+                    Answer::GiveUp => return Ok(resp),
+                    Answer::Basic => {
+                        self.basic().await?;
+                        retried = true;
+                        continue;
+                    }
+                    Answer::Bearer { challenge, scopes } => (challenge, scopes),
+                };
             let ch =
                 BearerChallenge::from_challenge(c, &self.target.base, &self.registry.transport)?;
-            let scopes = match (&self.auth, &ch.scope) {
-                // First challenge on this path (the registry let /v2/ through anonymously).
-                (AuthState::Anonymous | AuthState::Basic, scope) => {
-                    vec![scope.clone().unwrap_or_else(|| self.pull_scope())]
-                }
-                (AuthState::Bearer { scopes, .. }, Some(scope))
-                    if ch.error.as_deref() == Some("insufficient_scope")
-                        && !scopes.contains(scope) =>
-                {
-                    let mut s = scopes.clone();
-                    s.push(scope.clone());
-                    s
-                }
-                _ => return Ok(resp),
-            };
             tracing::debug!(?scopes, "answering a challenge and retrying once");
             self.bearer(ch, scopes).await?;
             retried = true;

@@ -2,7 +2,6 @@
 //! stable public code.
 
 use std::fmt;
-use std::net::IpAddr;
 
 use berth_types::Digest;
 use serde::{Deserialize, Serialize};
@@ -64,8 +63,10 @@ pub enum RegistryError {
     #[error("{0}")]
     InvalidUrl(String),
     /// The network policy refused the address this host resolved to.
-    #[error("{host} is at {addr}, an address berth may not connect to (loopback, private, link-local or reserved); an operator can allow it with BERTH_REGISTRY_ALLOW_PRIVATE")]
-    Blocked { host: String, addr: IpAddr },
+    /// The class of range is named, never the address (it would tell a user what
+    /// internal names resolve to).
+    #[error("{host} resolves to a {class} address, which berth may not connect to; an operator can allow it with BERTH_REGISTRY_ALLOW_PRIVATE")]
+    Blocked { host: String, class: &'static str },
     /// The token realm is not acceptable (plain HTTP for an HTTPS registry, bad URL).
     #[error("the registry's token service {realm:?} was refused: {reason}")]
     RealmRejected { realm: String, reason: String },
@@ -115,6 +116,13 @@ pub enum RegistryError {
     Protocol(String),
     #[error("too many redirects")]
     TooManyRedirects,
+    /// A host other than the registry (reached through a redirect) asked for
+    /// credentials: they are only ever sent to the registry they were saved for.
+    #[error("{host}, reached through a redirect, asked for credentials; berth sends them only to the registry they were saved for and to the token service its own challenge names")]
+    ForeignChallenge { host: String },
+    /// A request that carries credentials in its body was redirected to another host.
+    #[error("the request to {from} was redirected to {to}; it carries credentials, so it was not sent there")]
+    RedirectRefused { from: String, to: String },
 }
 
 fn fmt_body(body: &Option<RegistryErrorBody>) -> String {
@@ -142,7 +150,9 @@ impl RegistryError {
             Token { .. } => Code::NetworkError,
             BasicRejected { status: 401 | 403 } => Code::AuthFailed,
             BasicRejected { .. } => Code::NetworkError,
-            Unauthorized { .. } => Code::AuthFailed,
+            Unauthorized { .. } | ForeignChallenge { .. } | RedirectRefused { .. } => {
+                Code::AuthFailed
+            }
             Manifest { status: 404, .. } => Code::ManifestNotFound,
             Manifest { body: Some(b), .. }
                 if b.has_code(&["MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"]) =>

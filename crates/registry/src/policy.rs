@@ -101,8 +101,11 @@ fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = v6.segments();
     let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     match s {
-        // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated)
-        [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0, 0, _, _] => Some(low),
+        // ::ffff:a.b.c.d (mapped), ::a.b.c.d (compatible, deprecated) and
+        // ::ffff:0:a.b.c.d (IPv4-translated, RFC 2765)
+        [0, 0, 0, 0, 0, 0xffff, _, _]
+        | [0, 0, 0, 0, 0, 0, _, _]
+        | [0, 0, 0, 0, 0xffff, 0, _, _] => Some(low),
         // 64:ff9b::a.b.c.d (NAT64 well-known prefix)
         [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(low),
         // 2002:AABB:CCDD::/48 (6to4)
@@ -140,6 +143,50 @@ pub fn is_blocked(ip: IpAddr) -> bool {
                 || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64 64:ff9b:1::/48
                 || (s[0] == 0x100 && s[1] == 0 && s[2] == 0 && s[3] == 0) // discard 100::/64
         }
+    }
+}
+
+/// Which kind of range a blocked address is in, for messages: a user learns why a
+/// host was refused, never the address it resolved to (which would let Test
+/// Connection read internal DNS).
+pub fn range_class(ip: IpAddr) -> &'static str {
+    if ip.is_loopback() {
+        return "loopback";
+    }
+    let v4 = match canonical(ip) {
+        IpAddr::V4(v4) => v4,
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            return if v6.is_loopback() {
+                "loopback"
+            } else if v6.is_unspecified() {
+                "unspecified"
+            } else if (s[0] & 0xffc0) == 0xfe80 {
+                "link-local"
+            } else if (s[0] & 0xfe00) == 0xfc00 || (s[0] & 0xffc0) == 0xfec0 {
+                "private (unique-local)"
+            } else if (s[0] & 0xff00) == 0xff00 {
+                "multicast"
+            } else {
+                "reserved"
+            };
+        }
+    };
+    let o = v4.octets();
+    if o[0] == 127 {
+        "loopback"
+    } else if o[0] == 10 || (o[0] == 172 && (o[1] & 0xf0) == 16) || (o[0] == 192 && o[1] == 168) {
+        "private (RFC 1918)"
+    } else if o[0] == 169 && o[1] == 254 {
+        "link-local"
+    } else if o[0] == 100 && (o[1] & 0xc0) == 64 {
+        "shared (carrier-grade NAT)"
+    } else if o[0] == 0 {
+        "unspecified"
+    } else if (224..240).contains(&o[0]) {
+        "multicast"
+    } else {
+        "reserved"
     }
 }
 
@@ -209,6 +256,9 @@ mod tests {
             "::ffff:169.254.169.254",
             "::127.0.0.1",
             "::ffff:0.0.0.0",
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:10.1.2.3",
+            "::ffff:0:a9fe:a9fe",
             "64:ff9b::7f00:1",
             "64:ff9b::a9fe:a9fe",
             "64:ff9b:1::1",
@@ -234,6 +284,23 @@ mod tests {
             "2002:808:808::1",
         ] {
             check(&p, ip, false);
+        }
+    }
+
+    #[test]
+    fn range_classes_name_no_address() {
+        for (ip, class) in [
+            ("127.0.0.2", "loopback"),
+            ("::1", "loopback"),
+            ("10.1.2.3", "private (RFC 1918)"),
+            ("::ffff:0:192.168.1.1", "private (RFC 1918)"),
+            ("169.254.169.254", "link-local"),
+            ("100.64.0.1", "shared (carrier-grade NAT)"),
+            ("fd00::1", "private (unique-local)"),
+            ("224.0.0.1", "multicast"),
+            ("192.0.2.1", "reserved"),
+        ] {
+            assert_eq!(range_class(ip.parse().unwrap()), class, "{ip}");
         }
     }
 

@@ -134,6 +134,28 @@ async fn every_spelling_of_a_blocked_address_is_caught() {
 }
 
 #[tokio::test]
+async fn a_blocked_name_says_which_range_never_the_address() {
+    // `localhost` stands in for `db.internal`: a name whose address a user must
+    // not learn through Test Connection.
+    let canary = Canary::bind("127.0.0.1");
+    let host = format!("localhost:{}", canary.addr.port());
+    let r = run(
+        NetworkPolicy::from_lists("", &host).unwrap(),
+        &host,
+        "app:v1",
+        None,
+    )
+    .await;
+    assert_eq!(r.code, Code::SsrfBlocked, "{r:?}");
+    assert!(r.message.contains("loopback"), "{}", r.message);
+    let all = serde_json::to_string(&r).unwrap();
+    for addr in ["127.0.0.1", "::1", "0:0:0:0:0:0:0:1"] {
+        assert!(!all.contains(addr), "the report names {addr}: {all}");
+    }
+    assert_eq!(canary.hits(), 0);
+}
+
+#[tokio::test]
 async fn a_server_that_hangs_times_out_within_the_deadline() {
     for how in [Misbehaviour::Hang, Misbehaviour::Trickle] {
         let server = RawServer::start(how);
@@ -301,4 +323,207 @@ async fn a_registry_that_is_not_one() {
     let r = run(policy(&[&url]), &url, "app:v1", None).await;
     assert_eq!(r.code, Code::NetworkError, "{r:?}");
     assert!(r.message.contains("refused"), "{}", r.message);
+}
+
+/// What a second host saw: every request's path, `Authorization` and body.
+type Seen = Arc<Mutex<Vec<(String, Option<String>, Vec<u8>)>>>;
+
+/// A second allowed host (127.0.0.5) that records every request and answers each
+/// with a challenge of its own, hoping for the user's credentials.
+fn credential_trap() -> (FakeServer, Seen) {
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let server = FakeServer::start_on("127.0.0.5", move |base| {
+        let realm = format!("{base}/token");
+        Router::new().fallback(any(
+            move |uri: axum::http::Uri, h: HeaderMap, body: axum::body::Bytes| {
+                let realm = realm.clone();
+                s.lock().unwrap().push((
+                    uri.to_string(),
+                    h.get("authorization")
+                        .map(|v| v.to_str().unwrap_or("?").to_owned()),
+                    body.to_vec(),
+                ));
+                async move {
+                    let mut r = challenge(&realm);
+                    r.headers_mut()
+                        .append("www-authenticate", r#"Basic realm="trap""#.parse().unwrap());
+                    r
+                }
+            },
+        ))
+    });
+    (server, seen)
+}
+
+fn redirect(to: String) -> Response {
+    (StatusCode::TEMPORARY_REDIRECT, [("location", to)]).into_response()
+}
+
+#[tokio::test]
+async fn credentials_go_only_to_the_registry_they_were_saved_for() {
+    const PASSWORD: &str = "trap-Pa55word-xyz";
+    let (trap, seen) = credential_trap();
+    let trap_url = format!("http://{}", trap.authority());
+    // Each registry sends one step to the trap (a 307, which keeps the method and
+    // body); the trap answers with challenges of its own.
+    let registries = [
+        ("ping", {
+            let to = trap_url.clone();
+            FakeServer::start(move |_| {
+                Router::new().route(
+                    "/v2/",
+                    any(move || async move { redirect(format!("{to}/v2/")) }),
+                )
+            })
+        }),
+        ("manifest", {
+            let to = trap_url.clone();
+            FakeServer::start(move |_| {
+                Router::new()
+                    .route(
+                        "/v2/",
+                        get(|h: HeaderMap| async move {
+                            if h.contains_key("authorization") {
+                                StatusCode::OK.into_response()
+                            } else {
+                                (
+                                    StatusCode::UNAUTHORIZED,
+                                    [("www-authenticate", r#"Basic realm="r""#)],
+                                )
+                                    .into_response()
+                            }
+                        }),
+                    )
+                    .route(
+                        "/v2/app/manifests/v1",
+                        any(move || async move { redirect(format!("{to}/v2/app/manifests/v1")) }),
+                    )
+            })
+        }),
+        ("token form", {
+            let to = trap_url.clone();
+            FakeServer::start(move |base| {
+                let realm = format!("{base}/token");
+                Router::new()
+                    .route("/v2/", get(move || async move { challenge(&realm) }))
+                    // OAuth2 only: the GET is refused, the POST form (with the
+                    // password) is redirected.
+                    .route(
+                        "/token",
+                        get(|| async { StatusCode::METHOD_NOT_ALLOWED.into_response() })
+                            .post(move || async move { redirect(format!("{to}/token")) }),
+                    )
+            })
+        }),
+    ];
+    for (step, registry) in &registries {
+        let url = registry.authority();
+        let r = run(
+            NetworkPolicy::from_lists(
+                "127.0.0.1/32, 127.0.0.5/32",
+                &format!("{url},{}", trap.authority()),
+            )
+            .unwrap(),
+            &url,
+            "app:v1",
+            creds("u", PASSWORD),
+        )
+        .await;
+        assert_eq!(r.code, Code::AuthFailed, "{step}: {r:?}");
+        assert!(
+            r.message.contains("only to the registry")
+                || r.message.contains("it carries credentials"),
+            "{step}: the message says why: {}",
+            r.message
+        );
+        assert!(!r.message.contains(PASSWORD));
+    }
+    let seen = seen.lock().unwrap();
+    assert!(seen.len() >= 2, "the trap was reached: {seen:?}");
+    for (path, auth, body) in seen.iter() {
+        assert_eq!(
+            auth, &None,
+            "an Authorization header reached the other host at {path}"
+        );
+        assert!(
+            !String::from_utf8_lossy(body).contains(PASSWORD) && !path.contains(PASSWORD),
+            "the password reached the other host at {path}"
+        );
+        assert!(
+            !path.starts_with("/token"),
+            "the trap's own realm was never asked: {path}"
+        );
+    }
+}
+
+/// The pull path: a blob redirected to another host (as to object storage), which
+/// then asks for credentials, gets none.
+#[tokio::test]
+async fn a_blob_redirect_never_carries_credentials_to_another_host() {
+    use berth_registry::open::Unobserved;
+    use berth_registry::{blob, open, Registry, TokenReuse};
+    let (trap, seen) = credential_trap();
+    let to = format!("http://{}", trap.authority());
+    let fake = FakeServer::start(move |base| {
+        let realm = format!("{base}/token");
+        Router::new()
+            .route(
+                "/v2/",
+                get(move |h: HeaderMap| {
+                    let realm = realm.clone();
+                    async move {
+                        if h.contains_key("authorization") {
+                            StatusCode::OK.into_response()
+                        } else {
+                            challenge(&realm)
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/token",
+                get(|| async { axum::Json(serde_json::json!({"token": "registry-token-abc"})) }),
+            )
+            .route(
+                "/v2/app/manifests/v1",
+                any(|| async { manifest_response(true) }),
+            )
+            .route(
+                "/v2/app/blobs/{digest}",
+                any(move || async move { redirect(format!("{to}/bucket/blob?X-Amz-Signature=s")) }),
+            )
+    });
+    let url = fake.authority();
+    let registry = Registry::new(
+        NetworkPolicy::from_lists(
+            "127.0.0.1/32, 127.0.0.5/32",
+            &format!("{url},{}", trap.authority()),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let target = registry
+        .target(&url.parse().unwrap(), &"app:v1".parse().unwrap())
+        .unwrap();
+    let mut opened = open(
+        &registry,
+        &target,
+        creds("u", "blob-Pa55word"),
+        TokenReuse::Fresh,
+        &mut Unobserved,
+    )
+    .await
+    .unwrap();
+    let digest = manifest_digest().parse().unwrap();
+    let err = blob::open_at(&mut opened.session, &digest, 0)
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Code::AuthFailed, "{err}");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        seen[0].1, None,
+        "no Authorization crossed to the other host"
+    );
 }

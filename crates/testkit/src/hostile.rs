@@ -135,8 +135,9 @@ impl Drop for RawServer {
     }
 }
 
-/// An axum router served on 127.0.0.1, on its own thread and runtime.
+/// An axum router served on a loopback address, on its own thread and runtime.
 pub struct FakeServer {
+    pub ip: &'static str,
     pub port: u16,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
@@ -145,7 +146,15 @@ impl FakeServer {
     /// Serves the router built by `make`, which gets this server's own base URL
     /// (`http://127.0.0.1:PORT`) so that it can point challenges or redirects at itself.
     pub fn start(make: impl FnOnce(String) -> axum::Router + Send + 'static) -> Self {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_on("127.0.0.1", make)
+    }
+
+    /// [`FakeServer::start`] on another loopback address (a second "host").
+    pub fn start_on(
+        ip: &'static str,
+        make: impl FnOnce(String) -> axum::Router + Send + 'static,
+    ) -> Self {
+        let l = TcpListener::bind((ip, 0)).unwrap();
         l.set_nonblocking(true).unwrap();
         let port = l.local_addr().unwrap().port();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -155,7 +164,7 @@ impl FakeServer {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let app = make(format!("http://127.0.0.1:{port}"));
+                let app = make(format!("http://{ip}:{port}"));
                 let listener = tokio::net::TcpListener::from_std(l).unwrap();
                 axum::serve(listener, app)
                     .with_graceful_shutdown(async {
@@ -166,12 +175,13 @@ impl FakeServer {
             });
         });
         FakeServer {
+            ip,
             port,
             _shutdown: tx,
         }
     }
 
     pub fn authority(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 }

@@ -98,6 +98,17 @@ pub struct Token {
     pub expires_in: Duration,
 }
 
+impl Token {
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        Token {
+            secret: SecretString::from("t"),
+            expires_at: Instant::now(),
+            expires_in: Duration::from_secs(60),
+        }
+    }
+}
+
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Token")

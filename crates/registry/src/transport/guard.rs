@@ -160,14 +160,14 @@ impl Transport {
             tracing::warn!(%addr, "blocked by registry network policy");
             RegistryError::Blocked {
                 host: authority(url),
-                addr,
+                class: crate::policy::range_class(addr),
             }
         })
     }
 
     /// Sends a request, following redirects by hand. Returns the final response and
     /// the URL it came from.
-    #[tracing::instrument(skip_all, fields(method = %req.method, url = %req.url))]
+    #[tracing::instrument(skip_all, fields(method = %req.method, url = %loggable(&req.url)))]
     pub async fn send(&self, req: Request) -> Result<(Response, Url), RegistryError> {
         let Request {
             mut method,
@@ -199,8 +199,22 @@ impl Transport {
             })?;
             if next.host() != url.host()
                 || next.port_or_known_default() != url.port_or_known_default()
+                || next.scheme() != url.scheme()
             {
                 headers.remove(AUTHORIZATION);
+                // A 307/308 would re-send the body; a token request's body holds the
+                // password. It never goes to another host.
+                if body.is_some()
+                    && matches!(
+                        status,
+                        StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT
+                    )
+                {
+                    return Err(RegistryError::RedirectRefused {
+                        from: authority(&url),
+                        to: authority(&next),
+                    });
+                }
             }
             if matches!(status, StatusCode::SEE_OTHER)
                 || (matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND)
@@ -209,11 +223,17 @@ impl Transport {
                 method = Method::GET;
                 body = None;
             }
-            tracing::debug!(to = %next, "following redirect");
+            tracing::debug!(to = %loggable(&next), "following redirect");
             url = next;
         }
         Err(RegistryError::TooManyRedirects)
     }
+}
+
+/// A URL as logs may show it: no query string (pre-signed blob redirects carry
+/// signatures there) and no user info.
+pub fn loggable(url: &Url) -> String {
+    format!("{}://{}{}", url.scheme(), authority(url), url.path())
 }
 
 /// `host[:port]` of a URL, for messages.
@@ -249,7 +269,7 @@ pub(crate) fn classify(host: &str, e: reqwest::Error) -> RegistryError {
         if let Some(b) = s.downcast_ref::<BlockedAddress>() {
             return RegistryError::Blocked {
                 host: b.host.clone(),
-                addr: b.addr,
+                class: crate::policy::range_class(b.addr),
             };
         }
         if let Some(r) = s.downcast_ref::<ResolveFailed>() {

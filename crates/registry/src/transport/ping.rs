@@ -23,10 +23,10 @@ pub async fn ping(
     let url = base
         .join("/v2/")
         .map_err(|e| RegistryError::InvalidUrl(e.to_string()))?;
-    let (resp, _) = t
+    let (resp, answered_by) = t
         .send(Request {
             method: Method::GET,
-            url,
+            url: url.clone(),
             headers: HeaderMap::new(),
             body: None,
             plain_http_host: plain_http_host.map(str::to_owned),
@@ -38,6 +38,15 @@ pub async fn ping(
             status,
             challenges: Vec::new(),
         }),
+        // Only the registry's own challenge is answered: one from the host a
+        // redirect led to would get the user's credentials.
+        401 if answered_by.host() != url.host()
+            || answered_by.port_or_known_default() != url.port_or_known_default() =>
+        {
+            Err(RegistryError::ForeignChallenge {
+                host: super::guard::authority(&answered_by),
+            })
+        }
         401 => {
             let challenges = challenge::parse_all(
                 resp.headers()
