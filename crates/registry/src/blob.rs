@@ -90,6 +90,43 @@ pub async fn manifest(
     Ok((media_type, body))
 }
 
+/// Asks the registry whether it serves blob `digest` to this session (`HEAD`): the
+/// proof of access a project gives before it may use a cached copy of the blob.
+/// Reads no byte of the blob.
+pub async fn prove(s: &mut Session<'_>, digest: &Digest) -> Result<(), RegistryError> {
+    let path = format!("/v2/{}/blobs/{digest}", s.target().repository);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let resp = s.send(Method::HEAD, &path, &[]).await;
+        let resp = match resp {
+            Err(e) if is_transient(&e) && n < ATTEMPTS => {
+                tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(n - 1))).await;
+                continue;
+            }
+            other => other?,
+        };
+        let status = resp.status();
+        // A registry on object storage answers with a redirect to it (whose signed
+        // URL may refuse a HEAD): the registry sending this session to the content
+        // is the proof.
+        let base = &s.target().base;
+        let redirected = resp.url().host() != base.host()
+            || resp.url().port_or_known_default() != base.port_or_known_default();
+        if status.is_success() || redirected {
+            return Ok(());
+        }
+        if let Some(delay) = retry_delay(status, None, n).filter(|_| n < ATTEMPTS) {
+            tokio::time::sleep(delay).await;
+            continue;
+        }
+        return Err(RegistryError::NoAccess {
+            digest: digest.clone(),
+            status: status.as_u16(),
+        });
+    }
+}
+
 /// Opens blob `digest` for streaming, from byte `offset` on (`Range`, to resume a
 /// download that broke; 0 for the whole blob). The caller must hash what it reads
 /// and compare with `digest` (see the runtime's cache). Returns the answer and how many leading bytes of its body to skip: 0

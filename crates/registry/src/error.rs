@@ -43,7 +43,8 @@ impl RegistryError {
             | RegistryError::Token { status, .. }
             | RegistryError::BasicRejected { status }
             | RegistryError::Unauthorized { status, .. }
-            | RegistryError::Manifest { status, .. } => Some(*status),
+            | RegistryError::Manifest { status, .. }
+            | RegistryError::NoAccess { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -116,6 +117,10 @@ pub enum RegistryError {
     Protocol(String),
     #[error("too many redirects")]
     TooManyRedirects,
+    /// The registry did not prove that it serves this blob to these credentials
+    /// (`HEAD` answered neither 200 nor a redirect): a cached copy may not be used.
+    #[error("the registry does not serve blob {digest} to these credentials (HEAD answered HTTP {status}), so the cached copy is not used")]
+    NoAccess { digest: Digest, status: u16 },
     /// A host other than the registry (reached through a redirect) asked for
     /// credentials: they are only ever sent to the registry they were saved for.
     #[error("{host}, reached through a redirect, asked for credentials; berth sends them only to the registry they were saved for and to the token service its own challenge names")]
@@ -153,6 +158,11 @@ impl RegistryError {
             Unauthorized { .. } | ForeignChallenge { .. } | RedirectRefused { .. } => {
                 Code::AuthFailed
             }
+            NoAccess {
+                status: 401 | 403, ..
+            } => Code::AuthFailed,
+            NoAccess { status, .. } if *status >= 500 || *status == 429 => Code::NetworkError,
+            NoAccess { .. } => Code::ManifestNotFound,
             Manifest { status: 404, .. } => Code::ManifestNotFound,
             Manifest { body: Some(b), .. }
                 if b.has_code(&["MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"]) =>

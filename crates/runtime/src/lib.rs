@@ -1,10 +1,12 @@
 //! The runtime side of a deploy: content arrives from the registry into a
 //! content-addressed [`cache`], verified byte by byte; layers are [`unpack`]ed into a
 //! root filesystem without ever writing outside it; [`pull`] ties the two to the
-//! registry client.
+//! registry client, and [`proofs`] let a project use cached content only once the
+//! registry proved it serves that content to the project's own credentials.
 
 pub mod cache;
 pub mod durable;
+pub mod proofs;
 pub mod pull;
 pub mod rootfs;
 pub mod runc;

@@ -14,6 +14,7 @@ use futures_util::stream::{self, StreamExt};
 use oci_spec::image::{ImageConfiguration, ImageManifest};
 
 use crate::cache::{BlobCache, CacheError, Feed};
+use crate::proofs::Access;
 use crate::rootfs::{ImageRefs, ImageStore};
 use crate::unpack::{self, Compression, UnpackError};
 
@@ -140,6 +141,7 @@ fn invalid(e: impl std::fmt::Display) -> PullError {
 /// passes the bytes on to a reader as they land.
 async fn fetch(
     mut s: Session<'_>,
+    access: Access<'_>,
     cache: &BlobCache,
     digest: Digest,
     size: u64,
@@ -148,6 +150,9 @@ async fn fetch(
 ) -> Result<Fetched, PullError> {
     let (progress, index) = progress;
     if cache.contains(&digest) {
+        // Not a byte of the cached copy is read before the registry proved that it
+        // serves this blob to this project.
+        access.prove(&mut s, &digest).await?;
         progress.update(index, size, BlobState::Cached);
         if let Some(f) = feed {
             f.begin_cached(&cache.path(&digest))
@@ -205,6 +210,7 @@ async fn fetch(
         .await
         .map_err(invalid)??;
     progress.update(index, size, BlobState::Downloaded);
+    access.record(&s, &digest);
     Ok(Fetched {
         digest,
         size,
@@ -213,12 +219,14 @@ async fn fetch(
 }
 
 /// Pulls the image `opened` resolved (its host platform's manifest `platform`)
-/// into `cache` and unpacks it into `images`, unless it is there already. The
-/// manifest was fetched with the session's credentials, so a cached image is only
-/// reused by someone the registry lets read it.
+/// into `cache` and unpacks it into `images`, unless it is there already. Cached
+/// blobs, and an unpacked image, are used only once the registry proved, to this
+/// session, that it serves each of them (`access`): a project never reuses
+/// content it could not pull itself.
 pub async fn pull(
     opened: &mut Opened<'_>,
     platform: &PlatformManifest,
+    access: Access<'_>,
     cache: &BlobCache,
     images: &ImageStore,
     progress: &Progress,
@@ -227,6 +235,17 @@ pub async fn pull(
     let s = &mut opened.session;
     let (manifest_digest, m) = (platform.digest.clone(), &platform.manifest);
     if let Some(rootfs) = images.ready(&manifest_digest) {
+        // Every blob the image is made of, proven at once, in parallel.
+        let mut all = vec![m.config().digest().to_string()];
+        all.extend(m.layers().iter().map(|l| l.digest().to_string()));
+        let proofs = all.iter().map(|d| {
+            let mut fork = s.fork();
+            async move {
+                let d: Digest = d.parse().map_err(invalid)?;
+                access.prove(&mut fork, &d).await.map_err(PullError::from)
+            }
+        });
+        futures_util::future::try_join_all(proofs).await?;
         images
             .add_request(&manifest_digest, digest)
             .map_err(CacheError::from)?;
@@ -234,6 +253,7 @@ pub async fn pull(
         progress.start(&[(config_digest.clone(), m.config().size())]);
         let config_blob = fetch(
             s.fork(),
+            access,
             cache,
             config_digest,
             m.config().size(),
@@ -262,13 +282,14 @@ pub async fn pull(
         });
     }
     let rootfs = images.staging(&manifest_digest).map_err(CacheError::from)?;
-    let (config, blobs, unpack_took) = match unpack_all(s, m, cache, &rootfs, progress).await {
-        Ok(r) => r,
-        Err(e) => {
-            images.discard(&manifest_digest);
-            return Err(e);
-        }
-    };
+    let (config, blobs, unpack_took) =
+        match unpack_all(s, m, access, cache, &rootfs, progress).await {
+            Ok(r) => r,
+            Err(e) => {
+                images.discard(&manifest_digest);
+                return Err(e);
+            }
+        };
     let made_of = ImageRefs {
         requested: vec![digest.clone()],
         blobs: blobs.iter().map(|b| b.digest.clone()).collect(),
@@ -291,6 +312,7 @@ type Unpacked = (ImageConfiguration, Vec<Fetched>, Duration);
 async fn unpack_all(
     s: &mut Session<'_>,
     m: &ImageManifest,
+    access: Access<'_>,
     cache: &BlobCache,
     rootfs: &Path,
     progress: &Progress,
@@ -319,6 +341,7 @@ async fn unpack_all(
             .map(|(i, (d, size))| {
                 fetch(
                     session.fork(),
+                    access,
                     cache,
                     d,
                     size,

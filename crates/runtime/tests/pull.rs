@@ -5,6 +5,7 @@ use berth_registry::{
     manifest, open, Credentials, NetworkPolicy, Registry, RegistryError, TokenReuse,
 };
 use berth_runtime::cache::BlobCache;
+use berth_runtime::proofs::{Access, Proofs};
 use berth_runtime::pull::pull;
 use berth_runtime::rootfs::ImageStore;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,8 +57,13 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
     .unwrap();
     let platform = s.platform_manifest().await.unwrap();
 
+    let proofs = Proofs::default();
+    let access = Access {
+        proofs: &proofs,
+        project: "p1",
+    };
     let progress = berth_runtime::pull::Progress::default();
-    let first = pull(&mut s, &platform, &cache, &images, &progress)
+    let first = pull(&mut s, &platform, access, &cache, &images, &progress)
         .await
         .unwrap();
     // The watcher's view: the config downloaded, every layer downloaded and applied.
@@ -91,11 +97,39 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
     );
 
     // A second deploy of the same image fetches no blob and unpacks nothing.
-    let second = pull(&mut s, &platform, &cache, &images, &Default::default())
-        .await
-        .unwrap();
+    let second = pull(
+        &mut s,
+        &platform,
+        access,
+        &cache,
+        &images,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     assert!(second.reused);
     assert_eq!(second.fetched_bytes(), 0);
+
+    // Another project has no proof yet: the unpacked image is reused only once
+    // the registry answered its HEADs (one per blob, in parallel).
+    let other = Access {
+        proofs: &proofs,
+        project: "p2",
+    };
+    let third = pull(
+        &mut s,
+        &platform,
+        other,
+        &cache,
+        &images,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    assert!(third.reused);
+    assert_eq!(proofs.len(), 6, "p2 has its own proofs");
+    proofs.forget_project("p2");
+    assert_eq!(proofs.len(), 3);
     assert!(second.blobs.iter().all(|b| b.took.is_none()));
     assert_eq!(std::fs::read(second.rootfs.join("c")).unwrap(), b"second");
 
@@ -116,10 +150,17 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
             Ok(mut s) => {
                 let platform = s.platform_manifest().await.unwrap();
                 let index = s.resolved.digest.clone();
-                pull(&mut s, &platform, &cache, &images, &Default::default())
-                    .await
-                    .map(|p| (p, index))
-                    .map_err(|e| e.to_string())
+                pull(
+                    &mut s,
+                    &platform,
+                    access,
+                    &cache,
+                    &images,
+                    &Default::default(),
+                )
+                .await
+                .map(|p| (p, index))
+                .map_err(|e| e.to_string())
             }
             Err(e) => Err(match e {
                 RegistryError::NoPlatform { wanted, available } => {
@@ -250,9 +291,21 @@ async fn a_download_that_breaks_is_resumed_with_range() {
     let dir = tempfile::tempdir().unwrap();
     let cache = BlobCache::open(dir.path().join("blobs")).unwrap();
     let images = ImageStore::open(dir.path().join("images")).unwrap();
-    let pulled = pull(&mut s, &platform, &cache, &images, &Default::default())
-        .await
-        .unwrap();
+    let proofs = Proofs::default();
+    let access = Access {
+        proofs: &proofs,
+        project: "p1",
+    };
+    let pulled = pull(
+        &mut s,
+        &platform,
+        access,
+        &cache,
+        &images,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(std::fs::read(pulled.rootfs.join("big.bin")).unwrap(), big);
     let ranges = ranges.lock().unwrap().clone();
     assert_eq!(ranges.len(), 1, "{ranges:?}");

@@ -390,3 +390,115 @@ async fn replicas_serve_each_others_logs_and_stops() {
     a.running.stop().await;
     b.running.stop().await;
 }
+
+/// Tenant B names, from an anonymous registry of its own, the manifest of tenant
+/// A's private image (digests are in deploy logs): the cached blobs and the
+/// unpacked image are A's, and B's registry cannot serve them, so B gets nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_cannot_run_another_tenants_cached_image() {
+    use axum::routing::{any, get};
+    use std::sync::{Arc, Mutex};
+    berth_testkit::require("runc");
+    let registry = Registry::start();
+    let url = registry.url();
+    let secret = format!("private output of tenant A {}", rand::random::<u32>());
+    let img = berth_testkit::fixtures::busybox(&format!("echo {secret}; sleep 1237"));
+    img.push(&registry.reg, "team/app:web");
+    let manifest = std::fs::read(
+        img.layout()
+            .join("blobs/sha256")
+            .join(img.digest.trim_start_matches("sha256:")),
+    )
+    .unwrap();
+
+    // B's registry: anonymous, A's manifest under B's name, no blob at all.
+    let blob_requests: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = blob_requests.clone();
+    let digest = img.digest.clone();
+    let thief = berth_testkit::hostile::FakeServer::start(move |_| {
+        axum::Router::new()
+            .route("/v2/", get(|| async { "{}" }))
+            .route(
+                "/v2/team/app/manifests/{reference}",
+                any(move || {
+                    let (manifest, digest) = (manifest.clone(), digest.clone());
+                    async move {
+                        (
+                            [
+                                (
+                                    "content-type",
+                                    "application/vnd.oci.image.manifest.v1+json".to_owned(),
+                                ),
+                                ("docker-content-digest", digest),
+                            ],
+                            manifest,
+                        )
+                    }
+                }),
+            )
+            .route(
+                "/v2/team/app/blobs/{digest}",
+                any(move |m: axum::http::Method| {
+                    seen.lock().unwrap().push(m.to_string());
+                    async { axum::http::StatusCode::NOT_FOUND }
+                }),
+            )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let insecure = format!("{url},{}", thief.authority());
+    let server = Server::start(config(dir.path(), Db::Sqlite, &insecure, None)).await;
+
+    // A deploys its private image: the blobs are in the cache, unpacked.
+    let alice = server.admin().new_user("alice").await;
+    alice.post("/v1/projects", json!({"name": "web"})).await;
+    let (s, v) = alice
+        .post("/v1/projects/web/services", json!({"name": "api", "image": "team/app:web", "registry": registry_body(&url, "ci", PASSWORD)}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (_, d) = alice
+        .post("/v1/projects/web/services/api/deployments", json!({}))
+        .await;
+    let a_path = format!(
+        "/v1/projects/web/services/api/deployments/{}",
+        d["id"].as_str().unwrap()
+    );
+    assert_eq!(wait_for_end(&alice, &a_path).await["status"], "DEPLOYED");
+    logs_containing(&alice, &format!("{a_path}/logs"), &secret).await;
+
+    // B points a service at its own registry and deploys.
+    let bob = server.admin().new_user("bob").await;
+    bob.post("/v1/projects", json!({"name": "thief"})).await;
+    let image = format!("{}/team/app:web", thief.authority());
+    let (s, v) = bob
+        .post(
+            "/v1/projects/thief/services",
+            json!({"name": "steal", "image": image}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (_, d) = bob
+        .post("/v1/projects/thief/services/steal/deployments", json!({}))
+        .await;
+    let b_path = format!(
+        "/v1/projects/thief/services/steal/deployments/{}",
+        d["id"].as_str().unwrap()
+    );
+    let d = wait_for_end(&bob, &b_path).await;
+    let (_, logs) = bob.get(&format!("{b_path}/logs")).await;
+    let logs = logs.as_str().unwrap_or_default().to_owned();
+    assert_eq!(d["status"], "FAILED", "{d}\n{logs}");
+    assert_eq!(d["failure_code"], "manifest_not_found", "{d}");
+    assert!(
+        logs.contains("does not serve blob"),
+        "the registry's answer is in the log:\n{logs}"
+    );
+    assert!(!logs.contains(&secret), "A's output reached B:\n{logs}");
+    assert!(
+        blob_requests.lock().unwrap().iter().all(|m| m == "HEAD"),
+        "B's registry was only asked to prove access: {:?}",
+        blob_requests.lock().unwrap()
+    );
+    // A still runs; terminate it.
+    alice.delete("/v1/projects/web/services/api").await;
+    server.running.stop().await;
+}

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use berth_runtime::cache::BlobCache;
 use berth_runtime::durable::{Durability, Found};
+use berth_runtime::proofs::Proofs;
 use berth_runtime::pull;
 use berth_runtime::rootfs::{self, ImageStore};
 use berth_runtime::runc::{Runc, Runtime};
@@ -53,6 +54,8 @@ pub struct Deployer {
     /// `None` when no runtime binary was found: deploys then fail saying what to
     /// install.
     runtime: Option<Box<dyn Runtime>>,
+    /// Proofs of access to cached content, per project (see `berth_runtime::proofs`).
+    pub proofs: Proofs,
     /// Pulls in flight on this replica, for progress bars.
     pulls: Mutex<HashMap<DeploymentId, Arc<pull::Progress>>>,
     /// Set when a service was terminated: the worker collects garbage next.
@@ -97,6 +100,7 @@ impl Deployer {
             durability,
             replica_url: Default::default(),
             runtime,
+            proofs: Proofs::default(),
             pulls: Mutex::new(HashMap::new()),
             gc_wanted: AtomicBool::new(false),
             stopping: Mutex::new(HashSet::new()),

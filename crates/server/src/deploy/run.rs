@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use berth_registry::open::{Observer, StepName};
 use berth_registry::{preflight, Credentials, Opened, RegistryError, Target, TokenReuse};
+use berth_runtime::proofs::Access;
 use berth_runtime::pull::{self, PullError, Pulled};
 use berth_runtime::rootfs::{self, Layout};
 use berth_store::{Deployment, Service, ServiceStatus};
@@ -85,7 +86,7 @@ pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest
     .map_err(|e| explain(&e))?;
     let resolved = opened.resolved.digest.clone();
 
-    let pulled = pull(w, d, &mut opened).await.map_err(|e| {
+    let pulled = pull(w, d, &service, &mut opened).await.map_err(|e| {
         match &e {
             PullError::Registry(r) => explain(r),
             PullError::Cache(_) | PullError::DiffId { .. } => {
@@ -148,13 +149,23 @@ async fn credentials(
 
 /// The host platform's manifest, then its blobs into the cache and unpacked (or
 /// the unpacked image reused), with progress for watchers.
-async fn pull(w: &Worker, d: &Deployment, opened: &mut Opened<'_>) -> Result<Pulled, PullError> {
+async fn pull(
+    w: &Worker,
+    d: &Deployment,
+    service: &Service,
+    opened: &mut Opened<'_>,
+) -> Result<Pulled, PullError> {
     let platform = opened.platform_manifest().await?;
     let progress = Arc::new(pull::Progress::default());
     locked(&w.deployer.pulls).insert(d.id.clone(), progress.clone());
+    let access = Access {
+        proofs: &w.deployer.proofs,
+        project: service.project_id.as_str(),
+    };
     pull::pull(
         opened,
         &platform,
+        access,
         &w.deployer.cache,
         &w.deployer.images,
         &progress,

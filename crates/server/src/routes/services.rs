@@ -330,6 +330,8 @@ pub async fn put_registry(
         state.secrets.discard(&secret).await;
         return Err(ApiError::terminated_or(e));
     }
+    // New credentials prove access anew.
+    state.deployer.proofs.forget_project(m.project.id.as_str());
     // The database now points at the new secret: the old one goes.
     if let Some(old) = stored_before {
         if let Err(e) = state.secrets.destroy(&old.secret).await {
@@ -370,6 +372,7 @@ pub async fn remove_registry(
             ),
         )
         .await?;
+    state.deployer.proofs.forget_project(m.project.id.as_str());
     Ok(Json(ServiceView::from(
         &live_service(&state, &m, &s).await?,
     )))
@@ -406,6 +409,7 @@ pub async fn terminate(
                 ),
             )
             .await?;
+        state.deployer.proofs.forget_project(m.project.id.as_str());
         // Only now is its image no longer live.
         state.deployer.want_gc();
     }
