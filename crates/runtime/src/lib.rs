@@ -10,4 +10,5 @@ pub mod proofs;
 pub mod pull;
 pub mod rootfs;
 pub mod runc;
+pub mod sandbox;
 pub mod unpack;

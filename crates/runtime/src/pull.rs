@@ -16,7 +16,7 @@ use oci_spec::image::{ImageConfiguration, ImageManifest};
 use crate::cache::{BlobCache, CacheError, Feed};
 use crate::proofs::Access;
 use crate::rootfs::{ImageRefs, ImageStore};
-use crate::unpack::{self, Compression, UnpackError};
+use crate::unpack::{self, Compression, IdShift, UnpackError};
 
 /// Layers downloaded at once.
 const PARALLEL_DOWNLOADS: usize = 4;
@@ -282,8 +282,9 @@ pub async fn pull(
         });
     }
     let rootfs = images.staging(&manifest_digest).map_err(CacheError::from)?;
+    let ids = images.ids();
     let (config, blobs, unpack_took) =
-        match unpack_all(s, m, access, cache, &rootfs, progress).await {
+        match unpack_all(s, m, access, cache, &rootfs, ids, progress).await {
             Ok(r) => r,
             Err(e) => {
                 images.discard(&manifest_digest);
@@ -293,6 +294,7 @@ pub async fn pull(
     let made_of = ImageRefs {
         requested: vec![digest.clone()],
         blobs: blobs.iter().map(|b| b.digest.clone()).collect(),
+        ids,
     };
     let rootfs = images
         .complete(&manifest_digest, &made_of)
@@ -315,6 +317,7 @@ async fn unpack_all(
     access: Access<'_>,
     cache: &BlobCache,
     rootfs: &Path,
+    ids: IdShift,
     progress: &Progress,
 ) -> Result<Unpacked, PullError> {
     let mut wanted = vec![(m.config().digest().to_string(), m.config().size())];
@@ -386,10 +389,11 @@ async fn unpack_all(
             let started = Instant::now();
             let unpacked = tokio::task::spawn_blocking(move || {
                 let reader = feed.reader()?;
-                unpack::apply_layer(
+                unpack::apply_layer_shifted(
                     std::io::BufReader::with_capacity(1 << 20, reader),
                     compression,
                     &root,
+                    ids,
                 )
             })
             .await

@@ -13,23 +13,41 @@ use std::process::Command;
 
 use berth_types::Digest;
 
-/// What a complete image is made of, and the digests it was asked for by.
+use crate::unpack::IdShift;
+
+/// What a complete image is made of, the digests it was asked for by, and the id
+/// shift its owners were written with.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ImageRefs {
     pub requested: Vec<Digest>,
     pub blobs: Vec<Digest>,
+    #[serde(default)]
+    pub ids: IdShift,
 }
 
 #[derive(Clone, Debug)]
 pub struct ImageStore {
     root: PathBuf,
+    /// The owners of unpacked files are shifted into the containers' user namespace
+    /// range, once, at unpack (runc 1.1 has no idmapped mounts).
+    ids: IdShift,
 }
 
 impl ImageStore {
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
+        Self::open_shifted(root, IdShift::NONE)
+    }
+
+    /// An image store whose images are unpacked with owners shifted by `ids`; an
+    /// image unpacked with another shift is not reused.
+    pub fn open_shifted(root: impl Into<PathBuf>, ids: IdShift) -> io::Result<Self> {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
-        Ok(ImageStore { root })
+        Ok(ImageStore { root, ids })
+    }
+
+    pub fn ids(&self) -> IdShift {
+        self.ids
     }
 
     fn dir(&self, manifest: &Digest) -> PathBuf {
@@ -39,16 +57,21 @@ impl ImageStore {
     /// The unpacked root filesystem of `manifest`, if complete.
     pub fn ready(&self, manifest: &Digest) -> Option<PathBuf> {
         let dir = self.dir(manifest);
-        dir.join("complete").exists().then(|| dir.join("rootfs"))
+        let refs: ImageRefs =
+            serde_json::from_slice(&std::fs::read(dir.join("complete")).ok()?).ok()?;
+        (refs.ids == self.ids).then(|| dir.join("rootfs"))
     }
 
-    /// A fresh directory to unpack `manifest` into (anything half-done is removed).
+    /// A fresh directory to unpack `manifest` into (anything half-done, or unpacked
+    /// with another shift, is removed), owned by the containers' root.
     pub fn staging(&self, manifest: &Digest) -> io::Result<PathBuf> {
         let dir = self.dir(manifest);
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
         std::fs::create_dir_all(dir.join("rootfs"))?;
+        let root = self.ids.host(0);
+        std::os::unix::fs::chown(dir.join("rootfs"), Some(root), Some(root))?;
         Ok(dir.join("rootfs"))
     }
 
@@ -56,7 +79,12 @@ impl ImageStore {
     /// the image is made of and which digests were asked for it (an index, a tag's
     /// digest), for the garbage collector.
     pub fn complete(&self, manifest: &Digest, made_of: &ImageRefs) -> io::Result<PathBuf> {
-        let json = serde_json::to_vec(made_of).map_err(io::Error::other)?;
+        let made_of = ImageRefs {
+            requested: made_of.requested.clone(),
+            blobs: made_of.blobs.clone(),
+            ids: self.ids,
+        };
+        let json = serde_json::to_vec(&made_of).map_err(io::Error::other)?;
         std::fs::write(self.dir(manifest).join("complete"), json)?;
         Ok(self.dir(manifest).join("rootfs"))
     }
@@ -113,7 +141,7 @@ pub enum Layout {
 
 /// Gives `bundle/rootfs` the contents of `image`: an overlay mount when permitted,
 /// else a copy.
-pub fn prepare(image: &Path, bundle: &Path) -> io::Result<Layout> {
+pub fn prepare(image: &Path, bundle: &Path, ids: IdShift) -> io::Result<Layout> {
     let (upper, work, target) = (
         bundle.join("upper"),
         bundle.join("work"),
@@ -121,6 +149,11 @@ pub fn prepare(image: &Path, bundle: &Path) -> io::Result<Layout> {
     );
     for d in [&upper, &work, &target] {
         std::fs::create_dir_all(d)?;
+    }
+    // The merged root takes the upper directory's owner: the container's root.
+    let root = ids.host(0);
+    for d in [&upper, &target] {
+        std::os::unix::fs::chown(d, Some(root), Some(root))?;
     }
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",

@@ -1,8 +1,9 @@
 //! Running an unpacked image with `runc`, driven as a subprocess (an in-process
 //! container library that clones the process is unsafe in a threaded async server).
 //! The runtime spec starts from oci-spec's defaults (fresh namespaces, the default
-//! capability set, masked and read-only kernel paths) and adds the image config's
-//! Entrypoint, Cmd, Env, WorkingDir and User, with `noNewPrivileges`.
+//! capability set, masked and read-only kernel paths), adds the image config's
+//! Entrypoint, Cmd, Env, WorkingDir and User, and then the [`Sandbox`]: a user
+//! namespace, seccomp, cgroup limits, `noNewPrivileges`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -10,6 +11,8 @@ use std::time::Duration;
 
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{ProcessBuilder, RootBuilder, Spec, UserBuilder};
+
+use crate::sandbox::Sandbox;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -128,6 +131,8 @@ pub trait Runtime: Send + Sync {
 #[derive(Debug)]
 pub struct Runc {
     bin: PathBuf,
+    /// What every container runs inside.
+    sandbox: Sandbox,
     /// runc's state directory (`--root`), private to this berth.
     state: PathBuf,
     /// `runc run` of each container started by this process.
@@ -149,7 +154,7 @@ fn pidfd_alive(pidfd: &std::os::fd::OwnedFd) -> bool {
 }
 
 impl Runc {
-    pub fn find(state: impl Into<PathBuf>) -> Result<Self, RuntimeError> {
+    pub fn find(state: impl Into<PathBuf>, sandbox: Sandbox) -> Result<Self, RuntimeError> {
         let bin = std::env::var("PATH")
             .unwrap_or_default()
             .split(':')
@@ -159,6 +164,7 @@ impl Runc {
             .ok_or(RuntimeError::NotInstalled)?;
         Ok(Runc {
             bin,
+            sandbox,
             state: state.into(),
             children: Default::default(),
             adopted: Default::default(),
@@ -174,6 +180,7 @@ impl Runc {
     /// Writes `bundle/config.json` for running `rootfs` (inside `bundle`) with `config`.
     pub fn write_spec(
         &self,
+        id: &str,
         bundle: &Path,
         config: &ImageConfiguration,
     ) -> Result<(), RuntimeError> {
@@ -225,6 +232,9 @@ impl Runc {
                 .map_err(spec_err)?,
         ));
         spec.set_hostname(Some("berth".into()));
+        let mut spec =
+            serde_json::to_value(&spec).map_err(|e| RuntimeError::Spec(e.to_string()))?;
+        self.sandbox.apply(&mut spec, id);
         let f = std::fs::File::create(bundle.join("config.json"))?;
         serde_json::to_writer_pretty(f, &spec).map_err(|e| RuntimeError::Spec(e.to_string()))?;
         Ok(())
@@ -257,6 +267,54 @@ impl Runc {
         Ok(child)
     }
 
+    /// Follows `runc events` of container `id` and says in `log` when the kernel's
+    /// out-of-memory killer struck inside it (runc reports the cgroup's OOM
+    /// notifications, on cgroup v1 and v2 alike).
+    fn watch_oom(&self, id: &str, log: &Path) {
+        let (bin, state, id, log) = (
+            self.bin.clone(),
+            self.state.clone(),
+            id.to_owned(),
+            log.to_owned(),
+        );
+        let limit_mb = self.sandbox.memory_bytes >> 20;
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            // `runc run` creates the container a moment after it starts.
+            for _ in 0..100 {
+                let Ok(mut events) = tokio::process::Command::new(&bin)
+                    .arg("--root")
+                    .arg(&state)
+                    .args(["events", "--interval", "1h", &id])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .kill_on_drop(true)
+                    .spawn()
+                else {
+                    return;
+                };
+                let started = std::time::Instant::now();
+                let mut lines =
+                    tokio::io::BufReader::new(events.stdout.take().expect("piped")).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                    if event["type"] == "oom" {
+                        append_line(
+                            &log,
+                            &format!("out of memory: the container reached its {limit_mb} MiB memory limit and the kernel killed a process in it"),
+                        );
+                    }
+                }
+                let _ = events.wait().await;
+                if started.elapsed() > Duration::from_secs(1) {
+                    return; // it followed the container to its end
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+    }
+
     fn adopted(
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::os::fd::OwnedFd>> {
@@ -285,6 +343,15 @@ impl Runc {
     }
 }
 
+/// Appends one timestamped line to a deployment's log.
+fn append_line(log: &Path, line: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(log) {
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let _ = writeln!(f, "[{at}] {line}");
+    }
+}
+
 #[async_trait::async_trait]
 impl Runtime for Runc {
     async fn start(
@@ -294,9 +361,10 @@ impl Runtime for Runc {
         config: &ImageConfiguration,
         log: &Path,
     ) -> Result<(), RuntimeError> {
-        self.write_spec(bundle, config)?;
+        self.write_spec(id, bundle, config)?;
         let child = self.spawn(id, bundle, log)?;
         self.children().insert(id.to_owned(), child);
+        self.watch_oom(id, log);
         Ok(())
     }
 

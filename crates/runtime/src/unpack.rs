@@ -91,10 +91,52 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 /// Applies one layer (as it streams) to `root`.
+/// How an image's owners are written to disk: container id `n` becomes host id
+/// `base + n`, so that a container running in a user namespace mapped onto
+/// `base..base+size` owns its own files; ids at or past `size` become the
+/// namespace's `nobody` (65534). `IdShift::NONE` keeps the image's ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdShift {
+    pub base: u32,
+    pub size: u32,
+}
+
+impl IdShift {
+    pub const NONE: IdShift = IdShift {
+        base: 0,
+        size: u32::MAX,
+    };
+
+    pub fn host(&self, id: u64) -> u32 {
+        let id = if id < u64::from(self.size) {
+            id as u32
+        } else {
+            65534.min(self.size.saturating_sub(1))
+        };
+        self.base.saturating_add(id)
+    }
+}
+
+impl Default for IdShift {
+    fn default() -> Self {
+        IdShift::NONE
+    }
+}
+
 pub fn apply_layer(
     reader: impl Read,
     compression: Compression,
     root: &Path,
+) -> Result<Unpacked, UnpackError> {
+    apply_layer_shifted(reader, compression, root, IdShift::NONE)
+}
+
+/// [`apply_layer`], owners shifted by `ids`.
+pub fn apply_layer_shifted(
+    reader: impl Read,
+    compression: Compression,
+    root: &Path,
+    ids: IdShift,
 ) -> Result<Unpacked, UnpackError> {
     let decompressed: Box<dyn Read> = match compression {
         Compression::None => Box::new(reader),
@@ -106,7 +148,8 @@ pub fn apply_layer(
         hasher: (compression != Compression::None).then(Sha256::new),
     };
     let mut entries = 0;
-    let root = Root::open(root)?;
+    let mut root = Root::open(root)?;
+    root.ids = ids;
     {
         let mut archive = tar::Archive::new(&mut hashing);
         for entry in archive.entries()? {
@@ -164,6 +207,7 @@ pub(crate) fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
 /// operation is relative to a directory opened inside it, never to a path string.
 struct Root {
     fd: OwnedFd,
+    ids: IdShift,
 }
 
 fn errno(e: rustix::io::Errno) -> io::Error {
@@ -174,6 +218,7 @@ impl Root {
     fn open(path: &Path) -> io::Result<Self> {
         Ok(Root {
             fd: open_dir_path(path)?,
+            ids: IdShift::NONE,
         })
     }
 
@@ -209,6 +254,16 @@ impl Root {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) if create == Create::Missing => {
                     mkdirat(&cur, c.as_os_str(), Mode::from_raw_mode(0o755)).map_err(errno)?;
+                    // A parent the layer did not list belongs to the container's root.
+                    let root_id = self.ids.host(0);
+                    chownat(
+                        &cur,
+                        c.as_os_str(),
+                        Some(Uid::from_raw(root_id)),
+                        Some(Gid::from_raw(root_id)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(errno)?;
                     openat(&cur, c.as_os_str(), how | OFlags::NOFOLLOW, Mode::empty())
                         .map_err(errno)?
                 }
@@ -324,8 +379,8 @@ fn apply_entry<R: Read>(entry: &mut tar::Entry<'_, R>, root: &Root) -> Result<()
     let header = entry.header();
     let mode = Mode::from_raw_mode(header.mode().unwrap_or(0o644) & 0o1777); // no setuid/setgid from images
     let owner = (
-        Some(Uid::from_raw(header.uid().unwrap_or(0) as u32)),
-        Some(Gid::from_raw(header.gid().unwrap_or(0) as u32)),
+        Some(Uid::from_raw(root.ids.host(header.uid().unwrap_or(0)))),
+        Some(Gid::from_raw(root.ids.host(header.gid().unwrap_or(0)))),
     );
     match header.entry_type() {
         tar::EntryType::Directory => {

@@ -86,6 +86,7 @@ async fn berth_deploy(reg: &LocalRegistry, dir: &Path) -> (Duration, Duration) {
         registry: berth_registry::NetworkPolicy::from_lists("127.0.0.1/32", &url).unwrap(),
         vault: Default::default(),
         advertise_url: None,
+        sandbox: Default::default(),
     };
     let running = berth_server::start(config).await.unwrap();
     let base = format!("http://{}", running.addr);

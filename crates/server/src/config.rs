@@ -6,11 +6,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use berth_registry::NetworkPolicy;
+use berth_runtime::sandbox::Sandbox;
 use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8440";
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
@@ -24,6 +25,27 @@ pub struct Config {
     /// logs of the deployments it runs; default: the address it listens on (the
     /// host name for an unspecified address).
     pub advertise_url: Option<String>,
+    /// What every container runs inside (user namespace range, limits).
+    pub sandbox: Sandbox,
+}
+
+/// The master key never reaches a log line or a panic message.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("listen", &self.listen)
+            .field("database_url", &"[REDACTED]")
+            .field(
+                "master_key",
+                &self.master_key.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("registry", &self.registry)
+            .field("vault", &self.vault)
+            .field("advertise_url", &self.advertise_url)
+            .field("sandbox", &self.sandbox)
+            .finish()
+    }
 }
 
 /// Where master keys come from and where passwords are kept.
@@ -73,6 +95,18 @@ pub struct FileConfig {
     pub registry: FileRegistry,
     #[serde(default)]
     pub vault: FileVault,
+    #[serde(default)]
+    pub containers: FileContainers,
+}
+
+/// `[containers]`: the sandbox every container runs in.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileContainers {
+    pub userns_base: Option<u32>,
+    pub memory_mb: Option<u64>,
+    pub pids: Option<i64>,
+    pub cpus: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,6 +165,8 @@ pub enum ConfigError {
     TwoKeySources,
     #[error("advertise URL {0:?} is not http://HOST:PORT or https://HOST:PORT")]
     AdvertiseUrl(String),
+    #[error("container limits: {0}")]
+    Containers(String),
 }
 
 /// What flags and env gave (already merged by clap: a flag beats its env variable).
@@ -148,6 +184,10 @@ pub struct Overrides {
     pub secrets_manager_prefix: Option<String>,
     pub secrets_manager_kms_key_id: Option<String>,
     pub advertise_url: Option<String>,
+    pub userns_base: Option<u32>,
+    pub container_memory_mb: Option<u64>,
+    pub container_pids: Option<i64>,
+    pub container_cpus: Option<f64>,
 }
 
 impl FileConfig {
@@ -213,6 +253,34 @@ impl Config {
                 return Err(ConfigError::AdvertiseUrl(u.clone()));
             }
         }
+        let mut sandbox = Sandbox::default();
+        if let Some(base) = o.userns_base.or(file.containers.userns_base) {
+            sandbox.ids.base = base;
+        }
+        if let Some(mb) = o.container_memory_mb.or(file.containers.memory_mb) {
+            if mb < 16 {
+                return Err(ConfigError::Containers(format!(
+                    "{mb} MiB of memory is too little (16 at least)"
+                )));
+            }
+            sandbox.memory_bytes = mb << 20;
+        }
+        if let Some(pids) = o.container_pids.or(file.containers.pids) {
+            if pids < 8 {
+                return Err(ConfigError::Containers(format!(
+                    "{pids} processes are too few (8 at least)"
+                )));
+            }
+            sandbox.pids = pids;
+        }
+        if let Some(cpus) = o.container_cpus.or(file.containers.cpus) {
+            if !(0.01..=1024.0).contains(&cpus) {
+                return Err(ConfigError::Containers(format!(
+                    "{cpus} CPUs is not between 0.01 and 1024"
+                )));
+            }
+            sandbox.cpus = cpus;
+        }
         Ok(Config {
             data_dir,
             listen,
@@ -221,6 +289,7 @@ impl Config {
             registry,
             vault,
             advertise_url,
+            sandbox,
         })
     }
 }

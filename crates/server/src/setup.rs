@@ -82,7 +82,11 @@ pub async fn open(config: &Config) -> Result<Parts, SetupError> {
             "deployments interrupted by a stop were marked FAILED"
         );
     }
-    let deployer = crate::deploy::Deployer::new(&config.data_dir)
+    config
+        .sandbox
+        .check_range_free()
+        .map_err(|e| SetupError::DataDir(config.data_dir.display().to_string(), e.to_string()))?;
+    let deployer = crate::deploy::Deployer::new(&config.data_dir, config.sandbox)
         .map_err(|e| SetupError::DataDir(config.data_dir.display().to_string(), e.to_string()))?;
     let state = AppState {
         store: Arc::new(store.clone()),

@@ -502,3 +502,113 @@ async fn a_tenant_cannot_run_another_tenants_cached_image() {
     alice.delete("/v1/projects/web/services/api").await;
     server.running.stop().await;
 }
+
+/// The sandbox, as a container sees it and as the host sees it: a user namespace
+/// (not the identity map; the container's root owns its files as the mapped id on
+/// the host), seccomp in filter mode refusing `unshare`, a pids limit that stops a
+/// fork bomb while the server keeps serving, and a memory limit whose OOM kill is
+/// said in the log.
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_run_unprivileged_in_a_sandbox_with_limits() {
+    use std::os::unix::fs::MetadataExt;
+    berth_testkit::require("runc");
+    let registry = Registry::start();
+    let url = registry.url();
+    registry.push_busybox(
+        "box",
+        "cat /proc/self/uid_map; grep Seccomp: /proc/self/status; \
+         if unshare -U true 2>/dev/null; then echo UNSHARE-ALLOWED; else echo UNSHARE-REFUSED; fi; \
+         echo root-was-here > /written-by-root; \
+         i=0; while [ $i -lt 200 ]; do (sleep 1000 &) 2>/dev/null; i=$((i+1)); done; \
+         echo FORKS-DONE; sleep 1000",
+    );
+    registry.push_busybox(
+        "hog",
+        "echo HOGGING; x=$(head -c 200000000 /dev/zero | tr '\\0' x); echo SURVIVED",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Db::Sqlite, &url, None);
+    cfg.sandbox.pids = 64;
+    cfg.sandbox.memory_bytes = 64 << 20;
+    let server = Server::start(cfg).await;
+    let alice = server.admin().new_user("alice").await;
+    alice.post("/v1/projects", json!({"name": "web"})).await;
+    for (name, tag) in [("box", "box"), ("hog", "hog")] {
+        let (s, v) = alice
+            .post("/v1/projects/web/services", json!({"name": name, "image": format!("team/app:{tag}"), "registry": registry_body(&url, "ci", PASSWORD)}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+
+    let (_, d) = alice
+        .post("/v1/projects/web/services/box/deployments", json!({}))
+        .await;
+    let id = d["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/projects/web/services/box/deployments/{id}");
+    let d = wait_for_end(&alice, &path).await;
+    assert_eq!(d["status"], "DEPLOYED", "{d}");
+    let logs = logs_containing(&alice, &format!("{path}/logs"), "FORKS-DONE").await;
+    let map_line = logs
+        .lines()
+        .find(|l| l.trim_start().starts_with('0'))
+        .unwrap_or_else(|| panic!("no uid_map in:\n{logs}"));
+    let fields: Vec<&str> = map_line.split_whitespace().collect();
+    assert_eq!(fields, ["0", "1000000000", "65536"], "{logs}");
+    assert!(logs.contains("Seccomp:\t2"), "{logs}");
+    assert!(logs.contains("UNSHARE-REFUSED"), "{logs}");
+    // The fork bomb hit the pids limit; the server still answers at once.
+    let t = Instant::now();
+    assert_eq!(server.client("").get("/healthz").await.0, StatusCode::OK);
+    assert!(t.elapsed() < Duration::from_secs(2));
+    let pids = std::fs::read_dir("/sys/fs/cgroup/pids/berth")
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| std::fs::read_to_string(e.ok()?.path().join("pids.current")).ok())
+        .or_else(|| {
+            std::fs::read_to_string(format!("/sys/fs/cgroup/berth/berth-{id}/pids.current")).ok()
+        });
+    if let Some(p) = pids {
+        assert!(p.trim().parse::<i64>().unwrap() <= 64, "pids.current {p}");
+    }
+    // The file the container's root wrote belongs, on the host, to the mapped id.
+    let written = files_under(&server.dir)
+        .into_iter()
+        .find(|p| p.ends_with("upper/written-by-root"))
+        .expect("the container's write is in its upper directory");
+    assert_eq!(std::fs::metadata(&written).unwrap().uid(), 1_000_000_000);
+    // The generated spec says all of it.
+    let spec: Value = serde_json::from_slice(
+        &std::fs::read(
+            server
+                .dir
+                .join(format!("deployments/{id}/bundle/config.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(spec["linux"]["uidMappings"][0]["hostID"], 1_000_000_000u64);
+    assert_eq!(spec["linux"]["resources"]["pids"]["limit"], 64);
+    assert_eq!(spec["linux"]["resources"]["memory"]["limit"], 64u64 << 20);
+    assert_eq!(spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+    assert_eq!(spec["process"]["noNewPrivileges"], true);
+
+    // The memory hog is killed, and its log says why.
+    let (_, d) = alice
+        .post("/v1/projects/web/services/hog/deployments", json!({}))
+        .await;
+    let hog = format!(
+        "/v1/projects/web/services/hog/deployments/{}",
+        d["id"].as_str().unwrap()
+    );
+    wait_for_end(&alice, &hog).await;
+    let logs = logs_containing(&alice, &format!("{hog}/logs"), "out of memory").await;
+    assert!(logs.contains("64 MiB"), "{logs}");
+    assert!(!logs.contains("SURVIVED"), "{logs}");
+
+    for s in ["box", "hog"] {
+        alice
+            .delete(&format!("/v1/projects/web/services/{s}"))
+            .await;
+    }
+    server.running.stop().await;
+}

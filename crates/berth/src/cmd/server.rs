@@ -46,6 +46,18 @@ pub struct Args {
     /// How other replicas reach this one, for deployment logs [default: the listen address]
     #[arg(long, env = "BERTH_ADVERTISE_URL")]
     advertise_url: Option<String>,
+    /// First host id of the containers' user namespace range (65536 ids) [default: 1000000000]
+    #[arg(long, env = "BERTH_USERNS_BASE")]
+    userns_base: Option<u32>,
+    /// Memory limit of each container, MiB [default: 512]
+    #[arg(long, env = "BERTH_CONTAINER_MEMORY_MB")]
+    container_memory_mb: Option<u64>,
+    /// Process (and thread) limit of each container [default: 512]
+    #[arg(long, env = "BERTH_CONTAINER_PIDS")]
+    container_pids: Option<i64>,
+    /// CPU limit of each container, in CPUs [default: 1]
+    #[arg(long, env = "BERTH_CONTAINER_CPUS")]
+    container_cpus: Option<f64>,
 }
 
 impl Args {
@@ -72,6 +84,10 @@ impl Args {
                 secrets_manager_prefix: self.secrets_manager_prefix,
                 secrets_manager_kms_key_id: self.secrets_manager_kms_key_id,
                 advertise_url: self.advertise_url,
+                userns_base: self.userns_base,
+                container_memory_mb: self.container_memory_mb,
+                container_pids: self.container_pids,
+                container_cpus: self.container_cpus,
             },
             file,
         )

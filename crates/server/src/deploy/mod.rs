@@ -31,6 +31,7 @@ use berth_runtime::proofs::Proofs;
 use berth_runtime::pull;
 use berth_runtime::rootfs::{self, ImageStore};
 use berth_runtime::runc::{Runc, Runtime};
+use berth_runtime::sandbox::Sandbox;
 use berth_store::{DeploymentId, LiveDeployment, NewAudit, Store, StoreError};
 
 pub use worker::{stale_before, Worker};
@@ -69,11 +70,11 @@ pub struct Deployer {
 }
 
 impl Deployer {
-    pub fn new(data_dir: &Path) -> std::io::Result<Self> {
+    pub fn new(data_dir: &Path, sandbox: Sandbox) -> std::io::Result<Self> {
         let root = data_dir.join("deployments");
         std::fs::create_dir_all(&root)?;
         let cache = BlobCache::open(data_dir.join("blobs"))?;
-        let images = ImageStore::open(data_dir.join("images"))?;
+        let images = ImageStore::open_shifted(data_dir.join("images"), sandbox.ids)?;
         let (durability, found) = Durability::open(data_dir)?;
         if found == Found::MaybeLost {
             tracing::warn!("the machine stopped while blobs were not yet synced: verifying the blob cache, dropping unpacked images");
@@ -86,7 +87,7 @@ impl Deployer {
                 "blob cache verified"
             );
         }
-        let runtime: Option<Box<dyn Runtime>> = match Runc::find(data_dir.join("runc")) {
+        let runtime: Option<Box<dyn Runtime>> = match Runc::find(data_dir.join("runc"), sandbox) {
             Ok(r) => Some(Box::new(r)),
             Err(_) => None,
         };

@@ -12,6 +12,7 @@ use berth_registry::{preflight, Credentials, Opened, RegistryError, Target, Toke
 use berth_runtime::proofs::Access;
 use berth_runtime::pull::{self, PullError, Pulled};
 use berth_runtime::rootfs::{self, Layout};
+use berth_runtime::unpack::IdShift;
 use berth_store::{Deployment, Service, ServiceStatus};
 use berth_types::{mask_username, Digest};
 
@@ -99,7 +100,7 @@ pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest
     log_pull(log, &pulled);
 
     let bundle = w.deployer.bundle(&d.id);
-    root_filesystem(&pulled, &bundle, log)?;
+    root_filesystem(&pulled, &bundle, w.deployer.images.ids(), log)?;
     start(w, d, &pulled, &bundle, log).await?;
     log::append(
         log,
@@ -200,9 +201,14 @@ fn log_pull(log: &Path, pulled: &Pulled) {
 }
 
 /// The deployment's own root filesystem over the shared unpacked image.
-fn root_filesystem(pulled: &Pulled, bundle: &Path, log: &Path) -> Result<(), Failure> {
+fn root_filesystem(
+    pulled: &Pulled,
+    bundle: &Path,
+    ids: IdShift,
+    log: &Path,
+) -> Result<(), Failure> {
     let t = Instant::now();
-    let layout = rootfs::prepare(&pulled.rootfs, bundle).map_err(|e| {
+    let layout = rootfs::prepare(&pulled.rootfs, bundle, ids).map_err(|e| {
         rootfs::remove(bundle);
         Failure::runtime(format!("preparing the root filesystem: {e}"))
     })?;

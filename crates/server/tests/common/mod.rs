@@ -63,6 +63,7 @@ pub fn config(dir: &std::path::Path, db: Db, insecure: &str, master_key: Option<
         registry: NetworkPolicy::from_lists("127.0.0.1/32", insecure).unwrap(),
         vault: Default::default(),
         advertise_url: None,
+        sandbox: Default::default(),
     }
 }
 
