@@ -92,6 +92,43 @@ async fn no_secret_in_the_data_dir_or_the_logs() {
     for t in tokens {
         assert!(!logs.contains(&t));
     }
+    // So are the registry's bearer tokens (in memory only: never logged, never on
+    // disk), the admin token (only in its 0600 file) and the master key (only in
+    // its 0600 key file).
+    let bearer = registry.tokens.issued();
+    assert!(!bearer.is_empty(), "the registry issued tokens");
+    let admin = std::fs::read_to_string(dir.path().join("admin-token")).unwrap();
+    let admin = admin.trim();
+    let key_file = std::fs::read_to_string(dir.path().join("master.key")).unwrap();
+    let keys: Vec<String> = serde_json::from_str::<serde_json::Value>(&key_file).unwrap()["keys"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert!(!keys.is_empty());
+    let own_file = |f: &std::path::Path, name: &str| f.file_name().is_some_and(|n| n == name);
+    for (what, secret) in bearer
+        .iter()
+        .map(|t| ("a registry token", t.as_str()))
+        .chain([("the admin token", admin)])
+        .chain(keys.iter().map(|k| ("the master key", k.as_str())))
+    {
+        assert!(!logs.contains(secret), "{what} appears in the logs");
+        for f in &files {
+            if own_file(f, "admin-token") || own_file(f, "master.key") {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(f) else {
+                continue;
+            };
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{what} appears in {}",
+                f.display()
+            );
+        }
+    }
 }
 
 const WRONG: &str = "Wr0ng-Guess-Passw0rd";

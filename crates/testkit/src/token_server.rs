@@ -66,6 +66,8 @@ struct Inner {
     cert_der: Vec<u8>,
     oauth2_only: AtomicBool,
     requests: AtomicUsize,
+    /// Every token handed out, for tests that grep for them.
+    issued: std::sync::Mutex<Vec<String>>,
 }
 
 /// A running token server on 127.0.0.1, on its own thread and runtime.
@@ -91,6 +93,7 @@ impl TokenServer {
             cert_der: cert.der().to_vec(),
             oauth2_only: AtomicBool::new(mode == TokenServerMode::OAuth2Only),
             requests: AtomicUsize::new(0),
+            issued: Default::default(),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).unwrap();
@@ -136,6 +139,11 @@ impl TokenServer {
 
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
+    }
+
+    /// Every token this server issued (registry bearer tokens are secrets too).
+    pub fn issued(&self) -> Vec<String> {
+        self.inner.issued.lock().unwrap().clone()
     }
 
     pub fn requests(&self) -> usize {
@@ -283,6 +291,7 @@ fn issue(
     );
     let sig: Signature = s.key.sign(signing_input.as_bytes());
     let jwt = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()));
+    s.issued.lock().unwrap().push(jwt.clone());
     Some(
         axum::Json(json!({field: jwt, "expires_in": 300, "issued_at": "2026-01-01T00:00:00Z"}))
             .into_response(),

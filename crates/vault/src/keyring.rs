@@ -68,7 +68,7 @@ pub enum KeyringError {
     UnknownVersion(u32),
     #[error("AWS KMS: {0}")]
     Kms(String),
-    #[error("rotation needs the key file or KMS; a key given by BERTH_MASTER_KEY is rotated by changing the variable and restarting with the old key in BERTH_MASTER_KEY_PREVIOUS")]
+    #[error("rotation needs the key file or KMS: a key given by BERTH_MASTER_KEY cannot be rotated in place; move to the key file (unset BERTH_MASTER_KEY, write it as the data dir's master.key) or to KMS first")]
     NotRotatable,
 }
 
@@ -77,7 +77,7 @@ pub enum KeyringError {
 pub enum KeySource {
     /// The keyring file (`DATA_DIR/master.key`), created on first start.
     File(PathBuf),
-    /// `BERTH_MASTER_KEY` (the active key, version 1) and optionally previous keys.
+    /// `BERTH_MASTER_KEY`: the one key, version 1.
     Env { current: String },
     /// Keys unwrapped by the caller (AWS KMS), replaced with [`Keyring::replace`].
     Unwrapped,
