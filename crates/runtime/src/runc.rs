@@ -12,7 +12,7 @@ use std::time::Duration;
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{ProcessBuilder, RootBuilder, Spec, UserBuilder};
 
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Limits, Sandbox};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -111,6 +111,7 @@ pub trait Runtime: Send + Sync {
         id: &str,
         bundle: &Path,
         config: &ImageConfiguration,
+        limits: Limits,
         log: &Path,
     ) -> Result<(), RuntimeError>;
     /// How container `id` ended, if it has (`None`: running, or not started by this
@@ -183,6 +184,7 @@ impl Runc {
         id: &str,
         bundle: &Path,
         config: &ImageConfiguration,
+        sandbox: &Sandbox,
     ) -> Result<(), RuntimeError> {
         let c = config.config().clone().unwrap_or_default();
         let mut args: Vec<String> = c.entrypoint().clone().unwrap_or_default();
@@ -234,7 +236,7 @@ impl Runc {
         spec.set_hostname(Some("berth".into()));
         let mut spec =
             serde_json::to_value(&spec).map_err(|e| RuntimeError::Spec(e.to_string()))?;
-        self.sandbox.apply(&mut spec, id);
+        sandbox.apply(&mut spec, id);
         let f = std::fs::File::create(bundle.join("config.json"))?;
         serde_json::to_writer_pretty(f, &spec).map_err(|e| RuntimeError::Spec(e.to_string()))?;
         Ok(())
@@ -270,14 +272,14 @@ impl Runc {
     /// Follows `runc events` of container `id` and says in `log` when the kernel's
     /// out-of-memory killer struck inside it (runc reports the cgroup's OOM
     /// notifications, on cgroup v1 and v2 alike).
-    fn watch_oom(&self, id: &str, log: &Path) {
+    fn watch_oom(&self, id: &str, log: &Path, memory_bytes: u64) {
         let (bin, state, id, log) = (
             self.bin.clone(),
             self.state.clone(),
             id.to_owned(),
             log.to_owned(),
         );
-        let limit_mb = self.sandbox.memory_bytes >> 20;
+        let limit_mb = memory_bytes >> 20;
         tokio::spawn(async move {
             use tokio::io::AsyncBufReadExt;
             // `runc run` creates the container a moment after it starts.
@@ -359,12 +361,14 @@ impl Runtime for Runc {
         id: &str,
         bundle: &Path,
         config: &ImageConfiguration,
+        limits: Limits,
         log: &Path,
     ) -> Result<(), RuntimeError> {
-        self.write_spec(id, bundle, config)?;
+        let sandbox = self.sandbox.with(limits);
+        self.write_spec(id, bundle, config, &sandbox)?;
         let child = self.spawn(id, bundle, log)?;
         self.children().insert(id.to_owned(), child);
-        self.watch_oom(id, log);
+        self.watch_oom(id, log, sandbox.memory_bytes);
         Ok(())
     }
 

@@ -51,7 +51,29 @@ pub struct RangeTaken {
     pub reason: String,
 }
 
+/// A service's own limits over the server's defaults (`None` keeps the default).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Limits {
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<i64>,
+    pub cpus: Option<f64>,
+}
+
 impl Sandbox {
+    /// This sandbox with a service's own limits.
+    pub fn with(mut self, limits: Limits) -> Self {
+        if let Some(m) = limits.memory_bytes {
+            self.memory_bytes = m;
+        }
+        if let Some(p) = limits.pids {
+            self.pids = p;
+        }
+        if let Some(c) = limits.cpus {
+            self.cpus = c;
+        }
+        self
+    }
+
     /// Checks that no user or subordinate id range of this host overlaps the
     /// containers' range (a file owned by a container would then be someone's).
     pub fn check_range_free(&self) -> Result<(), RangeTaken> {

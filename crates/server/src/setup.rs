@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -53,14 +53,38 @@ fn keyring(config: &Config) -> Result<Keyring, berth_vault::KeyringError> {
     Keyring::open(source)
 }
 
-/// Opens everything the server needs, creating what a first start must.
-pub async fn open(config: &Config) -> Result<Parts, SetupError> {
+/// Creates the data dir, or takes up an existing one, as Docker keeps its data root
+/// under user namespaces: `0711`, so that a container's root (an unprivileged host
+/// id) can pass through to its own bundle, while nobody but the server can list
+/// it; what holds secrets inside is `0600`/`0700` (the key file, the admin token,
+/// the database, the blob cache, the unpacked images). An existing dir of another
+/// mode (`0700`, berth's own default before user namespaces) is made `0711`.
+fn private_data_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
-        .create(&config.data_dir)
-        .map_err(|e| SetupError::DataDir(config.data_dir.display().to_string(), e.to_string()))?;
+        .mode(0o711)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode != 0o711 {
+        tracing::info!(dir = %dir.display(), from = format!("{mode:o}"), "the data dir is made 0711: passable for containers in user namespaces, listable by nobody else");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
+    }
+    Ok(())
+}
+
+/// Opens everything the server needs, creating what a first start must.
+pub async fn open(config: &Config) -> Result<Parts, SetupError> {
+    let dir_err = |e: std::io::Error| {
+        SetupError::DataDir(config.data_dir.display().to_string(), e.to_string())
+    };
+    private_data_dir(&config.data_dir).map_err(dir_err)?;
     let store = SqlStore::connect(&config.database_url).await?;
+    // The database (and so its WAL and shared-memory files, which SQLite creates
+    // with the database's mode) is the server's alone.
+    let db = config.data_dir.join("berth.db");
+    if db.exists() {
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).map_err(dir_err)?;
+    }
     let secrets = Secrets::open(&config.vault, || keyring(config), Arc::new(store.clone())).await?;
     let keys = secrets.keys();
     match store.key_check().await? {

@@ -16,6 +16,17 @@ pub struct RegistryView {
     pub updated_at: String,
 }
 
+/// A service's own limits, as set (an absent one is the server's default).
+#[derive(Serialize, ToSchema, Default)]
+pub struct ResourcesView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct ServiceView {
     pub name: String,
@@ -23,6 +34,7 @@ pub struct ServiceView {
     pub status: String,
     pub created_at: String,
     pub registry: Option<RegistryView>,
+    pub resources: ResourcesView,
 }
 
 impl From<&Service> for ServiceView {
@@ -39,6 +51,11 @@ impl From<&Service> for ServiceView {
                 verified: c.verified,
                 updated_at: c.updated_at.clone(),
             }),
+            resources: ResourcesView {
+                memory_mb: s.resources.memory_mb,
+                pids: s.resources.pids,
+                cpus: s.resources.cpu_millis.map(|m| m as f64 / 1000.0),
+            },
         }
     }
 }

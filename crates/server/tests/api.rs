@@ -237,6 +237,44 @@ api_test!(a_passing_save_is_stored_masked, |fx| {
     assert_eq!(r.0, StatusCode::CONFLICT);
 });
 
+api_test!(a_service_carries_its_own_limits, |fx| {
+    let alice = &fx.alice;
+    let (s, v) = alice
+        .post(
+            "/v1/projects/web/services",
+            json!({"name": "api", "image": "team/app:v1", "resources": {"memory_mb": 256, "pids": 100, "cpus": 0.5}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        v["resources"],
+        json!({"memory_mb": 256, "pids": 100, "cpus": 0.5})
+    );
+    let (_, v) = alice.get("/v1/projects/web/services/api").await;
+    assert_eq!(
+        v["resources"],
+        json!({"memory_mb": 256, "pids": 100, "cpus": 0.5})
+    );
+    for bad in [
+        json!({"memory_mb": 1}),
+        json!({"pids": 0}),
+        json!({"cpus": 0.0}),
+        json!({"disk": 1}),
+    ] {
+        let r = alice
+            .post(
+                "/v1/projects/web/services",
+                json!({"name": "bad", "image": "team/app:v1", "resources": bad}),
+            )
+            .await;
+        assert_eq!(r.0, StatusCode::BAD_REQUEST, "{bad}: {}", r.1);
+    }
+    assert_eq!(
+        alice.get("/v1/projects/web/services/bad").await.0,
+        StatusCode::NOT_FOUND
+    );
+});
+
 api_test!(
     save_without_verifying_stores_unverified_but_never_unparseable_input,
     |fx| {

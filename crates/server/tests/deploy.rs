@@ -529,15 +529,16 @@ async fn containers_run_unprivileged_in_a_sandbox_with_limits() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), Db::Sqlite, &url, None);
     cfg.sandbox.pids = 64;
-    cfg.sandbox.memory_bytes = 64 << 20;
     let server = Server::start(cfg).await;
     let alice = server.admin().new_user("alice").await;
     alice.post("/v1/projects", json!({"name": "web"})).await;
-    for (name, tag) in [("box", "box"), ("hog", "hog")] {
+    // The hog's own limit (48 MiB) over the server's default (512 MiB).
+    for (name, resources) in [("box", json!({})), ("hog", json!({"memory_mb": 48}))] {
         let (s, v) = alice
-            .post("/v1/projects/web/services", json!({"name": name, "image": format!("team/app:{tag}"), "registry": registry_body(&url, "ci", PASSWORD)}))
+            .post("/v1/projects/web/services", json!({"name": name, "image": format!("team/app:{name}"), "registry": registry_body(&url, "ci", PASSWORD), "resources": resources}))
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(v["resources"], resources);
     }
 
     let (_, d) = alice
@@ -576,6 +577,24 @@ async fn containers_run_unprivileged_in_a_sandbox_with_limits() {
         .find(|p| p.ends_with("upper/written-by-root"))
         .expect("the container's write is in its upper directory");
     assert_eq!(std::fs::metadata(&written).unwrap().uid(), 1_000_000_000);
+    // The data dir lets a container's root pass to its own bundle and nothing more.
+    use std::os::unix::fs::PermissionsExt;
+    for (name, mode) in [
+        ("", 0o711),
+        ("berth.db", 0o600),
+        ("master.key", 0o600),
+        ("admin-token", 0o600),
+        ("blobs", 0o700),
+        ("images", 0o700),
+        ("deployments", 0o711),
+    ] {
+        let got = std::fs::metadata(server.dir.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(got, mode, "{name:?} is {got:o}");
+    }
     // The generated spec says all of it.
     let spec: Value = serde_json::from_slice(
         &std::fs::read(
@@ -588,7 +607,7 @@ async fn containers_run_unprivileged_in_a_sandbox_with_limits() {
     .unwrap();
     assert_eq!(spec["linux"]["uidMappings"][0]["hostID"], 1_000_000_000u64);
     assert_eq!(spec["linux"]["resources"]["pids"]["limit"], 64);
-    assert_eq!(spec["linux"]["resources"]["memory"]["limit"], 64u64 << 20);
+    assert_eq!(spec["linux"]["resources"]["memory"]["limit"], 512u64 << 20);
     assert_eq!(spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
     assert_eq!(spec["process"]["noNewPrivileges"], true);
 
@@ -602,7 +621,7 @@ async fn containers_run_unprivileged_in_a_sandbox_with_limits() {
     );
     wait_for_end(&alice, &hog).await;
     let logs = logs_containing(&alice, &format!("{hog}/logs"), "out of memory").await;
-    assert!(logs.contains("64 MiB"), "{logs}");
+    assert!(logs.contains("48 MiB"), "{logs}");
     assert!(!logs.contains("SURVIVED"), "{logs}");
 
     for s in ["box", "hog"] {

@@ -156,12 +156,22 @@ pub struct Membership {
     pub role: MemberRole,
 }
 
+/// A service's own container limits; `None` keeps the server's default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub memory_mb: Option<u64>,
+    pub pids: Option<i64>,
+    /// Thousandths of a CPU.
+    pub cpu_millis: Option<i64>,
+}
+
 #[derive(Clone, Debug)]
 pub struct NewService {
     pub id: ServiceId,
     pub project_id: ProjectId,
     pub name: String,
     pub image: ImageRef,
+    pub resources: Resources,
 }
 
 /// Where a registry password is kept: one form or the other, never both.
@@ -211,6 +221,7 @@ pub struct Service {
     pub status: ServiceStatus,
     pub created_at: String,
     pub credential: Option<Credential>,
+    pub resources: Resources,
 }
 
 /// An audit event to append with a change.

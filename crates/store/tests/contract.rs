@@ -104,6 +104,7 @@ fn new_service(p: &Project, name: &str) -> NewService {
         project_id: p.id.clone(),
         name: name.into(),
         image: "app:v1".parse().unwrap(),
+        resources: Resources::default(),
     }
 }
 
@@ -652,6 +653,35 @@ contract!(
             .await
             .unwrap());
         assert_eq!(store.vault_meta("kms").await.unwrap().unwrap(), b"b");
+    }
+);
+
+contract!(
+    a_services_own_limits_read_back,
+    |store: SqlStore| async move {
+        let Fx { p, .. } = fixture(&store).await;
+        let limits = Resources {
+            memory_mb: Some(256),
+            pids: Some(100),
+            cpu_millis: Some(1500),
+        };
+        store
+            .create_service(
+                NewService {
+                    resources: limits,
+                    ..new_service(&p, "api")
+                },
+                None,
+                audit("service.create", Some("web"), Some("api")),
+            )
+            .await
+            .unwrap();
+        service(&store, &p, "plain", None).await;
+        assert_eq!(got(&store, &p, "api").await.resources, limits);
+        assert_eq!(
+            got(&store, &p, "plain").await.resources,
+            Resources::default()
+        );
     }
 );
 

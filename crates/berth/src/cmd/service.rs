@@ -34,6 +34,15 @@ pub enum Command {
         image: Option<String>,
         #[command(flatten)]
         registry: RegistryFlags,
+        /// The container's memory limit, MiB [default: the server's]
+        #[arg(long)]
+        memory_mb: Option<u64>,
+        /// The container's process and thread limit [default: the server's]
+        #[arg(long)]
+        pids: Option<i64>,
+        /// The container's CPU limit, in CPUs, e.g. 0.5 [default: the server's]
+        #[arg(long)]
+        cpus: Option<f64>,
         #[arg(long)]
         json: bool,
     },
@@ -137,6 +146,9 @@ pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
             name,
             image,
             registry,
+            memory_mb,
+            pids,
+            cpus,
             json,
         } => {
             let interactive = std::io::stdin().is_terminal() && !registry.registry_password_stdin;
@@ -150,6 +162,19 @@ pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
                 (_, None) => return Err(CliError::Usage("--image is required".into())),
             };
             let mut body = json!({"name": name, "image": image, "save_without_verifying": registry.save_without_verifying});
+            let mut resources = serde_json::Map::new();
+            if let Some(m) = memory_mb {
+                resources.insert("memory_mb".into(), m.into());
+            }
+            if let Some(p) = pids {
+                resources.insert("pids".into(), p.into());
+            }
+            if let Some(c) = cpus {
+                resources.insert("cpus".into(), c.into());
+            }
+            if !resources.is_empty() {
+                body["resources"] = Value::Object(resources);
+            }
             if let Some(url) = &registry.registry_url {
                 let user = match &registry.registry_username {
                     Some(u) => u.clone(),

@@ -29,6 +29,10 @@ fn render(v: &Value) {
     println!("name:     {}", v["name"].as_str().unwrap_or_default());
     println!("image:    {}", v["image"].as_str().unwrap_or_default());
     println!("status:   {}", v["status"].as_str().unwrap_or_default());
+    if let Some(r) = v["resources"].as_object().filter(|r| !r.is_empty()) {
+        let limits: Vec<String> = r.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("limits:   {}", limits.join(", "));
+    }
     match v["registry"].as_object() {
         None => println!("registry: none (anonymous pulls)"),
         Some(r) => println!(

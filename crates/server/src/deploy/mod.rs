@@ -75,6 +75,12 @@ impl Deployer {
         std::fs::create_dir_all(&root)?;
         let cache = BlobCache::open(data_dir.join("blobs"))?;
         let images = ImageStore::open_shifted(data_dir.join("images"), sandbox.ids)?;
+        // Tenants' content is the server's alone; the deployments' bundles must be
+        // passable (not listable) by the containers' unprivileged root.
+        use std::os::unix::fs::PermissionsExt;
+        for (dir, mode) in [("blobs", 0o700), ("images", 0o700), ("deployments", 0o711)] {
+            std::fs::set_permissions(data_dir.join(dir), std::fs::Permissions::from_mode(mode))?;
+        }
         let (durability, found) = Durability::open(data_dir)?;
         if found == Found::MaybeLost {
             tracing::warn!("the machine stopped while blobs were not yet synced: verifying the blob cache, dropping unpacked images");

@@ -12,6 +12,7 @@ use berth_registry::{preflight, Credentials, Opened, RegistryError, Target, Toke
 use berth_runtime::proofs::Access;
 use berth_runtime::pull::{self, PullError, Pulled};
 use berth_runtime::rootfs::{self, Layout};
+use berth_runtime::sandbox::Limits;
 use berth_runtime::unpack::IdShift;
 use berth_store::{Deployment, Service, ServiceStatus};
 use berth_types::{mask_username, Digest};
@@ -101,7 +102,7 @@ pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest
 
     let bundle = w.deployer.bundle(&d.id);
     root_filesystem(&pulled, &bundle, w.deployer.images.ids(), log)?;
-    start(w, d, &pulled, &bundle, log).await?;
+    start(w, d, &service, &pulled, &bundle, log).await?;
     log::append(
         log,
         &format!(
@@ -229,6 +230,7 @@ fn root_filesystem(
 async fn start(
     w: &Worker,
     d: &Deployment,
+    service: &Service,
     pulled: &Pulled,
     bundle: &Path,
     log: &Path,
@@ -246,8 +248,14 @@ async fn start(
         }
     }
     let cid = container_id(&d.id);
+    let r = service.resources;
+    let limits = Limits {
+        memory_bytes: r.memory_mb.map(|m| m << 20),
+        pids: r.pids,
+        cpus: r.cpu_millis.map(|c| c as f64 / 1000.0),
+    };
     runtime
-        .start(&cid, bundle, &pulled.config, log)
+        .start(&cid, bundle, &pulled.config, limits, log)
         .await
         .map_err(|e| Failure::runtime(e.to_string()))?;
     // A container that fails at once (bad command, bad spec) is a failed deploy.

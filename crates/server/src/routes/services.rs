@@ -8,7 +8,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use berth_registry::{Credentials, PreflightReport};
 use berth_store::{
-    Membership, NewAudit, NewCredential, NewService, Service, ServiceId, ServiceStatus, User,
+    Membership, NewAudit, NewCredential, NewService, Resources, Service, ServiceId, ServiceStatus,
+    User,
 };
 use berth_types::{ImageRef, RegistryUrl, Slug};
 use secrecy::SecretString;
@@ -31,12 +32,49 @@ pub struct RegistryInput {
     pub password: SecretString,
 }
 
+/// A service's own container limits; each omitted one keeps the server's default.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesInput {
+    /// Memory limit, MiB (16 to 1048576).
+    #[schema(minimum = 16, maximum = 1048576)]
+    pub memory_mb: Option<u64>,
+    /// Processes and threads (8 to 1048576).
+    #[schema(minimum = 8, maximum = 1048576)]
+    pub pids: Option<i64>,
+    /// CPUs, e.g. 0.5 (0.01 to 1024).
+    #[schema(minimum = 0.01, maximum = 1024)]
+    pub cpus: Option<f64>,
+}
+
+impl ResourcesInput {
+    fn parse(&self) -> Result<Resources, ApiError> {
+        let bad = |m: String| ApiError::bad_request("invalid_resources", m);
+        if let Some(m) = self.memory_mb.filter(|m| !(16..=1 << 20).contains(m)) {
+            return Err(bad(format!("memory_mb {m} is not between 16 and 1048576")));
+        }
+        if let Some(p) = self.pids.filter(|p| !(8..=1 << 20).contains(p)) {
+            return Err(bad(format!("pids {p} is not between 8 and 1048576")));
+        }
+        if let Some(c) = self.cpus.filter(|c| !(0.01..=1024.0).contains(c)) {
+            return Err(bad(format!("cpus {c} is not between 0.01 and 1024")));
+        }
+        Ok(Resources {
+            memory_mb: self.memory_mb,
+            pids: self.pids,
+            cpu_millis: self.cpus.map(|c| (c * 1000.0).round() as i64),
+        })
+    }
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateService {
     pub name: String,
     pub image: String,
     pub registry: Option<RegistryInput>,
+    /// The service's own container limits.
+    pub resources: Option<ResourcesInput>,
     #[serde(default)]
     pub save_without_verifying: bool,
 }
@@ -126,6 +164,7 @@ pub async fn create(
     let m = membership(&state, &caller, &p).await?;
     let name: Slug = parse_slug(&body.name)?;
     let image = parse_image(&body.image)?;
+    let resources = body.resources.unwrap_or_default().parse()?;
     if state
         .store
         .service(&m.project, name.as_str())
@@ -177,6 +216,7 @@ pub async fn create(
                 project_id: m.project.id.clone(),
                 name: name.to_string(),
                 image,
+                resources,
             },
             credential,
             NewAudit {

@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/003_secret_arn.sql")),
     (4, include_str!("../migrations/004_heartbeat.sql")),
     (5, include_str!("../migrations/005_replica.sql")),
+    (6, include_str!("../migrations/006_resources.sql")),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

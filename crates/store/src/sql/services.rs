@@ -9,7 +9,7 @@ use super::{append_audit, conflict, id, parsed, SqlStore};
 use crate::model::*;
 use crate::{Result, Services, StoreError};
 
-pub(super) const SERVICE_COLUMNS: &str = "s.id, s.project_id, s.name, s.image, s.status, s.created_at, \
+pub(super) const SERVICE_COLUMNS: &str = "s.id, s.project_id, s.name, s.image, s.status, s.created_at, s.memory_mb, s.pids, s.cpu_millis, \
      c.registry_url, c.username, c.sealed_password, c.secret_arn, c.verified, c.updated_at AS c_updated_at";
 
 pub(super) fn service_from(row: &AnyRow) -> Result<Service> {
@@ -46,6 +46,13 @@ pub(super) fn service_from(row: &AnyRow) -> Result<Service> {
         status: parsed(row, "status")?,
         created_at: row.try_get("created_at")?,
         credential,
+        resources: Resources {
+            memory_mb: row
+                .try_get::<Option<i64>, _>("memory_mb")?
+                .map(|m| m as u64),
+            pids: row.try_get("pids")?,
+            cpu_millis: row.try_get("cpu_millis")?,
+        },
     })
 }
 
@@ -88,7 +95,7 @@ impl Services for SqlStore {
         let mut tx = self.pool.begin().await?;
         let at = now();
         sqlx::query(
-            "INSERT INTO services (id, project_id, name, image, status, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO services (id, project_id, name, image, status, created_at, updated_at, memory_mb, pids, cpu_millis) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(s.id.as_str())
         .bind(s.project_id.as_str())
@@ -97,6 +104,9 @@ impl Services for SqlStore {
         .bind(ServiceStatus::Created.as_str())
         .bind(&at)
         .bind(&at)
+        .bind(s.resources.memory_mb.map(|m| m as i64))
+        .bind(s.resources.pids)
+        .bind(s.resources.cpu_millis)
         .execute(&mut *tx)
         .await
         .map_err(conflict("a service with this name"))?;
@@ -112,6 +122,7 @@ impl Services for SqlStore {
             image: s.image,
             status: ServiceStatus::Created,
             created_at: at.clone(),
+            resources: s.resources,
             credential: credential.map(|c| Credential {
                 registry_url: c.registry_url,
                 username: c.username,
