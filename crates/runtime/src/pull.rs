@@ -18,6 +18,9 @@ use crate::proofs::Access;
 use crate::rootfs::{ImageRefs, ImageStore};
 use crate::unpack::{self, Compression, IdShift, UnpackError};
 
+/// How long a blob download may go without a byte before it fails.
+pub const DEFAULT_STALL: Duration = Duration::from_secs(30);
+
 /// Layers downloaded at once.
 const PARALLEL_DOWNLOADS: usize = 4;
 /// Times a broken blob download is resumed before the pull fails.
@@ -33,6 +36,15 @@ pub enum PullError {
     Unpack(#[from] UnpackError),
     #[error("the image is not valid: {0}")]
     Invalid(String),
+    /// No byte of a blob arrived for the stall timeout: the registry trickles or hangs.
+    #[error("blob {digest} stalled: no byte for {} s after {received} of {size} bytes from {registry}", .stall.as_secs())]
+    Stalled {
+        digest: Digest,
+        received: u64,
+        size: u64,
+        registry: String,
+        stall: Duration,
+    },
     #[error(
         "layer {index} does not match the config's diff_id: expected {expected}, got {actual}"
     )]
@@ -139,16 +151,29 @@ fn invalid(e: impl std::fmt::Display) -> PullError {
 
 /// Streams one blob into the cache unless it is there already; `feed` (if any)
 /// passes the bytes on to a reader as they land.
+/// Where a pull's blobs come from, and on what terms: the cache (used only with a
+/// proof of `access`), the registry (a blob with no byte for `stall` fails).
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    cache: &'a BlobCache,
+    access: Access<'a>,
+    stall: Duration,
+}
+
 async fn fetch(
     mut s: Session<'_>,
-    access: Access<'_>,
-    cache: &BlobCache,
+    src: Source<'_>,
     digest: Digest,
     size: u64,
     progress: (&Progress, usize),
     feed: Option<Arc<Feed>>,
 ) -> Result<Fetched, PullError> {
     let (progress, index) = progress;
+    let Source {
+        cache,
+        access,
+        stall,
+    } = src;
     if cache.contains(&digest) {
         // Not a byte of the cached copy is read before the registry proved that it
         // serves this blob to this project.
@@ -175,7 +200,19 @@ async fn fetch(
     'download: loop {
         let (mut resp, mut skip) = blob::open_at(&mut s, &digest, w.written()).await?;
         loop {
-            let chunk = match resp.chunk().await {
+            let next = match tokio::time::timeout(stall, resp.chunk()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    return Err(PullError::Stalled {
+                        digest,
+                        received: w.written(),
+                        size,
+                        registry: s.target().registry.to_string(),
+                        stall,
+                    })
+                }
+            };
+            let chunk = match next {
                 Ok(Some(c)) => c,
                 Ok(None) => break 'download,
                 Err(e) if resumes < RESUMES => {
@@ -226,6 +263,7 @@ async fn fetch(
 pub async fn pull(
     opened: &mut Opened<'_>,
     platform: &PlatformManifest,
+    stall: Duration,
     access: Access<'_>,
     cache: &BlobCache,
     images: &ImageStore,
@@ -251,10 +289,14 @@ pub async fn pull(
             .map_err(CacheError::from)?;
         let config_digest: Digest = m.config().digest().to_string().parse().map_err(invalid)?;
         progress.start(&[(config_digest.clone(), m.config().size())]);
+        let src = Source {
+            cache,
+            access,
+            stall,
+        };
         let config_blob = fetch(
             s.fork(),
-            access,
-            cache,
+            src,
             config_digest,
             m.config().size(),
             (progress, 0),
@@ -283,14 +325,26 @@ pub async fn pull(
     }
     let rootfs = images.staging(&manifest_digest).map_err(CacheError::from)?;
     let ids = images.ids();
-    let (config, blobs, unpack_took) =
-        match unpack_all(s, m, access, cache, &rootfs, ids, progress).await {
-            Ok(r) => r,
-            Err(e) => {
-                images.discard(&manifest_digest);
-                return Err(e);
-            }
-        };
+    let (config, blobs, unpack_took) = match unpack_all(
+        s,
+        m,
+        Source {
+            cache,
+            access,
+            stall,
+        },
+        &rootfs,
+        ids,
+        progress,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            images.discard(&manifest_digest);
+            return Err(e);
+        }
+    };
     let made_of = ImageRefs {
         requested: vec![digest.clone()],
         blobs: blobs.iter().map(|b| b.digest.clone()).collect(),
@@ -314,8 +368,7 @@ type Unpacked = (ImageConfiguration, Vec<Fetched>, Duration);
 async fn unpack_all(
     s: &mut Session<'_>,
     m: &ImageManifest,
-    access: Access<'_>,
-    cache: &BlobCache,
+    src: Source<'_>,
     rootfs: &Path,
     ids: IdShift,
     progress: &Progress,
@@ -344,8 +397,7 @@ async fn unpack_all(
             .map(|(i, (d, size))| {
                 fetch(
                     session.fork(),
-                    access,
-                    cache,
+                    src,
                     d,
                     size,
                     (progress, i),

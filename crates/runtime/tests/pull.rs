@@ -6,7 +6,7 @@ use berth_registry::{
 };
 use berth_runtime::cache::BlobCache;
 use berth_runtime::proofs::{Access, Proofs};
-use berth_runtime::pull::pull;
+use berth_runtime::pull::{pull, DEFAULT_STALL};
 use berth_runtime::rootfs::ImageStore;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,9 +63,17 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
         project: "p1",
     };
     let progress = berth_runtime::pull::Progress::default();
-    let first = pull(&mut s, &platform, access, &cache, &images, &progress)
-        .await
-        .unwrap();
+    let first = pull(
+        &mut s,
+        &platform,
+        DEFAULT_STALL,
+        access,
+        &cache,
+        &images,
+        &progress,
+    )
+    .await
+    .unwrap();
     // The watcher's view: the config downloaded, every layer downloaded and applied.
     let states: Vec<_> = progress
         .snapshot()
@@ -100,6 +108,7 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
     let second = pull(
         &mut s,
         &platform,
+        DEFAULT_STALL,
         access,
         &cache,
         &images,
@@ -119,6 +128,7 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
     let third = pull(
         &mut s,
         &platform,
+        DEFAULT_STALL,
         other,
         &cache,
         &images,
@@ -153,6 +163,7 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
                 pull(
                     &mut s,
                     &platform,
+                    DEFAULT_STALL,
                     access,
                     &cache,
                     &images,
@@ -299,6 +310,7 @@ async fn a_download_that_breaks_is_resumed_with_range() {
     let pulled = pull(
         &mut s,
         &platform,
+        DEFAULT_STALL,
         access,
         &cache,
         &images,
@@ -315,4 +327,113 @@ async fn a_download_that_breaks_is_resumed_with_range() {
         .parse()
         .unwrap();
     assert!(from > 0, "resumed from where it broke: {ranges:?}");
+}
+
+/// A blob that sends a little and then nothing: the pull fails once no byte came
+/// for the stall timeout, naming the blob, the bytes received and the registry.
+#[tokio::test]
+async fn a_stalled_blob_fails_after_the_stall_timeout() {
+    use axum::body::Body;
+    use axum::extract::Path as UrlPath;
+    use axum::http::header;
+    use axum::response::Response;
+    use axum::routing::get;
+    let img = TestImage::build(&[("f", &[7u8; 50_000])], &["/f"]);
+    let layout = img.layout().to_owned();
+    let read = move |d: &str| {
+        std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+        .unwrap()
+    };
+    let manifest = read(&img.digest);
+    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let config_digest = m["config"]["digest"].as_str().unwrap().to_owned();
+    let blobs = [(config_digest.clone(), read(&config_digest))];
+    let layer = read(m["layers"][0]["digest"].as_str().unwrap());
+    let digest = img.digest.clone();
+    let server = FakeServer::start(move |_| {
+        axum::Router::new()
+            .route("/v2/", get(|| async { "{}" }))
+            .route(
+                "/v2/team/app/manifests/{reference}",
+                get(move || async move {
+                    Response::builder()
+                        .header(
+                            header::CONTENT_TYPE,
+                            "application/vnd.oci.image.manifest.v1+json",
+                        )
+                        .header("docker-content-digest", digest)
+                        .body(Body::from(manifest))
+                        .unwrap()
+                }),
+            )
+            .route(
+                "/v2/team/app/blobs/{digest}",
+                get(move |UrlPath(d): UrlPath<String>| async move {
+                    if let Some((_, b)) = blobs.iter().find(|(c, _)| *c == d) {
+                        return Response::new(Body::from(b.clone()));
+                    }
+                    let first: Result<Vec<u8>, std::io::Error> = Ok(layer[..100].to_vec());
+                    let stream = futures_util::StreamExt::chain(
+                        futures_util::stream::iter(vec![first]),
+                        futures_util::stream::pending(),
+                    );
+                    Response::builder()
+                        .header(header::CONTENT_LENGTH, layer.len())
+                        .body(Body::from_stream(stream))
+                        .unwrap()
+                }),
+            )
+    });
+    let url = server.authority();
+    let registry = Registry::new(NetworkPolicy::from_lists("127.0.0.1/32", &url).unwrap()).unwrap();
+    let target = registry
+        .target(&url.parse().unwrap(), &"team/app:v1".parse().unwrap())
+        .unwrap();
+    let mut s = open(
+        &registry,
+        &target,
+        None,
+        TokenReuse::Cached,
+        &mut Unobserved,
+    )
+    .await
+    .unwrap();
+    let platform = s.platform_manifest().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = BlobCache::open(dir.path().join("blobs")).unwrap();
+    let images = ImageStore::open(dir.path().join("images")).unwrap();
+    let proofs = Proofs::default();
+    let access = Access {
+        proofs: &proofs,
+        project: "p1",
+    };
+    let started = std::time::Instant::now();
+    let err = pull(
+        &mut s,
+        &platform,
+        std::time::Duration::from_secs(1),
+        access,
+        &cache,
+        &images,
+        &Default::default(),
+    )
+    .await
+    .expect_err("stalled");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let text = err.to_string();
+    assert!(
+        text.contains("stalled") && text.contains("after 100 of") && text.contains(&url),
+        "{text}"
+    );
+    assert!(
+        std::fs::read_dir(dir.path().join("images"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the partial unpack is gone"
+    );
 }

@@ -87,6 +87,7 @@ async fn berth_deploy(reg: &LocalRegistry, dir: &Path) -> (Duration, Duration) {
         vault: Default::default(),
         advertise_url: None,
         sandbox: Default::default(),
+        deploys: Default::default(),
     };
     let running = berth_server::start(config).await.unwrap();
     let base = format!("http://{}", running.addr);

@@ -27,6 +27,29 @@ pub struct Config {
     pub advertise_url: Option<String>,
     /// What every container runs inside (user namespace range, limits).
     pub sandbox: Sandbox,
+    /// How deployments run: how many at once, their deadline, a blob's stall timeout.
+    pub deploys: DeployLimits,
+}
+
+/// How a replica runs deployments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeployLimits {
+    /// Deployments run at once on a replica (fairly across projects).
+    pub concurrency: usize,
+    /// A deployment that has not started its container by then is `FAILED timeout`.
+    pub deadline: std::time::Duration,
+    /// A blob download with no byte for this long is `FAILED timeout`.
+    pub stall: std::time::Duration,
+}
+
+impl Default for DeployLimits {
+    fn default() -> Self {
+        DeployLimits {
+            concurrency: 4,
+            deadline: std::time::Duration::from_secs(900),
+            stall: berth_runtime::pull::DEFAULT_STALL,
+        }
+    }
 }
 
 /// The master key never reaches a log line or a panic message.
@@ -44,6 +67,7 @@ impl std::fmt::Debug for Config {
             .field("vault", &self.vault)
             .field("advertise_url", &self.advertise_url)
             .field("sandbox", &self.sandbox)
+            .field("deploys", &self.deploys)
             .finish()
     }
 }
@@ -97,6 +121,17 @@ pub struct FileConfig {
     pub vault: FileVault,
     #[serde(default)]
     pub containers: FileContainers,
+    #[serde(default)]
+    pub deploys: FileDeploys,
+}
+
+/// `[deploys]`: how deployments run.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDeploys {
+    pub concurrency: Option<usize>,
+    pub timeout_secs: Option<u64>,
+    pub stall_secs: Option<u64>,
 }
 
 /// `[containers]`: the sandbox every container runs in.
@@ -188,6 +223,9 @@ pub struct Overrides {
     pub container_memory_mb: Option<u64>,
     pub container_pids: Option<i64>,
     pub container_cpus: Option<f64>,
+    pub deploy_concurrency: Option<usize>,
+    pub deploy_timeout_secs: Option<u64>,
+    pub blob_stall_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -281,6 +319,21 @@ impl Config {
             }
             sandbox.cpus = cpus;
         }
+        let mut deploys = DeployLimits::default();
+        if let Some(n) = o.deploy_concurrency.or(file.deploys.concurrency) {
+            if !(1..=256).contains(&n) {
+                return Err(ConfigError::Containers(format!(
+                    "deploy concurrency {n} is not between 1 and 256"
+                )));
+            }
+            deploys.concurrency = n;
+        }
+        if let Some(t) = o.deploy_timeout_secs.or(file.deploys.timeout_secs) {
+            deploys.deadline = std::time::Duration::from_secs(t.max(1));
+        }
+        if let Some(t) = o.blob_stall_secs.or(file.deploys.stall_secs) {
+            deploys.stall = std::time::Duration::from_secs(t.max(1));
+        }
         Ok(Config {
             data_dir,
             listen,
@@ -290,6 +343,7 @@ impl Config {
             vault,
             advertise_url,
             sandbox,
+            deploys,
         })
     }
 }

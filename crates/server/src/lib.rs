@@ -17,6 +17,7 @@ mod tokens;
 mod views;
 
 pub use config::{
-    Config, ConfigError, FileConfig, Overrides as ConfigOverrides, SecretStoreKind, VaultConfig,
+    Config, ConfigError, DeployLimits, FileConfig, Overrides as ConfigOverrides, SecretStoreKind,
+    VaultConfig,
 };
 pub use setup::{rotate_master_key, serve, start, Running, SetupError};

@@ -200,6 +200,7 @@ pub async fn start(config: Config) -> Result<Running, SetupError> {
         vault: parts.state.secrets.clone(),
         registry: parts.state.registry.clone(),
         deployer: parts.state.deployer.clone(),
+        limits: config.deploys,
     };
     let worker = tokio::spawn(worker.run());
     let deployer = parts.state.deployer.clone();

@@ -631,3 +631,147 @@ async fn containers_run_unprivileged_in_a_sandbox_with_limits() {
     }
     server.running.stop().await;
 }
+
+/// A registry that trickles a blob a byte a second holds one worker slot until the
+/// deployment's deadline, never the queue: another tenant's service on a healthy
+/// registry deploys meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trickling_registry_times_out_and_stalls_no_one_else() {
+    use axum::routing::{any, get};
+    berth_testkit::require("runc");
+    let registry = Registry::start();
+    let url = registry.url();
+    registry.push_busybox("web", "echo healthy; sleep 1238");
+    let img = berth_testkit::fixtures::busybox("echo never; sleep 1");
+    let layout = img.layout().to_owned();
+    let digest = img.digest.clone();
+    let read = move |d: &str| {
+        std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+        .unwrap()
+    };
+    let manifest = read(&digest);
+    let m: Value = serde_json::from_slice(&manifest).unwrap();
+    let config_digest = m["config"]["digest"].as_str().unwrap().to_owned();
+    let config_blob = read(&config_digest);
+    let layer = read(m["layers"][0]["digest"].as_str().unwrap());
+    let slow = berth_testkit::hostile::FakeServer::start(move |_| {
+        axum::Router::new()
+            .route("/v2/", get(|| async { "{}" }))
+            .route(
+                "/v2/team/slow/manifests/{reference}",
+                any(move || {
+                    let (manifest, digest) = (manifest.clone(), digest.clone());
+                    async move {
+                        (
+                            [
+                                (
+                                    "content-type",
+                                    "application/vnd.oci.image.manifest.v1+json".to_owned(),
+                                ),
+                                ("docker-content-digest", digest),
+                            ],
+                            manifest,
+                        )
+                    }
+                }),
+            )
+            .route(
+                "/v2/team/slow/blobs/{digest}",
+                any(move |axum::extract::Path(d): axum::extract::Path<String>| {
+                    let (config, layer, config_digest) =
+                        (config_blob.clone(), layer.clone(), config_digest.clone());
+                    async move {
+                        if d == config_digest {
+                            return axum::body::Body::from(config);
+                        }
+                        // A byte a second.
+                        let bytes = futures_util::stream::unfold(0usize, move |i| {
+                            let layer = layer.clone();
+                            async move {
+                                if i > 0 {
+                                    tokio::time::sleep(Duration::from_secs(1)).await;
+                                }
+                                (i < layer.len())
+                                    .then(|| (Ok::<_, std::io::Error>(vec![layer[i]]), i + 1))
+                            }
+                        });
+                        axum::body::Body::from_stream(bytes)
+                    }
+                }),
+            )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(
+        dir.path(),
+        Db::Sqlite,
+        &format!("{url},{}", slow.authority()),
+        None,
+    );
+    cfg.deploys.deadline = Duration::from_secs(8);
+    let server = Server::start(cfg).await;
+    let (bob, alice) = (
+        server.admin().new_user("bob").await,
+        server.admin().new_user("alice").await,
+    );
+    bob.post("/v1/projects", json!({"name": "slow"})).await;
+    alice.post("/v1/projects", json!({"name": "web"})).await;
+    let image = format!("{}/team/slow:v1", slow.authority());
+    let (s, v) = bob
+        .post(
+            "/v1/projects/slow/services",
+            json!({"name": "app", "image": image}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = alice
+        .post("/v1/projects/web/services", json!({"name": "api", "image": "team/app:web", "registry": registry_body(&url, "ci", PASSWORD)}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    // The slow one first, then the healthy one.
+    let (_, d) = bob
+        .post("/v1/projects/slow/services/app/deployments", json!({}))
+        .await;
+    let slow_path = format!(
+        "/v1/projects/slow/services/app/deployments/{}",
+        d["id"].as_str().unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (_, d) = alice
+        .post("/v1/projects/web/services/api/deployments", json!({}))
+        .await;
+    let path = format!(
+        "/v1/projects/web/services/api/deployments/{}",
+        d["id"].as_str().unwrap()
+    );
+    let d = wait_for_end(&alice, &path).await;
+    assert_eq!(d["status"], "DEPLOYED", "{d}");
+    let (_, slow_now) = bob.get(&slow_path).await;
+    assert_eq!(
+        slow_now["status"], "DEPLOYING",
+        "the slow pull is still going: {slow_now}"
+    );
+
+    let d = wait_for_end(&bob, &slow_path).await;
+    assert_eq!(
+        (d["status"].as_str(), d["failure_code"].as_str()),
+        (Some("FAILED"), Some("timeout")),
+        "{d}"
+    );
+    let message = d["failure_message"].as_str().unwrap();
+    assert!(message.contains("8 s deadline"), "{message}");
+    assert!(
+        message.contains(&slow.authority()),
+        "names the registry: {message}"
+    );
+    assert!(
+        message.contains("blob sha256:") && message.contains(" of "),
+        "names the blob and the bytes: {message}"
+    );
+    alice.delete("/v1/projects/web/services/api").await;
+    server.running.stop().await;
+}

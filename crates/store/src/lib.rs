@@ -109,8 +109,10 @@ pub trait DeploymentQueue: Send + Sync {
     async fn deployments_of(&self, service: &Service) -> Result<Vec<Deployment>>;
     /// Moves the oldest `PENDING_DEPLOY` deployment to `DEPLOYING` and returns it; on
     /// PostgreSQL several replicas claim different ones (`FOR UPDATE SKIP LOCKED`).
-    /// `replica_url` is recorded as where the deployment runs.
-    async fn claim_deployment(&self, replica_url: &str) -> Result<Option<Deployment>>;
+    /// `replica_url` is recorded as where the deployment runs. Never one of a
+    /// service in `busy.services`; one of a project in `busy.projects` only when no
+    /// other project waits (fairness between tenants on a replica's workers).
+    async fn claim_deployment(&self, replica_url: &str, busy: &Busy) -> Result<Option<Deployment>>;
     /// Records how `d` ended. A deployed one replaces its service's earlier deployed
     /// ones, which become `REMOVED` in the same transaction (their containers are
     /// stopped by the replica that runs them).

@@ -282,6 +282,13 @@ pub struct Deployment {
     pub replica_url: Option<String>,
 }
 
+/// What a replica's workers are deploying now (see `DeploymentQueue::claim_deployment`).
+#[derive(Clone, Debug, Default)]
+pub struct Busy {
+    pub services: Vec<ServiceId>,
+    pub projects: Vec<ProjectId>,
+}
+
 /// How a deployment ended.
 #[derive(Clone, Debug)]
 pub enum Outcome {

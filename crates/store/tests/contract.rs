@@ -130,7 +130,7 @@ async fn deploy(store: &SqlStore, s: &Service, d: Digest) -> Deployment {
         .await
         .unwrap();
     let claimed = store
-        .claim_deployment("http://a:8440")
+        .claim_deployment("http://a:8440", &Busy::default())
         .await
         .unwrap()
         .unwrap();
@@ -434,7 +434,7 @@ contract!(
             ServiceStatus::PendingDeploy
         );
         let claimed = store
-            .claim_deployment("http://replica-a:8440")
+            .claim_deployment("http://replica-a:8440", &Busy::default())
             .await
             .unwrap()
             .unwrap();
@@ -469,10 +469,19 @@ contract!(
             ServiceStatus::Deployed
         );
         assert_eq!(
-            store.claim_deployment("x").await.unwrap().unwrap().id,
+            store
+                .claim_deployment("x", &Busy::default())
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
             d2.id
         );
-        assert!(store.claim_deployment("x").await.unwrap().is_none());
+        assert!(store
+            .claim_deployment("x", &Busy::default())
+            .await
+            .unwrap()
+            .is_none());
         assert_eq!(store.deployments_of(&s).await.unwrap().len(), 2);
         let other = service(&store, &p, "api", None).await;
         assert!(
@@ -487,6 +496,55 @@ contract!(
 );
 
 contract!(
+    claims_are_fair_between_projects_and_one_per_service,
+    |store: SqlStore| async move {
+        let Fx { alice, p, .. } = fixture(&store).await;
+        let q = store
+            .create_project(
+                "other",
+                &alice,
+                audit("project.create", Some("other"), None),
+            )
+            .await
+            .unwrap();
+        let a1 = service(&store, &p, "a1", None).await;
+        let a2 = service(&store, &p, "a2", None).await;
+        let b = service(&store, &q, "b", None).await;
+        for s in [&a1, &a2, &b] {
+            store
+                .create_deployment(s, audit("deployment.create", Some("web"), Some(&s.name)))
+                .await
+                .unwrap();
+        }
+        // `web` is busy on this replica: `other`'s deployment goes first, though newer.
+        let busy = Busy {
+            services: vec![],
+            projects: vec![p.id.clone()],
+        };
+        let first = store.claim_deployment("x", &busy).await.unwrap().unwrap();
+        assert_eq!(first.service_id, b.id);
+        // Nobody else waits: a busy project's deployment is taken after all...
+        let second = store.claim_deployment("x", &busy).await.unwrap().unwrap();
+        assert_eq!(second.service_id, a1.id);
+        // ...but never a second one of a service being deployed.
+        let busy = Busy {
+            services: vec![a2.id.clone()],
+            projects: vec![],
+        };
+        assert!(store.claim_deployment("x", &busy).await.unwrap().is_none());
+        assert_eq!(
+            store
+                .claim_deployment("x", &Busy::default())
+                .await
+                .unwrap()
+                .unwrap()
+                .service_id,
+            a2.id
+        );
+    }
+);
+
+contract!(
     a_failed_deployment_records_its_code,
     |store: SqlStore| async move {
         let Fx { p, .. } = fixture(&store).await;
@@ -495,7 +553,11 @@ contract!(
             .create_deployment(&s, audit("deployment.create", Some("web"), Some("api")))
             .await
             .unwrap();
-        let claimed = store.claim_deployment("x").await.unwrap().unwrap();
+        let claimed = store
+            .claim_deployment("x", &Busy::default())
+            .await
+            .unwrap()
+            .unwrap();
         store
             .finish_deployment(
                 &claimed,
@@ -539,7 +601,11 @@ contract!(
             .create_deployment(&s, audit("deployment.create", Some("web"), Some("api")))
             .await
             .unwrap();
-        let claimed = store.claim_deployment("x").await.unwrap().unwrap();
+        let claimed = store
+            .claim_deployment("x", &Busy::default())
+            .await
+            .unwrap()
+            .unwrap();
         // Alive (a fresh heartbeat): another replica's repair leaves it alone.
         store.heartbeat(&claimed).await.unwrap();
         assert_eq!(
@@ -593,7 +659,11 @@ contract!(
             .create_deployment(&s, audit("deployment.create", Some("web"), Some("worker")))
             .await
             .unwrap();
-        let failed = store.claim_deployment("x").await.unwrap().unwrap();
+        let failed = store
+            .claim_deployment("x", &Busy::default())
+            .await
+            .unwrap()
+            .unwrap();
         store
             .finish_deployment(
                 &failed,

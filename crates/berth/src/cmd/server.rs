@@ -58,6 +58,15 @@ pub struct Args {
     /// CPU limit of each container, in CPUs [default: 1]
     #[arg(long, env = "BERTH_CONTAINER_CPUS")]
     container_cpus: Option<f64>,
+    /// Deployments run at once on this replica, fairly across projects [default: 4]
+    #[arg(long, env = "BERTH_DEPLOY_CONCURRENCY")]
+    deploy_concurrency: Option<usize>,
+    /// Seconds a deployment may take to start its container [default: 900]
+    #[arg(long, env = "BERTH_DEPLOY_TIMEOUT")]
+    deploy_timeout: Option<u64>,
+    /// Seconds a blob download may go without a byte [default: 30]
+    #[arg(long, env = "BERTH_BLOB_STALL_TIMEOUT")]
+    blob_stall_timeout: Option<u64>,
 }
 
 impl Args {
@@ -88,6 +97,9 @@ impl Args {
                 container_memory_mb: self.container_memory_mb,
                 container_pids: self.container_pids,
                 container_cpus: self.container_cpus,
+                deploy_concurrency: self.deploy_concurrency,
+                deploy_timeout_secs: self.deploy_timeout,
+                blob_stall_secs: self.blob_stall_timeout,
             },
             file,
         )

@@ -32,7 +32,7 @@ use berth_runtime::pull;
 use berth_runtime::rootfs::{self, ImageStore};
 use berth_runtime::runc::{Runc, Runtime};
 use berth_runtime::sandbox::Sandbox;
-use berth_store::{DeploymentId, LiveDeployment, NewAudit, Store, StoreError};
+use berth_store::{Deployment, DeploymentId, LiveDeployment, NewAudit, Store, StoreError};
 
 pub use worker::{stale_before, Worker};
 
@@ -57,6 +57,8 @@ pub struct Deployer {
     runtime: Option<Box<dyn Runtime>>,
     /// Proofs of access to cached content, per project (see `berth_runtime::proofs`).
     pub proofs: Proofs,
+    /// Deployments this replica's worker runs now.
+    in_flight: Mutex<HashMap<DeploymentId, Deployment>>,
     /// Pulls in flight on this replica, for progress bars.
     pulls: Mutex<HashMap<DeploymentId, Arc<pull::Progress>>>,
     /// Set when a service was terminated: the worker collects garbage next.
@@ -108,6 +110,7 @@ impl Deployer {
             replica_url: Default::default(),
             runtime,
             proofs: Proofs::default(),
+            in_flight: Mutex::new(HashMap::new()),
             pulls: Mutex::new(HashMap::new()),
             gc_wanted: AtomicBool::new(false),
             stopping: Mutex::new(HashSet::new()),

@@ -107,7 +107,7 @@ impl Deployer {
         };
         // In this order: a container listed here existed before the in-flight
         // snapshot, so a deploy not in flight then had recorded its end (the worker
-        // drops its `pulls` entry only after that) before `live` is read.
+        // drops its `in_flight` entry only after that) before `live` is read.
         let containers = match runtime.list().await {
             Ok(c) => c,
             Err(e) => {
@@ -115,7 +115,7 @@ impl Deployer {
                 return;
             }
         };
-        let in_flight: HashSet<DeploymentId> = locked(&self.pulls).keys().cloned().collect();
+        let in_flight: HashSet<DeploymentId> = locked(&self.in_flight).keys().cloned().collect();
         let live: HashMap<DeploymentId, LiveDeployment> = match store.live_deployments().await {
             Ok(l) => l.into_iter().map(|d| (d.id.clone(), d)).collect(),
             Err(e) => {

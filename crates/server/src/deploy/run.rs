@@ -91,6 +91,9 @@ pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest
     let pulled = pull(w, d, &service, &mut opened).await.map_err(|e| {
         match &e {
             PullError::Registry(r) => explain(r),
+            PullError::Stalled { .. } => {
+                Failure::registry(berth_registry::Code::Timeout, e.to_string())
+            }
             PullError::Cache(_) | PullError::DiffId { .. } => {
                 Failure::registry(berth_registry::Code::NetworkError, e.to_string())
             }
@@ -167,6 +170,7 @@ async fn pull(
     pull::pull(
         opened,
         &platform,
+        w.limits.stall,
         access,
         &w.deployer.cache,
         &w.deployer.images,

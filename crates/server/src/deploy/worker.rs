@@ -1,16 +1,18 @@
-//! The worker: claims deployments from the durable queue, heartbeats them while
-//! they run, records how they ended, and between deploys reconciles, collects
-//! garbage and repairs the deploys of replicas that died.
+//! The worker: claims deployments from the durable queue, several at once (fairly
+//! across projects, never two of one service), heartbeats them while they run,
+//! gives each a deadline, records how they ended, and meanwhile reconciles,
+//! collects garbage and repairs the deploys of replicas that died.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_registry::Registry;
-use berth_store::{Deployment, Outcome, Store};
+use berth_registry::{Code, Registry};
+use berth_store::{Busy, Deployment, Outcome, Store};
 
 use super::failure::Failure;
 use super::{locked, log, run, Deployer};
+use crate::config::DeployLimits;
 use crate::secrets::Vault;
 
 /// A worker proves it still runs its `DEPLOYING` deployment this often...
@@ -33,39 +35,50 @@ pub struct Worker {
     pub vault: Arc<dyn Vault>,
     pub registry: Arc<Registry>,
     pub deployer: Arc<Deployer>,
+    pub limits: DeployLimits,
 }
 
 impl Worker {
-    /// Runs forever: claims deployments and runs them one at a time.
+    /// Runs forever: claims deployments while a slot is free and runs each in a
+    /// task of its own, so that a slow registry holds one slot, never the queue.
     pub async fn run(self) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.limits.concurrency));
         let mut last_repair = Instant::now();
         let mut last_reconcile = Instant::now();
         self.deployer.reconcile(self.store.as_ref()).await;
         loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
             let replica_url = self.deployer.replica_url.get().map_or("", String::as_str);
-            match self.store.claim_deployment(replica_url).await {
+            match self.store.claim_deployment(replica_url, &self.busy()).await {
                 Ok(Some(d)) => {
-                    self.deploy(&d).await;
-                    // The deployment it replaced stops now, before its image may go.
-                    self.deployer.reconcile(self.store.as_ref()).await;
-                    last_reconcile = Instant::now();
-                    self.deployer.collect_garbage(self.store.as_ref()).await;
-                    // What the deploy wrote reaches the disk in the background.
-                    let deployer = self.deployer.clone();
-                    tokio::task::spawn_blocking(move || {
-                        if let Err(e) = deployer.settle_disk() {
-                            tracing::error!(error = %e, "syncing the blob cache");
-                        }
+                    locked(&self.deployer.in_flight).insert(d.id.clone(), d.clone());
+                    let w = self.clone();
+                    tokio::spawn(async move {
+                        w.deploy(&d).await;
+                        drop(slot);
+                        // The deployment it replaced stops now, before its image may go.
+                        w.deployer.reconcile(w.store.as_ref()).await;
+                        w.collect_garbage_if_idle().await;
+                        // What the deploy wrote reaches the disk in the background.
+                        let deployer = w.deployer.clone();
+                        tokio::task::spawn_blocking(move || {
+                            if let Err(e) = deployer.settle_disk() {
+                                tracing::error!(error = %e, "syncing the blob cache");
+                            }
+                        });
                     });
                 }
                 Ok(None) => {
+                    drop(slot);
                     let gc = self.deployer.gc_wanted.load(Ordering::SeqCst);
                     if gc || last_reconcile.elapsed() >= RECONCILE {
                         last_reconcile = Instant::now();
                         self.deployer.reconcile(self.store.as_ref()).await;
                     }
                     if gc {
-                        self.deployer.collect_garbage(self.store.as_ref()).await;
+                        self.collect_garbage_if_idle().await;
                     }
                     // Deploys of a replica that died are repaired by the ones alive.
                     if last_repair.elapsed() >= STALE {
@@ -75,6 +88,7 @@ impl Worker {
                     tokio::time::sleep(Duration::from_millis(250)).await
                 }
                 Err(e) => {
+                    drop(slot);
                     tracing::error!(error = %e, "claiming a deployment");
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
@@ -82,7 +96,27 @@ impl Worker {
         }
     }
 
-    /// Runs one claimed deployment to its end, heartbeating meanwhile.
+    /// The services and projects this replica is deploying now.
+    fn busy(&self) -> Busy {
+        let in_flight = locked(&self.deployer.in_flight);
+        Busy {
+            services: in_flight.values().map(|d| d.service_id.clone()).collect(),
+            projects: in_flight.values().map(|d| d.project_id.clone()).collect(),
+        }
+    }
+
+    /// Garbage is collected only while no pull runs here (a pull may be about to
+    /// use what looks unused).
+    async fn collect_garbage_if_idle(&self) {
+        if locked(&self.deployer.in_flight).is_empty() {
+            self.deployer.collect_garbage(self.store.as_ref()).await;
+        } else {
+            self.deployer.want_gc();
+        }
+    }
+
+    /// Runs one claimed deployment to its end (or its deadline), heartbeating
+    /// meanwhile.
     async fn deploy(&self, d: &Deployment) {
         let log = self.deployer.log_path(&d.id);
         let heartbeat = async {
@@ -93,9 +127,13 @@ impl Worker {
                 }
             }
         };
+        let deadline = self.limits.deadline;
         let result = match self.deployer.durability.begin() {
             Ok(_writing) => tokio::select! {
-                r = run::run(self, d, &log) => r,
+                r = tokio::time::timeout(deadline, run::run(self, d, &log)) => match r {
+                    Ok(r) => r,
+                    Err(_) => Err(self.past_deadline(d)),
+                },
                 _ = heartbeat => unreachable!("the heartbeat loop does not end"),
             },
             Err(e) => Err(Failure::runtime(format!("the data dir: {e}"))),
@@ -121,9 +159,35 @@ impl Worker {
         // Kept until here so that a watcher polling the deployment sees the blobs'
         // final state even when the pull took less than a poll.
         locked(&self.deployer.pulls).remove(&d.id);
+        locked(&self.deployer.in_flight).remove(&d.id);
         if let Err(e) = finished {
             tracing::error!(deployment = %d.id, error = %e, "recording the deployment's end");
         }
+    }
+
+    /// The deadline passed: say where the pull was (which blobs, how far).
+    fn past_deadline(&self, d: &Deployment) -> Failure {
+        let unfinished: Vec<String> = self
+            .deployer
+            .progress(&d.id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|b| b.received < b.size)
+            .map(|b| format!("blob {}: {} of {} bytes", b.digest, b.received, b.size))
+            .collect();
+        let mut message = format!(
+            "the deployment did not start within its {} s deadline",
+            self.limits.deadline.as_secs()
+        );
+        if !unfinished.is_empty() {
+            message.push_str(&format!(
+                " pulling {} from {}: {}",
+                d.image,
+                d.image.registry(),
+                unfinished.join("; ")
+            ));
+        }
+        Failure::registry(Code::Timeout, message)
     }
 
     async fn repair(&self) {

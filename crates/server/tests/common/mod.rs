@@ -64,6 +64,7 @@ pub fn config(dir: &std::path::Path, db: Db, insecure: &str, master_key: Option<
         vault: Default::default(),
         advertise_url: None,
         sandbox: Default::default(),
+        deploys: Default::default(),
     }
 }
 

@@ -99,35 +99,16 @@ impl DeploymentQueue for SqlStore {
         rows.iter().map(deployment_from).collect()
     }
 
-    async fn claim_deployment(&self, replica_url: &str) -> Result<Option<Deployment>> {
-        let lock = match self.backend {
-            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(&format!(
-            "UPDATE deployments SET status = $1, updated_at = $2, heartbeat_at = $3, replica_url = $4 WHERE id = \
-             (SELECT id FROM deployments WHERE status = $5 ORDER BY created_at LIMIT 1 {lock}) \
-             RETURNING {DEPLOYMENT_COLUMNS}"
-        ))
-        .bind(DeploymentStatus::Deploying.as_str())
-        .bind(now())
-        .bind(now())
-        .bind(replica_url)
-        .bind(DeploymentStatus::PendingDeploy.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let d = row.as_ref().map(deployment_from).transpose()?;
-        if let Some(d) = &d {
-            sqlx::query("UPDATE services SET status = $1 WHERE id = $2 AND status <> $3")
-                .bind(ServiceStatus::Deploying.as_str())
-                .bind(d.service_id.as_str())
-                .bind(TERMINATED)
-                .execute(&mut *tx)
-                .await?;
+    async fn claim_deployment(&self, replica_url: &str, busy: &Busy) -> Result<Option<Deployment>> {
+        // Another project's first; a busy project's only when nobody else waits.
+        if !busy.projects.is_empty() {
+            let mut excluded = busy.projects.iter().map(|p| p.as_str()).collect::<Vec<_>>();
+            excluded.dedup();
+            if let Some(d) = self.claim(replica_url, &busy.services, &excluded).await? {
+                return Ok(Some(d));
+            }
         }
-        tx.commit().await?;
-        Ok(d)
+        self.claim(replica_url, &busy.services, &[]).await
     }
 
     async fn finish_deployment(&self, d: &Deployment, outcome: Outcome) -> Result<()> {
@@ -235,5 +216,75 @@ impl DeploymentQueue for SqlStore {
         }
         tx.commit().await?;
         Ok(stale.len() as u64)
+    }
+}
+
+impl SqlStore {
+    /// Claims the oldest pending deployment of no service in `services` and no
+    /// project in `projects`.
+    async fn claim(
+        &self,
+        replica_url: &str,
+        services: &[ServiceId],
+        projects: &[&str],
+    ) -> Result<Option<Deployment>> {
+        let lock = match self.backend {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        // $1..$5 are fixed; the exclusions follow, one placeholder each.
+        let mut n = 5;
+        let mut list = |len: usize| {
+            let l: Vec<String> = (0..len)
+                .map(|_| {
+                    n += 1;
+                    format!("${n}")
+                })
+                .collect();
+            l.join(", ")
+        };
+        let mut filter = String::new();
+        if !services.is_empty() {
+            filter.push_str(&format!(
+                " AND service_id NOT IN ({})",
+                list(services.len())
+            ));
+        }
+        if !projects.is_empty() {
+            filter.push_str(&format!(
+                " AND project_id NOT IN ({})",
+                list(projects.len())
+            ));
+        }
+        let sql = format!(
+            "UPDATE deployments SET status = $1, updated_at = $2, heartbeat_at = $3, replica_url = $4 WHERE id = \
+             (SELECT id FROM deployments WHERE status = $5{filter} ORDER BY created_at LIMIT 1 {lock}) \
+             RETURNING {DEPLOYMENT_COLUMNS}"
+        );
+        let mut tx = self.pool.begin().await?;
+        let mut q = sqlx::query(&sql)
+            .bind(DeploymentStatus::Deploying.as_str())
+            .bind(now())
+            .bind(now())
+            .bind(replica_url)
+            .bind(DeploymentStatus::PendingDeploy.as_str());
+        for s in services {
+            q = q.bind(s.as_str());
+        }
+        for p in projects {
+            q = q.bind(*p);
+        }
+        let row = q.fetch_optional(&mut *tx).await?;
+        let d = row.as_ref().map(deployment_from).transpose()?;
+        if let Some(d) = &d {
+            sqlx::query("UPDATE services SET status = $1 WHERE id = $2 AND status <> $3")
+                .bind(ServiceStatus::Deploying.as_str())
+                .bind(d.service_id.as_str())
+                .bind(TERMINATED)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(d)
     }
 }
