@@ -392,6 +392,24 @@ mod tests {
     }
 
     #[test]
+    fn debug_shows_no_key_and_no_database_password() {
+        let c = Config::resolve(
+            Overrides {
+                data_dir: Some("/d".into()),
+                master_key: Some("c2VjcmV0LW1hc3Rlci1rZXktYmFzZTY0LXh4eHh4eHg=".into()),
+                database_url: Some("postgres://berth:db-Pa55@db/berth".into()),
+                ..Default::default()
+            },
+            FileConfig::default(),
+        )
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("c2VjcmV0"), "{dbg}");
+        assert!(!dbg.contains("db-Pa55"), "{dbg}");
+        assert!(dbg.contains("REDACTED"));
+    }
+
+    #[test]
     fn vault_settings() {
         let file: FileConfig = toml::from_str(
             r#"

@@ -299,3 +299,18 @@ pub(crate) fn classify(host: &str, e: reqwest::Error) -> RegistryError {
         RegistryError::Network(format!("request to {host} failed: {innermost}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_urls_carry_no_query_and_no_user_info() {
+        let u = Url::parse("https://user:pw@bucket.s3.amazonaws.com:8443/blobs/x?X-Amz-Signature=abc&X-Amz-Credential=AKIA").unwrap();
+        let l = loggable(&u);
+        assert_eq!(l, "https://bucket.s3.amazonaws.com:8443/blobs/x");
+        for secret in ["Signature", "abc", "AKIA", "pw", "user"] {
+            assert!(!l.contains(secret), "{l}");
+        }
+    }
+}
