@@ -10,6 +10,7 @@ use crate::routes::{audit, deployments, health, preflight, projects, services, u
     info(title = "berth", description = "Run pre-built images from private container registries."),
     paths(
         health::healthz,
+        health::openapi,
         users::create,
         projects::create,
         projects::add_member,

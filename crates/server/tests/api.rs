@@ -102,6 +102,24 @@ api_test!(health_and_the_openapi_document_need_no_token, |fx| {
     ] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
+    // What needs no token says so (an empty requirement); everything else needs one.
+    for open in ["/healthz", "/openapi.json"] {
+        assert_eq!(doc["paths"][open]["get"]["security"], json!([{}]), "{open}");
+    }
+    assert_eq!(doc["security"], json!([{"bearer": []}]));
+    assert!(doc["paths"]["/v1/projects"]["post"]["security"].is_null());
+    // The schemas carry the rules the server applies.
+    let schemas = &doc["components"]["schemas"];
+    for s in ["CreateProject", "CreateUser", "CreateService"] {
+        assert_eq!(
+            schemas[s]["properties"]["name"]["pattern"], "^[a-z0-9][a-z0-9-]{0,62}$",
+            "{s}"
+        );
+    }
+    assert_eq!(
+        schemas["ResourcesInput"]["properties"]["memory_mb"]["minimum"],
+        16
+    );
 });
 
 api_test!(only_the_admin_creates_users_and_tokens_are_checked, |fx| {

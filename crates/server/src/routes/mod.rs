@@ -20,7 +20,7 @@ const BODY_LIMIT: usize = 64 * 1024;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
-        .route("/openapi.json", get(crate::openapi::document))
+        .route("/openapi.json", get(health::openapi))
         .route("/v1/users", post(users::create))
         .route("/v1/projects", post(projects::create))
         .route("/v1/projects/{p}/members", post(projects::add_member))

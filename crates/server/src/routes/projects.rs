@@ -12,6 +12,8 @@ use crate::state::AppState;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProject {
+    /// A slug: `[a-z0-9][a-z0-9-]{0,62}`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$", min_length = 1, max_length = 63)]
     pub name: String,
 }
 

@@ -70,6 +70,8 @@ impl ResourcesInput {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateService {
+    /// A slug: `[a-z0-9][a-z0-9-]{0,62}`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$", min_length = 1, max_length = 63)]
     pub name: String,
     pub image: String,
     pub registry: Option<RegistryInput>,

@@ -14,6 +14,8 @@ use crate::tokens;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    /// A slug: `[a-z0-9][a-z0-9-]{0,62}`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$", min_length = 1, max_length = 63)]
     pub name: String,
 }
 
