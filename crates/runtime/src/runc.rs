@@ -119,6 +119,8 @@ pub trait Runtime: Send + Sync {
     fn exited(&self, id: &str) -> Option<std::process::ExitStatus>;
     /// Whether container `id` (started or adopted by this process) still runs.
     fn is_running(&self, id: &str) -> bool;
+    /// Whether the runtime reports container `id`'s process as started (`running`).
+    async fn started(&self, id: &str) -> bool;
     /// The containers this runtime holds, running or not, whoever started them.
     async fn list(&self) -> Result<Vec<String>, RuntimeError>;
     /// Takes up container `id`, started by an earlier server process (a restart or
@@ -381,6 +383,18 @@ impl Runtime for Runc {
             return matches!(child.try_wait(), Ok(None));
         }
         self.adopted().get(id).is_some_and(pidfd_alive)
+    }
+
+    async fn started(&self, id: &str) -> bool {
+        #[derive(serde::Deserialize)]
+        struct State {
+            status: String,
+        }
+        self.runc_output(&["state", id])
+            .await
+            .ok()
+            .and_then(|out| serde_json::from_slice::<State>(&out).ok())
+            .is_some_and(|s| s.status == "running")
     }
 
     async fn list(&self) -> Result<Vec<String>, RuntimeError> {

@@ -40,6 +40,9 @@ pub struct DeployLimits {
     pub deadline: std::time::Duration,
     /// A blob download with no byte for this long is `FAILED timeout`.
     pub stall: std::time::Duration,
+    /// A container that exits with a failure this soon after it started fails its
+    /// deployment (`runtime_error`, with the exit code and its last lines).
+    pub start_window: std::time::Duration,
 }
 
 impl Default for DeployLimits {
@@ -48,6 +51,7 @@ impl Default for DeployLimits {
             concurrency: 4,
             deadline: std::time::Duration::from_secs(900),
             stall: berth_runtime::pull::DEFAULT_STALL,
+            start_window: std::time::Duration::from_millis(500),
         }
     }
 }
@@ -132,6 +136,7 @@ pub struct FileDeploys {
     pub concurrency: Option<usize>,
     pub timeout_secs: Option<u64>,
     pub stall_secs: Option<u64>,
+    pub start_window_ms: Option<u64>,
 }
 
 /// `[containers]`: the sandbox every container runs in.
@@ -226,6 +231,7 @@ pub struct Overrides {
     pub deploy_concurrency: Option<usize>,
     pub deploy_timeout_secs: Option<u64>,
     pub blob_stall_secs: Option<u64>,
+    pub start_window_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -333,6 +339,9 @@ impl Config {
         }
         if let Some(t) = o.blob_stall_secs.or(file.deploys.stall_secs) {
             deploys.stall = std::time::Duration::from_secs(t.max(1));
+        }
+        if let Some(t) = o.start_window_ms.or(file.deploys.start_window_ms) {
+            deploys.start_window = std::time::Duration::from_millis(t);
         }
         Ok(Config {
             data_dir,

@@ -775,3 +775,46 @@ async fn a_trickling_registry_times_out_and_stalls_no_one_else() {
     alice.delete("/v1/projects/web/services/api").await;
     server.running.stop().await;
 }
+
+/// DEPLOYED means the process runs; one that fails within the start window fails
+/// its deployment with the exit code and its last lines.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_that_fails_in_its_start_window_fails_the_deploy() {
+    berth_testkit::require("runc");
+    let registry = Registry::start();
+    let url = registry.url();
+    registry.push_busybox(
+        "crash",
+        "echo starting up; echo config missing >&2; sleep 1; exit 3",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Db::Sqlite, &url, None);
+    cfg.deploys.start_window = Duration::from_secs(3);
+    let server = Server::start(cfg).await;
+    let alice = server.admin().new_user("alice").await;
+    alice.post("/v1/projects", json!({"name": "web"})).await;
+    let (s, v) = alice
+        .post("/v1/projects/web/services", json!({"name": "api", "image": "team/app:crash", "registry": registry_body(&url, "ci", PASSWORD)}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (_, d) = alice
+        .post("/v1/projects/web/services/api/deployments", json!({}))
+        .await;
+    let path = format!(
+        "/v1/projects/web/services/api/deployments/{}",
+        d["id"].as_str().unwrap()
+    );
+    let d = wait_for_end(&alice, &path).await;
+    assert_eq!(
+        (d["status"].as_str(), d["failure_code"].as_str()),
+        (Some("FAILED"), Some("runtime_error")),
+        "{d}"
+    );
+    let message = d["failure_message"].as_str().unwrap();
+    assert!(message.contains("exit code 3"), "{message}");
+    assert!(
+        message.contains("config missing"),
+        "its last lines: {message}"
+    );
+    server.running.stop().await;
+}

@@ -67,6 +67,9 @@ pub struct Args {
     /// Seconds a blob download may go without a byte [default: 30]
     #[arg(long, env = "BERTH_BLOB_STALL_TIMEOUT")]
     blob_stall_timeout: Option<u64>,
+    /// Milliseconds a new container must keep running (or exit 0) to count as started [default: 500]
+    #[arg(long, env = "BERTH_START_WINDOW_MS")]
+    start_window_ms: Option<u64>,
 }
 
 impl Args {
@@ -100,6 +103,7 @@ impl Args {
                 deploy_concurrency: self.deploy_concurrency,
                 deploy_timeout_secs: self.deploy_timeout,
                 blob_stall_secs: self.blob_stall_timeout,
+                start_window_ms: self.start_window_ms,
             },
             file,
         )

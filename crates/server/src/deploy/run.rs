@@ -262,15 +262,46 @@ async fn start(
         .start(&cid, bundle, &pulled.config, limits, log)
         .await
         .map_err(|e| Failure::runtime(e.to_string()))?;
-    // A container that fails at once (bad command, bad spec) is a failed deploy.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    if let Some(status) = runtime.exited(&cid) {
-        if !status.success() {
-            return Err(Failure::runtime(format!(
-                "the container exited at once with {status}; see the log"
-            ))
-            .at(&pulled.manifest));
+    // Started means the runtime reports the process running; no fixed sleep.
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+    let exited_early = loop {
+        if let Some(status) = runtime.exited(&cid) {
+            break Some(status);
         }
+        if runtime.started(&cid).await {
+            break None;
+        }
+        if tokio::time::Instant::now() > give_up {
+            return Err(Failure::runtime("the container did not start within 30 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // Then the start window: a container that fails this soon fails its deploy.
+    let window_end = tokio::time::Instant::now() + w.limits.start_window;
+    let mut exited = exited_early;
+    while exited.is_none() && tokio::time::Instant::now() < window_end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        exited = runtime.exited(&cid);
+    }
+    if let Some(status) = exited.filter(|s| !s.success()) {
+        let code = status
+            .code()
+            .map(|c| format!("exit code {c}"))
+            .unwrap_or_else(|| status.to_string());
+        return Err(Failure::runtime(format!(
+            "the container exited at once with {code}; its last lines:\n{}",
+            last_lines(log, 5)
+        ))
+        .at(&pulled.manifest));
     }
     Ok(())
+}
+
+/// The last `n` lines of a deployment's log (the container's output comes last).
+fn last_lines(log: &Path, n: usize) -> String {
+    let text = std::fs::read(log).unwrap_or_default();
+    let tail = &text[text.len().saturating_sub(16 << 10)..];
+    let text = String::from_utf8_lossy(tail);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
