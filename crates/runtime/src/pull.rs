@@ -21,6 +21,49 @@ use crate::unpack::{self, Compression, IdShift, UnpackError};
 /// How long a blob download may go without a byte before it fails.
 pub const DEFAULT_STALL: Duration = Duration::from_secs(30);
 
+/// The terms a pull runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Terms {
+    /// A blob download with no byte for this long fails.
+    pub stall: Duration,
+    pub caps: Caps,
+}
+
+impl Default for Terms {
+    fn default() -> Self {
+        Terms {
+            stall: DEFAULT_STALL,
+            caps: Caps::default(),
+        }
+    }
+}
+
+/// How large an image may be: what the reference implementations cap (the
+/// manifest at 4 MiB in the registry client, the config here), and budgets for
+/// what layers expand to, so that a bomb is refused while it expands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caps {
+    /// The config blob, as the manifest declares it (read whole into memory).
+    pub config_bytes: u64,
+    /// One layer: its blob as declared, and its uncompressed tar stream.
+    pub layer_bytes: u64,
+    /// All layers' uncompressed bytes together.
+    pub image_bytes: u64,
+    /// Entries of one layer.
+    pub entries: u64,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Caps {
+            config_bytes: 8 << 20,
+            layer_bytes: 8 << 30,
+            image_bytes: 16 << 30,
+            entries: 500_000,
+        }
+    }
+}
+
 /// Layers downloaded at once.
 const PARALLEL_DOWNLOADS: usize = 4;
 /// Times a broken blob download is resumed before the pull fails.
@@ -36,6 +79,9 @@ pub enum PullError {
     Unpack(#[from] UnpackError),
     #[error("the image is not valid: {0}")]
     Invalid(String),
+    /// The image is over a cap (see [`Caps`]).
+    #[error("the image was refused: {0}")]
+    Rejected(String),
     /// No byte of a blob arrived for the stall timeout: the registry trickles or hangs.
     #[error("blob {digest} stalled: no byte for {} s after {received} of {size} bytes from {registry}", .stall.as_secs())]
     Stalled {
@@ -152,12 +198,13 @@ fn invalid(e: impl std::fmt::Display) -> PullError {
 /// Streams one blob into the cache unless it is there already; `feed` (if any)
 /// passes the bytes on to a reader as they land.
 /// Where a pull's blobs come from, and on what terms: the cache (used only with a
-/// proof of `access`), the registry (a blob with no byte for `stall` fails).
+/// proof of `access`), the registry (a blob with no byte for the stall timeout
+/// fails), within the caps.
 #[derive(Clone, Copy)]
 struct Source<'a> {
     cache: &'a BlobCache,
     access: Access<'a>,
-    stall: Duration,
+    terms: Terms,
 }
 
 async fn fetch(
@@ -172,8 +219,9 @@ async fn fetch(
     let Source {
         cache,
         access,
-        stall,
+        terms,
     } = src;
+    let stall = terms.stall;
     if cache.contains(&digest) {
         // Not a byte of the cached copy is read before the registry proved that it
         // serves this blob to this project.
@@ -263,7 +311,7 @@ async fn fetch(
 pub async fn pull(
     opened: &mut Opened<'_>,
     platform: &PlatformManifest,
-    stall: Duration,
+    terms: Terms,
     access: Access<'_>,
     cache: &BlobCache,
     images: &ImageStore,
@@ -272,6 +320,28 @@ pub async fn pull(
     let digest = &opened.resolved.digest;
     let s = &mut opened.session;
     let (manifest_digest, m) = (platform.digest.clone(), &platform.manifest);
+    let caps = terms.caps;
+    // Refused from what the manifest declares, before a byte is downloaded.
+    if m.config().size() > caps.config_bytes {
+        return Err(PullError::Rejected(format!(
+            "its config is declared {} bytes, over the {} byte cap",
+            m.config().size(),
+            caps.config_bytes
+        )));
+    }
+    if let Some((i, l)) = m
+        .layers()
+        .iter()
+        .enumerate()
+        .find(|(_, l)| l.size() > caps.layer_bytes)
+    {
+        return Err(PullError::Rejected(format!(
+            "layer {i} ({}) is declared {} bytes, over the {} byte cap per layer",
+            l.digest(),
+            l.size(),
+            caps.layer_bytes
+        )));
+    }
     if let Some(rootfs) = images.ready(&manifest_digest) {
         // Every blob the image is made of, proven at once, in parallel.
         let mut all = vec![m.config().digest().to_string()];
@@ -292,7 +362,7 @@ pub async fn pull(
         let src = Source {
             cache,
             access,
-            stall,
+            terms,
         };
         let config_blob = fetch(
             s.fork(),
@@ -331,7 +401,7 @@ pub async fn pull(
         Source {
             cache,
             access,
-            stall,
+            terms,
         },
         &rootfs,
         ids,
@@ -427,6 +497,8 @@ async fn unpack_all(
         }
         std::fs::create_dir_all(rootfs).map_err(CacheError::from)?;
         let mut unpack_took = Duration::ZERO;
+        let caps = src.terms.caps;
+        let mut image_left = caps.image_bytes;
         for (i, layer) in m.layers().iter().enumerate() {
             let compression = Compression::from_media_type(layer.media_type().as_ref())?;
             if compression == Compression::None && layer.digest().to_string() != diff_ids[i] {
@@ -439,6 +511,11 @@ async fn unpack_all(
             let feed = feeds[i + 1].clone();
             let root = rootfs.to_owned();
             let started = Instant::now();
+            let budget = unpack::Budget {
+                bytes: caps.layer_bytes.min(image_left),
+                entries: caps.entries,
+            };
+            let per_layer = caps.layer_bytes <= image_left;
             let unpacked = tokio::task::spawn_blocking(move || {
                 let reader = feed.reader()?;
                 unpack::apply_layer_shifted(
@@ -446,10 +523,24 @@ async fn unpack_all(
                     compression,
                     &root,
                     ids,
+                    budget,
                 )
             })
             .await
-            .map_err(invalid)??;
+            .map_err(invalid)?
+            .map_err(|e| match e {
+                UnpackError::OverCap { what, limit } => PullError::Rejected(format!(
+                    "layer {i} ({}) expands past the {what} cap of {limit}{}",
+                    layer.digest(),
+                    if what == "entry count" || per_layer {
+                        " per layer"
+                    } else {
+                        ", what was left of the image's budget"
+                    }
+                )),
+                other => PullError::Unpack(other),
+            })?;
+            image_left = image_left.saturating_sub(unpacked.bytes);
             unpack_took += started.elapsed();
             if let Some(actual) = unpacked.diff_id {
                 if actual.to_string() != diff_ids[i] {

@@ -64,6 +64,67 @@ pub enum UnpackError {
     MediaType(String),
     #[error("refused layer entry {path:?}: {reason}")]
     Refused { path: String, reason: &'static str },
+    /// The layer expands past a cap: a decompression bomb, or an image too large
+    /// for this server.
+    #[error("the layer expands past the {what} cap of {limit}")]
+    OverCap { what: &'static str, limit: u64 },
+}
+
+/// How far one layer may expand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Uncompressed bytes (the tar stream).
+    pub bytes: u64,
+    /// Entries (files, directories, links, whiteouts).
+    pub entries: u64,
+}
+
+impl Budget {
+    pub const UNLIMITED: Budget = Budget {
+        bytes: u64::MAX,
+        entries: u64::MAX,
+    };
+}
+
+/// Counts the uncompressed bytes and fails once they pass the budget, so that a
+/// bomb is stopped while it expands, not after.
+struct Capped<R> {
+    inner: R,
+    read: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.limit {
+            return Err(io::Error::other(OverBytes(self.limit)));
+        }
+        Ok(n)
+    }
+}
+
+#[derive(Debug)]
+struct OverBytes(u64);
+
+impl std::fmt::Display for OverBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "over {} uncompressed bytes", self.0)
+    }
+}
+
+impl std::error::Error for OverBytes {}
+
+/// An I/O error that is the byte cap speaking, as the cap error.
+fn cap_error(e: io::Error) -> UnpackError {
+    match e.get_ref().and_then(|i| i.downcast_ref::<OverBytes>()) {
+        Some(OverBytes(limit)) => UnpackError::OverCap {
+            what: "uncompressed size",
+            limit: *limit,
+        },
+        None => UnpackError::Io(e),
+    }
 }
 
 #[derive(Debug)]
@@ -73,6 +134,8 @@ pub struct Unpacked {
     /// digest, which the cache already verified (hashing it twice would be waste).
     pub diff_id: Option<Digest>,
     pub entries: u64,
+    /// Uncompressed bytes of the layer's tar stream.
+    pub bytes: u64,
 }
 
 struct HashingReader<R> {
@@ -90,7 +153,6 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// Applies one layer (as it streams) to `root`.
 /// How an image's owners are written to disk: container id `n` becomes host id
 /// `base + n`, so that a container running in a user namespace mapped onto
 /// `base..base+size` owns its own files; ids at or past `size` become the
@@ -123,20 +185,22 @@ impl Default for IdShift {
     }
 }
 
+/// Applies one layer (as it streams) to `root`.
 pub fn apply_layer(
     reader: impl Read,
     compression: Compression,
     root: &Path,
 ) -> Result<Unpacked, UnpackError> {
-    apply_layer_shifted(reader, compression, root, IdShift::NONE)
+    apply_layer_shifted(reader, compression, root, IdShift::NONE, Budget::UNLIMITED)
 }
 
-/// [`apply_layer`], owners shifted by `ids`.
+/// [`apply_layer`], owners shifted by `ids`, within `budget`.
 pub fn apply_layer_shifted(
     reader: impl Read,
     compression: Compression,
     root: &Path,
     ids: IdShift,
+    budget: Budget,
 ) -> Result<Unpacked, UnpackError> {
     let decompressed: Box<dyn Read> = match compression {
         Compression::None => Box::new(reader),
@@ -144,7 +208,11 @@ pub fn apply_layer_shifted(
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(reader)?),
     };
     let mut hashing = HashingReader {
-        inner: decompressed,
+        inner: Capped {
+            inner: decompressed,
+            read: 0,
+            limit: budget.bytes,
+        },
         hasher: (compression != Compression::None).then(Sha256::new),
     };
     let mut entries = 0;
@@ -152,19 +220,29 @@ pub fn apply_layer_shifted(
     root.ids = ids;
     {
         let mut archive = tar::Archive::new(&mut hashing);
-        for entry in archive.entries()? {
-            let mut entry = entry?;
-            apply_entry(&mut entry, &root)?;
+        for entry in archive.entries().map_err(cap_error)? {
+            let mut entry = entry.map_err(cap_error)?;
             entries += 1;
+            if entries > budget.entries {
+                return Err(UnpackError::OverCap {
+                    what: "entry count",
+                    limit: budget.entries,
+                });
+            }
+            apply_entry(&mut entry, &root).map_err(|e| match e {
+                UnpackError::Io(io) => cap_error(io),
+                other => other,
+            })?;
         }
     }
     // The diff_id covers the whole stream, trailing blocks included.
-    io::copy(&mut hashing, &mut io::sink())?;
+    io::copy(&mut hashing, &mut io::sink()).map_err(cap_error)?;
     Ok(Unpacked {
         diff_id: hashing
             .hasher
             .map(|h| Digest::sha256_from_bytes(&h.finalize().into())),
         entries,
+        bytes: hashing.inner.read,
     })
 }
 

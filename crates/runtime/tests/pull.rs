@@ -6,7 +6,7 @@ use berth_registry::{
 };
 use berth_runtime::cache::BlobCache;
 use berth_runtime::proofs::{Access, Proofs};
-use berth_runtime::pull::{pull, DEFAULT_STALL};
+use berth_runtime::pull::{pull, Terms};
 use berth_runtime::rootfs::ImageStore;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -66,7 +66,7 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
     let first = pull(
         &mut s,
         &platform,
-        DEFAULT_STALL,
+        Terms::default(),
         access,
         &cache,
         &images,
@@ -108,7 +108,7 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
     let second = pull(
         &mut s,
         &platform,
-        DEFAULT_STALL,
+        Terms::default(),
         access,
         &cache,
         &images,
@@ -128,7 +128,7 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
     let third = pull(
         &mut s,
         &platform,
-        DEFAULT_STALL,
+        Terms::default(),
         other,
         &cache,
         &images,
@@ -163,7 +163,7 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
                 pull(
                     &mut s,
                     &platform,
-                    DEFAULT_STALL,
+                    Terms::default(),
                     access,
                     &cache,
                     &images,
@@ -310,7 +310,7 @@ async fn a_download_that_breaks_is_resumed_with_range() {
     let pulled = pull(
         &mut s,
         &platform,
-        DEFAULT_STALL,
+        Terms::default(),
         access,
         &cache,
         &images,
@@ -415,7 +415,10 @@ async fn a_stalled_blob_fails_after_the_stall_timeout() {
     let err = pull(
         &mut s,
         &platform,
-        std::time::Duration::from_secs(1),
+        Terms {
+            stall: std::time::Duration::from_secs(1),
+            ..Default::default()
+        },
         access,
         &cache,
         &images,

@@ -43,6 +43,8 @@ pub struct DeployLimits {
     /// A container that exits with a failure this soon after it started fails its
     /// deployment (`runtime_error`, with the exit code and its last lines).
     pub start_window: std::time::Duration,
+    /// How large an image may be.
+    pub caps: berth_runtime::pull::Caps,
 }
 
 impl Default for DeployLimits {
@@ -52,6 +54,7 @@ impl Default for DeployLimits {
             deadline: std::time::Duration::from_secs(900),
             stall: berth_runtime::pull::DEFAULT_STALL,
             start_window: std::time::Duration::from_millis(500),
+            caps: Default::default(),
         }
     }
 }
@@ -137,6 +140,11 @@ pub struct FileDeploys {
     pub timeout_secs: Option<u64>,
     pub stall_secs: Option<u64>,
     pub start_window_ms: Option<u64>,
+    /// Uncompressed MiB of one layer, and of an image.
+    pub max_layer_mb: Option<u64>,
+    pub max_image_mb: Option<u64>,
+    /// Entries of one layer.
+    pub max_layer_entries: Option<u64>,
 }
 
 /// `[containers]`: the sandbox every container runs in.
@@ -342,6 +350,15 @@ impl Config {
         }
         if let Some(t) = o.start_window_ms.or(file.deploys.start_window_ms) {
             deploys.start_window = std::time::Duration::from_millis(t);
+        }
+        if let Some(mb) = file.deploys.max_layer_mb {
+            deploys.caps.layer_bytes = mb << 20;
+        }
+        if let Some(mb) = file.deploys.max_image_mb {
+            deploys.caps.image_bytes = mb << 20;
+        }
+        if let Some(n) = file.deploys.max_layer_entries {
+            deploys.caps.entries = n;
         }
         Ok(Config {
             data_dir,

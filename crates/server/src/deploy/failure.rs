@@ -9,6 +9,8 @@ use berth_types::Digest;
 pub enum FailureCode {
     Registry(Code),
     Runtime,
+    /// The image is over a cap (config size, uncompressed bytes, entries).
+    ImageRejected,
 }
 
 impl FailureCode {
@@ -16,6 +18,7 @@ impl FailureCode {
         match self {
             FailureCode::Registry(c) => c.as_str(),
             FailureCode::Runtime => "runtime_error",
+            FailureCode::ImageRejected => "image_rejected",
         }
     }
 }
@@ -40,6 +43,14 @@ impl Failure {
     pub fn runtime(message: impl Into<String>) -> Self {
         Failure {
             code: FailureCode::Runtime,
+            message: message.into(),
+            digest: None,
+        }
+    }
+
+    pub fn image_rejected(message: impl Into<String>) -> Self {
+        Failure {
+            code: FailureCode::ImageRejected,
             message: message.into(),
             digest: None,
         }
@@ -70,6 +81,7 @@ mod tests {
                 "manifest_not_found",
             ),
             (Failure::registry(Code::NetworkError, "x"), "network_error"),
+            (Failure::image_rejected("x"), "image_rejected"),
         ] {
             assert_eq!(f.code.as_str(), code);
         }

@@ -94,6 +94,7 @@ pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest
             PullError::Stalled { .. } => {
                 Failure::registry(berth_registry::Code::Timeout, e.to_string())
             }
+            PullError::Rejected(_) => Failure::image_rejected(e.to_string()),
             PullError::Cache(_) | PullError::DiffId { .. } => {
                 Failure::registry(berth_registry::Code::NetworkError, e.to_string())
             }
@@ -170,7 +171,10 @@ async fn pull(
     pull::pull(
         opened,
         &platform,
-        w.limits.stall,
+        pull::Terms {
+            stall: w.limits.stall,
+            caps: w.limits.caps,
+        },
         access,
         &w.deployer.cache,
         &w.deployer.images,
