@@ -68,6 +68,9 @@ pub struct DeploymentView {
     pub status: String,
     pub image: String,
     pub digest: Option<String>,
+    /// Why it failed: `invalid_url`, `auth_failed`, `manifest_not_found`, `timeout`,
+    /// `ssrf_blocked`, `network_error`, `runtime_error` or `image_rejected`.
+    #[schema(example = "image_rejected")]
     pub failure_code: Option<String>,
     pub failure_message: Option<String>,
     pub created_at: String,
