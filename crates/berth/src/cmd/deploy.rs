@@ -35,6 +35,9 @@ pub struct LogsArgs {
     /// Keep streaming while the deployment runs
     #[arg(long)]
     follow: bool,
+    /// Only the last N lines
+    #[arg(long)]
+    tail: Option<usize>,
 }
 
 /// Prints the log from byte `from` (above the bars, when there are some); returns
@@ -226,10 +229,16 @@ pub async fn logs(conn: &Connection, args: LogsArgs) -> Result<Outcome, CliError
         }
     };
     let path = format!("{base}/{id}");
-    if args.follow {
+    if args.follow && args.tail.is_none() {
         stream_logs(&api, &path, 0).await?;
     } else {
-        let text = api.send(Method::GET, &format!("{path}/logs"), None).await?;
+        let mut query = args.tail.map(|n| format!("?tail={n}")).unwrap_or_default();
+        if args.follow {
+            query.push_str("&follow=true");
+        }
+        let text = api
+            .send(Method::GET, &format!("{path}/logs{query}"), None)
+            .await?;
         if !text.status().is_success() {
             return Err(CliError::Other(anyhow::anyhow!(
                 "no logs for deployment {id} (HTTP {})",

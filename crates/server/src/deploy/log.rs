@@ -44,17 +44,57 @@ pub fn read_from(path: &Path, offset: u64) -> Vec<u8> {
     buf
 }
 
-/// The whole log, chunk by chunk, then (when `ended` is given) what is appended
-/// until `ended` says the deployment is over.
+/// Where the last `n` lines of the log begin: read backwards a chunk at a time, so
+/// that a huge log is never read whole.
+pub fn offset_of_last_lines(path: &Path, n: usize) -> u64 {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return 0;
+    };
+    let Ok(len) = f.metadata().map(|m| m.len()) else {
+        return 0;
+    };
+    // A trailing newline ends the last line; it does not start another.
+    let mut end = len;
+    let mut newlines = 0;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut first = true;
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        if f.seek(SeekFrom::Start(start)).is_err() || f.read_exact(chunk).is_err() {
+            return 0;
+        }
+        for (i, b) in chunk.iter().enumerate().rev() {
+            if *b != b'\n' {
+                continue;
+            }
+            if first && start + i as u64 == len - 1 {
+                first = false;
+                continue;
+            }
+            newlines += 1;
+            if newlines == n {
+                return start + i as u64 + 1;
+            }
+        }
+        first = false;
+        end = start;
+    }
+    0
+}
+
+/// The log from byte `from`, chunk by chunk, then (when `ended` is given) what is
+/// appended until `ended` says the deployment is over.
 pub fn stream<F, Fut>(
     path: PathBuf,
+    from: u64,
     ended: Option<F>,
 ) -> impl Stream<Item = Result<Vec<u8>, std::io::Error>>
 where
     F: Fn() -> Fut + Clone,
     Fut: std::future::Future<Output = bool>,
 {
-    futures_util::stream::unfold((0u64, false), move |(offset, done)| {
+    futures_util::stream::unfold((from, false), move |(offset, done)| {
         let path = path.clone();
         let ended = ended.clone();
         async move {
@@ -128,5 +168,21 @@ mod tests {
             .ends_with("] two\n"));
         assert!(read_from(&path, all.len() as u64).is_empty());
         assert!(read_from(&dir.path().join("none"), 0).is_empty());
+    }
+
+    #[test]
+    fn the_last_lines_are_found_from_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let text: String = (0..100_000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&path, &text).unwrap();
+        let tail = |n| String::from_utf8(read_from(&path, offset_of_last_lines(&path, n))).unwrap();
+        assert_eq!(tail(2), "line 99998\nline 99999\n");
+        assert_eq!(tail(1), "line 99999\n");
+        assert!(tail(100_000).starts_with("line 0\n"));
+        assert!(tail(500_000).starts_with("line 0\n"));
+        std::fs::write(&path, "a\nb").unwrap();
+        assert_eq!(tail(1), "b");
+        assert_eq!(offset_of_last_lines(&dir.path().join("none"), 3), 0);
     }
 }

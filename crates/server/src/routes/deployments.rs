@@ -109,6 +109,8 @@ pub struct LogQuery {
     /// Keep the answer open and stream new lines while the deployment runs.
     #[serde(default)]
     pub follow: bool,
+    /// Only the last N lines (then, with `follow`, what is appended).
+    pub tail: Option<usize>,
 }
 
 /// The log of a deployment another replica ran lives on that replica: the request
@@ -191,6 +193,7 @@ pub async fn logs(
             }
         }
     };
-    let body = Body::from_stream(log::stream(path, q.follow.then_some(ended)));
+    let from = q.tail.map_or(0, |n| log::offset_of_last_lines(&path, n));
+    let body = Body::from_stream(log::stream(path, from, q.follow.then_some(ended)));
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }
