@@ -818,3 +818,92 @@ async fn a_container_that_fails_in_its_start_window_fails_the_deploy() {
     );
     server.running.stop().await;
 }
+
+/// Unmounts a test's small filesystem however the test ends.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The disk fills while a layer unpacks (a data dir on a 24 MiB tmpfs, a layer
+/// that expands to 40 MiB): the deployment fails saying so, the half-unpacked image
+/// is removed, the server keeps serving, and once there is room the next deploy works.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_fails_the_deploy_cleanly_and_the_next_one_works() {
+    berth_testkit::require("runc");
+    let registry = Registry::start();
+    let url = registry.url();
+    let busybox = std::fs::read("/bin/busybox").unwrap();
+    let zeros = vec![0u8; 40 << 20]; // compresses to almost nothing, expands to 40 MiB
+    berth_testkit::TestImage::build(
+        &[("bin/busybox", &busybox), ("big", &zeros)],
+        &["/bin/busybox", "sh", "-c", "echo fits now; sleep 1239"],
+    )
+    .push(&registry.reg, "team/app:big");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m,mode=0711", "tmpfs"])
+        .arg(&data)
+        .status()
+        .expect("mount runs (the tests run as root, as runc needs)");
+    assert!(mounted.success(), "mounting a tmpfs for the data dir");
+    let _unmount = Mounted(data.clone());
+
+    let server = Server::start(config(&data, Db::Sqlite, &url, None)).await;
+    let alice = server.admin().new_user("alice").await;
+    alice.post("/v1/projects", json!({"name": "web"})).await;
+    let (s, v) = alice
+        .post("/v1/projects/web/services", json!({"name": "api", "image": "team/app:big", "registry": registry_body(&url, "ci", PASSWORD)}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (_, d) = alice
+        .post("/v1/projects/web/services/api/deployments", json!({}))
+        .await;
+    let path = format!(
+        "/v1/projects/web/services/api/deployments/{}",
+        d["id"].as_str().unwrap()
+    );
+    let d = wait_for_end(&alice, &path).await;
+    assert_eq!(d["status"], "FAILED", "{d}");
+    let message = d["failure_message"].as_str().unwrap_or_default();
+    assert!(
+        message.to_lowercase().contains("no space left"),
+        "the reason: {d}"
+    );
+    assert!(
+        std::fs::read_dir(data.join("images"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the half-unpacked image is removed"
+    );
+    assert_eq!(server.client("").get("/healthz").await.0, StatusCode::OK);
+
+    // Room again: the next deploy works.
+    let grown = std::process::Command::new("mount")
+        .args(["-o", "remount,size=256m"])
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    let (_, d) = alice
+        .post("/v1/projects/web/services/api/deployments", json!({}))
+        .await;
+    let path = format!(
+        "/v1/projects/web/services/api/deployments/{}",
+        d["id"].as_str().unwrap()
+    );
+    let d = wait_for_end(&alice, &path).await;
+    assert_eq!(d["status"], "DEPLOYED", "{d}");
+    logs_containing(&alice, &format!("{path}/logs"), "fits now").await;
+    alice.delete("/v1/projects/web/services/api").await;
+    server.running.stop().await;
+}
