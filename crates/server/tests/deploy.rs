@@ -711,7 +711,7 @@ async fn a_trickling_registry_times_out_and_stalls_no_one_else() {
         &format!("{url},{}", slow.authority()),
         None,
     );
-    cfg.deploys.deadline = Duration::from_secs(8);
+    cfg.deploys.deadline = Duration::from_secs(15);
     let server = Server::start(cfg).await;
     let (bob, alice) = (
         server.admin().new_user("bob").await,
@@ -763,7 +763,7 @@ async fn a_trickling_registry_times_out_and_stalls_no_one_else() {
         "{d}"
     );
     let message = d["failure_message"].as_str().unwrap();
-    assert!(message.contains("8 s deadline"), "{message}");
+    assert!(message.contains("15 s deadline"), "{message}");
     assert!(
         message.contains(&slow.authority()),
         "names the registry: {message}"
