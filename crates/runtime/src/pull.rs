@@ -15,7 +15,7 @@ use oci_spec::image::{ImageConfiguration, ImageManifest};
 
 use crate::cache::{BlobCache, CacheError, Feed};
 use crate::proofs::Access;
-use crate::rootfs::{ImageRefs, ImageStore};
+use crate::rootfs::ImageStore;
 use crate::unpack::{self, Compression, IdShift, UnpackError};
 
 /// How long a blob download may go without a byte before it fails.
@@ -415,13 +415,9 @@ pub async fn pull(
             return Err(e);
         }
     };
-    let made_of = ImageRefs {
-        requested: vec![digest.clone()],
-        blobs: blobs.iter().map(|b| b.digest.clone()).collect(),
-        ids,
-    };
+    let made_of = blobs.iter().map(|b| b.digest.clone()).collect();
     let rootfs = images
-        .complete(&manifest_digest, &made_of)
+        .complete(&manifest_digest, digest, made_of)
         .map_err(CacheError::from)?;
     Ok(Pulled {
         manifest: manifest_digest,

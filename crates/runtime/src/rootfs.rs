@@ -78,10 +78,15 @@ impl ImageStore {
     /// Marks `manifest` complete; only then is it reused. The marker records what
     /// the image is made of and which digests were asked for it (an index, a tag's
     /// digest), for the garbage collector.
-    pub fn complete(&self, manifest: &Digest, made_of: &ImageRefs) -> io::Result<PathBuf> {
+    pub fn complete(
+        &self,
+        manifest: &Digest,
+        requested: &Digest,
+        blobs: Vec<Digest>,
+    ) -> io::Result<PathBuf> {
         let made_of = ImageRefs {
-            requested: made_of.requested.clone(),
-            blobs: made_of.blobs.clone(),
+            requested: vec![requested.clone()],
+            blobs,
             ids: self.ids,
         };
         let json = serde_json::to_vec(&made_of).map_err(io::Error::other)?;

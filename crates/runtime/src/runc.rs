@@ -252,10 +252,7 @@ impl Runc {
         bundle: &Path,
         log: &Path,
     ) -> Result<tokio::process::Child, RuntimeError> {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)?;
+        let out = crate::log::open_for_append(log)?;
         let err = out.try_clone()?;
         let child = tokio::process::Command::new(&self.bin)
             .arg("--root")
@@ -304,7 +301,7 @@ impl Runc {
                 while let Ok(Some(line)) = lines.next_line().await {
                     let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
                     if event["type"] == "oom" {
-                        append_line(
+                        crate::log::append_line(
                             &log,
                             &format!("out of memory: the container reached its {limit_mb} MiB memory limit and the kernel killed a process in it"),
                         );
@@ -344,15 +341,6 @@ impl Runc {
                 String::from_utf8_lossy(&out.stderr).trim().to_owned(),
             ))
         }
-    }
-}
-
-/// Appends one timestamped line to a deployment's log.
-fn append_line(log: &Path, line: &str) {
-    use std::io::Write;
-    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(log) {
-        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let _ = writeln!(f, "[{at}] {line}");
     }
 }
 

@@ -2,7 +2,7 @@
 //! registry's own error text), then the container's output. Read in chunks,
 //! followed while the deployment runs, and forwarded from the replica that keeps it.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -17,21 +17,7 @@ pub const FORWARDED: &str = "x-berth-forwarded";
 const CHUNK: u64 = 1 << 20;
 
 /// Appends one timestamped line to an infrastructure log.
-pub fn append(path: &Path, line: &str) {
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-    {
-        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let _ = writeln!(f, "[{at}] {line}");
-    }
-}
+pub use berth_runtime::log::append_line as append;
 
 /// What the log holds past `offset`, at most [`CHUNK`] bytes.
 pub fn read_from(path: &Path, offset: u64) -> Vec<u8> {

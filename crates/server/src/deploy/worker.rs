@@ -99,9 +99,12 @@ impl Worker {
     /// The services and projects this replica is deploying now.
     fn busy(&self) -> Busy {
         let in_flight = locked(&self.deployer.in_flight);
+        let mut projects: Vec<_> = in_flight.values().map(|d| d.project_id.clone()).collect();
+        projects.sort();
+        projects.dedup();
         Busy {
             services: in_flight.values().map(|d| d.service_id.clone()).collect(),
-            projects: in_flight.values().map(|d| d.project_id.clone()).collect(),
+            projects,
         }
     }
 

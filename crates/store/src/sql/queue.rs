@@ -12,8 +12,6 @@ use crate::{decode_digest, DeploymentQueue, Result, StoreError};
 const DEPLOYMENT_COLUMNS: &str =
     "id, service_id, project_id, status, image, digest, failure_code, failure_message, created_at, updated_at, replica_url";
 
-const TERMINATED: &str = "TERMINATED";
-
 fn deployment_from(r: &AnyRow) -> Result<Deployment> {
     let digest: Option<String> = r.try_get("digest")?;
     Ok(Deployment {
@@ -43,7 +41,7 @@ impl DeploymentQueue for SqlStore {
         .bind(ServiceStatus::PendingDeploy.as_str())
         .bind(&at)
         .bind(service.id.as_str())
-        .bind(TERMINATED)
+        .bind(ServiceStatus::Terminated.as_str())
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
@@ -102,8 +100,7 @@ impl DeploymentQueue for SqlStore {
     async fn claim_deployment(&self, replica_url: &str, busy: &Busy) -> Result<Option<Deployment>> {
         // Another project's first; a busy project's only when nobody else waits.
         if !busy.projects.is_empty() {
-            let mut excluded = busy.projects.iter().map(|p| p.as_str()).collect::<Vec<_>>();
-            excluded.dedup();
+            let excluded = busy.projects.iter().map(|p| p.as_str()).collect::<Vec<_>>();
             if let Some(d) = self.claim(replica_url, &busy.services, &excluded).await? {
                 return Ok(Some(d));
             }
@@ -147,7 +144,7 @@ impl DeploymentQueue for SqlStore {
         sqlx::query("UPDATE services SET status = $1 WHERE id = $2 AND status <> $3")
             .bind(ServiceStatus::from(status).as_str())
             .bind(d.service_id.as_str())
-            .bind(TERMINATED)
+            .bind(ServiceStatus::Terminated.as_str())
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -159,7 +156,7 @@ impl DeploymentQueue for SqlStore {
             "SELECT d.id, d.service_id, d.digest FROM deployments d JOIN services s ON s.id = d.service_id \
              WHERE s.status <> $1 AND d.status = $2 AND d.digest IS NOT NULL",
         )
-        .bind(TERMINATED)
+        .bind(ServiceStatus::Terminated.as_str())
         .bind(DeploymentStatus::Deployed.as_str())
         .fetch_all(&self.pool)
         .await?;
@@ -280,7 +277,7 @@ impl SqlStore {
             sqlx::query("UPDATE services SET status = $1 WHERE id = $2 AND status <> $3")
                 .bind(ServiceStatus::Deploying.as_str())
                 .bind(d.service_id.as_str())
-                .bind(TERMINATED)
+                .bind(ServiceStatus::Terminated.as_str())
                 .execute(&mut *tx)
                 .await?;
         }
