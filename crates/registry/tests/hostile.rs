@@ -41,6 +41,19 @@ fn manifest_response(with_digest: bool) -> Response {
     (StatusCode::OK, h, MANIFEST).into_response()
 }
 
+/// `GET /v2/` of a Basic-auth registry: 200 with credentials, a challenge without.
+async fn basic_v2(h: HeaderMap) -> Response {
+    if h.contains_key("authorization") {
+        StatusCode::OK.into_response()
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [("www-authenticate", r#"Basic realm="fake""#)],
+        )
+            .into_response()
+    }
+}
+
 fn challenge(realm: &str) -> Response {
     let mut h = HeaderMap::new();
     h.insert(
@@ -203,27 +216,12 @@ async fn authorization_is_not_forwarded_to_another_host() {
     });
     let to = format!("http://127.0.0.1:{}/blob", other.port);
     let fake = FakeServer::start(move |_| {
-        Router::new()
-            .route(
-                "/v2/",
-                get(|h: HeaderMap| async move {
-                    if h.contains_key("authorization") {
-                        StatusCode::OK.into_response()
-                    } else {
-                        (
-                            StatusCode::UNAUTHORIZED,
-                            [("www-authenticate", r#"Basic realm="fake""#)],
-                        )
-                            .into_response()
-                    }
-                }),
-            )
-            .route(
-                "/v2/app/manifests/v1",
-                any(move || async move {
-                    (StatusCode::TEMPORARY_REDIRECT, [("location", to)]).into_response()
-                }),
-            )
+        Router::new().route("/v2/", get(basic_v2)).route(
+            "/v2/app/manifests/v1",
+            any(move || async move {
+                (StatusCode::TEMPORARY_REDIRECT, [("location", to)]).into_response()
+            }),
+        )
     });
     let url = fake.authority();
     let r = run(
@@ -380,25 +378,10 @@ async fn credentials_go_only_to_the_registry_they_were_saved_for() {
         ("manifest", {
             let to = trap_url.clone();
             FakeServer::start(move |_| {
-                Router::new()
-                    .route(
-                        "/v2/",
-                        get(|h: HeaderMap| async move {
-                            if h.contains_key("authorization") {
-                                StatusCode::OK.into_response()
-                            } else {
-                                (
-                                    StatusCode::UNAUTHORIZED,
-                                    [("www-authenticate", r#"Basic realm="r""#)],
-                                )
-                                    .into_response()
-                            }
-                        }),
-                    )
-                    .route(
-                        "/v2/app/manifests/v1",
-                        any(move || async move { redirect(format!("{to}/v2/app/manifests/v1")) }),
-                    )
+                Router::new().route("/v2/", get(basic_v2)).route(
+                    "/v2/app/manifests/v1",
+                    any(move || async move { redirect(format!("{to}/v2/app/manifests/v1")) }),
+                )
             })
         }),
         ("token form", {

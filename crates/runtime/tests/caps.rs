@@ -1,20 +1,17 @@
 //! Images that are bombs: refused by the caps, before download where the manifest
 //! already says too much, while expanding otherwise, leaving nothing behind.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::Path as UrlPath;
-use axum::http::header;
 use axum::response::Response;
 use axum::routing::get;
-use berth_registry::open::Unobserved;
-use berth_registry::{open, NetworkPolicy, Registry, TokenReuse};
-use berth_runtime::cache::BlobCache;
-use berth_runtime::proofs::{Access, Proofs};
-use berth_runtime::pull::{pull, Caps, PullError, Terms};
-use berth_runtime::rootfs::ImageStore;
-use berth_testkit::hostile::FakeServer;
+use berth_runtime::pull::{Caps, PullError, Terms};
+use berth_testkit::hostile::{manifest_answer, FakeServer};
+use common::pull_anonymously;
 use sha2::Digest as _;
 
 fn sha(b: &[u8]) -> String {
@@ -53,16 +50,7 @@ fn serve(
             .route("/v2/", get(|| async { "{}" }))
             .route(
                 "/v2/app/manifests/{reference}",
-                get(move || async move {
-                    Response::builder()
-                        .header(
-                            header::CONTENT_TYPE,
-                            "application/vnd.oci.image.manifest.v1+json",
-                        )
-                        .header("docker-content-digest", digest)
-                        .body(Body::from(manifest))
-                        .unwrap()
-                }),
+                get(move || async move { manifest_answer(manifest, digest) }),
             )
             .route(
                 "/v2/app/blobs/{digest}",
@@ -91,43 +79,12 @@ fn tar_of(files: usize, size: usize) -> Vec<u8> {
 }
 
 async fn try_pull(server: &FakeServer, caps: Caps) -> (Result<(), PullError>, tempfile::TempDir) {
-    let url = server.authority();
-    let registry = Registry::new(NetworkPolicy::from_lists("127.0.0.1/32", &url).unwrap()).unwrap();
-    let target = registry
-        .target(&url.parse().unwrap(), &"app:v1".parse().unwrap())
-        .unwrap();
-    let mut s = open(
-        &registry,
-        &target,
-        None,
-        TokenReuse::Cached,
-        &mut Unobserved,
-    )
-    .await
-    .unwrap();
-    let platform = s.platform_manifest().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cache = BlobCache::open(dir.path().join("blobs")).unwrap();
-    let images = ImageStore::open(dir.path().join("images")).unwrap();
-    let proofs = Proofs::default();
-    let r = pull(
-        &mut s,
-        &platform,
-        Terms {
-            caps,
-            ..Default::default()
-        },
-        Access {
-            proofs: &proofs,
-            project: "p",
-        },
-        &cache,
-        &images,
-        &Default::default(),
-    )
-    .await
-    .map(drop);
-    (r, dir)
+    let terms = Terms {
+        caps,
+        ..Default::default()
+    };
+    let (r, dir) = pull_anonymously(&server.authority(), "app:v1", terms).await;
+    (r.map(drop), dir)
 }
 
 fn rejected(r: Result<(), PullError>) -> String {

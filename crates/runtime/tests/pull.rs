@@ -1,5 +1,7 @@
 //! Pulling from the real registry into the cache and the unpacked-image store.
 
+mod common;
+
 use berth_registry::open::Unobserved;
 use berth_registry::{
     manifest, open, Credentials, NetworkPolicy, Registry, RegistryError, TokenReuse,
@@ -11,8 +13,9 @@ use berth_runtime::rootfs::ImageStore;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use berth_testkit::hostile::FakeServer;
+use berth_testkit::hostile::{manifest_answer, FakeServer};
 use berth_testkit::{LocalRegistry, TestImage};
+use common::pull_anonymously;
 use secrecy::SecretString;
 
 #[tokio::test]
@@ -206,13 +209,7 @@ fn breaking_registry(layout: std::path::PathBuf, ranges: Arc<Mutex<Vec<String>>>
     use axum::routing::get;
 
     let broke = Arc::new(AtomicBool::new(false));
-    let read = move |layout: &std::path::Path, digest: &str| {
-        std::fs::read(
-            layout
-                .join("blobs/sha256")
-                .join(digest.trim_start_matches("sha256:")),
-        )
-    };
+    let read = berth_testkit::layout_blob;
     let (l1, l2) = (layout.clone(), layout);
     FakeServer::start(move |_| {
         axum::Router::new()
@@ -283,41 +280,9 @@ async fn a_download_that_breaks_is_resumed_with_range() {
     let img = TestImage::build(&[("big.bin", &big)], &["/big.bin"]);
     let ranges = Arc::new(Mutex::new(Vec::new()));
     let server = breaking_registry(img.layout().to_owned(), ranges.clone());
-    let url = server.authority();
-    let registry = Registry::new(NetworkPolicy::from_lists("127.0.0.1/32", &url).unwrap()).unwrap();
     let image = format!("team/app@{}", img.digest);
-    let target = registry
-        .target(&url.parse().unwrap(), &image.parse().unwrap())
-        .unwrap();
-    let mut s = open(
-        &registry,
-        &target,
-        None,
-        TokenReuse::Cached,
-        &mut Unobserved,
-    )
-    .await
-    .unwrap();
-    let platform = s.platform_manifest().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cache = BlobCache::open(dir.path().join("blobs")).unwrap();
-    let images = ImageStore::open(dir.path().join("images")).unwrap();
-    let proofs = Proofs::default();
-    let access = Access {
-        proofs: &proofs,
-        project: "p1",
-    };
-    let pulled = pull(
-        &mut s,
-        &platform,
-        Terms::default(),
-        access,
-        &cache,
-        &images,
-        &Default::default(),
-    )
-    .await
-    .unwrap();
+    let (pulled, _dir) = pull_anonymously(&server.authority(), &image, Terms::default()).await;
+    let pulled = pulled.unwrap();
     assert_eq!(std::fs::read(pulled.rootfs.join("big.bin")).unwrap(), big);
     let ranges = ranges.lock().unwrap().clone();
     assert_eq!(ranges.len(), 1, "{ranges:?}");
@@ -339,36 +304,16 @@ async fn a_stalled_blob_fails_after_the_stall_timeout() {
     use axum::response::Response;
     use axum::routing::get;
     let img = TestImage::build(&[("f", &[7u8; 50_000])], &["/f"]);
-    let layout = img.layout().to_owned();
-    let read = move |d: &str| {
-        std::fs::read(
-            layout
-                .join("blobs/sha256")
-                .join(d.trim_start_matches("sha256:")),
-        )
-        .unwrap()
-    };
-    let manifest = read(&img.digest);
-    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
-    let config_digest = m["config"]["digest"].as_str().unwrap().to_owned();
-    let blobs = [(config_digest.clone(), read(&config_digest))];
-    let layer = read(m["layers"][0]["digest"].as_str().unwrap());
+    let (manifest, config_digest, layers) = img.parts();
+    let blobs = [(config_digest.clone(), img.blob(&config_digest))];
+    let layer = img.blob(&layers[0]);
     let digest = img.digest.clone();
     let server = FakeServer::start(move |_| {
         axum::Router::new()
             .route("/v2/", get(|| async { "{}" }))
             .route(
                 "/v2/team/app/manifests/{reference}",
-                get(move || async move {
-                    Response::builder()
-                        .header(
-                            header::CONTENT_TYPE,
-                            "application/vnd.oci.image.manifest.v1+json",
-                        )
-                        .header("docker-content-digest", digest)
-                        .body(Body::from(manifest))
-                        .unwrap()
-                }),
+                get(move || async move { manifest_answer(manifest, digest) }),
             )
             .route(
                 "/v2/team/app/blobs/{digest}",
@@ -389,43 +334,17 @@ async fn a_stalled_blob_fails_after_the_stall_timeout() {
             )
     });
     let url = server.authority();
-    let registry = Registry::new(NetworkPolicy::from_lists("127.0.0.1/32", &url).unwrap()).unwrap();
-    let target = registry
-        .target(&url.parse().unwrap(), &"team/app:v1".parse().unwrap())
-        .unwrap();
-    let mut s = open(
-        &registry,
-        &target,
-        None,
-        TokenReuse::Cached,
-        &mut Unobserved,
-    )
-    .await
-    .unwrap();
-    let platform = s.platform_manifest().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cache = BlobCache::open(dir.path().join("blobs")).unwrap();
-    let images = ImageStore::open(dir.path().join("images")).unwrap();
-    let proofs = Proofs::default();
-    let access = Access {
-        proofs: &proofs,
-        project: "p1",
-    };
     let started = std::time::Instant::now();
-    let err = pull(
-        &mut s,
-        &platform,
+    let (r, dir) = pull_anonymously(
+        &url,
+        "team/app:v1",
         Terms {
             stall: std::time::Duration::from_secs(1),
             ..Default::default()
         },
-        access,
-        &cache,
-        &images,
-        &Default::default(),
     )
-    .await
-    .expect_err("stalled");
+    .await;
+    let err = r.expect_err("stalled");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     let text = err.to_string();
     assert!(

@@ -5,6 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use berth_testkit::hostile::manifest_answer;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -63,17 +64,26 @@ fn running(marker: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// A server on a fresh data dir, with alice's project `web` and its service `api`
-/// running `team/app:web` from the registry at `url` with the `ci` credentials.
-async fn serve_api(url: &str) -> (tempfile::TempDir, Server, Client) {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config(dir.path(), Db::Sqlite, url, None)).await;
+/// Alice, with her project `web` and its service `api` running `image` from the
+/// registry at `url` with the `ci` credentials.
+async fn alice_with_api(server: &Server, url: &str, image: &str) -> Client {
     let alice = server.admin().new_user("alice").await;
     alice.post("/v1/projects", json!({"name": "web"})).await;
     let (s, v) = alice
-        .post("/v1/projects/web/services", json!({"name": "api", "image": "team/app:web", "registry": registry_body(url, "ci", PASSWORD)}))
+        .post(
+            "/v1/projects/web/services",
+            json!({"name": "api", "image": image, "registry": registry_body(url, "ci", PASSWORD)}),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
+    alice
+}
+
+/// A server on a fresh data dir, with [`alice_with_api`] running `team/app:web`.
+async fn serve_api(url: &str) -> (tempfile::TempDir, Server, Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config(dir.path(), Db::Sqlite, url, None)).await;
+    let alice = alice_with_api(&server, url, "team/app:web").await;
     (dir, server, alice)
 }
 
@@ -404,12 +414,7 @@ async fn a_tenant_cannot_run_another_tenants_cached_image() {
     let secret = format!("private output of tenant A {}", rand::random::<u32>());
     let img = berth_testkit::fixtures::busybox(&format!("echo {secret}; sleep 1237"));
     img.push(&registry.reg, "team/app:web");
-    let manifest = std::fs::read(
-        img.layout()
-            .join("blobs/sha256")
-            .join(img.digest.trim_start_matches("sha256:")),
-    )
-    .unwrap();
+    let manifest = img.blob(&img.digest);
 
     // B's registry: anonymous, A's manifest under B's name, no blob at all.
     let blob_requests: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -421,19 +426,8 @@ async fn a_tenant_cannot_run_another_tenants_cached_image() {
             .route(
                 "/v2/team/app/manifests/{reference}",
                 any(move || {
-                    let (manifest, digest) = (manifest.clone(), digest.clone());
-                    async move {
-                        (
-                            [
-                                (
-                                    "content-type",
-                                    "application/vnd.oci.image.manifest.v1+json".to_owned(),
-                                ),
-                                ("docker-content-digest", digest),
-                            ],
-                            manifest,
-                        )
-                    }
+                    let answer = manifest_answer(manifest.clone(), digest.clone());
+                    async move { answer }
                 }),
             )
             .route(
@@ -449,19 +443,8 @@ async fn a_tenant_cannot_run_another_tenants_cached_image() {
     let server = Server::start(config(dir.path(), Db::Sqlite, &insecure, None)).await;
 
     // A deploys its private image: the blobs are in the cache, unpacked.
-    let alice = server.admin().new_user("alice").await;
-    alice.post("/v1/projects", json!({"name": "web"})).await;
-    let (s, v) = alice
-        .post("/v1/projects/web/services", json!({"name": "api", "image": "team/app:web", "registry": registry_body(&url, "ci", PASSWORD)}))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (_, d) = alice
-        .post("/v1/projects/web/services/api/deployments", json!({}))
-        .await;
-    let a_path = format!(
-        "/v1/projects/web/services/api/deployments/{}",
-        d["id"].as_str().unwrap()
-    );
+    let alice = alice_with_api(&server, &url, "team/app:web").await;
+    let a_path = start_deploy(&alice, "web", "api").await;
     assert_eq!(wait_for_end(&alice, &a_path).await["status"], "DEPLOYED");
     logs_containing(&alice, &format!("{a_path}/logs"), &secret).await;
 
@@ -476,13 +459,7 @@ async fn a_tenant_cannot_run_another_tenants_cached_image() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (_, d) = bob
-        .post("/v1/projects/thief/services/steal/deployments", json!({}))
-        .await;
-    let b_path = format!(
-        "/v1/projects/thief/services/steal/deployments/{}",
-        d["id"].as_str().unwrap()
-    );
+    let b_path = start_deploy(&bob, "thief", "steal").await;
     let d = wait_for_end(&bob, &b_path).await;
     let (_, logs) = bob.get(&format!("{b_path}/logs")).await;
     let logs = logs.as_str().unwrap_or_default().to_owned();
@@ -541,11 +518,8 @@ async fn containers_run_unprivileged_in_a_sandbox_with_limits() {
         assert_eq!(v["resources"], resources);
     }
 
-    let (_, d) = alice
-        .post("/v1/projects/web/services/box/deployments", json!({}))
-        .await;
-    let id = d["id"].as_str().unwrap().to_owned();
-    let path = format!("/v1/projects/web/services/box/deployments/{id}");
+    let path = start_deploy(&alice, "web", "box").await;
+    let id = path.rsplit('/').next().unwrap().to_owned();
     let d = wait_for_end(&alice, &path).await;
     assert_eq!(d["status"], "DEPLOYED", "{d}");
     let logs = logs_containing(&alice, &format!("{path}/logs"), "FORKS-DONE").await;
@@ -612,13 +586,7 @@ async fn containers_run_unprivileged_in_a_sandbox_with_limits() {
     assert_eq!(spec["process"]["noNewPrivileges"], true);
 
     // The memory hog is killed, and its log says why.
-    let (_, d) = alice
-        .post("/v1/projects/web/services/hog/deployments", json!({}))
-        .await;
-    let hog = format!(
-        "/v1/projects/web/services/hog/deployments/{}",
-        d["id"].as_str().unwrap()
-    );
+    let hog = start_deploy(&alice, "web", "hog").await;
     wait_for_end(&alice, &hog).await;
     let logs = logs_containing(&alice, &format!("{hog}/logs"), "out of memory").await;
     assert!(logs.contains("48 MiB"), "{logs}");
@@ -643,40 +611,18 @@ async fn a_trickling_registry_times_out_and_stalls_no_one_else() {
     let url = registry.url();
     registry.push_busybox("web", "echo healthy; sleep 1238");
     let img = berth_testkit::fixtures::busybox("echo never; sleep 1");
-    let layout = img.layout().to_owned();
     let digest = img.digest.clone();
-    let read = move |d: &str| {
-        std::fs::read(
-            layout
-                .join("blobs/sha256")
-                .join(d.trim_start_matches("sha256:")),
-        )
-        .unwrap()
-    };
-    let manifest = read(&digest);
-    let m: Value = serde_json::from_slice(&manifest).unwrap();
-    let config_digest = m["config"]["digest"].as_str().unwrap().to_owned();
-    let config_blob = read(&config_digest);
-    let layer = read(m["layers"][0]["digest"].as_str().unwrap());
+    let (manifest, config_digest, layers) = img.parts();
+    let config_blob = img.blob(&config_digest);
+    let layer = img.blob(&layers[0]);
     let slow = berth_testkit::hostile::FakeServer::start(move |_| {
         axum::Router::new()
             .route("/v2/", get(|| async { "{}" }))
             .route(
                 "/v2/team/slow/manifests/{reference}",
                 any(move || {
-                    let (manifest, digest) = (manifest.clone(), digest.clone());
-                    async move {
-                        (
-                            [
-                                (
-                                    "content-type",
-                                    "application/vnd.oci.image.manifest.v1+json".to_owned(),
-                                ),
-                                ("docker-content-digest", digest),
-                            ],
-                            manifest,
-                        )
-                    }
+                    let answer = manifest_answer(manifest.clone(), digest.clone());
+                    async move { answer }
                 }),
             )
             .route(
@@ -733,21 +679,9 @@ async fn a_trickling_registry_times_out_and_stalls_no_one_else() {
     assert_eq!(s, StatusCode::CREATED, "{v}");
 
     // The slow one first, then the healthy one.
-    let (_, d) = bob
-        .post("/v1/projects/slow/services/app/deployments", json!({}))
-        .await;
-    let slow_path = format!(
-        "/v1/projects/slow/services/app/deployments/{}",
-        d["id"].as_str().unwrap()
-    );
+    let slow_path = start_deploy(&bob, "slow", "app").await;
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let (_, d) = alice
-        .post("/v1/projects/web/services/api/deployments", json!({}))
-        .await;
-    let path = format!(
-        "/v1/projects/web/services/api/deployments/{}",
-        d["id"].as_str().unwrap()
-    );
+    let path = start_deploy(&alice, "web", "api").await;
     let d = wait_for_end(&alice, &path).await;
     assert_eq!(d["status"], "DEPLOYED", "{d}");
     let (_, slow_now) = bob.get(&slow_path).await;
@@ -791,19 +725,8 @@ async fn a_container_that_fails_in_its_start_window_fails_the_deploy() {
     let mut cfg = config(dir.path(), Db::Sqlite, &url, None);
     cfg.deploys.start_window = Duration::from_secs(3);
     let server = Server::start(cfg).await;
-    let alice = server.admin().new_user("alice").await;
-    alice.post("/v1/projects", json!({"name": "web"})).await;
-    let (s, v) = alice
-        .post("/v1/projects/web/services", json!({"name": "api", "image": "team/app:crash", "registry": registry_body(&url, "ci", PASSWORD)}))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (_, d) = alice
-        .post("/v1/projects/web/services/api/deployments", json!({}))
-        .await;
-    let path = format!(
-        "/v1/projects/web/services/api/deployments/{}",
-        d["id"].as_str().unwrap()
-    );
+    let alice = alice_with_api(&server, &url, "team/app:crash").await;
+    let path = start_deploy(&alice, "web", "api").await;
     let d = wait_for_end(&alice, &path).await;
     assert_eq!(
         (d["status"].as_str(), d["failure_code"].as_str()),
@@ -858,19 +781,8 @@ async fn a_full_disk_fails_the_deploy_cleanly_and_the_next_one_works() {
     let _unmount = Mounted(data.clone());
 
     let server = Server::start(config(&data, Db::Sqlite, &url, None)).await;
-    let alice = server.admin().new_user("alice").await;
-    alice.post("/v1/projects", json!({"name": "web"})).await;
-    let (s, v) = alice
-        .post("/v1/projects/web/services", json!({"name": "api", "image": "team/app:big", "registry": registry_body(&url, "ci", PASSWORD)}))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (_, d) = alice
-        .post("/v1/projects/web/services/api/deployments", json!({}))
-        .await;
-    let path = format!(
-        "/v1/projects/web/services/api/deployments/{}",
-        d["id"].as_str().unwrap()
-    );
+    let alice = alice_with_api(&server, &url, "team/app:big").await;
+    let path = start_deploy(&alice, "web", "api").await;
     let d = wait_for_end(&alice, &path).await;
     assert_eq!(d["status"], "FAILED", "{d}");
     let message = d["failure_message"].as_str().unwrap_or_default();
@@ -894,13 +806,7 @@ async fn a_full_disk_fails_the_deploy_cleanly_and_the_next_one_works() {
         .status()
         .unwrap();
     assert!(grown.success());
-    let (_, d) = alice
-        .post("/v1/projects/web/services/api/deployments", json!({}))
-        .await;
-    let path = format!(
-        "/v1/projects/web/services/api/deployments/{}",
-        d["id"].as_str().unwrap()
-    );
+    let path = start_deploy(&alice, "web", "api").await;
     let d = wait_for_end(&alice, &path).await;
     assert_eq!(d["status"], "DEPLOYED", "{d}");
     logs_containing(&alice, &format!("{path}/logs"), "fits now").await;

@@ -123,17 +123,22 @@ async fn got(store: &SqlStore, p: &Project, name: &str) -> Service {
     store.service(p, name).await.unwrap().unwrap()
 }
 
-/// Claims the next deployment and records it deployed with `d`.
-async fn deploy(store: &SqlStore, s: &Service, d: Digest) -> Deployment {
+/// Queues a deployment of `s` and claims it (the only one pending).
+async fn claim_new(store: &SqlStore, s: &Service) -> Deployment {
     store
         .create_deployment(s, audit("deployment.create", Some("web"), Some(&s.name)))
         .await
         .unwrap();
-    let claimed = store
+    store
         .claim_deployment("http://a:8440", &Busy::default())
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+}
+
+/// Queues, claims and records deployed with `d` a deployment of `s`.
+async fn deploy(store: &SqlStore, s: &Service, d: Digest) -> Deployment {
+    let claimed = claim_new(store, s).await;
     store
         .finish_deployment(&claimed, Outcome::Deployed { digest: d })
         .await
@@ -549,15 +554,7 @@ contract!(
     |store: SqlStore| async move {
         let Fx { p, .. } = fixture(&store).await;
         let s = service(&store, &p, "api", None).await;
-        store
-            .create_deployment(&s, audit("deployment.create", Some("web"), Some("api")))
-            .await
-            .unwrap();
-        let claimed = store
-            .claim_deployment("x", &Busy::default())
-            .await
-            .unwrap()
-            .unwrap();
+        let claimed = claim_new(&store, &s).await;
         store
             .finish_deployment(
                 &claimed,
@@ -597,15 +594,7 @@ contract!(
     |store: SqlStore| async move {
         let Fx { p, .. } = fixture(&store).await;
         let s = service(&store, &p, "api", None).await;
-        store
-            .create_deployment(&s, audit("deployment.create", Some("web"), Some("api")))
-            .await
-            .unwrap();
-        let claimed = store
-            .claim_deployment("x", &Busy::default())
-            .await
-            .unwrap()
-            .unwrap();
+        let claimed = claim_new(&store, &s).await;
         // Alive (a fresh heartbeat): another replica's repair leaves it alone.
         store.heartbeat(&claimed).await.unwrap();
         assert_eq!(
@@ -655,15 +644,7 @@ contract!(
         let d1 = deploy(&store, &s, digest('a')).await;
         assert_eq!(live().await, [(d1.id.clone(), digest('a'))]);
         // A failed deploy replaces nothing.
-        store
-            .create_deployment(&s, audit("deployment.create", Some("web"), Some("worker")))
-            .await
-            .unwrap();
-        let failed = store
-            .claim_deployment("x", &Busy::default())
-            .await
-            .unwrap()
-            .unwrap();
+        let failed = claim_new(&store, &s).await;
         store
             .finish_deployment(
                 &failed,

@@ -185,3 +185,13 @@ impl FakeServer {
         format!("{}:{}", self.ip, self.port)
     }
 }
+
+/// A registry's answer to a manifest request: the OCI manifest `body`, with its
+/// media type and `Docker-Content-Digest`, as fake registries serve one.
+pub fn manifest_answer(body: Vec<u8>, digest: String) -> axum::response::Response {
+    axum::response::Response::builder()
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .header("docker-content-digest", digest)
+        .body(axum::body::Body::from(body))
+        .expect("a valid response")
+}

@@ -110,10 +110,39 @@ fn write_layout_index(layout: &Path, media_type: &str, digest: &str, size: u64) 
     std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
 }
 
+/// Blob `digest` (`sha256:...`) of the OCI layout at `layout`.
+pub fn layout_blob(layout: &Path, digest: &str) -> std::io::Result<Vec<u8>> {
+    std::fs::read(
+        layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+    )
+}
+
 impl TestImage {
     /// The OCI layout directory (`blobs/sha256/...`, `index.json`).
     pub fn layout(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// One of the image's blobs (its manifest included), by digest.
+    pub fn blob(&self, digest: &str) -> Vec<u8> {
+        layout_blob(self.layout(), digest).expect("a blob of this image")
+    }
+
+    /// The image's manifest, its config's digest and its layers' digests: what a
+    /// fake registry serves it from.
+    pub fn parts(&self) -> (Vec<u8>, String, Vec<String>) {
+        let manifest = self.blob(&self.digest);
+        let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+        let config = m["config"]["digest"].as_str().unwrap().to_owned();
+        let layers = m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_owned())
+            .collect();
+        (manifest, config, layers)
     }
 
     /// A linux/amd64 image with one layer holding `files`, running `cmd`.

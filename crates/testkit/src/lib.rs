@@ -16,7 +16,7 @@ mod registry;
 mod token_server;
 
 pub use fixtures::TeamRegistry;
-pub use image::{push_index, TestImage};
+pub use image::{layout_blob, push_index, TestImage};
 pub use moto::Moto;
 pub use postgres::Postgres;
 pub use registry::LocalRegistry;

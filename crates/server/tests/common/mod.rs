@@ -16,6 +16,14 @@ pub enum Db {
     Postgres,
 }
 
+/// Queues a deployment of `service` in `project`; its path.
+pub async fn start_deploy(c: &Client, project: &str, service: &str) -> String {
+    let base = format!("/v1/projects/{project}/services/{service}/deployments");
+    let (s, d) = c.post(&base, json!({})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{d}");
+    format!("{base}/{}", d["id"].as_str().unwrap())
+}
+
 /// Polls deployment `path` until it is `DEPLOYED` or `FAILED` (60 s at most).
 pub async fn wait_for_end(c: &Client, path: &str) -> Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
