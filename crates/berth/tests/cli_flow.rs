@@ -119,10 +119,9 @@ fn the_seed_flow_from_the_cli() {
         .output()
         .unwrap();
     record(&out);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("password set, verified"),
-        "{out:?}"
-    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("password set, verified"), "{out:?}");
+    assert!(shown.contains("restarts: 0 (policy on-failure)"), "{out:?}");
 
     // Deploy, watch it come up, read the logs.
     let out = logged_in().args(["deploy", "api"]).output().unwrap();
@@ -139,6 +138,21 @@ fn the_seed_flow_from_the_cli() {
         String::from_utf8_lossy(&out.stdout).contains("hello from the cli"),
         "{out:?}"
     );
+    // The last line only, of the last ten minutes; nothing from the future.
+    let out = logged_in()
+        .args(["logs", "api", "--tail", "1", "--since", "10m"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        1,
+        "{out:?}"
+    );
+    let out = logged_in()
+        .args(["logs", "api", "--since", "2999-01-01T00:00:00+00:00"])
+        .output()
+        .unwrap();
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
     let out = logged_in()
         .args(["deploy", "api", "--detach", "--json"])
         .output()

@@ -12,6 +12,7 @@ use std::time::Duration;
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{ProcessBuilder, RootBuilder, Spec, UserBuilder};
 
+use crate::log::{Logs, Pump};
 use crate::sandbox::{Limits, Sandbox};
 
 #[derive(Debug, thiserror::Error)]
@@ -100,20 +101,34 @@ fn read_in_root(rootfs: &Path, rel: &str) -> Option<String> {
     Some(text)
 }
 
+/// The memory limit the spec in `bundle` gives its container.
+fn memory_limit(bundle: &Path) -> Option<u64> {
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).ok()?).ok()?;
+    spec["linux"]["resources"]["memory"]["limit"].as_u64()
+}
+
 /// Runs containers from prepared bundles (root filesystem in `bundle/rootfs`).
 /// `runc` today; the Kubernetes runtime comes later behind the same trait.
 #[async_trait::async_trait]
 pub trait Runtime: Send + Sync {
-    /// Starts container `id` from `bundle` with the image's config; its output is
-    /// appended to `log`. Returns once the process was started.
+    /// Starts container `id` from `bundle` with the image's config; its output goes
+    /// to `logs` (rotated), what berth says of it to their infrastructure log.
+    /// Returns once the process was started.
     async fn start(
         &self,
         id: &str,
         bundle: &Path,
         config: &ImageConfiguration,
         limits: Limits,
-        log: &Path,
+        logs: &Logs,
     ) -> Result<(), RuntimeError>;
+    /// Runs container `id` again from the bundle and spec it was started with
+    /// (its root filesystem as it left it, as `docker restart` does).
+    async fn restart(&self, id: &str, bundle: &Path, logs: &Logs) -> Result<(), RuntimeError>;
+    /// Whether everything container `id` wrote is in its output files (it ended and
+    /// the pump drained its FIFO), or no pump of this process follows it.
+    fn output_drained(&self, id: &str) -> bool;
     /// How container `id` ended, if it has (`None`: running, or not started by this
     /// process).
     fn exited(&self, id: &str) -> Option<std::process::ExitStatus>;
@@ -126,7 +141,8 @@ pub trait Runtime: Send + Sync {
     /// Takes up container `id`, started by an earlier server process (a restart or
     /// an upgrade leaves containers running): true when it runs, and from then on
     /// `is_running` and a graceful `stop` work on it as on one started here.
-    async fn adopt(&self, id: &str) -> Result<bool, RuntimeError>;
+    /// Its output is pumped into `logs` again.
+    async fn adopt(&self, id: &str, logs: &Logs) -> Result<bool, RuntimeError>;
     /// SIGTERM, then SIGKILL after `grace`, then the container is deleted.
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError>;
 }
@@ -143,6 +159,8 @@ pub struct Runc {
     /// The init process of each container adopted from an earlier server process,
     /// as a pidfd: not our child, but a handle the kernel keeps from being reused.
     adopted: std::sync::Mutex<std::collections::HashMap<String, std::os::fd::OwnedFd>>,
+    /// The pump of each container's output, started here or on adoption.
+    pumps: std::sync::Mutex<std::collections::HashMap<String, Pump>>,
 }
 
 /// Whether the process behind `pidfd` still runs (a pidfd polls readable once it
@@ -171,6 +189,7 @@ impl Runc {
             state: state.into(),
             children: Default::default(),
             adopted: Default::default(),
+            pumps: Default::default(),
         })
     }
 
@@ -244,15 +263,18 @@ impl Runc {
         Ok(())
     }
 
-    /// Starts container `id` from `bundle`; its stdout and stderr go to `log`. The
-    /// returned child is `runc run`, which lives as long as the container.
+    /// Starts container `id` from `bundle`; its stdout and stderr are the FIFO of
+    /// `logs`, pumped into its rotating files. The returned child is `runc run`,
+    /// which lives as long as the container.
     fn spawn(
         &self,
         id: &str,
         bundle: &Path,
-        log: &Path,
+        logs: &Logs,
     ) -> Result<tokio::process::Child, RuntimeError> {
-        let out = crate::log::open_for_append(log)?;
+        // The container's end first: the pump then always finds a writer.
+        let out = logs.open_fifo_for_container()?;
+        self.follow_output(id, logs)?;
         let err = out.try_clone()?;
         let child = tokio::process::Command::new(&self.bin)
             .arg("--root")
@@ -268,10 +290,23 @@ impl Runc {
         Ok(child)
     }
 
+    /// Starts pumping the output of container `id`, unless a pump already does.
+    fn follow_output(&self, id: &str, logs: &Logs) -> std::io::Result<()> {
+        let mut pumps = self.pumps.lock().unwrap_or_else(|e| e.into_inner());
+        if pumps.get(id).is_some_and(|p| !p.is_done()) {
+            return Ok(());
+        }
+        pumps.insert(id.to_owned(), crate::log::pump(logs)?);
+        Ok(())
+    }
+
     /// Follows `runc events` of container `id` and says in `log` when the kernel's
     /// out-of-memory killer struck inside it (runc reports the cgroup's OOM
     /// notifications, on cgroup v1 and v2 alike).
-    fn watch_oom(&self, id: &str, log: &Path, memory_bytes: u64) {
+    fn watch_oom(&self, id: &str, log: &Path, memory_bytes: Option<u64>) {
+        let Some(memory_bytes) = memory_bytes else {
+            return;
+        };
         let (bin, state, id, log) = (
             self.bin.clone(),
             self.state.clone(),
@@ -352,14 +387,29 @@ impl Runtime for Runc {
         bundle: &Path,
         config: &ImageConfiguration,
         limits: Limits,
-        log: &Path,
+        logs: &Logs,
     ) -> Result<(), RuntimeError> {
         let sandbox = self.sandbox.with(limits);
         self.write_spec(id, bundle, config, &sandbox)?;
-        let child = self.spawn(id, bundle, log)?;
+        let child = self.spawn(id, bundle, logs)?;
         self.children().insert(id.to_owned(), child);
-        self.watch_oom(id, log, sandbox.memory_bytes);
+        self.watch_oom(id, &logs.infra, Some(sandbox.memory_bytes));
         Ok(())
+    }
+
+    async fn restart(&self, id: &str, bundle: &Path, logs: &Logs) -> Result<(), RuntimeError> {
+        self.children().remove(id);
+        self.adopted().remove(id);
+        let _ = self.runc(&["delete", "--force", id]).await;
+        let child = self.spawn(id, bundle, logs)?;
+        self.children().insert(id.to_owned(), child);
+        self.watch_oom(id, &logs.infra, memory_limit(bundle));
+        Ok(())
+    }
+
+    fn output_drained(&self, id: &str) -> bool {
+        let pumps = self.pumps.lock().unwrap_or_else(|e| e.into_inner());
+        pumps.get(id).is_none_or(Pump::is_done)
     }
 
     fn exited(&self, id: &str) -> Option<std::process::ExitStatus> {
@@ -398,7 +448,7 @@ impl Runtime for Runc {
             .collect())
     }
 
-    async fn adopt(&self, id: &str) -> Result<bool, RuntimeError> {
+    async fn adopt(&self, id: &str, logs: &Logs) -> Result<bool, RuntimeError> {
         if self.children().contains_key(id) || self.adopted().contains_key(id) {
             return Ok(self.is_running(id));
         }
@@ -419,6 +469,9 @@ impl Runtime for Runc {
         let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
             .map_err(std::io::Error::from)?;
         self.adopted().insert(id.to_owned(), pidfd);
+        if logs.fifo().exists() {
+            self.follow_output(id, logs)?;
+        }
         Ok(self.is_running(id))
     }
 

@@ -45,6 +45,39 @@ pub struct DeployLimits {
     pub start_window: std::time::Duration,
     /// How large an image may be.
     pub caps: berth_runtime::pull::Caps,
+    /// How much of each deployment's container output is kept.
+    pub logs: berth_runtime::log::Rotation,
+    /// The delays between restarts of a container that keeps exiting.
+    pub restart_backoff: Backoff,
+}
+
+/// Kubernetes' CrashLoopBackOff: the first restart after `initial`, each next one
+/// after twice the delay before it, at most `max`; a container that ran for
+/// [`Backoff::RESET_AFTER`] without exiting starts from `initial` again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: std::time::Duration,
+    pub max: std::time::Duration,
+}
+
+impl Backoff {
+    pub const RESET_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+    /// The delay before restart number `streak + 1` of a crash loop.
+    pub fn delay(&self, streak: u32) -> std::time::Duration {
+        self.initial
+            .saturating_mul(1u32 << streak.min(20))
+            .min(self.max)
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: std::time::Duration::from_secs(10),
+            max: std::time::Duration::from_secs(300),
+        }
+    }
 }
 
 impl Default for DeployLimits {
@@ -55,6 +88,8 @@ impl Default for DeployLimits {
             stall: berth_runtime::pull::DEFAULT_STALL,
             start_window: std::time::Duration::from_millis(500),
             caps: Default::default(),
+            logs: Default::default(),
+            restart_backoff: Default::default(),
         }
     }
 }
@@ -145,6 +180,12 @@ pub struct FileDeploys {
     pub max_image_mb: Option<u64>,
     /// Entries of one layer.
     pub max_layer_entries: Option<u64>,
+    /// Container output kept per deployment: files of this many MiB, this many files.
+    pub log_max_size_mb: Option<u64>,
+    pub log_max_files: Option<u32>,
+    /// The first delay of a crash loop's restarts, and the longest.
+    pub restart_backoff_ms: Option<u64>,
+    pub restart_backoff_max_ms: Option<u64>,
 }
 
 /// `[containers]`: the sandbox every container runs in.
@@ -240,6 +281,9 @@ pub struct Overrides {
     pub deploy_timeout_secs: Option<u64>,
     pub blob_stall_secs: Option<u64>,
     pub start_window_ms: Option<u64>,
+    pub log_max_size_mb: Option<u64>,
+    pub log_max_files: Option<u32>,
+    pub restart_backoff_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -360,6 +404,32 @@ impl Config {
         if let Some(n) = file.deploys.max_layer_entries {
             deploys.caps.entries = n;
         }
+        if let Some(mb) = o.log_max_size_mb.or(file.deploys.log_max_size_mb) {
+            if !(1..=1 << 20).contains(&mb) {
+                return Err(ConfigError::Containers(format!(
+                    "a log file of {mb} MiB is not between 1 MiB and 1 TiB"
+                )));
+            }
+            deploys.logs.max_bytes = mb << 20;
+        }
+        if let Some(n) = o.log_max_files.or(file.deploys.log_max_files) {
+            if !(1..=100).contains(&n) {
+                return Err(ConfigError::Containers(format!(
+                    "{n} log files is not between 1 and 100"
+                )));
+            }
+            deploys.logs.max_files = n;
+        }
+        if let Some(ms) = o.restart_backoff_ms.or(file.deploys.restart_backoff_ms) {
+            deploys.restart_backoff.initial = std::time::Duration::from_millis(ms.max(1));
+        }
+        if let Some(ms) = file.deploys.restart_backoff_max_ms {
+            deploys.restart_backoff.max = std::time::Duration::from_millis(ms.max(1));
+        }
+        deploys.restart_backoff.max = deploys
+            .restart_backoff
+            .max
+            .max(deploys.restart_backoff.initial);
         Ok(Config {
             data_dir,
             listen,

@@ -110,8 +110,10 @@ pub async fn open(config: &Config) -> Result<Parts, SetupError> {
         .sandbox
         .check_range_free()
         .map_err(|e| SetupError::DataDir(config.data_dir.display().to_string(), e.to_string()))?;
-    let deployer = crate::deploy::Deployer::new(&config.data_dir, config.sandbox)
-        .map_err(|e| SetupError::DataDir(config.data_dir.display().to_string(), e.to_string()))?;
+    let deployer = crate::deploy::Deployer::new(&config.data_dir, config.sandbox, config.deploys)
+        .map_err(|e| {
+        SetupError::DataDir(config.data_dir.display().to_string(), e.to_string())
+    })?;
     let state = AppState {
         store: Arc::new(store.clone()),
         secrets: Arc::new(secrets),

@@ -1,9 +1,9 @@
 //! What the API answers: view types of its own, built from the store's rows (which
 //! know nothing of the wire). Secrets never have a field here; usernames are masked.
 
-use berth_store::{AuditEvent, Deployment, Service};
+use berth_store::{AuditEvent, Deployment, RestartPolicy, Service};
 use berth_types::mask_username;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 #[derive(Serialize, ToSchema)]
@@ -27,6 +27,47 @@ pub struct ResourcesView {
     pub cpus: Option<f64>,
 }
 
+/// When the container is started again after it exits (with a growing delay, as
+/// Kubernetes' CrashLoopBackOff): `on-failure` (the default: a non-zero exit, a
+/// signal, an exit nobody saw), `always`, `never`.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Copy, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicyName {
+    #[default]
+    OnFailure,
+    Always,
+    Never,
+}
+
+impl From<RestartPolicyName> for RestartPolicy {
+    fn from(p: RestartPolicyName) -> Self {
+        match p {
+            RestartPolicyName::OnFailure => RestartPolicy::OnFailure,
+            RestartPolicyName::Always => RestartPolicy::Always,
+            RestartPolicyName::Never => RestartPolicy::Never,
+        }
+    }
+}
+
+impl From<RestartPolicy> for RestartPolicyName {
+    fn from(p: RestartPolicy) -> Self {
+        match p {
+            RestartPolicy::OnFailure => RestartPolicyName::OnFailure,
+            RestartPolicy::Always => RestartPolicyName::Always,
+            RestartPolicy::Never => RestartPolicyName::Never,
+        }
+    }
+}
+
+/// How the service's container last exited: `code` or `signal`, or neither when it
+/// stopped while no server watched (a machine restart).
+#[derive(Serialize, ToSchema)]
+pub struct ExitView {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub at: String,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct ServiceView {
     pub name: String,
@@ -35,6 +76,10 @@ pub struct ServiceView {
     pub created_at: String,
     pub registry: Option<RegistryView>,
     pub resources: ResourcesView,
+    pub restart_policy: RestartPolicyName,
+    /// Restarts of the running deployment by the restart policy.
+    pub restarts: u32,
+    pub last_exit: Option<ExitView>,
 }
 
 impl From<&Service> for ServiceView {
@@ -56,6 +101,13 @@ impl From<&Service> for ServiceView {
                 pids: s.resources.pids,
                 cpus: s.resources.cpu_millis.map(|m| m as f64 / 1000.0),
             },
+            restart_policy: s.restart_policy.into(),
+            restarts: s.restarts,
+            last_exit: s.last_exit.as_ref().map(|e| ExitView {
+                code: e.code,
+                signal: e.signal,
+                at: e.at.clone(),
+            }),
         }
     }
 }

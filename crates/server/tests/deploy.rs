@@ -297,8 +297,9 @@ async fn a_redeploy_replaces_and_a_restarted_server_adopts() {
     let server = Server::start(config(dir.path(), Db::Sqlite, &url, None)).await;
     let alice = server.client(&token);
     logs_containing(&alice, &format!("{second}/logs"), "taken up again").await;
-    let streamed = followed_until(&alice, &format!("{second}/logs"), "taken up again").await;
-    assert!(streamed.contains("up\n"), "{streamed}");
+    // The infrastructure log, then the output, pumped again by the new server.
+    let streamed = followed_until(&alice, &format!("{second}/logs"), "] up\n").await;
+    assert!(streamed.contains("taken up again"), "{streamed}");
     assert_eq!(alice.get(&second).await.1["status"], "DEPLOYED");
 
     // The machine went down: the container stopped while no server ran. The next
@@ -525,6 +526,8 @@ async fn containers_run_unprivileged_in_a_sandbox_with_limits() {
     let logs = logs_containing(&alice, &format!("{path}/logs"), "FORKS-DONE").await;
     let map_line = logs
         .lines()
+        .filter_map(|l| l.split_once("] "))
+        .map(|(_, text)| text)
         .find(|l| l.trim_start().starts_with('0'))
         .unwrap_or_else(|| panic!("no uid_map in:\n{logs}"));
     let fields: Vec<&str> = map_line.split_whitespace().collect();
@@ -810,6 +813,175 @@ async fn a_full_disk_fails_the_deploy_cleanly_and_the_next_one_works() {
     let d = wait_for_end(&alice, &path).await;
     assert_eq!(d["status"], "DEPLOYED", "{d}");
     logs_containing(&alice, &format!("{path}/logs"), "fits now").await;
+    alice.delete("/v1/projects/web/services/api").await;
+    server.running.stop().await;
+}
+
+/// The service read-back, once `done` holds for it (or the test fails after 20 s).
+async fn service_until(c: &Client, service: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, v) = c.get(&format!("/v1/projects/web/services/{service}")).await;
+        if done(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "never reached: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A container that exits after its start window is restarted by the default
+/// `on-failure` policy with growing delays (200, 400, 800 ms here), counted in the
+/// read-back with its last exit; under `never` it stays stopped.
+#[tokio::test(flavor = "multi_thread")]
+async fn crashing_containers_restart_with_backoff_unless_the_policy_says_never() {
+    berth_testkit::require("runc");
+    let registry = Registry::start();
+    let url = registry.url();
+    registry.push_busybox("crashloop", "echo up; sleep 0.5; exit 3");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Db::Sqlite, &url, None);
+    cfg.deploys.start_window = Duration::from_millis(200);
+    cfg.deploys.restart_backoff.initial = Duration::from_millis(200);
+    let server = Server::start(cfg).await;
+    let alice = alice_with_api(&server, &url, "team/app:crashloop").await;
+    let (s, v) = alice
+        .post(
+            "/v1/projects/web/services",
+            json!({"name": "job", "image": "team/app:crashloop", "restart_policy": "never",
+                   "registry": registry_body(&url, "ci", PASSWORD)}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["restart_policy"].as_str()),
+        (StatusCode::CREATED, Some("never")),
+        "{v}"
+    );
+    let (s, v) = alice
+        .post(
+            "/v1/projects/web/services",
+            json!({"name": "bad", "image": "team/app:crashloop", "restart_policy": "sometimes"}),
+        )
+        .await;
+    assert!(s.is_client_error(), "{s} {v}");
+
+    let api = start_deploy(&alice, "web", "api").await;
+    let job = start_deploy(&alice, "web", "job").await;
+    for path in [&api, &job] {
+        assert_eq!(wait_for_end(&alice, path).await["status"], "DEPLOYED");
+    }
+    let v = service_until(&alice, "api", |v| v["restarts"].as_u64() >= Some(3)).await;
+    assert_eq!(v["restart_policy"], "on-failure");
+    assert_eq!(v["last_exit"]["code"], 3, "{v}");
+    let log = logs_containing(&alice, &format!("{api}/logs"), "restarted (restart 3)").await;
+    for (n, ms) in [(1, 200), (2, 400), (3, 800)] {
+        assert!(
+            log.contains(&format!("the container exited (exit code 3); restart {n} in {ms} ms (restart policy on-failure)")),
+            "{log}"
+        );
+    }
+    // Every run's output is kept: "up" once per start.
+    let output = logs_containing(&alice, &format!("{api}/logs"), "] up").await;
+    assert!(output.matches("] up").count() >= 3, "{output}");
+
+    let v = service_until(&alice, "job", |v| !v["last_exit"].is_null()).await;
+    assert_eq!(
+        (v["restarts"].as_u64(), &v["last_exit"]["code"]),
+        (Some(0), &json!(3))
+    );
+    logs_containing(
+        &alice,
+        &format!("{job}/logs"),
+        "restart policy never: left stopped",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, v) = alice.get("/v1/projects/web/services/job").await;
+    assert_eq!(v["restarts"], 0, "never restarted: {v}");
+    let (_, d) = alice.get(&job).await;
+    assert_eq!(d["status"], "DEPLOYED", "stopped, not failed: {d}");
+
+    // A new deploy counts from zero.
+    let again = start_deploy(&alice, "web", "api").await;
+    assert_eq!(wait_for_end(&alice, &again).await["status"], "DEPLOYED");
+    let (_, v) = alice.get("/v1/projects/web/services/api").await;
+    assert!(v["restarts"].as_u64() < Some(3), "{v}");
+    alice.delete("/v1/projects/web/services/api").await;
+    alice.delete("/v1/projects/web/services/job").await;
+    server.running.stop().await;
+}
+
+/// A container that writes as fast as it can: its output rotates under the cap
+/// (three files of 1 MiB here), `?tail=` and `?since=` read only what they ask for.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chatty_container_keeps_its_output_under_the_cap() {
+    berth_testkit::require("runc");
+    let registry = Registry::start();
+    let url = registry.url();
+    registry.push_busybox("chatty", "yes berth-says-yes");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Db::Sqlite, &url, None);
+    cfg.deploys.logs = berth_runtime::log::Rotation {
+        max_bytes: 1 << 20,
+        max_files: 3,
+    };
+    let server = Server::start(cfg).await;
+    let alice = alice_with_api(&server, &url, "team/app:chatty").await;
+    let path = start_deploy(&alice, "web", "api").await;
+    assert_eq!(wait_for_end(&alice, &path).await["status"], "DEPLOYED");
+    let id = path.rsplit('/').next().unwrap();
+    let ddir = dir.path().join("deployments").join(id);
+    // Written through the three files more than once.
+    until("the output to rotate twice", || {
+        ddir.join("output.2").exists()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut total = 0;
+    for entry in std::fs::read_dir(&ddir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("output") && name != "output.fifo" {
+            let len = entry.metadata().unwrap().len();
+            assert!(len <= 1 << 20, "{name}: {len} bytes");
+            assert!(
+                ["output", "output.1", "output.2"].contains(&name.as_str()),
+                "{name}"
+            );
+            total += len;
+        }
+    }
+    assert!(total <= 3 << 20, "{total} bytes of output kept");
+
+    let (_, v) = alice.get(&format!("{path}/logs?tail=3")).await;
+    let text = v.as_str().unwrap().to_owned();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(
+        text.lines().all(|l| l.ends_with("] berth-says-yes")),
+        "{text}"
+    );
+    let (_, v) = alice.get(&format!("{path}/logs")).await;
+    let all = v.as_str().unwrap();
+    assert!(
+        all.starts_with('[') && all.contains("deployment "),
+        "the infrastructure log first"
+    );
+    assert!(
+        all.len() as u64 <= (3 << 20) + (64 << 10),
+        "{} bytes",
+        all.len()
+    );
+    let (_, v) = alice
+        .get(&format!("{path}/logs?since=2999-01-01T00:00:00Z"))
+        .await;
+    assert_eq!(v.as_str(), Some(""), "nothing is that new");
+    let (_, v) = alice.get(&format!("{path}/logs?since=2s&tail=2")).await;
+    assert_eq!(v.as_str().unwrap().lines().count(), 2, "{v}");
+    let (s, v) = alice.get(&format!("{path}/logs?since=yesterday")).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_since"))
+    );
     alice.delete("/v1/projects/web/services/api").await;
     server.running.stop().await;
 }

@@ -97,6 +97,9 @@ pub trait Services: Send + Sync {
     /// Deletes the credential and marks the service `TERMINATED` (its deployed
     /// deployments `REMOVED`).
     async fn terminate_service(&self, service: &Service, audit: NewAudit) -> Result<()>;
+    /// Records how the service's container exited; `restarted`: the restart policy
+    /// starts it again (one more restart counted).
+    async fn record_exit(&self, service: &ServiceId, exit: &Exit, restarted: bool) -> Result<()>;
 }
 
 /// The durable deployment queue that every replica's worker takes from.
@@ -105,6 +108,15 @@ pub trait DeploymentQueue: Send + Sync {
     /// Queues a `PENDING_DEPLOY` deployment of the service's image (`NotFound` once
     /// the service is terminated).
     async fn create_deployment(&self, service: &Service, audit: NewAudit) -> Result<Deployment>;
+    /// Queues a deployment by which berth restarts the service of `replaces` (whose
+    /// container stopped while no server watched); its success keeps the service's
+    /// restart count, where a new deploy's resets it.
+    async fn restart_deployment(
+        &self,
+        service: &Service,
+        replaces: &DeploymentId,
+        audit: NewAudit,
+    ) -> Result<Deployment>;
     async fn deployment(&self, service: &Service, id: &str) -> Result<Option<Deployment>>;
     async fn deployments_of(&self, service: &Service) -> Result<Vec<Deployment>>;
     /// Moves the oldest `PENDING_DEPLOY` deployment to `DEPLOYING` and returns it; on

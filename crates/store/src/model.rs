@@ -165,6 +165,41 @@ pub struct Resources {
     pub cpu_millis: Option<i64>,
 }
 
+status_enum!(
+    /// When a service's container is started again after it exits: `OnFailure` (the
+    /// default) after a failure (a non-zero exit, a signal, an exit nobody saw),
+    /// `Always` after any exit, `Never`.
+    RestartPolicy {
+        OnFailure = "on-failure",
+        Always = "always",
+        Never = "never",
+    }
+);
+
+// The enum is the macro's: a derive would need `#[default]` through it.
+#[allow(clippy::derivable_impls)]
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy::OnFailure
+    }
+}
+
+/// How a service's container last exited. Neither code nor signal: it stopped
+/// while no server watched (a machine restart).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub at: String,
+}
+
+impl Exit {
+    /// A failure, for the `on-failure` policy: anything but exit code 0.
+    pub fn failed(&self) -> bool {
+        self.code != Some(0)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct NewService {
     pub id: ServiceId,
@@ -172,6 +207,7 @@ pub struct NewService {
     pub name: String,
     pub image: ImageRef,
     pub resources: Resources,
+    pub restart_policy: RestartPolicy,
 }
 
 /// Where a registry password is kept: one form or the other, never both.
@@ -222,6 +258,10 @@ pub struct Service {
     pub created_at: String,
     pub credential: Option<Credential>,
     pub resources: Resources,
+    pub restart_policy: RestartPolicy,
+    /// Restarts of its running deployment (a new deploy counts from zero again).
+    pub restarts: u32,
+    pub last_exit: Option<Exit>,
 }
 
 /// An audit event to append with a change.

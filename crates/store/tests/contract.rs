@@ -105,6 +105,7 @@ fn new_service(p: &Project, name: &str) -> NewService {
         name: name.into(),
         image: "app:v1".parse().unwrap(),
         resources: Resources::default(),
+        restart_policy: RestartPolicy::default(),
     }
 }
 
@@ -682,6 +683,73 @@ contract!(
             .unwrap();
         assert_eq!(status(d3.id.clone()).await, DeploymentStatus::Removed);
         assert!(live().await.is_empty());
+    }
+);
+
+contract!(
+    restarts_count_until_a_new_deploy,
+    |store: SqlStore| async move {
+        let Fx { p, .. } = fixture(&store).await;
+        let s = store
+            .create_service(
+                NewService {
+                    restart_policy: RestartPolicy::Never,
+                    ..new_service(&p, "job")
+                },
+                None,
+                audit("service.create", Some("web"), Some("job")),
+            )
+            .await
+            .unwrap();
+        let d1 = deploy(&store, &s, digest('a')).await;
+        let exit = |code| Exit {
+            code,
+            signal: None,
+            at: "2026-11-24T00:00:00.000Z".into(),
+        };
+        store
+            .record_exit(&s.id, &exit(Some(3)), true)
+            .await
+            .unwrap();
+        store
+            .record_exit(&s.id, &exit(Some(4)), true)
+            .await
+            .unwrap();
+        let read = got(&store, &p, "job").await;
+        assert_eq!(read.restart_policy, RestartPolicy::Never);
+        assert_eq!((read.restarts, read.last_exit), (2, Some(exit(Some(4)))));
+        // berth's own restart of the service keeps the count...
+        let again = store
+            .restart_deployment(
+                &s,
+                &d1.id,
+                audit("deployment.create", Some("web"), Some("job")),
+            )
+            .await
+            .unwrap();
+        let claimed = store
+            .claim_deployment("http://a:8440", &Busy::default())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claimed.id, again.id);
+        store
+            .finish_deployment(
+                &claimed,
+                Outcome::Deployed {
+                    digest: digest('a'),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(got(&store, &p, "job").await.restarts, 2);
+        // ...a new deploy counts from zero; an exit not restarted is not counted.
+        deploy(&store, &s, digest('b')).await;
+        let read = got(&store, &p, "job").await;
+        assert_eq!((read.restarts, read.last_exit), (0, None));
+        store.record_exit(&s.id, &exit(None), false).await.unwrap();
+        let read = got(&store, &p, "job").await;
+        assert_eq!((read.restarts, read.last_exit), (0, Some(exit(None))));
     }
 );
 

@@ -38,6 +38,9 @@ pub struct LogsArgs {
     /// Only the last N lines
     #[arg(long)]
     tail: Option<usize>,
+    /// Only lines since a time (RFC 3339) or for a duration back (90s, 10m, 2h, 1d)
+    #[arg(long)]
+    since: Option<String>,
 }
 
 /// Prints the log from byte `from` (above the bars, when there are some); returns
@@ -229,13 +232,23 @@ pub async fn logs(conn: &Connection, args: LogsArgs) -> Result<Outcome, CliError
         }
     };
     let path = format!("{base}/{id}");
-    if args.follow && args.tail.is_none() {
+    if args.follow && args.tail.is_none() && args.since.is_none() {
         stream_logs(&api, &path, 0).await?;
     } else {
-        let mut query = args.tail.map(|n| format!("?tail={n}")).unwrap_or_default();
-        if args.follow {
-            query.push_str("&follow=true");
+        let mut params = Vec::new();
+        if let Some(n) = args.tail {
+            params.push(format!("tail={n}"));
         }
+        if let Some(since) = &args.since {
+            params.push(format!(
+                "since={}",
+                url::form_urlencoded::byte_serialize(since.as_bytes()).collect::<String>()
+            ));
+        }
+        if args.follow {
+            params.push("follow=true".into());
+        }
+        let query = format!("?{}", params.join("&"));
         let text = api
             .send(Method::GET, &format!("{path}/logs{query}"), None)
             .await?;

@@ -70,6 +70,15 @@ pub struct Args {
     /// Milliseconds a new container must keep running (or exit 0) to count as started [default: 500]
     #[arg(long, env = "BERTH_START_WINDOW_MS")]
     start_window_ms: Option<u64>,
+    /// Container output kept per deployment: rotated at this many MiB [default: 20]
+    #[arg(long, env = "BERTH_LOG_MAX_SIZE_MB")]
+    log_max_size_mb: Option<u64>,
+    /// Container output files kept per deployment, the current one included [default: 5]
+    #[arg(long, env = "BERTH_LOG_MAX_FILES")]
+    log_max_files: Option<u32>,
+    /// First delay before restarting a container that exited; it doubles up to 5 minutes [default: 10000]
+    #[arg(long, env = "BERTH_RESTART_BACKOFF_MS")]
+    restart_backoff_ms: Option<u64>,
 }
 
 impl Args {
@@ -104,6 +113,9 @@ impl Args {
                 deploy_timeout_secs: self.deploy_timeout,
                 blob_stall_secs: self.blob_stall_timeout,
                 start_window_ms: self.start_window_ms,
+                log_max_size_mb: self.log_max_size_mb,
+                log_max_files: self.log_max_files,
+                restart_backoff_ms: self.restart_backoff_ms,
             },
             file,
         )

@@ -43,6 +43,9 @@ pub enum Command {
         /// The container's CPU limit, in CPUs, e.g. 0.5 [default: the server's]
         #[arg(long)]
         cpus: Option<f64>,
+        /// When the container is started again after it exits, with a growing delay
+        #[arg(long, value_parser = ["on-failure", "always", "never"], default_value = "on-failure")]
+        restart_policy: String,
         #[arg(long)]
         json: bool,
     },
@@ -149,6 +152,7 @@ pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
             memory_mb,
             pids,
             cpus,
+            restart_policy,
             json,
         } => {
             let interactive = std::io::stdin().is_terminal() && !registry.registry_password_stdin;
@@ -161,7 +165,8 @@ pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
                 (None, _) => return Err(CliError::Usage("NAME is required".into())),
                 (_, None) => return Err(CliError::Usage("--image is required".into())),
             };
-            let mut body = json!({"name": name, "image": image, "save_without_verifying": registry.save_without_verifying});
+            let mut body = json!({"name": name, "image": image, "restart_policy": restart_policy,
+                                  "save_without_verifying": registry.save_without_verifying});
             let mut resources = serde_json::Map::new();
             if let Some(m) = memory_mb {
                 resources.insert("memory_mb".into(), m.into());

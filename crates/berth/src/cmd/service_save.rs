@@ -33,6 +33,27 @@ fn render(v: &Value) {
         let limits: Vec<String> = r.iter().map(|(k, v)| format!("{k} {v}")).collect();
         println!("limits:   {}", limits.join(", "));
     }
+    if let Some(policy) = v["restart_policy"].as_str() {
+        let last = match (&v["last_exit"]["code"], &v["last_exit"]["signal"]) {
+            _ if v["last_exit"].is_null() => String::new(),
+            (Value::Number(c), _) => format!(
+                ", last exit code {c} at {}",
+                v["last_exit"]["at"].as_str().unwrap_or_default()
+            ),
+            (_, Value::Number(s)) => format!(
+                ", last killed by signal {s} at {}",
+                v["last_exit"]["at"].as_str().unwrap_or_default()
+            ),
+            _ => format!(
+                ", last stopped at {} (exit not seen)",
+                v["last_exit"]["at"].as_str().unwrap_or_default()
+            ),
+        };
+        println!(
+            "restarts: {} (policy {policy}{last})",
+            v["restarts"].as_u64().unwrap_or(0)
+        );
+    }
     match v["registry"].as_object() {
         None => println!("registry: none (anonymous pulls)"),
         Some(r) => println!(

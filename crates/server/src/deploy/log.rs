@@ -2,8 +2,13 @@
 //! registry's own error text), then the container's output. Read in chunks,
 //! followed while the deployment runs, and forwarded from the replica that keeps it.
 
+use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+
+pub use berth_runtime::log::same_file;
+use berth_runtime::log::Logs;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -33,12 +38,19 @@ pub fn read_from(path: &Path, offset: u64) -> Vec<u8> {
 /// Where the last `n` lines of the log begin: read backwards a chunk at a time, so
 /// that a huge log is never read whole.
 pub fn offset_of_last_lines(path: &Path, n: usize) -> u64 {
-    let Ok(mut f) = std::fs::File::open(path) else {
+    let Ok(mut f) = File::open(path) else {
         return 0;
     };
-    let Ok(len) = f.metadata().map(|m| m.len()) else {
-        return 0;
-    };
+    let len = f.metadata().map_or(0, |m| m.len());
+    last_lines_start(&mut f, len, n).0
+}
+
+/// Where the last `n` lines of the first `len` bytes of `f` begin, and how many
+/// lines were found (fewer than `n` when it holds fewer: then from its start).
+fn last_lines_start(f: &mut File, len: u64, n: usize) -> (u64, usize) {
+    if n == 0 {
+        return (len, 0);
+    }
     // A trailing newline ends the last line; it does not start another.
     let mut end = len;
     let mut newlines = 0;
@@ -48,7 +60,7 @@ pub fn offset_of_last_lines(path: &Path, n: usize) -> u64 {
         let start = end.saturating_sub(buf.len() as u64);
         let chunk = &mut buf[..(end - start) as usize];
         if f.seek(SeekFrom::Start(start)).is_err() || f.read_exact(chunk).is_err() {
-            return 0;
+            return (0, newlines);
         }
         for (i, b) in chunk.iter().enumerate().rev() {
             if *b != b'\n' {
@@ -60,45 +72,281 @@ pub fn offset_of_last_lines(path: &Path, n: usize) -> u64 {
             }
             newlines += 1;
             if newlines == n {
-                return start + i as u64 + 1;
+                return (start + i as u64 + 1, n);
             }
         }
         first = false;
         end = start;
     }
-    0
+    // Every line of the file, the first one (with no newline before it) included.
+    (0, if len > 0 { newlines + 1 } else { 0 })
 }
 
-/// The log from byte `from`, chunk by chunk, then (when `ended` is given) what is
-/// appended until `ended` says the deployment is over.
+/// What to read of a deployment's logs.
+#[derive(Clone, Debug, Default)]
+pub struct Reading {
+    /// Only the last N lines (of the infrastructure log and the output together).
+    pub tail: Option<usize>,
+    /// Only lines written at or after this time.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// `?since=`: an RFC 3339 time, or a duration back from now (`90s`, `10m`, `2h`,
+/// `1d`), as `docker logs --since` takes them.
+pub fn parse_since(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(t.to_utc());
+    }
+    let unit = text.chars().last()?;
+    let n: i64 = text[..text.len() - unit.len_utf8()].parse().ok()?;
+    let secs = match unit {
+        's' => n,
+        'm' => n.checked_mul(60)?,
+        'h' => n.checked_mul(3600)?,
+        'd' => n.checked_mul(86400)?,
+        _ => return None,
+    };
+    chrono::Utc::now().checked_sub_signed(chrono::TimeDelta::try_seconds(secs)?)
+}
+
+/// The state of one read: the files opened when it began (a rotation during the
+/// read renames them, it does not change what is read), then, when following,
+/// the infrastructure log and whichever file is the current output.
+struct Reader {
+    logs: Logs,
+    /// The files to read, each up to its length when the read began (what is
+    /// appended later is for following).
+    queue: VecDeque<(File, u64)>,
+    infra: Option<File>,
+    output: Option<File>,
+    filter: Since,
+    ending: bool,
+}
+
+impl Reader {
+    fn open(logs: Logs, reading: &Reading) -> Self {
+        let mut opened: Vec<(PathBuf, File, u64)> = logs
+            .files()
+            .into_iter()
+            .filter_map(|p| {
+                let f = File::open(&p).ok()?;
+                let len = f.metadata().ok()?.len();
+                Some((p, f, len))
+            })
+            .collect();
+        if let Some(mut n) = reading.tail {
+            let mut first = 0;
+            for (i, (_, f, len)) in opened.iter_mut().enumerate().rev() {
+                let (at, found) = last_lines_start(f, *len, n);
+                let _ = f.seek(SeekFrom::Start(at));
+                if found >= n {
+                    first = i;
+                    break;
+                }
+                n -= found;
+            }
+            opened.drain(..first);
+        } else {
+            for (_, f, _) in &mut opened {
+                let _ = f.seek(SeekFrom::Start(0));
+            }
+        }
+        // Clones share the file position: the follower goes on where the read ended.
+        let clone = |path: &Path| {
+            opened
+                .iter()
+                .find(|(p, _, _)| p == path)
+                .and_then(|(_, f, _)| f.try_clone().ok())
+        };
+        let infra = clone(&logs.infra).or_else(|| {
+            // Tailed past it: follow it from its end.
+            let mut f = File::open(&logs.infra).ok()?;
+            f.seek(SeekFrom::End(0)).ok()?;
+            Some(f)
+        });
+        let output = clone(&logs.output);
+        Reader {
+            infra,
+            output,
+            queue: opened.into_iter().map(|(_, f, len)| (f, len)).collect(),
+            filter: Since::new(reading.since),
+            logs,
+            ending: false,
+        }
+    }
+
+    /// The next chunk of the files opened at the start; `None` once they are read.
+    fn next_opened(&mut self) -> Option<Vec<u8>> {
+        while let Some((f, len)) = self.queue.front_mut() {
+            let at = f.stream_position().unwrap_or(*len);
+            let mut buf = Vec::new();
+            let _ = f
+                .take(CHUNK.min(len.saturating_sub(at)))
+                .read_to_end(&mut buf);
+            if buf.is_empty() {
+                self.queue.pop_front();
+                continue;
+            }
+            if !buf.ends_with(b"\n") && buf.len() as u64 == CHUNK {
+                // Cut at a line, so that a line never spans two chunks' filters
+                // needlessly (the filter copes either way).
+                if let Some(nl) = buf.iter().rposition(|b| *b == b'\n') {
+                    let back = (buf.len() - nl - 1) as i64;
+                    buf.truncate(nl + 1);
+                    let _ = f.seek(SeekFrom::Current(-back));
+                }
+            }
+            return Some(buf);
+        }
+        None
+    }
+
+    /// What was appended since the last look, whole lines only (a line being
+    /// written is read once it is complete, so that the two files' lines never
+    /// interleave mid-line).
+    fn next_appended(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Some(f) = &mut self.infra {
+            out.extend(read_lines(f));
+        } else if let Ok(f) = File::open(&self.logs.infra) {
+            self.infra = Some(f);
+            return self.next_appended();
+        }
+        let rotated = match &self.output {
+            Some(f) => !same_file(f, &self.logs.output),
+            None => true,
+        };
+        if let Some(f) = &mut self.output {
+            out.extend(read_lines(f));
+        }
+        if out.is_empty() && rotated {
+            // The current output file is another one now (rotated, or created since
+            // the read began): finish the old one, then follow the new from its start.
+            if let Some(f) = &mut self.output {
+                let mut rest = Vec::new();
+                let _ = f.take(CHUNK).read_to_end(&mut rest);
+                if !rest.is_empty() {
+                    return rest;
+                }
+            }
+            if let Ok(f) = File::open(&self.logs.output) {
+                self.output = Some(f);
+            }
+        }
+        out
+    }
+}
+
+/// Up to [`CHUNK`] bytes of `f` from its position, ending at a newline (the rest
+/// is left for the next read).
+fn read_lines(f: &mut File) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let _ = f.take(CHUNK).read_to_end(&mut buf);
+    if let Some(nl) = buf.iter().rposition(|b| *b == b'\n') {
+        let back = (buf.len() - nl - 1) as i64;
+        if back > 0 {
+            buf.truncate(nl + 1);
+            let _ = f.seek(SeekFrom::Current(-back));
+        }
+    } else if (buf.len() as u64) < CHUNK {
+        let _ = f.seek(SeekFrom::Current(-(buf.len() as i64)));
+        buf.clear();
+    }
+    buf
+}
+
+/// `?since=`: keeps the lines stamped at or after a time; a line without a stamp
+/// goes with the one before it. Lines may arrive split across chunks.
+struct Since {
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    partial: Vec<u8>,
+    keeping: bool,
+}
+
+impl Since {
+    fn new(since: Option<chrono::DateTime<chrono::Utc>>) -> Self {
+        Since {
+            since,
+            partial: Vec::new(),
+            keeping: false,
+        }
+    }
+
+    fn filter(&mut self, chunk: Vec<u8>) -> Vec<u8> {
+        let Some(since) = self.since else {
+            return chunk;
+        };
+        self.partial.extend_from_slice(&chunk);
+        let Some(end) = self.partial.iter().rposition(|b| *b == b'\n') else {
+            return Vec::new();
+        };
+        let rest = self.partial.split_off(end + 1);
+        let whole = std::mem::replace(&mut self.partial, rest);
+        let mut out = Vec::new();
+        for line in whole.split_inclusive(|b| *b == b'\n') {
+            if let Some(at) = berth_runtime::log::stamped_at(line) {
+                self.keeping = at >= since;
+            }
+            if self.keeping {
+                out.extend_from_slice(line);
+            }
+        }
+        out
+    }
+
+    fn finish(&mut self) -> Vec<u8> {
+        let rest = std::mem::take(&mut self.partial);
+        if rest.is_empty() || self.since.is_none() {
+            return rest;
+        }
+        let mut chunk = rest;
+        chunk.push(b'\n');
+        let mut out = self.filter(chunk);
+        out.pop();
+        out
+    }
+}
+
+/// A deployment's logs (the infrastructure log, then the container output from
+/// its oldest rotated file), chunk by chunk, never whole in memory; then, when
+/// `ended` is given, what is appended to either until `ended` says the deployment
+/// is over.
 pub fn stream<F, Fut>(
-    path: PathBuf,
-    from: u64,
+    logs: Logs,
+    reading: Reading,
     ended: Option<F>,
 ) -> impl Stream<Item = Result<Vec<u8>, std::io::Error>>
 where
     F: Fn() -> Fut + Clone,
     Fut: std::future::Future<Output = bool>,
 {
-    futures_util::stream::unfold((from, false), move |(offset, done)| {
-        let path = path.clone();
+    let reader = Reader::open(logs, &reading);
+    futures_util::stream::unfold(Some(reader), move |reader| {
         let ended = ended.clone();
         async move {
-            if done {
-                return None;
+            let mut r = reader?;
+            if let Some(chunk) = r.next_opened() {
+                let out = r.filter.filter(chunk);
+                return Some((Ok(out), Some(r)));
             }
+            let Some(ended) = &ended else {
+                let out = r.filter.finish();
+                return Some((Ok(out), None));
+            };
             loop {
-                let chunk = read_from(&path, offset);
+                let chunk = r.next_appended();
                 if !chunk.is_empty() {
-                    let next = offset + chunk.len() as u64;
-                    return Some((Ok(chunk), (next, false)));
+                    let out = r.filter.filter(chunk);
+                    return Some((Ok(out), Some(r)));
                 }
-                let over = match &ended {
-                    None => true,
-                    Some(ended) => ended().await,
-                };
-                if over {
-                    return Some((Ok(Vec::new()), (offset, true)));
+                if r.ending {
+                    let out = r.filter.finish();
+                    return Some((Ok(out), None));
+                }
+                if ended().await {
+                    // One more look: what was written just before the end.
+                    r.ending = true;
+                    continue;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -154,6 +402,78 @@ mod tests {
             .ends_with("] two\n"));
         assert!(read_from(&path, all.len() as u64).is_empty());
         assert!(read_from(&dir.path().join("none"), 0).is_empty());
+    }
+
+    /// Reads the whole stream (not following), and the largest chunk it gave.
+    async fn read_all(logs: &Logs, reading: Reading) -> (String, usize) {
+        use futures_util::StreamExt;
+        let chunks: Vec<Vec<u8>> = stream(
+            logs.clone(),
+            reading,
+            None::<fn() -> std::future::Ready<bool>>,
+        )
+        .map(|c| c.unwrap())
+        .collect()
+        .await;
+        let largest = chunks.iter().map(Vec::len).max().unwrap_or(0);
+        (String::from_utf8(chunks.concat()).unwrap(), largest)
+    }
+
+    #[tokio::test]
+    async fn the_infrastructure_log_then_every_output_file_in_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = Logs::in_dir(
+            dir.path(),
+            berth_runtime::log::Rotation {
+                max_bytes: 4 << 20,
+                max_files: 3,
+            },
+        );
+        std::fs::write(&logs.infra, "[2026-01-01T00:00:00.000Z] pulled\n").unwrap();
+        let lines = |day: u32, n: usize| -> String {
+            (0..n)
+                .map(|i| format!("[2026-01-{day:02}T00:00:00.000Z] out {day} {i}\n"))
+                .collect()
+        };
+        std::fs::write(logs.output_file(2), lines(2, 100_000)).unwrap(); // ~3.6 MB
+        std::fs::write(logs.output_file(1), lines(3, 100_000)).unwrap();
+        std::fs::write(&logs.output, lines(4, 10)).unwrap();
+        let (all, largest) = read_all(&logs, Reading::default()).await;
+        assert!(largest as u64 <= CHUNK, "a chunk of {largest} bytes");
+        assert_eq!(all.lines().count(), 1 + 200_010);
+        assert!(all.starts_with("[2026-01-01T00:00:00.000Z] pulled\n[2026-01-02"));
+        assert!(all.ends_with("out 4 9\n"));
+        // The last lines, across files.
+        let (tail, _) = read_all(
+            &logs,
+            Reading {
+                tail: Some(12),
+                since: None,
+            },
+        )
+        .await;
+        let tail: Vec<&str> = tail.lines().collect();
+        assert_eq!(tail.len(), 12);
+        assert!(
+            tail[0].ends_with("out 3 99998") && tail[11].ends_with("out 4 9"),
+            "{tail:?}"
+        );
+        let (everything, _) = read_all(
+            &logs,
+            Reading {
+                tail: Some(10_000_000),
+                since: None,
+            },
+        )
+        .await;
+        assert_eq!(everything, all);
+        // Since a time: only the lines stamped from then on.
+        let since = parse_since("2026-01-03T00:00:00Z");
+        let (newer, _) = read_all(&logs, Reading { tail: None, since }).await;
+        assert_eq!(newer.lines().count(), 100_010);
+        assert!(newer.starts_with("[2026-01-03T00:00:00.000Z] out 3 0\n"));
+        assert!(parse_since("10m").unwrap() < chrono::Utc::now());
+        assert!(parse_since("10x").is_none() && parse_since("").is_none());
     }
 
     #[test]

@@ -27,12 +27,15 @@ use std::time::Duration;
 
 use berth_runtime::cache::BlobCache;
 use berth_runtime::durable::{Durability, Found};
+use berth_runtime::log::Logs;
 use berth_runtime::proofs::Proofs;
 use berth_runtime::pull;
 use berth_runtime::rootfs::{self, ImageStore};
 use berth_runtime::runc::{Runc, Runtime};
 use berth_runtime::sandbox::Sandbox;
 use berth_store::{Deployment, DeploymentId, LiveDeployment, NewAudit, Store, StoreError};
+
+use crate::config::DeployLimits;
 
 pub use worker::{stale_before, Worker};
 
@@ -69,10 +72,16 @@ pub struct Deployer {
     not_running: Mutex<HashSet<DeploymentId>>,
     /// Deployments whose container this process adopted (it watched them run).
     adopted: Mutex<HashSet<DeploymentId>>,
+    /// Deploy limits: the output kept and the restart backoff among them.
+    limits: DeployLimits,
+    /// Each crash-looping container's restarts in a row, and when it last started.
+    crashes: Mutex<HashMap<DeploymentId, reconcile::Crashes>>,
+    /// Containers waiting out their backoff before the restart policy starts them.
+    restarting: Mutex<HashSet<DeploymentId>>,
 }
 
 impl Deployer {
-    pub fn new(data_dir: &Path, sandbox: Sandbox) -> std::io::Result<Self> {
+    pub fn new(data_dir: &Path, sandbox: Sandbox, limits: DeployLimits) -> std::io::Result<Self> {
         let root = data_dir.join("deployments");
         std::fs::create_dir_all(&root)?;
         let cache = BlobCache::open(data_dir.join("blobs"))?;
@@ -116,11 +125,21 @@ impl Deployer {
             stopping: Mutex::new(HashSet::new()),
             not_running: Mutex::new(HashSet::new()),
             adopted: Mutex::new(HashSet::new()),
+            limits,
+            crashes: Mutex::new(HashMap::new()),
+            restarting: Mutex::new(HashSet::new()),
         })
     }
 
+    /// Where the logs of deployment `id` are: its infrastructure log and its
+    /// container's output.
+    pub fn logs(&self, id: &DeploymentId) -> Logs {
+        Logs::in_dir(&self.root.join(id.as_str()), self.limits.logs)
+    }
+
+    /// The infrastructure log of deployment `id`.
     pub fn log_path(&self, id: &DeploymentId) -> PathBuf {
-        self.root.join(id.as_str()).join("log")
+        self.logs(id).infra
     }
 
     fn bundle(&self, id: &DeploymentId) -> PathBuf {
@@ -142,11 +161,14 @@ impl Deployer {
         locked(&self.pulls).get(id).map(|p| p.snapshot())
     }
 
-    /// Is the container of deployment `id` still running?
+    /// Is the container of deployment `id` still running, or about to run again (a
+    /// restart waits out its backoff)?
     pub fn is_running(&self, id: &DeploymentId) -> bool {
-        self.runtime
-            .as_ref()
-            .is_some_and(|r| r.is_running(&container_id(id)))
+        locked(&self.restarting).contains(id)
+            || self
+                .runtime
+                .as_ref()
+                .is_some_and(|r| r.is_running(&container_id(id)))
     }
 
     /// Stops the container of deployment `id` (if any) and removes its bundle.
@@ -169,15 +191,16 @@ impl Deployer {
 }
 
 /// Queues a new deployment of `live`'s service, by berth itself (audited as such).
-async fn restart(store: &dyn Store, live: &LiveDeployment) -> Result<DeploymentId, StoreError> {
-    let service = store
-        .service_by_id(&live.service_id)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+async fn restart(
+    store: &dyn Store,
+    service: &berth_store::Service,
+    live: &LiveDeployment,
+) -> Result<DeploymentId, StoreError> {
     let project = store.project_name(&service.project_id).await?;
     let d = store
-        .create_deployment(
-            &service,
+        .restart_deployment(
+            service,
+            &live.id,
             NewAudit {
                 actor: "berth".into(),
                 action: "deployment.create",

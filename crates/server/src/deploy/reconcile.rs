@@ -3,9 +3,14 @@
 //! observes and carries its decisions out.
 
 use std::collections::{HashMap, HashSet};
+use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use berth_store::{DeploymentId, LiveDeployment, Store};
+use berth_store::{DeploymentId, Exit, LiveDeployment, RestartPolicy, Service, Store};
+
+use crate::config::Backoff;
 
 use super::{container_id, locked, log, restart, Deployer, CONTAINER_PREFIX};
 
@@ -94,6 +99,63 @@ pub fn decide(f: &Facts) -> Vec<Action> {
     actions
 }
 
+impl Gone {
+    /// The exit to record: a code or a signal when this process saw it.
+    fn exit(&self) -> Exit {
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        match self {
+            Gone::Exited(status) => Exit {
+                code: status.code(),
+                signal: status.signal(),
+                at,
+            },
+            Gone::Stopped | Gone::StoppedWhileDown => Exit {
+                code: None,
+                signal: None,
+                at,
+            },
+        }
+    }
+}
+
+/// Whether `policy` starts a container again after `exit`.
+pub fn wants_restart(policy: RestartPolicy, exit: &Exit) -> bool {
+    match policy {
+        RestartPolicy::Always => true,
+        RestartPolicy::OnFailure => exit.failed(),
+        RestartPolicy::Never => false,
+    }
+}
+
+/// A container's crash loop: restarts in a row, and when it last started.
+#[derive(Clone, Copy, Debug)]
+pub struct Crashes {
+    streak: u32,
+    started: Instant,
+}
+
+impl Crashes {
+    /// The delay before the next restart; the loop starts over once the container
+    /// ran for [`Backoff::RESET_AFTER`].
+    fn next(&mut self, backoff: &Backoff, now: Instant) -> Duration {
+        if now.duration_since(self.started) >= Backoff::RESET_AFTER {
+            self.streak = 0;
+        }
+        let delay = backoff.delay(self.streak);
+        self.streak += 1;
+        delay
+    }
+}
+
+/// How an exit reads in the log: `exit code 3`, `signal 9`, or nothing known.
+fn describe(exit: &Exit) -> String {
+    match (exit.code, exit.signal) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(s)) => format!("signal {s}"),
+        (None, None) => "no exit status seen".into(),
+    }
+}
+
 impl Deployer {
     /// Makes this replica's containers match the database. A container whose
     /// deployment should not run any more (replaced by a newer deploy, its service
@@ -101,7 +163,7 @@ impl Deployer {
     /// deploy was recorded) is stopped and its bundle removed; a live one that an
     /// earlier server process started is adopted; one that stopped by itself is
     /// said in its log, once. Only the worker calls it, between deploys.
-    pub(super) async fn reconcile(&self, store: &dyn Store) {
+    pub(super) async fn reconcile(self: &Arc<Self>, store: &Arc<dyn Store>) {
         let Some(runtime) = &self.runtime else {
             return;
         };
@@ -151,7 +213,7 @@ impl Deployer {
                 Action::Stop(id) => stops.push(id),
                 Action::Adopt { id, otherwise } => {
                     let cid = container_id(&id);
-                    match runtime.adopt(&cid).await {
+                    match runtime.adopt(&cid, &self.logs(&id)).await {
                         Ok(true) => {
                             log::append(
                                 &self.log_path(&id),
@@ -178,22 +240,108 @@ impl Deployer {
         }
     }
 
-    async fn report(&self, store: &dyn Store, live: &LiveDeployment, gone: Gone) {
+    /// Says in its log that a live deployment's container no longer runs, records
+    /// the exit, and lets the service's restart policy decide: a container that
+    /// exited under this process is started again in place after its backoff; one
+    /// that stopped while no server watched comes back as a new deployment.
+    async fn report(self: &Arc<Self>, store: &Arc<dyn Store>, live: &LiveDeployment, gone: Gone) {
         let log = self.log_path(&live.id);
         locked(&self.not_running).insert(live.id.clone());
-        match gone {
-            Gone::Exited(status) => log::append(&log, &format!("the container exited ({status})")),
-            Gone::Stopped => log::append(&log, "the container exited"),
-            Gone::StoppedWhileDown => match restart(store, live).await {
+        let service = match store.service_by_id(&live.service_id).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return,
+            Err(e) => {
+                // Said again at the next reconcile.
+                locked(&self.not_running).remove(&live.id);
+                tracing::error!(deployment = %live.id, error = %e, "reading a service");
+                return;
+            }
+        };
+        let exit = gone.exit();
+        let policy = service.restart_policy;
+        let again = wants_restart(policy, &exit);
+        let how = match gone {
+            Gone::StoppedWhileDown => "the container stopped while the server was down".to_owned(),
+            _ => format!("the container exited ({})", describe(&exit)),
+        };
+        if let Err(e) = store.record_exit(&service.id, &exit, again).await {
+            tracing::error!(deployment = %live.id, error = %e, "recording an exit");
+        }
+        let n = service.restarts + 1;
+        match (again, gone) {
+            (false, _) => log::append(
+                &log,
+                &format!("{how}; restart policy {policy}: left stopped"),
+            ),
+            (true, Gone::StoppedWhileDown) => match restart(store.as_ref(), &service, live).await {
                 Ok(new) => log::append(
                     &log,
-                    &format!("the container stopped while the server was down; deployment {new} restarts the service"),
+                    &format!("{how}; restart {n} (restart policy {policy}): deployment {new} restarts the service"),
                 ),
                 Err(e) => {
-                    log::append(&log, "the container stopped while the server was down");
+                    log::append(&log, &how);
                     tracing::error!(deployment = %live.id, error = %e, "restarting a service");
                 }
             },
+            (true, _) => {
+                let delay = locked(&self.crashes)
+                    .entry(live.id.clone())
+                    .or_insert(Crashes {
+                        streak: 0,
+                        started: Instant::now(),
+                    })
+                    .next(&self.limits.restart_backoff, Instant::now());
+                log::append(
+                    &log,
+                    &format!(
+                        "{how}; restart {n} in {} ms (restart policy {policy})",
+                        delay.as_millis()
+                    ),
+                );
+                locked(&self.restarting).insert(live.id.clone());
+                let (me, store, id) = (self.clone(), store.clone(), live.id.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    me.restart_in_place(store.as_ref(), &service, &id, n).await;
+                    locked(&me.restarting).remove(&id);
+                });
+            }
+        }
+    }
+
+    /// Starts the container of `id` again, unless its deployment stopped being live
+    /// while the backoff ran (a newer deploy, a terminate).
+    async fn restart_in_place(
+        &self,
+        store: &dyn Store,
+        service: &Service,
+        id: &DeploymentId,
+        n: u32,
+    ) {
+        let Some(runtime) = &self.runtime else {
+            return;
+        };
+        let live = store
+            .live_deployments()
+            .await
+            .is_ok_and(|l| l.iter().any(|d| &d.id == id));
+        if !live || locked(&self.stopping).contains(id) {
+            return;
+        }
+        let logs = self.logs(id);
+        match runtime
+            .restart(&container_id(id), &self.bundle(id), &logs)
+            .await
+        {
+            Ok(()) => {
+                if let Some(c) = locked(&self.crashes).get_mut(id) {
+                    c.started = Instant::now();
+                }
+                locked(&self.not_running).remove(id);
+                log::append(&logs.infra, &format!("restarted (restart {n})"));
+                tracing::info!(deployment = %id, service = %service.name, restarts = n, "container restarted");
+            }
+            Err(e) => log::append(&logs.infra, &format!("restart {n} failed: {e}")),
         }
     }
 }
@@ -201,7 +349,6 @@ impl Deployer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::process::ExitStatusExt;
 
     fn id(s: &str) -> DeploymentId {
         DeploymentId::from(s.to_owned())
@@ -221,6 +368,45 @@ mod tests {
     /// `check(facts, expected)`: one case per row.
     fn check(f: Facts, expected: Vec<Action>) {
         assert_eq!(decide(&f), expected, "{f:?}");
+    }
+
+    #[test]
+    fn restart_policies_and_backoff() {
+        let exit = |code: Option<i32>, signal: Option<i32>| Exit {
+            code,
+            signal,
+            at: String::new(),
+        };
+        use RestartPolicy::*;
+        for (policy, e, want) in [
+            (OnFailure, exit(Some(3), None), true),
+            (OnFailure, exit(None, Some(9)), true),
+            (OnFailure, exit(None, None), true), // nobody saw it end well
+            (OnFailure, exit(Some(0), None), false),
+            (Always, exit(Some(0), None), true),
+            (Always, exit(Some(1), None), true),
+            (Never, exit(Some(1), None), false),
+            (Never, exit(None, None), false),
+        ] {
+            assert_eq!(wants_restart(policy, &e), want, "{policy} {e:?}");
+        }
+        let b = Backoff {
+            initial: Duration::from_secs(10),
+            max: Duration::from_secs(300),
+        };
+        let t0 = Instant::now();
+        let mut c = Crashes {
+            streak: 0,
+            started: t0,
+        };
+        let delays: Vec<u64> = (0..7).map(|_| c.next(&b, t0).as_secs()).collect();
+        assert_eq!(delays, [10, 20, 40, 80, 160, 300, 300]);
+        // Ten minutes of running: the loop starts over.
+        let t1 = t0 + Backoff::RESET_AFTER;
+        assert_eq!(c.next(&b, t1).as_secs(), 10);
+        c.started = t1; // restarted, and exited again a second later
+        assert_eq!(c.next(&b, t1 + Duration::from_secs(1)).as_secs(), 20);
+        assert_eq!(b.delay(10_000), Duration::from_secs(300));
     }
 
     #[test]

@@ -106,7 +106,7 @@ pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest
 
     let bundle = w.deployer.bundle(&d.id);
     root_filesystem(&pulled, &bundle, w.deployer.images.ids(), log)?;
-    start(w, d, &service, &pulled, &bundle, log).await?;
+    start(w, d, &service, &pulled, &bundle).await?;
     log::append(
         log,
         &format!(
@@ -241,7 +241,6 @@ async fn start(
     service: &Service,
     pulled: &Pulled,
     bundle: &Path,
-    log: &Path,
 ) -> Result<(), Failure> {
     let Some(runtime) = &w.deployer.runtime else {
         return Err(Failure::runtime("no container runtime: runc was not found on PATH; install it (Debian: apt-get install runc)"));
@@ -262,8 +261,9 @@ async fn start(
         pids: r.pids,
         cpus: r.cpu_millis.map(|c| c as f64 / 1000.0),
     };
+    let logs = w.deployer.logs(&d.id);
     runtime
-        .start(&cid, bundle, &pulled.config, limits, log)
+        .start(&cid, bundle, &pulled.config, limits, &logs)
         .await
         .map_err(|e| Failure::runtime(e.to_string()))?;
     // Started means the runtime reports the process running; no fixed sleep.
@@ -292,20 +292,26 @@ async fn start(
             .code()
             .map(|c| format!("exit code {c}"))
             .unwrap_or_else(|| status.to_string());
+        // Its last words reach the output file a moment after it exits.
+        let drained = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !runtime.output_drained(&cid) && tokio::time::Instant::now() < drained {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         return Err(Failure::runtime(format!(
             "the container exited at once with {code}; its last lines:\n{}",
-            last_lines(log, 5)
+            last_lines(&logs.output, 5)
         ))
         .at(&pulled.manifest));
     }
     Ok(())
 }
 
-/// The last `n` lines of a deployment's log (the container's output comes last).
-fn last_lines(log: &Path, n: usize) -> String {
-    let text = std::fs::read(log).unwrap_or_default();
-    let tail = &text[text.len().saturating_sub(16 << 10)..];
-    let text = String::from_utf8_lossy(tail);
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+/// The last `n` lines of a container's output, without their timestamps.
+fn last_lines(output: &Path, n: usize) -> String {
+    let text = log::read_from(output, log::offset_of_last_lines(output, n));
+    String::from_utf8_lossy(&text)
+        .lines()
+        .map(|l| l.split_once("] ").map_or(l, |(_, text)| text))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -45,7 +45,7 @@ impl Worker {
         let slots = Arc::new(tokio::sync::Semaphore::new(self.limits.concurrency));
         let mut last_repair = Instant::now();
         let mut last_reconcile = Instant::now();
-        self.deployer.reconcile(self.store.as_ref()).await;
+        self.deployer.reconcile(&self.store).await;
         loop {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
@@ -59,7 +59,7 @@ impl Worker {
                         w.deploy(&d).await;
                         drop(slot);
                         // The deployment it replaced stops now, before its image may go.
-                        w.deployer.reconcile(w.store.as_ref()).await;
+                        w.deployer.reconcile(&w.store).await;
                         w.collect_garbage_if_idle().await;
                         // What the deploy wrote reaches the disk in the background.
                         let deployer = w.deployer.clone();
@@ -75,7 +75,7 @@ impl Worker {
                     let gc = self.deployer.gc_wanted.load(Ordering::SeqCst);
                     if gc || last_reconcile.elapsed() >= RECONCILE {
                         last_reconcile = Instant::now();
-                        self.deployer.reconcile(self.store.as_ref()).await;
+                        self.deployer.reconcile(&self.store).await;
                     }
                     if gc {
                         self.collect_garbage_if_idle().await;

@@ -111,6 +111,9 @@ pub struct LogQuery {
     pub follow: bool,
     /// Only the last N lines (then, with `follow`, what is appended).
     pub tail: Option<usize>,
+    /// Only lines written since: an RFC 3339 time or a duration back from now
+    /// (`90s`, `10m`, `2h`, `1d`).
+    pub since: Option<String>,
 }
 
 /// The log of a deployment another replica ran lives on that replica: the request
@@ -165,8 +168,17 @@ pub async fn logs(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let d = find(&state, &caller, &p, &s, &id).await?;
-    let path = state.deployer.log_path(&d.id);
-    if !path.exists() {
+    let since = match q.since.as_deref() {
+        None => None,
+        Some(text) => Some(log::parse_since(text).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_since",
+                format!("since {text:?} is neither an RFC 3339 time nor a duration such as 10m"),
+            )
+        })?),
+    };
+    let logs = state.deployer.logs(&d.id);
+    if !logs.infra.exists() {
         if let Some(forwarded) = forward_to_replica(&state, &d, &headers, &uri).await? {
             return Ok(forwarded);
         }
@@ -193,7 +205,10 @@ pub async fn logs(
             }
         }
     };
-    let from = q.tail.map_or(0, |n| log::offset_of_last_lines(&path, n));
-    let body = Body::from_stream(log::stream(path, from, q.follow.then_some(ended)));
+    let reading = log::Reading {
+        tail: q.tail,
+        since,
+    };
+    let body = Body::from_stream(log::stream(logs, reading, q.follow.then_some(ended)));
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }

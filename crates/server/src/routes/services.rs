@@ -78,6 +78,8 @@ pub struct CreateService {
     /// The service's own container limits.
     pub resources: Option<ResourcesInput>,
     #[serde(default)]
+    pub restart_policy: crate::views::RestartPolicyName,
+    #[serde(default)]
     pub save_without_verifying: bool,
 }
 
@@ -219,6 +221,7 @@ pub async fn create(
                 name: name.to_string(),
                 image,
                 resources,
+                restart_policy: body.restart_policy.into(),
             },
             credential,
             NewAudit {

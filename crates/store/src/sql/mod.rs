@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/004_heartbeat.sql")),
     (5, include_str!("../migrations/005_replica.sql")),
     (6, include_str!("../migrations/006_resources.sql")),
+    (7, include_str!("../migrations/007_restarts.sql")),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -32,48 +32,16 @@ fn deployment_from(r: &AnyRow) -> Result<Deployment> {
 #[async_trait]
 impl DeploymentQueue for SqlStore {
     async fn create_deployment(&self, service: &Service, audit: NewAudit) -> Result<Deployment> {
-        let mut tx = self.pool.begin().await?;
-        let at = now();
-        let id = DeploymentId::random();
-        let updated = sqlx::query(
-            "UPDATE services SET status = $1, updated_at = $2 WHERE id = $3 AND status <> $4",
-        )
-        .bind(ServiceStatus::PendingDeploy.as_str())
-        .bind(&at)
-        .bind(service.id.as_str())
-        .bind(ServiceStatus::Terminated.as_str())
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        sqlx::query(
-            "INSERT INTO deployments (id, service_id, project_id, status, image, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(id.as_str())
-        .bind(service.id.as_str())
-        .bind(service.project_id.as_str())
-        .bind(DeploymentStatus::PendingDeploy.as_str())
-        .bind(service.image.to_string())
-        .bind(&at)
-        .bind(&at)
-        .execute(&mut *tx)
-        .await?;
-        append_audit(&mut tx, Some(&service.project_id), &audit).await?;
-        tx.commit().await?;
-        Ok(Deployment {
-            id,
-            service_id: service.id.clone(),
-            project_id: service.project_id.clone(),
-            status: DeploymentStatus::PendingDeploy,
-            image: service.image.clone(),
-            digest: None,
-            failure_code: None,
-            failure_message: None,
-            created_at: at.clone(),
-            updated_at: at,
-            replica_url: None,
-        })
+        self.insert_deployment(service, None, audit).await
+    }
+
+    async fn restart_deployment(
+        &self,
+        service: &Service,
+        replaces: &DeploymentId,
+        audit: NewAudit,
+    ) -> Result<Deployment> {
+        self.insert_deployment(service, Some(replaces), audit).await
     }
 
     async fn deployment(&self, service: &Service, id: &str) -> Result<Option<Deployment>> {
@@ -137,6 +105,15 @@ impl DeploymentQueue for SqlStore {
             .bind(now())
             .bind(d.service_id.as_str())
             .bind(DeploymentStatus::Deployed.as_str())
+            .bind(d.id.as_str())
+            .execute(&mut *tx)
+            .await?;
+            // A new deploy counts its restarts from zero; berth's restart of it does not.
+            sqlx::query(
+                "UPDATE services SET restarts = 0, last_exit_code = NULL, last_exit_signal = NULL, last_exit_at = NULL \
+                 WHERE id = $1 AND EXISTS (SELECT 1 FROM deployments WHERE id = $2 AND restart_of IS NULL)",
+            )
+            .bind(d.service_id.as_str())
             .bind(d.id.as_str())
             .execute(&mut *tx)
             .await?;
@@ -217,6 +194,57 @@ impl DeploymentQueue for SqlStore {
 }
 
 impl SqlStore {
+    async fn insert_deployment(
+        &self,
+        service: &Service,
+        restart_of: Option<&DeploymentId>,
+        audit: NewAudit,
+    ) -> Result<Deployment> {
+        let mut tx = self.pool.begin().await?;
+        let at = now();
+        let id = DeploymentId::random();
+        let updated = sqlx::query(
+            "UPDATE services SET status = $1, updated_at = $2 WHERE id = $3 AND status <> $4",
+        )
+        .bind(ServiceStatus::PendingDeploy.as_str())
+        .bind(&at)
+        .bind(service.id.as_str())
+        .bind(ServiceStatus::Terminated.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query(
+            "INSERT INTO deployments (id, service_id, project_id, status, image, created_at, updated_at, restart_of) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id.as_str())
+        .bind(service.id.as_str())
+        .bind(service.project_id.as_str())
+        .bind(DeploymentStatus::PendingDeploy.as_str())
+        .bind(service.image.to_string())
+        .bind(&at)
+        .bind(&at)
+        .bind(restart_of.map(DeploymentId::as_str))
+        .execute(&mut *tx)
+        .await?;
+        append_audit(&mut tx, Some(&service.project_id), &audit).await?;
+        tx.commit().await?;
+        Ok(Deployment {
+            id,
+            service_id: service.id.clone(),
+            project_id: service.project_id.clone(),
+            status: DeploymentStatus::PendingDeploy,
+            image: service.image.clone(),
+            digest: None,
+            failure_code: None,
+            failure_message: None,
+            created_at: at.clone(),
+            updated_at: at,
+            replica_url: None,
+        })
+    }
+
     /// Claims the oldest pending deployment of no service in `services` and no
     /// project in `projects`.
     async fn claim(

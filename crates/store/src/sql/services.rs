@@ -10,6 +10,7 @@ use crate::model::*;
 use crate::{Result, Services, StoreError};
 
 pub(super) const SERVICE_COLUMNS: &str = "s.id, s.project_id, s.name, s.image, s.status, s.created_at, s.memory_mb, s.pids, s.cpu_millis, \
+     s.restart_policy, s.restarts, s.last_exit_code, s.last_exit_signal, s.last_exit_at, \
      c.registry_url, c.username, c.sealed_password, c.secret_arn, c.verified, c.updated_at AS c_updated_at";
 
 pub(super) fn service_from(row: &AnyRow) -> Result<Service> {
@@ -53,6 +54,20 @@ pub(super) fn service_from(row: &AnyRow) -> Result<Service> {
             pids: row.try_get("pids")?,
             cpu_millis: row.try_get("cpu_millis")?,
         },
+        restart_policy: parsed(row, "restart_policy")?,
+        restarts: row.try_get::<i64, _>("restarts")?.clamp(0, u32::MAX.into()) as u32,
+        last_exit: match row.try_get::<Option<String>, _>("last_exit_at")? {
+            None => None,
+            Some(at) => Some(Exit {
+                code: row
+                    .try_get::<Option<i64>, _>("last_exit_code")?
+                    .map(|c| c as i32),
+                signal: row
+                    .try_get::<Option<i64>, _>("last_exit_signal")?
+                    .map(|c| c as i32),
+                at,
+            }),
+        },
     })
 }
 
@@ -95,7 +110,7 @@ impl Services for SqlStore {
         let mut tx = self.pool.begin().await?;
         let at = now();
         sqlx::query(
-            "INSERT INTO services (id, project_id, name, image, status, created_at, updated_at, memory_mb, pids, cpu_millis) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO services (id, project_id, name, image, status, created_at, updated_at, memory_mb, pids, cpu_millis, restart_policy) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(s.id.as_str())
         .bind(s.project_id.as_str())
@@ -107,6 +122,7 @@ impl Services for SqlStore {
         .bind(s.resources.memory_mb.map(|m| m as i64))
         .bind(s.resources.pids)
         .bind(s.resources.cpu_millis)
+        .bind(s.restart_policy.as_str())
         .execute(&mut *tx)
         .await
         .map_err(conflict("a service with this name"))?;
@@ -123,6 +139,9 @@ impl Services for SqlStore {
             status: ServiceStatus::Created,
             created_at: at.clone(),
             resources: s.resources,
+            restart_policy: s.restart_policy,
+            restarts: 0,
+            last_exit: None,
             credential: credential.map(|c| Credential {
                 registry_url: c.registry_url,
                 username: c.username,
@@ -227,6 +246,20 @@ impl Services for SqlStore {
         .await?;
         append_audit(&mut tx, Some(&service.project_id), &audit).await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_exit(&self, service: &ServiceId, exit: &Exit, restarted: bool) -> Result<()> {
+        sqlx::query(
+            "UPDATE services SET restarts = restarts + $1, last_exit_code = $2, last_exit_signal = $3, last_exit_at = $4 WHERE id = $5",
+        )
+        .bind(i64::from(restarted))
+        .bind(exit.code.map(i64::from))
+        .bind(exit.signal.map(i64::from))
+        .bind(&exit.at)
+        .bind(service.as_str())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }
