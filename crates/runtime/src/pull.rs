@@ -66,8 +66,22 @@ impl Default for Caps {
 
 /// Layers downloaded at once.
 const PARALLEL_DOWNLOADS: usize = 4;
-/// Times a broken blob download is resumed before the pull fails.
-const RESUMES: u32 = 5;
+/// The longest wait between two tries to reach a registry that stopped answering
+/// mid-blob (the tries go on until the stall timeout).
+const MAX_RESUME_DELAY: Duration = Duration::from_secs(2);
+
+/// Where a blob download was when no byte came for the stall timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("blob {digest} stalled: no byte for {} s after {received} of {size} bytes from {registry}{}", .stall.as_secs(), .cause.as_ref().map(|c| format!(" (the registry stopped answering: {c})")).unwrap_or_default())]
+pub struct Stall {
+    pub digest: Digest,
+    pub received: u64,
+    pub size: u64,
+    pub registry: String,
+    pub stall: Duration,
+    /// Why it stopped, when the registry went away rather than went quiet.
+    pub cause: Option<String>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -83,14 +97,8 @@ pub enum PullError {
     #[error("the image was refused: {0}")]
     Rejected(String),
     /// No byte of a blob arrived for the stall timeout: the registry trickles or hangs.
-    #[error("blob {digest} stalled: no byte for {} s after {received} of {size} bytes from {registry}", .stall.as_secs())]
-    Stalled {
-        digest: Digest,
-        received: u64,
-        size: u64,
-        registry: String,
-        stall: Duration,
-    },
+    #[error("{0}")]
+    Stalled(Box<Stall>),
     #[error(
         "layer {index} does not match the config's diff_id: expected {expected}, got {actual}"
     )]
@@ -243,38 +251,62 @@ async fn fetch(
         None => cache.writer(&digest)?,
     };
     // A connection that drops mid-blob is resumed where it broke (`Range`), into
-    // the same writer, whose hash simply goes on.
-    let mut resumes = 0;
+    // the same writer, whose hash simply goes on; a registry that went away is
+    // tried again (with a growing delay) until it comes back or no byte came for
+    // the stall timeout.
+    let mut last_byte = Instant::now();
+    let mut tries = 0u32;
+    let mut cause: Option<String> = None;
     'download: loop {
-        let (mut resp, mut skip) = blob::open_at(&mut s, &digest, w.written()).await?;
+        if tries > 0 {
+            if last_byte.elapsed() >= stall {
+                return Err(PullError::Stalled(Box::new(Stall {
+                    digest,
+                    received: w.written(),
+                    size,
+                    registry: s.target().registry.to_string(),
+                    stall,
+                    cause,
+                })));
+            }
+            let delay = Duration::from_millis(100 << tries.min(5)).min(MAX_RESUME_DELAY);
+            tokio::time::sleep(delay.min(stall.saturating_sub(last_byte.elapsed()))).await;
+        }
+        tries += 1;
+        let (mut resp, mut skip) = match blob::open_at(&mut s, &digest, w.written()).await {
+            Ok(opened) => opened,
+            Err(e @ (RegistryError::Network(_) | RegistryError::Timeout)) if w.written() > 0 => {
+                tracing::debug!(%digest, at = w.written(), error = %e, "the registry does not answer; trying again");
+                cause = Some(e.to_string());
+                continue 'download;
+            }
+            Err(e) => return Err(e.into()),
+        };
         loop {
             let next = match tokio::time::timeout(stall, resp.chunk()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    return Err(PullError::Stalled {
+                    return Err(PullError::Stalled(Box::new(Stall {
                         digest,
                         received: w.written(),
                         size,
                         registry: s.target().registry.to_string(),
                         stall,
-                    })
+                        cause: None,
+                    })))
                 }
             };
             let chunk = match next {
                 Ok(Some(c)) => c,
                 Ok(None) => break 'download,
-                Err(e) if resumes < RESUMES => {
-                    resumes += 1;
+                Err(e) => {
                     tracing::debug!(%digest, at = w.written(), error = %e, "resuming the download");
+                    cause = Some(e.to_string());
                     continue 'download;
                 }
-                Err(e) => {
-                    return Err(RegistryError::Network(format!(
-                        "download of {digest} failed after {resumes} resumes: {e}"
-                    ))
-                    .into())
-                }
             };
+            last_byte = Instant::now();
+            tries = 1;
             // A registry that ignored the range re-sends what we have: skip it.
             let drop_n = skip.min(chunk.len() as u64) as usize;
             skip -= drop_n as u64;

@@ -359,3 +359,88 @@ async fn a_stalled_blob_fails_after_the_stall_timeout() {
         "the partial unpack is gone"
     );
 }
+
+/// Every file in the blob cache is a whole blob whose bytes hash to its name: no
+/// partial download was ever published.
+fn only_whole_blobs(cache: &std::path::Path) -> usize {
+    use sha2::Digest as _;
+    let mut n = 0;
+    for e in std::fs::read_dir(cache.join("sha256")).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let data = std::fs::read(e.path()).unwrap();
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&data)),
+            name,
+            "a partial blob was published"
+        );
+        n += 1;
+    }
+    n
+}
+
+/// A real registry (docker-registry behind a proxy that passes 1 MB/s, so that it
+/// can die mid-blob) killed while a 3 MB layer downloads: revived within the stall
+/// timeout, the pull goes on where it broke and completes; left dead, the pull
+/// fails saying the registry stopped answering, and the cache holds whole blobs only.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_that_dies_mid_pull_is_resumed_or_fails_cleanly() {
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let big: Vec<u8> = (0..3_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let img = TestImage::build(&[("big.bin", &big)], &["/big.bin"]);
+    let mut registry = LocalRegistry::anonymous();
+    img.push(&registry, "team/app:v1");
+    let proxy = berth_testkit::hostile::Throttle::start(&registry.authority(), 1_000_000);
+    let terms = Terms {
+        stall: std::time::Duration::from_secs(6),
+        ..Default::default()
+    };
+
+    // Dies after a second, back two seconds later.
+    let url = proxy.authority();
+    let pulling = tokio::spawn(async move { pull_anonymously(&url, "team/app:v1", terms).await });
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    registry.kill();
+    proxy.sever();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    registry.revive();
+    let (r, dir) = pulling.await.unwrap();
+    let pulled = r.expect("resumed once the registry came back");
+    assert_eq!(std::fs::read(pulled.rootfs.join("big.bin")).unwrap(), big);
+    assert_eq!(only_whole_blobs(&dir.path().join("blobs")), 2);
+
+    // Dies for good: a clear failure once no byte came for the stall timeout.
+    let url = proxy.authority();
+    let pulling = tokio::spawn(async move { pull_anonymously(&url, "team/app:v1", terms).await });
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    registry.kill();
+    proxy.sever();
+    let (r, dir) = pulling.await.unwrap();
+    let text = r.expect_err("the registry is gone").to_string();
+    assert!(
+        text.contains("stalled: no byte for 6 s")
+            && text.contains("the registry stopped answering"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&proxy.authority()),
+        "names the registry: {text}"
+    );
+    assert!(
+        only_whole_blobs(&dir.path().join("blobs")) <= 1,
+        "only the config"
+    );
+    assert!(
+        std::fs::read_dir(dir.path().join("images"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the partial unpack is gone"
+    );
+}

@@ -985,3 +985,63 @@ async fn a_chatty_container_keeps_its_output_under_the_cap() {
     alice.delete("/v1/projects/web/services/api").await;
     server.running.stop().await;
 }
+
+/// PostgreSQL goes away while two deployments pull (every connection to the
+/// database terminated, new ones refused for 4 s, as a restart looks to its
+/// clients): the workers' pool reconnects, both deployments end `DEPLOYED` (their
+/// ends recorded once the database is back), and the next deploy works.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_restart_mid_deploy_leaves_nothing_deploying() {
+    berth_testkit::require("runc");
+    let registry = Registry::start();
+    registry.push_busybox(
+        "web",
+        "trap 'exit 0' TERM; echo serving; while true; do sleep 1; done",
+    );
+    // The registry through a 400 kB/s link: the 1.2 MB pull outlasts the outage's start.
+    let slow = berth_testkit::hostile::Throttle::start(&registry.url(), 400_000);
+    let url = slow.authority();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), Db::Postgres, &url, None);
+    let database = cfg.database_url.clone();
+    let server = Server::start(cfg).await;
+    let alice = server.admin().new_user("alice").await;
+    alice.post("/v1/projects", json!({"name": "web"})).await;
+    for name in ["api", "worker"] {
+        let (s, v) = alice
+            .post(
+                "/v1/projects/web/services",
+                json!({"name": name, "image": "team/app:web", "registry": registry_body(&url, "ci", PASSWORD)}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let paths = [
+        start_deploy(&alice, "web", "api").await,
+        start_deploy(&alice, "web", "worker").await,
+    ];
+    for p in &paths {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alice.get(p).await.1["status"] != "DEPLOYING" {
+            assert!(Instant::now() < deadline, "never claimed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    tokio::task::spawn_blocking(move || {
+        berth_testkit::Postgres::shared().outage(&database, Duration::from_secs(4))
+    })
+    .await
+    .unwrap();
+    for p in &paths {
+        let d = wait_for_end(&alice, p).await;
+        assert_eq!(d["status"], "DEPLOYED", "{d}");
+    }
+    let again = start_deploy(&alice, "web", "api").await;
+    assert_eq!(wait_for_end(&alice, &again).await["status"], "DEPLOYED");
+    for name in ["api", "worker"] {
+        alice
+            .delete(&format!("/v1/projects/web/services/{name}"))
+            .await;
+    }
+    server.running.stop().await;
+}

@@ -127,7 +127,8 @@ pub trait DeploymentQueue: Send + Sync {
     async fn claim_deployment(&self, replica_url: &str, busy: &Busy) -> Result<Option<Deployment>>;
     /// Records how `d` ended. A deployed one replaces its service's earlier deployed
     /// ones, which become `REMOVED` in the same transaction (their containers are
-    /// stopped by the replica that runs them).
+    /// stopped by the replica that runs them). Only a `DEPLOYING` one ends: a
+    /// deployment a repair already marked `FAILED` is left as it is.
     async fn finish_deployment(&self, d: &Deployment, outcome: Outcome) -> Result<()>;
     /// The deployments that should be running (`DEPLOYED`, service not terminated):
     /// what each replica's containers are reconciled against, and whose images the

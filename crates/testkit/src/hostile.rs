@@ -195,3 +195,82 @@ pub fn manifest_answer(body: Vec<u8>, digest: String) -> axum::response::Respons
         .body(axum::body::Body::from(body))
         .expect("a valid response")
 }
+
+/// A TCP proxy on loopback that passes a connection's answer through at most
+/// `bytes_per_sec`, so that a test can act while a download is under way (a local
+/// registry is otherwise done before anything can happen to it). A connection
+/// whose upstream refuses is closed, as a dead registry's would be; [`Throttle::sever`]
+/// closes the open ones (what the upstream already sent waits in the proxy's socket
+/// buffers, which a registry that dies with its machine would not deliver).
+pub struct Throttle {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    epoch: Arc<AtomicUsize>,
+}
+
+impl Throttle {
+    pub fn start(upstream: &str, bytes_per_sec: usize) -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let epoch = Arc::new(AtomicUsize::new(0));
+        let (s, e) = (stop.clone(), epoch.clone());
+        let upstream = upstream.to_owned();
+        std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let Ok((client, _)) = l.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let upstream = upstream.clone();
+                let epoch = e.clone();
+                let born = epoch.load(Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let _ = client.set_nonblocking(false);
+                    let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                        return; // refused: the client sees its connection closed
+                    };
+                    let (mut c_read, mut s_write) =
+                        (client.try_clone().unwrap(), server.try_clone().unwrap());
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut c_read, &mut s_write);
+                        let _ = s_write.shutdown(std::net::Shutdown::Write);
+                    });
+                    let (mut server, mut client) = (server, client);
+                    let mut buf = vec![0u8; (bytes_per_sec / 20).max(1)];
+                    while epoch.load(Ordering::SeqCst) == born {
+                        use std::io::Read;
+                        match server.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if client.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                        }
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Throttle { addr, stop, epoch }
+    }
+
+    /// Closes every connection open now.
+    pub fn sever(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// `127.0.0.1:PORT`
+    pub fn authority(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for Throttle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}

@@ -164,6 +164,25 @@ impl Postgres {
     /// A new empty database; returns its URL.
     pub fn create_database(&self) -> String {
         let name = format!("berth_{:016x}", rand::random::<u64>());
+        self.psql(&format!("CREATE DATABASE {name}"));
+        format!("postgres://berth@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// What a PostgreSQL restart looks like to the clients of the database at
+    /// `url` (created by [`Postgres::create_database`]), without disturbing the
+    /// other tests' databases on this server: every connection to it is
+    /// terminated, and new ones are refused for `down`.
+    pub fn outage(&self, url: &str, down: Duration) {
+        let name = url.rsplit('/').next().expect("a database URL");
+        self.psql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"));
+        self.psql(&format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{name}'"
+        ));
+        std::thread::sleep(down);
+        self.psql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
+    }
+
+    fn psql(&self, sql: &str) {
         let out = Command::new(bin_dir().join("psql"))
             .args([
                 "-h",
@@ -176,14 +195,13 @@ impl Postgres {
                 "postgres",
                 "-qAtc",
             ])
-            .arg(format!("CREATE DATABASE {name}"))
+            .arg(sql)
             .output()
             .expect("psql");
         assert!(
             out.status.success(),
-            "{}",
+            "{sql}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        format!("postgres://berth@127.0.0.1:{}/{name}", self.port)
     }
 }

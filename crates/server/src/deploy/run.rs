@@ -91,7 +91,7 @@ pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest
     let pulled = pull(w, d, &service, &mut opened).await.map_err(|e| {
         match &e {
             PullError::Registry(r) => explain(r),
-            PullError::Stalled { .. } => {
+            PullError::Stalled(_) => {
                 Failure::registry(berth_registry::Code::Timeout, e.to_string())
             }
             PullError::Rejected(_) => Failure::image_rejected(e.to_string()),

@@ -158,13 +158,34 @@ impl Worker {
                 }
             }
         };
-        let finished = self.store.finish_deployment(d, outcome).await;
+        self.record_end(d, outcome).await;
         // Kept until here so that a watcher polling the deployment sees the blobs'
         // final state even when the pull took less than a poll.
         locked(&self.deployer.pulls).remove(&d.id);
         locked(&self.deployer.in_flight).remove(&d.id);
-        if let Err(e) = finished {
-            tracing::error!(deployment = %d.id, error = %e, "recording the deployment's end");
+    }
+
+    /// Records how a deployment ended, through a database that may be restarting:
+    /// tried again (0.25 s, doubling to 4 s) for as long as another replica would
+    /// wait before it repairs the deployment; after that the repair marks it
+    /// `FAILED` (and the reconcile stops a container it started). Nothing stays
+    /// `DEPLOYING`.
+    async fn record_end(&self, d: &Deployment, outcome: Outcome) {
+        let give_up = Instant::now() + STALE;
+        let mut delay = Duration::from_millis(250);
+        loop {
+            match self.store.finish_deployment(d, outcome.clone()).await {
+                Ok(()) => return,
+                Err(e) if Instant::now() < give_up => {
+                    tracing::warn!(deployment = %d.id, error = %e, "recording the deployment's end; trying again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(4));
+                }
+                Err(e) => {
+                    tracing::error!(deployment = %d.id, error = %e, "recording the deployment's end");
+                    return;
+                }
+            }
         }
     }
 

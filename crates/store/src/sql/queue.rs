@@ -86,8 +86,10 @@ impl DeploymentQueue for SqlStore {
             } => (DeploymentStatus::Failed, digest, Some(code), Some(message)),
         };
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE deployments SET status = $1, digest = $2, failure_code = $3, failure_message = $4, updated_at = $5 WHERE id = $6",
+        // Only a deployment still DEPLOYING ends here: one that a repair already
+        // marked FAILED (its worker was silent too long) stays as it is.
+        let ended = sqlx::query(
+            "UPDATE deployments SET status = $1, digest = $2, failure_code = $3, failure_message = $4, updated_at = $5 WHERE id = $6 AND status = $7",
         )
         .bind(status.as_str())
         .bind(digest.map(|d| d.to_string()))
@@ -95,8 +97,12 @@ impl DeploymentQueue for SqlStore {
         .bind(message)
         .bind(now())
         .bind(d.id.as_str())
+        .bind(DeploymentStatus::Deploying.as_str())
         .execute(&mut *tx)
         .await?;
+        if ended.rows_affected() == 0 {
+            return Ok(());
+        }
         if status == DeploymentStatus::Deployed {
             sqlx::query(
                 "UPDATE deployments SET status = $1, updated_at = $2 WHERE service_id = $3 AND status = $4 AND id <> $5",
