@@ -3,7 +3,6 @@
 //! each layer applied to the root filesystem, in order, as soon as it is complete
 //! while later ones still download, and checked against the config's `diff_ids`.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use oci_spec::image::{ImageConfiguration, ImageManifest};
 use crate::cache::{BlobCache, CacheError, Feed};
 use crate::proofs::Access;
 use crate::rootfs::ImageStore;
-use crate::unpack::{self, Compression, IdShift, UnpackError};
+use crate::unpack::{self, Compression, UnpackError};
 
 /// How long a blob download may go without a byte before it fails.
 pub const DEFAULT_STALL: Duration = Duration::from_secs(30);
@@ -183,8 +182,8 @@ pub struct Pulled {
     pub config: ImageConfiguration,
     pub blobs: Vec<Fetched>,
     pub unpack_took: Duration,
-    /// The image's unpacked root filesystem (shared: never write into it).
-    pub rootfs: std::path::PathBuf,
+    /// The image's unpacked layers, lowest first (shared: never write into them).
+    pub layers: Vec<std::path::PathBuf>,
     /// Whether the unpacked image was already there.
     pub reused: bool,
 }
@@ -374,7 +373,7 @@ pub async fn pull(
             caps.layer_bytes
         )));
     }
-    if let Some(rootfs) = images.ready(&manifest_digest) {
+    if let Some(layers) = images.ready(&manifest_digest) {
         // Every blob the image is made of, proven at once, in parallel.
         let mut all = vec![m.config().digest().to_string()];
         all.extend(m.layers().iter().map(|l| l.digest().to_string()));
@@ -421,12 +420,10 @@ pub async fn pull(
             config,
             blobs,
             unpack_took: Duration::ZERO,
-            rootfs,
+            layers,
             reused: true,
         });
     }
-    let rootfs = images.staging(&manifest_digest).map_err(CacheError::from)?;
-    let ids = images.ids();
     let (config, blobs, unpack_took) = match unpack_all(
         s,
         m,
@@ -435,8 +432,7 @@ pub async fn pull(
             access,
             terms,
         },
-        &rootfs,
-        ids,
+        images,
         progress,
     )
     .await
@@ -448,15 +444,21 @@ pub async fn pull(
         }
     };
     let made_of = blobs.iter().map(|b| b.digest.clone()).collect();
-    let rootfs = images
-        .complete(&manifest_digest, digest, made_of)
+    let diff_ids = config
+        .rootfs()
+        .diff_ids()
+        .iter()
+        .map(|d| d.parse::<Digest>().map_err(invalid))
+        .collect::<Result<Vec<_>, _>>()?;
+    let layers = images
+        .complete(&manifest_digest, digest, made_of, diff_ids)
         .map_err(CacheError::from)?;
     Ok(Pulled {
         manifest: manifest_digest,
         config,
         blobs,
         unpack_took,
-        rootfs,
+        layers,
         reused: false,
     })
 }
@@ -467,8 +469,7 @@ async fn unpack_all(
     s: &mut Session<'_>,
     m: &ImageManifest,
     src: Source<'_>,
-    rootfs: &Path,
-    ids: IdShift,
+    images: &ImageStore,
     progress: &Progress,
 ) -> Result<Unpacked, PullError> {
     let mut wanted = vec![(m.config().digest().to_string(), m.config().size())];
@@ -482,10 +483,10 @@ async fn unpack_all(
         .map(|(d, size)| Ok::<_, PullError>((d.parse::<Digest>().map_err(invalid)?, size)))
         .collect::<Result<Vec<_>, _>>()?;
     progress.start(&jobs);
-    // One feed per blob (the config, then each layer): each layer is unpacked as it
-    // downloads (reading the bytes just written, from the page cache), in order,
-    // while later layers download too. A feed ends its stream only once the blob's
-    // digest matched.
+    // One feed per blob (the config, then each layer): every layer is unpacked
+    // into a directory of its own as it downloads (reading the bytes just written,
+    // from the page cache), all of them at once. A feed ends its stream only once
+    // the blob's digest matched.
     let feeds: Vec<Arc<Feed>> = (0..jobs.len()).map(|_| Arc::default()).collect();
     let session = &*s;
     let producer = async {
@@ -523,72 +524,110 @@ async fn unpack_all(
         if diff_ids.len() != m.layers().len() {
             return Err(invalid("the config's diff_ids do not match the layers"));
         }
-        std::fs::create_dir_all(rootfs).map_err(CacheError::from)?;
-        let mut unpack_took = Duration::ZERO;
-        let caps = src.terms.caps;
-        let mut image_left = caps.image_bytes;
-        for (i, layer) in m.layers().iter().enumerate() {
-            let compression = Compression::from_media_type(layer.media_type().as_ref())?;
-            if compression == Compression::None && layer.digest().to_string() != diff_ids[i] {
-                return Err(invalid(format!(
-                    "layer {i} is uncompressed, so its diff_id must be its digest {}; the config says {}",
-                    layer.digest(),
-                    diff_ids[i]
-                )));
-            }
-            let feed = feeds[i + 1].clone();
-            let root = rootfs.to_owned();
-            let started = Instant::now();
-            let budget = unpack::Budget {
-                bytes: caps.layer_bytes.min(image_left),
-                entries: caps.entries,
-            };
-            let per_layer = caps.layer_bytes <= image_left;
-            let unpacked = tokio::task::spawn_blocking(move || {
-                let reader = feed.reader()?;
-                unpack::apply_layer_shifted(
-                    std::io::BufReader::with_capacity(1 << 20, reader),
-                    compression,
-                    &root,
-                    ids,
-                    budget,
-                )
-            })
-            .await
-            .map_err(invalid)?
-            .map_err(|e| match e {
-                UnpackError::OverCap { what, limit } => PullError::Rejected(format!(
-                    "layer {i} ({}) expands past the {what} cap of {limit}{}",
-                    layer.digest(),
-                    if what == "entry count" || per_layer {
-                        " per layer"
-                    } else {
-                        ", what was left of the image's budget"
-                    }
-                )),
-                other => PullError::Unpack(other),
-            })?;
-            image_left = image_left.saturating_sub(unpacked.bytes);
-            unpack_took += started.elapsed();
-            if let Some(actual) = unpacked.diff_id {
-                if actual.to_string() != diff_ids[i] {
-                    return Err(PullError::DiffId {
-                        index: i,
-                        expected: diff_ids[i].clone(),
-                        actual,
-                    });
-                }
-            }
-            progress.update(i + 1, layer.size(), BlobState::Applied);
-        }
-        Ok((config, unpack_took))
+        let started = Instant::now();
+        let image = Arc::new(unpack::ImageBudget::new(src.terms.caps.image_bytes));
+        let unpacks = m.layers().iter().enumerate().map(|(i, layer)| {
+            unpack_one(
+                i,
+                layer,
+                &diff_ids[i],
+                feeds[i + 1].clone(),
+                images,
+                src.terms.caps,
+                image.clone(),
+                progress,
+            )
+        });
+        // Every unpack runs to its end (a failed download ends the others' feeds at
+        // once): none is left writing into a directory that is being thrown away.
+        let results = futures_util::future::join_all(unpacks).await;
+        results.into_iter().collect::<Result<Vec<()>, _>>()?;
+        Ok((config, started.elapsed()))
     };
-    // Both run to the end: the unpacker never writes into a root filesystem that
-    // is being thrown away.
     let (fetched, unpacked) = tokio::join!(producer, consumer);
     let fetched = fetched?;
     let (config, unpack_took) = unpacked?;
     Ok((config, fetched, unpack_took))
+}
+
+/// Unpacks layer `i` into a directory of its own (unless an earlier pull did),
+/// checks its diff_id, and puts it in place; a failed one leaves nothing.
+#[allow(clippy::too_many_arguments)]
+async fn unpack_one(
+    i: usize,
+    layer: &oci_spec::image::Descriptor,
+    diff_id: &str,
+    feed: Arc<Feed>,
+    images: &ImageStore,
+    caps: Caps,
+    image: Arc<unpack::ImageBudget>,
+    progress: &Progress,
+) -> Result<(), PullError> {
+    let compression = Compression::from_media_type(layer.media_type().as_ref())?;
+    if compression == Compression::None && layer.digest().to_string() != diff_id {
+        return Err(invalid(format!(
+            "layer {i} is uncompressed, so its diff_id must be its digest {}; the config says {diff_id}",
+            layer.digest(),
+        )));
+    }
+    let diff_id_d: Digest = diff_id.parse().map_err(invalid)?;
+    if images.layer(&diff_id_d).is_some() {
+        progress.update(i + 1, layer.size(), BlobState::Applied);
+        return Ok(());
+    }
+    let staged = images.stage_layer(&diff_id_d).map_err(CacheError::from)?;
+    let dir = staged.clone();
+    let target = unpack::Target {
+        ids: images.ids(),
+        budget: unpack::Budget {
+            bytes: caps.layer_bytes,
+            entries: caps.entries,
+        },
+        image: Some(image),
+        whiteouts: unpack::Whiteouts::Overlay,
+    };
+    let unpacked = tokio::task::spawn_blocking(move || {
+        let reader = feed.reader()?;
+        unpack::unpack_layer(
+            std::io::BufReader::with_capacity(1 << 20, reader),
+            compression,
+            &dir,
+            target,
+        )
+    })
+    .await
+    .map_err(invalid)
+    .and_then(|r| {
+        r.map_err(|e| match e {
+            UnpackError::OverCap { what, limit } => PullError::Rejected(format!(
+                "layer {i} ({}) expands past the {what} cap of {limit}{}",
+                layer.digest(),
+                if what == "image's uncompressed size" {
+                    ""
+                } else {
+                    " per layer"
+                }
+            )),
+            other => PullError::Unpack(other),
+        })
+    })
+    .and_then(|u| match u.diff_id {
+        Some(actual) if actual.to_string() != diff_id => Err(PullError::DiffId {
+            index: i,
+            expected: diff_id.to_owned(),
+            actual,
+        }),
+        _ => Ok(()),
+    });
+    if let Err(e) = unpacked {
+        crate::rootfs::remove_tree(&staged);
+        return Err(e);
+    }
+    images
+        .commit_layer(&staged, &diff_id_d)
+        .map_err(CacheError::from)?;
+    progress.update(i + 1, layer.size(), BlobState::Applied);
+    Ok(())
 }
 
 /// Ends every feed not ended yet (a failed or cancelled download stream).

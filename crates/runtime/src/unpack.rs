@@ -86,12 +86,40 @@ impl Budget {
     };
 }
 
-/// Counts the uncompressed bytes and fails once they pass the budget, so that a
-/// bomb is stopped while it expands, not after.
+/// What is left of an image's uncompressed budget, shared by its layers as they
+/// unpack in parallel.
+#[derive(Debug)]
+pub struct ImageBudget {
+    left: std::sync::atomic::AtomicU64,
+    pub limit: u64,
+}
+
+impl ImageBudget {
+    pub fn new(limit: u64) -> Self {
+        ImageBudget {
+            left: limit.into(),
+            limit,
+        }
+    }
+
+    /// Takes `n` bytes; false once the image is over its budget.
+    fn take(&self, n: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        self.left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(n)
+            })
+            .is_ok()
+    }
+}
+
+/// Counts the uncompressed bytes and fails once they pass the budget (the layer's,
+/// or the image's left), so that a bomb is stopped while it expands, not after.
 struct Capped<R> {
     inner: R,
     read: u64,
     limit: u64,
+    image: Option<std::sync::Arc<ImageBudget>>,
 }
 
 impl<R: Read> Read for Capped<R> {
@@ -99,18 +127,23 @@ impl<R: Read> Read for Capped<R> {
         let n = self.inner.read(buf)?;
         self.read += n as u64;
         if self.read > self.limit {
-            return Err(io::Error::other(OverBytes(self.limit)));
+            return Err(io::Error::other(OverBytes("layer", self.limit)));
+        }
+        if let Some(image) = &self.image {
+            if !image.take(n as u64) {
+                return Err(io::Error::other(OverBytes("image", image.limit)));
+            }
         }
         Ok(n)
     }
 }
 
 #[derive(Debug)]
-struct OverBytes(u64);
+struct OverBytes(&'static str, u64);
 
 impl std::fmt::Display for OverBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "over {} uncompressed bytes", self.0)
+        write!(f, "over {} uncompressed bytes", self.1)
     }
 }
 
@@ -119,12 +152,29 @@ impl std::error::Error for OverBytes {}
 /// An I/O error that is the byte cap speaking, as the cap error.
 fn cap_error(e: io::Error) -> UnpackError {
     match e.get_ref().and_then(|i| i.downcast_ref::<OverBytes>()) {
-        Some(OverBytes(limit)) => UnpackError::OverCap {
+        Some(OverBytes("image", limit)) => UnpackError::OverCap {
+            what: "image's uncompressed size",
+            limit: *limit,
+        },
+        Some(OverBytes(_, limit)) => UnpackError::OverCap {
             what: "uncompressed size",
             limit: *limit,
         },
         None => UnpackError::Io(e),
     }
+}
+
+/// What a layer's whiteouts become.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Whiteouts {
+    /// Applied: what they hide is removed from the root being written (the layers
+    /// of an image applied in order into one directory).
+    Apply,
+    /// Kept as overlayfs's own, for a layer unpacked into a directory of its own and
+    /// stacked as an overlay lower directory: `.wh.NAME` becomes a 0/0 character
+    /// device `NAME`, `.wh..wh..opq` the `trusted.overlay.opaque` attribute of its
+    /// directory (as containerd's overlay snapshotter does).
+    Overlay,
 }
 
 #[derive(Debug)]
@@ -202,6 +252,42 @@ pub fn apply_layer_shifted(
     ids: IdShift,
     budget: Budget,
 ) -> Result<Unpacked, UnpackError> {
+    unpack_layer(
+        reader,
+        compression,
+        root,
+        Target {
+            ids,
+            budget,
+            image: None,
+            whiteouts: Whiteouts::Apply,
+        },
+    )
+}
+
+/// How and where a layer is written.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub ids: IdShift,
+    pub budget: Budget,
+    /// The image's budget, shared with its other layers.
+    pub image: Option<std::sync::Arc<ImageBudget>>,
+    pub whiteouts: Whiteouts,
+}
+
+/// Unpacks one layer (as it streams) into `root` as `target` says.
+pub fn unpack_layer(
+    reader: impl Read,
+    compression: Compression,
+    root: &Path,
+    target: Target,
+) -> Result<Unpacked, UnpackError> {
+    let Target {
+        ids,
+        budget,
+        image,
+        whiteouts,
+    } = target;
     let decompressed: Box<dyn Read> = match compression {
         Compression::None => Box::new(reader),
         Compression::Gzip => Box::new(flate2::read::GzDecoder::new(reader)),
@@ -212,12 +298,14 @@ pub fn apply_layer_shifted(
             inner: decompressed,
             read: 0,
             limit: budget.bytes,
+            image,
         },
         hasher: (compression != Compression::None).then(Sha256::new),
     };
     let mut entries = 0;
     let mut root = Root::open(root)?;
     root.ids = ids;
+    root.whiteouts = whiteouts;
     {
         let mut archive = tar::Archive::new(&mut hashing);
         for entry in archive.entries().map_err(cap_error)? {
@@ -286,6 +374,7 @@ pub(crate) fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
 struct Root {
     fd: OwnedFd,
     ids: IdShift,
+    whiteouts: Whiteouts,
 }
 
 fn errno(e: rustix::io::Errno) -> io::Error {
@@ -297,6 +386,7 @@ impl Root {
         Ok(Root {
             fd: open_dir_path(path)?,
             ids: IdShift::NONE,
+            whiteouts: Whiteouts::Apply,
         })
     }
 
@@ -443,7 +533,18 @@ fn apply_entry<R: Read>(entry: &mut tar::Entry<'_, R>, root: &Root) -> Result<()
 
     // Whiteouts (OCI image spec, "Whiteouts").
     if name_str == ".wh..wh..opq" {
-        clear(&parent)?;
+        match root.whiteouts {
+            Whiteouts::Apply => clear(&parent)?,
+            Whiteouts::Overlay => {
+                rustix::fs::fsetxattr(
+                    &parent,
+                    "trusted.overlay.opaque",
+                    b"y",
+                    rustix::fs::XattrFlags::empty(),
+                )
+                .map_err(errno)?;
+            }
+        }
         return Ok(());
     }
     if let Some(hidden) = name_str.strip_prefix(".wh.") {
@@ -451,6 +552,19 @@ fn apply_entry<R: Read>(entry: &mut tar::Entry<'_, R>, root: &Root) -> Result<()
             return Err(refused(&path, "malformed whiteout"));
         }
         remove_at(&parent, OsStr::new(hidden))?;
+        if root.whiteouts == Whiteouts::Overlay {
+            rustix::fs::mknodat(&parent, hidden, FileType::CharacterDevice, Mode::empty(), 0)
+                .map_err(errno)?;
+            let r = root.ids.host(0);
+            chownat(
+                &parent,
+                hidden,
+                Some(Uid::from_raw(r)),
+                Some(Gid::from_raw(r)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(errno)?;
+        }
         return Ok(());
     }
 

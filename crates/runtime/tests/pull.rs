@@ -88,11 +88,11 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
         states,
         vec![(Downloaded, true), (Applied, true), (Applied, true)]
     );
-    let root1 = first.rootfs.clone();
+    let root1 = common::Merged::of(&first);
     assert!(!first.reused);
-    assert_eq!(std::fs::read(root1.join("a")).unwrap(), b"first");
-    assert_eq!(std::fs::read(root1.join("c")).unwrap(), b"second");
-    assert!(!root1.join("b").exists(), "the whiteout removed b");
+    assert_eq!(root1.read("a"), b"first");
+    assert_eq!(root1.read("c"), b"second");
+    assert!(!root1.exists("b"), "the whiteout hides b");
     assert_eq!(first.blobs.len(), 3);
     assert!(first.fetched_bytes() > 0);
     assert_eq!(
@@ -144,7 +144,7 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
     proofs.forget_project("p2");
     assert_eq!(proofs.len(), 3);
     assert!(second.blobs.iter().all(|b| b.took.is_none()));
-    assert_eq!(std::fs::read(second.rootfs.join("c")).unwrap(), b"second");
+    assert_eq!(common::Merged::of(&second).read("c"), b"second");
 
     // An index: the host platform's manifest is pulled; without one, a clear error.
     for (image, ok) in [("team/multi:v1", true), ("team/arm:v1", false)] {
@@ -189,7 +189,7 @@ async fn pull_applies_layers_in_order_and_reuses_the_cache() {
             (Ok((p, index)), true) => {
                 assert_ne!(p.manifest, index, "the platform manifest, not the index");
                 assert_eq!(
-                    std::fs::read(p.rootfs.join("platform")).unwrap(),
+                    common::Merged::of(&p).read("platform"),
                     manifest::host_platform().as_bytes()
                 );
             }
@@ -283,7 +283,7 @@ async fn a_download_that_breaks_is_resumed_with_range() {
     let image = format!("team/app@{}", img.digest);
     let (pulled, _dir) = pull_anonymously(&server.authority(), &image, Terms::default()).await;
     let pulled = pulled.unwrap();
-    assert_eq!(std::fs::read(pulled.rootfs.join("big.bin")).unwrap(), big);
+    assert_eq!(common::Merged::of(&pulled).read("big.bin"), big);
     let ranges = ranges.lock().unwrap().clone();
     assert_eq!(ranges.len(), 1, "{ranges:?}");
     let from: u64 = ranges[0]
@@ -352,10 +352,7 @@ async fn a_stalled_blob_fails_after_the_stall_timeout() {
         "{text}"
     );
     assert!(
-        std::fs::read_dir(dir.path().join("images"))
-            .unwrap()
-            .next()
-            .is_none(),
+        common::nothing_unpacked(dir.path()),
         "the partial unpack is gone"
     );
 }
@@ -412,7 +409,7 @@ async fn a_registry_that_dies_mid_pull_is_resumed_or_fails_cleanly() {
     registry.revive();
     let (r, dir) = pulling.await.unwrap();
     let pulled = r.expect("resumed once the registry came back");
-    assert_eq!(std::fs::read(pulled.rootfs.join("big.bin")).unwrap(), big);
+    assert_eq!(common::Merged::of(&pulled).read("big.bin"), big);
     assert_eq!(only_whole_blobs(&dir.path().join("blobs")), 2);
 
     // Dies for good: a clear failure once no byte came for the stall timeout.
@@ -437,10 +434,7 @@ async fn a_registry_that_dies_mid_pull_is_resumed_or_fails_cleanly() {
         "only the config"
     );
     assert!(
-        std::fs::read_dir(dir.path().join("images"))
-            .unwrap()
-            .next()
-            .is_none(),
+        common::nothing_unpacked(dir.path()),
         "the partial unpack is gone"
     );
 }

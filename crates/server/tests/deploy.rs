@@ -157,13 +157,8 @@ async fn deploy_a_private_image_and_terminate_it() {
         assert!(!logs.contains("wrong-password"));
     }
 
-    // The deployed image is kept (unpacked once, its blobs cached).
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("images"))
-            .unwrap()
-            .count(),
-        1
-    );
+    // The deployed image is kept (unpacked once, its one layer too, its blobs cached).
+    assert_eq!(unpacked(dir.path()), (1, 1));
     assert!(
         std::fs::read_dir(dir.path().join("blobs/sha256"))
             .unwrap()
@@ -185,20 +180,20 @@ async fn deploy_a_private_image_and_terminate_it() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // Nothing runs the image any more: the worker collects its unpacked copy and
-    // its blobs.
-    let count = |sub: &str| {
-        std::fs::read_dir(dir.path().join(sub))
+    // Nothing runs the image any more: the worker collects its unpacked image,
+    // its layers and its blobs.
+    let blobs = || {
+        std::fs::read_dir(dir.path().join("blobs/sha256"))
             .map(|d| d.count())
             .unwrap_or(0)
     };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while count("images") + count("blobs/sha256") > 0 {
+    while unpacked(dir.path()) != (0, 0) || blobs() > 0 {
         assert!(
             Instant::now() < deadline,
-            "images {} and blobs {} left after terminate",
-            count("images"),
-            count("blobs/sha256")
+            "images and layers {:?} and blobs {} left after terminate",
+            unpacked(dir.path()),
+            blobs()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -793,11 +788,9 @@ async fn a_full_disk_fails_the_deploy_cleanly_and_the_next_one_works() {
         message.to_lowercase().contains("no space left"),
         "the reason: {d}"
     );
-    assert!(
-        std::fs::read_dir(data.join("images"))
-            .unwrap()
-            .next()
-            .is_none(),
+    assert_eq!(
+        unpacked(&data),
+        (0, 0),
         "the half-unpacked image is removed"
     );
     assert_eq!(server.client("").get("/healthz").await.0, StatusCode::OK);

@@ -49,3 +49,56 @@ pub async fn pull_anonymously(
     .await;
     (r, dir)
 }
+
+/// The root filesystem a deployment of `pulled` sees: its layers stacked (an
+/// overlay, as a deployment gets it), unmounted on drop.
+pub struct Merged {
+    bundle: tempfile::TempDir,
+}
+
+impl Merged {
+    pub fn of(pulled: &Pulled) -> Self {
+        let bundle = tempfile::tempdir().unwrap();
+        berth_runtime::rootfs::prepare(
+            &pulled.layers,
+            bundle.path(),
+            berth_runtime::unpack::IdShift::NONE,
+        )
+        .unwrap();
+        Merged { bundle }
+    }
+
+    pub fn read(&self, path: &str) -> Vec<u8> {
+        std::fs::read(self.bundle.path().join("rootfs").join(path))
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    pub fn exists(&self, path: &str) -> bool {
+        self.bundle.path().join("rootfs").join(path).exists()
+    }
+}
+
+impl Drop for Merged {
+    fn drop(&mut self) {
+        berth_runtime::rootfs::remove(self.bundle.path());
+    }
+}
+
+/// Nothing unpacked is left in the image store at `dir/images`: no image, no
+/// layer, no half-done layer.
+pub fn nothing_unpacked(dir: &std::path::Path) -> bool {
+    let images = dir.join("images");
+    let entries = |p: std::path::PathBuf| {
+        std::fs::read_dir(p)
+            .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let mut left: Vec<_> = entries(images.clone())
+        .into_iter()
+        .filter(|p| !p.ends_with("layers"))
+        .collect();
+    for shift in entries(images.join("layers")) {
+        left.extend(entries(shift));
+    }
+    left.is_empty()
+}

@@ -217,7 +217,7 @@ fn root_filesystem(
     log: &Path,
 ) -> Result<(), Failure> {
     let t = Instant::now();
-    let layout = rootfs::prepare(&pulled.rootfs, bundle, ids).map_err(|e| {
+    let layout = rootfs::prepare(&pulled.layers, bundle, ids).map_err(|e| {
         rootfs::remove(bundle);
         Failure::runtime(format!("preparing the root filesystem: {e}"))
     })?;

@@ -192,3 +192,23 @@ pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// How many images, and how many layers (half-done ones included), the data dir
+/// `dir` holds unpacked.
+pub fn unpacked(dir: &std::path::Path) -> (usize, usize) {
+    let images = dir.join("images");
+    let list = |p: std::path::PathBuf| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(p)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let manifests = list(images.clone())
+        .into_iter()
+        .filter(|p| !p.ends_with("layers"))
+        .count();
+    let layers = list(images.join("layers"))
+        .into_iter()
+        .map(|shift| list(shift).len())
+        .sum();
+    (manifests, layers)
+}
