@@ -310,6 +310,260 @@ impl io::Read for FeedReader {
     }
 }
 
+/// Moves the reader's position without reading: forward over bytes that may not be
+/// written yet (a later read waits for them), as the tar reader skips file data
+/// that [`FeedCopier`] copies in the kernel instead.
+impl io::Seek for FeedReader {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        let to = match pos {
+            io::SeekFrom::Start(n) => Some(n),
+            io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            io::SeekFrom::End(_) => None,
+        };
+        self.pos = to.ok_or_else(|| io::Error::other("a seek a feed cannot make"))?;
+        Ok(self.pos)
+    }
+}
+
+impl FeedReader {
+    /// A copier of byte ranges of the same blob.
+    pub fn copier(&self) -> FeedCopier {
+        FeedCopier {
+            file: self.file.clone(),
+            feed: self.feed.clone(),
+        }
+    }
+}
+
+/// Copies a range of a [`Feed`]'s blob into a file with `copy_file_range`, once
+/// the range is written: the bytes stay in the kernel (no read into user space
+/// and write back), the way an uncompressed layer's file data goes from the blob
+/// cache to the unpacked layer.
+#[derive(Clone)]
+pub struct FeedCopier {
+    file: Arc<File>,
+    feed: Arc<Feed>,
+}
+
+impl FeedCopier {
+    pub fn copy_to(&self, offset: u64, len: u64, out: &File) -> io::Result<()> {
+        let end = offset + len;
+        {
+            let mut st = self.feed.lock();
+            loop {
+                if let Some(Err(e)) = &st.end {
+                    return Err(io::Error::other(e.clone()));
+                }
+                if st.written >= end {
+                    break;
+                }
+                if st.end.is_some() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the blob ends inside a file's data",
+                    ));
+                }
+                st = self
+                    .feed
+                    .changed
+                    .wait(st)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        let mut off_in = offset;
+        let mut left = len;
+        while left > 0 {
+            let chunk = left.min(1 << 30) as usize;
+            let n = rustix::fs::copy_file_range(&*self.file, Some(&mut off_in), out, None, chunk)
+                .map_err(io::Error::from)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the blob ended early",
+                ));
+            }
+            left -= n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// A layer's blob passing from its download to its unpacker without being kept:
+/// the unpacked layer is what is cached (a second copy of the blob on disk would
+/// be written and read back for nothing). The writer hashes every byte and ends
+/// the stream `Ok` only once the digest matched; its reader sees the end of the
+/// stream only then, and an error otherwise, so whatever it built from an
+/// unverified blob is thrown away. At most [`PIPE_BYTES`] wait in between: a
+/// download waits for its unpacker (backpressure), never the other way round.
+/// Hand-written: an async writer and a blocking reader (the tar unpacker) with
+/// byte-counted backpressure and a verified end, which no channel crate has.
+#[derive(Debug, Default)]
+pub struct Pipe {
+    state: Mutex<PipeState>,
+    /// The reader waits here for chunks or the end.
+    readable: Condvar,
+    /// The writer waits here for room.
+    room: tokio::sync::Notify,
+}
+
+pub const PIPE_BYTES: usize = 8 << 20;
+
+#[derive(Debug, Default)]
+struct PipeState {
+    chunks: std::collections::VecDeque<bytes::Bytes>,
+    queued: usize,
+    end: Option<Result<(), String>>,
+}
+
+impl Pipe {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PipeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a chunk once there is room; false when the stream has ended (its
+    /// reader stopped): the download is for nothing then.
+    async fn push(&self, chunk: bytes::Bytes) -> bool {
+        loop {
+            let notified = self.room.notified();
+            {
+                let mut st = self.lock();
+                if st.end.is_some() {
+                    return false;
+                }
+                if st.queued < PIPE_BYTES {
+                    st.queued += chunk.len();
+                    st.chunks.push_back(chunk);
+                    drop(st);
+                    self.readable.notify_one();
+                    return true;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Ends the stream (the first end wins); `Err` makes the reader fail.
+    pub fn end(&self, result: Result<(), String>) {
+        let mut st = self.lock();
+        if st.end.is_none() {
+            st.end = Some(result);
+        }
+        drop(st);
+        self.readable.notify_all();
+        self.room.notify_waiters();
+    }
+
+    /// The writer of `expected`'s bytes into this pipe.
+    pub fn writer(self: &Arc<Self>, expected: &Digest) -> PipeWriter {
+        PipeWriter {
+            pipe: self.clone(),
+            hasher: Sha256::new(),
+            expected: expected.clone(),
+            written: 0,
+            done: false,
+        }
+    }
+
+    /// The blocking reader of this pipe.
+    pub fn reader(self: &Arc<Self>) -> PipeReader {
+        PipeReader {
+            pipe: self.clone(),
+            current: bytes::Bytes::new(),
+        }
+    }
+}
+
+/// Hashes and passes on a blob's bytes; see [`Pipe`].
+pub struct PipeWriter {
+    pipe: Arc<Pipe>,
+    hasher: Sha256,
+    expected: Digest,
+    written: u64,
+    done: bool,
+}
+
+impl PipeWriter {
+    /// False once the reader stopped.
+    pub async fn write_chunk(&mut self, chunk: bytes::Bytes) -> bool {
+        self.hasher.update(&chunk);
+        self.written += chunk.len() as u64;
+        self.pipe.push(chunk).await
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Checks the digest and ends the stream accordingly.
+    pub fn commit(mut self) -> Result<(), CacheError> {
+        self.done = true;
+        let actual = Digest::sha256_from_bytes(&self.hasher.clone().finalize().into());
+        if actual != self.expected {
+            let e = CacheError::DigestMismatch {
+                expected: self.expected.clone(),
+                actual,
+            };
+            self.pipe.end(Err(e.to_string()));
+            return Err(e);
+        }
+        self.pipe.end(Ok(()));
+        Ok(())
+    }
+}
+
+impl Drop for PipeWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            self.pipe.end(Err("the download did not complete".into()));
+        }
+    }
+}
+
+/// Reads a [`Pipe`], waiting for chunks. Dropped before the end (the unpack
+/// failed), it ends the stream, so that the download stops.
+pub struct PipeReader {
+    pipe: Arc<Pipe>,
+    current: bytes::Bytes,
+}
+
+impl Drop for PipeReader {
+    fn drop(&mut self) {
+        self.pipe.end(Err("the unpack stopped".into()));
+    }
+}
+
+impl io::Read for PipeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.current.is_empty() {
+            let mut st = self.pipe.lock();
+            loop {
+                if let Some(Err(e)) = &st.end {
+                    return Err(io::Error::other(e.clone()));
+                }
+                if let Some(c) = st.chunks.pop_front() {
+                    st.queued -= c.len();
+                    drop(st);
+                    self.pipe.room.notify_one();
+                    self.current = c;
+                    break;
+                }
+                if st.end.is_some() {
+                    return Ok(0);
+                }
+                st = self
+                    .pipe
+                    .readable
+                    .wait(st)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        let n = self.current.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        bytes::Buf::advance(&mut self.current, n);
+        Ok(n)
+    }
+}
+
 /// The digest of a file already on disk.
 pub fn digest_file(path: &Path) -> io::Result<Digest> {
     let mut h = Sha256::new();

@@ -12,7 +12,7 @@ use berth_types::Digest;
 use futures_util::stream::{self, StreamExt};
 use oci_spec::image::{ImageConfiguration, ImageManifest};
 
-use crate::cache::{BlobCache, CacheError, Feed};
+use crate::cache::{BlobCache, CacheError, Feed, Pipe, PipeWriter};
 use crate::proofs::Access;
 use crate::rootfs::ImageStore;
 use crate::unpack::{self, Compression, UnpackError};
@@ -64,7 +64,7 @@ impl Default for Caps {
 }
 
 /// Layers downloaded at once.
-const PARALLEL_DOWNLOADS: usize = 4;
+const PARALLEL_DOWNLOADS: usize = 8;
 /// The longest wait between two tries to reach a registry that stopped answering
 /// mid-blob (the tries go on until the stall timeout).
 const MAX_RESUME_DELAY: Duration = Duration::from_secs(2);
@@ -214,13 +214,62 @@ struct Source<'a> {
     terms: Terms,
 }
 
+/// Where a download goes: into the cache (followed by a reader, if a feed is
+/// given), or through a pipe to its unpacker without being kept.
+enum Dest {
+    Cache(Option<Arc<Feed>>),
+    Pipe(Arc<Pipe>),
+}
+
+/// A download in progress, into its [`Dest`].
+enum Writing {
+    Cache(crate::cache::BlobWriter),
+    Pipe(PipeWriter),
+}
+
+impl Writing {
+    fn written(&self) -> u64 {
+        match self {
+            Writing::Cache(w) => w.written(),
+            Writing::Pipe(w) => w.written(),
+        }
+    }
+
+    async fn write(&mut self, chunk: bytes::Bytes) -> Result<(), PullError> {
+        match self {
+            Writing::Cache(w) => w.write_chunk(&chunk).map_err(PullError::from),
+            Writing::Pipe(w) => match w.write_chunk(chunk).await {
+                true => Ok(()),
+                false => Err(invalid(UNPACK_STOPPED)),
+            },
+        }
+    }
+
+    async fn commit(self) -> Result<(), PullError> {
+        match self {
+            // The digest check ends the feed at once; the file work off the async
+            // threads.
+            Writing::Cache(w) => tokio::task::spawn_blocking(move || w.commit().map(drop))
+                .await
+                .map_err(invalid)?
+                .map_err(PullError::from),
+            Writing::Pipe(w) => w.commit().map_err(PullError::from),
+        }
+    }
+}
+
+/// A download stopped because its unpacker had (which says why).
+const UNPACK_STOPPED: &str = "the layer's unpack stopped";
+
+/// Streams one blob into `dest` unless the cache has it already (then proven
+/// first, and fed to the reader from the cache).
 async fn fetch(
     mut s: Session<'_>,
     src: Source<'_>,
     digest: Digest,
     size: u64,
     progress: (&Progress, usize),
-    feed: Option<Arc<Feed>>,
+    dest: Dest,
 ) -> Result<Fetched, PullError> {
     let (progress, index) = progress;
     let Source {
@@ -234,7 +283,7 @@ async fn fetch(
         // serves this blob to this project.
         access.prove(&mut s, &digest).await?;
         progress.update(index, size, BlobState::Cached);
-        if let Some(f) = feed {
+        if let Dest::Cache(Some(f)) = dest {
             f.begin_cached(&cache.path(&digest))
                 .map_err(CacheError::from)?;
         }
@@ -245,9 +294,10 @@ async fn fetch(
         });
     }
     let started = Instant::now();
-    let mut w = match feed {
-        Some(f) => cache.writer_feeding(&digest, f)?,
-        None => cache.writer(&digest)?,
+    let mut w = match dest {
+        Dest::Cache(Some(f)) => Writing::Cache(cache.writer_feeding(&digest, f)?),
+        Dest::Cache(None) => Writing::Cache(cache.writer(&digest)?),
+        Dest::Pipe(p) => Writing::Pipe(p.writer(&digest)),
     };
     // A connection that drops mid-blob is resumed where it broke (`Range`), into
     // the same writer, whose hash simply goes on; a registry that went away is
@@ -315,16 +365,13 @@ async fn fetch(
                         "blob {digest} is larger than the {size} bytes its manifest says"
                     )));
                 }
-                w.write_chunk(&chunk[drop_n..])?;
+                w.write(chunk.slice(drop_n..)).await?;
                 progress.update(index, w.written(), BlobState::Downloading);
             }
         }
     }
     let size = w.written();
-    // The digest check ends the feed at once; the file work off the async threads.
-    tokio::task::spawn_blocking(move || w.commit())
-        .await
-        .map_err(invalid)??;
+    w.commit().await?;
     progress.update(index, size, BlobState::Downloaded);
     access.record(&s, &digest);
     Ok(Fetched {
@@ -401,7 +448,7 @@ pub async fn pull(
             config_digest,
             m.config().size(),
             (progress, 0),
-            None,
+            Dest::Cache(None),
         )
         .await?;
         let config_bytes =
@@ -483,71 +530,146 @@ async fn unpack_all(
         .map(|(d, size)| Ok::<_, PullError>((d.parse::<Digest>().map_err(invalid)?, size)))
         .collect::<Result<Vec<_>, _>>()?;
     progress.start(&jobs);
-    // One feed per blob (the config, then each layer): every layer is unpacked
-    // into a directory of its own as it downloads (reading the bytes just written,
-    // from the page cache), all of them at once. A feed ends its stream only once
-    // the blob's digest matched.
-    let feeds: Vec<Arc<Feed>> = (0..jobs.len()).map(|_| Arc::default()).collect();
+    // The config first (small, kept in the cache): its diff_ids say which layers
+    // are unpacked already.
+    let (config_digest, config_size) = jobs[0].clone();
+    let config_blob = fetch(
+        s.fork(),
+        src,
+        config_digest,
+        config_size,
+        (progress, 0),
+        Dest::Cache(None),
+    )
+    .await?;
+    let config_bytes =
+        std::fs::read(src.cache.path(&config_blob.digest)).map_err(CacheError::from)?;
+    let config: ImageConfiguration = serde_json::from_slice(&config_bytes).map_err(invalid)?;
+    let diff_ids = config.rootfs().diff_ids().clone();
+    if diff_ids.len() != m.layers().len() {
+        return Err(invalid("the config's diff_ids do not match the layers"));
+    }
+    // Each layer: unpacked already (the registry proves this project may have it,
+    // nothing is downloaded), in the cache from an earlier version of berth (fed
+    // from there), or downloaded through a pipe straight into its unpacker. Every
+    // layer unpacks into a directory of its own as it downloads, all at once.
+    let mut plan = Vec::new();
+    for (i, (digest, size)) in jobs.into_iter().enumerate().skip(1) {
+        let diff_id: Digest = diff_ids[i - 1].parse().map_err(invalid)?;
+        let source = if images.layer(&diff_id).is_some() {
+            LayerSource::Unpacked
+        } else if src.cache.contains(&digest) {
+            LayerSource::Cached(Arc::default())
+        } else {
+            LayerSource::Download(Arc::default())
+        };
+        plan.push((i, digest, size, source));
+    }
     let session = &*s;
     let producer = async {
-        // Whatever happens, no reader is left waiting for a blob that will not come.
-        let _ends = EndFeeds(&feeds);
-        let mut downloads = stream::iter(jobs.into_iter().enumerate())
-            .map(|(i, (d, size))| {
-                fetch(
-                    session.fork(),
-                    src,
-                    d,
-                    size,
-                    (progress, i),
-                    Some(feeds[i].clone()),
-                )
+        // Futures made first, then run a few at once (a closure over borrowed
+        // items would make the future's Send bound higher-ranked, which the
+        // compiler cannot prove for tokio::spawn).
+        let futures: Vec<_> = plan
+            .iter()
+            .map(|(i, digest, size, source)| {
+                let mut fork = session.fork();
+                async move {
+                    match source {
+                        LayerSource::Unpacked => {
+                            src.access.prove(&mut fork, digest).await?;
+                            progress.update(*i, *size, BlobState::Cached);
+                            Ok(Fetched {
+                                digest: digest.clone(),
+                                size: *size,
+                                took: None,
+                            })
+                        }
+                        LayerSource::Cached(feed) => {
+                            let _end = EndFeeds(std::slice::from_ref(feed));
+                            let dest = Dest::Cache(Some(feed.clone()));
+                            fetch(fork, src, digest.clone(), *size, (progress, *i), dest).await
+                        }
+                        LayerSource::Download(pipe) => {
+                            let dest = Dest::Pipe(pipe.clone());
+                            let r =
+                                fetch(fork, src, digest.clone(), *size, (progress, *i), dest).await;
+                            if let Err(e) = &r {
+                                pipe.end(Err(e.to_string()));
+                            }
+                            r
+                        }
+                    }
+                }
             })
-            .buffered(PARALLEL_DOWNLOADS);
-        let mut fetched = Vec::new();
+            .collect();
+        let mut downloads = stream::iter(futures).buffered(PARALLEL_DOWNLOADS);
+        let mut fetched = vec![config_blob.clone()];
+        let mut failed = None;
         while let Some(r) = downloads.next().await {
-            fetched.push(r?);
+            match r {
+                Ok(f) => fetched.push(f),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
         }
-        Ok::<_, PullError>(fetched)
+        drop(downloads);
+        // Whatever happens, no unpacker is left waiting for bytes that will not come.
+        for (_, _, _, source) in &plan {
+            match source {
+                LayerSource::Cached(feed) => feed.end(Err("the download stopped".into())),
+                LayerSource::Download(pipe) => pipe.end(Err("the download stopped".into())),
+                LayerSource::Unpacked => {}
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(fetched),
+        }
     };
     let consumer = async {
-        let config_feed = feeds[0].clone();
-        let config_bytes = tokio::task::spawn_blocking(move || {
-            let mut b = Vec::new();
-            std::io::Read::read_to_end(&mut config_feed.reader()?, &mut b).map(|_| b)
-        })
-        .await
-        .map_err(invalid)?
-        .map_err(CacheError::from)?;
-        let config: ImageConfiguration = serde_json::from_slice(&config_bytes).map_err(invalid)?;
-        let diff_ids = config.rootfs().diff_ids().clone();
-        if diff_ids.len() != m.layers().len() {
-            return Err(invalid("the config's diff_ids do not match the layers"));
-        }
         let started = Instant::now();
         let image = Arc::new(unpack::ImageBudget::new(src.terms.caps.image_bytes));
-        let unpacks = m.layers().iter().enumerate().map(|(i, layer)| {
+        let unpacks = plan.iter().map(|(i, _, _, source)| {
+            let layer = &m.layers()[i - 1];
             unpack_one(
-                i,
+                i - 1,
                 layer,
-                &diff_ids[i],
-                feeds[i + 1].clone(),
+                &diff_ids[i - 1],
+                source,
                 images,
                 src.terms.caps,
                 image.clone(),
                 progress,
             )
         });
-        // Every unpack runs to its end (a failed download ends the others' feeds at
-        // once): none is left writing into a directory that is being thrown away.
+        // Every unpack runs to its end (a failed download ends the others' streams
+        // at once): none is left writing into a directory that is being thrown away.
         let results = futures_util::future::join_all(unpacks).await;
         results.into_iter().collect::<Result<Vec<()>, _>>()?;
-        Ok((config, started.elapsed()))
+        Ok(started.elapsed())
     };
     let (fetched, unpacked) = tokio::join!(producer, consumer);
-    let fetched = fetched?;
-    let (config, unpack_took) = unpacked?;
-    Ok((config, fetched, unpack_took))
+    // The reason, not its echo: a download stopped by its unpacker says why through
+    // the unpacker's error, an unpacker stopped by its download through the download's.
+    match (fetched, unpacked) {
+        (Ok(fetched), Ok(took)) => Ok((config, fetched, took)),
+        (Err(PullError::Invalid(m)), Err(e)) if m == UNPACK_STOPPED => Err(e),
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(e),
+    }
+}
+
+/// Where a layer's bytes come from.
+enum LayerSource {
+    /// Its directory exists: nothing to download or unpack.
+    Unpacked,
+    /// The blob cache has it (kept by an earlier version of berth).
+    Cached(Arc<Feed>),
+    /// Downloaded through a pipe, never kept.
+    Download(Arc<Pipe>),
 }
 
 /// Unpacks layer `i` into a directory of its own (unless an earlier pull did),
@@ -557,7 +679,7 @@ async fn unpack_one(
     i: usize,
     layer: &oci_spec::image::Descriptor,
     diff_id: &str,
-    feed: Arc<Feed>,
+    source: &LayerSource,
     images: &ImageStore,
     caps: Caps,
     image: Arc<unpack::ImageBudget>,
@@ -571,10 +693,14 @@ async fn unpack_one(
         )));
     }
     let diff_id_d: Digest = diff_id.parse().map_err(invalid)?;
-    if images.layer(&diff_id_d).is_some() {
-        progress.update(i + 1, layer.size(), BlobState::Applied);
-        return Ok(());
-    }
+    let reading = match source {
+        LayerSource::Unpacked => {
+            progress.update(i + 1, layer.size(), BlobState::Applied);
+            return Ok(());
+        }
+        LayerSource::Cached(feed) => Reading::Cached(feed.clone()),
+        LayerSource::Download(pipe) => Reading::Piped(pipe.reader()),
+    };
     let staged = images.stage_layer(&diff_id_d).map_err(CacheError::from)?;
     let dir = staged.clone();
     let target = unpack::Target {
@@ -586,14 +712,28 @@ async fn unpack_one(
         image: Some(image),
         whiteouts: unpack::Whiteouts::Overlay,
     };
-    let unpacked = tokio::task::spawn_blocking(move || {
-        let reader = feed.reader()?;
-        unpack::unpack_layer(
-            std::io::BufReader::with_capacity(1 << 20, reader),
+    let declared = layer.size();
+    let unpacked = tokio::task::spawn_blocking(move || match reading {
+        Reading::Cached(feed) => {
+            let reader = feed.reader()?;
+            if compression == Compression::None {
+                return unpack::unpack_layer_direct(reader, declared, &dir, target);
+            }
+            unpack::unpack_layer(
+                std::io::BufReader::with_capacity(1 << 20, reader),
+                compression,
+                &dir,
+                target,
+            )
+        }
+        // Chunks as they arrived from the network (tens of KiB): buffered for the
+        // decompressor and the tar reader's 512-byte headers.
+        Reading::Piped(reader) => unpack::unpack_layer(
+            std::io::BufReader::with_capacity(256 << 10, reader),
             compression,
             &dir,
             target,
-        )
+        ),
     })
     .await
     .map_err(invalid)
@@ -628,6 +768,12 @@ async fn unpack_one(
         .map_err(CacheError::from)?;
     progress.update(i + 1, layer.size(), BlobState::Applied);
     Ok(())
+}
+
+/// What an unpacker reads.
+enum Reading {
+    Cached(Arc<Feed>),
+    Piped(crate::cache::PipeReader),
 }
 
 /// Ends every feed not ended yet (a failed or cancelled download stream).

@@ -1,13 +1,24 @@
-//! Deploy speed: berth's deploy (POST to DEPLOYED) of a 1 GiB image of 5 layers of
-//! random data, against containerd's `ctr images pull` of the same image from the
-//! same local registry (containerd started here on a private socket and root), and
-//! berth's cached redeploy. Prints figures; asserts nothing about time.
+//! Deploy speed, side by side in one run, for three images pushed to one local
+//! registry (docker-registry, htpasswd auth):
+//! - 1 GiB in 5 layers of random data, gzip (as most real images' big layers are:
+//!   incompressible content in gzip);
+//! - the same 1 GiB as plain tar layers;
+//! - 300 MB in 60,000 small files over 3 gzip layers (a Node or Python app), where
+//!   metadata work dominates.
+//!
+//! For each: berth's first deploy (POST to `DEPLOYED`, from a fresh data dir),
+//! berth's cached redeploy, containerd's `ctr images pull` (fetch + unpack, a fresh
+//! containerd root each time), and the floor: every blob of the image downloaded in
+//! parallel and hashed, written nowhere, by berth's own registry client. Also the
+//! server's peak RSS during the first deploy (VmHWM, reset before it). Prints
+//! figures; asserts nothing about time.
 //!
 //! Run: `cargo bench -p berth-server --bench deploy` (needs docker-registry, skopeo,
-//! runc, busybox-static and containerd from Debian's packages).
+//! runc, busybox-static and containerd from Debian's packages). `BERTH_BENCH_ONLY`
+//! picks images by name (`gzip`, `tar`, `files`).
 
-use std::io::Write;
-use std::path::Path;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,57 +26,198 @@ use berth_testkit::{require, LocalRegistry};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-const LAYERS: usize = 5;
-const LAYER_BYTES: usize = (1 << 30) / LAYERS;
-
-fn blob(layout: &Path, data: &[u8]) -> (String, usize) {
-    let hex = hex::encode(Sha256::digest(data));
-    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
-    std::fs::write(layout.join("blobs/sha256").join(&hex), data).unwrap();
-    (format!("sha256:{hex}"), data.len())
+/// Random bytes (xorshift), or text-like ones that compress about 3:1, streamed.
+struct Noise {
+    seed: u64,
+    left: u64,
+    text: bool,
 }
 
-/// An OCI layout with 5 uncompressed layers of random data (random data does not
-/// compress; plain tar keeps the comparison about transfer, hashing and unpacking).
-fn build_layout(layout: &Path) {
-    let busybox = std::fs::read("/bin/busybox").expect("busybox-static");
-    let mut layers = Vec::new();
-    let mut diff_ids = Vec::new();
-    for i in 0..LAYERS {
-        let mut data = vec![0u8; LAYER_BYTES];
-        let mut seed = 0x9E3779B97F4A7C15u64 ^ i as u64;
-        for chunk in data.chunks_mut(8) {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
+impl Read for Noise {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.left) as usize;
+        for chunk in buf[..n].chunks_mut(8) {
+            self.seed ^= self.seed << 13;
+            self.seed ^= self.seed >> 7;
+            self.seed ^= self.seed << 17;
+            let bytes = self.seed.to_le_bytes();
+            for (b, r) in chunk.iter_mut().zip(bytes) {
+                *b = if self.text {
+                    b"etaoin shrdlu\n{}();"[r as usize % 19]
+                } else {
+                    r
+                };
+            }
         }
-        let mut b = tar::Builder::new(Vec::with_capacity(LAYER_BYTES + 4096));
-        let mut add = |name: &str, bytes: &[u8]| {
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Counts and hashes what passes.
+struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+    len: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Files {
+    count: usize,
+    size: u64,
+    text: bool,
+}
+
+struct Spec {
+    name: &'static str,
+    title: &'static str,
+    gzip: bool,
+    layers: Vec<Files>,
+}
+
+fn specs() -> Vec<Spec> {
+    let big = Files {
+        count: 1,
+        size: (1 << 30) / 5,
+        text: false,
+    };
+    let small = Files {
+        count: 20_000,
+        size: 5_000,
+        text: true,
+    };
+    vec![
+        Spec {
+            name: "gzip",
+            title: "1 GiB, 5 gzip layers",
+            gzip: true,
+            layers: vec![big; 5],
+        },
+        Spec {
+            name: "tar",
+            title: "1 GiB, 5 plain tar layers",
+            gzip: false,
+            layers: vec![big; 5],
+        },
+        Spec {
+            name: "files",
+            title: "300 MB in 60,000 files, 3 gzip layers",
+            gzip: true,
+            layers: vec![small; 3],
+        },
+    ]
+}
+
+fn put_blob(layout: &Path, tmp: &Path, digest: &str) {
+    let dir = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::rename(tmp, dir.join(digest.trim_start_matches("sha256:"))).unwrap();
+}
+
+fn write_small_blob(layout: &Path, data: &[u8]) -> (String, u64) {
+    let d = format!("sha256:{}", hex::encode(Sha256::digest(data)));
+    let tmp = layout.join("tmp-blob");
+    std::fs::write(&tmp, data).unwrap();
+    put_blob(layout, &tmp, &d);
+    (d, data.len() as u64)
+}
+
+/// Writes layer `i` of `spec` to `LAYOUT/tmp-layer`, streaming; returns its diff_id.
+fn write_layer(layout: &Path, spec: &Spec, i: usize) -> String {
+    let tmp = layout.join("tmp-layer");
+    let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).unwrap());
+    let compressed: Box<dyn Write> = if spec.gzip {
+        Box::new(flate2::write::GzEncoder::new(
+            file,
+            flate2::Compression::fast(),
+        ))
+    } else {
+        Box::new(file)
+    };
+    let mut tar_hash = Hashing {
+        inner: compressed,
+        hash: Sha256::new(),
+        len: 0,
+    };
+    {
+        let mut b = tar::Builder::new(&mut tar_hash);
+        let mut add = |name: &str, size: u64, data: &mut dyn Read| {
             let mut h = tar::Header::new_gnu();
-            h.set_size(bytes.len() as u64);
+            h.set_size(size);
             h.set_mode(0o755);
             h.set_cksum();
-            b.append_data(&mut h, name, bytes).unwrap();
+            b.append_data(&mut h, name, data).unwrap();
         };
         if i == 0 {
-            add("bin/busybox", &busybox);
+            let busybox = std::fs::read("/bin/busybox").expect("busybox-static");
+            add("bin/busybox", busybox.len() as u64, &mut &busybox[..]);
         }
-        add(&format!("data/layer{i}.bin"), &data);
-        let tar = b.into_inner().unwrap();
-        let (d, s) = blob(layout, &tar);
-        diff_ids.push(d.clone());
-        layers.push(
-            json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": s}),
-        );
+        let f = spec.layers[i];
+        for n in 0..f.count {
+            let mut noise = Noise {
+                seed: 0x9E37_79B9_7F4A_7C15 ^ ((i as u64) << 32 | n as u64),
+                left: f.size,
+                text: f.text,
+            };
+            let name = if f.count == 1 {
+                format!("data/layer{i}.bin")
+            } else {
+                format!("app/l{i}/d{}/f{n}.js", n / 500)
+            };
+            add(&name, f.size, &mut noise);
+        }
+        b.finish().unwrap();
+    }
+    tar_hash.flush().unwrap();
+    let diff_id = format!("sha256:{}", hex::encode(tar_hash.hash.finalize()));
+    // Dropping the compressor writes its trailer; the buffered file flushes.
+    drop(tar_hash.inner);
+    diff_id
+}
+
+/// Builds the OCI layout of `spec`; returns its total blob bytes.
+fn build_layout(layout: &Path, spec: &Spec) -> u64 {
+    std::fs::create_dir_all(layout).unwrap();
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    let mut total = 0;
+    for i in 0..spec.layers.len() {
+        let diff_id = write_layer(layout, spec, i);
+        // The blob was written to its temporary name: hash it for its digest.
+        let tmp = layout.join("tmp-layer");
+        let mut f = std::fs::File::open(&tmp).unwrap();
+        let mut h = Sha256::new();
+        let size = std::io::copy(&mut f, &mut h).unwrap();
+        let digest = format!("sha256:{}", hex::encode(h.finalize()));
+        put_blob(layout, &tmp, &digest);
+        total += size;
+        diff_ids.push(diff_id);
+        let media_type = if spec.gzip {
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        } else {
+            "application/vnd.oci.image.layer.v1.tar"
+        };
+        layers.push(json!({"mediaType": media_type, "digest": digest, "size": size}));
     }
     let config = json!({"architecture": "amd64", "os": "linux",
         "config": {"Cmd": ["/bin/busybox", "sleep", "3600"]},
         "rootfs": {"type": "layers", "diff_ids": diff_ids}});
-    let (cd, cs) = blob(layout, config.to_string().as_bytes());
+    let (cd, cs) = write_small_blob(layout, config.to_string().as_bytes());
     let manifest = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs}, "layers": layers});
-    let (md, ms) = blob(layout, manifest.to_string().as_bytes());
+    let (md, ms) = write_small_blob(layout, manifest.to_string().as_bytes());
     std::fs::write(
         layout.join("oci-layout"),
         r#"{"imageLayoutVersion":"1.0.0"}"#,
@@ -74,9 +226,32 @@ fn build_layout(layout: &Path) {
     let index = json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
         "digest": md, "size": ms, "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
     std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    total
 }
 
-async fn berth_deploy(reg: &LocalRegistry, dir: &Path) -> (Duration, Duration) {
+/// The process's resident set (`VmRSS`) and its peak (`VmHWM`), MiB.
+fn rss() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            >> 10
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+struct BerthRun {
+    first: Duration,
+    cached: Duration,
+    rss_before: u64,
+    rss_peak: u64,
+}
+
+async fn berth_deploy(reg: &LocalRegistry, dir: &Path, repo: &str) -> BerthRun {
     let url = reg.authority();
     let config = berth_server::Config {
         data_dir: dir.to_owned(),
@@ -87,7 +262,12 @@ async fn berth_deploy(reg: &LocalRegistry, dir: &Path) -> (Duration, Duration) {
         vault: Default::default(),
         advertise_url: None,
         sandbox: Default::default(),
-        deploys: Default::default(),
+        // DEPLOYED as soon as the container runs: the start window (500 ms by
+        // default, `--start-window-ms`) is a wait the operator chooses, not work.
+        deploys: berth_server::DeployLimits {
+            start_window: Duration::ZERO,
+            ..Default::default()
+        },
     };
     let running = berth_server::start(config).await.unwrap();
     let base = format!("http://{}", running.addr);
@@ -107,13 +287,17 @@ async fn berth_deploy(reg: &LocalRegistry, dir: &Path) -> (Duration, Duration) {
         .unwrap();
     let r = post(
         "/v1/projects/bench/services",
-        json!({"name": "big", "image": "bench/big:v1",
+        json!({"name": "big", "image": format!("{repo}:v1"),
                "registry": {"registry_url": url, "username": reg.admin.0, "password": reg.admin.1}}),
     )
     .await
     .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    // The peak from here on is the deploy's.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let rss_before = rss().0;
     let mut times = Vec::new();
+    let mut rss_peak = 0;
     for _ in 0..2 {
         let t = Instant::now();
         let d: serde_json::Value = post("/v1/projects/bench/services/big/deployments", json!({}))
@@ -139,10 +323,13 @@ async fn berth_deploy(reg: &LocalRegistry, dir: &Path) -> (Duration, Duration) {
             match v["status"].as_str() {
                 Some("DEPLOYED") => break,
                 Some("FAILED") => panic!("deploy failed: {v}"),
-                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+                _ => tokio::time::sleep(Duration::from_millis(5)).await,
             }
         }
         times.push(t.elapsed());
+        if rss_peak == 0 {
+            rss_peak = rss().1;
+        }
         let log = http
             .get(format!("{path}/logs"))
             .bearer_auth(&token)
@@ -167,13 +354,73 @@ async fn berth_deploy(reg: &LocalRegistry, dir: &Path) -> (Duration, Duration) {
         .send()
         .await;
     running.stop().await;
-    (times[0], times[1])
+    BerthRun {
+        first: times[0],
+        cached: times[1],
+        rss_before,
+        rss_peak,
+    }
 }
 
-fn ctr_pull(reg: &LocalRegistry, dir: &Path) -> Option<Duration> {
+/// Every blob of the image, in parallel, downloaded and hashed by berth's own
+/// registry client, written nowhere: what the network and the hash cost.
+async fn floor(reg: &LocalRegistry, repo: &str) -> Duration {
+    use berth_registry::open::Unobserved;
+    use berth_registry::{Credentials, Registry, TokenReuse};
+    let url = reg.authority();
+    let registry =
+        Registry::new(berth_registry::NetworkPolicy::from_lists("127.0.0.1/32", &url).unwrap())
+            .unwrap();
+    let target = registry
+        .target(
+            &url.parse().unwrap(),
+            &format!("{repo}:v1").parse().unwrap(),
+        )
+        .unwrap();
+    let creds = Credentials::new(reg.admin.0.clone(), reg.admin.1.clone().into());
+    let t = Instant::now();
+    let mut opened = berth_registry::open(
+        &registry,
+        &target,
+        Some(creds),
+        TokenReuse::Cached,
+        &mut Unobserved,
+    )
+    .await
+    .unwrap();
+    let platform = opened.platform_manifest().await.unwrap();
+    let mut digests = vec![platform.manifest.config().digest().to_string()];
+    digests.extend(
+        platform
+            .manifest
+            .layers()
+            .iter()
+            .map(|l| l.digest().to_string()),
+    );
+    let session = &opened.session;
+    let all = digests.into_iter().map(|d| {
+        let mut s = session.fork();
+        async move {
+            let digest: berth_types::Digest = d.parse().unwrap();
+            let (mut resp, _) = berth_registry::blob::open_at(&mut s, &digest, 0)
+                .await
+                .unwrap();
+            let mut h = Sha256::new();
+            while let Some(chunk) = resp.chunk().await.unwrap() {
+                h.update(&chunk);
+            }
+            assert_eq!(hex::encode(h.finalize()), digest.hex());
+        }
+    });
+    futures_util::future::join_all(all).await;
+    t.elapsed()
+}
+
+fn ctr_pull(reg: &LocalRegistry, dir: &Path, repo: &str) -> Option<Duration> {
     let containerd = ["/usr/bin/containerd", "/usr/sbin/containerd"]
         .into_iter()
         .find(|p| Path::new(p).exists())?;
+    std::fs::create_dir_all(dir).unwrap();
     let sock = dir.join("containerd.sock");
     let mut cfg = std::fs::File::create(dir.join("config.toml")).unwrap();
     writeln!(cfg, "version = 2").unwrap();
@@ -210,7 +457,7 @@ fn ctr_pull(reg: &LocalRegistry, dir: &Path) -> Option<Duration> {
                 "--user",
             ])
             .arg(format!("{}:{}", reg.admin.0, reg.admin.1))
-            .arg(format!("{}/bench/big:v1", reg.authority()))
+            .arg(format!("{}/{repo}:v1", reg.authority()))
             .env_remove("HTTP_PROXY")
             .env_remove("HTTPS_PROXY")
             .output()
@@ -226,72 +473,91 @@ fn ctr_pull(reg: &LocalRegistry, dir: &Path) -> Option<Duration> {
     }
     let _ = daemon.kill();
     let _ = daemon.wait();
+    // Its snapshots are overlay mounts no more, but may hold read-only dirs.
+    let _ = Command::new("rm").arg("-rf").arg(dir).status();
     best.map(|(d, s)| {
-        println!("(containerd snapshotter: {s})");
+        println!("  (containerd snapshotter: {s})");
         d
     })
 }
 
 fn main() {
+    let only = std::env::var("BERTH_BENCH_ONLY").unwrap_or_default();
     let reg = LocalRegistry::htpasswd(&[("bench", "bench-pass-1")]);
     let work = tempfile::tempdir_in(
         std::env::var("BERTH_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into()),
     )
     .unwrap();
-    let layout = work.path().join("layout");
-    let t = Instant::now();
-    build_layout(&layout);
-    let skopeo = Command::new(require("skopeo"))
-        .args([
-            "--insecure-policy",
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            "--dest-creds=bench:bench-pass-1",
-        ])
-        .arg(format!("oci:{}:latest", layout.display()))
-        .arg(format!("docker://{}/bench/big:v1", reg.authority()))
-        .status()
-        .unwrap();
-    assert!(skopeo.success());
-    println!(
-        "built and pushed a {} MiB image of {LAYERS} layers in {:.1} s",
-        (LAYER_BYTES * LAYERS) >> 20,
-        t.elapsed().as_secs_f64()
-    );
-
-    let berth_dir = work.path().join("berth");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (first, cached) = rt.block_on(berth_deploy(&reg, &berth_dir));
-    let ctr_dir = work.path().join("containerd");
-    std::fs::create_dir_all(&ctr_dir).unwrap();
-    let ctr = ctr_pull(&reg, &ctr_dir);
-
-    println!("{:<44} {:>10}", "", "seconds");
-    println!(
-        "{:<44} {:>10.2}",
-        "berth deploy, first (POST to DEPLOYED)",
-        first.as_secs_f64()
-    );
-    println!(
-        "{:<44} {:>10.2}",
-        "berth deploy, cached redeploy",
-        cached.as_secs_f64()
-    );
-    match ctr {
-        Some(c) => {
-            println!(
-                "{:<44} {:>10.2}",
-                "containerd ctr images pull (pull + unpack)",
-                c.as_secs_f64()
-            );
-            println!(
-                "ratio ctr / berth first deploy: {:.2}x",
-                c.as_secs_f64() / first.as_secs_f64()
-            );
+    let mut rows = Vec::new();
+    for spec in specs() {
+        if !only.is_empty() && !only.split(',').any(|o| o == spec.name) {
+            continue;
         }
-        None => println!(
-            "containerd not installed or failed: no peer figure (apt-get install containerd)"
-        ),
+        let layout: PathBuf = work.path().join(format!("layout-{}", spec.name));
+        let t = Instant::now();
+        let bytes = build_layout(&layout, &spec);
+        let repo = format!("bench/{}", spec.name);
+        let skopeo = Command::new(require("skopeo"))
+            .args([
+                "--insecure-policy",
+                "copy",
+                "--quiet",
+                "--dest-tls-verify=false",
+                "--dest-creds=bench:bench-pass-1",
+            ])
+            .arg(format!("oci:{}:latest", layout.display()))
+            .arg(format!("docker://{}/{repo}:v1", reg.authority()))
+            .status()
+            .unwrap();
+        assert!(skopeo.success());
+        let _ = std::fs::remove_dir_all(&layout);
+        println!(
+            "{}: {} MB of blobs, built and pushed in {:.1} s",
+            spec.title,
+            bytes / 1_000_000,
+            t.elapsed().as_secs_f64()
+        );
+        let floor_t = rt.block_on(floor(&reg, &repo));
+        let berth_dir = work.path().join(format!("berth-{}", spec.name));
+        let run = rt.block_on(berth_deploy(&reg, &berth_dir, &repo));
+        let _ = Command::new("rm").arg("-rf").arg(&berth_dir).status();
+        let ctr = ctr_pull(
+            &reg,
+            &work.path().join(format!("containerd-{}", spec.name)),
+            &repo,
+        );
+        rows.push((spec.title, floor_t, run, ctr));
+    }
+
+    println!();
+    println!(
+        "berth with --start-window-ms 0 (the default 500 ms start window adds to each deploy)"
+    );
+    println!(
+        "{:<40} {:>8} {:>8} {:>8} {:>8} {:>11} {:>11} {:>12}",
+        "image",
+        "floor s",
+        "berth s",
+        "cached s",
+        "ctr s",
+        "berth/floor",
+        "ctr/berth",
+        "peak RSS MiB"
+    );
+    for (title, floor_t, run, ctr) in rows {
+        let f = run.first.as_secs_f64();
+        println!(
+            "{:<40} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>10.2}x {:>11} {:>5} (+{})",
+            title,
+            floor_t.as_secs_f64(),
+            f,
+            run.cached.as_secs_f64(),
+            ctr.map_or("-".into(), |c| format!("{:.2}", c.as_secs_f64())),
+            f / floor_t.as_secs_f64(),
+            ctr.map_or("-".into(), |c| format!("{:.2}x", c.as_secs_f64() / f)),
+            run.rss_peak,
+            run.rss_peak.saturating_sub(run.rss_before),
+        );
     }
 }
