@@ -1,7 +1,10 @@
-//! Pulling an image by digest, given its host platform's manifest: the config and layers into the cache (in parallel, each byte hashed as it
-//! arrives, nothing kept on a mismatch; what the cache holds is not fetched again),
-//! each layer applied to the root filesystem, in order, as soon as it is complete
-//! while later ones still download, and checked against the config's `diff_ids`.
+//! Pulling an image by digest, given its host platform's manifest. The config is
+//! downloaded into the blob cache first; then every layer at once (a few
+//! downloads in parallel), each streamed through a bounded pipe straight into its
+//! own unpacker, hashed as it arrives, unpacked into a directory of its own and
+//! put in place only once its digest matched. A layer unpacked before from the
+//! same blob is not downloaded again: the project's registry session proves it
+//! may have the blob (a HEAD), and the directory is reused.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,14 +101,6 @@ pub enum PullError {
     /// No byte of a blob arrived for the stall timeout: the registry trickles or hangs.
     #[error("{0}")]
     Stalled(Box<Stall>),
-    #[error(
-        "layer {index} does not match the config's diff_id: expected {expected}, got {actual}"
-    )]
-    DiffId {
-        index: usize,
-        expected: String,
-        actual: Digest,
-    },
 }
 
 /// Where each blob of a pull is, for progress bars: shared with whoever watches.
@@ -491,14 +486,13 @@ pub async fn pull(
         }
     };
     let made_of = blobs.iter().map(|b| b.digest.clone()).collect();
-    let diff_ids = config
-        .rootfs()
-        .diff_ids()
+    let layer_blobs = m
+        .layers()
         .iter()
-        .map(|d| d.parse::<Digest>().map_err(invalid))
+        .map(|l| l.digest().to_string().parse::<Digest>().map_err(invalid))
         .collect::<Result<Vec<_>, _>>()?;
     let layers = images
-        .complete(&manifest_digest, digest, made_of, diff_ids)
+        .complete(&manifest_digest, digest, made_of, layer_blobs)
         .map_err(CacheError::from)?;
     Ok(Pulled {
         manifest: manifest_digest,
@@ -530,8 +524,7 @@ async fn unpack_all(
         .map(|(d, size)| Ok::<_, PullError>((d.parse::<Digest>().map_err(invalid)?, size)))
         .collect::<Result<Vec<_>, _>>()?;
     progress.start(&jobs);
-    // The config first (small, kept in the cache): its diff_ids say which layers
-    // are unpacked already.
+    // The config first (small, kept in the cache), checked to be an image config.
     let (config_digest, config_size) = jobs[0].clone();
     let config_blob = fetch(
         s.fork(),
@@ -545,18 +538,16 @@ async fn unpack_all(
     let config_bytes =
         std::fs::read(src.cache.path(&config_blob.digest)).map_err(CacheError::from)?;
     let config: ImageConfiguration = serde_json::from_slice(&config_bytes).map_err(invalid)?;
-    let diff_ids = config.rootfs().diff_ids().clone();
-    if diff_ids.len() != m.layers().len() {
+    if config.rootfs().diff_ids().len() != m.layers().len() {
         return Err(invalid("the config's diff_ids do not match the layers"));
     }
-    // Each layer: unpacked already (the registry proves this project may have it,
-    // nothing is downloaded), in the cache from an earlier version of berth (fed
+    // Each layer: unpacked already from this very blob (the registry proves this
+    // project may have the blob, nothing is downloaded), in the cache from an earlier version of berth (fed
     // from there), or downloaded through a pipe straight into its unpacker. Every
     // layer unpacks into a directory of its own as it downloads, all at once.
     let mut plan = Vec::new();
     for (i, (digest, size)) in jobs.into_iter().enumerate().skip(1) {
-        let diff_id: Digest = diff_ids[i - 1].parse().map_err(invalid)?;
-        let source = if images.layer(&diff_id).is_some() {
+        let source = if images.layer(&digest).is_some() {
             LayerSource::Unpacked
         } else if src.cache.contains(&digest) {
             LayerSource::Cached(Arc::default())
@@ -632,12 +623,12 @@ async fn unpack_all(
     let consumer = async {
         let started = Instant::now();
         let image = Arc::new(unpack::ImageBudget::new(src.terms.caps.image_bytes));
-        let unpacks = plan.iter().map(|(i, _, _, source)| {
+        let unpacks = plan.iter().map(|(i, digest, _, source)| {
             let layer = &m.layers()[i - 1];
             unpack_one(
                 i - 1,
                 layer,
-                &diff_ids[i - 1],
+                digest,
                 source,
                 images,
                 src.terms.caps,
@@ -672,13 +663,13 @@ enum LayerSource {
     Download(Arc<Pipe>),
 }
 
-/// Unpacks layer `i` into a directory of its own (unless an earlier pull did),
-/// checks its diff_id, and puts it in place; a failed one leaves nothing.
+/// Unpacks layer `i` (blob `digest`) into a directory of its own (unless an
+/// earlier pull did) and puts it in place; a failed one leaves nothing.
 #[allow(clippy::too_many_arguments)]
 async fn unpack_one(
     i: usize,
     layer: &oci_spec::image::Descriptor,
-    diff_id: &str,
+    digest: &Digest,
     source: &LayerSource,
     images: &ImageStore,
     caps: Caps,
@@ -686,13 +677,6 @@ async fn unpack_one(
     progress: &Progress,
 ) -> Result<(), PullError> {
     let compression = Compression::from_media_type(layer.media_type().as_ref())?;
-    if compression == Compression::None && layer.digest().to_string() != diff_id {
-        return Err(invalid(format!(
-            "layer {i} is uncompressed, so its diff_id must be its digest {}; the config says {diff_id}",
-            layer.digest(),
-        )));
-    }
-    let diff_id_d: Digest = diff_id.parse().map_err(invalid)?;
     let reading = match source {
         LayerSource::Unpacked => {
             progress.update(i + 1, layer.size(), BlobState::Applied);
@@ -701,7 +685,7 @@ async fn unpack_one(
         LayerSource::Cached(feed) => Reading::Cached(feed.clone()),
         LayerSource::Download(pipe) => Reading::Piped(pipe.reader()),
     };
-    let staged = images.stage_layer(&diff_id_d).map_err(CacheError::from)?;
+    let staged = images.stage_layer(digest).map_err(CacheError::from)?;
     let dir = staged.clone();
     let target = unpack::Target {
         ids: images.ids(),
@@ -750,21 +734,13 @@ async fn unpack_one(
             )),
             other => PullError::Unpack(other),
         })
-    })
-    .and_then(|u| match u.diff_id {
-        Some(actual) if actual.to_string() != diff_id => Err(PullError::DiffId {
-            index: i,
-            expected: diff_id.to_owned(),
-            actual,
-        }),
-        _ => Ok(()),
     });
     if let Err(e) = unpacked {
         crate::rootfs::remove_tree(&staged);
         return Err(e);
     }
     images
-        .commit_layer(&staged, &diff_id_d)
+        .commit_layer(&staged, digest)
         .map_err(CacheError::from)?;
     progress.update(i + 1, layer.size(), BlobState::Applied);
     Ok(())

@@ -1,5 +1,5 @@
 //! Unpacked images, as containerd's overlay snapshotter keeps them: each layer
-//! unpacked once into a directory of its own (`ROOT/layers/<shift>/<diff_id hex>`,
+//! unpacked once into a directory of its own (`ROOT/layers/<shift>/<blob hex>`,
 //! whiteouts kept as overlay whiteouts), shared by every image that has it, and an
 //! image (`ROOT/<manifest hex>/complete`) is the list of its layers. Layers unpack
 //! in parallel, each as it downloads, and nothing is applied twice. A deployment
@@ -7,6 +7,12 @@
 //! directory above, so a redeploy unpacks nothing and a container's writes never
 //! reach a shared layer. Where overlay mounts are not permitted, the deployment
 //! gets a copy of the layers flattened in order instead.
+//!
+//! A layer is addressed by the digest of the blob it was unpacked from, which its
+//! download verified, never by the config's `diff_ids`: those are the image
+//! author's claim, and a layer found by a claimed diff_id would hand one tenant
+//! another's files after proving access to a different blob. (An uncompressed
+//! layer's blob digest is its diff_id, so its directory is the same either way.)
 
 use std::collections::HashSet;
 use std::ffi::CString;
@@ -19,8 +25,8 @@ use berth_types::Digest;
 
 use crate::unpack::IdShift;
 
-/// What a complete image is made of (its blobs, and its layers' diff_ids in order,
-/// lowest first), the digests it was asked for by, and the id shift its owners
+/// What a complete image is made of (its blobs, and its layers' blob digests in
+/// order, lowest first), the digests it was asked for by, and the id shift its owners
 /// were written with.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ImageRefs {
@@ -73,19 +79,19 @@ impl ImageStore {
             .join(format!("{}-{}", self.ids.base, self.ids.size))
     }
 
-    /// The unpacked layer `diff_id`, if there. A layer directory exists only once
-    /// complete: it is renamed into place.
-    pub fn layer(&self, diff_id: &Digest) -> Option<PathBuf> {
-        let dir = self.layers_dir().join(diff_id.hex());
+    /// The layer unpacked from blob `digest`, if there. A layer directory exists
+    /// only once complete: it is renamed into place.
+    pub fn layer(&self, digest: &Digest) -> Option<PathBuf> {
+        let dir = self.layers_dir().join(digest.hex());
         dir.is_dir().then_some(dir)
     }
 
-    /// A fresh directory to unpack layer `diff_id` into, owned by the containers'
-    /// root; [`ImageStore::commit_layer`] puts it in place.
-    pub fn stage_layer(&self, diff_id: &Digest) -> io::Result<PathBuf> {
+    /// A fresh directory to unpack the layer blob `digest` into, owned by the
+    /// containers' root; [`ImageStore::commit_layer`] puts it in place.
+    pub fn stage_layer(&self, digest: &Digest) -> io::Result<PathBuf> {
         let dir = self.root.join(LAYERS).join(STAGING).join(format!(
             "{}-{:016x}",
-            diff_id.hex(),
+            digest.hex(),
             rand_suffix()
         ));
         std::fs::create_dir_all(&dir)?;
@@ -96,8 +102,8 @@ impl ImageStore {
 
     /// Puts a staged layer in place (another pull that unpacked the same layer
     /// first wins; this one's copy goes).
-    pub fn commit_layer(&self, staged: &Path, diff_id: &Digest) -> io::Result<PathBuf> {
-        let dir = self.layers_dir().join(diff_id.hex());
+    pub fn commit_layer(&self, staged: &Path, digest: &Digest) -> io::Result<PathBuf> {
+        let dir = self.layers_dir().join(digest.hex());
         match std::fs::rename(staged, &dir) {
             Ok(()) => Ok(dir),
             Err(_) if dir.is_dir() => {
@@ -120,7 +126,7 @@ impl ImageStore {
         refs.layers.iter().map(|l| self.layer(l)).collect()
     }
 
-    /// Marks `manifest` complete, made of `layers` (diff_ids, lowest first); only
+    /// Marks `manifest` complete, made of `layers` (blob digests, lowest first); only
     /// then is it reused. The marker records what the image is made of and which
     /// digests were asked for it (an index, a tag's digest), for the garbage
     /// collector.

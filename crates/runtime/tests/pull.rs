@@ -439,3 +439,97 @@ async fn a_registry_that_dies_mid_pull_is_resumed_or_fails_cleanly() {
         "the partial unpack is gone"
     );
 }
+
+/// Pulls `image` from `url` (with `creds`) for `project` into a shared cache and
+/// image store.
+async fn pull_into(
+    url: &str,
+    image: &str,
+    creds: Option<Credentials>,
+    project: &str,
+    proofs: &Proofs,
+    dir: &std::path::Path,
+) -> berth_runtime::pull::Pulled {
+    let registry = Registry::new(NetworkPolicy::from_lists("127.0.0.1/32", url).unwrap()).unwrap();
+    let target = registry
+        .target(&url.parse().unwrap(), &image.parse().unwrap())
+        .unwrap();
+    let mut s = open(
+        &registry,
+        &target,
+        creds,
+        TokenReuse::Cached,
+        &mut Unobserved,
+    )
+    .await
+    .unwrap();
+    let platform = s.platform_manifest().await.unwrap();
+    let cache = BlobCache::open(dir.join("blobs")).unwrap();
+    let images = ImageStore::open(dir.join("images")).unwrap();
+    let access = Access { proofs, project };
+    pull(
+        &mut s,
+        &platform,
+        Terms::default(),
+        access,
+        &cache,
+        &images,
+        &Default::default(),
+    )
+    .await
+    .unwrap()
+}
+
+/// A tenant whose image's config claims another tenant's diff_ids gets its own
+/// layers: an unpacked layer is found by the blob it came from (which the tenant's
+/// registry proves it may have), never by the diff_ids an image states.
+#[tokio::test]
+async fn a_lying_config_never_reaches_another_tenants_layers() {
+    let alice_reg = LocalRegistry::htpasswd(&[("alice", "alice-pass-1")]);
+    let secret = TestImage::build(&[("secret", b"alice's private data")], &["/secret"]);
+    secret.push(&alice_reg, "alice/app:v1");
+    // Mallory learned the digest of alice's layer (a diff_id is only a hash) and
+    // states it for a layer of her own, on her own registry.
+    let liar =
+        TestImage::build_claiming(&[&[("mine", b"mallory's")]], &["/mine"], &secret.diff_ids());
+    let mallory_reg = LocalRegistry::anonymous();
+    liar.push(&mallory_reg, "mallory/app:v1");
+
+    let dir = tempfile::tempdir().unwrap();
+    let proofs = Proofs::default();
+    let alice = pull_into(
+        &alice_reg.authority(),
+        "alice/app:v1",
+        Some(Credentials::new(
+            "alice",
+            SecretString::from("alice-pass-1"),
+        )),
+        "alice-project",
+        &proofs,
+        dir.path(),
+    )
+    .await;
+    assert_eq!(
+        common::Merged::of(&alice).read("secret"),
+        b"alice's private data"
+    );
+
+    let mallory = pull_into(
+        &mallory_reg.authority(),
+        "mallory/app:v1",
+        None,
+        "mallory-project",
+        &proofs,
+        dir.path(),
+    )
+    .await;
+    assert!(!mallory.reused);
+    assert!(
+        mallory.fetched_bytes() > 0,
+        "her layer was downloaded, not found"
+    );
+    let root = common::Merged::of(&mallory);
+    assert!(!root.exists("secret"), "alice's layer reached mallory");
+    assert_eq!(root.read("mine"), b"mallory's");
+    assert_ne!(alice.layers, mallory.layers);
+}

@@ -41,7 +41,7 @@ fn write_image(
     os: &str,
     arch: &str,
 ) -> (String, u64) {
-    write_layered(layout, &[files], cmd, os, arch)
+    write_layered(layout, &[files], cmd, os, arch, None)
 }
 
 /// Writes one gzip layer; returns (layer digest, size, diff_id).
@@ -73,12 +73,16 @@ fn write_layered(
     cmd: &[&str],
     os: &str,
     arch: &str,
+    claimed_diff_ids: Option<&[String]>,
 ) -> (String, u64) {
     let written: Vec<(String, u64, String)> = layers
         .iter()
         .map(|files| write_layer(layout, files))
         .collect();
-    let diff_ids: Vec<&String> = written.iter().map(|(_, _, d)| d).collect();
+    let diff_ids: Vec<&String> = match claimed_diff_ids {
+        Some(claimed) => claimed.iter().collect(),
+        None => written.iter().map(|(_, _, d)| d).collect(),
+    };
     let config = json!({
         "architecture": arch,
         "os": os,
@@ -156,9 +160,31 @@ impl TestImage {
     /// A linux/amd64 image with one layer per element of `layers`.
     pub fn build_layers(layers: &[&[(&str, &[u8])]], cmd: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (digest, size) = write_layered(dir.path(), layers, cmd, "linux", "amd64");
+        let (digest, size) = write_layered(dir.path(), layers, cmd, "linux", "amd64", None);
         write_layout_index(dir.path(), OCI_MANIFEST, &digest, size);
         TestImage { dir, digest }
+    }
+
+    /// A linux/amd64 image with one layer per element of `layers`, whose config
+    /// claims `diff_ids` instead of the layers' own: a lying image.
+    pub fn build_claiming(layers: &[&[(&str, &[u8])]], cmd: &[&str], diff_ids: &[String]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (digest, size) =
+            write_layered(dir.path(), layers, cmd, "linux", "amd64", Some(diff_ids));
+        write_layout_index(dir.path(), OCI_MANIFEST, &digest, size);
+        TestImage { dir, digest }
+    }
+
+    /// The diff_ids the image's config states.
+    pub fn diff_ids(&self) -> Vec<String> {
+        let (_, config, _) = self.parts();
+        let c: serde_json::Value = serde_json::from_slice(&self.blob(&config)).unwrap();
+        c["rootfs"]["diff_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap().to_owned())
+            .collect()
     }
 
     /// A multi-platform index with one small image per `(os, arch)`.

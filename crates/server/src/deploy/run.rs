@@ -95,7 +95,7 @@ pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest
                 Failure::registry(berth_registry::Code::Timeout, e.to_string())
             }
             PullError::Rejected(_) => Failure::image_rejected(e.to_string()),
-            PullError::Cache(_) | PullError::DiffId { .. } => {
+            PullError::Cache(_) => {
                 Failure::registry(berth_registry::Code::NetworkError, e.to_string())
             }
             PullError::Unpack(_) | PullError::Invalid(_) => Failure::runtime(e.to_string()),
