@@ -298,7 +298,9 @@ async fn berth_deploy(reg: &LocalRegistry, dir: &Path, repo: &str) -> BerthRun {
     let rss_before = rss().0;
     let mut times = Vec::new();
     let mut rss_peak = 0;
-    for _ in 0..2 {
+    // The first deploy, then three cached redeploys (their median is reported: the
+    // first of them can meet the write-back of the first deploy's gigabyte).
+    for _ in 0..4 {
         let t = Instant::now();
         let d: serde_json::Value = post("/v1/projects/bench/services/big/deployments", json!({}))
             .await
@@ -329,6 +331,9 @@ async fn berth_deploy(reg: &LocalRegistry, dir: &Path, repo: &str) -> BerthRun {
         times.push(t.elapsed());
         if rss_peak == 0 {
             rss_peak = rss().1;
+        } else {
+            println!("  cached redeploy: {:.3} s", times.last().unwrap().as_secs_f64());
+            continue;
         }
         let log = http
             .get(format!("{path}/logs"))
@@ -354,9 +359,11 @@ async fn berth_deploy(reg: &LocalRegistry, dir: &Path, repo: &str) -> BerthRun {
         .send()
         .await;
     running.stop().await;
+    let mut cached = times[1..].to_vec();
+    cached.sort();
     BerthRun {
         first: times[0],
-        cached: times[1],
+        cached: cached[cached.len() / 2],
         rss_before,
         rss_peak,
     }
@@ -532,14 +539,14 @@ fn main() {
 
     println!();
     println!(
-        "berth with --start-window-ms 0 (the default 500 ms start window adds to each deploy)"
+        "berth with --start-window-ms 0 (the default 500 ms start window adds to each deploy); * median of 3 redeploys"
     );
     println!(
         "{:<40} {:>8} {:>8} {:>8} {:>8} {:>11} {:>11} {:>12}",
         "image",
         "floor s",
         "berth s",
-        "cached s",
+        "cached s*",
         "ctr s",
         "berth/floor",
         "ctr/berth",
