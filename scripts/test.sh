@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker-registry skopeo postgresql runc busybox-static ca-certificates python3 python3-venv)
+packages=(docker-registry skopeo postgresql runc busybox-static ca-certificates python3 python3-venv chromium)
+# Node.js and npm for the browser tests' Playwright: the machine's own when it has
+# them, Debian's otherwise.
+command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -28,6 +31,13 @@ if [ ! -x "$moto_dir/bin/moto_server" ]; then
   "$moto_dir/bin/pip" install -q --disable-pip-version-check "moto[server]==$moto_version"
 fi
 export BERTH_MOTO_SERVER="$moto_dir/bin/moto_server"
+
+# Playwright (its core, driving Debian's chromium; no browser download) and axe-core
+# for the dashboard's browser tests, pinned by the lockfile.
+if [ ! -d crates/server/tests/dashboard/node_modules/playwright-core ] || [ crates/server/tests/dashboard/package-lock.json -nt crates/server/tests/dashboard/node_modules ]; then
+  echo "installing the browser tests' npm packages"
+  npm ci --prefix crates/server/tests/dashboard --no-audit --no-fund --loglevel=error
+fi
 
 # Registry traffic in tests goes to loopback only; keep any proxy out of the way.
 unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy

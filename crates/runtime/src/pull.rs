@@ -107,17 +107,27 @@ pub enum PullError {
 #[derive(Debug, Default)]
 pub struct Progress {
     blobs: std::sync::Mutex<Vec<BlobProgress>>,
+    /// When the blobs' list was known: the time axis of the waterfall.
+    began: std::sync::OnceLock<Instant>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+/// One blob of a pull: where it is, and when (milliseconds from the start of the
+/// pull) its download began and ended and its unpack ended, for a waterfall.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BlobProgress {
     pub digest: String,
     pub size: u64,
     pub received: u64,
     pub state: BlobState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downloaded_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_ms: Option<u64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BlobState {
     Waiting,
@@ -134,6 +144,7 @@ impl Progress {
     }
 
     fn start(&self, blobs: &[(Digest, u64)]) {
+        self.began.get_or_init(Instant::now);
         *self.blobs.lock().unwrap_or_else(|e| e.into_inner()) = blobs
             .iter()
             .map(|(d, size)| BlobProgress {
@@ -141,17 +152,32 @@ impl Progress {
                 size: *size,
                 received: 0,
                 state: BlobState::Waiting,
+                started_ms: None,
+                downloaded_ms: None,
+                applied_ms: None,
             })
             .collect();
     }
 
     fn update(&self, index: usize, received: u64, state: BlobState) {
+        let at = self.began.get().map(|b| b.elapsed().as_millis() as u64);
         if let Some(b) = self
             .blobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get_mut(index)
         {
+            match state {
+                BlobState::Downloading => {
+                    b.started_ms = b.started_ms.or(at);
+                }
+                BlobState::Downloaded => {
+                    b.started_ms = b.started_ms.or(at);
+                    b.downloaded_ms = b.downloaded_ms.or(at);
+                }
+                BlobState::Applied => b.applied_ms = b.applied_ms.or(at),
+                BlobState::Waiting | BlobState::Cached => {}
+            }
             b.received = received;
             // An applied layer stays applied (its blob's commit may finish after).
             if b.state != BlobState::Applied {
@@ -289,6 +315,7 @@ async fn fetch(
         });
     }
     let started = Instant::now();
+    progress.update(index, 0, BlobState::Downloading);
     let mut w = match dest {
         Dest::Cache(Some(f)) => Writing::Cache(cache.writer_feeding(&digest, f)?),
         Dest::Cache(None) => Writing::Cache(cache.writer(&digest)?),

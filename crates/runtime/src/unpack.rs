@@ -28,7 +28,6 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
     None,

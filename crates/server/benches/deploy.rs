@@ -9,7 +9,8 @@
 //! For each: berth's first deploy (POST to `DEPLOYED`, from a fresh data dir),
 //! berth's cached redeploy, containerd's `ctr images pull` (fetch + unpack, a fresh
 //! containerd root each time), and the floor: every blob of the image downloaded in
-//! parallel and hashed, written nowhere, by berth's own registry client. Also the
+//! parallel and hashed, written nowhere, by berth's own registry client; and the
+//! write floor: the image's files written by this process, nothing downloaded. Also the
 //! server's peak RSS during the first deploy (VmHWM, reset before it). Prints
 //! figures; asserts nothing about time.
 //!
@@ -332,7 +333,10 @@ async fn berth_deploy(reg: &LocalRegistry, dir: &Path, repo: &str) -> BerthRun {
         if rss_peak == 0 {
             rss_peak = rss().1;
         } else {
-            println!("  cached redeploy: {:.3} s", times.last().unwrap().as_secs_f64());
+            println!(
+                "  cached redeploy: {:.3} s",
+                times.last().unwrap().as_secs_f64()
+            );
             continue;
         }
         let log = http
@@ -421,6 +425,35 @@ async fn floor(reg: &LocalRegistry, repo: &str) -> Duration {
     });
     futures_util::future::join_all(all).await;
     t.elapsed()
+}
+
+/// The machine's own cost of writing the image's files: every layer's files
+/// written at once (one thread per layer, 1 MiB writes, no fsync) into `dir`,
+/// then removed. No deploy can unpack faster than this plus what it downloads.
+fn write_floor(spec: &Spec, dir: &Path) -> Duration {
+    std::fs::create_dir_all(dir).unwrap();
+    let t = Instant::now();
+    std::thread::scope(|scope| {
+        for (l, files) in spec.layers.iter().enumerate() {
+            scope.spawn(move || {
+                let chunk = vec![7u8; 1 << 20];
+                let layer = dir.join(format!("layer{l}"));
+                std::fs::create_dir_all(&layer).unwrap();
+                for i in 0..files.count {
+                    let mut f = std::fs::File::create(layer.join(format!("f{i}"))).unwrap();
+                    let mut left = files.size as usize;
+                    while left > 0 {
+                        let n = left.min(chunk.len());
+                        f.write_all(&chunk[..n]).unwrap();
+                        left -= n;
+                    }
+                }
+            });
+        }
+    });
+    let took = t.elapsed();
+    let _ = std::fs::remove_dir_all(dir);
+    took
 }
 
 fn ctr_pull(reg: &LocalRegistry, dir: &Path, repo: &str) -> Option<Duration> {
@@ -526,6 +559,7 @@ fn main() {
             t.elapsed().as_secs_f64()
         );
         let floor_t = rt.block_on(floor(&reg, &repo));
+        let write_t = write_floor(&spec, &work.path().join(format!("write-{}", spec.name)));
         let berth_dir = work.path().join(format!("berth-{}", spec.name));
         let run = rt.block_on(berth_deploy(&reg, &berth_dir, &repo));
         let _ = Command::new("rm").arg("-rf").arg(&berth_dir).status();
@@ -534,7 +568,7 @@ fn main() {
             &work.path().join(format!("containerd-{}", spec.name)),
             &repo,
         );
-        rows.push((spec.title, floor_t, run, ctr));
+        rows.push((spec.title, floor_t, write_t, run, ctr));
     }
 
     println!();
@@ -542,9 +576,13 @@ fn main() {
         "berth with --start-window-ms 0 (the default 500 ms start window adds to each deploy); * median of 3 redeploys"
     );
     println!(
-        "{:<40} {:>8} {:>8} {:>8} {:>8} {:>11} {:>11} {:>12}",
+        "floor: every blob downloaded in parallel and hashed, written nowhere; write: the image's files written at once, nothing downloaded"
+    );
+    println!(
+        "{:<40} {:>8} {:>8} {:>8} {:>8} {:>8} {:>11} {:>11} {:>12}",
         "image",
         "floor s",
+        "write s",
         "berth s",
         "cached s*",
         "ctr s",
@@ -552,12 +590,13 @@ fn main() {
         "ctr/berth",
         "peak RSS MiB"
     );
-    for (title, floor_t, run, ctr) in rows {
+    for (title, floor_t, write_t, run, ctr) in rows {
         let f = run.first.as_secs_f64();
         println!(
-            "{:<40} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>10.2}x {:>11} {:>5} (+{})",
+            "{:<40} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>10.2}x {:>11} {:>5} (+{})",
             title,
             floor_t.as_secs_f64(),
+            write_t.as_secs_f64(),
             f,
             run.cached.as_secs_f64(),
             ctr.map_or("-".into(), |c| format!("{:.2}", c.as_secs_f64())),

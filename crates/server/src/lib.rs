@@ -3,10 +3,12 @@
 //! The HTTP API (axum) over three parts it owns: the [`Store`](berth_store::Store),
 //! the vault (`secrets.rs`: master keys and where passwords are kept) and the guarded
 //! [`Registry`](berth_registry::Registry) client. Routes live in `routes/`, one file
-//! per resource.
+//! per resource; the web dashboard (`dashboard.rs`, assets in `dashboard/`) is
+//! served at `/` and uses the same routes.
 
 mod api;
 mod config;
+mod dashboard;
 mod deploy;
 mod openapi;
 mod routes;

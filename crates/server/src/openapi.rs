@@ -13,6 +13,7 @@ use crate::routes::{audit, deployments, health, preflight, projects, services, u
         health::openapi,
         users::create,
         projects::create,
+        projects::list,
         projects::add_member,
         preflight::run,
         services::create,

@@ -130,6 +130,17 @@ pub struct DeploymentView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Object>>)]
     pub progress: Option<Vec<berth_runtime::pull::BlobProgress>>,
+    /// How the pull went, once it is over (on the replica that pulled): each
+    /// blob's `started_ms`, `downloaded_ms` and `applied_ms` from the pull's start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub pull: Option<PullView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PullView {
+    #[schema(value_type = Vec<Object>)]
+    pub blobs: Vec<berth_runtime::pull::BlobProgress>,
 }
 
 impl From<&Deployment> for DeploymentView {
@@ -144,6 +155,7 @@ impl From<&Deployment> for DeploymentView {
             created_at: d.created_at.clone(),
             updated_at: d.updated_at.clone(),
             progress: None,
+            pull: None,
         }
     }
 }

@@ -67,6 +67,8 @@ pub trait Accounts: Send + Sync {
     async fn create_project(&self, name: &str, owner: &User, audit: NewAudit) -> Result<Project>;
     /// The project if `user` is a member (owner included).
     async fn project_for_member(&self, name: &str, user: &User) -> Result<Option<Membership>>;
+    /// Every project `user` is a member of (owner included), by name.
+    async fn projects_of(&self, user: &User) -> Result<Vec<Membership>>;
     async fn add_member(&self, project: &Project, user: &User, audit: NewAudit) -> Result<()>;
     /// The name of a project (for audit events the server writes itself).
     async fn project_name(&self, project_id: &ProjectId) -> Result<Option<String>>;

@@ -195,11 +195,43 @@ contract!(
         };
         assert_eq!(role(alice.clone()).await, Some(MemberRole::Owner));
         assert_eq!(role(bob.clone()).await, None, "not a member: not found");
+        let listed = |u: User| {
+            let store = store.clone();
+            async move {
+                store
+                    .projects_of(&u)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|m| (m.project.name, m.role))
+                    .collect::<Vec<_>>()
+            }
+        };
+        store
+            .create_project("api", &bob, audit("project.create", Some("api"), None))
+            .await
+            .unwrap();
+        assert_eq!(
+            listed(bob.clone()).await,
+            vec![("api".to_owned(), MemberRole::Owner)]
+        );
         store
             .add_member(&p, &bob, audit("project.member.add", Some("web"), None))
             .await
             .unwrap();
         assert_eq!(role(bob.clone()).await, Some(MemberRole::Member));
+        assert_eq!(
+            listed(bob.clone()).await,
+            vec![
+                ("api".to_owned(), MemberRole::Owner),
+                ("web".to_owned(), MemberRole::Member)
+            ],
+            "by name, with the role in each"
+        );
+        assert_eq!(
+            listed(alice.clone()).await,
+            vec![("web".to_owned(), MemberRole::Owner)]
+        );
         assert!(matches!(
             store
                 .add_member(&p, &bob, audit("project.member.add", Some("web"), None))

@@ -46,6 +46,9 @@ const CONTAINER_PREFIX: &str = "berth-";
 
 /// What runs deployments on this replica: the data dir's blob cache and unpacked
 /// images, the container runtime, and the bookkeeping of what is in flight.
+/// The file, in a deployment's directory, that keeps how its pull went.
+const PULL_RECORD: &str = "pull.json";
+
 pub struct Deployer {
     root: PathBuf,
     cache: BlobCache,
@@ -140,6 +143,28 @@ impl Deployer {
     /// The infrastructure log of deployment `id`.
     pub fn log_path(&self, id: &DeploymentId) -> PathBuf {
         self.logs(id).infra
+    }
+
+    /// The pull of deployment `id` as it ended (each blob's times, for the
+    /// waterfall), if this replica pulled it.
+    pub fn pull_record(&self, id: &DeploymentId) -> Option<Vec<pull::BlobProgress>> {
+        let bytes = std::fs::read(self.root.join(id.as_str()).join(PULL_RECORD)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Keeps the final state of deployment `id`'s pull next to its log, then forgets
+    /// the live one.
+    fn end_pull(&self, id: &DeploymentId) {
+        let Some(progress) = locked(&self.pulls).remove(id) else {
+            return;
+        };
+        let blobs = progress.snapshot();
+        if blobs.is_empty() {
+            return;
+        }
+        if let Ok(json) = serde_json::to_vec(&blobs) {
+            let _ = std::fs::write(self.root.join(id.as_str()).join(PULL_RECORD), json);
+        }
     }
 
     fn bundle(&self, id: &DeploymentId) -> PathBuf {

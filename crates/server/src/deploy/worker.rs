@@ -158,10 +158,10 @@ impl Worker {
                 }
             }
         };
+        // The pull's final state is kept before the end is recorded: a watcher that
+        // sees the deployment ended finds how its pull went.
+        self.deployer.end_pull(&d.id);
         self.record_end(d, outcome).await;
-        // Kept until here so that a watcher polling the deployment sees the blobs'
-        // final state even when the pull took less than a poll.
-        locked(&self.deployer.pulls).remove(&d.id);
         locked(&self.deployer.in_flight).remove(&d.id);
     }
 

@@ -98,8 +98,15 @@ pub async fn show(
     Path((p, s, id)): Path<(String, String, String)>,
 ) -> Result<Json<DeploymentView>, ApiError> {
     let deployment = find(&state, &caller, &p, &s, &id).await?;
+    let progress = state.deployer.progress(&deployment.id);
+    let pull = progress
+        .is_none()
+        .then(|| state.deployer.pull_record(&deployment.id))
+        .flatten()
+        .map(|blobs| crate::views::PullView { blobs });
     Ok(Json(DeploymentView {
-        progress: state.deployer.progress(&deployment.id),
+        progress,
+        pull,
         ..DeploymentView::from(&deployment)
     }))
 }

@@ -22,7 +22,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/openapi.json", get(health::openapi))
         .route("/v1/users", post(users::create))
-        .route("/v1/projects", post(projects::create))
+        .route("/v1/projects", post(projects::create).get(projects::list))
         .route("/v1/projects/{p}/members", post(projects::add_member))
         .route("/v1/preflight", post(preflight::run))
         .route(
@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
             get(deployments::logs),
         )
         .route("/v1/projects/{p}/audit-events", get(audit::list))
+        .merge(crate::dashboard::router())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

@@ -1,7 +1,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use berth_store::NewAudit;
+use berth_store::{MemberRole, NewAudit};
 use berth_types::Slug;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -55,6 +55,30 @@ pub async fn create(
             created_at: project.created_at,
             role: "owner".into(),
         }),
+    ))
+}
+
+/// The projects the caller is a member of, by name, with the caller's role in each.
+#[utoipa::path(get, path = "/v1/projects",
+    responses((status = 200, body = [ProjectView])))]
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<Vec<ProjectView>>, ApiError> {
+    let projects = state.store.projects_of(&caller).await?;
+    Ok(Json(
+        projects
+            .into_iter()
+            .map(|m| ProjectView {
+                name: m.project.name,
+                created_at: m.project.created_at,
+                role: match m.role {
+                    MemberRole::Owner => "owner",
+                    MemberRole::Member => "member",
+                }
+                .into(),
+            })
+            .collect(),
     ))
 }
 

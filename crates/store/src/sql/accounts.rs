@@ -106,20 +106,19 @@ impl Accounts for SqlStore {
         .bind(user.id.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let role: String = row.try_get("role")?;
-        Ok(Some(Membership {
-            project: Project {
-                id: id(&row, "id")?,
-                name: row.try_get("name")?,
-                created_at: row.try_get("created_at")?,
-            },
-            role: if role == "owner" {
-                MemberRole::Owner
-            } else {
-                MemberRole::Member
-            },
-        }))
+        row.as_ref().map(membership).transpose()
+    }
+
+    async fn projects_of(&self, user: &User) -> Result<Vec<Membership>> {
+        sqlx::query(
+            "SELECT p.id, p.name, p.created_at, m.role FROM projects p JOIN members m ON m.project_id = p.id WHERE m.user_id = $1 ORDER BY p.name",
+        )
+        .bind(user.id.as_str())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(membership)
+        .collect()
     }
 
     async fn add_member(&self, project: &Project, user: &User, audit: NewAudit) -> Result<()> {
@@ -143,4 +142,21 @@ impl Accounts for SqlStore {
             .await?;
         Ok(row.map(|r| r.try_get("name")).transpose()?)
     }
+}
+
+/// A project joined with the caller's role in it.
+fn membership(row: &AnyRow) -> Result<Membership> {
+    let role: String = row.try_get("role")?;
+    Ok(Membership {
+        project: Project {
+            id: id(row, "id")?,
+            name: row.try_get("name")?,
+            created_at: row.try_get("created_at")?,
+        },
+        role: if role == "owner" {
+            MemberRole::Owner
+        } else {
+            MemberRole::Member
+        },
+    })
 }

@@ -1,0 +1,83 @@
+//! The dashboard in a real browser: Debian's chromium, driven by Playwright
+//! (`tests/dashboard/browser.mjs`), against this server and the token registry.
+//! The script signs in, creates a project and services through the wizard (a
+//! failing Test Connection, a passing one, Save without verifying, the rate-limit
+//! message), follows a deploy to DEPLOYED with its output and a failed one with
+//! the registry's answer, edits masked credentials leaving the password as-is,
+//! removes credentials, terminates, reads the audit log, runs axe-core on every
+//! page, and checks the page and the browser's storage for the password after
+//! each save. Screenshots: `target/dashboard-screenshots/`.
+
+mod common;
+
+use common::{config, Db, Registry, Server, PASSWORD};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where `scripts/test.sh` installed Playwright and axe-core (`npm ci`).
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_in_a_browser() {
+    berth_testkit::require("runc");
+    let chromium = berth_testkit::require("chromium");
+    let node = berth_testkit::require("node");
+    assert!(
+        scripts().join("node_modules/playwright-core").is_dir(),
+        "Playwright is not installed; run `scripts/test.sh` (it runs npm ci in {})",
+        scripts().display()
+    );
+    let registry = Registry::start();
+    let url = registry.url();
+    registry.push_busybox("web", "echo hello from berth; exec sleep 600");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config(dir.path(), Db::Sqlite, &url, None)).await;
+    let alice = server.admin().new_user("alice").await;
+
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard-screenshots");
+    let _ = std::fs::remove_dir_all(&out);
+    let script = scripts().join("browser.mjs");
+    let base = server.base();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(node)
+            .arg(script)
+            .env("BERTH_URL", base)
+            .env("ALICE_TOKEN", &alice.token)
+            .env("REG", &url)
+            .env("REG_USER", "ci")
+            .env("REG_PASSWORD", PASSWORD)
+            .env("OUT", &out)
+            .env("CHROMIUM", chromium)
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "the browser test failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("dashboard: all checks passed"), "{stdout}");
+
+    // Nothing the dashboard did wrote the password where berth keeps its data.
+    for f in common::files_under(&server.dir) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(
+            !bytes
+                .windows(PASSWORD.len())
+                .any(|w| w == PASSWORD.as_bytes()),
+            "{} holds the password",
+            f.display()
+        );
+    }
+    server.running.stop().await;
+}
