@@ -41,6 +41,53 @@ pub struct Resolved {
     pub platform_manifest: Option<Digest>,
     /// The manifest bytes, when they were fetched.
     pub body: Option<Vec<u8>>,
+    /// The registry's pull budget, when it says (Docker Hub does on every manifest
+    /// answer, and a HEAD does not count against it).
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A registry's pull budget, from `ratelimit-limit` and `ratelimit-remaining`
+/// (`100;w=21600`: 100 pulls per 21600 s).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RateLimit {
+    pub limit: u64,
+    pub remaining: u64,
+    /// The window, in seconds, when the registry gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_s: Option<u64>,
+}
+
+impl RateLimit {
+    /// From an answer's headers, when it carries both.
+    pub fn from_headers(headers: &reqwest::header::HeaderMap) -> Option<RateLimit> {
+        let read = |name: &str| {
+            let v = headers.get(name)?.to_str().ok()?;
+            let mut parts = v.split(';');
+            let n = parts.next()?.trim().parse::<u64>().ok()?;
+            let w = parts
+                .filter_map(|p| p.trim().strip_prefix("w="))
+                .find_map(|w| w.parse::<u64>().ok());
+            Some((n, w))
+        };
+        let (limit, window_s) = read("ratelimit-limit")?;
+        let (remaining, w2) = read("ratelimit-remaining")?;
+        Some(RateLimit {
+            limit,
+            remaining,
+            window_s: window_s.or(w2),
+        })
+    }
+}
+
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} of {} pulls left", self.remaining, self.limit)?;
+        match self.window_s {
+            Some(w) if w % 3600 == 0 => write!(f, " per {} h", w / 3600),
+            Some(w) => write!(f, " per {w} s"),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Resolved {
@@ -84,6 +131,7 @@ pub async fn resolve(s: &mut Session<'_>, reference: &str) -> Result<Resolved, R
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<Digest>().ok());
     let media_type = content_type(&head);
+    let rate_limit = RateLimit::from_headers(head.headers());
     match header_digest {
         Some(digest) if !is_index(&media_type) => Ok(Resolved {
             status: head.status().as_u16(),
@@ -93,13 +141,15 @@ pub async fn resolve(s: &mut Session<'_>, reference: &str) -> Result<Resolved, R
             platforms: Vec::new(),
             platform_manifest: None,
             body: None,
+            rate_limit,
         }),
         _ => {
             let get = s.send(Method::GET, &path, ACCEPT_MANIFESTS).await?;
             if !get.status().is_success() {
                 return Err(classify(s, get).await);
             }
-            let resolved = from_body(get, reference).await?;
+            let mut resolved = from_body(get, reference).await?;
+            resolved.rate_limit = rate_limit.or(resolved.rate_limit);
             if let Some(h) = header_digest {
                 if h != resolved.digest {
                     return Err(RegistryError::DigestMismatch {
@@ -126,6 +176,7 @@ pub(crate) fn content_type(r: &Response) -> String {
 async fn from_body(resp: Response, reference: &str) -> Result<Resolved, RegistryError> {
     let status = resp.status().as_u16();
     let mut media_type = content_type(&resp);
+    let rate_limit = RateLimit::from_headers(resp.headers());
     let body = read_limited(resp, MANIFEST_LIMIT).await?;
     let digest = Digest::sha256_from_bytes(&Sha256::digest(&body).into());
     if let Ok(wanted) = reference.parse::<Digest>() {
@@ -150,6 +201,7 @@ async fn from_body(resp: Response, reference: &str) -> Result<Resolved, Registry
         platforms,
         platform_manifest,
         body: Some(body),
+        rate_limit,
     })
 }
 

@@ -88,8 +88,15 @@ pub async fn open<'r>(
     step.pass(
         Some(resolved.status),
         format!(
-            "{} {} ({} bytes)",
-            resolved.digest, resolved.media_type, resolved.size
+            "{} {} ({} bytes){}",
+            resolved.digest,
+            resolved.media_type,
+            resolved.size,
+            resolved
+                .rate_limit
+                .as_ref()
+                .map(|r| format!("; rate limit: {r}"))
+                .unwrap_or_default()
         ),
     );
     Ok(Opened { session, resolved })

@@ -39,6 +39,10 @@ pub struct PreflightReport {
     /// For a multi-platform image: the platforms it has.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub platforms: Vec<String>,
+    /// The registry's pull budget (`ratelimit-limit`/`ratelimit-remaining`, as
+    /// Docker Hub sends them), when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::manifest::RateLimit>,
 }
 
 impl PreflightReport {
@@ -53,6 +57,7 @@ impl PreflightReport {
             steps: Vec::new(),
             media_type: None,
             platforms: Vec::new(),
+            rate_limit: None,
         }
     }
 }
@@ -150,6 +155,7 @@ pub async fn run(
             steps: progress.steps,
             media_type: Some(resolved.media_type),
             platforms: resolved.platforms,
+            rate_limit: resolved.rate_limit,
         },
         Err(e) => {
             tracing::info!(code = %e.code(), error = %e, "preflight failed");
@@ -165,6 +171,7 @@ pub async fn run(
                     RegistryError::NoPlatform { available, .. } => available,
                     _ => Vec::new(),
                 },
+                rate_limit: None,
             }
         }
     }
@@ -271,6 +278,11 @@ pub fn explain(e: &RegistryError, target: &Target, has_creds: bool) -> String {
                 host_port_hint(target)
             )
         }
+        RegistryError::Manifest { status: 429, body } if target.registry.is_docker_hub() => format!(
+            "Docker Hub's pull rate limit is used up for {} (100 pulls per 6 hours anonymously, 200 with a free account; a paid account has more). Try again once the window has passed, or save credentials of an account with a higher limit.{}",
+            if has_creds { "this account" } else { "anonymous pulls from this server's address" },
+            registry_says(body)
+        ),
         RegistryError::Manifest { status: 429, body } => format!(
             "The registry is rate-limiting requests; try again later.{}",
             registry_says(body)

@@ -510,3 +510,64 @@ async fn a_blob_redirect_never_carries_credentials_to_another_host() {
         "no Authorization crossed to the other host"
     );
 }
+
+/// A registry that states its pull budget (Docker Hub's `ratelimit-*` headers on
+/// the manifest HEAD, which does not count against it): the preflight reports it
+/// and the manifest step says it; one that answers 429 is a clear, soft failure.
+#[tokio::test]
+async fn the_registrys_rate_limit_is_reported_and_a_429_explained() {
+    let fake = FakeServer::start(|_| {
+        Router::new()
+            .route("/v2/", get(|| async { StatusCode::OK }))
+            .route(
+                "/v2/app/manifests/v1",
+                any(|| async {
+                    let mut r = manifest_response(true);
+                    r.headers_mut()
+                        .insert("ratelimit-limit", "100;w=21600".parse().unwrap());
+                    r.headers_mut()
+                        .insert("ratelimit-remaining", "76;w=21600".parse().unwrap());
+                    r
+                }),
+            )
+            .route(
+                "/v2/app/manifests/busy",
+                any(|| async {
+                    (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        [("content-type", "application/json")],
+                        r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}"#,
+                    )
+                }),
+            )
+    });
+    let url = fake.authority();
+    let r = run(policy(&[&url]), &url, "app:v1", None).await;
+    assert_eq!(r.code, Code::Ok, "{r:?}");
+    let limit = r.rate_limit.clone().expect("the rate limit");
+    assert_eq!(
+        (limit.limit, limit.remaining, limit.window_s),
+        (100, 76, Some(21600))
+    );
+    let manifest = r
+        .steps
+        .iter()
+        .find(|s| s.step == StepName::Manifest)
+        .unwrap();
+    assert!(
+        manifest
+            .detail
+            .contains("rate limit: 76 of 100 pulls left per 6 h"),
+        "{manifest:?}"
+    );
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["rate_limit"]["remaining"], 76);
+
+    let r = run(policy(&[&url]), &url, "app:busy", None).await;
+    assert!(!r.ok);
+    assert!(r.message.contains("rate-limiting"), "{r:?}");
+    assert!(
+        r.message.contains("You have reached your pull rate limit"),
+        "{r:?}"
+    );
+}

@@ -142,7 +142,7 @@ fn write_layer(layout: &Path, spec: &Spec, i: usize) -> String {
     let compressed: Box<dyn Write> = if spec.gzip {
         Box::new(flate2::write::GzEncoder::new(
             file,
-            flate2::Compression::fast(),
+            flate2::Compression::default(),
         ))
     } else {
         Box::new(file)

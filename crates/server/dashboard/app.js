@@ -650,7 +650,12 @@ function settingsTab(p, s, svc) {
       save.disabled = !typed || (needsTest && !(state === "passed" || override));
     };
     const creds = credentialsForm({ image: () => svc.image, existing: reg, onState: gate });
-    const form = h("form", { "aria-label": "Registry credentials", novalidate: true }, creds.el, status, h("div", { class: "actions" }, save, h("button", { type: "button", class: "btn", onclick: () => route() }, "Cancel")));
+    const redeploy = h("input", { type: "checkbox", id: "redeploy", name: "redeploy" });
+    const redeployRow =
+      svc.status === "DEPLOYED"
+        ? h("div", { class: "check" }, redeploy, h("label", { for: "redeploy" }, "Redeploy with the new credentials (the running deployment is replaced only once the new one runs)"))
+        : null;
+    const form = h("form", { "aria-label": "Registry credentials", novalidate: true }, creds.el, redeployRow, status, h("div", { class: "actions" }, save, h("button", { type: "button", class: "btn", onclick: () => route() }, "Cancel")));
     save.disabled = true;
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
@@ -661,12 +666,14 @@ function settingsTab(p, s, svc) {
       if (v.username) body.username = v.username;
       if (v.password) body.password = v.password;
       if (creds.override()) body.save_without_verifying = true;
+      if (redeploy.checked) body.redeploy = true;
       save.disabled = true;
       try {
-        await api("PUT", `${servicePath(p, s)}/registry`, body);
+        const saved = await api("PUT", `${servicePath(p, s)}/registry`, body);
         creds.clearSecrets();
         say("Registry credentials saved");
-        route();
+        if (saved.deployment) location.hash = `#/p/${enc(p)}/s/${enc(s)}/d/${enc(saved.deployment.id)}`;
+        else route();
       } catch (e) {
         save.disabled = false;
         if (e.status === 422 && e.body.preflight) creds.showResult(e.body.preflight);
@@ -888,7 +895,7 @@ async function audit(p) {
           h(
             "tbody",
             {},
-            shown.map((e) => h("tr", {}, h("td", {}, when(e.at)), h("td", {}, e.actor), h("td", { class: "mono" }, e.action), h("td", {}, e.service || ""), h("td", {}, meta(e.metadata)))),
+            shown.map((e) => h("tr", {}, h("td", {}, when(e.at)), h("td", {}, e.actor), h("td", { class: "mono nowrap" }, e.action), h("td", {}, e.service || ""), h("td", {}, meta(e.metadata)))),
           ),
         )
       : h("p", { class: "muted" }, "No event matches."),

@@ -1039,3 +1039,77 @@ async fn a_database_restart_mid_deploy_leaves_nothing_deploying() {
     }
     server.running.stop().await;
 }
+
+/// Rotating credentials on a live service (`PUT .../registry` with `redeploy`):
+/// the new credentials are checked and saved, a deployment with them starts, and
+/// the running container keeps serving until the new one runs; the audit log says
+/// it was a rotation.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_redeploys_without_downtime() {
+    berth_testkit::require("runc");
+    let registry = Registry::start();
+    let url = registry.url();
+    let old = format!("sleep {}", 1000 + rand::random::<u16>() as u32);
+    let new = format!("sleep {}", 1000 + rand::random::<u16>() as u32);
+    registry.push_busybox("web", &format!("echo old; {old}"));
+    registry.push_busybox("rotated", &format!("echo new; {new}"));
+    let (_dir, server, alice) = serve_api(&url).await;
+    let (old_path, _) = deploy(&alice, "api").await;
+    assert!(running(&old));
+
+    // The admin credentials instead of ci's, and the image's new tag with them.
+    let (s, v) = alice
+        .put(
+            "/v1/projects/web/services/api/registry",
+            json!({"username": "admin", "password": "admin-pass-1", "image": "team/app:rotated", "redeploy": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["registry"]["username"], "ad***");
+    assert_eq!(v["registry"]["verified"], true);
+    assert_eq!(v["deployment"]["status"], "PENDING_DEPLOY", "{v}");
+    let new_path = format!(
+        "/v1/projects/web/services/api/deployments/{}",
+        v["deployment"]["id"].as_str().unwrap()
+    );
+    // Until the new deployment runs, the old one is live and its container serves.
+    loop {
+        let (_, d) = alice.get(&new_path).await;
+        if d["status"] == "DEPLOYED" {
+            break;
+        }
+        assert_ne!(d["status"], "FAILED", "{d}");
+        assert_eq!(alice.get(&old_path).await.1["status"], "DEPLOYED");
+        assert!(
+            running(&old),
+            "the old container stopped before the new one ran"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(running(&new));
+    assert_eq!(alice.get(&old_path).await.1["status"], "REMOVED");
+    until("the old container stops", || !running(&old)).await;
+
+    let (_, events) = alice.get("/v1/projects/web/audit-events").await;
+    let events = events.as_array().unwrap();
+    assert_eq!(events[0]["action"], "deployment.create");
+    assert_eq!(events[0]["metadata"]["rotation"], true);
+    assert_eq!(events[1]["action"], "service.update");
+    assert_eq!(events[1]["metadata"]["rotation"], true);
+    assert_eq!(events[1]["metadata"]["preflight"], "passed");
+
+    // Without `redeploy`, a save starts nothing.
+    let (s, v) = alice
+        .put(
+            "/v1/projects/web/services/api/registry",
+            json!({"username": "ci", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v.get("deployment").is_none(), "{v}");
+    assert_eq!(alice.get(&new_path).await.1["status"], "DEPLOYED");
+    let (_, terminated) = alice.delete("/v1/projects/web/services/api").await;
+    assert_eq!(terminated["status"], "TERMINATED");
+    until("the new container stops", || !running(&new)).await;
+    server.running.stop().await;
+}

@@ -148,11 +148,30 @@ async fn stream_logs(api: &Api, path: &str, skip: usize) -> Result<(), CliError>
     Ok(())
 }
 
+/// How a deployment is shown: `--detach`, `--follow`, `--json`.
+pub struct Watch {
+    pub detach: bool,
+    pub follow: bool,
+    pub json: bool,
+}
+
 pub async fn deploy(conn: &Connection, args: DeployArgs) -> Result<Outcome, CliError> {
     let api = Api::connect(conn)?;
+    let name = &args.name;
+    let args = Watch {
+        detach: args.detach,
+        follow: args.follow,
+        json: args.json,
+    };
     let project = Api::project(conn)?;
-    let base = format!("/v1/projects/{project}/services/{}/deployments", args.name);
+    let base = format!("/v1/projects/{project}/services/{name}/deployments");
     let d = api.ok(Method::POST, &base, Some(json!({}))).await?;
+    watch(&api, &base, d, &args).await
+}
+
+/// Shows deployment `d` (just queued under `base`) until it is `DEPLOYED` or
+/// `FAILED`, as `berth deploy` does.
+pub async fn watch(api: &Api, base: &str, d: Value, args: &Watch) -> Result<Outcome, CliError> {
     let id = d["id"].as_str().unwrap_or_default().to_owned();
     if args.detach {
         if args.json {
@@ -176,7 +195,7 @@ pub async fn deploy(conn: &Connection, args: DeployArgs) -> Result<Outcome, CliE
         }
         status.clone_from(&now);
         if !args.json {
-            shown = print_log_since(&api, &path, shown, bars.as_ref()).await?;
+            shown = print_log_since(api, &path, shown, bars.as_ref()).await?;
         }
         if now == "DEPLOYED" || now == "FAILED" {
             break d;
@@ -198,13 +217,13 @@ pub async fn deploy(conn: &Connection, args: DeployArgs) -> Result<Outcome, CliE
     } else {
         // The first output lines.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        shown = print_log_since(&api, &path, shown, None).await?;
+        shown = print_log_since(api, &path, shown, None).await?;
         eprintln!(
             "deployment {id} DEPLOYED ({})",
             d["digest"].as_str().unwrap_or_default()
         );
         if args.follow {
-            stream_logs(&api, &path, shown).await?;
+            stream_logs(api, &path, shown).await?;
         }
     }
     Ok(if d["status"] == "DEPLOYED" {

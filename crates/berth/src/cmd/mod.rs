@@ -3,6 +3,7 @@
 pub mod api;
 pub mod audit;
 pub mod deploy;
+mod docker_config;
 pub mod login;
 pub mod preflight;
 pub mod project;

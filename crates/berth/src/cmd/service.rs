@@ -83,7 +83,7 @@ pub enum Command {
 pub enum RegistryCommand {
     /// Set or update credentials; omitted values keep their stored value
     #[command(
-        after_help = "Examples:\n  berth --project web service registry set api --registry-password-stdin < new-token.txt\n  berth --project web service registry set api --registry-url ghcr.io --registry-username alice --registry-password-stdin < pat.txt\n  berth --project web service registry set api --image ghcr.io/acme/api:v3"
+        after_help = "Examples:\n  berth --project web service registry set api --registry-password-stdin < new-token.txt\n  berth --project web service registry set api --registry-url ghcr.io --registry-username alice --registry-password-stdin < pat.txt\n  berth --project web service registry set api --image ghcr.io/acme/api:v3\n  berth --project web service registry set api --registry-password-stdin --redeploy < rotated-token.txt"
     )]
     Set {
         name: String,
@@ -92,6 +92,10 @@ pub enum RegistryCommand {
         /// Change the image too
         #[arg(long)]
         image: Option<String>,
+        /// Rotate on a live service: deploy with the new credentials once saved
+        /// (the running deployment is replaced only once the new one runs)
+        #[arg(long)]
+        redeploy: bool,
         #[arg(long)]
         json: bool,
     },
@@ -124,6 +128,46 @@ fn password(flags: &RegistryFlags, user: &str) -> Result<SecretString, CliError>
             "--registry-password-stdin",
         )
     }
+}
+
+/// The registry's `host[:port]`: the registry URL's, else the image's, else
+/// Docker Hub's.
+fn registry_host(url: Option<&str>, image: Option<&str>) -> Result<String, CliError> {
+    if let Some(u) = url {
+        let parsed: berth_types::RegistryUrl = u
+            .parse()
+            .map_err(|e| CliError::Usage(format!("--registry-url: {e}")))?;
+        return Ok(parsed.authority());
+    }
+    let domain = image
+        .and_then(|i| i.parse::<berth_types::ImageRef>().ok())
+        .and_then(|i| i.domain().map(str::to_owned));
+    Ok(domain.unwrap_or_else(|| berth_types::DOCKER_HUB.to_owned()))
+}
+
+/// `--from-docker-config`: the credentials for `host`, said on stderr (never the
+/// password).
+fn imported(
+    flags: &RegistryFlags,
+    host: &str,
+) -> Result<Option<super::docker_config::Found>, CliError> {
+    let Some(path) = &flags.from_docker_config else {
+        return Ok(None);
+    };
+    if flags.registry_password_stdin || flags.registry_username.is_some() {
+        return Err(CliError::Usage(
+            "--from-docker-config gives the user name and password: leave out --registry-username and --registry-password-stdin".into(),
+        ));
+    }
+    let path = super::docker_config::config_path(path.as_deref());
+    let found = super::docker_config::credentials_for(&path, host)?;
+    eprintln!(
+        "using the credentials of {} for {host} from {} ({})",
+        found.username,
+        path.display(),
+        found.source
+    );
+    Ok(Some(found))
 }
 
 fn ask(what: &str, flag: &str) -> Result<String, CliError> {
@@ -180,7 +224,12 @@ pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
             if !resources.is_empty() {
                 body["resources"] = Value::Object(resources);
             }
-            if let Some(url) = &registry.registry_url {
+            let host = registry_host(registry.registry_url.as_deref(), Some(&image))?;
+            if let Some(found) = imported(&registry, &host)? {
+                let url = registry.registry_url.clone().unwrap_or(host);
+                body["registry"] = json!({"registry_url": url, "username": found.username,
+                                          "password": found.password.expose_secret()});
+            } else if let Some(url) = &registry.registry_url {
                 let user = match &registry.registry_username {
                     Some(u) => u.clone(),
                     None => ask("Registry username", "--registry-username")?,
@@ -226,9 +275,10 @@ pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
             name,
             registry,
             image,
+            redeploy,
             json,
         }) => {
-            let mut body = json!({"save_without_verifying": registry.save_without_verifying});
+            let mut body = json!({"save_without_verifying": registry.save_without_verifying, "redeploy": redeploy});
             if let Some(u) = &registry.registry_url {
                 body["registry_url"] = json!(u);
             }
@@ -242,11 +292,43 @@ pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
                 body["password"] =
                     json!(input::secret_from_stdin("registry password")?.expose_secret());
             }
-            saved(
-                api.call(Method::PUT, &format!("{base}/{name}/registry"), Some(body))
-                    .await?,
-                json,
-            )
+            if registry.from_docker_config.is_some() {
+                // The registry of the credentials being replaced, unless another
+                // one is named.
+                let host = match (&registry.registry_url, &image) {
+                    (None, None) => {
+                        let v = api.ok(Method::GET, &format!("{base}/{name}"), None).await?;
+                        let stored = v["registry"]["registry_url"].as_str().map(str::to_owned);
+                        registry_host(stored.as_deref(), v["image"].as_str())?
+                    }
+                    (url, image) => registry_host(url.as_deref(), image.as_deref())?,
+                };
+                if let Some(found) = imported(&registry, &host)? {
+                    body["registry_url"] = json!(registry.registry_url.clone().unwrap_or(host));
+                    body["username"] = json!(found.username);
+                    body["password"] = json!(found.password.expose_secret());
+                }
+            }
+            let answer = api
+                .call(Method::PUT, &format!("{base}/{name}/registry"), Some(body))
+                .await?;
+            match answer {
+                // A rotation: shown like `berth deploy` until the new deployment
+                // runs (exit 1 if it fails; the running one is left alone).
+                Ok(v) if !v["deployment"].is_null() => {
+                    if !json {
+                        done(&v, false)?;
+                    }
+                    let watch = super::deploy::Watch {
+                        detach: false,
+                        follow: false,
+                        json,
+                    };
+                    let deployments = format!("{base}/{name}/deployments");
+                    super::deploy::watch(&api, &deployments, v["deployment"].clone(), &watch).await
+                }
+                other => saved(other, json),
+            }
         }
         Command::Registry(RegistryCommand::Test {
             name,

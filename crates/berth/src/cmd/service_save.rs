@@ -22,6 +22,11 @@ pub struct RegistryFlags {
     /// Save even if the connection test fails
     #[arg(long)]
     pub save_without_verifying: bool,
+    /// Take the user name and password for the registry from a Docker config, as
+    /// `docker login` left them (`auths`, `credHelpers`, `credsStore`): PATH, or
+    /// $DOCKER_CONFIG/config.json, or ~/.docker/config.json
+    #[arg(long, value_name = "PATH", num_args = 0..=1)]
+    pub from_docker_config: Option<Option<std::path::PathBuf>>,
 }
 
 /// Prints a service the human way.

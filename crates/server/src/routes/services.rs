@@ -13,7 +13,7 @@ use berth_store::{
 };
 use berth_types::{ImageRef, RegistryUrl, Slug};
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
@@ -21,7 +21,7 @@ use crate::api::{audit_event, membership, parse_slug, ApiError, ApiJson, Caller}
 use crate::routes::preflight;
 use crate::secrets::Vault;
 use crate::state::AppState;
-use crate::views::ServiceView;
+use crate::views::{DeploymentView, ServiceView};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -93,6 +93,19 @@ pub struct PutRegistry {
     pub image: Option<String>,
     #[serde(default)]
     pub save_without_verifying: bool,
+    /// Rotate on a live service: once saved, start a deployment with the new
+    /// credentials; it replaces the running one only once it runs.
+    #[serde(default)]
+    pub redeploy: bool,
+}
+
+/// The service as saved, and the deployment a rotation (`redeploy`) started.
+#[derive(Serialize, ToSchema)]
+pub struct RegistrySaved {
+    #[serde(flatten)]
+    pub service: ServiceView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeploymentView>,
 }
 
 fn parse_image(image: &str) -> Result<ImageRef, ApiError> {
@@ -277,7 +290,7 @@ pub async fn show(
 /// Sets or updates registry credentials; omitted fields keep their stored value.
 #[utoipa::path(put, path = "/v1/projects/{p}/services/{s}/registry", request_body = PutRegistry,
     params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name")),
-    responses((status = 200, body = ServiceView), (status = 400, body = crate::api::ErrorBody),
+    responses((status = 200, description = "the service (and, with `redeploy`, the deployment it started)", body = RegistrySaved), (status = 400, body = crate::api::ErrorBody),
               (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody),
               (status = 422, description = "the preflight failed; nothing was stored", body = crate::api::ErrorBody)))]
 pub async fn put_registry(
@@ -285,7 +298,7 @@ pub async fn put_registry(
     Caller(caller): Caller,
     Path((p, s)): Path<(String, String)>,
     ApiJson(body): ApiJson<PutRegistry>,
-) -> Result<Json<ServiceView>, ApiError> {
+) -> Result<Json<RegistrySaved>, ApiError> {
     let m = membership(&state, &caller, &p).await?;
     let service = live_service(&state, &m, &s).await?;
     if service.status == ServiceStatus::Terminated {
@@ -368,7 +381,7 @@ pub async fn put_registry(
                 secret: secret.clone(),
                 verified: passed,
             },
-            audit_event(&caller, "service.update", &m.project, Some(&service.name), json!({"preflight": outcome(passed), "registry_url": registry_url.to_string(), "changed": changed})),
+            audit_event(&caller, "service.update", &m.project, Some(&service.name), json!({"preflight": outcome(passed), "registry_url": registry_url.to_string(), "changed": changed, "rotation": body.redeploy})),
         )
         .await;
     if let Err(e) = saved {
@@ -383,9 +396,32 @@ pub async fn put_registry(
             tracing::error!(error = %e, "cannot delete the replaced secret");
         }
     }
-    Ok(Json(ServiceView::from(
-        &live_service(&state, &m, &s).await?,
-    )))
+    let service = live_service(&state, &m, &s).await?;
+    // A rotation: a deployment with the new credentials, which replaces the
+    // running one once its container runs (a failed one leaves it running).
+    let deployment = if body.redeploy {
+        let d = state
+            .store
+            .create_deployment(
+                &service,
+                audit_event(
+                    &caller,
+                    "deployment.create",
+                    &m.project,
+                    Some(&service.name),
+                    json!({"image": service.image.to_string(), "rotation": true}),
+                ),
+            )
+            .await
+            .map_err(ApiError::terminated_or)?;
+        Some(DeploymentView::from(&d))
+    } else {
+        None
+    };
+    Ok(Json(RegistrySaved {
+        service: ServiceView::from(&service),
+        deployment,
+    }))
 }
 
 /// Removes registry credentials (the secret is deleted); later deploys pull anonymously.

@@ -95,6 +95,8 @@ await page.getByLabel("API token").fill(ALICE_TOKEN);
 await page.keyboard.press("Enter");
 await heading("Projects");
 assert.ok(!page.url().includes(ALICE_TOKEN));
+await accessible("projects");
+await screenshot("projects");
 
 // ------------------------------------------------------------------ a project, by keyboard
 await page.getByLabel("Project name").focus();
@@ -235,6 +237,10 @@ await page.getByRole("dialog").getByText("stored registry secret is destroyed").
 await screenshot("terminate-confirm");
 await page.getByRole("dialog").getByRole("button", { name: "Terminate service" }).click();
 await page.locator(".service-head .badge", { hasText: "Terminated" }).waitFor();
+await page.getByRole("link", { name: "Deployments" }).click();
+await page.locator("tbody tr").first().waitFor();
+await accessible("deployments");
+await screenshot("deployments");
 
 // ------------------------------------------------------------------ phone width
 await page.setViewportSize({ width: 390, height: 844 });
