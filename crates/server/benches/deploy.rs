@@ -269,6 +269,7 @@ async fn berth_deploy(reg: &LocalRegistry, dir: &Path, repo: &str) -> BerthRun {
             start_window: Duration::ZERO,
             ..Default::default()
         },
+        checks: Default::default(),
     };
     let running = berth_server::start(config).await.unwrap();
     let base = format!("http://{}", running.addr);

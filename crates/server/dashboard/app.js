@@ -101,6 +101,13 @@ function badge(status) {
   );
 }
 
+/** A credential's last background check, in words (and a mark). */
+function healthText(health) {
+  if (!health) return h("span", { class: "muted" }, "not checked yet");
+  if (health.status === "ok") return h("span", { class: "tag tag-passed" }, "✓ ok", h("span", { class: "muted" }, " (checked ", when(health.checked_at), ")"));
+  return h("span", { class: "tag tag-failing" }, `✕ failing: ${health.code}`, h("span", { class: "muted" }, " (checked ", when(health.checked_at), ")"));
+}
+
 function when(iso) {
   if (!iso) return "";
   const d = new Date(iso);
@@ -429,7 +436,7 @@ async function project(p) {
               h("th", { scope: "row" }, h("a", { href: `#/p/${enc(p)}/s/${enc(s.name)}` }, s.name)),
               h("td", {}, badge(s.status)),
               h("td", { class: "mono" }, s.image),
-              h("td", {}, s.registry ? `${s.registry.username} @ ${s.registry.registry_url}` : "anonymous"),
+              h("td", {}, s.registry ? [`${s.registry.username} @ ${s.registry.registry_url} · `, healthText(s.registry.health)] : "anonymous"),
             ),
           ),
         ),
@@ -708,6 +715,8 @@ function settingsTab(p, s, svc) {
         h("dd", {}, reg.password_set ? "•••••••• (set)" : "not set"),
         h("dt", {}, "Verified"),
         h("dd", {}, reg.verified ? "yes: the connection test passed" : "no: saved without verifying"),
+        h("dt", {}, "Health"),
+        h("dd", {}, healthText(reg.health)),
         h("dt", {}, "Updated"),
         h("dd", {}, when(reg.updated_at)),
       ),

@@ -29,6 +29,26 @@ pub struct Config {
     pub sandbox: Sandbox,
     /// How deployments run: how many at once, their deadline, a blob's stall timeout.
     pub deploys: DeployLimits,
+    /// How often stored credentials are checked against their registry.
+    pub checks: CredentialChecks,
+}
+
+/// The background checks of stored credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CredentialChecks {
+    /// Each credential is checked once per period (jittered; zero: never).
+    pub interval: std::time::Duration,
+    /// At most this many checks of one registry per round, one at a time.
+    pub per_registry: usize,
+}
+
+impl Default for CredentialChecks {
+    fn default() -> Self {
+        CredentialChecks {
+            interval: std::time::Duration::from_secs(6 * 3600),
+            per_registry: 10,
+        }
+    }
 }
 
 /// How a replica runs deployments.
@@ -165,6 +185,16 @@ pub struct FileConfig {
     pub containers: FileContainers,
     #[serde(default)]
     pub deploys: FileDeploys,
+    #[serde(default)]
+    pub credentials: FileCredentials,
+}
+
+/// `[credentials]`: the background checks of stored credentials.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCredentials {
+    /// Seconds between two checks of a credential (0: no checks).
+    pub check_interval_secs: Option<u64>,
 }
 
 /// `[deploys]`: how deployments run.
@@ -284,6 +314,7 @@ pub struct Overrides {
     pub log_max_size_mb: Option<u64>,
     pub log_max_files: Option<u32>,
     pub restart_backoff_ms: Option<u64>,
+    pub credential_check_interval_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -430,6 +461,13 @@ impl Config {
             .restart_backoff
             .max
             .max(deploys.restart_backoff.initial);
+        let mut checks = CredentialChecks::default();
+        if let Some(t) = o
+            .credential_check_interval_secs
+            .or(file.credentials.check_interval_secs)
+        {
+            checks.interval = std::time::Duration::from_secs(t);
+        }
         Ok(Config {
             data_dir,
             listen,
@@ -440,6 +478,7 @@ impl Config {
             advertise_url,
             sandbox,
             deploys,
+            checks,
         })
     }
 }

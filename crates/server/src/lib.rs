@@ -7,6 +7,7 @@
 //! served at `/` and uses the same routes.
 
 mod api;
+mod checks;
 mod config;
 mod dashboard;
 mod deploy;
@@ -19,7 +20,7 @@ mod tokens;
 mod views;
 
 pub use config::{
-    Config, ConfigError, DeployLimits, FileConfig, Overrides as ConfigOverrides, SecretStoreKind,
-    VaultConfig,
+    Config, ConfigError, CredentialChecks, DeployLimits, FileConfig, Overrides as ConfigOverrides,
+    SecretStoreKind, VaultConfig,
 };
 pub use setup::{rotate_master_key, serve, start, Running, SetupError};

@@ -205,6 +205,13 @@ pub async fn start(config: Config) -> Result<Running, SetupError> {
         limits: config.deploys,
     };
     let worker = tokio::spawn(worker.run());
+    let checker = crate::checks::Checker {
+        store: parts.state.store.clone(),
+        vault: parts.state.secrets.clone(),
+        registry: parts.state.registry.clone(),
+        config: config.checks,
+    };
+    let checker = tokio::spawn(checker.run());
     let deployer = parts.state.deployer.clone();
     let app = crate::routes::router(parts.state).layer(
         tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
@@ -222,6 +229,7 @@ pub async fn start(config: Config) -> Result<Running, SetupError> {
             tracing::error!(error = %e, "server stopped");
         }
         worker.abort();
+        checker.abort();
         // A clean stop leaves the cache synced: no verification at the next boot.
         let _ = worker.await;
         let synced = tokio::task::spawn_blocking(move || deployer.settle_disk()).await;

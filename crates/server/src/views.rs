@@ -9,11 +9,25 @@ use utoipa::ToSchema;
 #[derive(Serialize, ToSchema)]
 pub struct RegistryView {
     pub registry_url: String,
+    /// `basic`: a user name and a password or token.
+    pub kind: String,
     /// Masked, e.g. `al***`.
     pub username: String,
     pub password_set: bool,
     pub verified: bool,
     pub updated_at: String,
+    /// The last background check of the credentials against the registry (`null`
+    /// until one ran, for credentials saved without verifying).
+    pub health: Option<HealthView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HealthView {
+    /// `ok` or `failing`.
+    pub status: String,
+    /// `ok`, or the preflight code of the failure (`auth_failed`...).
+    pub code: String,
+    pub checked_at: String,
 }
 
 /// A service's own limits, as set (an absent one is the server's default).
@@ -91,10 +105,16 @@ impl From<&Service> for ServiceView {
             created_at: s.created_at.clone(),
             registry: s.credential.as_ref().map(|c| RegistryView {
                 registry_url: c.registry_url.to_string(),
+                kind: "basic".into(),
                 username: mask_username(&c.username),
                 password_set: true,
                 verified: c.verified,
                 updated_at: c.updated_at.clone(),
+                health: c.health.as_ref().map(|h| HealthView {
+                    status: if h.ok { "ok" } else { "failing" }.into(),
+                    code: h.code.clone(),
+                    checked_at: h.checked_at.clone(),
+                }),
             }),
             resources: ResourcesView {
                 memory_mb: s.resources.memory_mb,

@@ -238,7 +238,9 @@ api_test!(a_passing_save_is_stored_masked, |fx| {
     let v = create_with_creds(fx, &fx.bob, "api").await;
     assert_eq!(
         v["registry"],
-        json!({"registry_url": fx.url, "username": "c***", "password_set": true, "verified": true, "updated_at": v["registry"]["updated_at"]})
+        json!({"registry_url": fx.url, "kind": "basic", "username": "c***", "password_set": true, "verified": true, "updated_at": v["registry"]["updated_at"],
+               "health": {"status": "ok", "code": "ok", "checked_at": v["registry"]["updated_at"]}}),
+        "verified at the save: healthy as of the save"
     );
     assert_eq!(v["status"], "CREATED");
     let (s, v) = fx.alice.get("/v1/projects/web/services/api").await;

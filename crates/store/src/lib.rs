@@ -1,6 +1,6 @@
 //! berth's storage behind narrow traits, one per concern (in the manner of lldap's
 //! backend handlers): [`Accounts`], [`Services`], [`DeploymentQueue`],
-//! [`AuditLog`], [`RateLimits`], [`VaultMeta`]. [`Store`] is all of them, and
+//! [`AuditLog`], [`RateLimits`], [`VaultMeta`], [`CredentialChecks`]. [`Store`] is all of them, and
 //! [`SqlStore`] implements them on SQLite (the embedded default) and PostgreSQL
 //! (for several replicas), one SQL file per trait under `sql/`.
 //!
@@ -194,12 +194,50 @@ pub trait VaultMeta: Send + Sync {
     ) -> Result<bool>;
 }
 
+/// The background checks of stored credentials, shared by every replica: each
+/// credential is checked once per period, by one replica.
+#[async_trait]
+pub trait CredentialChecks: Send + Sync {
+    /// Takes up to `limit` credentials last checked before `due_before` (or never)
+    /// that no replica holds, and holds them until `hold_until` (RFC 3339 times).
+    async fn claim_credential_checks(
+        &self,
+        due_before: &str,
+        now: &str,
+        hold_until: &str,
+        limit: i64,
+    ) -> Result<Vec<ServiceId>>;
+    /// Records a check's result, if the credential is still the one checked (saved
+    /// at `updated_at`); a change of health is appended to the audit log as
+    /// `audit` says. `true` when the health changed.
+    async fn record_health(
+        &self,
+        service: &Service,
+        updated_at: &str,
+        health: &Health,
+        audit: NewAudit,
+    ) -> Result<bool>;
+}
+
 /// All of storage: what the HTTP edge holds. Inner parts take the narrow trait they
 /// need (the deploy worker a [`DeploymentQueue`] and [`Services`], the vault a
 /// [`VaultMeta`]).
-pub trait Store: Accounts + Services + DeploymentQueue + AuditLog + RateLimits + VaultMeta {}
+pub trait Store:
+    Accounts + Services + DeploymentQueue + AuditLog + RateLimits + VaultMeta + CredentialChecks
+{
+}
 
-impl<T: Accounts + Services + DeploymentQueue + AuditLog + RateLimits + VaultMeta> Store for T {}
+impl<
+        T: Accounts
+            + Services
+            + DeploymentQueue
+            + AuditLog
+            + RateLimits
+            + VaultMeta
+            + CredentialChecks,
+    > Store for T
+{
+}
 
 /// Decodes a stored digest.
 pub(crate) fn decode_digest(s: &str) -> Result<Digest> {
@@ -212,5 +250,7 @@ pub(crate) fn decode_digest(s: &str) -> Result<Digest> {
 
 /// Every store trait, for code that calls them on a concrete [`SqlStore`].
 pub mod prelude {
-    pub use crate::{Accounts, AuditLog, DeploymentQueue, RateLimits, Services, VaultMeta};
+    pub use crate::{
+        Accounts, AuditLog, CredentialChecks, DeploymentQueue, RateLimits, Services, VaultMeta,
+    };
 }

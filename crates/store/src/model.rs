@@ -246,6 +246,18 @@ pub struct Credential {
     pub secret: StoredSecret,
     pub verified: bool,
     pub updated_at: String,
+    /// The last background check of the credential, if any ran.
+    pub health: Option<Health>,
+}
+
+/// How the last check of a stored credential went: `ok`, or failing with the
+/// preflight code, and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    pub ok: bool,
+    /// `ok`, or the preflight code of the failure (`auth_failed`...).
+    pub code: String,
+    pub checked_at: String,
 }
 
 #[derive(Clone, Debug)]

@@ -867,3 +867,93 @@ async fn reopening_migrates_nothing_twice() {
     SqlStore::connect(&url).await.unwrap();
     SqlStore::connect(&url).await.unwrap();
 }
+
+contract!(
+    each_credential_is_checked_by_one_replica_once_per_period,
+    |store: SqlStore| async move {
+        let Fx { p, .. } = fixture(&store).await;
+        let verified = service(&store, &p, "api", Some(sealed("ghcr.io", b"x"))).await;
+        let mut unverified = sealed("ghcr.io", b"y");
+        unverified.verified = false;
+        let other = service(&store, &p, "worker", Some(unverified)).await;
+        service(&store, &p, "anon", None).await;
+        // A credential the save verified starts healthy; one saved without
+        // verifying waits for its first check.
+        assert!(
+            verified
+                .credential
+                .as_ref()
+                .unwrap()
+                .health
+                .as_ref()
+                .unwrap()
+                .ok
+        );
+        assert_eq!(other.credential.as_ref().unwrap().health, None);
+
+        let t = |s: &str| format!("2999-01-01T00:00:{s}.000Z");
+        let claim = |due: String, now: String, hold: String| {
+            let store = store.clone();
+            async move {
+                store
+                    .claim_credential_checks(&due, &now, &hold, 10)
+                    .await
+                    .unwrap()
+            }
+        };
+        // Two replicas at once: each credential to one of them.
+        let (a, b) = tokio::join!(
+            claim(t("00"), t("00"), t("30")),
+            claim(t("00"), t("00"), t("30"))
+        );
+        let mut all: Vec<_> = a.iter().chain(b.iter()).cloned().collect();
+        all.sort();
+        let mut want = vec![verified.id.clone(), other.id.clone()];
+        want.sort();
+        assert_eq!(all, want, "both credentials, once, none without one");
+        // Held: nobody takes them again until the hold ends.
+        assert!(claim(t("00"), t("10"), t("40")).await.is_empty());
+
+        // A failing check is recorded and audited; the same result again is not.
+        let failing = Health {
+            ok: false,
+            code: "auth_failed".into(),
+            checked_at: t("20"),
+        };
+        let updated = other.credential.as_ref().unwrap().updated_at.clone();
+        let health_audit = || audit("service.registry.health", Some("web"), Some("worker"));
+        assert!(store
+            .record_health(&other, &updated, &failing, health_audit())
+            .await
+            .unwrap());
+        assert!(!store
+            .record_health(&other, &updated, &failing, health_audit())
+            .await
+            .unwrap());
+        let read = store.service(&p, "worker").await.unwrap().unwrap();
+        assert_eq!(read.credential.unwrap().health, Some(failing.clone()));
+        let events = store
+            .audit_events(&p, Some("worker"), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e.action == "service.registry.health")
+                .count(),
+            1
+        );
+        // Not due again before the period has passed since its check.
+        assert!(claim(t("15"), t("50"), t("59"))
+            .await
+            .iter()
+            .all(|id| id != &other.id));
+        assert!(claim(t("25"), t("50"), t("59")).await.contains(&other.id));
+
+        // A result for credentials replaced meanwhile is dropped.
+        assert!(!store
+            .record_health(&other, "an older save", &failing, health_audit())
+            .await
+            .unwrap());
+    }
+);

@@ -59,7 +59,7 @@ pub enum TokenServerMode {
 }
 
 struct Inner {
-    users: Vec<User>,
+    users: std::sync::Mutex<Vec<User>>,
     /// Repositories anyone may pull without credentials.
     public: Vec<String>,
     key: SigningKey,
@@ -87,7 +87,7 @@ impl TokenServer {
         let cert = params.self_signed(&key_pair).expect("self-signed cert");
         let key = SigningKey::from_pkcs8_der(&key_pair.serialize_der()).expect("p256 key");
         let inner = Arc::new(Inner {
-            users,
+            users: std::sync::Mutex::new(users),
             public,
             key,
             cert_der: cert.der().to_vec(),
@@ -150,10 +150,22 @@ impl TokenServer {
         self.inner.requests.load(Ordering::SeqCst)
     }
 
+    /// Changes a user's password, as a registry's admin would (a rotated or
+    /// revoked token).
+    pub fn set_password(&self, name: &str, password: &str) {
+        for u in self.inner.users.lock().unwrap().iter_mut() {
+            if u.name == name {
+                u.password = password.into();
+            }
+        }
+    }
+
     /// The first user with [`Grant::All`], for pushing.
     pub fn admin(&self) -> (String, String) {
         self.inner
             .users
+            .lock()
+            .unwrap()
             .iter()
             .find(|u| matches!(u.grant, Grant::All))
             .map(|u| (u.name.clone(), u.password.clone()))
@@ -242,10 +254,13 @@ fn issue(
 ) -> Option<Response> {
     let user = match &login {
         None => None,
-        Some((u, p)) => match s.users.iter().find(|x| &x.name == u && &x.password == p) {
-            Some(user) => Some(user),
-            None => return None,
-        },
+        Some((u, p)) => {
+            let users = s.users.lock().unwrap();
+            match users.iter().find(|x| &x.name == u && &x.password == p) {
+                Some(user) => Some(user.clone()),
+                None => return None,
+            }
+        }
     };
     let mut access = Vec::new();
     for scope in scopes {
@@ -260,7 +275,7 @@ fn issue(
         let wanted: Vec<&str> = actions.split(',').collect();
         let granted: Vec<&str> = wanted
             .into_iter()
-            .filter(|a| match user.map(|u| &u.grant) {
+            .filter(|a| match user.as_ref().map(|u| &u.grant) {
                 Some(Grant::All) => true,
                 Some(Grant::Pull(repos)) => *a == "pull" && repos.iter().any(|r| r == name),
                 Some(Grant::Nothing) => false,
@@ -276,7 +291,7 @@ fn issue(
     let header = json!({"typ": "JWT", "alg": "ES256", "x5c": [STANDARD.encode(&s.cert_der)]});
     let claims = json!({
         "iss": ISSUER,
-        "sub": user.map(|u| u.name.as_str()).unwrap_or(""),
+        "sub": user.as_ref().map(|u| u.name.as_str()).unwrap_or(""),
         "aud": SERVICE,
         "exp": now + 300,
         "nbf": now - 10,

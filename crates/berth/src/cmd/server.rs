@@ -79,6 +79,9 @@ pub struct Args {
     /// First delay before restarting a container that exited; it doubles up to 5 minutes [default: 10000]
     #[arg(long, env = "BERTH_RESTART_BACKOFF_MS")]
     restart_backoff_ms: Option<u64>,
+    /// Seconds between two background checks of each stored credential against its registry; 0: none [default: 21600]
+    #[arg(long, env = "BERTH_CREDENTIAL_CHECK_INTERVAL")]
+    credential_check_interval: Option<u64>,
 }
 
 impl Args {
@@ -116,6 +119,7 @@ impl Args {
                 log_max_size_mb: self.log_max_size_mb,
                 log_max_files: self.log_max_files,
                 restart_backoff_ms: self.restart_backoff_ms,
+                credential_check_interval_secs: self.credential_check_interval,
             },
             file,
         )

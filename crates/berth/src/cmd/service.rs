@@ -245,10 +245,22 @@ pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
             if json {
                 return print_json(&v).map(|_| Outcome::Ok);
             }
-            println!("{:<20} {:<16} {:<40} REGISTRY", "NAME", "STATUS", "IMAGE");
+            println!(
+                "{:<20} {:<16} {:<40} {:<24} HEALTH",
+                "NAME", "STATUS", "IMAGE", "REGISTRY"
+            );
             for s in v.as_array().into_iter().flatten() {
+                let health = match (
+                    s["registry"]["health"]["status"].as_str(),
+                    s["registry"]["health"]["code"].as_str(),
+                ) {
+                    (Some("failing"), Some(code)) => format!("failing ({code})"),
+                    (Some(status), _) => status.to_owned(),
+                    (None, _) if s["registry"].is_null() => "-".to_owned(),
+                    (None, _) => "not checked yet".to_owned(),
+                };
                 println!(
-                    "{:<20} {:<16} {:<40} {}",
+                    "{:<20} {:<16} {:<40} {:<24} {health}",
                     s["name"].as_str().unwrap_or_default(),
                     s["status"].as_str().unwrap_or_default(),
                     s["image"].as_str().unwrap_or_default(),

@@ -77,6 +77,17 @@ fn render(v: &Value) {
             }
         ),
     }
+    if let Some(h) = v["registry"]["health"].as_object() {
+        println!(
+            "health:   {}{} (checked {})",
+            h["status"].as_str().unwrap_or_default(),
+            match h["code"].as_str() {
+                Some(c) if c != "ok" => format!(" ({c})"),
+                _ => String::new(),
+            },
+            h["checked_at"].as_str().unwrap_or_default()
+        );
+    }
 }
 
 /// A 422 carries the preflight result: show its steps, then fail.

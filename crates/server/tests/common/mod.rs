@@ -73,6 +73,7 @@ pub fn config(dir: &std::path::Path, db: Db, insecure: &str, master_key: Option<
         advertise_url: None,
         sandbox: Default::default(),
         deploys: Default::default(),
+        checks: Default::default(),
     }
 }
 

@@ -17,6 +17,7 @@ use crate::{Result, StoreError};
 
 mod accounts;
 mod audit;
+mod checks;
 mod queue;
 mod rate_limit;
 mod services;
@@ -32,6 +33,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/005_replica.sql")),
     (6, include_str!("../migrations/006_resources.sql")),
     (7, include_str!("../migrations/007_restarts.sql")),
+    (8, include_str!("../migrations/008_health.sql")),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,7 +11,8 @@ use crate::{Result, Services, StoreError};
 
 pub(super) const SERVICE_COLUMNS: &str = "s.id, s.project_id, s.name, s.image, s.status, s.created_at, s.memory_mb, s.pids, s.cpu_millis, \
      s.restart_policy, s.restarts, s.last_exit_code, s.last_exit_signal, s.last_exit_at, \
-     c.registry_url, c.username, c.sealed_password, c.secret_arn, c.verified, c.updated_at AS c_updated_at";
+     c.registry_url, c.username, c.sealed_password, c.secret_arn, c.verified, c.updated_at AS c_updated_at, \
+     c.health_status, c.health_code, c.health_checked_at";
 
 pub(super) fn service_from(row: &AnyRow) -> Result<Service> {
     let registry_url: Option<String> = row.try_get("registry_url")?;
@@ -35,6 +36,7 @@ pub(super) fn service_from(row: &AnyRow) -> Result<Service> {
                 },
                 verified: row.try_get::<i64, _>("verified")? != 0,
                 updated_at: row.try_get("c_updated_at")?,
+                health: health_from(row)?,
             })
         }
         None => None,
@@ -71,10 +73,28 @@ pub(super) fn service_from(row: &AnyRow) -> Result<Service> {
     })
 }
 
+/// The `health_*` columns of a credential row.
+pub(super) fn health_from(row: &AnyRow) -> Result<Option<Health>> {
+    let status: Option<String> = row.try_get("health_status")?;
+    let Some(status) = status else {
+        return Ok(None);
+    };
+    Ok(Some(Health {
+        ok: status == "ok",
+        code: row
+            .try_get::<Option<String>, _>("health_code")?
+            .unwrap_or_else(|| status.clone()),
+        checked_at: row
+            .try_get::<Option<String>, _>("health_checked_at")?
+            .unwrap_or_default(),
+    }))
+}
+
 async fn upsert_credential(
     conn: &mut sqlx::AnyConnection,
     service_id: &ServiceId,
     c: &NewCredential,
+    at: &str,
 ) -> Result<()> {
     sqlx::query("DELETE FROM credentials WHERE service_id = $1")
         .bind(service_id.as_str())
@@ -85,7 +105,7 @@ async fn upsert_credential(
         StoredSecret::SecretsManager { arn } => (Vec::new(), Some(arn.clone())),
     };
     sqlx::query(
-        "INSERT INTO credentials (service_id, registry_url, username, sealed_password, secret_arn, verified, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO credentials (service_id, registry_url, username, sealed_password, secret_arn, verified, updated_at, health_status, health_code, health_checked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(service_id.as_str())
     .bind(c.registry_url.to_string())
@@ -93,7 +113,12 @@ async fn upsert_credential(
     .bind(sealed)
     .bind(arn)
     .bind(i64::from(c.verified))
-    .bind(now())
+    .bind(at)
+    // A credential the save's preflight passed is healthy as of now; one saved
+    // without verifying waits for its first check.
+    .bind(c.verified.then_some("ok"))
+    .bind(c.verified.then_some("ok"))
+    .bind(c.verified.then_some(at))
     .execute(conn)
     .await?;
     Ok(())
@@ -127,7 +152,7 @@ impl Services for SqlStore {
         .await
         .map_err(conflict("a service with this name"))?;
         if let Some(c) = &credential {
-            upsert_credential(&mut tx, &s.id, c).await?;
+            upsert_credential(&mut tx, &s.id, c, &at).await?;
         }
         append_audit(&mut tx, Some(&s.project_id), &audit).await?;
         tx.commit().await?;
@@ -147,6 +172,11 @@ impl Services for SqlStore {
                 username: c.username,
                 secret: c.secret,
                 verified: c.verified,
+                health: c.verified.then(|| Health {
+                    ok: true,
+                    code: "ok".into(),
+                    checked_at: at.clone(),
+                }),
                 updated_at: at,
             }),
         })
@@ -203,7 +233,7 @@ impl Services for SqlStore {
         if updated.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        upsert_credential(&mut tx, &service.id, &credential).await?;
+        upsert_credential(&mut tx, &service.id, &credential, &now()).await?;
         append_audit(&mut tx, Some(&service.project_id), &audit).await?;
         tx.commit().await?;
         Ok(())

@@ -1,0 +1,147 @@
+//! The background checks of stored credentials: every replica runs this loop, and
+//! the database hands each credential to one of them once per period (a claim
+//! held for a few minutes), so a team learns that a token expired or was revoked
+//! before a deploy fails. A check is the preflight (ping, token, manifest) with the
+//! stored credentials, at most `per_registry` per registry and round, one at a
+//! time per registry, registries in parallel. A change of health is audited.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_registry::{preflight, Credentials, Registry};
+use berth_store::{now, Health, NewAudit, ServiceStatus, Store};
+
+use crate::config::CredentialChecks;
+use crate::secrets::Vault;
+
+/// How long a replica holds a credential it took for a check.
+const HOLD: Duration = Duration::from_secs(300);
+/// Credentials taken per round, all registries together.
+const PER_ROUND: i64 = 64;
+
+pub struct Checker {
+    pub store: Arc<dyn Store>,
+    pub vault: Arc<dyn Vault>,
+    pub registry: Arc<Registry>,
+    pub config: CredentialChecks,
+}
+
+impl Checker {
+    /// Rounds until the process ends: one every tenth of the period (at most a
+    /// minute, at least a second), jittered by up to a fifth so that replicas
+    /// started together do not ask at once.
+    pub async fn run(self) {
+        if self.config.interval.is_zero() {
+            return;
+        }
+        let tick =
+            (self.config.interval / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        loop {
+            let jitter = tick.mul_f64(rand::random::<f64>() * 0.2);
+            tokio::time::sleep(tick + jitter).await;
+            if let Err(e) = self.round().await {
+                tracing::warn!(error = %e, "credential checks");
+            }
+        }
+    }
+
+    /// Takes the credentials due for a check and checks them.
+    pub async fn round(&self) -> Result<usize, berth_store::StoreError> {
+        let at = chrono::Utc::now();
+        let stamp = |t: chrono::DateTime<chrono::Utc>| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        };
+        let period = chrono::Duration::from_std(self.config.interval).unwrap_or_default();
+        let hold = chrono::Duration::from_std(HOLD).unwrap_or_default();
+        let due = self
+            .store
+            .claim_credential_checks(
+                &stamp(at - period),
+                &stamp(at),
+                &stamp(at + hold),
+                PER_ROUND,
+            )
+            .await?;
+        // By registry: one check at a time each, a few per round.
+        let mut by_registry: BTreeMap<String, Vec<berth_store::Service>> = BTreeMap::new();
+        for id in due {
+            let Some(service) = self.store.service_by_id(&id).await? else {
+                continue;
+            };
+            let Some(c) = &service.credential else {
+                continue;
+            };
+            if service.status == ServiceStatus::Terminated {
+                continue;
+            }
+            let queue = by_registry.entry(c.registry_url.authority()).or_default();
+            if queue.len() < self.config.per_registry {
+                queue.push(service);
+            }
+        }
+        let checked: Vec<usize> =
+            futures_util::future::join_all(by_registry.into_values().map(|services| async move {
+                let mut n = 0;
+                for s in services {
+                    self.check(&s).await;
+                    n += 1;
+                }
+                n
+            }))
+            .await;
+        Ok(checked.into_iter().sum())
+    }
+
+    async fn check(&self, service: &berth_store::Service) {
+        let Some(c) = &service.credential else { return };
+        let password = match self
+            .vault
+            .get(&service.project_id, &service.id, &c.secret)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(service = %service.id, error = %e, "credential check: the secret cannot be read");
+                return;
+            }
+        };
+        let creds = Credentials::new(c.username.clone(), password);
+        let report = match preflight::bind(&self.registry, &c.registry_url, &service.image) {
+            Ok(target) => preflight::run(&self.registry, &target, Some(creds)).await,
+            Err(report) => *report,
+        };
+        let health = Health {
+            ok: report.ok,
+            code: report.code.to_string(),
+            checked_at: now(),
+        };
+        let Ok(Some(project)) = self.store.project_name(&service.project_id).await else {
+            return;
+        };
+        let audit = NewAudit {
+            actor: "berth".into(),
+            action: "service.registry.health",
+            project: Some(project),
+            service: Some(service.name.clone()),
+            metadata: serde_json::json!({
+                "health": if health.ok { "ok" } else { "failing" },
+                "code": health.code,
+                "message": report.message,
+            }),
+        };
+        match self
+            .store
+            .record_health(service, &c.updated_at, &health, audit)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(service = %service.id, code = %health.code, "credential health changed")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(service = %service.id, error = %e, "recording a credential check")
+            }
+        }
+    }
+}
