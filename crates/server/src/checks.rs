@@ -111,6 +111,7 @@ impl Checker {
             Ok(target) => preflight::run(&self.registry, &target, Some(creds)).await,
             Err(report) => *report,
         };
+        crate::metrics::metrics().preflight(report.code.as_str());
         let health = Health {
             ok: report.ok,
             code: report.code.to_string(),

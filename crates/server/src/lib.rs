@@ -11,6 +11,7 @@ mod checks;
 mod config;
 mod dashboard;
 mod deploy;
+mod metrics;
 mod openapi;
 mod routes;
 mod secrets;

@@ -10,6 +10,8 @@ use crate::routes::{audit, deployments, health, preflight, projects, services, u
     info(title = "berth", description = "Run pre-built images from private container registries."),
     paths(
         health::healthz,
+        health::readyz,
+        crate::metrics::scrape,
         health::openapi,
         users::create,
         projects::create,

@@ -659,3 +659,36 @@ api_test!(
         assert_eq!(audit_len(alice).await, before_audit, "nothing was done");
     }
 );
+
+api_test!(probes_and_metrics_need_no_token_and_name_no_tenant, |fx| {
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let get = |path: &str| {
+        let http = http.clone();
+        let url = format!("{}{path}", fx.server.base());
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/readyz").await, (StatusCode::OK, "ready\n".into()));
+    // A preflight and a save to count.
+    create_with_creds(fx, &fx.alice, "api").await;
+    let (s, text) = get("/metrics").await;
+    assert_eq!(s, StatusCode::OK);
+    // The counters are the process's (both databases' tests run in one), so only
+    // their lines are checked, not their values.
+    for want in [
+        r#"berth_http_requests_total{method="POST",route="/v1/projects/{p}/services",status="201"} "#,
+        r#"berth_preflights_total{code="ok"}"#,
+        r#"berth_credentials{status="ok"} "#,
+        "berth_queue_depth ",
+        "berth_http_request_duration_seconds_bucket",
+        "# EOF",
+    ] {
+        assert!(text.contains(want), "{want} not in:\n{text}");
+    }
+    assert!(
+        !text.contains("web") && !text.contains("alice"),
+        "no tenant's name: {text}"
+    );
+});

@@ -1,6 +1,6 @@
 //! berth's storage behind narrow traits, one per concern (in the manner of lldap's
 //! backend handlers): [`Accounts`], [`Services`], [`DeploymentQueue`],
-//! [`AuditLog`], [`RateLimits`], [`VaultMeta`], [`CredentialChecks`]. [`Store`] is all of them, and
+//! [`AuditLog`], [`RateLimits`], [`VaultMeta`], [`CredentialChecks`], [`Stats`]. [`Store`] is all of them, and
 //! [`SqlStore`] implements them on SQLite (the embedded default) and PostgreSQL
 //! (for several replicas), one SQL file per trait under `sql/`.
 //!
@@ -219,11 +219,28 @@ pub trait CredentialChecks: Send + Sync {
     ) -> Result<bool>;
 }
 
+/// What the operator's probes and metrics read.
+#[async_trait]
+pub trait Stats: Send + Sync {
+    /// The database answers and carries every migration this version knows.
+    async fn ready(&self) -> Result<()>;
+    /// Deployments by status, and stored credentials by health (`ok`, `failing`,
+    /// `unchecked`).
+    async fn stats(&self) -> Result<Counts>;
+}
+
+/// Rows counted by what they are.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub deployments: Vec<(String, i64)>,
+    pub credentials: Vec<(String, i64)>,
+}
+
 /// All of storage: what the HTTP edge holds. Inner parts take the narrow trait they
 /// need (the deploy worker a [`DeploymentQueue`] and [`Services`], the vault a
 /// [`VaultMeta`]).
 pub trait Store:
-    Accounts + Services + DeploymentQueue + AuditLog + RateLimits + VaultMeta + CredentialChecks
+    Accounts + Services + DeploymentQueue + AuditLog + RateLimits + VaultMeta + CredentialChecks + Stats
 {
 }
 
@@ -234,7 +251,8 @@ impl<
             + AuditLog
             + RateLimits
             + VaultMeta
-            + CredentialChecks,
+            + CredentialChecks
+            + Stats,
     > Store for T
 {
 }
@@ -251,6 +269,7 @@ pub(crate) fn decode_digest(s: &str) -> Result<Digest> {
 /// Every store trait, for code that calls them on a concrete [`SqlStore`].
 pub mod prelude {
     pub use crate::{
-        Accounts, AuditLog, CredentialChecks, DeploymentQueue, RateLimits, Services, VaultMeta,
+        Accounts, AuditLog, CredentialChecks, DeploymentQueue, RateLimits, Services, Stats,
+        VaultMeta,
     };
 }

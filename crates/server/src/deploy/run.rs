@@ -103,6 +103,7 @@ pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest
         .at(&resolved)
     })?;
     log_pull(log, &pulled);
+    crate::metrics::metrics().pulled(pulled.fetched_bytes());
 
     let bundle = w.deployer.bundle(&d.id);
     root_filesystem(&pulled, &bundle, w.deployer.images.ids(), log)?;

@@ -121,6 +121,7 @@ impl Worker {
     /// Runs one claimed deployment to its end (or its deadline), heartbeating
     /// meanwhile.
     async fn deploy(&self, d: &Deployment) {
+        let started = Instant::now();
         let log = self.deployer.log_path(&d.id);
         let heartbeat = async {
             loop {
@@ -158,6 +159,14 @@ impl Worker {
                 }
             }
         };
+        match &outcome {
+            Outcome::Deployed { .. } => {
+                crate::metrics::metrics().deployment_ended("DEPLOYED", None, started.elapsed())
+            }
+            Outcome::Failed { code, .. } => {
+                crate::metrics::metrics().deployment_ended("FAILED", Some(code), started.elapsed())
+            }
+        }
         // The pull's final state is kept before the end is recorded: a watcher that
         // sees the deployment ended finds how its pull went.
         self.deployer.end_pull(&d.id);

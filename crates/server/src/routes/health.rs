@@ -7,6 +7,18 @@ pub async fn healthz() -> (StatusCode, &'static str) {
     (StatusCode::OK, "ok\n")
 }
 
+/// 200 once the database answers and carries every migration this version
+/// needs; 503 with the reason otherwise. Needs no token.
+#[utoipa::path(get, path = "/readyz", security(()), responses((status = 200, description = "ready", body = String, content_type = "text/plain"), (status = 503, description = "the database is not reachable or not migrated", body = String, content_type = "text/plain")))]
+pub async fn readyz(
+    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
+) -> (StatusCode, String) {
+    match state.store.ready().await {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
+    }
+}
+
 /// The OpenAPI 3 document of this server. Needs no token.
 #[utoipa::path(get, path = "/openapi.json", security(()), responses((status = 200, description = "this document", body = Object)))]
 pub async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {

@@ -20,6 +20,8 @@ const BODY_LIMIT: usize = 64 * 1024;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(crate::metrics::scrape))
         .route("/openapi.json", get(health::openapi))
         .route("/v1/users", post(users::create))
         .route("/v1/projects", post(projects::create).get(projects::list))
@@ -51,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/projects/{p}/audit-events", get(audit::list))
         .merge(crate::dashboard::router())
+        .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

@@ -82,10 +82,12 @@ pub async fn check(
     image: &ImageRef,
     creds: Option<Credentials>,
 ) -> PreflightReport {
-    match preflight::bind(&state.registry, url, image) {
+    let report = match preflight::bind(&state.registry, url, image) {
         Ok(target) => preflight::run(&state.registry, &target, creds).await,
         Err(report) => *report,
-    }
+    };
+    crate::metrics::metrics().preflight(report.code.as_str());
+    report
 }
 
 /// Runs the registry preflight (ping, token, manifest) within 8 s.

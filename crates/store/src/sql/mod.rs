@@ -21,6 +21,7 @@ mod checks;
 mod queue;
 mod rate_limit;
 mod services;
+mod stats;
 mod vault_meta;
 
 const SQLITE_SCHEMA: &str = include_str!("../migrations/sqlite.sql");

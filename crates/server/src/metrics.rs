@@ -1,0 +1,231 @@
+//! `GET /metrics`: the process's counters (requests per route with their
+//! latency, preflights per code, deployments ended per status and code with their
+//! durations, bytes pulled) and, read from the database at each scrape,
+//! deployments per status, the queue's depth and stored credentials per health.
+//! OpenMetrics text (which Prometheus reads), through `prometheus-client`.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::state::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Http {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Route {
+    method: String,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Code {
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Ended {
+    status: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Status {
+    status: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Http, Counter>,
+    latency: Histograms<Route>,
+    preflights: Family<Code, Counter>,
+    ended: Family<Ended, Counter>,
+    deploy_seconds: Histograms<Status>,
+    pulled_bytes: Counter,
+    deployments: Family<Status, Gauge>,
+    queue: Gauge,
+    credentials: Family<Status, Gauge>,
+}
+
+fn latency_buckets() -> Histogram {
+    // 1 ms to ~33 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+fn deploy_buckets() -> Histogram {
+    // 0.1 s to ~27 min.
+    Histogram::new(exponential_buckets(0.1, 2.0, 15))
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let mut registry = Registry::with_prefix("berth");
+        let m = Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_buckets),
+            preflights: Family::default(),
+            ended: Family::default(),
+            deploy_seconds: Family::new_with_constructor(deploy_buckets),
+            pulled_bytes: Counter::default(),
+            deployments: Family::default(),
+            queue: Gauge::default(),
+            credentials: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route and status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer (to the first byte of a streamed answer), by route",
+            m.latency.clone(),
+        );
+        registry.register(
+            "preflights",
+            "Registry preflights run (Test Connection, saves, checks), by code",
+            m.preflights.clone(),
+        );
+        registry.register(
+            "deployments_ended",
+            "Deployments this replica ran to their end, by status and failure code",
+            m.ended.clone(),
+        );
+        registry.register(
+            "deployment_duration_seconds",
+            "From claim to DEPLOYED or FAILED, by status",
+            m.deploy_seconds.clone(),
+        );
+        registry.register(
+            "pulled_bytes",
+            "Blob bytes downloaded from registries",
+            m.pulled_bytes.clone(),
+        );
+        registry.register(
+            "deployments",
+            "Deployments in the database, by status",
+            m.deployments.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Deployments waiting for a worker (PENDING_DEPLOY)",
+            m.queue.clone(),
+        );
+        registry.register(
+            "credentials",
+            "Stored credentials of live services, by health",
+            m.credentials.clone(),
+        );
+        Metrics { registry, ..m }
+    })
+}
+
+impl Metrics {
+    pub fn preflight(&self, code: &str) {
+        self.preflights
+            .get_or_create(&Code { code: code.into() })
+            .inc();
+    }
+
+    pub fn deployment_ended(&self, status: &str, code: Option<&str>, took: Duration) {
+        self.ended
+            .get_or_create(&Ended {
+                status: status.into(),
+                code: code.unwrap_or("").into(),
+            })
+            .inc();
+        self.deploy_seconds
+            .get_or_create(&Status {
+                status: status.into(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn pulled(&self, bytes: u64) {
+        self.pulled_bytes.inc_by(bytes);
+    }
+}
+
+/// Counts and times every routed request (a `route_layer`, so the route is the
+/// pattern, `/v1/projects/{p}/services`, never a name from a path).
+pub async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let m = metrics();
+    m.latency
+        .get_or_create(&Route {
+            method: method.clone(),
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    m.requests
+        .get_or_create(&Http {
+            method,
+            route,
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}
+
+/// `GET /metrics`. Needs no token (as `/healthz`): it names no project, service or
+/// user, only counts.
+#[utoipa::path(get, path = "/metrics", security(()), responses((status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text")))]
+pub async fn scrape(State(state): State<AppState>) -> Response {
+    let m = metrics();
+    match state.store.stats().await {
+        Ok(counts) => {
+            m.deployments.clear();
+            let mut pending = 0;
+            for (status, n) in counts.deployments {
+                if status == "PENDING_DEPLOY" {
+                    pending = n;
+                }
+                m.deployments.get_or_create(&Status { status }).set(n);
+            }
+            m.queue.set(pending);
+            m.credentials.clear();
+            for (status, n) in counts.credentials {
+                m.credentials.get_or_create(&Status { status }).set(n);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: the database did not answer"),
+    }
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &m.registry) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
