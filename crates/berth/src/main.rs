@@ -109,11 +109,16 @@ enum AdminCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(if matches!(cli.command, Command::Server(_)) {
-        "info"
-    } else {
-        "warn"
-    });
+    let json =
+        matches!(&cli.command, Command::Server(a) if a.log_format == cmd::server::LogFormat::Json);
+    init_logging(
+        if matches!(cli.command, Command::Server(_)) {
+            "info"
+        } else {
+            "warn"
+        },
+        json,
+    );
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -161,15 +166,19 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr; `BERTH_LOG` (or `RUST_LOG`) sets the filter, default `info`
-/// for the server and `warn` for the CLI.
-fn init_logging(default: &str) {
+/// for the server and `warn` for the CLI; `json`: one JSON object a line.
+fn init_logging(default: &str, json: bool) {
     let filter = std::env::var("BERTH_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| default.into());
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
 }
 
 #[cfg(test)]

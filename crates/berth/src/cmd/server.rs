@@ -6,10 +6,20 @@ use berth_server::{Config, FileConfig};
 
 use super::{CliError, Outcome};
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// Server flags; each also reads its `BERTH_*` variable, and the TOML config fills
 /// whatever neither gave (flag > env > config > default).
 #[derive(clap::Args, Clone)]
 pub struct Args {
+    /// How log lines are written to stderr: `text`, or `json` (one object a line,
+    /// for a log shipper)
+    #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Where the database, the master key file and the admin token live
     #[arg(long, env = "BERTH_DATA_DIR")]
     data_dir: Option<PathBuf>,
