@@ -440,46 +440,6 @@ async fn a_registry_that_dies_mid_pull_is_resumed_or_fails_cleanly() {
     );
 }
 
-/// Pulls `image` from `url` (with `creds`) for `project` into a shared cache and
-/// image store.
-async fn pull_into(
-    url: &str,
-    image: &str,
-    creds: Option<Credentials>,
-    project: &str,
-    proofs: &Proofs,
-    dir: &std::path::Path,
-) -> berth_runtime::pull::Pulled {
-    let registry = Registry::new(NetworkPolicy::from_lists("127.0.0.1/32", url).unwrap()).unwrap();
-    let target = registry
-        .target(&url.parse().unwrap(), &image.parse().unwrap())
-        .unwrap();
-    let mut s = open(
-        &registry,
-        &target,
-        creds,
-        TokenReuse::Cached,
-        &mut Unobserved,
-    )
-    .await
-    .unwrap();
-    let platform = s.platform_manifest().await.unwrap();
-    let cache = BlobCache::open(dir.join("blobs")).unwrap();
-    let images = ImageStore::open(dir.join("images")).unwrap();
-    let access = Access { proofs, project };
-    pull(
-        &mut s,
-        &platform,
-        Terms::default(),
-        access,
-        &cache,
-        &images,
-        &Default::default(),
-    )
-    .await
-    .unwrap()
-}
-
 /// A tenant whose image's config claims another tenant's diff_ids gets its own
 /// layers: an unpacked layer is found by the blob it came from (which the tenant's
 /// registry proves it may have), never by the diff_ids an image states.
@@ -497,32 +457,34 @@ async fn a_lying_config_never_reaches_another_tenants_layers() {
 
     let dir = tempfile::tempdir().unwrap();
     let proofs = Proofs::default();
-    let alice = pull_into(
+    let alice = common::pull_into(
         &alice_reg.authority(),
         "alice/app:v1",
         Some(Credentials::new(
             "alice",
             SecretString::from("alice-pass-1"),
         )),
-        "alice-project",
-        &proofs,
+        ("alice-project", &proofs),
+        Terms::default(),
         dir.path(),
     )
-    .await;
+    .await
+    .unwrap();
     assert_eq!(
         common::Merged::of(&alice).read("secret"),
         b"alice's private data"
     );
 
-    let mallory = pull_into(
+    let mallory = common::pull_into(
         &mallory_reg.authority(),
         "mallory/app:v1",
         None,
-        "mallory-project",
-        &proofs,
+        ("mallory-project", &proofs),
+        Terms::default(),
         dir.path(),
     )
-    .await;
+    .await
+    .unwrap();
     assert!(!mallory.reused);
     assert!(
         mallory.fetched_bytes() > 0,

@@ -15,6 +15,23 @@ pub async fn pull_anonymously(
     image: &str,
     terms: Terms,
 ) -> (Result<Pulled, PullError>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let proofs = Proofs::default();
+    let r = pull_into(url, image, None, ("p1", &proofs), terms, dir.path()).await;
+    (r, dir)
+}
+
+/// Pulls `image` from the (plain HTTP, loopback) registry at `url` with `creds`,
+/// for a project (its name and the proofs it shares with others), into the cache
+/// and image store under `dir` (shared by the pulls given the same one).
+pub async fn pull_into(
+    url: &str,
+    image: &str,
+    creds: Option<berth_registry::Credentials>,
+    (project, proofs): (&str, &Proofs),
+    terms: Terms,
+    dir: &std::path::Path,
+) -> Result<Pulled, PullError> {
     let registry = Registry::new(NetworkPolicy::from_lists("127.0.0.1/32", url).unwrap()).unwrap();
     let target = registry
         .target(&url.parse().unwrap(), &image.parse().unwrap())
@@ -22,22 +39,17 @@ pub async fn pull_anonymously(
     let mut s = open(
         &registry,
         &target,
-        None,
+        creds,
         TokenReuse::Cached,
         &mut Unobserved,
     )
     .await
     .unwrap();
     let platform = s.platform_manifest().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cache = BlobCache::open(dir.path().join("blobs")).unwrap();
-    let images = ImageStore::open(dir.path().join("images")).unwrap();
-    let proofs = Proofs::default();
-    let access = Access {
-        proofs: &proofs,
-        project: "p1",
-    };
-    let r = pull(
+    let cache = BlobCache::open(dir.join("blobs")).unwrap();
+    let images = ImageStore::open(dir.join("images")).unwrap();
+    let access = Access { proofs, project };
+    pull(
         &mut s,
         &platform,
         terms,
@@ -46,8 +58,7 @@ pub async fn pull_anonymously(
         &images,
         &Default::default(),
     )
-    .await;
-    (r, dir)
+    .await
 }
 
 /// The root filesystem a deployment of `pulled` sees: its layers stacked (an

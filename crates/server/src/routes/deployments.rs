@@ -3,7 +3,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use berth_store::{Deployment, DeploymentStatus, ServiceStatus};
+use berth_store::{Deployment, DeploymentStatus, Project, Service, ServiceStatus, User};
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::IntoParams;
@@ -32,21 +32,37 @@ pub async fn create(
     if service.status == ServiceStatus::Terminated {
         return Err(ApiError::service_terminated());
     }
-    let d = state
+    let d = queue(&state, &caller, &m.project, &service, json!({})).await?;
+    Ok((StatusCode::ACCEPTED, Json(DeploymentView::from(&d))))
+}
+
+/// Queues a deployment of `service`, audited as `deployment.create` with the image
+/// and `metadata`'s fields (a rotation says so).
+pub async fn queue(
+    state: &AppState,
+    caller: &User,
+    project: &Project,
+    service: &Service,
+    metadata: serde_json::Value,
+) -> Result<Deployment, ApiError> {
+    let mut meta = json!({"image": service.image.to_string()});
+    if let (Some(all), Some(more)) = (meta.as_object_mut(), metadata.as_object()) {
+        all.extend(more.clone());
+    }
+    state
         .store
         .create_deployment(
-            &service,
+            service,
             audit_event(
-                &caller,
+                caller,
                 "deployment.create",
-                &m.project,
+                project,
                 Some(&service.name),
-                json!({"image": service.image.to_string()}),
+                meta,
             ),
         )
         .await
-        .map_err(ApiError::terminated_or)?;
-    Ok((StatusCode::ACCEPTED, Json(DeploymentView::from(&d))))
+        .map_err(ApiError::terminated_or)
 }
 
 /// The service's deployments, newest first.

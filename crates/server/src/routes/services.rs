@@ -400,20 +400,14 @@ pub async fn put_registry(
     // A rotation: a deployment with the new credentials, which replaces the
     // running one once its container runs (a failed one leaves it running).
     let deployment = if body.redeploy {
-        let d = state
-            .store
-            .create_deployment(
-                &service,
-                audit_event(
-                    &caller,
-                    "deployment.create",
-                    &m.project,
-                    Some(&service.name),
-                    json!({"image": service.image.to_string(), "rotation": true}),
-                ),
-            )
-            .await
-            .map_err(ApiError::terminated_or)?;
+        let d = super::deployments::queue(
+            &state,
+            &caller,
+            &m.project,
+            &service,
+            json!({"rotation": true}),
+        )
+        .await?;
         Some(DeploymentView::from(&d))
     } else {
         None
