@@ -215,7 +215,22 @@ function registryUrlFor(ref) {
  * fields, Test Connection with each step of the preflight, and the gate on Save.
  * `existing` (the masked read-back) makes empty fields mean "leave as-is".
  */
+/** Registries whose users need to know what to type (the README's table). */
+const PRESETS = [
+  ["Docker Hub", "docker.io", "Username: your Docker ID. Password: an access token with Read."],
+  ["GitHub (GHCR)", "ghcr.io", "Username: your GitHub user. Password: a personal access token with read:packages."],
+  ["GitLab", "registry.gitlab.com", "Username: the deploy token's user name. Password: a deploy token with read_registry."],
+  ["Quay", "quay.io", "Username: a robot account, org+name. Password: the robot's token."],
+  ["Amazon ECR", "", "Registry URL: ACCOUNT.dkr.ecr.REGION.amazonaws.com. Username: AWS. Password: aws ecr get-login-password (lasts 12 hours)."],
+  ["Google Artifact Registry", "", "Registry URL: REGION-docker.pkg.dev. Username: _json_key. Password: the service account key file's whole text."],
+  ["Azure ACR", "", "Registry URL: NAME.azurecr.io. Username: the admin user or a service principal's app id. Password: its password or secret."],
+  ["Harbor", "", "Registry URL: your Harbor host. Username: a robot account, robot$project+name. Password: the robot's secret."],
+  ["Other", "", "The registry's host (and port), a user name and a password or token."],
+];
+
 function credentialsForm({ image, existing, onState }) {
+  const preset = h("select", { name: "preset" }, h("option", { value: "" }, "Choose for hints (optional)"), PRESETS.map(([name], i) => h("option", { value: String(i) }, name)));
+  const presetHint = h("p", { class: "hint", "aria-live": "polite" });
   const url = h("input", { type: "text", inputmode: "url", name: "registry_url", autocomplete: "off", spellcheck: "false", placeholder: existing ? "leave as-is" : "ghcr.io" });
   const user = h("input", { type: "text", name: "username", autocomplete: "off", spellcheck: "false", placeholder: existing ? `${existing.username} (leave as-is)` : "" });
   const pass = h("input", { type: "password", name: "password", autocomplete: "new-password", placeholder: existing ? "leave as-is" : "" });
@@ -245,6 +260,15 @@ function credentialsForm({ image, existing, onState }) {
   url.addEventListener("input", () => {
     urlTouched = true;
     reset();
+  });
+  preset.addEventListener("change", () => {
+    const p = PRESETS[Number(preset.value)];
+    presetHint.textContent = p ? p[2] : "";
+    if (p && p[1] && !existing) {
+      url.value = p[1];
+      urlTouched = true;
+      reset();
+    }
   });
   user.addEventListener("input", reset);
   pass.addEventListener("input", reset);
@@ -294,6 +318,8 @@ function credentialsForm({ image, existing, onState }) {
   const el = h(
     "div",
     { class: "cred-fields" },
+    field("Registry", preset),
+    presetHint,
     field("Registry URL", url, "Pre-filled from the image's host."),
     field("Username", user),
     field("Password", pass, existing ? "Stored encrypted; never shown. Leave empty to keep it." : "Or an access token. Stored encrypted; never shown again."),

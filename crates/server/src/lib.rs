@@ -11,6 +11,7 @@ mod checks;
 mod config;
 mod dashboard;
 mod deploy;
+mod kinds;
 mod metrics;
 mod openapi;
 mod routes;

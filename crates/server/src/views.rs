@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 #[derive(Serialize, ToSchema)]
 pub struct RegistryView {
     pub registry_url: String,
-    /// `basic`: a user name and a password or token.
+    /// `basic` (a user name and a password or token), `gcp` or `acr`.
     pub kind: String,
     /// Masked, e.g. `al***`.
     pub username: String,
@@ -105,7 +105,7 @@ impl From<&Service> for ServiceView {
             created_at: s.created_at.clone(),
             registry: s.credential.as_ref().map(|c| RegistryView {
                 registry_url: c.registry_url.to_string(),
-                kind: "basic".into(),
+                kind: c.kind.as_str().into(),
                 username: mask_username(&c.username),
                 password_set: true,
                 verified: c.verified,

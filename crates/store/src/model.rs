@@ -3,7 +3,7 @@
 //! newtype of its own. A row that does not decode is an error of the store
 //! ([`crate::StoreError::Corrupt`]), never a surprise at deploy time.
 
-use berth_types::{Digest, ImageRef, RegistryUrl};
+use berth_types::{CredentialKind, Digest, ImageRef, RegistryUrl};
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
@@ -234,6 +234,7 @@ impl StoredSecret {
 #[derive(Clone, Debug)]
 pub struct NewCredential {
     pub registry_url: RegistryUrl,
+    pub kind: CredentialKind,
     pub username: String,
     pub secret: StoredSecret,
     pub verified: bool,
@@ -242,6 +243,7 @@ pub struct NewCredential {
 #[derive(Clone, Debug)]
 pub struct Credential {
     pub registry_url: RegistryUrl,
+    pub kind: CredentialKind,
     pub username: String,
     pub secret: StoredSecret,
     pub verified: bool,

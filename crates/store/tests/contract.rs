@@ -19,6 +19,7 @@ fn audit(action: &'static str, project: Option<&str>, service: Option<&str>) -> 
 fn sealed(url: &str, sealed: &[u8]) -> NewCredential {
     NewCredential {
         registry_url: url.parse().unwrap(),
+        kind: berth_types::CredentialKind::Basic,
         username: "bob".into(),
         secret: StoredSecret::Sealed(sealed.to_vec()),
         verified: true,

@@ -4,11 +4,13 @@
 //! turns strings into values that are known to be well formed.
 
 mod digest;
+mod kind;
 mod names;
 mod reference;
 mod registry_url;
 
 pub use digest::{Digest, DigestError};
+pub use kind::{CredentialKind, KindError};
 pub use names::{mask_username, NameError, Slug};
 pub use reference::{ImageRef, Reference, ReferenceError, DOCKER_HUB, DOCKER_HUB_HOST};
 pub use registry_url::{RegistryUrl, RegistryUrlError, Scheme};

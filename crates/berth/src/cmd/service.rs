@@ -225,7 +225,13 @@ pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
                 body["resources"] = Value::Object(resources);
             }
             let host = registry_host(registry.registry_url.as_deref(), Some(&image))?;
-            if let Some(found) = imported(&registry, &host)? {
+            if let Some(key) = registry.gcp_json_key()? {
+                let url = registry.registry_url.clone().unwrap_or(host);
+                body["registry"] = json!({"registry_url": url, "json_key": key.as_str()});
+                if let Some(u) = &registry.registry_username {
+                    body["registry"]["username"] = json!(u);
+                }
+            } else if let Some(found) = imported(&registry, &host)? {
                 let url = registry.registry_url.clone().unwrap_or(host);
                 body["registry"] = json!({"registry_url": url, "username": found.username,
                                           "password": found.password.expose_secret()});
@@ -237,6 +243,9 @@ pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
                 let pw = password(&registry, &user)?;
                 body["registry"] =
                     json!({"registry_url": url, "username": user, "password": pw.expose_secret()});
+            }
+            if let (Some(kind), Some(r)) = (&registry.kind, body["registry"].as_object_mut()) {
+                r.insert("kind".into(), json!(kind));
             }
             saved(api.call(Method::POST, &base, Some(body)).await?, json)
         }
@@ -304,6 +313,9 @@ pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
                 body["password"] =
                     json!(input::secret_from_stdin("registry password")?.expose_secret());
             }
+            if let Some(key) = registry.gcp_json_key()? {
+                body["json_key"] = json!(key.as_str());
+            }
             if registry.from_docker_config.is_some() {
                 // The registry of the credentials being replaced, unless another
                 // one is named.
@@ -320,6 +332,9 @@ pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
                     body["username"] = json!(found.username);
                     body["password"] = json!(found.password.expose_secret());
                 }
+            }
+            if let Some(kind) = &registry.kind {
+                body["kind"] = json!(kind);
             }
             let answer = api
                 .call(Method::PUT, &format!("{base}/{name}/registry"), Some(body))

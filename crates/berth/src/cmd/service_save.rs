@@ -27,6 +27,29 @@ pub struct RegistryFlags {
     /// $DOCKER_CONFIG/config.json, or ~/.docker/config.json
     #[arg(long, value_name = "PATH", num_args = 0..=1)]
     pub from_docker_config: Option<Option<std::path::PathBuf>>,
+    /// The credential's kind: basic, gcp or acr [default: from the registry host]
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// A Google service account key file (kind gcp, sent as _json_key; checked
+    /// before any request)
+    #[arg(long, value_name = "PATH")]
+    pub gcp_json_key_file: Option<std::path::PathBuf>,
+}
+
+impl RegistryFlags {
+    /// The key file's text, if one was named.
+    pub fn gcp_json_key(&self) -> Result<Option<zeroize::Zeroizing<String>>, super::CliError> {
+        self.gcp_json_key_file
+            .as_ref()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .map(zeroize::Zeroizing::new)
+                    .map_err(|e| {
+                        super::CliError::Usage(format!("--gcp-json-key-file {}: {e}", p.display()))
+                    })
+            })
+            .transpose()
+    }
 }
 
 /// Prints a service the human way.

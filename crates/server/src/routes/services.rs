@@ -27,9 +27,41 @@ use crate::views::{DeploymentView, ServiceView};
 #[serde(deny_unknown_fields)]
 pub struct RegistryInput {
     pub registry_url: String,
-    pub username: String,
-    #[schema(value_type = String, format = Password)]
-    pub password: SecretString,
+    /// `basic` (a user name and a password or token), `gcp` or `acr`; inferred
+    /// from the fields (`json_key`: gcp) or the host when omitted. (`ecr` with AWS
+    /// keys or a role is refused as not supported yet.)
+    pub kind: Option<String>,
+    pub username: Option<String>,
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<SecretString>,
+    /// `gcp`: the service account key file's text (write-only, like `password`).
+    #[schema(value_type = Option<String>, format = Password)]
+    pub json_key: Option<SecretString>,
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub aws: AwsFields,
+}
+
+/// `ecr`'s fields, accepted to be refused with a clear answer.
+#[derive(Deserialize, Default)]
+pub struct AwsFields {
+    pub aws_access_key_id: Option<String>,
+    pub aws_secret_access_key: Option<SecretString>,
+    pub aws_session_token: Option<SecretString>,
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+    pub aws_region: Option<String>,
+}
+
+impl AwsFields {
+    fn given(&self) -> bool {
+        self.aws_access_key_id.is_some()
+            || self.aws_secret_access_key.is_some()
+            || self.aws_session_token.is_some()
+            || self.role_arn.is_some()
+            || self.external_id.is_some()
+            || self.aws_region.is_some()
+    }
 }
 
 /// A service's own container limits; each omitted one keeps the server's default.
@@ -91,6 +123,11 @@ pub struct PutRegistry {
     #[schema(value_type = Option<String>, format = Password)]
     pub password: Option<SecretString>,
     pub image: Option<String>,
+    /// `basic`, `gcp` or `acr` (kept when omitted).
+    pub kind: Option<String>,
+    /// `gcp`: the service account key file's text (write-only).
+    #[schema(value_type = Option<String>, format = Password)]
+    pub json_key: Option<SecretString>,
     #[serde(default)]
     pub save_without_verifying: bool,
     /// Rotate on a live service: once saved, start a deployment with the new
@@ -200,7 +237,18 @@ pub async fn create(
         None => None,
         Some(r) => {
             let registry_url = parse_registry_url(&r.registry_url)?;
-            let creds = Credentials::new(r.username.clone(), r.password);
+            let given = crate::kinds::resolve(
+                &registry_url,
+                crate::kinds::Given {
+                    aws: r.aws.given(),
+                    kind: r.kind,
+                    username: r.username,
+                    password: r.password,
+                    json_key: r.json_key,
+                },
+                None,
+            )?;
+            let creds = Credentials::new(given.username.clone(), given.password);
             let passed = verify(
                 &state,
                 &caller,
@@ -216,9 +264,11 @@ pub async fn create(
                 .secrets
                 .put(&m.project.id, &id, &creds.password)
                 .await?;
+            metadata["kind"] = json!(given.kind.as_str());
             Some(NewCredential {
                 registry_url,
-                username: r.username,
+                kind: given.kind,
+                username: given.username,
                 secret,
                 verified: passed,
             })
@@ -316,34 +366,60 @@ pub async fn put_registry(
             ))
         }
     };
-    let username = match (&body.username, stored) {
-        (Some(u), _) => u.clone(),
-        (None, Some(c)) => c.username.clone(),
-        (None, None) => {
-            return Err(ApiError::bad_request(
-                "missing_field",
-                "username is required: the service has no registry credentials yet",
-            ))
-        }
-    };
-    let same_registry = stored.is_some_and(|c| c.registry_url == registry_url);
-    let password_given = body.password.is_some();
-    let password = match (body.password, stored) {
-        (Some(p), _) => p,
-        (None, Some(c)) if same_registry => {
-            state.secrets.get(&m.project.id, &service.id, &c.secret).await?
-        }
-        (None, Some(_)) => {
-            return Err(ApiError::bad_request(
-                "password_required",
-                "the registry URL changed: give the password again (a stored password is only sent to the registry it was saved for)",
-            ))
-        }
-        (None, None) => return Err(ApiError::bad_request("missing_field", "password is required: the service has no registry credentials yet")),
-    };
     let new_image = body.image.as_deref().map(parse_image).transpose()?;
     let image = new_image.clone().unwrap_or_else(|| service.image.clone());
-    let creds = Credentials::new(username.clone(), password);
+    let password_given = body.password.is_some() || body.json_key.is_some();
+    let resolved = if body.json_key.is_some() {
+        // A new key: its own user name, nothing merged with what is stored.
+        crate::kinds::resolve(
+            &registry_url,
+            crate::kinds::Given {
+                kind: body.kind.clone(),
+                username: body.username.clone(),
+                json_key: body.json_key,
+                ..Default::default()
+            },
+            None,
+        )?
+    } else {
+        let username = match (&body.username, stored) {
+            (Some(u), _) => u.clone(),
+            (None, Some(c)) => c.username.clone(),
+            (None, None) => {
+                return Err(ApiError::bad_request(
+                    "missing_field",
+                    "username is required: the service has no registry credentials yet",
+                ))
+            }
+        };
+        let same_registry = stored.is_some_and(|c| c.registry_url == registry_url);
+        let password = match (body.password, stored) {
+            (Some(p), _) => p,
+            (None, Some(c)) if same_registry => {
+                state.secrets.get(&m.project.id, &service.id, &c.secret).await?
+            }
+            (None, Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "password_required",
+                    "the registry URL changed: give the password again (a stored password is only sent to the registry it was saved for)",
+                ))
+            }
+            (None, None) => return Err(ApiError::bad_request("missing_field", "password is required: the service has no registry credentials yet")),
+        };
+        crate::kinds::resolve(
+            &registry_url,
+            crate::kinds::Given {
+                kind: body.kind.clone(),
+                username: Some(username),
+                password: Some(password),
+                ..Default::default()
+            },
+            stored.map(|c| c.kind),
+        )?
+    };
+    let username = resolved.username.clone();
+    let resolved_kind = resolved.kind;
+    let creds = Credentials::new(resolved.username, resolved.password);
     let passed = verify(
         &state,
         &caller,
@@ -377,6 +453,7 @@ pub async fn put_registry(
             new_image.as_ref(),
             NewCredential {
                 registry_url: registry_url.clone(),
+                kind: resolved_kind,
                 username,
                 secret: secret.clone(),
                 verified: passed,

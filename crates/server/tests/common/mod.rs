@@ -1,5 +1,5 @@
 //! Test harness for the API: real servers (in-process), real registries, both stores.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use berth_registry::NetworkPolicy;
 use berth_server::{Config, Running};

@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/006_resources.sql")),
     (7, include_str!("../migrations/007_restarts.sql")),
     (8, include_str!("../migrations/008_health.sql")),
+    (9, include_str!("../migrations/009_kind.sql")),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use crate::{Result, Services, StoreError};
 pub(super) const SERVICE_COLUMNS: &str = "s.id, s.project_id, s.name, s.image, s.status, s.created_at, s.memory_mb, s.pids, s.cpu_millis, \
      s.restart_policy, s.restarts, s.last_exit_code, s.last_exit_signal, s.last_exit_at, \
      c.registry_url, c.username, c.sealed_password, c.secret_arn, c.verified, c.updated_at AS c_updated_at, \
-     c.health_status, c.health_code, c.health_checked_at";
+     c.health_status, c.health_code, c.health_checked_at, c.kind";
 
 pub(super) fn service_from(row: &AnyRow) -> Result<Service> {
     let registry_url: Option<String> = row.try_get("registry_url")?;
@@ -21,6 +21,7 @@ pub(super) fn service_from(row: &AnyRow) -> Result<Service> {
             let arn: Option<String> = row.try_get("secret_arn")?;
             Some(Credential {
                 registry_url: parsed(row, "registry_url")?,
+                kind: parsed(row, "kind")?,
                 username: row.try_get("username")?,
                 secret: match (arn, row.try_get::<Vec<u8>, _>("sealed_password")?) {
                     (None, sealed) => StoredSecret::Sealed(sealed),
@@ -105,7 +106,7 @@ async fn upsert_credential(
         StoredSecret::SecretsManager { arn } => (Vec::new(), Some(arn.clone())),
     };
     sqlx::query(
-        "INSERT INTO credentials (service_id, registry_url, username, sealed_password, secret_arn, verified, updated_at, health_status, health_code, health_checked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO credentials (service_id, registry_url, username, sealed_password, secret_arn, verified, updated_at, health_status, health_code, health_checked_at, kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(service_id.as_str())
     .bind(c.registry_url.to_string())
@@ -119,6 +120,7 @@ async fn upsert_credential(
     .bind(c.verified.then_some("ok"))
     .bind(c.verified.then_some("ok"))
     .bind(c.verified.then_some(at))
+    .bind(c.kind.as_str())
     .execute(conn)
     .await?;
     Ok(())
@@ -169,6 +171,7 @@ impl Services for SqlStore {
             last_exit: None,
             credential: credential.map(|c| Credential {
                 registry_url: c.registry_url,
+                kind: c.kind,
                 username: c.username,
                 secret: c.secret,
                 verified: c.verified,

@@ -1,0 +1,98 @@
+//! Credential kinds against the real token registry: a Google service account key
+//! (sent as `_json_key`, checked before any request), a malformed key refused
+//! without a request, ECR's AWS fields refused as not supported yet.
+
+mod common;
+
+use berth_testkit::{Grant, LocalRegistry, TestImage, TokenServer, TokenServerMode, User};
+use common::*;
+use reqwest::StatusCode;
+use serde_json::json;
+
+const KEY: &str = r#"{"type":"service_account","project_id":"p","client_email":"ci@p.iam.gserviceaccount.com","private_key":"-----BEGIN PRIVATE KEY-----\nMIIEv-not-a-real-key\n-----END PRIVATE KEY-----\n"}"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_account_key_is_checked_then_sent_as_json_key() {
+    let tokens = TokenServer::start(
+        vec![
+            User::new("admin", "admin-pass-1", Grant::All),
+            User::new("_json_key", KEY, Grant::Pull(vec!["team/app".into()])),
+        ],
+        vec![],
+        TokenServerMode::GetAndPost,
+    );
+    let reg = LocalRegistry::token(&tokens);
+    TestImage::build(&[("a", b"a")], &["/a"]).push(&reg, "team/app:v1");
+    let url = reg.authority();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config(dir.path(), Db::Sqlite, &url, None)).await;
+    let alice = server.admin().new_user("alice").await;
+    alice.post("/v1/projects", json!({"name": "web"})).await;
+
+    // A key without its client_email: refused before any request to the registry.
+    let before = tokens.requests();
+    let (s, v) = alice
+        .post(
+            "/v1/projects/web/services",
+            json!({"name": "bad", "image": "team/app:v1",
+                   "registry": {"registry_url": url, "json_key": r#"{"type":"service_account","private_key":"-----BEGIN PRIVATE KEY-----"}"#}}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_credentials")),
+        "{v}"
+    );
+    assert!(
+        v["message"].as_str().unwrap().contains("client_email"),
+        "{v}"
+    );
+    assert_eq!(tokens.requests(), before, "no request was made");
+    assert_eq!(
+        alice.get("/v1/projects/web/services/bad").await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // The key: kind gcp inferred from the field, user _json_key, verified.
+    let (s, v) = alice
+        .post(
+            "/v1/projects/web/services",
+            json!({"name": "api", "image": "team/app:v1", "registry": {"registry_url": url, "json_key": KEY}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["registry"]["kind"], "gcp");
+    assert_eq!(v["registry"]["verified"], true);
+    assert!(!v.to_string().contains("PRIVATE KEY"), "{v}");
+    let (_, events) = alice.get("/v1/projects/web/audit-events").await;
+    assert_eq!(events[0]["metadata"]["kind"], "gcp");
+    assert!(!events.to_string().contains("PRIVATE KEY"));
+
+    // ECR's AWS keys: a clear refusal, nothing stored.
+    let (s, v) = alice
+        .post(
+            "/v1/projects/web/services",
+            json!({"name": "ecr", "image": "team/app:v1",
+                   "registry": {"registry_url": "123456789012.dkr.ecr.eu-west-1.amazonaws.com", "aws_access_key_id": "AKIA", "aws_secret_access_key": "s"}}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unsupported_kind")),
+        "{v}"
+    );
+    // An unknown kind.
+    let (s, v) = alice
+        .post(
+            "/v1/projects/web/services",
+            json!({"name": "x", "image": "team/app:v1",
+                   "registry": {"registry_url": url, "kind": "aws", "username": "u", "password": "p"}}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_kind")),
+        "{v}"
+    );
+    server.running.stop().await;
+}
