@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_registry::{preflight, Credentials, Registry};
+use berth_registry::{preflight, Registry};
 use berth_store::{now, Health, NewAudit, ServiceStatus, Store};
 
 use crate::config::CredentialChecks;
@@ -106,10 +106,14 @@ impl Checker {
                 return;
             }
         };
-        let creds = Credentials::new(c.username.clone(), password);
-        let report = match preflight::bind(&self.registry, &c.registry_url, &service.image) {
-            Ok(target) => preflight::run(&self.registry, &target, Some(creds)).await,
-            Err(report) => *report,
+        let report = match crate::kinds::registry_credentials(c.kind, c.username.clone(), password)
+            .await
+        {
+            Err(e) => crate::kinds::ecr_report(&e),
+            Ok(creds) => match preflight::bind(&self.registry, &c.registry_url, &service.image) {
+                Ok(target) => preflight::run(&self.registry, &target, Some(creds)).await,
+                Err(report) => *report,
+            },
         };
         crate::metrics::metrics().preflight(report.code.as_str());
         let health = Health {

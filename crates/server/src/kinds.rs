@@ -16,8 +16,28 @@ pub struct Given {
     pub password: Option<SecretString>,
     /// `gcp`: the service account key file's text.
     pub json_key: Option<SecretString>,
-    /// `ecr`: AWS keys or a role were given.
-    pub aws: bool,
+    /// `ecr`: AWS keys (or a role, not supported yet).
+    pub aws: Aws,
+}
+
+/// `ecr`'s fields as given.
+#[derive(Default)]
+pub struct Aws {
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<SecretString>,
+    pub session_token: Option<SecretString>,
+    pub role_arn: Option<String>,
+    pub region: Option<String>,
+}
+
+impl Aws {
+    pub fn given(&self) -> bool {
+        self.access_key_id.is_some()
+            || self.secret_access_key.is_some()
+            || self.session_token.is_some()
+            || self.role_arn.is_some()
+            || self.region.is_some()
+    }
 }
 
 /// A credential as the registry takes it.
@@ -39,7 +59,7 @@ pub fn resolve(
             .parse::<CredentialKind>()
             .map_err(|e| ApiError::bad_request("invalid_kind", e.to_string()))?,
         None if given.json_key.is_some() => CredentialKind::Gcp,
-        None if given.aws => CredentialKind::Ecr,
+        None if given.aws.given() => CredentialKind::Ecr,
         None => stored.unwrap_or_else(|| match CredentialKind::for_host(&url.authority()) {
             // A pasted `aws ecr get-login-password` token (user AWS) stays what it
             // is: a user name and a password.
@@ -54,10 +74,47 @@ pub fn resolve(
         )
     };
     match kind {
-        CredentialKind::Ecr => Err(ApiError::bad_request(
+        CredentialKind::Ecr if given.aws.role_arn.is_some() => Err(ApiError::bad_request(
             "unsupported_kind",
-            "ECR credentials from AWS keys or a role are not supported by this version of berth yet: save the registry's token as kind basic, username AWS, password from `aws ecr get-login-password` (it lasts 12 hours)",
+            "assuming a role for ECR is not supported by this version of berth yet: give an access key (aws_access_key_id and aws_secret_access_key) of a user or role allowed ecr:GetAuthorizationToken and the pulls",
         )),
+        CredentialKind::Ecr if given.aws.given() => {
+            let aws = given.aws;
+            let region = match aws.region {
+                Some(r) => r,
+                None => berth_vault::ecr::host_parts(&url.authority())
+                    .map(|(_, region)| region)
+                    .ok_or_else(|| missing("aws_region (the registry host names none)"))?,
+            };
+            let keys = berth_vault::ecr::AwsKeys {
+                aws_access_key_id: aws.access_key_id.ok_or_else(|| missing("aws_access_key_id"))?,
+                aws_secret_access_key: aws
+                    .secret_access_key
+                    .ok_or_else(|| missing("aws_secret_access_key"))?
+                    .expose_secret()
+                    .to_owned(),
+                aws_session_token: aws.session_token.map(|t| t.expose_secret().to_owned()),
+                aws_region: region,
+            };
+            Ok(Resolved {
+                kind,
+                username: keys.aws_access_key_id.clone(),
+                password: keys.to_secret(),
+            })
+        }
+        // Stored ECR keys, kept as they are (an update of something else).
+        CredentialKind::Ecr => match (given.username, given.password) {
+            (Some(username), Some(password))
+                if berth_vault::ecr::AwsKeys::from_secret(&password).is_some() =>
+            {
+                Ok(Resolved {
+                    kind,
+                    username,
+                    password,
+                })
+            }
+            _ => Err(missing("aws_access_key_id and aws_secret_access_key")),
+        },
         CredentialKind::Gcp if given.json_key.is_some() => {
             let key = given.json_key.unwrap_or_else(|| SecretString::from(String::new()));
             check_gcp_key(key.expose_secret())
@@ -88,6 +145,45 @@ pub fn resolve(
             username: given.username.ok_or_else(|| missing("username"))?,
             password: given.password.ok_or_else(|| missing("password"))?,
         }),
+    }
+}
+
+/// What the registry is sent for a credential as stored: its user name and
+/// password, or, for `ecr`, `AWS` and a token minted from the stored keys.
+pub async fn registry_credentials(
+    kind: CredentialKind,
+    username: String,
+    password: SecretString,
+) -> Result<berth_registry::Credentials, berth_vault::ecr::EcrError> {
+    if kind != CredentialKind::Ecr {
+        return Ok(berth_registry::Credentials::new(username, password));
+    }
+    let keys = berth_vault::ecr::AwsKeys::from_secret(&password)
+        .ok_or(berth_vault::ecr::EcrError::Malformed)?;
+    let token = berth_vault::ecr::token(&keys).await?;
+    Ok(berth_registry::Credentials::new("AWS", token))
+}
+
+/// A failed ECR mint as a preflight result: the AWS error code in the message.
+pub fn ecr_report(e: &berth_vault::ecr::EcrError) -> berth_registry::PreflightReport {
+    use berth_vault::ecr::EcrError;
+    let (code, message) = match e {
+        EcrError::Refused { .. } | EcrError::Malformed => (
+            berth_registry::Code::AuthFailed,
+            format!("The AWS keys were refused: {e}. Check the key, its secret and that it may call ecr:GetAuthorizationToken."),
+        ),
+        EcrError::Unreachable(_) => (berth_registry::Code::NetworkError, format!("{e}.")),
+    };
+    berth_registry::PreflightReport {
+        ok: false,
+        code,
+        message,
+        digest: None,
+        duration_ms: 0,
+        steps: Vec::new(),
+        media_type: None,
+        platforms: Vec::new(),
+        rate_limit: None,
     }
 }
 
@@ -170,17 +266,38 @@ mod tests {
             Some("basic"),
             "a pasted ECR token"
         );
-        let aws = Given {
-            aws: true,
+        let role = Given {
+            aws: Aws {
+                role_arn: Some("arn:aws:iam::1:role/pull".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert_eq!(
-            kind("1.dkr.ecr.eu-west-1.amazonaws.com", aws)
+            kind("1.dkr.ecr.eu-west-1.amazonaws.com", role)
                 .err()
                 .unwrap()
                 .body
                 .code,
             "unsupported_kind"
+        );
+        let keys = || Given {
+            aws: Aws {
+                access_key_id: Some("AKIA1".into()),
+                secret_access_key: Some(SecretString::from("s")),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(
+            kind("1.dkr.ecr.eu-west-1.amazonaws.com", keys()).ok(),
+            Some("ecr")
+        );
+        let no_region = kind("registry.local:5000", keys()).err().unwrap();
+        assert!(
+            no_region.body.message.contains("aws_region"),
+            "{}",
+            no_region.body.message
         );
         let wrong = Given {
             kind: Some("aws".into()),

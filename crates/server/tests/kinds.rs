@@ -1,6 +1,7 @@
 //! Credential kinds against the real token registry: a Google service account key
 //! (sent as `_json_key`, checked before any request), a malformed key refused
-//! without a request, ECR's AWS fields refused as not supported yet.
+//! without a request; ECR keys minted into a token by AWS (moto on loopback) at
+//! each use; a role to assume refused as not supported yet.
 
 mod common;
 
@@ -68,12 +69,13 @@ async fn a_service_account_key_is_checked_then_sent_as_json_key() {
     assert_eq!(events[0]["metadata"]["kind"], "gcp");
     assert!(!events.to_string().contains("PRIVATE KEY"));
 
-    // ECR's AWS keys: a clear refusal, nothing stored.
+    // ECR through a role to assume: a clear refusal (not supported yet), nothing
+    // asked of AWS.
     let (s, v) = alice
         .post(
             "/v1/projects/web/services",
             json!({"name": "ecr", "image": "team/app:v1",
-                   "registry": {"registry_url": "123456789012.dkr.ecr.eu-west-1.amazonaws.com", "aws_access_key_id": "AKIA", "aws_secret_access_key": "s"}}),
+                   "registry": {"registry_url": "123456789012.dkr.ecr.eu-west-1.amazonaws.com", "role_arn": "arn:aws:iam::123456789012:role/pull", "external_id": "web"}}),
         )
         .await;
     assert_eq!(
@@ -94,5 +96,53 @@ async fn a_service_account_key_is_checked_then_sent_as_json_key() {
         (StatusCode::BAD_REQUEST, Some("invalid_kind")),
         "{v}"
     );
+    server.running.stop().await;
+}
+
+/// ECR from AWS keys: berth asks AWS (moto on loopback) for a registry token at
+/// the save and at each deploy, sends it as `AWS`, and keeps only the sealed keys.
+#[tokio::test(flavor = "multi_thread")]
+async fn ecr_keys_are_minted_into_a_token_at_each_use() {
+    berth_testkit::require("runc");
+    berth_testkit::Moto::shared();
+    // What moto mints for its default account; the registry knows only that.
+    let reg = LocalRegistry::htpasswd(&[("AWS", "123456789012-auth-token")]);
+    berth_testkit::fixtures::busybox("echo pulled from ecr; exec sleep 600")
+        .push(&reg, "team/app:v1");
+    let url = reg.authority();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config(dir.path(), Db::Sqlite, &url, None)).await;
+    let alice = server.admin().new_user("alice").await;
+    alice.post("/v1/projects", json!({"name": "web"})).await;
+    let secret = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY";
+    let (s, v) = alice
+        .post(
+            "/v1/projects/web/services",
+            json!({"name": "api", "image": "team/app:v1",
+                   "registry": {"registry_url": url, "kind": "ecr", "aws_access_key_id": "AKIAIOSFODNN7EXAMPLE",
+                                "aws_secret_access_key": secret, "aws_region": "us-east-1"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["registry"]["kind"], "ecr");
+    assert_eq!(v["registry"]["verified"], true, "{v}");
+    assert!(!v.to_string().contains(secret));
+
+    let path = start_deploy(&alice, "web", "api").await;
+    let d = wait_for_end(&alice, &path).await;
+    assert_eq!(d["status"], "DEPLOYED", "{d}");
+
+    // Neither the keys' secret nor a minted token is anywhere in the data dir.
+    for f in files_under(dir.path()) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        for needle in [secret, "123456789012-auth-token"] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{} holds {needle}",
+                f.display()
+            );
+        }
+    }
+    alice.delete("/v1/projects/web/services/api").await;
     server.running.stop().await;
 }

@@ -16,6 +16,7 @@
 //! Plaintext only ever lives in `SecretString` / `Zeroizing` buffers.
 
 mod aws;
+pub mod ecr;
 mod keyring;
 mod kms;
 mod seal;

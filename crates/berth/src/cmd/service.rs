@@ -145,6 +145,27 @@ fn registry_host(url: Option<&str>, image: Option<&str>) -> Result<String, CliEr
     Ok(domain.unwrap_or_else(|| berth_types::DOCKER_HUB.to_owned()))
 }
 
+/// `--aws-access-key-id`: the ECR fields of a registry body, the secret read like a
+/// password.
+fn aws_fields(flags: &RegistryFlags) -> Result<Option<serde_json::Value>, CliError> {
+    let Some(key) = &flags.aws_access_key_id else {
+        return Ok(None);
+    };
+    let secret = if flags.registry_password_stdin {
+        input::secret_from_stdin("AWS secret access key")?
+    } else {
+        input::secret_from_prompt(
+            &format!("AWS secret access key for {key}: "),
+            "--registry-password-stdin",
+        )?
+    };
+    let mut v = json!({"kind": "ecr", "aws_access_key_id": key, "aws_secret_access_key": secret.expose_secret()});
+    if let Some(r) = &flags.aws_region {
+        v["aws_region"] = json!(r);
+    }
+    Ok(Some(v))
+}
+
 /// `--from-docker-config`: the credentials for `host`, said on stderr (never the
 /// password).
 fn imported(
@@ -225,7 +246,10 @@ pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
                 body["resources"] = Value::Object(resources);
             }
             let host = registry_host(registry.registry_url.as_deref(), Some(&image))?;
-            if let Some(key) = registry.gcp_json_key()? {
+            if let Some(mut aws) = aws_fields(&registry)? {
+                aws["registry_url"] = json!(registry.registry_url.clone().unwrap_or(host));
+                body["registry"] = aws;
+            } else if let Some(key) = registry.gcp_json_key()? {
                 let url = registry.registry_url.clone().unwrap_or(host);
                 body["registry"] = json!({"registry_url": url, "json_key": key.as_str()});
                 if let Some(u) = &registry.registry_username {
@@ -309,12 +333,17 @@ pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
             if let Some(i) = &image {
                 body["image"] = json!(i);
             }
-            if registry.registry_password_stdin {
+            if registry.registry_password_stdin && registry.aws_access_key_id.is_none() {
                 body["password"] =
                     json!(input::secret_from_stdin("registry password")?.expose_secret());
             }
             if let Some(key) = registry.gcp_json_key()? {
                 body["json_key"] = json!(key.as_str());
+            }
+            if let Some(aws) = aws_fields(&registry)? {
+                if let (Some(all), Some(more)) = (body.as_object_mut(), aws.as_object()) {
+                    all.extend(more.clone());
+                }
             }
             if registry.from_docker_config.is_some() {
                 // The registry of the credentials being replaced, unless another

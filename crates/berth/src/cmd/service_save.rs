@@ -34,6 +34,14 @@ pub struct RegistryFlags {
     /// before any request)
     #[arg(long, value_name = "PATH")]
     pub gcp_json_key_file: Option<std::path::PathBuf>,
+    /// An AWS access key id (kind ecr; its secret is read like a password, from
+    /// --registry-password-stdin or a masked prompt); berth mints ECR's 12-hour
+    /// tokens from it at each deploy
+    #[arg(long)]
+    pub aws_access_key_id: Option<String>,
+    /// The AWS region, when the registry host names none
+    #[arg(long)]
+    pub aws_region: Option<String>,
 }
 
 impl RegistryFlags {

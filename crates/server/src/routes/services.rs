@@ -37,31 +37,33 @@ pub struct RegistryInput {
     /// `gcp`: the service account key file's text (write-only, like `password`).
     #[schema(value_type = Option<String>, format = Password)]
     pub json_key: Option<SecretString>,
-    #[serde(flatten)]
-    #[schema(value_type = Object)]
-    pub aws: AwsFields,
-}
-
-/// `ecr`'s fields, accepted to be refused with a clear answer.
-#[derive(Deserialize, Default)]
-pub struct AwsFields {
+    /// `ecr`: an access key id (shown masked, like a username).
     pub aws_access_key_id: Option<String>,
+    /// `ecr`: its secret (write-only, like `password`).
+    #[schema(value_type = Option<String>, format = Password)]
     pub aws_secret_access_key: Option<SecretString>,
+    /// `ecr`: a session token, for temporary keys (write-only).
+    #[schema(value_type = Option<String>, format = Password)]
     pub aws_session_token: Option<SecretString>,
-    pub role_arn: Option<String>,
-    pub external_id: Option<String>,
+    /// `ecr`: the region, when the registry host names none.
     pub aws_region: Option<String>,
+    /// `ecr`: a role to assume (refused: not supported yet).
+    pub role_arn: Option<String>,
+    /// `ecr`: the role's external id (refused with `role_arn`).
+    pub external_id: Option<String>,
 }
 
-impl AwsFields {
-    fn given(&self) -> bool {
-        self.aws_access_key_id.is_some()
-            || self.aws_secret_access_key.is_some()
-            || self.aws_session_token.is_some()
-            || self.role_arn.is_some()
-            || self.external_id.is_some()
-            || self.aws_region.is_some()
-    }
+/// `ecr`'s fields as the kinds take them (a role, refused for now, by either field).
+macro_rules! aws_given {
+    ($b:expr) => {
+        crate::kinds::Aws {
+            access_key_id: $b.aws_access_key_id.take(),
+            secret_access_key: $b.aws_secret_access_key.take(),
+            session_token: $b.aws_session_token.take(),
+            role_arn: $b.role_arn.take().or($b.external_id.take()),
+            region: $b.aws_region.take(),
+        }
+    };
 }
 
 /// A service's own container limits; each omitted one keeps the server's default.
@@ -128,6 +130,20 @@ pub struct PutRegistry {
     /// `gcp`: the service account key file's text (write-only).
     #[schema(value_type = Option<String>, format = Password)]
     pub json_key: Option<SecretString>,
+    /// `ecr`: an access key id (shown masked, like a username).
+    pub aws_access_key_id: Option<String>,
+    /// `ecr`: its secret (write-only, like `password`).
+    #[schema(value_type = Option<String>, format = Password)]
+    pub aws_secret_access_key: Option<SecretString>,
+    /// `ecr`: a session token, for temporary keys (write-only).
+    #[schema(value_type = Option<String>, format = Password)]
+    pub aws_session_token: Option<SecretString>,
+    /// `ecr`: the region, when the registry host names none.
+    pub aws_region: Option<String>,
+    /// `ecr`: a role to assume (refused: not supported yet).
+    pub role_arn: Option<String>,
+    /// `ecr`: the role's external id (refused with `role_arn`).
+    pub external_id: Option<String>,
     #[serde(default)]
     pub save_without_verifying: bool,
     /// Rotate on a live service: once saved, start a deployment with the new
@@ -187,6 +203,24 @@ async fn verify(
     Ok(false)
 }
 
+/// ECR keys AWS refused to mint a token with: counted as a preflight, refused
+/// like one (or saved unverified when the user says so).
+async fn refused_mint(
+    state: &AppState,
+    caller: &User,
+    e: &berth_vault::ecr::EcrError,
+    override_failure: bool,
+) -> Result<bool, ApiError> {
+    preflight::count(state, caller).await?;
+    let report = crate::kinds::ecr_report(e);
+    crate::metrics::metrics().preflight(report.code.as_str());
+    if override_failure {
+        Ok(false)
+    } else {
+        Err(ApiError::preflight_failed(report))
+    }
+}
+
 fn outcome(passed: bool) -> &'static str {
     if passed {
         "passed"
@@ -235,12 +269,12 @@ pub async fn create(
     let mut metadata = json!({"image": image.to_string()});
     let credential = match body.registry {
         None => None,
-        Some(r) => {
+        Some(mut r) => {
             let registry_url = parse_registry_url(&r.registry_url)?;
             let given = crate::kinds::resolve(
                 &registry_url,
                 crate::kinds::Given {
-                    aws: r.aws.given(),
+                    aws: aws_given!(r),
                     kind: r.kind,
                     username: r.username,
                     password: r.password,
@@ -248,21 +282,32 @@ pub async fn create(
                 },
                 None,
             )?;
-            let creds = Credentials::new(given.username.clone(), given.password);
-            let passed = verify(
-                &state,
-                &caller,
-                &registry_url,
-                &image,
-                creds.clone(),
-                body.save_without_verifying,
+            let stored_password = given.password.clone();
+            let passed = match crate::kinds::registry_credentials(
+                given.kind,
+                given.username.clone(),
+                given.password,
             )
-            .await?;
+            .await
+            {
+                Ok(creds) => {
+                    verify(
+                        &state,
+                        &caller,
+                        &registry_url,
+                        &image,
+                        creds,
+                        body.save_without_verifying,
+                    )
+                    .await?
+                }
+                Err(e) => refused_mint(&state, &caller, &e, body.save_without_verifying).await?,
+            };
             metadata["preflight"] = json!(outcome(passed));
             metadata["registry_url"] = json!(registry_url.to_string());
             let secret = state
                 .secrets
-                .put(&m.project.id, &id, &creds.password)
+                .put(&m.project.id, &id, &stored_password)
                 .await?;
             metadata["kind"] = json!(given.kind.as_str());
             Some(NewCredential {
@@ -347,7 +392,7 @@ pub async fn put_registry(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path((p, s)): Path<(String, String)>,
-    ApiJson(body): ApiJson<PutRegistry>,
+    ApiJson(mut body): ApiJson<PutRegistry>,
 ) -> Result<Json<RegistrySaved>, ApiError> {
     let m = membership(&state, &caller, &p).await?;
     let service = live_service(&state, &m, &s).await?;
@@ -368,15 +413,17 @@ pub async fn put_registry(
     };
     let new_image = body.image.as_deref().map(parse_image).transpose()?;
     let image = new_image.clone().unwrap_or_else(|| service.image.clone());
-    let password_given = body.password.is_some() || body.json_key.is_some();
-    let resolved = if body.json_key.is_some() {
+    let aws = aws_given!(body);
+    let password_given = body.password.is_some() || body.json_key.is_some() || aws.given();
+    let resolved = if body.json_key.is_some() || aws.given() {
         // A new key: its own user name, nothing merged with what is stored.
         crate::kinds::resolve(
             &registry_url,
             crate::kinds::Given {
                 kind: body.kind.clone(),
                 username: body.username.clone(),
-                json_key: body.json_key,
+                json_key: body.json_key.take(),
+                aws,
                 ..Default::default()
             },
             None,
@@ -419,16 +466,27 @@ pub async fn put_registry(
     };
     let username = resolved.username.clone();
     let resolved_kind = resolved.kind;
-    let creds = Credentials::new(resolved.username, resolved.password);
-    let passed = verify(
-        &state,
-        &caller,
-        &registry_url,
-        &image,
-        creds.clone(),
-        body.save_without_verifying,
+    let stored_password = resolved.password.clone();
+    let passed = match crate::kinds::registry_credentials(
+        resolved.kind,
+        resolved.username,
+        resolved.password,
     )
-    .await?;
+    .await
+    {
+        Ok(creds) => {
+            verify(
+                &state,
+                &caller,
+                &registry_url,
+                &image,
+                creds,
+                body.save_without_verifying,
+            )
+            .await?
+        }
+        Err(e) => refused_mint(&state, &caller, &e, body.save_without_verifying).await?,
+    };
     let mut changed = Vec::new();
     if body.registry_url.is_some() {
         changed.push("registry_url");
@@ -444,7 +502,7 @@ pub async fn put_registry(
     }
     let secret = state
         .secrets
-        .put(&m.project.id, &service.id, &creds.password)
+        .put(&m.project.id, &service.id, &stored_password)
         .await?;
     let saved = state
         .store
