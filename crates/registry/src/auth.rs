@@ -8,6 +8,9 @@ use zeroize::Zeroizing;
 
 /// The username Docker uses to say "the password is an identity (refresh) token".
 pub const IDENTITY_TOKEN_USERNAME: &str = "<token>";
+/// The username Azure documents for `docker login` with an ACR refresh token
+/// (`az acr login --expose-token`); its password is sent the same way.
+pub const AZURE_REFRESH_TOKEN_USERNAME: &str = "00000000-0000-0000-0000-000000000000";
 
 #[derive(Clone)]
 pub struct Credentials {
@@ -47,8 +50,9 @@ impl Credentials {
         v
     }
 
+    /// The password is a refresh token, for the OAuth2 `refresh_token` grant.
     pub fn is_identity_token(&self) -> bool {
-        self.username == IDENTITY_TOKEN_USERNAME
+        self.username == IDENTITY_TOKEN_USERNAME || self.username == AZURE_REFRESH_TOKEN_USERNAME
     }
 }
 

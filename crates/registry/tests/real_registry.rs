@@ -360,6 +360,36 @@ async fn oauth2_only_token_server() {
     assert!(r.message.contains("invalid_grant"), "{}", r.message);
 }
 
+/// Azure's refresh token (`az acr login --expose-token`): the all-zero user, sent
+/// through the OAuth2 `refresh_token` grant (the token server takes it no other
+/// way); a wrong or expired token is `auth_failed`.
+#[tokio::test]
+async fn an_azure_refresh_token_goes_through_the_refresh_token_grant() {
+    let refresh = "eyJ-an-acr-refresh-token";
+    let tokens = TokenServer::start(
+        vec![
+            User::new("admin", "admin-pass-1", Grant::All),
+            User::new(
+                berth_testkit::IDENTITY_USER,
+                refresh,
+                Grant::Pull(vec!["team/app".into()]),
+            ),
+        ],
+        vec![],
+        TokenServerMode::GetAndPost,
+    );
+    let reg = LocalRegistry::token(&tokens);
+    hello().push(&reg, "team/app:v1");
+    tokens.set_mode(TokenServerMode::OAuth2Only);
+    let url = reg.authority();
+    let user = berth_testkit::IDENTITY_USER;
+    let r = run(policy(&[&url]), &url, "team/app:v1", creds(user, refresh)).await;
+    assert_eq!(r.code, Code::Ok, "{r:?}");
+    assert!(r.steps[1].detail.contains("POST"), "{}", r.steps[1].detail);
+    let r = run(policy(&[&url]), &url, "team/app:v1", creds(user, "expired")).await;
+    assert_eq!(r.code, Code::AuthFailed, "{r:?}");
+}
+
 #[tokio::test]
 async fn tokens_are_cached_per_credential() {
     let (tokens, reg) = token_setup(TokenServerMode::GetAndPost);

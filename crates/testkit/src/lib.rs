@@ -20,7 +20,7 @@ pub use image::{layout_blob, push_index, TestImage};
 pub use moto::Moto;
 pub use postgres::Postgres;
 pub use registry::LocalRegistry;
-pub use token_server::{Grant, TokenServer, TokenServerMode, User};
+pub use token_server::{Grant, TokenServer, TokenServerMode, User, IDENTITY_USER};
 
 /// Finds a binary the tests need, or panics naming the package and the command
 /// that installs it.

@@ -213,20 +213,40 @@ async fn token_get(
         .unwrap_or_else(|| unauthorized("invalid username or password"))
 }
 
+/// The user a refresh token stands for (Azure's and Docker's identity tokens).
+pub const IDENTITY_USER: &str = "00000000-0000-0000-0000-000000000000";
+
 async fn token_post(State(s): State<Arc<Inner>>, RawForm(body): RawForm) -> Response {
     s.requests.fetch_add(1, Ordering::SeqCst);
     let form: HashMap<String, String> = url_decode(&body);
-    if form.get("grant_type").map(String::as_str) != Some("password") {
+    let login = match form.get("grant_type").map(String::as_str) {
+        Some("password") => match (form.get("username"), form.get("password")) {
+            (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+            _ => None,
+        },
+        // Azure's refresh tokens (`az acr login --expose-token`): the user named
+        // `00000000-0000-0000-0000-000000000000` whose password is the token, and
+        // only through this grant.
+        Some("refresh_token") => form
+            .get("refresh_token")
+            .map(|t| (IDENTITY_USER.to_owned(), t.clone())),
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": "unsupported_grant_type"})),
+            )
+                .into_response()
+        }
+    };
+    if form.get("grant_type").map(String::as_str) == Some("password")
+        && login.as_ref().is_some_and(|(u, _)| u == IDENTITY_USER)
+    {
         return (
-            StatusCode::BAD_REQUEST,
-            axum::Json(json!({"error": "unsupported_grant_type"})),
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": "invalid_grant", "error_description": "a refresh token goes in grant_type=refresh_token"})),
         )
             .into_response();
     }
-    let login = match (form.get("username"), form.get("password")) {
-        (Some(u), Some(p)) => Some((u.clone(), p.clone())),
-        _ => None,
-    };
     let scopes: Vec<String> = form
         .get("scope")
         .map(|s| s.split(' ').map(str::to_owned).collect())
