@@ -262,10 +262,13 @@ await accessible("audit");
 await screenshot("audit");
 await page.getByLabel("Action").selectOption("service.registry.remove");
 await page.waitForURL(/action=service.registry.remove/);
-await page.locator("tbody tr").first().waitFor();
-assert.equal(await page.locator("tbody tr").count(), 1);
+// The page renders again once its answer came: wait for the filtered table, not
+// the one still on screen.
+await page.waitForFunction(() => document.querySelectorAll("tbody tr").length === 1);
+assert.match(await page.locator("tbody tr").first().textContent(), /service\.registry\.remove/);
 await page.getByLabel("Service").selectOption("api");
 await page.waitForURL(/service=api/);
+await page.getByText("No event matches.").waitFor();
 await screenshot("audit-filtered");
 
 // ------------------------------------------------------------------ sign out
