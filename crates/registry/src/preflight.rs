@@ -48,9 +48,15 @@ pub struct PreflightReport {
 impl PreflightReport {
     /// A report for input refused before any request was made.
     pub fn invalid_url(message: impl Into<String>) -> Self {
+        Self::failed_before_any_step(Code::InvalidUrl, message)
+    }
+
+    /// A failure decided before any registry request (bad input, or credentials
+    /// that could not be turned into what the registry takes).
+    pub fn failed_before_any_step(code: Code, message: impl Into<String>) -> Self {
         PreflightReport {
             ok: false,
-            code: Code::InvalidUrl,
+            code,
             message: message.into(),
             digest: None,
             duration_ms: 0,

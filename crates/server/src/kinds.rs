@@ -174,17 +174,7 @@ pub fn ecr_report(e: &berth_vault::ecr::EcrError) -> berth_registry::PreflightRe
         ),
         EcrError::Unreachable(_) => (berth_registry::Code::NetworkError, format!("{e}.")),
     };
-    berth_registry::PreflightReport {
-        ok: false,
-        code,
-        message,
-        digest: None,
-        duration_ms: 0,
-        steps: Vec::new(),
-        media_type: None,
-        platforms: Vec::new(),
-        rate_limit: None,
-    }
+    berth_registry::PreflightReport::failed_before_any_step(code, message)
 }
 
 /// A Google service account key: JSON with `type` `service_account`, a

@@ -47,7 +47,7 @@ pub enum EcrError {
 /// A minted token outlives its use by this much at least, or is minted again.
 const MARGIN: Duration = Duration::from_secs(300);
 
-type Cache = Mutex<HashMap<(String, String), (SecretString, SystemTime)>>;
+type Cache = Mutex<HashMap<[u8; 32], (SecretString, SystemTime)>>;
 
 fn cache() -> &'static Cache {
     static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
@@ -57,7 +57,7 @@ fn cache() -> &'static Cache {
 /// The registry password (the user is `AWS`): a token for every ECR registry the
 /// keys' principal may read.
 pub async fn token(keys: &AwsKeys) -> Result<SecretString, EcrError> {
-    let key = (keys.aws_access_key_id.clone(), keys.aws_region.clone());
+    let key = keys.cache_key();
     if let Some((t, expires)) = cache().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         if SystemTime::now() + MARGIN < *expires {
             return Ok(t.clone());
@@ -126,6 +126,16 @@ pub fn host_parts(host: &str) -> Option<(String, String)> {
 }
 
 impl AwsKeys {
+    /// What a minted token is cached under: a hash of the whole keys, secret
+    /// included. The key id alone is no secret (the API shows it masked, AWS
+    /// prints it in errors): a cache keyed by it would hand one project the token
+    /// minted with another's keys to whoever saved the same id with any secret.
+    fn cache_key(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        let text = Zeroizing::new(serde_json::to_string(self).unwrap_or_default());
+        sha2::Sha256::digest(text.as_bytes()).into()
+    }
+
     /// The keys as sealed text.
     pub fn to_secret(&self) -> SecretString {
         SecretString::from(serde_json::to_string(self).unwrap_or_default())
@@ -138,6 +148,23 @@ impl AwsKeys {
 
 #[cfg(test)]
 mod tests {
+    use super::AwsKeys;
+
+    #[test]
+    fn a_token_is_cached_under_the_whole_keys_not_the_key_id() {
+        let keys = |secret: &str| AwsKeys {
+            aws_access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+            aws_secret_access_key: secret.into(),
+            aws_session_token: None,
+            aws_region: "us-east-1".into(),
+        };
+        assert_eq!(keys("a").cache_key(), keys("a").cache_key());
+        assert_ne!(keys("a").cache_key(), keys("b").cache_key());
+        let mut other_region = keys("a");
+        other_region.aws_region = "eu-west-1".into();
+        assert_ne!(keys("a").cache_key(), other_region.cache_key());
+    }
+
     #[test]
     fn ecr_hosts() {
         assert_eq!(
