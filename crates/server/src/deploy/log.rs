@@ -109,6 +109,25 @@ pub fn parse_since(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     chrono::Utc::now().checked_sub_signed(chrono::TimeDelta::try_seconds(secs)?)
 }
 
+/// `len` cut back to the end of the last complete line: the pump writes a line's
+/// stamp, text and newline one after another, so a file being written can end
+/// mid-line, and what follows the last newline is read once it is complete (by
+/// following). A line longer than the look-back is left whole.
+fn whole_lines(f: &File, len: u64) -> u64 {
+    use std::os::unix::fs::FileExt;
+    const LOOK_BACK: u64 = 64 << 10;
+    let start = len.saturating_sub(LOOK_BACK);
+    let mut buf = vec![0u8; (len - start) as usize];
+    if f.read_exact_at(&mut buf, start).is_err() {
+        return len;
+    }
+    match buf.iter().rposition(|b| *b == b'\n') {
+        Some(nl) => start + nl as u64 + 1,
+        None if start == 0 => 0,
+        None => len,
+    }
+}
+
 /// The state of one read: the files opened when it began (a rotation during the
 /// read renames them, it does not change what is read), then, when following,
 /// the infrastructure log and whichever file is the current output.
@@ -130,7 +149,7 @@ impl Reader {
             .into_iter()
             .filter_map(|p| {
                 let f = File::open(&p).ok()?;
-                let len = f.metadata().ok()?.len();
+                let len = whole_lines(&f, f.metadata().ok()?.len());
                 Some((p, f, len))
             })
             .collect();
@@ -383,6 +402,22 @@ pub async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_stops_at_the_last_complete_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("output");
+        for (text, want) in [
+            (&b"[t] a\n[t] b\n[2026-"[..], 12),
+            (b"[t] a\n", 6),
+            (b"[2026-", 0),
+            (b"", 0),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let f = File::open(&p).unwrap();
+            assert_eq!(whole_lines(&f, text.len() as u64), want, "{text:?}");
+        }
+    }
 
     #[test]
     fn reads_from_an_offset_in_chunks() {
