@@ -16,7 +16,7 @@ pub struct Given {
     pub password: Option<SecretString>,
     /// `gcp`: the service account key file's text.
     pub json_key: Option<SecretString>,
-    /// `ecr`: AWS keys (or a role, not supported yet).
+    /// `ecr`: AWS keys or a role.
     pub aws: Aws,
 }
 
@@ -27,6 +27,7 @@ pub struct Aws {
     pub secret_access_key: Option<SecretString>,
     pub session_token: Option<SecretString>,
     pub role_arn: Option<String>,
+    pub external_id: Option<String>,
     pub region: Option<String>,
 }
 
@@ -36,6 +37,7 @@ impl Aws {
             || self.secret_access_key.is_some()
             || self.session_token.is_some()
             || self.role_arn.is_some()
+            || self.external_id.is_some()
             || self.region.is_some()
     }
 }
@@ -48,11 +50,13 @@ pub struct Resolved {
 }
 
 /// The kind (given, else the one the fields or the host say) and the user name
-/// and password to send. `stored` is the kind saved before (an update keeps it).
+/// and password to send. `stored` is the kind saved before (an update keeps it);
+/// `project_id` fixes the external id a role is assumed with.
 pub fn resolve(
     url: &RegistryUrl,
     given: Given,
     stored: Option<CredentialKind>,
+    project_id: &str,
 ) -> Result<Resolved, ApiError> {
     let kind = match &given.kind {
         Some(k) => k
@@ -74,18 +78,44 @@ pub fn resolve(
         )
     };
     match kind {
-        CredentialKind::Ecr if given.aws.role_arn.is_some() => Err(ApiError::bad_request(
-            "unsupported_kind",
-            "assuming a role for ECR is not supported by this version of berth yet: give an access key (aws_access_key_id and aws_secret_access_key) of a user or role allowed ecr:GetAuthorizationToken and the pulls",
-        )),
+        CredentialKind::Ecr if given.aws.role_arn.is_some() || given.aws.external_id.is_some() => {
+            let aws = given.aws;
+            if aws.access_key_id.is_some() || aws.secret_access_key.is_some() {
+                return Err(ApiError::bad_request(
+                    "invalid_credentials",
+                    "give either AWS keys (aws_access_key_id and aws_secret_access_key) or a role to assume (role_arn), not both",
+                ));
+            }
+            let role_arn = aws.role_arn.ok_or_else(|| missing("role_arn"))?;
+            if !is_role_arn(&role_arn) {
+                return Err(ApiError::bad_request(
+                    "invalid_credentials",
+                    format!("role_arn {role_arn:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"),
+                ));
+            }
+            let external_id = berth_vault::ecr::external_id(project_id);
+            if aws.external_id.as_ref().is_some_and(|e| *e != external_id) {
+                return Err(ApiError::bad_request(
+                    "invalid_credentials",
+                    format!("the external id is set by berth for each project, so that no other project can assume your role: this project's is {external_id}; require it in the role's trust policy and leave external_id out (or give that value)"),
+                ));
+            }
+            let source = berth_vault::ecr::EcrSource::Role(berth_vault::ecr::AwsRole {
+                aws_region: region(url, aws.region)?,
+                role_arn,
+                external_id,
+            });
+            let berth_vault::ecr::EcrSource::Role(role) = &source else {
+                unreachable!()
+            };
+            Ok(Resolved {
+                kind,
+                username: role.role_arn.clone(),
+                password: source.to_secret(),
+            })
+        }
         CredentialKind::Ecr if given.aws.given() => {
             let aws = given.aws;
-            let region = match aws.region {
-                Some(r) => r,
-                None => berth_vault::ecr::host_parts(&url.authority())
-                    .map(|(_, region)| region)
-                    .ok_or_else(|| missing("aws_region (the registry host names none)"))?,
-            };
             let keys = berth_vault::ecr::AwsKeys {
                 aws_access_key_id: aws.access_key_id.ok_or_else(|| missing("aws_access_key_id"))?,
                 aws_secret_access_key: aws
@@ -94,18 +124,18 @@ pub fn resolve(
                     .expose_secret()
                     .to_owned(),
                 aws_session_token: aws.session_token.map(|t| t.expose_secret().to_owned()),
-                aws_region: region,
+                aws_region: region(url, aws.region)?,
             };
             Ok(Resolved {
                 kind,
                 username: keys.aws_access_key_id.clone(),
-                password: keys.to_secret(),
+                password: berth_vault::ecr::EcrSource::Keys(keys).to_secret(),
             })
         }
         // Stored ECR keys, kept as they are (an update of something else).
         CredentialKind::Ecr => match (given.username, given.password) {
             (Some(username), Some(password))
-                if berth_vault::ecr::AwsKeys::from_secret(&password).is_some() =>
+                if berth_vault::ecr::EcrSource::from_secret(&password).is_some() =>
             {
                 Ok(Resolved {
                     kind,
@@ -158,9 +188,9 @@ pub async fn registry_credentials(
     if kind != CredentialKind::Ecr {
         return Ok(berth_registry::Credentials::new(username, password));
     }
-    let keys = berth_vault::ecr::AwsKeys::from_secret(&password)
+    let source = berth_vault::ecr::EcrSource::from_secret(&password)
         .ok_or(berth_vault::ecr::EcrError::Malformed)?;
-    let token = berth_vault::ecr::token(&keys).await?;
+    let token = berth_vault::ecr::token(&source).await?;
     Ok(berth_registry::Credentials::new("AWS", token))
 }
 
@@ -168,13 +198,42 @@ pub async fn registry_credentials(
 pub fn ecr_report(e: &berth_vault::ecr::EcrError) -> berth_registry::PreflightReport {
     use berth_vault::ecr::EcrError;
     let (code, message) = match e {
+        EcrError::Refused { call: "AssumeRole", .. } => (
+            berth_registry::Code::AuthFailed,
+            format!("berth could not assume the role: {e}. Check that the role's trust policy names berth's AWS principal and requires this project's external id."),
+        ),
         EcrError::Refused { .. } | EcrError::Malformed => (
             berth_registry::Code::AuthFailed,
-            format!("The AWS keys were refused: {e}. Check the key, its secret and that it may call ecr:GetAuthorizationToken."),
+            format!("The AWS credentials were refused: {e}. Check the key, its secret and that it (or the role) may call ecr:GetAuthorizationToken."),
         ),
-        EcrError::Unreachable(_) => (berth_registry::Code::NetworkError, format!("{e}.")),
+        EcrError::Unreachable { .. } => (berth_registry::Code::NetworkError, format!("{e}.")),
     };
     berth_registry::PreflightReport::failed_before_any_step(code, message)
+}
+
+/// The region an ECR credential mints in: given, else the one the host names.
+fn region(url: &RegistryUrl, given: Option<String>) -> Result<String, ApiError> {
+    match given {
+        Some(r) => Ok(r),
+        None => berth_vault::ecr::host_parts(&url.authority())
+            .map(|(_, region)| region)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "missing_field",
+                    "aws_region (the registry host names none) is required for ecr credentials",
+                )
+            }),
+    }
+}
+
+/// `arn:PARTITION:iam::ACCOUNT:role/PATH/NAME`.
+fn is_role_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    matches!(parts.as_slice(), ["arn", partition, "iam", "", account, resource]
+        if partition.starts_with("aws")
+            && account.len() == 12
+            && account.chars().all(|c| c.is_ascii_digit())
+            && resource.strip_prefix("role/").is_some_and(|n| !n.is_empty()))
 }
 
 /// A Google service account key: JSON with `type` `service_account`, a
@@ -247,7 +306,7 @@ mod tests {
             password: Some(SecretString::from("p")),
             ..Default::default()
         };
-        let kind = |u: &str, g: Given| resolve(&url(u), g, None).map(|r| r.kind.as_str());
+        let kind = |u: &str, g: Given| resolve(&url(u), g, None, "p1").map(|r| r.kind.as_str());
         assert_eq!(kind("ghcr.io", basic()).ok(), Some("basic"));
         assert_eq!(kind("myacr.azurecr.io", basic()).ok(), Some("acr"));
         assert_eq!(kind("europe-docker.pkg.dev", basic()).ok(), Some("gcp"));
@@ -256,20 +315,29 @@ mod tests {
             Some("basic"),
             "a pasted ECR token"
         );
-        let role = Given {
+        let role = |arn: &str, external_id: Option<&str>| Given {
             aws: Aws {
-                role_arn: Some("arn:aws:iam::1:role/pull".into()),
+                role_arn: Some(arn.into()),
+                external_id: external_id.map(Into::into),
                 ..Default::default()
             },
             ..Default::default()
         };
+        let ecr = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+        let arn = "arn:aws:iam::123456789012:role/pull";
+        assert_eq!(kind(ecr, role(arn, None)).ok(), Some("ecr"));
+        assert_eq!(kind(ecr, role(arn, Some("berth-p1"))).ok(), Some("ecr"));
+        // Another project's external id (or any other) is refused: it is berth's.
+        let e = kind(ecr, role(arn, Some("berth-p2"))).err().unwrap();
+        assert_eq!(e.body.code, "invalid_credentials");
+        assert!(e.body.message.contains("berth-p1"), "{}", e.body.message);
         assert_eq!(
-            kind("1.dkr.ecr.eu-west-1.amazonaws.com", role)
+            kind(ecr, role("arn:aws:iam::1:user/pull", None))
                 .err()
                 .unwrap()
                 .body
                 .code,
-            "unsupported_kind"
+            "invalid_credentials"
         );
         let keys = || Given {
             aws: Aws {

@@ -6,10 +6,24 @@ use berth_types::mask_username;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// A registry credential's kind: `basic` (a user name and a password or token),
+/// `ecr` (AWS keys or a role, minted into a token at each use), `gcp` (a
+/// service account key or an access token), `acr` (admin user, service principal
+/// or refresh token). For the API description only: the wire carries the text.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum KindName {
+    Basic,
+    Ecr,
+    Gcp,
+    Acr,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct RegistryView {
     pub registry_url: String,
-    /// `basic` (a user name and a password or token), `gcp` or `acr`.
+    #[schema(value_type = KindName)]
     pub kind: String,
     /// Masked, e.g. `al***`.
     pub username: String,

@@ -1,7 +1,8 @@
 //! Credential kinds against the real token registry: a Google service account key
 //! (sent as `_json_key`, checked before any request), a malformed key refused
 //! without a request; ECR keys minted into a token by AWS (moto on loopback) at
-//! each use; a role to assume refused as not supported yet.
+//! each use, directly from keys or through a role assumed with the project's
+//! external id (STS, moto too).
 
 mod common;
 
@@ -69,20 +70,6 @@ async fn a_service_account_key_is_checked_then_sent_as_json_key() {
     assert_eq!(events[0]["metadata"]["kind"], "gcp");
     assert!(!events.to_string().contains("PRIVATE KEY"));
 
-    // ECR through a role to assume: a clear refusal (not supported yet), nothing
-    // asked of AWS.
-    let (s, v) = alice
-        .post(
-            "/v1/projects/web/services",
-            json!({"name": "ecr", "image": "team/app:v1",
-                   "registry": {"registry_url": "123456789012.dkr.ecr.eu-west-1.amazonaws.com", "role_arn": "arn:aws:iam::123456789012:role/pull", "external_id": "web"}}),
-        )
-        .await;
-    assert_eq!(
-        (s, v["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("unsupported_kind")),
-        "{v}"
-    );
     // An unknown kind.
     let (s, v) = alice
         .post(
@@ -144,5 +131,54 @@ async fn ecr_keys_are_minted_into_a_token_at_each_use() {
         }
     }
     alice.delete("/v1/projects/web/services/api").await;
+
+    // Through a role: berth's own identity assumes it with the project's
+    // external id, which the project shows and nobody may choose.
+    let (_, projects) = alice.get("/v1/projects").await;
+    let external_id = projects[0]["aws_external_id"].as_str().unwrap().to_owned();
+    assert!(external_id.starts_with("berth-"), "{projects}");
+    let role = "arn:aws:iam::123456789012:role/berth-pull";
+    let moto = berth_testkit::Moto::shared();
+    let (s, v) = alice
+        .post(
+            "/v1/projects/web/services",
+            json!({"name": "other-id", "image": "team/app:v1",
+                   "registry": {"registry_url": url, "role_arn": role, "external_id": "berth-someone-else", "aws_region": "us-east-1"}}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_credentials")),
+        "{v}"
+    );
+    assert!(
+        v["message"].as_str().unwrap().contains(&external_id),
+        "{v}"
+    );
+    moto.start_recording().await;
+    let (s, v) = alice
+        .post(
+            "/v1/projects/web/services",
+            json!({"name": "role", "image": "team/app:v1",
+                   "registry": {"registry_url": url, "role_arn": role, "aws_region": "us-east-1"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["registry"]["kind"], "ecr");
+    assert_eq!(v["registry"]["verified"], true, "{v}");
+    let asked = moto.recorded().await;
+    let assume = asked
+        .iter()
+        .find(|b| b.contains("Action=AssumeRole"))
+        .unwrap_or_else(|| panic!("no AssumeRole in {asked:?}"));
+    assert!(
+        assume.contains(&format!("ExternalId={external_id}")),
+        "{assume}"
+    );
+    assert!(assume.contains("RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fberth-pull"), "{assume}");
+    let path = start_deploy(&alice, "web", "role").await;
+    let d = wait_for_end(&alice, &path).await;
+    assert_eq!(d["status"], "DEPLOYED", "{d}");
+    alice.delete("/v1/projects/web/services/role").await;
     server.running.stop().await;
 }

@@ -36,9 +36,12 @@ impl Moto {
         // Never waited on: it lives as long as the test process, which its
         // parent-death signal ends it with.
         #[allow(clippy::zombie_processes)]
+        let recording = std::env::temp_dir().join(format!("berth-moto-{port}.recording"));
         let _child = unsafe {
             Command::new(moto_server())
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                // Where its recorder keeps requests (see `recorded`), not the cwd.
+                .env("MOTO_RECORDER_FILEPATH", &recording)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -92,6 +95,52 @@ impl Moto {
 
     pub async fn secrets_manager(&self) -> aws_sdk_secretsmanager::Client {
         aws_sdk_secretsmanager::Client::new(&self.config().await)
+    }
+
+    /// Starts moto's request recorder (its `/moto-api/recorder`), afresh.
+    pub async fn start_recording(&self) {
+        let http = reqwest::Client::new();
+        for step in ["reset-recording", "start-recording"] {
+            http.post(format!("{}/moto-api/recorder/{step}", self.endpoint))
+                .send()
+                .await
+                .unwrap()
+                .error_for_status()
+                .unwrap();
+        }
+    }
+
+    /// Stops the recorder; the bodies of the requests it saw since
+    /// `start_recording` (form-encoded for STS), in order.
+    pub async fn recorded(&self) -> Vec<String> {
+        use base64::Engine;
+        let http = reqwest::Client::new();
+        http.post(format!("{}/moto-api/recorder/stop-recording", self.endpoint))
+            .send()
+            .await
+            .unwrap();
+        let text = http
+            .get(format!("{}/moto-api/recorder/download-recording", self.endpoint))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|r| {
+                let body = r["body"].as_str().unwrap_or_default();
+                if r["body_encoded"].as_bool() == Some(true) {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(body)
+                        .unwrap_or_default();
+                    String::from_utf8_lossy(&bytes).into_owned()
+                } else {
+                    body.to_owned()
+                }
+            })
+            .collect()
     }
 
     /// A new symmetric KMS key; its id.

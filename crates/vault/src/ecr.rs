@@ -1,7 +1,9 @@
-//! Amazon ECR's registry tokens, minted from the AWS access keys a user saved:
-//! `GetAuthorizationToken` (the AWS configuration from the standard chain for the
-//! endpoint, as the KMS and Secrets Manager clients; the keys are the user's, not
-//! berth's), cached until shortly before their `expiresAt` and never stored.
+//! Amazon ECR's registry tokens, minted from what a user saved: their AWS access
+//! keys, or a role of theirs that berth's own AWS identity assumes with the
+//! project's external id (the cross-account pattern AWS recommends for a
+//! platform acting for its customers). `GetAuthorizationToken` (the AWS
+//! configuration from the standard chain for the endpoint, as the KMS and Secrets
+//! Manager clients), cached until shortly before its `expiresAt` and never stored.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -32,16 +34,63 @@ impl Drop for AwsKeys {
     }
 }
 
+/// A role of the user's for berth to assume: the trust policy the user writes
+/// names berth's AWS principal and requires `sts:ExternalId` to be this project's
+/// (never the user's choice, so one project cannot borrow another's role).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct AwsRole {
+    pub role_arn: String,
+    pub external_id: String,
+    pub aws_region: String,
+}
+
+/// What an ECR credential keeps, sealed as a password is: keys or a role.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum EcrSource {
+    Role(AwsRole),
+    Keys(AwsKeys),
+}
+
+/// The external id berth sends when assuming a role for a project: fixed by the
+/// project's id, shown to its members to put in their role's trust policy.
+pub fn external_id(project_id: &str) -> String {
+    format!("berth-{project_id}")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EcrError {
     /// AWS refused (its error code and message: AccessDenied,
     /// UnrecognizedClientException, ExpiredTokenException...).
-    #[error("AWS refused GetAuthorizationToken: {code}: {message}")]
-    Refused { code: String, message: String },
-    #[error("AWS did not answer GetAuthorizationToken: {0}")]
-    Unreachable(String),
+    #[error("AWS refused {call}: {code}: {message}")]
+    Refused {
+        call: &'static str,
+        code: String,
+        message: String,
+    },
+    #[error("AWS did not answer {call}: {detail}")]
+    Unreachable { call: &'static str, detail: String },
     #[error("AWS answered GetAuthorizationToken without a usable token")]
     Malformed,
+}
+
+fn aws_error<E, R>(call: &'static str, e: aws_sdk_ecr::error::SdkError<E, R>) -> EcrError
+where
+    E: aws_sdk_ecr::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_ecr::error::ProvideErrorMetadata;
+    match e.code() {
+        Some(code) => EcrError::Refused {
+            call,
+            code: code.to_owned(),
+            message: e.message().unwrap_or_default().to_owned(),
+        },
+        None => EcrError::Unreachable {
+            call,
+            detail: aws_sdk_ecr::error::DisplayErrorContext(&e).to_string(),
+        },
+    }
 }
 
 /// A minted token outlives its use by this much at least, or is minted again.
@@ -55,37 +104,39 @@ fn cache() -> &'static Cache {
 }
 
 /// The registry password (the user is `AWS`): a token for every ECR registry the
-/// keys' principal may read.
-pub async fn token(keys: &AwsKeys) -> Result<SecretString, EcrError> {
-    let key = keys.cache_key();
+/// keys' principal (or the assumed role) may read.
+pub async fn token(source: &EcrSource) -> Result<SecretString, EcrError> {
+    let key = source.cache_key();
     if let Some((t, expires)) = cache().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         if SystemTime::now() + MARGIN < *expires {
             return Ok(t.clone());
         }
     }
     let config = crate::aws::config().await;
-    let ecr = aws_sdk_ecr::Client::from_conf(
-        aws_sdk_ecr::config::Builder::from(&config)
-            .region(aws_sdk_ecr::config::Region::new(keys.aws_region.clone()))
-            .credentials_provider(Credentials::new(
+    let (credentials, region) = match source {
+        EcrSource::Keys(keys) => (
+            Credentials::new(
                 keys.aws_access_key_id.clone(),
                 keys.aws_secret_access_key.clone(),
                 keys.aws_session_token.clone(),
                 None,
                 "berth-saved-keys",
-            ))
+            ),
+            keys.aws_region.clone(),
+        ),
+        EcrSource::Role(role) => (assume(&config, role).await?, role.aws_region.clone()),
+    };
+    let ecr = aws_sdk_ecr::Client::from_conf(
+        aws_sdk_ecr::config::Builder::from(&config)
+            .region(aws_sdk_ecr::config::Region::new(region))
+            .credentials_provider(credentials)
             .build(),
     );
-    let answer = ecr.get_authorization_token().send().await.map_err(|e| {
-        use aws_sdk_ecr::error::ProvideErrorMetadata;
-        match e.code() {
-            Some(code) => EcrError::Refused {
-                code: code.to_owned(),
-                message: e.message().unwrap_or_default().to_owned(),
-            },
-            None => EcrError::Unreachable(aws_sdk_ecr::error::DisplayErrorContext(&e).to_string()),
-        }
-    })?;
+    let answer = ecr
+        .get_authorization_token()
+        .send()
+        .await
+        .map_err(|e| aws_error("GetAuthorizationToken", e))?;
     let data = answer
         .authorization_data()
         .first()
@@ -125,44 +176,105 @@ pub fn host_parts(host: &str) -> Option<(String, String)> {
         .then(|| (account.to_owned(), region.to_owned()))
 }
 
-impl AwsKeys {
-    /// What a minted token is cached under: a hash of the whole keys, secret
+/// Temporary keys for the user's role, from berth's own identity (the standard
+/// chain), bound to the project by the external id. They live as long as STS
+/// gives them (an hour); only the ECR token minted with them is cached.
+async fn assume(config: &aws_config::SdkConfig, role: &AwsRole) -> Result<Credentials, EcrError> {
+    let sts = aws_sdk_sts::Client::new(config);
+    let answer = sts
+        .assume_role()
+        .role_arn(&role.role_arn)
+        .external_id(&role.external_id)
+        .role_session_name("berth-ecr-pull")
+        .send()
+        .await
+        .map_err(|e| aws_error("AssumeRole", e))?;
+    let c = answer.credentials().ok_or(EcrError::Malformed)?;
+    Ok(Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_owned()),
+        SystemTime::try_from(*c.expiration()).ok(),
+        "berth-assumed-role",
+    ))
+}
+
+impl EcrSource {
+    /// What a minted token is cached under: a hash of the whole source, secret
     /// included. The key id alone is no secret (the API shows it masked, AWS
     /// prints it in errors): a cache keyed by it would hand one project the token
     /// minted with another's keys to whoever saved the same id with any secret.
+    /// A role's key holds the project's external id, so another project naming
+    /// the same role assumes it itself (and AWS refuses it its external id).
     fn cache_key(&self) -> [u8; 32] {
         use sha2::Digest as _;
         let text = Zeroizing::new(serde_json::to_string(self).unwrap_or_default());
         sha2::Sha256::digest(text.as_bytes()).into()
     }
 
-    /// The keys as sealed text.
+    /// The source as sealed text.
     pub fn to_secret(&self) -> SecretString {
         SecretString::from(serde_json::to_string(self).unwrap_or_default())
     }
 
-    pub fn from_secret(s: &SecretString) -> Option<AwsKeys> {
+    pub fn from_secret(s: &SecretString) -> Option<EcrSource> {
         serde_json::from_str(s.expose_secret()).ok()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::AwsKeys;
+    use super::{AwsKeys, AwsRole, EcrSource};
 
     #[test]
     fn a_token_is_cached_under_the_whole_keys_not_the_key_id() {
-        let keys = |secret: &str| AwsKeys {
-            aws_access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
-            aws_secret_access_key: secret.into(),
+        let keys = |secret: &str, region: &str| {
+            EcrSource::Keys(AwsKeys {
+                aws_access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+                aws_secret_access_key: secret.into(),
+                aws_session_token: None,
+                aws_region: region.into(),
+            })
+        };
+        let a = || keys("a", "us-east-1");
+        assert_eq!(a().cache_key(), a().cache_key());
+        assert_ne!(a().cache_key(), keys("b", "us-east-1").cache_key());
+        assert_ne!(a().cache_key(), keys("a", "eu-west-1").cache_key());
+        // A role is cached per project: the same role named by another project
+        // is assumed again, with that project's external id.
+        let role = |project: &str| {
+            EcrSource::Role(AwsRole {
+                role_arn: "arn:aws:iam::123456789012:role/pull".into(),
+                external_id: super::external_id(project),
+                aws_region: "us-east-1".into(),
+            })
+        };
+        assert_eq!(role("p1").cache_key(), role("p1").cache_key());
+        assert_ne!(role("p1").cache_key(), role("p2").cache_key());
+    }
+
+    #[test]
+    fn sealed_sources_read_back_as_what_they_were() {
+        let keys = EcrSource::Keys(AwsKeys {
+            aws_access_key_id: "AKIA1".into(),
+            aws_secret_access_key: "s".into(),
             aws_session_token: None,
             aws_region: "us-east-1".into(),
-        };
-        assert_eq!(keys("a").cache_key(), keys("a").cache_key());
-        assert_ne!(keys("a").cache_key(), keys("b").cache_key());
-        let mut other_region = keys("a");
-        other_region.aws_region = "eu-west-1".into();
-        assert_ne!(keys("a").cache_key(), other_region.cache_key());
+        });
+        assert!(matches!(
+            EcrSource::from_secret(&keys.to_secret()),
+            Some(EcrSource::Keys(k)) if k.aws_access_key_id == "AKIA1"
+        ));
+        let role = EcrSource::Role(AwsRole {
+            role_arn: "arn:aws:iam::1:role/r".into(),
+            external_id: "berth-x".into(),
+            aws_region: "us-east-1".into(),
+        });
+        assert!(matches!(
+            EcrSource::from_secret(&role.to_secret()),
+            Some(EcrSource::Role(r)) if r.external_id == "berth-x"
+        ));
+        assert!(EcrSource::from_secret(&"hunter2".to_owned().into()).is_none());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `berth project create NAME`, `berth project add-member NAME USER`
+//! `berth project create NAME`, `berth project list`, `berth project add-member
+//! NAME USER`
 
 use reqwest::Method;
 use serde_json::json;
@@ -15,6 +16,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The projects you are a member of, your role in each, and the external id
+    /// berth assumes an ECR role with for each
+    #[command(after_help = "Examples:\n  berth project list")]
+    List {
+        #[arg(long)]
+        json: bool,
+    },
     /// Add a user to a project (owner only)
     #[command(after_help = "Examples:\n  berth project add-member web bob")]
     AddMember {
@@ -28,6 +36,23 @@ pub enum Command {
 pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
     let api = Api::connect(conn)?;
     let (v, json) = match cmd {
+        Command::List { json } => {
+            let v = api.ok(Method::GET, "/v1/projects", None).await?;
+            if json {
+                print_json(&v)?;
+            } else {
+                println!("{:<24} {:<7} AWS EXTERNAL ID", "PROJECT", "ROLE");
+                for p in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<24} {:<7} {}",
+                        p["name"].as_str().unwrap_or_default(),
+                        p["role"].as_str().unwrap_or_default(),
+                        p["aws_external_id"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+            return Ok(Outcome::Ok);
+        }
         Command::Create { name, json } => (
             api.ok(Method::POST, "/v1/projects", Some(json!({"name": name})))
                 .await?,

@@ -145,9 +145,16 @@ fn registry_host(url: Option<&str>, image: Option<&str>) -> Result<String, CliEr
     Ok(domain.unwrap_or_else(|| berth_types::DOCKER_HUB.to_owned()))
 }
 
-/// `--aws-access-key-id`: the ECR fields of a registry body, the secret read like a
-/// password.
+/// `--aws-access-key-id` (the secret read like a password) or `--aws-role-arn`:
+/// the ECR fields of a registry body.
 fn aws_fields(flags: &RegistryFlags) -> Result<Option<serde_json::Value>, CliError> {
+    if let Some(role) = &flags.aws_role_arn {
+        let mut v = json!({"kind": "ecr", "role_arn": role});
+        if let Some(r) = &flags.aws_region {
+            v["aws_region"] = json!(r);
+        }
+        return Ok(Some(v));
+    }
     let Some(key) = &flags.aws_access_key_id else {
         return Ok(None);
     };

@@ -27,7 +27,8 @@ pub struct RegistryFlags {
     /// $DOCKER_CONFIG/config.json, or ~/.docker/config.json
     #[arg(long, value_name = "PATH", num_args = 0..=1)]
     pub from_docker_config: Option<Option<std::path::PathBuf>>,
-    /// The credential's kind: basic, gcp or acr [default: from the registry host]
+    /// The credential's kind: basic, ecr, gcp or acr [default: from the registry
+    /// host]
     #[arg(long)]
     pub kind: Option<String>,
     /// A Google service account key file (kind gcp, sent as _json_key; checked
@@ -39,6 +40,11 @@ pub struct RegistryFlags {
     /// tokens from it at each deploy
     #[arg(long)]
     pub aws_access_key_id: Option<String>,
+    /// An AWS role of yours for berth to assume (kind ecr, nothing secret to
+    /// type): its trust policy names berth's AWS principal and requires the
+    /// project's external id (`berth project list` shows it)
+    #[arg(long, value_name = "ARN", conflicts_with = "aws_access_key_id")]
+    pub aws_role_arn: Option<String>,
     /// The AWS region, when the registry host names none
     #[arg(long)]
     pub aws_region: Option<String>,

@@ -23,6 +23,9 @@ pub struct ProjectView {
     pub created_at: String,
     /// The caller's role: `owner` or `member`.
     pub role: String,
+    /// The external id berth assumes an ECR credential's role with for this
+    /// project: require it (`sts:ExternalId`) in the role's trust policy.
+    pub aws_external_id: String,
 }
 
 /// Creates a project; the caller is its owner.
@@ -51,6 +54,7 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         Json(ProjectView {
+            aws_external_id: berth_vault::ecr::external_id(project.id.as_str()),
             name: project.name,
             created_at: project.created_at,
             role: "owner".into(),
@@ -70,6 +74,7 @@ pub async fn list(
         projects
             .into_iter()
             .map(|m| ProjectView {
+                aws_external_id: berth_vault::ecr::external_id(m.project.id.as_str()),
                 name: m.project.name,
                 created_at: m.project.created_at,
                 role: match m.role {

@@ -27,9 +27,9 @@ use crate::views::{DeploymentView, ServiceView};
 #[serde(deny_unknown_fields)]
 pub struct RegistryInput {
     pub registry_url: String,
-    /// `basic` (a user name and a password or token), `gcp` or `acr`; inferred
-    /// from the fields (`json_key`: gcp) or the host when omitted. (`ecr` with AWS
-    /// keys or a role is refused as not supported yet.)
+    /// Inferred from the fields (`json_key`: gcp, AWS keys or a role: ecr) or
+    /// the host when omitted.
+    #[schema(value_type = Option<crate::views::KindName>)]
     pub kind: Option<String>,
     pub username: Option<String>,
     #[schema(value_type = Option<String>, format = Password)]
@@ -47,20 +47,23 @@ pub struct RegistryInput {
     pub aws_session_token: Option<SecretString>,
     /// `ecr`: the region, when the registry host names none.
     pub aws_region: Option<String>,
-    /// `ecr`: a role to assume (refused: not supported yet).
+    /// `ecr`: a role of yours for berth to assume (`arn:aws:iam::ACCOUNT:role/NAME`).
     pub role_arn: Option<String>,
-    /// `ecr`: the role's external id (refused with `role_arn`).
+    /// `ecr`: the external id berth assumes the role with: set by berth for each
+    /// project (`berth-<project id>`, see the project's `aws_external_id`); when
+    /// given, it must be that value.
     pub external_id: Option<String>,
 }
 
-/// `ecr`'s fields as the kinds take them (a role, refused for now, by either field).
+/// `ecr`'s fields as the kinds take them.
 macro_rules! aws_given {
     ($b:expr) => {
         crate::kinds::Aws {
             access_key_id: $b.aws_access_key_id.take(),
             secret_access_key: $b.aws_secret_access_key.take(),
             session_token: $b.aws_session_token.take(),
-            role_arn: $b.role_arn.take().or($b.external_id.take()),
+            role_arn: $b.role_arn.take(),
+            external_id: $b.external_id.take(),
             region: $b.aws_region.take(),
         }
     };
@@ -125,7 +128,8 @@ pub struct PutRegistry {
     #[schema(value_type = Option<String>, format = Password)]
     pub password: Option<SecretString>,
     pub image: Option<String>,
-    /// `basic`, `gcp` or `acr` (kept when omitted).
+    /// Kept when omitted.
+    #[schema(value_type = Option<crate::views::KindName>)]
     pub kind: Option<String>,
     /// `gcp`: the service account key file's text (write-only).
     #[schema(value_type = Option<String>, format = Password)]
@@ -140,9 +144,11 @@ pub struct PutRegistry {
     pub aws_session_token: Option<SecretString>,
     /// `ecr`: the region, when the registry host names none.
     pub aws_region: Option<String>,
-    /// `ecr`: a role to assume (refused: not supported yet).
+    /// `ecr`: a role of yours for berth to assume (`arn:aws:iam::ACCOUNT:role/NAME`).
     pub role_arn: Option<String>,
-    /// `ecr`: the role's external id (refused with `role_arn`).
+    /// `ecr`: the external id berth assumes the role with: set by berth for each
+    /// project (`berth-<project id>`, see the project's `aws_external_id`); when
+    /// given, it must be that value.
     pub external_id: Option<String>,
     #[serde(default)]
     pub save_without_verifying: bool,
@@ -281,6 +287,7 @@ pub async fn create(
                     json_key: r.json_key,
                 },
                 None,
+                m.project.id.as_str(),
             )?;
             let stored_password = given.password.clone();
             let passed = match crate::kinds::registry_credentials(
@@ -427,6 +434,7 @@ pub async fn put_registry(
                 ..Default::default()
             },
             None,
+            m.project.id.as_str(),
         )?
     } else {
         let username = match (&body.username, stored) {
@@ -462,6 +470,7 @@ pub async fn put_registry(
                 ..Default::default()
             },
             stored.map(|c| c.kind),
+            m.project.id.as_str(),
         )?
     };
     let username = resolved.username.clone();
