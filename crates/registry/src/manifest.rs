@@ -137,7 +137,14 @@ pub async fn resolve(s: &mut Session<'_>, reference: &str) -> Result<Resolved, R
             status: head.status().as_u16(),
             digest,
             media_type,
-            size: head.content_length().unwrap_or(0),
+            // The header, not `content_length()`: a HEAD's body is empty, so
+            // reqwest's length of it is 0.
+            size: head
+                .headers()
+                .get(reqwest::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
             platforms: Vec::new(),
             platform_manifest: None,
             body: None,

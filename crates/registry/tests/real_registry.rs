@@ -327,6 +327,12 @@ async fn token_registry_every_code() {
         "{}",
         r.steps[1].detail
     );
+    // The manifest's size from the HEAD's Content-Length (a HEAD has no body).
+    assert!(
+        !r.steps[2].detail.contains("(0 bytes)") && r.steps[2].detail.contains(" bytes)"),
+        "{}",
+        r.steps[2].detail
+    );
     let r = run(policy(&[&url]), &url, "public/app:v1", None).await;
     assert!(
         r.steps[1].detail.contains("anonymous token"),

@@ -215,26 +215,52 @@ function registryUrlFor(ref) {
  * fields, Test Connection with each step of the preflight, and the gate on Save.
  * `existing` (the masked read-back) makes empty fields mean "leave as-is".
  */
-/** Registries whose users need to know what to type (the README's table). */
+/** Registries whose users need to know what to type (the README's table), and the
+ * kind of credentials each takes. */
 const PRESETS = [
-  ["Docker Hub", "docker.io", "Username: your Docker ID. Password: an access token with Read."],
-  ["GitHub (GHCR)", "ghcr.io", "Username: your GitHub user. Password: a personal access token with read:packages."],
-  ["GitLab", "registry.gitlab.com", "Username: the deploy token's user name. Password: a deploy token with read_registry."],
-  ["Quay", "quay.io", "Username: a robot account, org+name. Password: the robot's token."],
-  ["Amazon ECR", "", "Registry URL: ACCOUNT.dkr.ecr.REGION.amazonaws.com. Username: AWS. Password: aws ecr get-login-password (lasts 12 hours)."],
-  ["Google Artifact Registry", "", "Registry URL: REGION-docker.pkg.dev. Username: _json_key. Password: the service account key file's whole text."],
-  ["Azure ACR", "", "Registry URL: NAME.azurecr.io. Username: the admin user or a service principal's app id. Password: its password or secret."],
-  ["Harbor", "", "Registry URL: your Harbor host. Username: a robot account, robot$project+name. Password: the robot's secret."],
-  ["Other", "", "The registry's host (and port), a user name and a password or token."],
+  ["Docker Hub", "docker.io", "basic", "Username: your Docker ID. Password: an access token with Read."],
+  ["GitHub (GHCR)", "ghcr.io", "basic", "Username: your GitHub user. Password: a personal access token with read:packages."],
+  ["GitLab", "registry.gitlab.com", "basic", "Username: the deploy token's user name. Password: a deploy token with read_registry."],
+  ["Quay", "quay.io", "basic", "Username: a robot account, org+name. Password: the robot's token."],
+  ["Amazon ECR", "", "ecr-role", "Registry URL: ACCOUNT.dkr.ecr.REGION.amazonaws.com. A role of yours for berth to assume (recommended), or an access key of a user allowed ecr:GetAuthorizationToken and the pulls."],
+  ["Google Artifact Registry", "", "gcp", "Registry URL: REGION-docker.pkg.dev. The service account key file (JSON) of an account with Artifact Registry Reader."],
+  ["Azure ACR", "", "basic", "Registry URL: NAME.azurecr.io. Username: the admin user or a service principal's app id. Password: its password or secret."],
+  ["Harbor", "", "basic", "Registry URL: your Harbor host. Username: a robot account, robot$project+name. Password: the robot's secret."],
+  ["Other", "", "basic", "The registry's host (and port), a user name and a password or token."],
 ];
 
-function credentialsForm({ image, existing, onState }) {
+/** The forms a credential can take, as the API's kinds take them. */
+const CREDENTIAL_TYPES = [
+  ["basic", "Username and password or token"],
+  ["gcp", "Google service account key (JSON file)"],
+  ["ecr-role", "AWS role for berth to assume (ECR)"],
+  ["ecr-keys", "AWS access key (ECR)"],
+];
+
+/** The caller's projects, fetched once per page load (the external id of each). */
+let projectsOnce;
+function projectInfo(p) {
+  projectsOnce = projectsOnce || api("GET", "/v1/projects").catch(() => []);
+  return projectsOnce.then((list) => list.find((x) => x.name === p));
+}
+
+function credentialsForm({ project, image, existing, onState }) {
   const preset = h("select", { name: "preset" }, h("option", { value: "" }, "Choose for hints (optional)"), PRESETS.map(([name], i) => h("option", { value: String(i) }, name)));
   const presetHint = h("p", { class: "hint", "aria-live": "polite" });
+  const kind = h("select", { name: "credential_type" }, CREDENTIAL_TYPES.map(([v, label]) => h("option", { value: v }, label)));
   const url = h("input", { type: "text", inputmode: "url", name: "registry_url", autocomplete: "off", spellcheck: "false", placeholder: existing ? "leave as-is" : "ghcr.io" });
   const user = h("input", { type: "text", name: "username", autocomplete: "off", spellcheck: "false", placeholder: existing ? `${existing.username} (leave as-is)` : "" });
   const pass = h("input", { type: "password", name: "password", autocomplete: "new-password", placeholder: existing ? "leave as-is" : "" });
+  // A key file is read in the page and sent once; never shown.
+  const keyFile = h("input", { type: "file", name: "json_key", accept: ".json,application/json" });
+  let keyText = "";
+  const keyId = h("input", { type: "text", name: "aws_access_key_id", autocomplete: "off", spellcheck: "false", placeholder: "AKIA…" });
+  const keySecret = h("input", { type: "password", name: "aws_secret_access_key", autocomplete: "new-password" });
+  const roleArn = h("input", { type: "text", name: "role_arn", autocomplete: "off", spellcheck: "false", placeholder: "arn:aws:iam::123456789012:role/berth-pull" });
+  const region = h("input", { type: "text", name: "aws_region", autocomplete: "off", spellcheck: "false", placeholder: "from the registry host" });
+  const externalId = h("code", { class: "mono" }, "…");
   const test = h("button", { type: "button", class: "btn" }, "Test Connection");
+  const serverTests = h("p", { class: "hint", hidden: true }, "Save tests AWS credentials: berth asks AWS for a registry token with them, then runs the connection test.");
   const result = h("div", { class: "preflight", "aria-live": "polite" });
   const override = h("input", { type: "checkbox", name: "save_without_verifying" });
   const overrideRow = h("div", { class: "check", hidden: true }, override, h("label", {}, "Save without verifying"));
@@ -242,12 +268,62 @@ function credentialsForm({ image, existing, onState }) {
   let state = "untested"; // untested | passed | failed
   let urlTouched = !!existing;
 
+  const rows = {
+    basic: [field("Username", user), field("Password", pass, existing ? "Stored encrypted; never shown. Leave empty to keep it." : "Or an access token. Stored encrypted; never shown again.")],
+    gcp: [field("Service account key", keyFile, "The key file's JSON; checked before anything is sent, stored encrypted, never shown again.")],
+    "ecr-role": [
+      field("Role ARN", roleArn, "The role's trust policy names berth's AWS principal and requires the external id below; its permissions allow ecr:GetAuthorizationToken and the pulls."),
+      h("div", { class: "field" }, h("p", { class: "hint" }, "External id of this project (the trust policy's sts:ExternalId): ", externalId)),
+    ],
+    "ecr-keys": [field("Access key id", keyId), field("Secret access key", keySecret, "Stored encrypted; never shown again. berth mints ECR's 12-hour tokens from it at each deploy.")],
+  };
+  const regionRow = field("AWS region", region, "Only when the registry host names none.");
+  const kindRows = h("div", {});
+  const mode = () => kind.value;
+  const aws = () => mode().startsWith("ecr");
+  const showKind = () => {
+    fill(kindRows, rows[mode()], aws() ? regionRow : null);
+    test.hidden = aws();
+    serverTests.hidden = !aws();
+    if (mode() === "ecr-role") projectInfo(project).then((info) => (externalId.textContent = info ? info.aws_external_id : "unknown"));
+  };
+  if (existing && existing.kind === "ecr") kind.value = existing.username.startsWith("ar") ? "ecr-role" : "ecr-keys";
+  showKind();
+
   const values = () => ({ registry_url: url.value.trim(), username: user.value.trim(), password: pass.value });
+  /** The kind's own fields of a registry body, as typed. */
+  const fields = () => {
+    const v = values();
+    const out = {};
+    switch (mode()) {
+      case "gcp":
+        if (keyText) out.json_key = keyText;
+        break;
+      case "ecr-role":
+        out.kind = "ecr";
+        if (roleArn.value.trim()) out.role_arn = roleArn.value.trim();
+        if (region.value.trim()) out.aws_region = region.value.trim();
+        break;
+      case "ecr-keys":
+        out.kind = "ecr";
+        if (keyId.value.trim()) out.aws_access_key_id = keyId.value.trim();
+        if (keySecret.value) out.aws_secret_access_key = keySecret.value;
+        if (region.value.trim()) out.aws_region = region.value.trim();
+        break;
+      default:
+        if (v.username) out.username = v.username;
+        if (v.password) out.password = v.password;
+    }
+    return out;
+  };
+  /** A secret was typed (or a key file chosen): what a test must prove. */
+  const secretTyped = () => Boolean(pass.value || keyText || keySecret.value || roleArn.value.trim());
   const typed = () => {
     const v = values();
-    return Boolean(v.username || v.password || (existing && v.registry_url));
+    return Boolean(v.username || secretTyped() || keyId.value.trim() || (existing && v.registry_url));
   };
-  const update = () => onState({ state, typed: typed(), override: override.checked });
+  // AWS credentials are tested by the save (berth mints the token first).
+  const update = () => onState({ state, typed: typed(), override: override.checked, testable: !aws() });
   const reset = () => {
     if (state !== "untested") {
       state = "untested";
@@ -263,15 +339,27 @@ function credentialsForm({ image, existing, onState }) {
   });
   preset.addEventListener("change", () => {
     const p = PRESETS[Number(preset.value)];
-    presetHint.textContent = p ? p[2] : "";
+    presetHint.textContent = p ? p[3] : "";
     if (p && p[1] && !existing) {
       url.value = p[1];
       urlTouched = true;
-      reset();
     }
+    if (p) {
+      kind.value = p[2];
+      showKind();
+    }
+    reset();
   });
-  user.addEventListener("input", reset);
-  pass.addEventListener("input", reset);
+  kind.addEventListener("change", () => {
+    showKind();
+    reset();
+  });
+  keyFile.addEventListener("change", async () => {
+    const f = keyFile.files && keyFile.files[0];
+    keyText = f ? await f.text() : "";
+    reset();
+  });
+  for (const input of [user, pass, keyId, keySecret, roleArn, region]) input.addEventListener("input", reset);
   override.addEventListener("change", update);
 
   const setImage = (ref) => {
@@ -285,11 +373,20 @@ function credentialsForm({ image, existing, onState }) {
       registry_url: v.registry_url || (existing && existing.registry_url) || registryUrlFor(image()),
       image: image(),
     };
-    if (v.username || existing) body.username = v.username || undefined;
-    if (v.password) body.password = v.password;
-    if (existing && !v.password) {
-      fill(result, h("p", { class: "alert alert-info" }, "Retype the password to test it here; Save tests the stored one on the server."));
-      return;
+    if (mode() === "gcp") {
+      if (!keyText) {
+        fill(result, h("p", { class: "alert alert-info" }, existing ? "Choose the key file to test it here; Save tests the stored one on the server." : "Choose the service account key file first."));
+        return;
+      }
+      body.username = "_json_key";
+      body.password = keyText;
+    } else {
+      if (v.username || existing) body.username = v.username || undefined;
+      if (v.password) body.password = v.password;
+      if (existing && !v.password) {
+        fill(result, h("p", { class: "alert alert-info" }, "Retype the password to test it here; Save tests the stored one on the server."));
+        return;
+      }
     }
     test.disabled = true;
     test.textContent = "Testing…";
@@ -321,9 +418,10 @@ function credentialsForm({ image, existing, onState }) {
     field("Registry", preset),
     presetHint,
     field("Registry URL", url, "Pre-filled from the image's host."),
-    field("Username", user),
-    field("Password", pass, existing ? "Stored encrypted; never shown. Leave empty to keep it." : "Or an access token. Stored encrypted; never shown again."),
+    field("Credentials", kind),
+    kindRows,
     h("div", { class: "actions" }, test),
+    serverTests,
     result,
     overrideRow,
   );
@@ -331,7 +429,10 @@ function credentialsForm({ image, existing, onState }) {
     el,
     setImage,
     values,
+    fields,
     typed,
+    secretTyped,
+    testable: () => !aws(),
     passed: () => state === "passed",
     override: () => override.checked,
     showResult: (r) => {
@@ -342,6 +443,9 @@ function credentialsForm({ image, existing, onState }) {
     },
     clearSecrets: () => {
       pass.value = "";
+      keySecret.value = "";
+      keyFile.value = "";
+      keyText = "";
     },
   };
 }
@@ -508,17 +612,17 @@ function createService(p) {
   const save = h("button", { type: "submit", class: "btn btn-primary" }, "Save");
   const status = h("div", { "aria-live": "polite" });
   let creds;
-  const gate = ({ state, typed, override }) => {
+  const gate = ({ state, typed, override, testable }) => {
     const open = !section.hidden;
-    save.disabled = open && typed && !(state === "passed" || override);
+    save.disabled = open && typed && testable && !(state === "passed" || override);
   };
-  creds = credentialsForm({ image: () => image.value.trim(), onState: gate });
+  creds = credentialsForm({ project: p, image: () => image.value.trim(), onState: gate });
   const toggle = h("button", { type: "button", class: "disclosure", "aria-expanded": "false", "aria-controls": "creds" }, "Private Registry Credentials");
   const section = h("div", { id: "creds", class: "cred-section", hidden: true }, h("p", { class: "hint" }, "Needed when the image is private. berth tests them against the registry before it saves them."), creds.el);
   const setOpen = (open) => {
     section.hidden = !open;
     toggle.setAttribute("aria-expanded", String(open));
-    gate({ state: creds.passed() ? "passed" : "untested", typed: creds.typed(), override: creds.override() });
+    gate({ state: creds.passed() ? "passed" : "untested", typed: creds.typed(), override: creds.override(), testable: creds.testable() });
   };
   toggle.addEventListener("click", () => setOpen(section.hidden));
   image.addEventListener("input", () => {
@@ -544,7 +648,7 @@ function createService(p) {
     const body = { name: name.value.trim(), image: image.value.trim() };
     if (!section.hidden && creds.typed()) {
       const v = creds.values();
-      body.registry = { registry_url: v.registry_url || registryUrlFor(body.image), username: v.username, password: v.password };
+      body.registry = { registry_url: v.registry_url || registryUrlFor(body.image), ...creds.fields() };
       if (creds.override()) body.save_without_verifying = true;
     }
     save.disabled = true;
@@ -676,13 +780,14 @@ function settingsTab(p, s, svc) {
   const status = h("div", { "aria-live": "polite" });
   const showForm = () => {
     const save = h("button", { type: "submit", class: "btn btn-primary" }, "Save");
-    const gate = ({ state, typed, override }) => {
+    const gate = ({ state, typed, override, testable }) => {
       // With credentials stored, an untouched password is tested by the server at
-      // Save; new credentials need a passing test (or the override) first.
-      const needsTest = reg ? Boolean(creds.values().password) : typed;
+      // Save; new credentials need a passing test (or the override) first, but for
+      // the kinds the server tests at Save (AWS).
+      const needsTest = testable && (reg ? creds.secretTyped() : typed);
       save.disabled = !typed || (needsTest && !(state === "passed" || override));
     };
-    const creds = credentialsForm({ image: () => svc.image, existing: reg, onState: gate });
+    const creds = credentialsForm({ project: p, image: () => svc.image, existing: reg, onState: gate });
     const redeploy = h("input", { type: "checkbox", id: "redeploy", name: "redeploy" });
     const redeployRow =
       svc.status === "DEPLOYED"
@@ -696,8 +801,7 @@ function settingsTab(p, s, svc) {
       const body = {};
       if (v.registry_url) body.registry_url = v.registry_url;
       else if (!reg) body.registry_url = registryUrlFor(svc.image);
-      if (v.username) body.username = v.username;
-      if (v.password) body.password = v.password;
+      Object.assign(body, creds.fields());
       if (creds.override()) body.save_without_verifying = true;
       if (redeploy.checked) body.redeploy = true;
       save.disabled = true;

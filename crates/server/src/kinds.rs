@@ -117,7 +117,9 @@ pub fn resolve(
         CredentialKind::Ecr if given.aws.given() => {
             let aws = given.aws;
             let keys = berth_vault::ecr::AwsKeys {
-                aws_access_key_id: aws.access_key_id.ok_or_else(|| missing("aws_access_key_id"))?,
+                aws_access_key_id: aws
+                    .access_key_id
+                    .ok_or_else(|| missing("aws_access_key_id"))?,
                 aws_secret_access_key: aws
                     .secret_access_key
                     .ok_or_else(|| missing("aws_secret_access_key"))?
@@ -146,7 +148,9 @@ pub fn resolve(
             _ => Err(missing("aws_access_key_id and aws_secret_access_key")),
         },
         CredentialKind::Gcp if given.json_key.is_some() => {
-            let key = given.json_key.unwrap_or_else(|| SecretString::from(String::new()));
+            let key = given
+                .json_key
+                .unwrap_or_else(|| SecretString::from(String::new()));
             check_gcp_key(key.expose_secret())
                 .map_err(|m| ApiError::bad_request("invalid_credentials", m))?;
             // `_json_key_base64` when the user asks for it, as Google documents.

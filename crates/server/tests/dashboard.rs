@@ -4,7 +4,8 @@
 //! failing Test Connection, a passing one, Save without verifying, the rate-limit
 //! message), follows a deploy to DEPLOYED with its output and a failed one with
 //! the registry's answer, edits masked credentials leaving the password as-is,
-//! removes credentials, terminates, reads the audit log, runs axe-core on every
+//! removes credentials, terminates, reads the audit log, saves a Google service
+//! account key file, shows an ECR role's external id, runs axe-core on every
 //! page, and checks the page and the browser's storage for the password after
 //! each save. Screenshots: `target/dashboard-screenshots/`.
 
@@ -35,6 +36,7 @@ async fn the_dashboard_in_a_browser() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(config(dir.path(), Db::Sqlite, &url, None)).await;
     let alice = server.admin().new_user("alice").await;
+    let bob = server.admin().new_user("bob").await;
 
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard-screenshots");
     let _ = std::fs::remove_dir_all(&out);
@@ -45,6 +47,8 @@ async fn the_dashboard_in_a_browser() {
             .arg(script)
             .env("BERTH_URL", base)
             .env("ALICE_TOKEN", &alice.token)
+            .env("BOB_TOKEN", &bob.token)
+            .env("GCP_KEY", berth_testkit::fixtures::GCP_KEY)
             .env("REG", &url)
             .env("REG_USER", "ci")
             .env("REG_PASSWORD", PASSWORD)
@@ -68,16 +72,17 @@ async fn the_dashboard_in_a_browser() {
     );
     assert!(stdout.contains("dashboard: all checks passed"), "{stdout}");
 
-    // Nothing the dashboard did wrote the password where berth keeps its data.
+    // Nothing the dashboard did wrote the password or the key where berth keeps
+    // its data.
     for f in common::files_under(&server.dir) {
         let bytes = std::fs::read(&f).unwrap_or_default();
-        assert!(
-            !bytes
-                .windows(PASSWORD.len())
-                .any(|w| w == PASSWORD.as_bytes()),
-            "{} holds the password",
-            f.display()
-        );
+        for secret in [PASSWORD, "not-a-real-key-Gk3y"] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} holds {secret}",
+                f.display()
+            );
+        }
     }
     server.running.stop().await;
 }

@@ -151,10 +151,7 @@ async fn ecr_keys_are_minted_into_a_token_at_each_use() {
         (StatusCode::BAD_REQUEST, Some("invalid_credentials")),
         "{v}"
     );
-    assert!(
-        v["message"].as_str().unwrap().contains(&external_id),
-        "{v}"
-    );
+    assert!(v["message"].as_str().unwrap().contains(&external_id), "{v}");
     moto.start_recording().await;
     let (s, v) = alice
         .post(
@@ -175,7 +172,10 @@ async fn ecr_keys_are_minted_into_a_token_at_each_use() {
         assume.contains(&format!("ExternalId={external_id}")),
         "{assume}"
     );
-    assert!(assume.contains("RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fberth-pull"), "{assume}");
+    assert!(
+        assume.contains("RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fberth-pull"),
+        "{assume}"
+    );
     let path = start_deploy(&alice, "web", "role").await;
     let d = wait_for_end(&alice, &path).await;
     assert_eq!(d["status"], "DEPLOYED", "{d}");

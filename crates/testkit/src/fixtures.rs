@@ -5,6 +5,10 @@ use crate::{Grant, LocalRegistry, TestImage, TokenServer, TokenServerMode, User}
 /// The password of `ci`, the user of [`TeamRegistry`] allowed to pull `team/app`.
 pub const PASSWORD: &str = "Pu11-0nly-S3cret!";
 
+/// A Google service account key (shaped like one; the key itself is no key) that
+/// the team registry's token server takes as `_json_key`'s password.
+pub const GCP_KEY: &str = r#"{"type":"service_account","project_id":"p","client_email":"ci@p.iam.gserviceaccount.com","private_key":"-----BEGIN PRIVATE KEY-----\nMIIEv-not-a-real-key-Gk3y\n-----END PRIVATE KEY-----\n"}"#;
+
 /// A token-auth registry holding `team/app:v1` and `team/app:v2` (a file and `cat`,
 /// not runnable), with `admin` allowed everything and `ci` allowed to pull
 /// `team/app` (password [`PASSWORD`]).
@@ -21,6 +25,7 @@ impl TeamRegistry {
             vec![
                 User::new("admin", "admin-pass-1", Grant::All),
                 User::new("ci", PASSWORD, Grant::Pull(vec!["team/app".into()])),
+                User::new("_json_key", GCP_KEY, Grant::Pull(vec!["team/app".into()])),
             ],
             vec![],
             TokenServerMode::GetAndPost,

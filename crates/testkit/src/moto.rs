@@ -115,12 +115,18 @@ impl Moto {
     pub async fn recorded(&self) -> Vec<String> {
         use base64::Engine;
         let http = reqwest::Client::new();
-        http.post(format!("{}/moto-api/recorder/stop-recording", self.endpoint))
-            .send()
-            .await
-            .unwrap();
+        http.post(format!(
+            "{}/moto-api/recorder/stop-recording",
+            self.endpoint
+        ))
+        .send()
+        .await
+        .unwrap();
         let text = http
-            .get(format!("{}/moto-api/recorder/download-recording", self.endpoint))
+            .get(format!(
+                "{}/moto-api/recorder/download-recording",
+                self.endpoint
+            ))
             .send()
             .await
             .unwrap()

@@ -3,8 +3,8 @@
 // crates/server/tests/dashboard.rs started. Exits non-zero on the first failure;
 // writes a screenshot of every page to $OUT.
 //
-// Env: BERTH_URL, ALICE_TOKEN, REG (the registry's host:port), REG_USER,
-// REG_PASSWORD, OUT.
+// Env: BERTH_URL, ALICE_TOKEN, BOB_TOKEN, REG (the registry's host:port), REG_USER,
+// REG_PASSWORD, GCP_KEY (a service account key the registry takes), OUT.
 
 import { chromium } from "playwright-core";
 import { readFileSync, mkdirSync } from "node:fs";
@@ -13,7 +13,9 @@ import assert from "node:assert/strict";
 
 const require = createRequire(import.meta.url);
 const AXE = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
-const { BERTH_URL, ALICE_TOKEN, REG, REG_USER, REG_PASSWORD, OUT } = process.env;
+const { BERTH_URL, ALICE_TOKEN, BOB_TOKEN, REG, REG_USER, REG_PASSWORD, GCP_KEY, OUT } = process.env;
+// The part of the key that is secret (the rest of the file names the account).
+const GCP_SECRET = JSON.parse(GCP_KEY).private_key.split("\n")[1];
 const WRONG_PASSWORD = "not-the-Pa55word";
 mkdirSync(OUT, { recursive: true });
 
@@ -64,12 +66,12 @@ async function noSecretKept(where) {
   const html = await page.content();
   const storage = await page.evaluate(() => JSON.stringify({ ...sessionStorage }) + JSON.stringify({ ...localStorage }));
   const cookies = JSON.stringify(await context.cookies());
-  for (const secret of [REG_PASSWORD, WRONG_PASSWORD]) {
+  for (const secret of [REG_PASSWORD, WRONG_PASSWORD, GCP_SECRET]) {
     for (const [what, text] of [["HTML", html], ["storage", storage], ["cookies", cookies], ["URL", page.url()]]) {
       assert.ok(!text.includes(secret), `${where}: a password is in the page's ${what}`);
     }
   }
-  assert.ok(!page.url().includes(ALICE_TOKEN), `${where}: the token is in the URL`);
+  assert.ok(!page.url().includes(ALICE_TOKEN) && !page.url().includes(BOB_TOKEN), `${where}: the token is in the URL`);
 }
 
 async function heading(text) {
@@ -275,6 +277,57 @@ await screenshot("audit-filtered");
 await page.getByRole("button", { name: "Sign out" }).click();
 await heading("Sign in to berth");
 assert.equal(await page.evaluate(() => sessionStorage.length), 0, "signing out forgets the token");
+
+// ------------------------------------------------------------------ cloud kinds (bob, with a preflight budget of his own)
+await page.getByLabel("API token").fill(BOB_TOKEN);
+await page.keyboard.press("Enter");
+await heading("Projects");
+await page.getByLabel("Project name").fill("cloud");
+await page.keyboard.press("Enter");
+await heading("cloud");
+await page.getByRole("link", { name: "Create service" }).click();
+await heading("Create service");
+await page.getByLabel("Service name").fill("gar");
+await page.getByLabel("Image reference").fill(`${REG}/team/app:web`);
+await page.getByLabel("Registry", { exact: true }).selectOption("Google Artifact Registry");
+assert.equal(await page.getByLabel("Credentials").inputValue(), "gcp", "the preset picks the key file");
+assert.ok(await page.getByLabel("Password").isHidden(), "no password field for a key");
+await page.getByLabel("Service account key").setInputFiles({ name: "key.json", mimeType: "application/json", buffer: Buffer.from(GCP_KEY) });
+assert.ok(await save.isDisabled(), "a key waits for its test too");
+await page.getByRole("button", { name: "Test Connection" }).click();
+await page.getByText("Connection test passed").first().waitFor();
+assert.ok(await save.isEnabled());
+await accessible("wizard with a key file");
+await screenshot("wizard-gcp-key");
+await save.click();
+await heading("gar");
+await noSecretKept("after saving a key file");
+await page.goto(`${BERTH_URL}/#/p/cloud/s/gar/settings`);
+await page.getByText("•••••••• (set)").waitFor();
+assert.match(await page.locator(".facts dd.mono").nth(1).textContent(), /^_j\*+$/, "the key's user, masked");
+
+// An ECR role: nothing secret to type, the project's external id to put in the
+// role's trust policy; AWS is asked at Save (not here: tests reach no AWS).
+await page.goto(`${BERTH_URL}/#/p/cloud/new`);
+await heading("Create service");
+await page.getByLabel("Image reference").fill("123456789012.dkr.ecr.eu-west-1.amazonaws.com/api:v1");
+await page.getByLabel("Registry", { exact: true }).selectOption("Amazon ECR");
+assert.equal(await page.getByLabel("Credentials").inputValue(), "ecr-role", "a role is what the preset suggests");
+const external = page.locator("code", { hasText: /^berth-/ });
+await external.waitFor();
+const projectList = await (await page.request.get(`${BERTH_URL}/v1/projects`, { headers: { authorization: `Bearer ${BOB_TOKEN}` } })).json();
+assert.equal(await external.textContent(), projectList[0].aws_external_id, "the project's own external id");
+assert.ok(await page.getByRole("button", { name: "Test Connection" }).isHidden(), "AWS credentials are tested by the save");
+await page.getByLabel("Role ARN").fill("arn:aws:iam::123456789012:role/berth-pull");
+await page.getByLabel("Service name").fill("ecr");
+assert.ok(await save.isEnabled(), "Save tests the role");
+await accessible("wizard with an ECR role");
+await screenshot("wizard-ecr-role");
+await page.getByLabel("Credentials").selectOption("ecr-keys");
+await page.getByLabel("Access key id").waitFor();
+assert.equal(await page.getByLabel("Secret access key").getAttribute("type"), "password");
+await page.getByRole("button", { name: "Sign out" }).click();
+await heading("Sign in to berth");
 
 assert.deepEqual(problems, [], "no console errors (a CSP violation is one)");
 await browser.close();
