@@ -27,10 +27,13 @@ async fn preflights(base: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_check_each_credential_once_per_period_between_them() {
-    const PERIOD: Duration = Duration::from_secs(2);
+    const PERIOD: Duration = Duration::from_secs(3);
     const SERVICES: u64 = 3;
     let registry = Registry::start();
-    let url = registry.url();
+    // Slow answers (a check takes a second or so), so that a replica ticking
+    // while the other checks would check too, were the credential not claimed.
+    let slow = berth_testkit::hostile::Throttle::start(&registry.url(), 600);
+    let url = slow.authority();
     let (_dirs, mut config_a, mut config_b) = replica_configs(&url);
     config_a.checks.interval = PERIOD;
     config_b.checks.interval = PERIOD;
@@ -48,7 +51,7 @@ async fn two_replicas_check_each_credential_once_per_period_between_them() {
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
     }
-    tokio::time::sleep(Duration::from_secs(11)).await;
+    tokio::time::sleep(Duration::from_secs(14)).await;
     let saved = SERVICES; // each save ran one preflight
     let checks = preflights(&a.base()).await - saved;
     let elapsed = start.elapsed();
