@@ -166,13 +166,14 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr; `BERTH_LOG` (or `RUST_LOG`) sets the filter, default `info`
-/// for the server and `warn` for the CLI; `json`: one JSON object a line.
+/// for the server and `warn` for the CLI, with the targets that could write a
+/// secret capped; `json`: one JSON object a line.
 fn init_logging(default: &str, json: bool) {
     let filter = std::env::var("BERTH_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| default.into());
     let logs = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_env_filter(berth_server::log_filter(&filter))
         .with_writer(std::io::stderr);
     if json {
         logs.json().init();

@@ -12,6 +12,7 @@ mod config;
 mod dashboard;
 mod deploy;
 mod kinds;
+mod logging;
 mod metrics;
 mod openapi;
 mod routes;
@@ -25,4 +26,5 @@ pub use config::{
     Config, ConfigError, CredentialChecks, DeployLimits, FileConfig, Overrides as ConfigOverrides,
     SecretStoreKind, VaultConfig,
 };
+pub use logging::log_filter;
 pub use setup::{rotate_master_key, serve, start, Running, SetupError};

@@ -1,6 +1,7 @@
 //! A whole scenario with trace logging, then a grep of the data dir (database, WAL,
 //! key file, everything) and of the logs for the passwords, `user:password` in base64
-//! and the passwords in base64. None may appear.
+//! and the passwords in base64. None may appear. The same for the cloud kinds: a
+//! Google service account key, AWS keys and the ECR token minted from them.
 
 mod common;
 
@@ -44,7 +45,8 @@ async fn no_secret_in_the_data_dir_or_the_logs() {
     let logs = Captured::default();
     let writer = logs.clone();
     tracing_subscriber::fmt()
-        .with_env_filter("trace")
+        // berth's own filter at the most the operator can ask.
+        .with_env_filter(berth_server::log_filter("trace"))
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .init();
@@ -66,6 +68,22 @@ async fn no_secret_in_the_data_dir_or_the_logs() {
     aws.vault.kms_key_id = Some(kms_key);
     aws.vault.secret_store = berth_server::SecretStoreKind::AwsSecretsManager;
     tokens.extend(scenario(aws, &url).await);
+    // The cloud kinds: a Google key and ECR keys, saved and deployed with.
+    let ecr = berth_testkit::LocalRegistry::htpasswd(&[("AWS", ECR_TOKEN)]);
+    berth_testkit::fixtures::busybox(
+        "trap 'exit 0' TERM; echo running; while true; do sleep 1; done",
+    )
+    .push(&ecr, "team/app:run");
+    let cloud_dir = tempfile::tempdir().unwrap();
+    let insecure = format!("{url},{}", ecr.authority());
+    tokens.extend(
+        cloud(
+            config(cloud_dir.path(), Db::Sqlite, &insecure, None),
+            &url,
+            &ecr.authority(),
+        )
+        .await,
+    );
 
     let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
     assert!(
@@ -76,16 +94,21 @@ async fn no_secret_in_the_data_dir_or_the_logs() {
     let files: Vec<_> = files_under(dir.path())
         .into_iter()
         .chain(files_under(aws_dir.path()))
+        .chain(files_under(cloud_dir.path()))
         .collect();
     assert!(
         files.iter().any(|f| f.ends_with("berth.db-wal"))
             || files.iter().any(|f| f.ends_with("berth.db"))
     );
     for secret in secret_forms() {
-        assert!(
-            !logs.contains(&secret),
-            "a secret form appears in the logs: {secret}"
-        );
+        if let Some(at) = logs.find(&secret) {
+            let line_start = logs[..at].rfind('\n').map_or(0, |i| i + 1);
+            let line_end = logs[at..].find('\n').map_or(logs.len(), |i| at + i);
+            panic!(
+                "a secret form appears in the logs: {secret}, in:\n{}",
+                &logs[line_start..line_end.min(line_start + 2000)]
+            );
+        }
     }
     assert_no_secret_in(&files);
     // API tokens are secrets too: never logged.
@@ -133,11 +156,70 @@ async fn no_secret_in_the_data_dir_or_the_logs() {
 
 const WRONG: &str = "Wr0ng-Guess-Passw0rd";
 
+/// The ECR token moto mints for its account, and the AWS secret it is minted with.
+const ECR_TOKEN: &str = "123456789012-auth-token";
+const AWS_SECRET: &str = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYSECRETKEY";
+
 fn secret_forms() -> Vec<String> {
+    let key = berth_testkit::fixtures::GCP_KEY;
     forms("ci", PASSWORD)
         .into_iter()
         .chain(forms("ci", WRONG))
+        .chain(forms("_json_key", key))
+        .chain(forms("AWS", ECR_TOKEN))
+        .chain(forms("AKIAIOSFODNN7EXAMPLE", AWS_SECRET))
+        .chain(["not-a-real-key-Gk3y".to_owned()])
         .collect()
+}
+
+/// A Google key and AWS keys: saved (the key checked, the ECR token minted by
+/// moto), deployed with, terminated; the API token used.
+async fn cloud(cfg: berth_server::Config, url: &str, ecr: &str) -> Vec<String> {
+    berth_testkit::Moto::shared();
+    let server = Server::start(cfg).await;
+    let carol = server.admin().new_user("carol").await;
+    carol.post("/v1/projects", json!({"name": "cloud"})).await;
+    let services = [
+        (
+            "gar",
+            json!({"registry_url": url, "json_key": berth_testkit::fixtures::GCP_KEY}),
+        ),
+        (
+            "ecr",
+            json!({"registry_url": ecr, "aws_access_key_id": "AKIAIOSFODNN7EXAMPLE",
+                       "aws_secret_access_key": AWS_SECRET, "aws_region": "us-east-1"}),
+        ),
+    ];
+    for (name, registry) in services {
+        let (s, v) = carol
+            .post(
+                "/v1/projects/cloud/services",
+                json!({"name": name, "image": "team/app:run", "registry": registry}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let (s, d) = carol
+            .post(
+                &format!("/v1/projects/cloud/services/{name}/deployments"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{d}");
+        let path = format!(
+            "/v1/projects/cloud/services/{name}/deployments/{}",
+            d["id"].as_str().unwrap()
+        );
+        let d = wait_for_end(&carol, &path).await;
+        assert_eq!(d["status"], "DEPLOYED", "{d}");
+    }
+    assert_no_secret_in(&files_under(&server.dir));
+    for name in ["gar", "ecr"] {
+        carol
+            .delete(&format!("/v1/projects/cloud/services/{name}"))
+            .await;
+    }
+    server.running.stop().await;
+    vec![carol.token.clone()]
 }
 
 fn assert_no_secret_in(files: &[std::path::PathBuf]) {
