@@ -79,6 +79,8 @@ pub enum Command {
     },
 }
 
+// Parsed once per process: the size of a variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(clap::Subcommand)]
 pub enum RegistryCommand {
     /// Set or update credentials; omitted values keep their stored value
