@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_registry::{preflight, Registry};
-use berth_store::{now, Health, NewAudit, ServiceStatus, Store};
+use berth_registry::Registry;
+use berth_store::{now, stamp, Health, NewAudit, ServiceStatus, Store};
 
 use crate::config::CredentialChecks;
 use crate::secrets::Vault;
@@ -49,9 +49,6 @@ impl Checker {
     /// Takes the credentials due for a check and checks them.
     pub async fn round(&self) -> Result<usize, berth_store::StoreError> {
         let at = chrono::Utc::now();
-        let stamp = |t: chrono::DateTime<chrono::Utc>| {
-            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        };
         let period = chrono::Duration::from_std(self.config.interval).unwrap_or_default();
         let hold = chrono::Duration::from_std(HOLD).unwrap_or_default();
         let due = self
@@ -106,16 +103,23 @@ impl Checker {
                 return;
             }
         };
-        let report = match crate::kinds::registry_credentials(c.kind, c.username.clone(), password)
-            .await
-        {
-            Err(e) => crate::kinds::ecr_report(&e),
-            Ok(creds) => match preflight::bind(&self.registry, &c.registry_url, &service.image) {
-                Ok(target) => preflight::run(&self.registry, &target, Some(creds)).await,
-                Err(report) => *report,
-            },
-        };
-        crate::metrics::metrics().preflight(report.code.as_str());
+        let report =
+            match crate::kinds::registry_credentials(c.kind, c.username.clone(), password).await {
+                Err(e) => {
+                    let report = crate::kinds::ecr_report(&e);
+                    crate::metrics::metrics().preflight(report.code.as_str());
+                    report
+                }
+                Ok(creds) => {
+                    crate::routes::preflight::check(
+                        &self.registry,
+                        &c.registry_url,
+                        &service.image,
+                        Some(creds),
+                    )
+                    .await
+                }
+            };
         let health = Health {
             ok: report.ok,
             code: report.code.to_string(),

@@ -309,7 +309,12 @@ pub struct SealedRow {
 
 /// Now, RFC 3339 UTC with milliseconds (sorts as text).
 pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    stamp(chrono::Utc::now())
+}
+
+/// A time as the store writes times: RFC 3339 UTC with milliseconds.
+pub fn stamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// A deployment that should be running: `DEPLOYED`, of a service not terminated.

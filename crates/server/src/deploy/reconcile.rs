@@ -102,7 +102,7 @@ pub fn decide(f: &Facts) -> Vec<Action> {
 impl Gone {
     /// The exit to record: a code or a signal when this process saw it.
     fn exit(&self) -> Exit {
-        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let at = berth_store::now();
         match self {
             Gone::Exited(status) => Exit {
                 code: status.code(),

@@ -25,7 +25,7 @@ const RECONCILE: Duration = Duration::from_secs(2);
 
 /// The cutoff for `DeploymentQueue::repair_deployments`: now minus [`STALE`].
 pub fn stale_before() -> String {
-    (chrono::Utc::now() - STALE).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    berth_store::stamp(chrono::Utc::now() - STALE)
 }
 
 /// What a worker needs, and nothing of the HTTP edge.

@@ -2,7 +2,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use berth_registry::{preflight, Credentials, PreflightReport};
+use berth_registry::{preflight, Credentials, PreflightReport, Registry};
 use berth_store::User;
 use berth_types::{ImageRef, RegistryUrl};
 use secrecy::SecretString;
@@ -75,15 +75,16 @@ pub async fn count(state: &AppState, caller: &User) -> Result<(), ApiError> {
 }
 
 /// Runs the preflight for parsed input (a registry that the image does not name
-/// becomes an `invalid_url` report).
+/// becomes an `invalid_url` report), counted in the metrics: Test Connection,
+/// saves and the background checks alike.
 pub async fn check(
-    state: &AppState,
+    registry: &Registry,
     url: &RegistryUrl,
     image: &ImageRef,
     creds: Option<Credentials>,
 ) -> PreflightReport {
-    let report = match preflight::bind(&state.registry, url, image) {
-        Ok(target) => preflight::run(&state.registry, &target, creds).await,
+    let report = match preflight::bind(registry, url, image) {
+        Ok(target) => preflight::run(registry, &target, creds).await,
         Err(report) => *report,
     };
     crate::metrics::metrics().preflight(report.code.as_str());
@@ -102,7 +103,7 @@ pub async fn run(
     let creds = credentials(body.username, body.password)?;
     count(&state, &caller).await?;
     let report = match preflight::parse(&body.registry_url, &body.image) {
-        Ok((url, image)) => check(&state, &url, &image, creds).await,
+        Ok((url, image)) => check(&state.registry, &url, &image, creds).await,
         Err(report) => *report,
     };
     Ok(Json(report).into_response())
