@@ -86,6 +86,38 @@ enum Command {
         after_help = "Examples:\n  berth --project web audit\n  berth --project web audit --service api --json"
     )]
     Audit(cmd::audit::Args),
+    /// The Docker credential-helper protocol, with a project token
+    ///
+    /// Docker, skopeo, podman and crane run `docker-credential-berth get` (a link
+    /// to this binary under that name) with the registry host on stdin; berth
+    /// answers with the credentials of the project's service for that registry.
+    /// The server: --server, BERTH_SERVER or `berth login`; the token:
+    /// BERTH_PROJECT_TOKEN_FILE or BERTH_PROJECT_TOKEN.
+    ///
+    /// Examples:
+    ///   ln -s "$(command -v berth)" /usr/local/bin/docker-credential-berth
+    ///   echo ghcr.io | BERTH_PROJECT_TOKEN_FILE=~/.berth-token berth credential-helper get
+    #[command(verbatim_doc_comment)]
+    CredentialHelper {
+        #[command(flatten)]
+        source: cmd::credentials::TokenSource,
+        #[command(subcommand)]
+        command: cmd::credentials::HelperCommand,
+    },
+    /// A kubelet image credential provider, with a project token
+    ///
+    /// Reads a CredentialProviderRequest (credentialprovider.kubelet.k8s.io/v1) on
+    /// stdin and prints a CredentialProviderResponse with the credentials of the
+    /// project's service for the image's repository (none: an empty auth, and the
+    /// kubelet pulls anonymously). See the README's "berth on Kubernetes".
+    ///
+    /// Examples:
+    ///   berth credential-provider --server https://berth.example --token-file /etc/berth/kubelet-token
+    #[command(verbatim_doc_comment)]
+    CredentialProvider {
+        #[command(flatten)]
+        source: cmd::credentials::TokenSource,
+    },
     /// Print shell completions
     #[command(
         after_help = "Examples:\n  berth completions bash > /etc/bash_completion.d/berth\n  berth completions zsh > \"${fpath[1]}/_berth\"\n  berth completions fish > ~/.config/fish/completions/berth.fish"
@@ -108,7 +140,18 @@ enum AdminCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Run as `docker-credential-berth ACTION`: the helper protocol's name for us.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let called = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .map(str::to_owned);
+    if called.as_deref() == Some("docker-credential-berth") {
+        args[0] = "berth".into();
+        args.insert(1, "credential-helper".into());
+    }
+    let cli = Cli::parse_from(args);
     let json =
         matches!(&cli.command, Command::Server(a) if a.log_format == cmd::server::LogFormat::Json);
     init_logging(
@@ -137,6 +180,12 @@ fn main() -> ExitCode {
             Command::Deploy(args) => cmd::deploy::deploy(&cli.conn, args).await,
             Command::Logs(args) => cmd::deploy::logs(&cli.conn, args).await,
             Command::Audit(args) => cmd::audit::run(&cli.conn, args).await,
+            Command::CredentialHelper { source, command } => {
+                cmd::credentials::helper(&cli.conn, &source, command).await
+            }
+            Command::CredentialProvider { source } => {
+                cmd::credentials::provider(&cli.conn, &source).await
+            }
             Command::Admin(AdminCommand::RotateMasterKey(args)) => {
                 cmd::server::rotate_master_key(args).await
             }

@@ -3,7 +3,9 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::routes::{audit, deployments, health, preflight, projects, services, users};
+use crate::routes::{
+    audit, credentials, deployments, health, preflight, projects, services, users,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +19,10 @@ use crate::routes::{audit, deployments, health, preflight, projects, services, u
         projects::create,
         projects::list,
         projects::add_member,
+        credentials::create,
+        credentials::list,
+        credentials::revoke,
+        credentials::read,
         preflight::run,
         services::create,
         services::list,

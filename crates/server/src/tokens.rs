@@ -11,11 +11,18 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
 pub const PREFIX: &str = "berth_";
+/// A project token's prefix: what it is can be told at a glance (and by secret
+/// scanners), and it is never a user's.
+pub const PROJECT_PREFIX: &str = "berth_pt_";
 
 pub fn generate() -> SecretString {
+    generate_with(PREFIX)
+}
+
+pub fn generate_with(prefix: &str) -> SecretString {
     let mut raw = zeroize::Zeroizing::new([0u8; 32]);
     rand::rngs::OsRng.fill_bytes(raw.as_mut());
-    SecretString::from(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw.as_ref())))
+    SecretString::from(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(raw.as_ref())))
 }
 
 pub fn hash(token: &SecretString) -> String {

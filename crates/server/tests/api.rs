@@ -99,6 +99,9 @@ api_test!(health_and_the_openapi_document_need_no_token, |fx| {
         "/v1/projects/{p}/services/{s}",
         "/v1/projects/{p}/services/{s}/registry",
         "/v1/projects/{p}/audit-events",
+        "/v1/projects/{p}/tokens",
+        "/v1/projects/{p}/tokens/{name}",
+        "/v1/registry-credentials",
     ] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
@@ -692,3 +695,123 @@ api_test!(probes_and_metrics_need_no_token_and_name_no_tenant, |fx| {
         "no tenant's name: {text}"
     );
 });
+
+api_test!(
+    project_tokens_read_their_own_projects_credentials_only,
+    |fx| {
+        create_with_creds(fx, &fx.alice, "api").await;
+        // bob owns another project holding credentials for the same registry.
+        fx.bob.post("/v1/projects", json!({"name": "other"})).await;
+        let (s, v) = fx
+        .bob
+        .post("/v1/projects/other/services", json!({"name": "x", "image": "team/app:v2", "registry": registry_body(&fx.url, "admin", "admin-pass-1")}))
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        // Owners only create them; a member is refused.
+        fx.alice
+            .post("/v1/projects/web/members", json!({"user": "bob"}))
+            .await;
+        let r = fx
+            .bob
+            .post("/v1/projects/web/tokens", json!({"name": "kubelet"}))
+            .await;
+        assert_eq!(code(&r), (StatusCode::FORBIDDEN, Some("forbidden")));
+        let (s, t) = fx
+            .alice
+            .post("/v1/projects/web/tokens", json!({"name": "kubelet"}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{t}");
+        let token = t["token"].as_str().unwrap().to_owned();
+        assert_eq!(t["scope"], "read-credentials");
+        let r = fx
+            .alice
+            .post("/v1/projects/web/tokens", json!({"name": "kubelet"}))
+            .await;
+        assert_eq!(code(&r), (StatusCode::CONFLICT, Some("conflict")));
+        let (_, listed) = fx.bob.get("/v1/projects/web/tokens").await;
+        assert_eq!(listed[0]["name"], "kubelet");
+        assert!(listed[0].get("token").is_none(), "never listed: {listed}");
+
+        let puller = fx.server.client(&token);
+        // It reads this project's credentials...
+        let (s, v) = puller
+            .post(
+                "/v1/registry-credentials",
+                json!({"image": format!("{}/team/app:v9", fx.url)}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(
+            (
+                v["service"].as_str(),
+                v["username"].as_str(),
+                v["password"].as_str()
+            ),
+            (Some("api"), Some("ci"), Some(PASSWORD))
+        );
+        // ...never the other project's (its service is not found by name here)...
+        let r = puller
+            .post(
+                "/v1/registry-credentials",
+                json!({"registry": fx.url, "service": "x"}),
+            )
+            .await;
+        assert_eq!(code(&r), (StatusCode::NOT_FOUND, Some("no_credentials")));
+        // ...and nothing else: not the project's services, not the users' routes.
+        assert_eq!(
+            puller.get("/v1/projects/web/services").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(puller.get("/v1/projects").await.0, StatusCode::UNAUTHORIZED);
+        // A user's token does not open the credentials route.
+        let r = fx
+            .alice
+            .post("/v1/registry-credentials", json!({"registry": fx.url}))
+            .await;
+        assert_eq!(code(&r), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+        // Two services with different users on one registry: a host alone is
+        // ambiguous; the image's repository or the service's name decides.
+        let (s, v) = fx
+        .alice
+        .post("/v1/projects/web/services", json!({"name": "admin-side", "image": "team/app:v2", "registry": registry_body(&fx.url, "admin", "admin-pass-1")}))
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let r = puller
+            .post("/v1/registry-credentials", json!({"registry": fx.url}))
+            .await;
+        assert_eq!(code(&r), (StatusCode::CONFLICT, Some("ambiguous")));
+        let (_, v) = puller
+            .post(
+                "/v1/registry-credentials",
+                json!({"registry": fx.url, "service": "admin-side"}),
+            )
+            .await;
+        assert_eq!(v["username"], "admin");
+
+        // Audited on every use, by the token, without the secret.
+        let (_, events) = fx.alice.get("/v1/projects/web/audit-events").await;
+        let reads: Vec<&Value> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "credentials.read")
+            .collect();
+        assert_eq!(reads.len(), 2, "{events}");
+        assert_eq!(reads[0]["actor"], "token:kubelet");
+        assert!(!events.to_string().contains(PASSWORD));
+        // Revoked: refused at once.
+        let r = fx.bob.delete("/v1/projects/web/tokens/kubelet").await;
+        assert_eq!(code(&r), (StatusCode::FORBIDDEN, Some("forbidden")));
+        assert_eq!(
+            fx.alice.delete("/v1/projects/web/tokens/kubelet").await.0,
+            StatusCode::OK
+        );
+        let r = puller
+            .post(
+                "/v1/registry-credentials",
+                json!({"registry": fx.url, "service": "api"}),
+            )
+            .await;
+        assert_eq!(code(&r), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+    }
+);

@@ -219,6 +219,34 @@ pub trait CredentialChecks: Send + Sync {
     ) -> Result<bool>;
 }
 
+/// Tokens scoped to a project (read its registry credentials), created and
+/// revoked by its owners.
+#[async_trait]
+pub trait ProjectTokens: Send + Sync {
+    /// A new token (its hash); `Conflict` when the project has one of this name.
+    async fn create_project_token(
+        &self,
+        project: &Project,
+        name: &str,
+        token_hash: &str,
+        created_by: &User,
+        audit: NewAudit,
+    ) -> Result<ProjectToken>;
+    /// The project's tokens, by name.
+    async fn project_tokens(&self, project: &ProjectId) -> Result<Vec<ProjectToken>>;
+    /// The token with this hash, stamped as used now.
+    async fn use_project_token(&self, token_hash: &str) -> Result<Option<ProjectToken>>;
+    /// Appends what a token read to the audit log (every use is listed).
+    async fn audit_token_use(&self, token: &ProjectToken, audit: NewAudit) -> Result<()>;
+    /// Deletes the project's token of this name; `false` when there is none.
+    async fn revoke_project_token(
+        &self,
+        project: &Project,
+        name: &str,
+        audit: NewAudit,
+    ) -> Result<bool>;
+}
+
 /// What the operator's probes and metrics read.
 #[async_trait]
 pub trait Stats: Send + Sync {
@@ -240,7 +268,15 @@ pub struct Counts {
 /// need (the deploy worker a [`DeploymentQueue`] and [`Services`], the vault a
 /// [`VaultMeta`]).
 pub trait Store:
-    Accounts + Services + DeploymentQueue + AuditLog + RateLimits + VaultMeta + CredentialChecks + Stats
+    Accounts
+    + Services
+    + DeploymentQueue
+    + AuditLog
+    + RateLimits
+    + VaultMeta
+    + CredentialChecks
+    + ProjectTokens
+    + Stats
 {
 }
 
@@ -252,6 +288,7 @@ impl<
             + RateLimits
             + VaultMeta
             + CredentialChecks
+            + ProjectTokens
             + Stats,
     > Store for T
 {
@@ -269,7 +306,7 @@ pub(crate) fn decode_digest(s: &str) -> Result<Digest> {
 /// Every store trait, for code that calls them on a concrete [`SqlStore`].
 pub mod prelude {
     pub use crate::{
-        Accounts, AuditLog, CredentialChecks, DeploymentQueue, RateLimits, Services, Stats,
-        VaultMeta,
+        Accounts, AuditLog, CredentialChecks, DeploymentQueue, ProjectTokens, RateLimits, Services,
+        Stats, VaultMeta,
     };
 }

@@ -52,6 +52,10 @@ id_type!(
     /// A deployment's id: its container is `berth-<id>`.
     DeploymentId
 );
+id_type!(
+    /// A project token's id.
+    ProjectTokenId
+);
 
 macro_rules! status_enum {
     ($(#[$doc:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
@@ -305,6 +309,20 @@ pub struct SealedRow {
     pub service_id: ServiceId,
     pub project_id: ProjectId,
     pub sealed_password: Vec<u8>,
+}
+
+/// A token scoped to one project: reads its registry credentials, nothing else.
+#[derive(Clone, Debug)]
+pub struct ProjectToken {
+    pub id: ProjectTokenId,
+    pub project_id: ProjectId,
+    pub name: String,
+    /// `read-credentials` (the only scope there is).
+    pub scope: String,
+    /// The name of the owner who created it.
+    pub created_by: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
 }
 
 /// Now, RFC 3339 UTC with milliseconds (sorts as text).

@@ -958,3 +958,78 @@ contract!(
             .unwrap());
     }
 );
+
+contract!(
+    project_tokens_are_found_by_hash_until_revoked,
+    |store: SqlStore| async move {
+        let fx = fixture(&store).await;
+        let t = store
+            .create_project_token(
+                &fx.p,
+                "kubelet",
+                "hash-t",
+                &fx.alice,
+                audit("project.token.create", Some("web"), None),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (t.scope.as_str(), t.created_by.as_str()),
+            ("read-credentials", "alice")
+        );
+        assert!(t.last_used_at.is_none());
+        // One name per project.
+        assert!(matches!(
+            store
+                .create_project_token(
+                    &fx.p,
+                    "kubelet",
+                    "hash-u",
+                    &fx.alice,
+                    audit("project.token.create", Some("web"), None)
+                )
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        // Not a user's token, nor the other way round.
+        assert!(store.user_by_token_hash("hash-t").await.unwrap().is_none());
+        assert!(store.use_project_token("hash-a").await.unwrap().is_none());
+        let used = store.use_project_token("hash-t").await.unwrap().unwrap();
+        assert_eq!(used.id, t.id);
+        assert!(used.last_used_at.is_some());
+        store
+            .audit_token_use(&used, audit("credentials.read", Some("web"), Some("api")))
+            .await
+            .unwrap();
+        let listed = store.project_tokens(&fx.p.id).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].last_used_at.is_some());
+        assert!(store
+            .revoke_project_token(
+                &fx.p,
+                "kubelet",
+                audit("project.token.revoke", Some("web"), None)
+            )
+            .await
+            .unwrap());
+        assert!(!store
+            .revoke_project_token(
+                &fx.p,
+                "kubelet",
+                audit("project.token.revoke", Some("web"), None)
+            )
+            .await
+            .unwrap());
+        assert!(store.use_project_token("hash-t").await.unwrap().is_none());
+        let events = store.audit_events(&fx.p, None, None, 10).await.unwrap();
+        let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(
+            actions[..3],
+            [
+                "project.token.revoke",
+                "credentials.read",
+                "project.token.create"
+            ]
+        );
+    }
+);

@@ -90,15 +90,6 @@ impl Api {
         let saved: Option<Saved> = std::fs::read_to_string(login_file())
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
-        let base = c
-            .server
-            .clone()
-            .or_else(|| saved.as_ref().map(|s| s.server.clone()))
-            .ok_or_else(|| {
-                CliError::Usage(
-                    "no server: pass --server, set BERTH_SERVER, or run `berth login`".into(),
-                )
-            })?;
         let token = c
             .token
             .clone()
@@ -108,10 +99,30 @@ impl Api {
                     "no token: pass --token, set BERTH_TOKEN, or run `berth login`".into(),
                 )
             })?;
+        Api::with_token(c, SecretString::from(token))
+    }
+
+    /// The server as `connect` finds it (flag, BERTH_SERVER, `berth login`), with
+    /// a token given otherwise (a project token).
+    pub fn with_token(c: &Connection, token: SecretString) -> Result<Self, CliError> {
+        let saved: Option<Saved> = std::fs::read_to_string(login_file())
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        let base = c
+            .server
+            .clone()
+            .or_else(|| saved.as_ref().map(|s| s.server.clone()))
+            .ok_or_else(|| {
+                CliError::Usage(
+                    "no server: pass --server, set BERTH_SERVER, or run `berth login`".into(),
+                )
+            })?;
         Ok(Api {
             base: base.trim_end_matches('/').to_owned(),
-            token: SecretString::from(token),
-            http: reqwest::Client::builder().build()?,
+            token,
+            http: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .build()?,
         })
     }
 

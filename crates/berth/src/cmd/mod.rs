@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod credentials;
 pub mod deploy;
 mod docker_config;
 pub mod login;

@@ -1,6 +1,7 @@
 //! One file per resource. [`router`] assembles them.
 
 pub mod audit;
+pub mod credentials;
 pub mod deployments;
 pub mod health;
 pub mod preflight;
@@ -26,6 +27,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/users", post(users::create))
         .route("/v1/projects", post(projects::create).get(projects::list))
         .route("/v1/projects/{p}/members", post(projects::add_member))
+        .route(
+            "/v1/projects/{p}/tokens",
+            post(credentials::create).get(credentials::list),
+        )
+        .route(
+            "/v1/projects/{p}/tokens/{name}",
+            axum::routing::delete(credentials::revoke),
+        )
+        .route("/v1/registry-credentials", post(credentials::read))
         .route("/v1/preflight", post(preflight::run))
         .route(
             "/v1/projects/{p}/services",

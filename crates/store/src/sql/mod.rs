@@ -18,6 +18,7 @@ use crate::{Result, StoreError};
 mod accounts;
 mod audit;
 mod checks;
+mod project_tokens;
 mod queue;
 mod rate_limit;
 mod services;
@@ -36,6 +37,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/007_restarts.sql")),
     (8, include_str!("../migrations/008_health.sql")),
     (9, include_str!("../migrations/009_kind.sql")),
+    (10, include_str!("../migrations/010_project_tokens.sql")),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

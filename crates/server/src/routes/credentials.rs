@@ -1,0 +1,353 @@
+//! Project tokens (owners create them: read the project's registry credentials,
+//! nothing else) and the one route they open: the credentials for an image or a
+//! registry, as the Docker credential helper and the kubelet credential provider
+//! ask. The only route that answers a secret; every use is in the audit log.
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::Json;
+use berth_store::{Project, ProjectToken, Service, ServiceStatus};
+use berth_types::{ImageRef, DOCKER_HUB};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::api::{audit_event, membership, parse_slug, require_owner, ApiError, ApiJson, Caller};
+use crate::secrets::Vault;
+use crate::state::AppState;
+
+/// How long a consumer may keep credentials it read (the kubelet's
+/// `cacheDuration`): short, so that a rotation or a removal reaches it soon.
+const CACHE_SECONDS: u64 = 300;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// A slug naming what will hold it, e.g. `kubelet-prod` or `ci`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
+    pub name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenView {
+    pub name: String,
+    /// `read-credentials`: the project's registry credentials, nothing else.
+    pub scope: String,
+    pub created_by: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    /// Only in the answer to its creation: shown once, stored as a hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl From<ProjectToken> for TokenView {
+    fn from(t: ProjectToken) -> Self {
+        TokenView {
+            name: t.name,
+            scope: t.scope,
+            created_by: t.created_by,
+            created_at: t.created_at,
+            last_used_at: t.last_used_at,
+            token: None,
+        }
+    }
+}
+
+/// Creates a project token (owner only); the token is in this answer only.
+#[utoipa::path(post, path = "/v1/projects/{p}/tokens", request_body = CreateToken,
+    params(("p" = String, Path, description = "project name")),
+    responses((status = 201, body = TokenView), (status = 403, body = crate::api::ErrorBody),
+              (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(p): Path<String>,
+    ApiJson(body): ApiJson<CreateToken>,
+) -> Result<(StatusCode, Json<TokenView>), ApiError> {
+    let m = membership(&state, &caller, &p).await?;
+    require_owner(&m)?;
+    let name = parse_slug(&body.name)?;
+    let token = crate::tokens::generate_with(crate::tokens::PROJECT_PREFIX);
+    let saved = state
+        .store
+        .create_project_token(
+            &m.project,
+            name.as_str(),
+            &crate::tokens::hash(&token),
+            &caller,
+            audit_event(
+                &caller,
+                "project.token.create",
+                &m.project,
+                None,
+                serde_json::json!({"token": name.as_str(), "scope": "read-credentials"}),
+            ),
+        )
+        .await?;
+    let mut view = TokenView::from(saved);
+    view.token = Some(token.expose_secret().to_owned());
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// The project's tokens (never their values), with when each was last used.
+#[utoipa::path(get, path = "/v1/projects/{p}/tokens",
+    params(("p" = String, Path, description = "project name")),
+    responses((status = 200, body = [TokenView]), (status = 404, body = crate::api::ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(p): Path<String>,
+) -> Result<Json<Vec<TokenView>>, ApiError> {
+    let m = membership(&state, &caller, &p).await?;
+    let tokens = state.store.project_tokens(&m.project.id).await?;
+    Ok(Json(tokens.into_iter().map(TokenView::from).collect()))
+}
+
+/// Revokes a project token (owner only): its next use is refused.
+#[utoipa::path(delete, path = "/v1/projects/{p}/tokens/{name}",
+    params(("p" = String, Path, description = "project name"), ("name" = String, Path, description = "token name")),
+    responses((status = 200), (status = 403, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody)))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((p, name)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let m = membership(&state, &caller, &p).await?;
+    require_owner(&m)?;
+    let gone = state
+        .store
+        .revoke_project_token(
+            &m.project,
+            &name,
+            audit_event(
+                &caller,
+                "project.token.revoke",
+                &m.project,
+                None,
+                serde_json::json!({"token": name}),
+            ),
+        )
+        .await?;
+    if !gone {
+        return Err(ApiError::not_found("token"));
+    }
+    Ok(Json(serde_json::json!({"revoked": name})))
+}
+
+/// A request made with a project token: the token and its project.
+pub struct ProjectCaller(pub ProjectToken, pub Project);
+
+impl FromRequestParts<AppState> for ProjectCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let unauthorized = || {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a project token is required (Authorization: Bearer berth_pt_...); an owner creates one with berth project token create",
+            )
+        };
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(|t| SecretString::from(t.trim().to_owned()))
+            .ok_or_else(unauthorized)?;
+        let used = state
+            .store
+            .use_project_token(&crate::tokens::hash(&token))
+            .await?
+            .ok_or_else(unauthorized)?;
+        let name = state
+            .store
+            .project_name(&used.project_id)
+            .await?
+            .ok_or_else(unauthorized)?;
+        let project = Project {
+            id: used.project_id.clone(),
+            name,
+            created_at: String::new(),
+        };
+        Ok(ProjectCaller(used, project))
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsRequest {
+    /// The image to pull (`host/repo:tag`): the credentials of the project's
+    /// service that pulls this repository.
+    pub image: Option<String>,
+    /// Or a registry host alone (the Docker credential helper's question).
+    pub registry: Option<String>,
+    /// The service whose credentials to use, when several match.
+    pub service: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CredentialsAnswer {
+    pub registry_url: String,
+    pub username: String,
+    /// The password or token (for `ecr`, a registry token minted now).
+    pub password: String,
+    /// The service whose credentials these are.
+    pub service: String,
+    /// How long the caller may keep them.
+    pub cache_seconds: u64,
+}
+
+/// Docker Hub's registry names, as one.
+fn same_host(a: &str, b: &str) -> bool {
+    let norm = |h: &str| {
+        let h = h.to_ascii_lowercase();
+        match h.as_str() {
+            "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+                DOCKER_HUB.to_owned()
+            }
+            _ => h,
+        }
+    };
+    norm(a) == norm(b)
+}
+
+/// Which of `services` answer a question: by repository for an image (else by
+/// host, when they all hold the same user), by host for a registry; the newest
+/// credentials first.
+fn choose<'a>(
+    services: &'a [Service],
+    image: Option<&ImageRef>,
+    host: &str,
+) -> Result<&'a Service, ApiError> {
+    let mut on_host: Vec<&Service> = services
+        .iter()
+        .filter(|s| s.status != ServiceStatus::Terminated)
+        .filter(|s| {
+            s.credential
+                .as_ref()
+                .is_some_and(|c| same_host(&c.registry_url.authority(), host))
+        })
+        .collect();
+    on_host.sort_by(|a, b| {
+        let at = |s: &Service| s.credential.as_ref().map(|c| c.updated_at.clone());
+        at(b).cmp(&at(a))
+    });
+    if let Some(image) = image {
+        let hub = same_host(host, DOCKER_HUB);
+        let repo = image.repository_on(hub);
+        if let Some(s) = on_host.iter().find(|s| s.image.repository_on(hub) == repo) {
+            return Ok(s);
+        }
+    }
+    let users: std::collections::BTreeSet<&str> = on_host
+        .iter()
+        .filter_map(|s| s.credential.as_ref().map(|c| c.username.as_str()))
+        .collect();
+    match (on_host.first(), users.len()) {
+        (None, _) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_credentials",
+            format!("no service of this project has credentials for {host}"),
+        )),
+        (Some(s), 1) => Ok(s),
+        (Some(_), _) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "ambiguous",
+            format!(
+                "several services hold different credentials for {host} ({}): name one (service, or BERTH_SERVICE for the helpers)",
+                on_host.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
+}
+
+/// The registry credentials for an image or a registry, with a project token.
+/// Listed in the audit log on every use (`credentials.read`).
+#[utoipa::path(post, path = "/v1/registry-credentials", request_body = CredentialsRequest,
+    responses((status = 200, body = CredentialsAnswer), (status = 401, body = crate::api::ErrorBody),
+              (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
+pub async fn read(
+    State(state): State<AppState>,
+    ProjectCaller(token, project): ProjectCaller,
+    ApiJson(body): ApiJson<CredentialsRequest>,
+) -> Result<Json<CredentialsAnswer>, ApiError> {
+    let image = body
+        .image
+        .as_deref()
+        .map(|i| {
+            i.parse::<ImageRef>()
+                .map_err(|e| ApiError::bad_request("invalid_image", e.to_string()))
+        })
+        .transpose()?;
+    let host = match (&image, &body.registry) {
+        (Some(i), _) => i.registry().to_owned(),
+        (None, Some(r)) => r
+            .trim()
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned(),
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "missing_field",
+                "image or registry is required",
+            ))
+        }
+    };
+    let mut services = state.store.list_services(&project).await?;
+    if let Some(name) = &body.service {
+        services.retain(|s| &s.name == name);
+    }
+    let service = choose(&services, image.as_ref(), &host)?;
+    let c = service
+        .credential
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("credentials"))?;
+    let password = state
+        .secrets
+        .get(&project.id, &service.id, &c.secret)
+        .await?;
+    let creds = crate::kinds::registry_credentials(c.kind, c.username.clone(), password)
+        .await
+        .map_err(|e| {
+            let report = crate::kinds::ecr_report(&e);
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                report.code.as_str(),
+                report.message,
+            )
+        })?;
+    state
+        .store
+        .audit_token_use(
+            &token,
+            berth_store::NewAudit {
+                actor: format!("token:{}", token.name),
+                action: "credentials.read",
+                project: Some(project.name.clone()),
+                service: Some(service.name.clone()),
+                metadata: serde_json::json!({
+                    "token": token.name,
+                    "registry": c.registry_url.authority(),
+                    "image": body.image,
+                }),
+            },
+        )
+        .await?;
+    Ok(Json(CredentialsAnswer {
+        registry_url: c.registry_url.authority(),
+        username: creds.username,
+        password: creds.password.expose_secret().to_owned(),
+        service: service.name.clone(),
+        cache_seconds: CACHE_SECONDS,
+    }))
+}
