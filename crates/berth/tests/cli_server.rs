@@ -1,5 +1,7 @@
 //! `berth server --log-format json`: every log line one JSON object, for a log
-//! shipper.
+//! shipper; SIGTERM lets the requests in flight finish.
+
+mod common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -37,4 +39,58 @@ fn json_logs_are_one_object_a_line() {
             "{line}"
         );
     }
+}
+
+/// SIGTERM while a slow preflight is in flight: no new connection is taken, the
+/// preflight's answer still arrives whole, and the process exits 0.
+#[test]
+fn sigterm_finishes_the_requests_in_flight() {
+    use std::io::{Read, Write};
+    let reg = berth_testkit::LocalRegistry::htpasswd(&[("ci", "Pu11-0nly")]);
+    berth_testkit::TestImage::build(&[("a", b"a")], &["/a"]).push(&reg, "team/app:v1");
+    // A registry answering at 200 bytes a second: the preflight takes seconds.
+    let slow = berth_testkit::hostile::Throttle::start(&reg.authority(), 200);
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(&dir.path().join("data"), &slow.authority());
+    let port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
+    let body = serde_json::json!({"registry_url": slow.authority(), "username": "ci",
+                                  "password": "Pu11-0nly", "image": "team/app:v1"})
+    .to_string();
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        conn,
+        "POST /v1/preflight HTTP/1.1\r\nHost: berth\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        server.admin_token,
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let started = Instant::now();
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "a stopping server takes no new connection"
+    );
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""ok":true"#), "{answer}");
+    let mut server = server;
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the server did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
 }

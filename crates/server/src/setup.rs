@@ -156,6 +156,10 @@ async fn create_admin(store: &SqlStore, data_dir: &Path) -> Result<(), SetupErro
     Ok(())
 }
 
+/// How long a shutdown waits for requests in flight: within systemd's default
+/// stop timeout and Kubernetes' default termination grace (30 s).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// A server listening in the background.
 pub struct Running {
     pub addr: SocketAddr,
@@ -219,14 +223,29 @@ pub async fn start(config: Config) -> Result<Running, SetupError> {
         ]),
     );
     let (tx, rx) = oneshot::channel::<()>();
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let stop_told = stopping.clone();
     let handle = tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "server stopped");
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = rx.await;
+            stop_told.notify_one();
+        });
+        // Requests in flight finish; one that would not (a followed log) is cut
+        // once the grace is over.
+        let grace = async {
+            stopping.notified().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            r = std::future::IntoFuture::into_future(serve) => {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "server stopped");
+                }
+            }
+            _ = grace => tracing::warn!(
+                grace_s = SHUTDOWN_GRACE.as_secs(),
+                "requests still open when the shutdown grace ended (followed logs?): closed"
+            ),
         }
         worker.abort();
         checker.abort();
