@@ -21,8 +21,27 @@ impl Drop for ServerProcess {
 }
 
 pub fn start_server(dir: &std::path::Path, insecure: &str) -> ServerProcess {
+    start_server_under(dir, insecure, &[])
+}
+
+/// `berth server` run by `wrapper` (a program and its arguments, e.g. `setpriv`
+/// with a capability bounding set), or directly when it is empty.
+pub fn start_server_under(
+    dir: &std::path::Path,
+    insecure: &str,
+    wrapper: &[String],
+) -> ServerProcess {
     let port = berth_testkit::free_port();
-    let child = StdCommand::new(assert_cmd::cargo::cargo_bin("berth"))
+    let berth = assert_cmd::cargo::cargo_bin("berth");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = StdCommand::new(program);
+            c.args(args).arg(&berth);
+            c
+        }
+        None => StdCommand::new(&berth),
+    };
+    let child = cmd
         .args([
             "server",
             "--listen",
