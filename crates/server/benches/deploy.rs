@@ -270,6 +270,7 @@ async fn berth_deploy(reg: &LocalRegistry, dir: &Path, repo: &str) -> BerthRun {
             ..Default::default()
         },
         checks: Default::default(),
+        runtime: Default::default(),
     };
     let running = berth_server::start(config).await.unwrap();
     let base = format!("http://{}", running.addr);

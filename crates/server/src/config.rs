@@ -31,6 +31,17 @@ pub struct Config {
     pub deploys: DeployLimits,
     /// How often stored credentials are checked against their registry.
     pub checks: CredentialChecks,
+    /// Where containers run: on this machine with runc, or on a Kubernetes
+    /// cluster.
+    pub runtime: RuntimeChoice,
+}
+
+/// `--runtime`: runc on this machine (the default), or a Kubernetes cluster.
+#[derive(Clone, Debug, Default)]
+pub enum RuntimeChoice {
+    #[default]
+    Runc,
+    Kubernetes(berth_kubernetes::Settings),
 }
 
 /// The background checks of stored credentials.
@@ -130,6 +141,7 @@ impl std::fmt::Debug for Config {
             .field("advertise_url", &self.advertise_url)
             .field("sandbox", &self.sandbox)
             .field("deploys", &self.deploys)
+            .field("runtime", &self.runtime)
             .finish()
     }
 }
@@ -187,6 +199,20 @@ pub struct FileConfig {
     pub deploys: FileDeploys,
     #[serde(default)]
     pub credentials: FileCredentials,
+    #[serde(default)]
+    pub runtime: FileRuntime,
+}
+
+/// `[runtime]`: where containers run.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRuntime {
+    /// `runc` or `kubernetes`.
+    pub kind: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
+    /// One namespace for every project's workloads (default: `berth-<project>`).
+    pub namespace: Option<String>,
+    pub user_namespaces: Option<bool>,
 }
 
 /// `[credentials]`: the background checks of stored credentials.
@@ -315,6 +341,10 @@ pub struct Overrides {
     pub log_max_files: Option<u32>,
     pub restart_backoff_ms: Option<u64>,
     pub credential_check_interval_secs: Option<u64>,
+    pub runtime: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
+    pub kubernetes_namespace: Option<String>,
+    pub kubernetes_user_namespaces: bool,
 }
 
 impl FileConfig {
@@ -468,6 +498,24 @@ impl Config {
         {
             checks.interval = std::time::Duration::from_secs(t);
         }
+        let runtime = match o.runtime.or(file.runtime.kind).as_deref() {
+            None | Some("runc") => RuntimeChoice::Runc,
+            Some("kubernetes") => RuntimeChoice::Kubernetes(berth_kubernetes::Settings {
+                kubeconfig: o.kubeconfig.or(file.runtime.kubeconfig),
+                namespaces: match o.kubernetes_namespace.or(file.runtime.namespace) {
+                    Some(ns) => berth_kubernetes::Namespaces::Fixed(ns),
+                    None => berth_kubernetes::Namespaces::PerProject,
+                },
+                user_namespaces: o.kubernetes_user_namespaces
+                    || file.runtime.user_namespaces.unwrap_or(false),
+                progress_deadline_s: (deploys.deadline.as_secs().clamp(10, 3600) as i32) - 5,
+            }),
+            Some(other) => {
+                return Err(ConfigError::Containers(format!(
+                    "runtime {other:?} is not runc or kubernetes"
+                )))
+            }
+        };
         Ok(Config {
             data_dir,
             listen,
@@ -479,6 +527,7 @@ impl Config {
             sandbox,
             deploys,
             checks,
+            runtime,
         })
     }
 }

@@ -36,6 +36,8 @@ pub enum SetupError {
     AdminToken(String, String),
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, String),
+    #[error("the Kubernetes runtime: {0}")]
+    Kubernetes(#[from] berth_kubernetes::KubeError),
 }
 
 /// The parts of a started server.
@@ -106,14 +108,24 @@ pub async fn open(config: &Config) -> Result<Parts, SetupError> {
             "deployments interrupted by a stop were marked FAILED"
         );
     }
-    config
-        .sandbox
-        .check_range_free()
-        .map_err(|e| SetupError::DataDir(config.data_dir.display().to_string(), e.to_string()))?;
-    let deployer = crate::deploy::Deployer::new(&config.data_dir, config.sandbox, config.deploys)
-        .map_err(|e| {
-        SetupError::DataDir(config.data_dir.display().to_string(), e.to_string())
-    })?;
+    let cluster = match &config.runtime {
+        crate::config::RuntimeChoice::Runc => {
+            config.sandbox.check_range_free().map_err(|e| {
+                SetupError::DataDir(config.data_dir.display().to_string(), e.to_string())
+            })?;
+            None
+        }
+        crate::config::RuntimeChoice::Kubernetes(settings) => {
+            let k = berth_kubernetes::Kubernetes::connect(settings.clone()).await?;
+            tracing::info!(namespaces = ?settings.namespaces, "deployments run on the Kubernetes cluster");
+            Some(k)
+        }
+    };
+    let deployer =
+        crate::deploy::Deployer::new(&config.data_dir, config.sandbox, config.deploys, cluster)
+            .map_err(|e| {
+                SetupError::DataDir(config.data_dir.display().to_string(), e.to_string())
+            })?;
     let state = AppState {
         store: Arc::new(store.clone()),
         secrets: Arc::new(secrets),

@@ -5,11 +5,13 @@
 //! - [`TestImage`]: images built here as OCI layouts and pushed with `skopeo`;
 //! - [`hostile`]: canary listeners and servers that misbehave on purpose;
 //! - [`Moto`]: moto in server mode, standing in for AWS KMS and Secrets Manager;
+//! - [`FakeKube`]: a stateful fake Kubernetes API server with a scripted kubelet;
 //! - [`fixtures`]: the registry and images the server and CLI tests share.
 
 pub mod fixtures;
 pub mod hostile;
 mod image;
+mod kube_api;
 mod moto;
 mod postgres;
 mod registry;
@@ -17,6 +19,7 @@ mod token_server;
 
 pub use fixtures::TeamRegistry;
 pub use image::{layout_blob, push_index, TestImage};
+pub use kube_api::{FakeKube, Kubelet};
 pub use moto::Moto;
 pub use postgres::Postgres;
 pub use registry::LocalRegistry;

@@ -92,6 +92,21 @@ pub struct Args {
     /// Seconds between two background checks of each stored credential against its registry; 0: none [default: 21600]
     #[arg(long, env = "BERTH_CREDENTIAL_CHECK_INTERVAL")]
     credential_check_interval: Option<u64>,
+    /// Where containers run: runc (on this machine) or kubernetes (a cluster)
+    /// [default: runc]
+    #[arg(long, env = "BERTH_RUNTIME", value_parser = ["runc", "kubernetes"])]
+    runtime: Option<String>,
+    /// The cluster's kubeconfig (kubernetes runtime) [default: in-cluster, else
+    /// KUBECONFIG or ~/.kube/config]
+    #[arg(long, env = "BERTH_KUBECONFIG")]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// One namespace for every project's workloads (kubernetes runtime)
+    /// [default: berth-<project>, created with labels]
+    #[arg(long, env = "BERTH_KUBERNETES_NAMESPACE")]
+    kubernetes_namespace: Option<String>,
+    /// Run pods in user namespaces (hostUsers: false; Kubernetes 1.33+)
+    #[arg(long, env = "BERTH_KUBERNETES_USER_NAMESPACES")]
+    kubernetes_user_namespaces: bool,
 }
 
 impl Args {
@@ -130,6 +145,10 @@ impl Args {
                 log_max_files: self.log_max_files,
                 restart_backoff_ms: self.restart_backoff_ms,
                 credential_check_interval_secs: self.credential_check_interval,
+                runtime: self.runtime.clone(),
+                kubeconfig: self.kubeconfig.clone(),
+                kubernetes_namespace: self.kubernetes_namespace.clone(),
+                kubernetes_user_namespaces: self.kubernetes_user_namespaces,
             },
             file,
         )

@@ -7,13 +7,17 @@
 //!   decision function and what carries it out);
 //! - [`gc`]: unpacked images and blobs no live deployment needs;
 //! - [`log`]: the infrastructure log (append, read, follow, forward);
-//! - [`failure`]: a failed deploy's stable code and message.
+//! - [`failure`]: a failed deploy's stable code and message;
+//! - [`kubernetes`]: the same deploy on a Kubernetes cluster (resolve, then a
+//!   Deployment pinned by digest with the pull Secret it owns), its stops and
+//!   its reconcile.
 //!
 //! The worker takes the store, the vault and the registry it needs, never the HTTP
 //! edge's state.
 
 mod failure;
 mod gc;
+mod kubernetes;
 pub mod log;
 mod reconcile;
 mod run;
@@ -59,8 +63,10 @@ pub struct Deployer {
     /// deployments this one claims.
     pub replica_url: std::sync::OnceLock<String>,
     /// `None` when no runtime binary was found: deploys then fail saying what to
-    /// install.
+    /// install (or when deployments run on a cluster).
     runtime: Option<Box<dyn Runtime>>,
+    /// The Kubernetes cluster deployments run on (`--runtime kubernetes`).
+    cluster: Option<berth_kubernetes::Kubernetes>,
     /// Proofs of access to cached content, per project (see `berth_runtime::proofs`).
     pub proofs: Proofs,
     /// Deployments this replica's worker runs now.
@@ -84,7 +90,12 @@ pub struct Deployer {
 }
 
 impl Deployer {
-    pub fn new(data_dir: &Path, sandbox: Sandbox, limits: DeployLimits) -> std::io::Result<Self> {
+    pub fn new(
+        data_dir: &Path,
+        sandbox: Sandbox,
+        limits: DeployLimits,
+        cluster: Option<berth_kubernetes::Kubernetes>,
+    ) -> std::io::Result<Self> {
         let root = data_dir.join("deployments");
         std::fs::create_dir_all(&root)?;
         let cache = BlobCache::open(data_dir.join("blobs"))?;
@@ -108,10 +119,10 @@ impl Deployer {
             );
         }
         let runtime: Option<Box<dyn Runtime>> = match Runc::find(data_dir.join("runc"), sandbox) {
-            Ok(r) => Some(Box::new(r)),
-            Err(_) => None,
+            Ok(r) if cluster.is_none() => Some(Box::new(r)),
+            _ => None,
         };
-        if runtime.is_none() {
+        if runtime.is_none() && cluster.is_none() {
             tracing::warn!("runc not found: deployments will fail until it is installed (apt-get install runc)");
         }
         Ok(Deployer {
@@ -121,6 +132,7 @@ impl Deployer {
             durability,
             replica_url: Default::default(),
             runtime,
+            cluster,
             proofs: Proofs::default(),
             in_flight: Mutex::new(HashMap::new()),
             pulls: Mutex::new(HashMap::new()),
@@ -189,6 +201,9 @@ impl Deployer {
     /// Is the container of deployment `id` still running, or about to run again (a
     /// restart waits out its backoff)?
     pub fn is_running(&self, id: &DeploymentId) -> bool {
+        if self.cluster.is_some() {
+            return self.placed(id).is_some();
+        }
         locked(&self.restarting).contains(id)
             || self
                 .runtime
@@ -199,6 +214,11 @@ impl Deployer {
     /// Stops the container of deployment `id` (if any) and removes its bundle.
     pub async fn stop(&self, id: &DeploymentId) {
         if !locked(&self.stopping).insert(id.clone()) {
+            return;
+        }
+        if self.cluster.is_some() {
+            self.stop_on_cluster(id).await;
+            locked(&self.stopping).remove(id);
             return;
         }
         if let Some(runtime) = &self.runtime {

@@ -164,6 +164,9 @@ impl Deployer {
     /// earlier server process started is adopted; one that stopped by itself is
     /// said in its log, once. Only the worker calls it, between deploys.
     pub(super) async fn reconcile(self: &Arc<Self>, store: &Arc<dyn Store>) {
+        if self.cluster.is_some() {
+            return self.reconcile_cluster(store).await;
+        }
         let Some(runtime) = &self.runtime else {
             return;
         };

@@ -71,6 +71,10 @@ pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest
 
     let (target, creds) = credentials(w, d, &service, log).await?;
     let has_creds = creds.is_some();
+    // What a cluster's kubelet is given to pull with (the same credentials).
+    let pull_creds = creds
+        .as_ref()
+        .map(|c| Credentials::new(c.username.clone(), c.password.clone()));
     let explain =
         |e: &RegistryError| Failure::from_registry(e, preflight::explain(e, &target, has_creds));
     let mut observer = LogSteps {
@@ -87,6 +91,13 @@ pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest
     .await
     .map_err(|e| explain(&e))?;
     let resolved = opened.resolved.digest.clone();
+    if w.deployer.cluster.is_some() {
+        // The cluster pulls: berth resolved the digest with the stored
+        // credentials, so a bad one or a missing tag already failed, in seconds.
+        drop(opened);
+        super::kubernetes::run(w, d, &service, &target, pull_creds, &resolved, log).await?;
+        return Ok(resolved);
+    }
 
     let pulled = pull(w, d, &service, &mut opened).await.map_err(|e| {
         match &e {

@@ -74,6 +74,7 @@ pub fn config(dir: &std::path::Path, db: Db, insecure: &str, master_key: Option<
         sandbox: Default::default(),
         deploys: Default::default(),
         checks: Default::default(),
+        runtime: Default::default(),
     }
 }
 

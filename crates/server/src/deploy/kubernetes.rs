@@ -1,0 +1,243 @@
+//! Deployments on a Kubernetes cluster (`--runtime kubernetes`): the registry
+//! walk is the same (berth resolves the digest with the stored credentials, so a
+//! bad credential or a missing tag fails in seconds with the registry's own
+//! answer), then the cluster is given a Deployment pinned by that digest and the
+//! pull Secret it owns, and the rollout is followed into the infrastructure log
+//! until its pod is available or the kubelet reports why not. Where a
+//! deployment's objects are is kept next to its log (`kubernetes.json`), so that
+//! a stop, a reconcile and the next server process find them.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_kubernetes::{Placed, PullCredentials, Verdict, Workload};
+use berth_registry::{Code, Credentials, Target};
+use berth_store::{Deployment, DeploymentId, RestartPolicy, Service, ServiceStatus, Store};
+use berth_types::Digest;
+
+use super::failure::Failure;
+use super::worker::Worker;
+use super::{locked, log, Deployer};
+
+const PLACED: &str = "kubernetes.json";
+/// How often a rollout is read while it goes.
+const POLL: Duration = Duration::from_millis(500);
+
+impl Deployer {
+    /// Where deployment `id`'s objects are on the cluster, if this replica
+    /// placed them and they were not deleted since.
+    pub(super) fn placed(&self, id: &DeploymentId) -> Option<Placed> {
+        let text = std::fs::read_to_string(self.root.join(id.as_str()).join(PLACED)).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        Some(Placed {
+            namespace: v["namespace"].as_str()?.to_owned(),
+            name: v["name"].as_str()?.to_owned(),
+        })
+    }
+
+    fn record_placed(&self, id: &DeploymentId, placed: &Placed) -> std::io::Result<()> {
+        let dir = self.root.join(id.as_str());
+        std::fs::create_dir_all(&dir)?;
+        let text = serde_json::json!({"namespace": placed.namespace, "name": placed.name});
+        std::fs::write(dir.join(PLACED), text.to_string())
+    }
+
+    /// Deletes deployment `id`'s Deployment (its pods and pull Secret go with it).
+    pub(super) async fn stop_on_cluster(&self, id: &DeploymentId) {
+        let (Some(cluster), Some(placed)) = (&self.cluster, self.placed(id)) else {
+            return;
+        };
+        match cluster.delete(&placed).await {
+            Ok(()) => {
+                let _ = std::fs::remove_file(self.root.join(id.as_str()).join(PLACED));
+                log::append(
+                    &self.log_path(id),
+                    &format!(
+                        "stopped; the Deployment {} and its pull Secret were deleted from namespace {}",
+                        placed.name, placed.namespace
+                    ),
+                );
+            }
+            Err(e) => tracing::warn!(deployment = %id, error = %e, "deleting a Deployment"),
+        }
+    }
+
+    /// The cluster's side of the reconcile: what this replica placed for a
+    /// deployment that should no longer run (replaced, terminated, failed, or
+    /// left by a crash mid-deploy) is deleted. Restarts are the cluster's.
+    pub(super) async fn reconcile_cluster(self: &Arc<Self>, store: &Arc<dyn Store>) {
+        let placed: Vec<DeploymentId> = std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().join(PLACED).exists())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .map(|s| DeploymentId::from(s.to_owned()))
+            })
+            .collect();
+        if placed.is_empty() {
+            return;
+        }
+        let in_flight: HashSet<DeploymentId> = locked(&self.in_flight).keys().cloned().collect();
+        let live: HashSet<DeploymentId> = match store.live_deployments().await {
+            Ok(l) => l.into_iter().map(|d| d.id).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "reading live deployments");
+                return;
+            }
+        };
+        let stale: Vec<&DeploymentId> = placed
+            .iter()
+            .filter(|id| !live.contains(*id) && !in_flight.contains(*id))
+            .collect();
+        futures_util::future::join_all(stale.iter().map(|id| self.stop(id))).await;
+        if !stale.is_empty() {
+            tracing::info!(
+                deleted = stale.len(),
+                "Deployments of deployments that no longer run were deleted"
+            );
+        }
+    }
+}
+
+/// What the kubelet is given for `target`'s registry: Docker Hub under the key
+/// every container runtime knows it by, any other registry under its host.
+fn pull_key(target: &Target) -> String {
+    if target.is_docker_hub() {
+        "https://index.docker.io/v1/".into()
+    } else {
+        target.registry.authority()
+    }
+}
+
+fn failure(code: &str, message: String) -> Failure {
+    match code {
+        "auth_failed" => Failure::registry(Code::AuthFailed, message),
+        "manifest_not_found" => Failure::registry(Code::ManifestNotFound, message),
+        "network_error" => Failure::registry(Code::NetworkError, message),
+        _ => Failure::runtime(message),
+    }
+}
+
+pub(super) async fn run(
+    w: &Worker,
+    d: &Deployment,
+    service: &Service,
+    target: &Target,
+    creds: Option<Credentials>,
+    resolved: &Digest,
+    log: &Path,
+) -> Result<(), Failure> {
+    let Some(cluster) = &w.deployer.cluster else {
+        return Err(Failure::runtime("no Kubernetes cluster is configured"));
+    };
+    if let Ok(Some(svc)) = w.store.service_by_id(&d.service_id).await {
+        if svc.status == ServiceStatus::Terminated {
+            return Err(Failure::runtime(
+                "the service was terminated during the deploy",
+            ));
+        }
+    }
+    let project = w
+        .store
+        .project_name(&service.project_id)
+        .await
+        .map_err(|e| Failure::runtime(e.to_string()))?
+        .ok_or_else(|| Failure::runtime("the project is gone"))?;
+    let host = if target.is_docker_hub() {
+        berth_types::DOCKER_HUB.to_owned()
+    } else {
+        target.registry.authority()
+    };
+    let image = format!("{host}/{}@{resolved}", target.repository);
+    if service.restart_policy != RestartPolicy::Always {
+        log::append(
+            log,
+            "the cluster restarts a Deployment's pod whenever it exits (Kubernetes has no other policy for Deployments)",
+        );
+    }
+    let workload = Workload {
+        deployment: d.id.as_str(),
+        project: &project,
+        service: &service.name,
+        image: image.clone(),
+        pull: creds.map(|c| PullCredentials {
+            registry: pull_key(target),
+            username: c.username,
+            password: c.password,
+        }),
+        memory_mb: service.resources.memory_mb,
+        cpu_millis: service
+            .resources
+            .cpu_millis
+            .and_then(|c| u64::try_from(c).ok()),
+    };
+    let placed = cluster.placed(&project, d.id.as_str());
+    // Recorded first: a crash from here on leaves something the next
+    // reconcile finds and deletes.
+    w.deployer
+        .record_placed(&d.id, &placed)
+        .map_err(|e| Failure::runtime(format!("recording the placement: {e}")))?;
+    log::append(
+        log,
+        &format!(
+            "creating Deployment {} in namespace {} with image {image}{}",
+            placed.name,
+            placed.namespace,
+            if workload.pull.is_some() {
+                " and the pull Secret it owns"
+            } else {
+                ""
+            }
+        ),
+    );
+    if let Err(e) = cluster.apply(&workload).await {
+        w.deployer.stop_on_cluster(&d.id).await;
+        return Err(Failure::runtime(e.to_string()).at(resolved));
+    }
+    let mut said: HashSet<String> = HashSet::new();
+    let mut waiting = String::new();
+    let mut errors: HashMap<String, u32> = HashMap::new();
+    loop {
+        let rollout = match cluster.rollout(&placed).await {
+            Ok(r) => r,
+            Err(e) => {
+                // The API server may blink; the deploy's deadline bounds this.
+                let n = errors.entry(e.to_string()).or_default();
+                *n += 1;
+                if *n == 1 {
+                    log::append(log, &format!("reading the rollout: {e}; trying again"));
+                }
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+        };
+        for (key, line) in rollout.event_lines() {
+            if said.insert(key) {
+                log::append(log, &line);
+            }
+        }
+        match rollout.verdict() {
+            Verdict::Available => {
+                log::append(log, "the pod is available; the rollout is complete");
+                return Ok(());
+            }
+            Verdict::Failed { code, message } => {
+                log::append(log, &message);
+                w.deployer.stop_on_cluster(&d.id).await;
+                return Err(failure(code, message).at(resolved));
+            }
+            Verdict::Waiting(what) => {
+                if what != waiting {
+                    log::append(log, &what);
+                    waiting = what;
+                }
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}

@@ -1,0 +1,275 @@
+//! The Kubernetes runtime end to end, against the testkit's stateful fake API
+//! server (no Kubernetes API server can be installed on these machines; see the
+//! README) and the real token registry: a deploy resolves the digest with the
+//! stored credentials, creates the Deployment pinned by it (no replicas), the
+//! pull Secret it owns, then scales it; the fake kubelet pulls only with that
+//! Secret. A redeploy replaces the old Deployment once the new one is available;
+//! a kubelet's 401, a crash loop and a missing tag fail with their own codes and
+//! leave nothing on the cluster; terminating deletes everything.
+//!
+//! `the_same_on_a_real_cluster` runs the scenario on the cluster named by
+//! `BERTH_TEST_KUBECONFIG`, where one is configured (one whose nodes can pull
+//! from this machine's loopback registry, such as k3s on this host with it as
+//! an insecure registry); it is skipped otherwise.
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use berth_testkit::{FakeKube, Kubelet};
+
+fn on_cluster(cfg: &mut berth_server::Config, kubeconfig: std::path::PathBuf) {
+    cfg.runtime = berth_server::RuntimeChoice::Kubernetes(berth_kubernetes::Settings {
+        kubeconfig: Some(kubeconfig),
+        ..Default::default()
+    });
+}
+
+async fn deploy(alice: &Client, service: &str) -> Value {
+    let path = start_deploy(alice, "web", service).await;
+    wait_for_end(alice, &path).await
+}
+
+async fn infra_log(alice: &Client, service: &str, id: &str) -> String {
+    let (_, v) = alice
+        .get(&format!(
+            "/v1/projects/web/services/{service}/deployments/{id}/logs"
+        ))
+        .await;
+    match v {
+        Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deployments_run_on_the_cluster_with_a_pull_secret_they_own() {
+    let registry = Registry::start();
+    let url = registry.url();
+    let kube = FakeKube::start(Kubelet::PullWith {
+        registry: url.clone(),
+        username: "ci".into(),
+        password: PASSWORD.into(),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Db::Sqlite, &url, None);
+    on_cluster(&mut cfg, kube.kubeconfig());
+    let server = Server::start(cfg).await;
+    let alice = server.admin().new_user("alice").await;
+    alice.post("/v1/projects", json!({"name": "web"})).await;
+    let (s, v) = alice
+        .post("/v1/projects/web/services", json!({"name": "api", "image": "team/app:v1", "registry": registry_body(&url, "ci", PASSWORD)}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    let d = deploy(&alice, "api").await;
+    assert_eq!(d["status"], "DEPLOYED", "{d}");
+    let id = d["id"].as_str().unwrap().to_owned();
+    let name = format!("berth-{id}");
+    // The project's namespace, labelled.
+    let ns = kube
+        .get("namespaces", "", "berth-web")
+        .expect("the namespace");
+    assert_eq!(
+        ns["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "berth"
+    );
+    assert_eq!(ns["metadata"]["labels"]["berth.dev/project"], "web");
+    // The Deployment: the digest berth resolved, the pull Secret, the sandbox.
+    let dep = kube
+        .get("deployments", "berth-web", &name)
+        .expect("the Deployment");
+    let pod = &dep["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["containers"][0]["image"],
+        format!("{url}/team/app@{}", registry.digest)
+    );
+    assert_eq!(pod["imagePullSecrets"][0]["name"], name);
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let sc = &pod["containers"][0]["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(dep["spec"]["replicas"], 1);
+    // The Secret: owned by the Deployment, the credentials for the registry only.
+    let secret = kube.get("secrets", "berth-web", &name).expect("the Secret");
+    assert_eq!(secret["type"], "kubernetes.io/dockerconfigjson");
+    let owner = &secret["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["uid"].clone()),
+        (Some("Deployment"), dep["metadata"]["uid"].clone())
+    );
+    let config: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(secret["data"][".dockerconfigjson"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["auths"][&url]["username"], "ci");
+    assert_eq!(config["auths"].as_object().unwrap().len(), 1);
+    // In this order: the Deployment with no replicas, its Secret, then scaled
+    // (the kubelet never tries before the Secret exists).
+    let writes: Vec<(String, String)> = kube
+        .requests()
+        .into_iter()
+        .filter(|(m, _, _)| m != "GET")
+        .map(|(m, p, _)| (m, p.split('?').next().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        writes,
+        vec![
+            ("POST".into(), "/api/v1/namespaces".into()),
+            (
+                "POST".into(),
+                "/apis/apps/v1/namespaces/berth-web/deployments".into()
+            ),
+            ("POST".into(), "/api/v1/namespaces/berth-web/secrets".into()),
+            (
+                "PATCH".into(),
+                format!("/apis/apps/v1/namespaces/berth-web/deployments/{name}")
+            ),
+        ]
+    );
+    let first_post = kube
+        .requests()
+        .into_iter()
+        .find(|(m, p, _)| m == "POST" && p.contains("/deployments"))
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&first_post.2).unwrap()["spec"]["replicas"],
+        0
+    );
+    // The kubelet's events are in the infrastructure log.
+    let log = infra_log(&alice, "api", &id).await;
+    for want in [
+        "creating Deployment",
+        "kubelet: Normal Pulled",
+        "kubelet: Normal Started",
+        "the pod is available",
+    ] {
+        assert!(log.contains(want), "{want} not in:\n{log}");
+    }
+    assert!(!log.contains(PASSWORD));
+
+    // A redeploy: the new Deployment, then the old one deleted (its Secret with it).
+    let d2 = deploy(&alice, "api").await;
+    assert_eq!(d2["status"], "DEPLOYED", "{d2}");
+    let name2 = format!("berth-{}", d2["id"].as_str().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while kube.get("deployments", "berth-web", &name).is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old Deployment stayed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        kube.get("secrets", "berth-web", &name).is_none(),
+        "its Secret went with it"
+    );
+    assert!(kube.get("deployments", "berth-web", &name2).is_some());
+    let (_, old) = alice
+        .get(&format!("/v1/projects/web/services/api/deployments/{id}"))
+        .await;
+    assert_eq!(old["status"], "REMOVED", "{old}");
+
+    // The kubelet refused by the registry (the Secret's password is not the one
+    // it wants): auth_failed from its message, and nothing left behind.
+    kube.set_kubelet(Kubelet::PullWith {
+        registry: url.clone(),
+        username: "ci".into(),
+        password: "rotated-elsewhere".into(),
+    });
+    let d3 = deploy(&alice, "api").await;
+    assert_eq!(
+        (d3["status"].as_str(), d3["failure_code"].as_str()),
+        (Some("FAILED"), Some("auth_failed")),
+        "{d3}"
+    );
+    let name3 = format!("berth-{}", d3["id"].as_str().unwrap());
+    assert!(kube.get("deployments", "berth-web", &name3).is_none());
+    assert!(kube.get("secrets", "berth-web", &name3).is_none());
+    let log3 = infra_log(&alice, "api", d3["id"].as_str().unwrap()).await;
+    assert!(log3.contains("401 Unauthorized"), "{log3}");
+    // The running one was not touched.
+    assert!(kube.get("deployments", "berth-web", &name2).is_some());
+
+    // A crash loop: runtime_error with the exit code.
+    kube.set_kubelet(Kubelet::Crash);
+    let d4 = deploy(&alice, "api").await;
+    assert_eq!(d4["failure_code"], "runtime_error", "{d4}");
+    assert!(
+        d4["failure_message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("CrashLoopBackOff")
+            || d4.to_string().contains("CrashLoopBackOff"),
+        "{d4}"
+    );
+
+    // A missing tag: the registry says so before anything reaches the cluster.
+    kube.set_kubelet(Kubelet::Run);
+    let before = kube.requests().len();
+    let (s, v) = alice
+        .post("/v1/projects/web/services", json!({"name": "typo", "image": "team/app:nope", "registry": registry_body(&url, "ci", PASSWORD), "save_without_verifying": true}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let d5 = deploy(&alice, "typo").await;
+    assert_eq!(d5["failure_code"], "manifest_not_found", "{d5}");
+    assert!(
+        kube.requests()[before..].iter().all(|(m, _, _)| m == "GET"),
+        "nothing was created for a tag the registry does not have"
+    );
+
+    // Terminate: the Deployment and its Secret are deleted.
+    let (s, _) = alice.delete("/v1/projects/web/services/api").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(kube.get("deployments", "berth-web", &name2).is_none());
+    assert!(kube.get("secrets", "berth-web", &name2).is_none());
+    assert!(
+        kube.names("pods", "berth-web").is_empty(),
+        "{:?}",
+        kube.names("pods", "berth-web")
+    );
+    // The password is nowhere in berth's data dir.
+    for f in files_under(dir.path()) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(
+            !bytes
+                .windows(PASSWORD.len())
+                .any(|w| w == PASSWORD.as_bytes()),
+            "{}",
+            f.display()
+        );
+    }
+    server.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_on_a_real_cluster() {
+    let Some(kubeconfig) = std::env::var_os("BERTH_TEST_KUBECONFIG") else {
+        eprintln!("BERTH_TEST_KUBECONFIG is not set: no real cluster to run on (the fake API server's test covers the scenario)");
+        return;
+    };
+    let registry = Registry::start();
+    let url = registry.url();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Db::Sqlite, &url, None);
+    on_cluster(&mut cfg, kubeconfig.into());
+    let server = Server::start(cfg).await;
+    let alice = server.admin().new_user("alice").await;
+    alice.post("/v1/projects", json!({"name": "web"})).await;
+    registry.push_busybox("kube", "echo hello from the cluster; exec sleep 600");
+    let (s, v) = alice
+        .post("/v1/projects/web/services", json!({"name": "api", "image": "team/app:kube", "registry": registry_body(&url, "ci", PASSWORD)}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let d = deploy(&alice, "api").await;
+    assert_eq!(d["status"], "DEPLOYED", "{d}");
+    let (s, _) = alice.delete("/v1/projects/web/services/api").await;
+    assert_eq!(s, StatusCode::OK);
+    server.running.stop().await;
+}

@@ -1,0 +1,645 @@
+//! A stateful fake Kubernetes API server on loopback, for the Kubernetes runtime's
+//! end-to-end tests: no API server can be installed on these machines. It keeps
+//! the semantics berth relies on: namespaces that must exist, `uid`s,
+//! `resourceVersion`s and `generation`s, 409 `AlreadyExists` and 404 `NotFound`
+//! as `Status` objects, JSON merge patches, label and field selectors on lists,
+//! and the owner-reference cascade when a Deployment is deleted (its pods, and
+//! the Secrets that name it as owner). Its "kubelet" turns a scaled-up
+//! Deployment into a pod whose status is written exactly as a kubelet reports
+//! one (the shapes of real clusters' JSON), as the test's [`Kubelet`] says:
+//! running, a pull that succeeds only with the right pull Secret, a crash loop.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::hostile::FakeServer;
+
+/// What the fake kubelet does with a Deployment's pod.
+#[derive(Clone, Debug)]
+pub enum Kubelet {
+    /// Pulls (no credentials needed) and runs it.
+    Run,
+    /// Pulls only with a pull Secret holding this user and password for the
+    /// registry host; otherwise reports containerd's 401.
+    PullWith {
+        registry: String,
+        username: String,
+        password: String,
+    },
+    /// The pull succeeds; the container exits 1 again and again.
+    Crash,
+}
+
+#[derive(Default)]
+struct World {
+    /// (resource, namespace, name) -> object; namespaces under ("namespaces", "", name).
+    objects: BTreeMap<(String, String, String), Value>,
+    version: u64,
+    /// Every request: method, path and query, body.
+    requests: Vec<(String, String, String)>,
+}
+
+struct Shared {
+    world: Mutex<World>,
+    kubelet: Mutex<Kubelet>,
+}
+
+pub struct FakeKube {
+    server: FakeServer,
+    shared: Arc<Shared>,
+    dir: tempfile::TempDir,
+}
+
+impl FakeKube {
+    pub fn start(kubelet: Kubelet) -> FakeKube {
+        let shared = Arc::new(Shared {
+            world: Mutex::new(World::default()),
+            kubelet: Mutex::new(kubelet),
+        });
+        let state = shared.clone();
+        let server = FakeServer::start(move |_| {
+            Router::new()
+                .route("/api/v1/namespaces", get(list_cluster).post(create_cluster))
+                .route("/api/v1/namespaces/{name}", get(get_cluster))
+                .route("/api/v1/namespaces/{ns}/{resource}", get(list).post(create))
+                .route(
+                    "/api/v1/namespaces/{ns}/{resource}/{name}",
+                    get(read).put(replace).patch(patch).delete(delete),
+                )
+                .route(
+                    "/apis/apps/v1/namespaces/{ns}/{resource}",
+                    get(list).post(create),
+                )
+                .route(
+                    "/apis/apps/v1/namespaces/{ns}/{resource}/{name}",
+                    get(read).put(replace).patch(patch).delete(delete),
+                )
+                .layer(axum::middleware::from_fn_with_state(state.clone(), record))
+                .with_state(state)
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: berth\ncurrent-context: fake\nusers:\n- name: berth\n  user:\n    token: fake-cluster-token\n",
+            server.authority()
+        );
+        std::fs::write(dir.path().join("kubeconfig"), kubeconfig).unwrap();
+        FakeKube {
+            server,
+            shared,
+            dir,
+        }
+    }
+
+    /// A kubeconfig naming this server.
+    pub fn kubeconfig(&self) -> std::path::PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    pub fn authority(&self) -> String {
+        self.server.authority()
+    }
+
+    pub fn set_kubelet(&self, k: Kubelet) {
+        *self.shared.kubelet.lock().unwrap() = k;
+    }
+
+    /// The object of `resource` (`deployments`, `secrets`, `pods`, `namespaces`).
+    pub fn get(&self, resource: &str, ns: &str, name: &str) -> Option<Value> {
+        let w = self.shared.world.lock().unwrap();
+        w.objects
+            .get(&(resource.into(), ns.into(), name.into()))
+            .cloned()
+    }
+
+    /// The names of the objects of `resource` in `ns`.
+    pub fn names(&self, resource: &str, ns: &str) -> Vec<String> {
+        let w = self.shared.world.lock().unwrap();
+        w.objects
+            .keys()
+            .filter(|(r, n, _)| r == resource && n == ns)
+            .map(|(_, _, name)| name.clone())
+            .collect()
+    }
+
+    /// Every request so far: (method, path?query, body).
+    pub fn requests(&self) -> Vec<(String, String, String)> {
+        self.shared.world.lock().unwrap().requests.clone()
+    }
+}
+
+async fn record(
+    State(s): State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    s.world.lock().unwrap().requests.push((
+        parts.method.to_string(),
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        String::from_utf8_lossy(&bytes).into_owned(),
+    ));
+    next.run(axum::extract::Request::from_parts(parts, bytes.into()))
+        .await
+}
+
+fn status(code: StatusCode, reason: &str, message: String) -> Response {
+    (
+        code,
+        Json(
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": message, "reason": reason, "code": code.as_u16()}),
+        ),
+    )
+        .into_response()
+}
+
+fn not_found(resource: &str, name: &str) -> Response {
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        format!("{resource} \"{name}\" not found"),
+    )
+}
+
+fn kind_of(resource: &str) -> (&'static str, &'static str) {
+    match resource {
+        "deployments" => ("apps/v1", "Deployment"),
+        "secrets" => ("v1", "Secret"),
+        "pods" => ("v1", "Pod"),
+        "events" => ("v1", "Event"),
+        _ => ("v1", "Namespace"),
+    }
+}
+
+impl World {
+    fn stamp(&mut self, obj: &mut Value, ns: &str) {
+        self.version += 1;
+        let meta = &mut obj["metadata"];
+        if meta["uid"].is_null() {
+            meta["uid"] = json!(format!("{:032x}", rand::random::<u128>()));
+            meta["creationTimestamp"] = json!("2026-11-30T00:00:00Z");
+        }
+        if !ns.is_empty() {
+            meta["namespace"] = json!(ns);
+        }
+        meta["resourceVersion"] = json!(self.version.to_string());
+    }
+
+    fn has_namespace(&self, ns: &str) -> bool {
+        self.objects
+            .contains_key(&("namespaces".into(), String::new(), ns.into()))
+    }
+}
+
+async fn list_cluster(State(s): State<Arc<Shared>>) -> Response {
+    let w = s.world.lock().unwrap();
+    let items: Vec<Value> = w
+        .objects
+        .iter()
+        .filter(|((r, _, _), _)| r == "namespaces")
+        .map(|(_, v)| v.clone())
+        .collect();
+    Json(json!({"kind": "NamespaceList", "apiVersion": "v1", "metadata": {"resourceVersion": w.version.to_string()}, "items": items})).into_response()
+}
+
+async fn create_cluster(State(s): State<Arc<Shared>>, Json(mut obj): Json<Value>) -> Response {
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut w = s.world.lock().unwrap();
+    let key = ("namespaces".to_owned(), String::new(), name.clone());
+    if w.objects.contains_key(&key) {
+        return status(
+            StatusCode::CONFLICT,
+            "AlreadyExists",
+            format!("namespaces \"{name}\" already exists"),
+        );
+    }
+    w.stamp(&mut obj, "");
+    obj["status"] = json!({"phase": "Active"});
+    w.objects.insert(key, obj.clone());
+    (StatusCode::CREATED, Json(obj)).into_response()
+}
+
+async fn get_cluster(State(s): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    let w = s.world.lock().unwrap();
+    match w
+        .objects
+        .get(&("namespaces".into(), String::new(), name.clone()))
+    {
+        Some(v) => Json(v.clone()).into_response(),
+        None => not_found("namespaces", &name),
+    }
+}
+
+/// `k=v` label selectors and `a.b=v` field selectors, as berth uses them.
+fn matches(obj: &Value, q: &BTreeMap<String, String>) -> bool {
+    if let Some(sel) = q.get("labelSelector") {
+        for part in sel.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            if obj["metadata"]["labels"][k].as_str() != Some(v) {
+                return false;
+            }
+        }
+    }
+    if let Some(sel) = q.get("fieldSelector") {
+        for part in sel.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            let mut at = obj;
+            for seg in k.split('.') {
+                at = &at[seg];
+            }
+            if at.as_str() != Some(v) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+async fn list(
+    State(s): State<Arc<Shared>>,
+    Path((ns, resource)): Path<(String, String)>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let w = s.world.lock().unwrap();
+    let items: Vec<Value> = w
+        .objects
+        .iter()
+        .filter(|((r, n, _), v)| *r == resource && *n == ns && matches(v, &q))
+        .map(|(_, v)| v.clone())
+        .collect();
+    let (api_version, kind) = kind_of(&resource);
+    Json(
+        json!({"kind": format!("{kind}List"), "apiVersion": api_version,
+                "metadata": {"resourceVersion": w.version.to_string()}, "items": items}),
+    )
+    .into_response()
+}
+
+async fn create(
+    State(s): State<Arc<Shared>>,
+    Path((ns, resource)): Path<(String, String)>,
+    Json(mut obj): Json<Value>,
+) -> Response {
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let created = {
+        let mut w = s.world.lock().unwrap();
+        if !w.has_namespace(&ns) {
+            return not_found("namespaces", &ns);
+        }
+        let key = (resource.clone(), ns.clone(), name.clone());
+        if w.objects.contains_key(&key) {
+            return status(
+                StatusCode::CONFLICT,
+                "AlreadyExists",
+                format!("{resource} \"{name}\" already exists"),
+            );
+        }
+        w.stamp(&mut obj, &ns);
+        if resource == "deployments" {
+            obj["metadata"]["generation"] = json!(1);
+            obj["status"] = json!({});
+        }
+        w.objects.insert(key, obj.clone());
+        obj
+    };
+    kubelet(&s, &ns);
+    let stored = s
+        .world
+        .lock()
+        .unwrap()
+        .objects
+        .get(&(resource, ns, name))
+        .cloned()
+        .unwrap_or(created);
+    (StatusCode::CREATED, Json(stored)).into_response()
+}
+
+async fn read(
+    State(s): State<Arc<Shared>>,
+    Path((ns, resource, name)): Path<(String, String, String)>,
+) -> Response {
+    let w = s.world.lock().unwrap();
+    match w.objects.get(&(resource.clone(), ns, name.clone())) {
+        Some(v) => Json(v.clone()).into_response(),
+        None => not_found(&resource, &name),
+    }
+}
+
+async fn replace(
+    State(s): State<Arc<Shared>>,
+    Path((ns, resource, name)): Path<(String, String, String)>,
+    Json(mut obj): Json<Value>,
+) -> Response {
+    let mut w = s.world.lock().unwrap();
+    let key = (resource.clone(), ns.clone(), name.clone());
+    let Some(old) = w.objects.get(&key).cloned() else {
+        return not_found(&resource, &name);
+    };
+    if let Some(rv) = obj["metadata"]["resourceVersion"].as_str() {
+        if Some(rv) != old["metadata"]["resourceVersion"].as_str() {
+            return status(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!("Operation cannot be fulfilled on {resource} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+            );
+        }
+    }
+    obj["metadata"]["uid"] = old["metadata"]["uid"].clone();
+    obj["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
+    w.stamp(&mut obj, &ns);
+    w.objects.insert(key, obj.clone());
+    Json(obj).into_response()
+}
+
+/// RFC 7386: objects merge, `null` deletes, anything else replaces.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+async fn patch(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    Path((ns, resource, name)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    let _ = method;
+    let Ok(p) = serde_json::from_slice::<Value>(&body) else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the patch is not JSON".into(),
+        );
+    };
+    {
+        let mut w = s.world.lock().unwrap();
+        let key = (resource.clone(), ns.clone(), name.clone());
+        let Some(mut obj) = w.objects.get(&key).cloned() else {
+            return not_found(&resource, &name);
+        };
+        let spec_before = obj["spec"].clone();
+        merge(&mut obj, &p);
+        if resource == "deployments" && obj["spec"] != spec_before {
+            let g = obj["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+            obj["metadata"]["generation"] = json!(g);
+        }
+        w.stamp(&mut obj, &ns);
+        w.objects.insert(key, obj);
+    }
+    kubelet(&s, &ns);
+    let w = s.world.lock().unwrap();
+    Json(w.objects[&(resource, ns, name)].clone()).into_response()
+}
+
+async fn delete(
+    State(s): State<Arc<Shared>>,
+    Path((ns, resource, name)): Path<(String, String, String)>,
+) -> Response {
+    let mut w = s.world.lock().unwrap();
+    let Some(gone) = w
+        .objects
+        .remove(&(resource.clone(), ns.clone(), name.clone()))
+    else {
+        return not_found(&resource, &name);
+    };
+    if resource == "deployments" {
+        // The garbage collector: what the Deployment owns (its pods through the
+        // ReplicaSet, Secrets that name it) goes with it.
+        let uid = gone["metadata"]["uid"].clone();
+        let selector = gone["spec"]["selector"]["matchLabels"].clone();
+        let owned: Vec<_> = w
+            .objects
+            .iter()
+            .filter(|((r, n, _), v)| {
+                *n == ns
+                    && ((r == "secrets"
+                        && v["metadata"]["ownerReferences"]
+                            .as_array()
+                            .is_some_and(|o| o.iter().any(|o| o["uid"] == uid)))
+                        || (r == "pods"
+                            && selector.as_object().is_some_and(|sel| {
+                                sel.iter()
+                                    .all(|(k, val)| v["metadata"]["labels"][k] == *val)
+                            })))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in owned {
+            w.objects.remove(&k);
+        }
+    }
+    Json(
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                "details": {"name": name, "kind": resource, "uid": gone["metadata"]["uid"]}}),
+    )
+    .into_response()
+}
+
+/// The pull Secret's `.dockerconfigjson` entry for `registry`, if the pod names
+/// one that exists.
+fn pull_auth(w: &World, ns: &str, pod_spec: &Value, registry: &str) -> Option<(String, String)> {
+    for r in pod_spec["imagePullSecrets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let name = r["name"].as_str()?;
+        let secret = w.objects.get(&("secrets".into(), ns.into(), name.into()))?;
+        if secret["type"] != "kubernetes.io/dockerconfigjson" {
+            continue;
+        }
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(secret["data"][".dockerconfigjson"].as_str()?)
+            .ok()?;
+        let config: Value = serde_json::from_slice(&data).ok()?;
+        let entry = &config["auths"][registry];
+        if let (Some(u), Some(p)) = (entry["username"].as_str(), entry["password"].as_str()) {
+            return Some((u.to_owned(), p.to_owned()));
+        }
+    }
+    None
+}
+
+/// The fake kubelet (and the Deployment and ReplicaSet controllers): each
+/// scaled-up Deployment without a pod gets one, its status as the kubelet
+/// would report it, and the Deployment's status follows.
+fn kubelet(s: &Shared, ns: &str) {
+    let behaviour = s.kubelet.lock().unwrap().clone();
+    let mut w = s.world.lock().unwrap();
+    let deployments: Vec<Value> = w
+        .objects
+        .iter()
+        .filter(|((r, n, _), _)| r == "deployments" && n == ns)
+        .map(|(_, v)| v.clone())
+        .collect();
+    for d in deployments {
+        let name = d["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if d["spec"]["replicas"].as_i64().unwrap_or(1) < 1 {
+            continue;
+        }
+        let pod_name = format!("{name}-7d9f8b6c5d-x2x9k");
+        if w.objects
+            .contains_key(&("pods".into(), ns.into(), pod_name.clone()))
+        {
+            continue;
+        }
+        let template = &d["spec"]["template"];
+        let image = template["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let (ready, container_state, last_state, events) = match &behaviour {
+            Kubelet::Run => running(&image),
+            Kubelet::PullWith {
+                registry,
+                username,
+                password,
+            } => {
+                let auth = pull_auth(&w, ns, &template["spec"], registry);
+                if auth == Some((username.clone(), password.clone())) {
+                    running(&image)
+                } else {
+                    let detail = format!("failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": failed to authorize: failed to fetch oauth token: unexpected status from POST request to http://{registry}/token: 401 Unauthorized");
+                    (
+                        false,
+                        json!({"waiting": {"reason": "ErrImagePull", "message": format!("rpc error: code = Unknown desc = {detail}")}}),
+                        json!({}),
+                        vec![
+                            ("Normal", "Pulling", format!("Pulling image \"{image}\"")),
+                            ("Warning", "Failed", format!("Failed to pull image \"{image}\": {detail}")),
+                            ("Warning", "Failed", "Error: ErrImagePull".to_owned()),
+                        ],
+                    )
+                }
+            }
+            Kubelet::Crash => (
+                false,
+                json!({"waiting": {"reason": "CrashLoopBackOff", "message": format!("back-off 10s restarting failed container=app pod={pod_name}_{ns}(5f0c)")}}),
+                json!({"terminated": {"exitCode": 1, "reason": "Error", "startedAt": "2026-11-30T00:00:01Z", "finishedAt": "2026-11-30T00:00:01Z", "containerID": "containerd://8c1e"}}),
+                vec![
+                    ("Normal", "Pulled", format!("Successfully pulled image \"{image}\" in 412ms (412ms including waiting). Image size: 2189234 bytes.")),
+                    ("Normal", "Created", "Created container: app".to_owned()),
+                    ("Normal", "Started", "Started container app".to_owned()),
+                    ("Warning", "BackOff", "Back-off restarting failed container app in pod".to_owned()),
+                ],
+            ),
+        };
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod_name, "namespace": ns, "labels": template["metadata"]["labels"],
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{name}-7d9f8b6c5d"), "controller": true}]},
+            "spec": template["spec"],
+            "status": {
+                "phase": if ready { "Running" } else { "Pending" },
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-11-30T00:00:00Z"},
+                    {"type": "Initialized", "status": "True", "lastTransitionTime": "2026-11-30T00:00:00Z"},
+                    {"type": "ContainersReady", "status": if ready { "True" } else { "False" }, "lastTransitionTime": "2026-11-30T00:00:01Z"},
+                    {"type": "Ready", "status": if ready { "True" } else { "False" }, "lastTransitionTime": "2026-11-30T00:00:01Z"},
+                ],
+                "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "startTime": "2026-11-30T00:00:00Z",
+                "containerStatuses": [{
+                    "name": "app", "image": image, "imageID": if ready { image.clone() } else { String::new() },
+                    "ready": ready, "restartCount": if last_state.as_object().is_some_and(|o| !o.is_empty()) { 3 } else { 0 },
+                    "started": ready,
+                    "state": container_state, "lastState": last_state,
+                }],
+                "qosClass": "Burstable",
+            },
+        });
+        let mut pod = pod;
+        w.stamp(&mut pod, ns);
+        w.objects
+            .insert(("pods".into(), ns.into(), pod_name.clone()), pod);
+        for (i, (kind, reason, message)) in events.into_iter().enumerate() {
+            let mut e = json!({
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": format!("{pod_name}.{i:x}")},
+                "involvedObject": {"kind": "Pod", "namespace": ns, "name": pod_name, "apiVersion": "v1", "fieldPath": "spec.containers{app}"},
+                "reason": reason, "message": message, "type": kind, "count": 1,
+                "source": if reason == "Scheduled" { json!({"component": "default-scheduler"}) } else { json!({"component": "kubelet", "host": "node-1"}) },
+                "firstTimestamp": format!("2026-11-30T00:00:0{i}Z"), "lastTimestamp": format!("2026-11-30T00:00:0{i}Z"),
+            });
+            w.stamp(&mut e, ns);
+            let ename = e["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            w.objects.insert(("events".into(), ns.into(), ename), e);
+        }
+        let generation = d["metadata"]["generation"].clone();
+        let key = ("deployments".to_owned(), ns.to_owned(), name.clone());
+        if let Some(mut stored) = w.objects.get(&key).cloned() {
+            stored["status"] = if ready {
+                json!({"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+                       "conditions": [
+                           {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable", "message": "Deployment has minimum availability."},
+                           {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable", "message": format!("ReplicaSet \"{name}-7d9f8b6c5d\" has successfully progressed.")}]})
+            } else {
+                json!({"observedGeneration": generation, "replicas": 1, "updatedReplicas": 1, "unavailableReplicas": 1,
+                       "conditions": [
+                           {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable", "message": "Deployment does not have minimum availability."},
+                           {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated", "message": format!("ReplicaSet \"{name}-7d9f8b6c5d\" is progressing.")}]})
+            };
+            w.stamp(&mut stored, ns);
+            w.objects.insert(key, stored);
+        }
+    }
+}
+
+type Reported = (
+    bool,
+    Value,
+    Value,
+    Vec<(&'static str, &'static str, String)>,
+);
+
+fn running(image: &str) -> Reported {
+    (
+        true,
+        json!({"running": {"startedAt": "2026-11-30T00:00:01Z"}}),
+        json!({}),
+        vec![
+            ("Normal", "Scheduled", "Successfully assigned to node-1".to_owned()),
+            ("Normal", "Pulling", format!("Pulling image \"{image}\"")),
+            ("Normal", "Pulled", format!("Successfully pulled image \"{image}\" in 388ms (388ms including waiting). Image size: 2189234 bytes.")),
+            ("Normal", "Created", "Created container: app".to_owned()),
+            ("Normal", "Started", "Started container app".to_owned()),
+        ],
+    )
+}
