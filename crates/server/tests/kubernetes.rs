@@ -210,6 +210,14 @@ async fn deployments_run_on_the_cluster_with_a_pull_secret_they_own() {
         "{d4}"
     );
 
+    // RBAC that lacks a verb: the API server's 403, said as it is.
+    kube.set_kubelet(Kubelet::Run);
+    kube.forbid_creates(true);
+    let d6 = deploy(&alice, "api").await;
+    assert_eq!(d6["failure_code"], "runtime_error", "{d6}");
+    assert!(d6.to_string().contains("cannot create resource"), "{d6}");
+    kube.forbid_creates(false);
+
     // A missing tag: the registry says so before anything reaches the cluster.
     kube.set_kubelet(Kubelet::Run);
     let before = kube.requests().len();

@@ -51,6 +51,8 @@ struct World {
 struct Shared {
     world: Mutex<World>,
     kubelet: Mutex<Kubelet>,
+    /// RBAC that does not let berth create objects: 403 on every create.
+    forbidden: std::sync::atomic::AtomicBool,
 }
 
 pub struct FakeKube {
@@ -64,6 +66,7 @@ impl FakeKube {
         let shared = Arc::new(Shared {
             world: Mutex::new(World::default()),
             kubelet: Mutex::new(kubelet),
+            forbidden: Default::default(),
         });
         let state = shared.clone();
         let server = FakeServer::start(move |_| {
@@ -106,6 +109,13 @@ impl FakeKube {
 
     pub fn authority(&self) -> String {
         self.server.authority()
+    }
+
+    /// Answers every create with RBAC's 403, as a cluster whose Role lacks a verb.
+    pub fn forbid_creates(&self, forbid: bool) {
+        self.shared
+            .forbidden
+            .store(forbid, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn set_kubelet(&self, k: Kubelet) {
@@ -303,6 +313,19 @@ async fn create(
         .as_str()
         .unwrap_or_default()
         .to_owned();
+    if s.forbidden.load(std::sync::atomic::Ordering::SeqCst) {
+        let group = if resource == "deployments" {
+            ".apps"
+        } else {
+            ""
+        };
+        let api_group = group.trim_start_matches('.');
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("{resource}{group} is forbidden: User \"system:serviceaccount:berth:berth\" cannot create resource \"{resource}\" in API group \"{api_group}\" in the namespace \"{ns}\""),
+        );
+    }
     let created = {
         let mut w = s.world.lock().unwrap();
         if !w.has_namespace(&ns) {
