@@ -15,12 +15,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("berth-vault", &["berth-types"]),
     ("berth-store", &["berth-types"]),
     ("berth-runtime", &["berth-registry", "berth-types"]),
+    ("berth-kubernetes", &[]),
     (
         "berth-server",
         &[
             "berth-vault",
             "berth-store",
             "berth-runtime",
+            "berth-kubernetes",
             "berth-registry",
             "berth-types",
         ],
@@ -51,6 +53,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("berth-store", &["axum", "reqwest", "hyper", "utoipa"]),
     ("berth-vault", &["axum", "sqlx", "utoipa"]),
     ("berth-runtime", &["axum", "sqlx", "utoipa"]),
+    ("berth-kubernetes", &["axum", "sqlx", "utoipa", "reqwest"]),
 ];
 
 #[test]
