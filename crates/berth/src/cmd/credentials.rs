@@ -31,12 +31,20 @@ pub struct TokenSource {
 #[derive(clap::Subcommand)]
 pub enum HelperCommand {
     /// Print the credentials for the registry host read from stdin
+    #[command(after_help = "Examples:\n  echo ghcr.io | docker-credential-berth get")]
     Get,
     /// Refused: berth's credentials are saved in berth
+    #[command(
+        after_help = "Examples:\n  berth --project web service registry set api --registry-password-stdin < token.txt   # instead"
+    )]
     Store,
     /// Refused: berth's credentials are removed in berth
+    #[command(
+        after_help = "Examples:\n  berth --project web service registry remove api   # instead"
+    )]
     Erase,
     /// Lists nothing (berth answers per registry)
+    #[command(after_help = "Examples:\n  docker-credential-berth list")]
     List,
 }
 
