@@ -45,8 +45,31 @@ async fn infra_log(alice: &Client, service: &str, id: &str) -> String {
     }
 }
 
+/// What the test's tracing subscriber wrote (berth's filter at TRACE).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn deployments_run_on_the_cluster_with_a_pull_secret_they_own() {
+    // Every log line at TRACE (the Kubernetes client's too), grepped at the end
+    // for the password and the Secret's base64 forms of it.
+    let logs = Captured::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter(berth_server::log_filter("trace"))
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
     let registry = Registry::start();
     let url = registry.url();
     let kube = FakeKube::start(Kubelet::PullWith {
@@ -102,6 +125,10 @@ async fn deployments_run_on_the_cluster_with_a_pull_secret_they_own() {
         (owner["kind"].as_str(), owner["uid"].clone()),
         (Some("Deployment"), dep["metadata"]["uid"].clone())
     );
+    let secret_data = secret["data"][".dockerconfigjson"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let config: Value = serde_json::from_slice(
         &base64::engine::general_purpose::STANDARD
             .decode(secret["data"][".dockerconfigjson"].as_str().unwrap())
