@@ -155,6 +155,11 @@ impl Kubernetes {
         Ok(Kubernetes { client, settings })
     }
 
+    /// Over a client made elsewhere (kube's mock service in the tests).
+    pub fn from_client(client: Client, settings: Settings) -> Kubernetes {
+        Kubernetes { client, settings }
+    }
+
     /// The namespace of `project`'s workloads.
     pub fn namespace(&self, project: &str) -> String {
         match &self.settings.namespaces {
@@ -423,6 +428,9 @@ fn pull_secret(
 fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
     serde_json::from_value(v).expect("a well-formed Kubernetes object")
 }
+
+#[cfg(test)]
+mod shapes;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,230 @@
+//! Request and response shapes against kube's mock service: the exact paths,
+//! methods and bodies `apply` and `delete` send, and how they take the API
+//! server's 409, 404 and 403 (`Status` objects as the API server writes them).
+
+use http::{Request, Response};
+use kube::client::Body;
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use tower_test::mock::{self, Handle};
+
+use super::*;
+
+type Mock = Handle<Request<Body>, Response<Body>>;
+
+fn cluster() -> (Kubernetes, Mock) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    (Kubernetes::from_client(client, Settings::default()), handle)
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                      "message": message, "reason": reason, "code": code});
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string().into_bytes()))
+        .unwrap()
+}
+
+fn ok(code: u16, body: Value) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string().into_bytes()))
+        .unwrap()
+}
+
+/// The next request: method, path and query, JSON body (Null when none).
+async fn next(h: &mut Mock) -> (String, String, Value, mock::SendResponse<Response<Body>>) {
+    let (req, send) = h.next_request().await.expect("a request");
+    let method = req.method().to_string();
+    let path = req.uri().path_and_query().unwrap().to_string();
+    let bytes = req.into_body().collect_bytes().await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (method, path, body, send)
+}
+
+fn workload<'a>() -> Workload<'a> {
+    Workload {
+        deployment: "d1",
+        project: "web",
+        service: "api",
+        image: "ghcr.io/acme/api@sha256:aa".into(),
+        pull: Some(PullCredentials {
+            registry: "ghcr.io".into(),
+            username: "ci".into(),
+            password: SecretString::from("s3cret"),
+        }),
+        memory_mb: Some(256),
+        cpu_millis: Some(500),
+    }
+}
+
+#[tokio::test]
+async fn apply_replaces_a_leftover_and_orders_its_writes() {
+    let (k, mut h) = cluster();
+    let server = tokio::spawn(async move {
+        // The namespace exists already: 409 is fine.
+        let (m, p, body, send) = next(&mut h).await;
+        assert_eq!((m.as_str(), p.as_str()), ("POST", "/api/v1/namespaces?"));
+        assert_eq!(body["metadata"]["name"], "berth-web");
+        assert_eq!(body["metadata"]["labels"]["berth.dev/project"], "web");
+        send.send_response(status(
+            409,
+            "AlreadyExists",
+            "namespaces \"berth-web\" already exists",
+        ));
+        // A Deployment left by a crash mid-deploy: 409, then deleted and made again.
+        let (m, p, body, send) = next(&mut h).await;
+        assert_eq!(
+            (m.as_str(), p.as_str()),
+            ("POST", "/apis/apps/v1/namespaces/berth-web/deployments?")
+        );
+        assert_eq!(body["spec"]["replicas"], 0, "created with no replicas");
+        send.send_response(status(
+            409,
+            "AlreadyExists",
+            "deployments.apps \"berth-d1\" already exists",
+        ));
+        let (m, p, body, send) = next(&mut h).await;
+        assert_eq!(
+            (m.as_str(), p.as_str()),
+            (
+                "DELETE",
+                "/apis/apps/v1/namespaces/berth-web/deployments/berth-d1?"
+            )
+        );
+        assert_eq!(body["propagationPolicy"], "Background");
+        send.send_response(ok(
+            200,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        ));
+        let (m, p, _, send) = next(&mut h).await;
+        assert_eq!(
+            (m.as_str(), p.as_str()),
+            ("DELETE", "/api/v1/namespaces/berth-web/secrets/berth-d1?")
+        );
+        send.send_response(status(404, "NotFound", "secrets \"berth-d1\" not found"));
+        let (m, _, body, send) = next(&mut h).await;
+        assert_eq!(m, "POST");
+        let pod = &body["spec"]["template"]["spec"];
+        assert_eq!(pod["containers"][0]["image"], "ghcr.io/acme/api@sha256:aa");
+        assert_eq!(
+            pod["containers"][0]["resources"]["limits"],
+            json!({"memory": "256Mi", "cpu": "500m"})
+        );
+        assert_eq!(pod["imagePullSecrets"], json!([{"name": "berth-d1"}]));
+        assert_eq!(
+            body["spec"]["selector"]["matchLabels"],
+            json!({"berth.dev/deployment": "d1"})
+        );
+        let mut created = body.clone();
+        created["metadata"]["uid"] = json!("uid-1");
+        send.send_response(ok(201, created));
+        // The Secret, owned by that uid.
+        let (m, p, body, send) = next(&mut h).await;
+        assert_eq!(
+            (m.as_str(), p.as_str()),
+            ("POST", "/api/v1/namespaces/berth-web/secrets?")
+        );
+        assert_eq!(body["type"], "kubernetes.io/dockerconfigjson");
+        assert_eq!(body["immutable"], true);
+        assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+        assert_eq!(body["metadata"]["ownerReferences"][0]["kind"], "Deployment");
+        assert!(body["data"][".dockerconfigjson"].is_string(), "base64 data");
+        send.send_response(ok(201, body));
+        // Then one replica, by merge patch.
+        let (m, p, body, send) = next(&mut h).await;
+        assert_eq!(
+            (m.as_str(), p.as_str()),
+            (
+                "PATCH",
+                "/apis/apps/v1/namespaces/berth-web/deployments/berth-d1?"
+            )
+        );
+        assert_eq!(body, json!({"spec": {"replicas": 1}}));
+        send.send_response(ok(200, json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "berth-d1"}})));
+    });
+    let placed = k.apply(&workload()).await.unwrap();
+    assert_eq!(
+        placed,
+        Placed {
+            namespace: "berth-web".into(),
+            name: "berth-d1".into()
+        }
+    );
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_forbidden_create_is_said_as_the_api_server_said_it() {
+    let (k, mut h) = cluster();
+    let server = tokio::spawn(async move {
+        let (_, _, _, send) = next(&mut h).await;
+        send.send_response(ok(
+            201,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "berth-web"}}),
+        ));
+        let (_, _, _, send) = next(&mut h).await;
+        send.send_response(status(403, "Forbidden", "deployments.apps is forbidden: User \"system:serviceaccount:berth:berth\" cannot create resource \"deployments\" in API group \"apps\" in the namespace \"berth-web\""));
+    });
+    let e = k.apply(&workload()).await.unwrap_err();
+    server.await.unwrap();
+    match &e {
+        KubeError::Api {
+            code,
+            reason,
+            message,
+            ..
+        } => {
+            assert_eq!((*code, reason.as_str()), (403, "Forbidden"));
+            assert!(message.contains("cannot create resource"), "{message}");
+        }
+        other => panic!("{other}"),
+    }
+    assert!(!e.to_string().contains("s3cret"));
+}
+
+#[tokio::test]
+async fn delete_takes_what_is_already_gone() {
+    let (k, mut h) = cluster();
+    let server = tokio::spawn(async move {
+        for _ in 0..2 {
+            let (m, _, _, send) = next(&mut h).await;
+            assert_eq!(m, "DELETE");
+            send.send_response(status(404, "NotFound", "not found"));
+        }
+    });
+    k.delete(&Placed {
+        namespace: "berth-web".into(),
+        name: "berth-d1".into(),
+    })
+    .await
+    .unwrap();
+    server.await.unwrap();
+}
+
+#[test]
+fn a_passed_progress_deadline_is_a_runtime_error() {
+    let deployment: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "berth-d1", "generation": 2},
+        "status": {"observedGeneration": 2, "replicas": 1, "unavailableReplicas": 1, "conditions": [
+            {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable", "message": "Deployment does not have minimum availability."},
+            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet \"berth-d1-6b7f\" has timed out progressing."}]}
+    }))
+    .unwrap();
+    let r = Rollout {
+        deployment: Some(deployment),
+        pods: vec![],
+        events: vec![],
+    };
+    match r.verdict() {
+        Verdict::Failed { code, message } => {
+            assert_eq!(code, "runtime_error");
+            assert!(message.contains("timed out progressing"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
