@@ -115,8 +115,18 @@ pub struct Workload<'a> {
     pub image: String,
     /// The registry host and what it is sent (for ECR, a token minted now).
     pub pull: Option<PullCredentials>,
+    /// The image runs as a numeric non-root user: `runAsNonRoot: true` holds it
+    /// to that (a named user is left alone: the kubelet cannot verify one).
+    pub run_as_non_root: bool,
     pub memory_mb: Option<u64>,
     pub cpu_millis: Option<u64>,
+}
+
+/// Whether an image config's `User` (`uid`, `uid:gid`, a name) is a numeric
+/// user other than root.
+pub fn non_root_user(user: &str) -> bool {
+    let uid = user.split(':').next().unwrap_or_default();
+    uid.parse::<u32>().is_ok_and(|u| u != 0)
 }
 
 pub struct PullCredentials {
@@ -287,6 +297,9 @@ impl Kubernetes {
         if self.settings.user_namespaces {
             pod_spec["hostUsers"] = json!(false);
         }
+        if w.run_as_non_root {
+            pod_spec["securityContext"]["runAsNonRoot"] = json!(true);
+        }
         from_json(json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": placed.name, "namespace": placed.namespace, "labels": labels},
@@ -435,6 +448,21 @@ mod shapes;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_root_users() {
+        for (user, non_root) in [
+            ("1000", true),
+            ("1000:1000", true),
+            ("0", false),
+            ("0:0", false),
+            ("", false),
+            ("root", false),
+            ("app", false),
+        ] {
+            assert_eq!(non_root_user(user), non_root, "{user:?}");
+        }
+    }
 
     #[test]
     fn a_pull_secret_holds_the_credentials_for_the_host_only() {

@@ -57,6 +57,7 @@ fn workload<'a>() -> Workload<'a> {
             username: "ci".into(),
             password: SecretString::from("s3cret"),
         }),
+        run_as_non_root: true,
         memory_mb: Some(256),
         cpu_millis: Some(500),
     }
@@ -116,6 +117,7 @@ async fn apply_replaces_a_leftover_and_orders_its_writes() {
             json!({"memory": "256Mi", "cpu": "500m"})
         );
         assert_eq!(pod["imagePullSecrets"], json!([{"name": "berth-d1"}]));
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
         assert_eq!(
             body["spec"]["selector"]["matchLabels"],
             json!({"berth.dev/deployment": "d1"})

@@ -403,6 +403,44 @@ async fn fetch(
     })
 }
 
+/// Only the image's config (its user, entrypoint...), into `cache` like any
+/// blob: for a runtime that pulls the layers itself (a cluster's kubelet).
+pub async fn config(
+    opened: &mut Opened<'_>,
+    platform: &PlatformManifest,
+    terms: Terms,
+    access: Access<'_>,
+    cache: &BlobCache,
+    progress: &Progress,
+) -> Result<ImageConfiguration, PullError> {
+    let m = &platform.manifest;
+    if m.config().size() > terms.caps.config_bytes {
+        return Err(PullError::Rejected(format!(
+            "its config is declared {} bytes, over the {} byte cap",
+            m.config().size(),
+            terms.caps.config_bytes
+        )));
+    }
+    let digest: Digest = m.config().digest().to_string().parse().map_err(invalid)?;
+    progress.start(&[(digest.clone(), m.config().size())]);
+    let src = Source {
+        cache,
+        access,
+        terms,
+    };
+    let blob = fetch(
+        opened.session.fork(),
+        src,
+        digest,
+        m.config().size(),
+        (progress, 0),
+        Dest::Cache(None),
+    )
+    .await?;
+    let bytes = std::fs::read(cache.path(&blob.digest)).map_err(CacheError::from)?;
+    serde_json::from_slice(&bytes).map_err(invalid)
+}
+
 /// Pulls the image `opened` resolved (its host platform's manifest `platform`)
 /// into `cache` and unpacks it into `images`, unless it is there already. Cached
 /// blobs, and an unpacked image, are used only once the registry proved, to this

@@ -112,6 +112,8 @@ async fn deployments_run_on_the_cluster_with_a_pull_secret_they_own() {
     );
     assert_eq!(pod["imagePullSecrets"][0]["name"], name);
     assert_eq!(pod["automountServiceAccountToken"], false);
+    // The image names no user (root): runAsNonRoot is not claimed for it.
+    assert!(pod["securityContext"]["runAsNonRoot"].is_null(), "{pod}");
     let sc = &pod["containers"][0]["securityContext"];
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");

@@ -130,6 +130,7 @@ pub(super) async fn run(
     target: &Target,
     creds: Option<Credentials>,
     resolved: &Digest,
+    image_user: &str,
     log: &Path,
 ) -> Result<(), Failure> {
     let Some(cluster) = &w.deployer.cluster else {
@@ -170,6 +171,7 @@ pub(super) async fn run(
             username: c.username,
             password: c.password,
         }),
+        run_as_non_root: berth_kubernetes::non_root_user(image_user),
         memory_mb: service.resources.memory_mb,
         cpu_millis: service
             .resources

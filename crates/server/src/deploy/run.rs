@@ -92,10 +92,18 @@ pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest
     .map_err(|e| explain(&e))?;
     let resolved = opened.resolved.digest.clone();
     if w.deployer.cluster.is_some() {
-        // The cluster pulls: berth resolved the digest with the stored
-        // credentials, so a bad one or a missing tag already failed, in seconds.
+        // The cluster pulls the layers: berth resolved the digest with the stored
+        // credentials (a bad one or a missing tag already failed, in seconds) and
+        // reads the config for the user the image runs as.
+        let user = image_user(w, d, &service, &mut opened)
+            .await
+            .map_err(|e| match &e {
+                PullError::Registry(r) => explain(r),
+                PullError::Rejected(_) => Failure::image_rejected(e.to_string()),
+                _ => Failure::runtime(e.to_string()),
+            })?;
         drop(opened);
-        super::kubernetes::run(w, d, &service, &target, pull_creds, &resolved, log).await?;
+        super::kubernetes::run(w, d, &service, &target, pull_creds, &resolved, &user, log).await?;
         return Ok(resolved);
     }
 
@@ -200,6 +208,42 @@ async fn pull(
         &progress,
     )
     .await
+}
+
+/// The user the image runs as (its config's `User`), from the host platform's
+/// config alone, fetched through the shared cache.
+async fn image_user(
+    w: &Worker,
+    d: &Deployment,
+    service: &Service,
+    opened: &mut Opened<'_>,
+) -> Result<String, PullError> {
+    let platform = opened.platform_manifest().await?;
+    let progress = Arc::new(pull::Progress::default());
+    locked(&w.deployer.pulls).insert(d.id.clone(), progress.clone());
+    let access = Access {
+        proofs: &w.deployer.proofs,
+        project: service.project_id.as_str(),
+    };
+    pull::config(
+        opened,
+        &platform,
+        pull::Terms {
+            stall: w.limits.stall,
+            caps: w.limits.caps,
+        },
+        access,
+        &w.deployer.cache,
+        &progress,
+    )
+    .await
+    .map(|config| {
+        config
+            .config()
+            .as_ref()
+            .and_then(|c| c.user().clone())
+            .unwrap_or_default()
+    })
 }
 
 fn log_pull(log: &Path, pulled: &Pulled) {
