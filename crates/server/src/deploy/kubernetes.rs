@@ -123,16 +123,29 @@ fn failure(code: &str, message: String) -> Failure {
     }
 }
 
+/// What the registry walk settled before the cluster is asked: where the image
+/// is, the digest it resolved to, the credentials to pull it with and the user
+/// its config names.
+pub(super) struct Resolved<'a> {
+    pub target: &'a Target,
+    pub digest: &'a Digest,
+    pub creds: Option<Credentials>,
+    pub user: String,
+}
+
 pub(super) async fn run(
     w: &Worker,
     d: &Deployment,
     service: &Service,
-    target: &Target,
-    creds: Option<Credentials>,
-    resolved: &Digest,
-    image_user: &str,
+    image: Resolved<'_>,
     log: &Path,
 ) -> Result<(), Failure> {
+    let Resolved {
+        target,
+        digest: resolved,
+        creds,
+        user: image_user,
+    } = image;
     let Some(cluster) = &w.deployer.cluster else {
         return Err(Failure::runtime("no Kubernetes cluster is configured"));
     };
@@ -171,7 +184,7 @@ pub(super) async fn run(
             username: c.username,
             password: c.password,
         }),
-        run_as_non_root: berth_kubernetes::non_root_user(image_user),
+        run_as_non_root: berth_kubernetes::non_root_user(&image_user),
         memory_mb: service.resources.memory_mb,
         cpu_millis: service
             .resources
