@@ -271,16 +271,32 @@ async fn deployments_run_on_the_cluster_with_a_pull_secret_they_own() {
         "{:?}",
         kube.names("pods", "berth-web")
     );
-    // The password is nowhere in berth's data dir.
+    // The password is nowhere in berth's data dir, nor in its logs: plain,
+    // `user:password` and itself in base64, nor the pull Secret's whole data.
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let forms = [
+        PASSWORD.to_owned(),
+        b64(&format!("ci:{PASSWORD}")),
+        b64(PASSWORD),
+        secret_data,
+    ];
     for f in files_under(dir.path()) {
         let bytes = std::fs::read(&f).unwrap_or_default();
-        assert!(
-            !bytes
-                .windows(PASSWORD.len())
-                .any(|w| w == PASSWORD.as_bytes()),
-            "{}",
-            f.display()
-        );
+        for form in &forms {
+            assert!(
+                !bytes.windows(form.len()).any(|w| w == form.as_bytes()),
+                "{}",
+                f.display()
+            );
+        }
+    }
+    let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    assert!(
+        logs.contains("TRACE") || logs.contains("DEBUG"),
+        "trace logging was on"
+    );
+    for form in &forms {
+        assert!(!logs.contains(form.as_str()), "{form} is in the logs");
     }
     server.running.stop().await;
 }

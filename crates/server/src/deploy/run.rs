@@ -103,7 +103,13 @@ pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest
                 _ => Failure::runtime(e.to_string()),
             })?;
         drop(opened);
-        super::kubernetes::run(w, d, &service, &target, pull_creds, &resolved, &user, log).await?;
+        let image = super::kubernetes::Resolved {
+            target: &target,
+            digest: &resolved,
+            creds: pull_creds,
+            user,
+        };
+        super::kubernetes::run(w, d, &service, image, log).await?;
         return Ok(resolved);
     }
 
