@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchParams};
 use kube::{Api, Client};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -344,6 +344,41 @@ impl Kubernetes {
             pods,
             events: seen,
         })
+    }
+
+    /// The workload's changes as they happen: an item whenever its Deployment or
+    /// one of its pods is added, modified or deleted (two watches, merged). The
+    /// stream ends when a watch does (the API server ends them after a while);
+    /// the caller watches again.
+    pub async fn changes(
+        &self,
+        placed: &Placed,
+    ) -> Result<futures_util::stream::BoxStream<'static, ()>, KubeError> {
+        use futures_util::StreamExt;
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &placed.namespace);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &placed.namespace);
+        let id = placed.name.trim_start_matches("berth-");
+        let d = deployments
+            .watch(
+                &WatchParams::default().fields(&format!("metadata.name={}", placed.name)),
+                "0",
+            )
+            .await
+            .map_err(|e| KubeError::from_kube("watching the Deployment", e))?;
+        let p = pods
+            .watch(
+                &WatchParams::default().labels(&format!("{DEPLOYMENT_LABEL}={id}")),
+                "0",
+            )
+            .await
+            .map_err(|e| KubeError::from_kube("watching the pods", e))?;
+        let d = d
+            .take_while(|e| futures_util::future::ready(e.is_ok()))
+            .map(|_| ());
+        let p = p
+            .take_while(|e| futures_util::future::ready(e.is_ok()))
+            .map(|_| ());
+        Ok(futures_util::stream::select(d, p).boxed())
     }
 
     /// Whether the Deployment of `placed` exists.

@@ -230,3 +230,51 @@ fn a_passed_progress_deadline_is_a_runtime_error() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_rollout_is_watched_by_its_deployment_and_its_pods() {
+    let (k, mut h) = cluster();
+    let server = tokio::spawn(async move {
+        let mut paths = Vec::new();
+        for _ in 0..2 {
+            let (m, p, _, send) = next(&mut h).await;
+            assert_eq!(m, "GET");
+            paths.push(p);
+            // A watch answers a stream of JSON lines.
+            let line = json!({"type": "ADDED", "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "berth-d1-x", "resourceVersion": "7"}}});
+            send.send_response(ok(200, line));
+        }
+        paths.sort();
+        paths
+    });
+    let placed = Placed {
+        namespace: "berth-web".into(),
+        name: "berth-d1".into(),
+    };
+    let mut changes = k.changes(&placed).await.unwrap();
+    use futures_util::StreamExt;
+    assert_eq!(changes.next().await, Some(()));
+    let paths = server.await.unwrap();
+    assert!(
+        paths[0].starts_with("/api/v1/namespaces/berth-web/pods?"),
+        "{paths:?}"
+    );
+    assert!(
+        paths[0].contains("watch=true")
+            && paths[0].contains("labelSelector=berth.dev%2Fdeployment%3Dd1"),
+        "{paths:?}"
+    );
+    assert!(
+        paths[1].starts_with("/apis/apps/v1/namespaces/berth-web/deployments?"),
+        "{paths:?}"
+    );
+    assert!(
+        paths[1].contains("watch=true")
+            && paths[1].contains("fieldSelector=metadata.name%3Dberth-d1"),
+        "{paths:?}"
+    );
+    assert!(
+        paths.iter().all(|p| p.contains("resourceVersion=0")),
+        "{paths:?}"
+    );
+}

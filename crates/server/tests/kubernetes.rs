@@ -171,6 +171,13 @@ async fn deployments_run_on_the_cluster_with_a_pull_secret_they_own() {
         serde_json::from_str::<Value>(&first_post.2).unwrap()["spec"]["replicas"],
         0
     );
+    // The rollout was watched (the Deployment and its pods), not only polled.
+    let watches = kube
+        .requests()
+        .iter()
+        .filter(|(m, p, _)| m == "GET" && p.contains("watch=true"))
+        .count();
+    assert!(watches >= 2, "{:?}", kube.requests());
     // The kubelet's events are in the infrastructure log.
     let log = infra_log(&alice, "api", &id).await;
     for want in [

@@ -43,6 +43,8 @@ pub enum Kubelet {
 struct World {
     /// (resource, namespace, name) -> object; namespaces under ("namespaces", "", name).
     objects: BTreeMap<(String, String, String), Value>,
+    /// Deleted objects with the resourceVersion of their deletion, for watches.
+    deleted: Vec<((String, String, String), Value)>,
     version: u64,
     /// Every request: method, path and query, body.
     requests: Vec<(String, String, String)>,
@@ -211,6 +213,17 @@ impl World {
         meta["resourceVersion"] = json!(self.version.to_string());
     }
 
+    /// Removes an object, keeping a tombstone (at a new resourceVersion) that
+    /// watches report as `DELETED`.
+    fn remove(&mut self, key: &(String, String, String)) -> Option<Value> {
+        let gone = self.objects.remove(key)?;
+        self.version += 1;
+        let mut tomb = gone.clone();
+        tomb["metadata"]["resourceVersion"] = json!(self.version.to_string());
+        self.deleted.push((key.clone(), tomb));
+        Some(gone)
+    }
+
     fn has_namespace(&self, ns: &str) -> bool {
         self.objects
             .contains_key(&("namespaces".into(), String::new(), ns.into()))
@@ -289,6 +302,9 @@ async fn list(
     Path((ns, resource)): Path<(String, String)>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
+    if q.get("watch").map(String::as_str) == Some("true") {
+        return watch(s, ns, resource, q);
+    }
     let w = s.world.lock().unwrap();
     let items: Vec<Value> = w
         .objects
@@ -302,6 +318,67 @@ async fn list(
                 "metadata": {"resourceVersion": w.version.to_string()}, "items": items}),
     )
     .into_response()
+}
+
+/// `?watch=true`: one JSON line per change of a matching object after the
+/// given `resourceVersion` (`0` or none: every current object as `ADDED`
+/// first), `ADDED`, `MODIFIED` or `DELETED`, as the API server streams them.
+fn watch(s: Arc<Shared>, ns: String, resource: String, q: BTreeMap<String, String>) -> Response {
+    let since: u64 = q
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let known = std::collections::BTreeSet::<String>::new();
+    let stream =
+        futures_util::stream::unfold((s, since, known), move |(s, mut since, mut known)| {
+            let (ns, resource, q) = (ns.clone(), resource.clone(), q.clone());
+            async move {
+                loop {
+                    let lines = {
+                        let w = s.world.lock().unwrap();
+                        let rv = |v: &Value| {
+                            v["metadata"]["resourceVersion"]
+                                .as_str()
+                                .and_then(|r| r.parse::<u64>().ok())
+                                .unwrap_or(0)
+                        };
+                        let mut out = String::new();
+                        let mut newest = since;
+                        for ((r, n, name), v) in &w.objects {
+                            if *r == resource && *n == ns && matches(v, &q) && rv(v) > since {
+                                let kind = if known.insert(name.clone()) {
+                                    "ADDED"
+                                } else {
+                                    "MODIFIED"
+                                };
+                                out.push_str(&json!({"type": kind, "object": v}).to_string());
+                                out.push('\n');
+                                newest = newest.max(rv(v));
+                            }
+                        }
+                        for ((r, n, name), v) in &w.deleted {
+                            if *r == resource && *n == ns && matches(v, &q) && rv(v) > since {
+                                known.remove(name);
+                                out.push_str(&json!({"type": "DELETED", "object": v}).to_string());
+                                out.push('\n');
+                                newest = newest.max(rv(v));
+                            }
+                        }
+                        since = newest;
+                        out
+                    };
+                    if !lines.is_empty() {
+                        let chunk: Result<Bytes, std::convert::Infallible> = Ok(Bytes::from(lines));
+                        return Some((chunk, (s, since, known)));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        });
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from_stream(stream))
+        .unwrap()
 }
 
 async fn create(
@@ -451,10 +528,7 @@ async fn delete(
     Path((ns, resource, name)): Path<(String, String, String)>,
 ) -> Response {
     let mut w = s.world.lock().unwrap();
-    let Some(gone) = w
-        .objects
-        .remove(&(resource.clone(), ns.clone(), name.clone()))
-    else {
+    let Some(gone) = w.remove(&(resource.clone(), ns.clone(), name.clone())) else {
         return not_found(&resource, &name);
     };
     if resource == "deployments" {
@@ -480,7 +554,7 @@ async fn delete(
             .map(|(k, _)| k.clone())
             .collect();
         for k in owned {
-            w.objects.remove(&k);
+            w.remove(&k);
         }
     }
     Json(

@@ -22,8 +22,9 @@ use super::worker::Worker;
 use super::{locked, log, Deployer};
 
 const PLACED: &str = "kubernetes.json";
-/// How often a rollout is read while it goes.
-const POLL: Duration = Duration::from_millis(500);
+/// A rollout is read again on every change its watches see, and at least this
+/// often.
+const FALLBACK: Duration = Duration::from_secs(5);
 
 impl Deployer {
     /// Where deployment `id`'s objects are on the cluster, if this replica
@@ -214,6 +215,9 @@ pub(super) async fn run(
         w.deployer.stop_on_cluster(&d.id).await;
         return Err(Failure::runtime(e.to_string()).at(resolved));
     }
+    // Read again whenever the Deployment or its pods change (watched), and at
+    // least every few seconds (a watch may end or miss).
+    let mut changes = cluster.changes(&placed).await.ok();
     let mut said: HashSet<String> = HashSet::new();
     let mut waiting = String::new();
     let mut errors: HashMap<String, u32> = HashMap::new();
@@ -227,7 +231,7 @@ pub(super) async fn run(
                 if *n == 1 {
                     log::append(log, &format!("reading the rollout: {e}; trying again"));
                 }
-                tokio::time::sleep(POLL).await;
+                tokio::time::sleep(FALLBACK.min(Duration::from_secs(1))).await;
                 continue;
             }
         };
@@ -253,6 +257,20 @@ pub(super) async fn run(
                 }
             }
         }
-        tokio::time::sleep(POLL).await;
+        let ended = match &mut changes {
+            Some(stream) => {
+                tokio::select! {
+                    next = futures_util::StreamExt::next(stream) => next.is_none(),
+                    _ = tokio::time::sleep(FALLBACK) => false,
+                }
+            }
+            None => {
+                tokio::time::sleep(FALLBACK).await;
+                true
+            }
+        };
+        if ended {
+            changes = cluster.changes(&placed).await.ok();
+        }
     }
 }
