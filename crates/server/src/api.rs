@@ -207,22 +207,26 @@ impl FromRequestParts<AppState> for Caller {
                 "a valid API token is required (Authorization: Bearer <token>)",
             )
         };
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(unauthorized)?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .map(|t| SecretString::from(t.trim().to_owned()))
-            .ok_or_else(unauthorized)?;
+        let token = bearer(parts).ok_or_else(unauthorized)?;
         let hash = tokens::hash(&token);
         match state.store.user_by_token_hash(&hash).await? {
             Some(user) => Ok(Caller(user)),
             None => Err(unauthorized()),
         }
     }
+}
+
+/// The request's `Authorization: Bearer` token, if it has one.
+pub fn bearer(parts: &Parts) -> Option<SecretString> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(|t| SecretString::from(t.trim().to_owned()))
 }
 
 /// A project, service or user name from a request body.

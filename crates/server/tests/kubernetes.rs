@@ -45,20 +45,6 @@ async fn infra_log(alice: &Client, service: &str, id: &str) -> String {
     }
 }
 
-/// What the test's tracing subscriber wrote (berth's filter at TRACE).
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn deployments_run_on_the_cluster_with_a_pull_secret_they_own() {
     // Every log line at TRACE (the Kubernetes client's too), grepped at the end
@@ -297,7 +283,7 @@ async fn deployments_run_on_the_cluster_with_a_pull_secret_they_own() {
             );
         }
     }
-    let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let logs = logs.text();
     assert!(
         logs.contains("TRACE") || logs.contains("DEBUG"),
         "trace logging was on"

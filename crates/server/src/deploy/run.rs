@@ -186,6 +186,26 @@ async fn credentials(
     }
 }
 
+/// What a pull of deployment `d` works with: the progress watchers read (kept
+/// for the waterfall), the project's proofs of access, the deploy's terms.
+fn pull_setup<'a>(
+    w: &'a Worker,
+    d: &Deployment,
+    service: &'a Service,
+) -> (Arc<pull::Progress>, Access<'a>, pull::Terms) {
+    let progress = Arc::new(pull::Progress::default());
+    locked(&w.deployer.pulls).insert(d.id.clone(), progress.clone());
+    let access = Access {
+        proofs: &w.deployer.proofs,
+        project: service.project_id.as_str(),
+    };
+    let terms = pull::Terms {
+        stall: w.limits.stall,
+        caps: w.limits.caps,
+    };
+    (progress, access, terms)
+}
+
 /// The host platform's manifest, then its blobs into the cache and unpacked (or
 /// the unpacked image reused), with progress for watchers.
 async fn pull(
@@ -195,19 +215,11 @@ async fn pull(
     opened: &mut Opened<'_>,
 ) -> Result<Pulled, PullError> {
     let platform = opened.platform_manifest().await?;
-    let progress = Arc::new(pull::Progress::default());
-    locked(&w.deployer.pulls).insert(d.id.clone(), progress.clone());
-    let access = Access {
-        proofs: &w.deployer.proofs,
-        project: service.project_id.as_str(),
-    };
+    let (progress, access, terms) = pull_setup(w, d, service);
     pull::pull(
         opened,
         &platform,
-        pull::Terms {
-            stall: w.limits.stall,
-            caps: w.limits.caps,
-        },
+        terms,
         access,
         &w.deployer.cache,
         &w.deployer.images,
@@ -225,31 +237,21 @@ async fn image_user(
     opened: &mut Opened<'_>,
 ) -> Result<String, PullError> {
     let platform = opened.platform_manifest().await?;
-    let progress = Arc::new(pull::Progress::default());
-    locked(&w.deployer.pulls).insert(d.id.clone(), progress.clone());
-    let access = Access {
-        proofs: &w.deployer.proofs,
-        project: service.project_id.as_str(),
-    };
-    pull::config(
+    let (progress, access, terms) = pull_setup(w, d, service);
+    let config = pull::config(
         opened,
         &platform,
-        pull::Terms {
-            stall: w.limits.stall,
-            caps: w.limits.caps,
-        },
+        terms,
         access,
         &w.deployer.cache,
         &progress,
     )
-    .await
-    .map(|config| {
-        config
-            .config()
-            .as_ref()
-            .and_then(|c| c.user().clone())
-            .unwrap_or_default()
-    })
+    .await?;
+    Ok(config
+        .config()
+        .as_ref()
+        .and_then(|c| c.user().clone())
+        .unwrap_or_default())
 }
 
 fn log_pull(log: &Path, pulled: &Pulled) {

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use berth_store::{Project, ProjectToken, Service, ServiceStatus};
 use berth_types::{ImageRef, DOCKER_HUB};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -153,16 +153,7 @@ impl FromRequestParts<AppState> for ProjectCaller {
                 "a project token is required (Authorization: Bearer berth_pt_...); an owner creates one with berth project token create",
             )
         };
-        let token = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(|t| SecretString::from(t.trim().to_owned()))
-            .ok_or_else(unauthorized)?;
+        let token = crate::api::bearer(parts).ok_or_else(unauthorized)?;
         let used = state
             .store
             .use_project_token(&crate::tokens::hash(&token))
