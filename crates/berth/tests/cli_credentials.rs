@@ -53,19 +53,7 @@ fn project_tokens_serve_the_docker_helper_and_the_kubelet_provider() {
     };
     admin(&["project", "create", "web"]);
     let image = format!("{host}/team/app:v1");
-    let out = berth(&server, &server.admin_token, &home)
-        .args(["service", "create", "api", "--image", &image])
-        .args([
-            "--registry-url",
-            &host,
-            "--registry-username",
-            "ci",
-            "--registry-password-stdin",
-        ])
-        .write_stdin(PASSWORD)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    create_service_as_ci(&server, &home, &host, "api", &image);
 
     // A token, printed once on stdout, kept in a 0600 file.
     let token = admin(&["project", "token", "create", "web", "puller"])

@@ -8,7 +8,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use berth_testkit::fixtures::PASSWORD;
 use common::*;
 
 fn unit(name: &str) -> PathBuf {
@@ -109,19 +108,7 @@ fn berth_deploys_with_only_what_the_unit_grants() {
     let out = cli().args(["project", "create", "web"]).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let image = format!("{host}/team/app:web");
-    let out = cli()
-        .args(["service", "create", "api", "--image", &image])
-        .args([
-            "--registry-url",
-            &host,
-            "--registry-username",
-            "ci",
-            "--registry-password-stdin",
-        ])
-        .write_stdin(PASSWORD)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    create_service_as_ci(&server, &home, &host, "api", &image);
     let out = cli().args(["deploy", "api"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     let log = std::fs::read_to_string(work.path().join("data.log")).unwrap_or_default();

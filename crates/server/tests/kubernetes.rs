@@ -49,13 +49,7 @@ async fn infra_log(alice: &Client, service: &str, id: &str) -> String {
 async fn deployments_run_on_the_cluster_with_a_pull_secret_they_own() {
     // Every log line at TRACE (the Kubernetes client's too), grepped at the end
     // for the password and the Secret's base64 forms of it.
-    let logs = Captured::default();
-    let writer = logs.clone();
-    tracing_subscriber::fmt()
-        .with_env_filter(berth_server::log_filter("trace"))
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
+    let logs = Captured::at_trace();
     let registry = Registry::start();
     let url = registry.url();
     let kube = FakeKube::start(Kubelet::PullWith {
@@ -265,14 +259,10 @@ async fn deployments_run_on_the_cluster_with_a_pull_secret_they_own() {
         kube.names("pods", "berth-web")
     );
     // The password is nowhere in berth's data dir, nor in its logs: plain,
-    // `user:password` and itself in base64, nor the pull Secret's whole data.
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let forms = [
-        PASSWORD.to_owned(),
-        b64(&format!("ci:{PASSWORD}")),
-        b64(PASSWORD),
-        secret_data,
-    ];
+    // `user:password` and itself in base64 (three alphabets), nor the pull
+    // Secret's whole data.
+    let mut forms = secret_forms("ci", PASSWORD);
+    forms.push(secret_data);
     for f in files_under(dir.path()) {
         let bytes = std::fs::read(&f).unwrap_or_default();
         for form in &forms {

@@ -87,3 +87,27 @@ pub fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&out.stdout)))
 }
+
+/// `berth service create NAME --image IMAGE` in the `web` project with the team
+/// registry's `ci` user, the password on stdin; asserts it was saved.
+pub fn create_service_as_ci(
+    server: &ServerProcess,
+    home: &std::path::Path,
+    registry: &str,
+    name: &str,
+    image: &str,
+) {
+    let out = berth(server, &server.admin_token, home)
+        .args(["service", "create", name, "--image", image])
+        .args([
+            "--registry-url",
+            registry,
+            "--registry-username",
+            "ci",
+            "--registry-password-stdin",
+        ])
+        .write_stdin(berth_testkit::fixtures::PASSWORD)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}

@@ -231,7 +231,37 @@ impl std::io::Write for Captured {
 }
 
 impl Captured {
+    /// Makes the test process's logging berth's own filter at TRACE (the most an
+    /// operator can ask), written here. Once per test binary.
+    pub fn at_trace() -> Captured {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(berth_server::log_filter("trace"))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .init();
+        logs
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
+}
+
+/// The forms a password travels in: plain, and `user:password` and itself in
+/// base64 (padded, unpadded, URL-safe), as a log or a file could hold them.
+pub fn secret_forms(user: &str, password: &str) -> Vec<String> {
+    use base64::Engine;
+    let engines = [
+        base64::engine::general_purpose::STANDARD,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        base64::engine::general_purpose::STANDARD_NO_PAD,
+    ];
+    let mut out = vec![password.to_owned()];
+    for e in engines {
+        out.push(e.encode(format!("{user}:{password}")));
+        out.push(e.encode(password));
+    }
+    out
 }
