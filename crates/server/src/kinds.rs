@@ -102,15 +102,12 @@ pub fn resolve(
             }
             let source = berth_vault::ecr::EcrSource::Role(berth_vault::ecr::AwsRole {
                 aws_region: region(url, aws.region)?,
-                role_arn,
+                role_arn: role_arn.clone(),
                 external_id,
             });
-            let berth_vault::ecr::EcrSource::Role(role) = &source else {
-                unreachable!()
-            };
             Ok(Resolved {
                 kind,
-                username: role.role_arn.clone(),
+                username: role_arn,
                 password: source.to_secret(),
             })
         }

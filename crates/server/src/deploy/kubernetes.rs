@@ -42,7 +42,9 @@ impl Deployer {
         let dir = self.root.join(id.as_str());
         std::fs::create_dir_all(&dir)?;
         let text = serde_json::json!({"namespace": placed.namespace, "name": placed.name});
-        std::fs::write(dir.join(PLACED), text.to_string())
+        std::fs::write(dir.join(PLACED), text.to_string())?;
+        locked(&self.on_cluster).insert(id.clone());
+        Ok(())
     }
 
     /// Deletes deployment `id`'s Deployment (its pods and pull Secret go with it).
@@ -53,6 +55,7 @@ impl Deployer {
         match cluster.delete(&placed).await {
             Ok(()) => {
                 let _ = std::fs::remove_file(self.root.join(id.as_str()).join(PLACED));
+                locked(&self.on_cluster).remove(id);
                 log::append(
                     &self.log_path(id),
                     &format!(
@@ -69,17 +72,7 @@ impl Deployer {
     /// deployment that should no longer run (replaced, terminated, failed, or
     /// left by a crash mid-deploy) is deleted. Restarts are the cluster's.
     pub(super) async fn reconcile_cluster(self: &Arc<Self>, store: &Arc<dyn Store>) {
-        let placed: Vec<DeploymentId> = std::fs::read_dir(&self.root)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path().join(PLACED).exists())
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()
-                    .map(|s| DeploymentId::from(s.to_owned()))
-            })
-            .collect();
+        let placed: Vec<DeploymentId> = locked(&self.on_cluster).iter().cloned().collect();
         if placed.is_empty() {
             return;
         }
@@ -103,6 +96,22 @@ impl Deployer {
             );
         }
     }
+}
+
+/// The deployments whose placement files are under `root` (the deployments
+/// directory), read when the server starts.
+pub(super) fn placed_on_disk(root: &Path) -> HashSet<DeploymentId> {
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join(PLACED).exists())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .map(|s| DeploymentId::from(s.to_owned()))
+        })
+        .collect()
 }
 
 /// What the kubelet is given for `target`'s registry: Docker Hub under the key

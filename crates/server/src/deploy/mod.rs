@@ -67,6 +67,10 @@ pub struct Deployer {
     runtime: Option<Box<dyn Runtime>>,
     /// The Kubernetes cluster deployments run on (`--runtime kubernetes`).
     cluster: Option<berth_kubernetes::Kubernetes>,
+    /// The deployments whose objects this replica placed on the cluster and has
+    /// not deleted (their placements are files next to their logs, read once
+    /// at start; kept here so that a reconcile does not scan the directory).
+    on_cluster: Mutex<HashSet<DeploymentId>>,
     /// Proofs of access to cached content, per project (see `berth_runtime::proofs`).
     pub proofs: Proofs,
     /// Deployments this replica's worker runs now.
@@ -125,6 +129,11 @@ impl Deployer {
         if runtime.is_none() && cluster.is_none() {
             tracing::warn!("runc not found: deployments will fail until it is installed (apt-get install runc)");
         }
+        let on_cluster = if cluster.is_some() {
+            kubernetes::placed_on_disk(&root)
+        } else {
+            HashSet::new()
+        };
         Ok(Deployer {
             root,
             cache,
@@ -132,6 +141,7 @@ impl Deployer {
             durability,
             replica_url: Default::default(),
             runtime,
+            on_cluster: Mutex::new(on_cluster),
             cluster,
             proofs: Proofs::default(),
             in_flight: Mutex::new(HashMap::new()),
@@ -202,7 +212,7 @@ impl Deployer {
     /// restart waits out its backoff)?
     pub fn is_running(&self, id: &DeploymentId) -> bool {
         if self.cluster.is_some() {
-            return self.placed(id).is_some();
+            return locked(&self.on_cluster).contains(id);
         }
         locked(&self.restarting).contains(id)
             || self
