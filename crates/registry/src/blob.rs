@@ -146,7 +146,14 @@ pub async fn open_at(
     }
     let resp = get_with_retries(s, &path, &[], &extra).await?;
     if !resp.status().is_success() {
-        return Err(classify(s, resp).await);
+        return Err(match classify(s, resp).await {
+            RegistryError::Manifest { status, body } => RegistryError::Blob {
+                digest: digest.clone(),
+                status,
+                body,
+            },
+            other => other,
+        });
     }
     let skip = if resp.status() == StatusCode::PARTIAL_CONTENT {
         0

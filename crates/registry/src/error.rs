@@ -44,6 +44,7 @@ impl RegistryError {
             | RegistryError::BasicRejected { status }
             | RegistryError::Unauthorized { status, .. }
             | RegistryError::Manifest { status, .. }
+            | RegistryError::Blob { status, .. }
             | RegistryError::NoAccess { status, .. } => Some(*status),
             _ => None,
         }
@@ -117,6 +118,14 @@ pub enum RegistryError {
     Protocol(String),
     #[error("too many redirects")]
     TooManyRedirects,
+    /// A blob download failed for another reason than credentials (a 404: the
+    /// registry does not have it, whatever a `HEAD` said).
+    #[error("the registry answered HTTP {status} for blob {digest}{}", fmt_body(.body))]
+    Blob {
+        digest: Digest,
+        status: u16,
+        body: Option<RegistryErrorBody>,
+    },
     /// The registry did not prove that it serves this blob to these credentials
     /// (`HEAD` answered neither 200 nor a redirect): a cached copy may not be used.
     #[error("the registry does not serve blob {digest} to these credentials (HEAD answered HTTP {status}), so the cached copy is not used")]
@@ -170,6 +179,8 @@ impl RegistryError {
                 Code::ManifestNotFound
             }
             Manifest { .. } => Code::NetworkError,
+            Blob { status, .. } if *status >= 500 || *status == 429 => Code::NetworkError,
+            Blob { .. } => Code::ManifestNotFound,
             NoPlatform { .. } => Code::ManifestNotFound,
         }
     }

@@ -30,14 +30,60 @@ pub enum CacheError {
 #[derive(Clone, Debug)]
 pub struct BlobCache {
     root: PathBuf,
+    /// Serialises this process's updates of the origin files (read, add, rename).
+    origins: Arc<Mutex<()>>,
 }
+
+/// Where a blob's origins are kept: `ROOT/origins/sha256/<hex>`, a JSON list of the
+/// places (`registry-base/repository`) its bytes were downloaded from and verified.
+const ORIGINS: &str = "origins";
 
 impl BlobCache {
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
         std::fs::create_dir_all(root.join("sha256"))?;
         std::fs::create_dir_all(root.join("tmp"))?;
-        Ok(BlobCache { root })
+        std::fs::create_dir_all(root.join(ORIGINS).join("sha256"))?;
+        Ok(BlobCache {
+            root,
+            origins: Arc::default(),
+        })
+    }
+
+    fn origins_path(&self, d: &Digest) -> PathBuf {
+        self.root.join(ORIGINS).join(d.algorithm()).join(d.hex())
+    }
+
+    /// The places the bytes of `d` were downloaded from and verified (whether they
+    /// are kept as a blob here or as a layer unpacked from it). None for content
+    /// an earlier version of berth kept: it is downloaded again before reuse.
+    pub fn origins(&self, d: &Digest) -> Vec<String> {
+        std::fs::read(self.origins_path(d))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Whether the bytes of `d` were once downloaded from `place` and verified.
+    pub fn came_from(&self, d: &Digest, place: &str) -> bool {
+        self.origins(d).iter().any(|o| o == place)
+    }
+
+    /// Records that `place` served the bytes of `d` and they matched the digest.
+    /// Written whole and renamed into place: a crash leaves the old list or the new.
+    pub fn add_origin(&self, d: &Digest, place: &str) -> io::Result<()> {
+        let _one_writer = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        let mut list = self.origins(d);
+        if list.iter().any(|o| o == place) {
+            return Ok(());
+        }
+        list.push(place.to_owned());
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("origins-{}.{:016x}", d.hex(), rand_suffix()));
+        std::fs::write(&tmp, serde_json::to_vec(&list).map_err(io::Error::other)?)?;
+        std::fs::rename(&tmp, self.origins_path(d))
     }
 
     pub fn path(&self, d: &Digest) -> PathBuf {
@@ -121,6 +167,16 @@ impl BlobCache {
             if !referenced {
                 std::fs::remove_file(e.path())?;
                 removed += 1;
+            }
+        }
+        // Origins of content neither kept here nor unpacked from a kept blob.
+        for e in std::fs::read_dir(self.root.join(ORIGINS).join("sha256"))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let referenced = format!("sha256:{name}")
+                .parse::<Digest>()
+                .is_ok_and(|d| keep.contains(&d));
+            if !referenced {
+                std::fs::remove_file(e.path())?;
             }
         }
         Ok(removed + self.gc_tmp()?)

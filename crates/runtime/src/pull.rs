@@ -3,8 +3,10 @@
 //! downloads in parallel), each streamed through a bounded pipe straight into its
 //! own unpacker, hashed as it arrives, unpacked into a directory of its own and
 //! put in place only once its digest matched. A layer unpacked before from the
-//! same blob is not downloaded again: the project's registry session proves it
-//! may have the blob (a HEAD), and the directory is reused.
+//! same blob is not downloaded again when the project's registry is a place the
+//! blob came from and proves the project may have it (a HEAD); otherwise the blob
+//! is downloaded and hashed, and only then is the directory reused (see
+//! `proofs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +18,7 @@ use futures_util::stream::{self, StreamExt};
 use oci_spec::image::{ImageConfiguration, ImageManifest};
 
 use crate::cache::{BlobCache, CacheError, Feed, Pipe, PipeWriter};
-use crate::proofs::Access;
+use crate::proofs::{Access, Reuse};
 use crate::rootfs::ImageStore;
 use crate::unpack::{self, Compression, UnpackError};
 
@@ -236,16 +238,27 @@ struct Source<'a> {
 }
 
 /// Where a download goes: into the cache (followed by a reader, if a feed is
-/// given), or through a pipe to its unpacker without being kept.
+/// given), through a pipe to its unpacker without being kept, or, for a layer
+/// unpacked already, nowhere: its bytes are only hashed, to prove the registry
+/// has them (see `proofs`).
 enum Dest {
     Cache(Option<Arc<Feed>>),
     Pipe(Arc<Pipe>),
+    Unpacked,
 }
 
 /// A download in progress, into its [`Dest`].
 enum Writing {
     Cache(crate::cache::BlobWriter),
     Pipe(PipeWriter),
+    Hash(Hashing),
+}
+
+/// A blob's bytes hashed and dropped.
+struct Hashing {
+    hasher: sha2::Sha256,
+    expected: Digest,
+    written: u64,
 }
 
 impl Writing {
@@ -253,6 +266,7 @@ impl Writing {
         match self {
             Writing::Cache(w) => w.written(),
             Writing::Pipe(w) => w.written(),
+            Writing::Hash(h) => h.written,
         }
     }
 
@@ -263,6 +277,12 @@ impl Writing {
                 true => Ok(()),
                 false => Err(invalid(UNPACK_STOPPED)),
             },
+            Writing::Hash(h) => {
+                use sha2::Digest as _;
+                h.hasher.update(&chunk);
+                h.written += chunk.len() as u64;
+                Ok(())
+            }
         }
     }
 
@@ -275,6 +295,18 @@ impl Writing {
                 .map_err(invalid)?
                 .map_err(PullError::from),
             Writing::Pipe(w) => w.commit().map_err(PullError::from),
+            Writing::Hash(h) => {
+                use sha2::Digest as _;
+                let actual = Digest::sha256_from_bytes(&h.hasher.finalize().into());
+                if actual != h.expected {
+                    return Err(CacheError::DigestMismatch {
+                        expected: h.expected,
+                        actual,
+                    }
+                    .into());
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -282,8 +314,10 @@ impl Writing {
 /// A download stopped because its unpacker had (which says why).
 const UNPACK_STOPPED: &str = "the layer's unpack stopped";
 
-/// Streams one blob into `dest` unless the cache has it already (then proven
-/// first, and fed to the reader from the cache).
+/// Streams one blob into `dest` unless it is here already (in the cache, or
+/// unpacked for `Dest::Unpacked`) and the project's registry proves it at a place
+/// the bytes came from (then fed to the reader from the cache); otherwise the blob
+/// is downloaded and verified, and its registry becomes one of its origins.
 async fn fetch(
     mut s: Session<'_>,
     src: Source<'_>,
@@ -299,10 +333,10 @@ async fn fetch(
         terms,
     } = src;
     let stall = terms.stall;
-    if cache.contains(&digest) {
-        // Not a byte of the cached copy is read before the registry proved that it
-        // serves this blob to this project.
-        access.prove(&mut s, &digest).await?;
+    let here = matches!(dest, Dest::Unpacked) || cache.contains(&digest);
+    // Not a byte of the copy here is used before the registry proved that it
+    // serves this blob to this project, at a place the bytes came from.
+    if here && access.reuse(&mut s, cache, &digest).await? == Reuse::Proven {
         progress.update(index, size, BlobState::Cached);
         if let Dest::Cache(Some(f)) = dest {
             f.begin_cached(&cache.path(&digest))
@@ -320,6 +354,14 @@ async fn fetch(
         Dest::Cache(Some(f)) => Writing::Cache(cache.writer_feeding(&digest, f)?),
         Dest::Cache(None) => Writing::Cache(cache.writer(&digest)?),
         Dest::Pipe(p) => Writing::Pipe(p.writer(&digest)),
+        Dest::Unpacked => {
+            use sha2::Digest as _;
+            Writing::Hash(Hashing {
+                hasher: sha2::Sha256::new(),
+                expected: digest.clone(),
+                written: 0,
+            })
+        }
     };
     // A connection that drops mid-blob is resumed where it broke (`Range`), into
     // the same writer, whose hash simply goes on; a registry that went away is
@@ -395,7 +437,9 @@ async fn fetch(
     let size = w.written();
     w.commit().await?;
     progress.update(index, size, BlobState::Downloaded);
-    access.record(&s, &digest);
+    access
+        .downloaded(&s, cache, &digest)
+        .map_err(CacheError::from)?;
     Ok(Fetched {
         digest,
         size,
@@ -481,47 +525,43 @@ pub async fn pull(
         )));
     }
     if let Some(layers) = images.ready(&manifest_digest) {
-        // Every blob the image is made of, proven at once, in parallel.
-        let mut all = vec![m.config().digest().to_string()];
-        all.extend(m.layers().iter().map(|l| l.digest().to_string()));
-        let proofs = all.iter().map(|d| {
-            let mut fork = s.fork();
-            async move {
-                let d: Digest = d.parse().map_err(invalid)?;
-                access.prove(&mut fork, &d).await.map_err(PullError::from)
-            }
-        });
-        futures_util::future::try_join_all(proofs).await?;
-        images
-            .add_request(&manifest_digest, digest)
-            .map_err(CacheError::from)?;
-        let config_digest: Digest = m.config().digest().to_string().parse().map_err(invalid)?;
-        progress.start(&[(config_digest.clone(), m.config().size())]);
         let src = Source {
             cache,
             access,
             terms,
         };
-        let config_blob = fetch(
-            s.fork(),
-            src,
-            config_digest,
-            m.config().size(),
-            (progress, 0),
-            Dest::Cache(None),
-        )
-        .await?;
-        let config_bytes =
-            std::fs::read(cache.path(&config_blob.digest)).map_err(CacheError::from)?;
-        let config: ImageConfiguration = serde_json::from_slice(&config_bytes).map_err(invalid)?;
-        let mut blobs = vec![config_blob];
+        let config_digest: Digest = m.config().digest().to_string().parse().map_err(invalid)?;
+        let mut all = vec![(config_digest, m.config().size())];
         for l in m.layers() {
-            blobs.push(Fetched {
-                digest: l.digest().to_string().parse().map_err(invalid)?,
-                size: l.size(),
-                took: None,
-            });
+            all.push((l.digest().to_string().parse().map_err(invalid)?, l.size()));
         }
+        progress.start(&all);
+        // Every blob the image is made of, at once: proven at a place it came from,
+        // or downloaded and hashed (a layer's bytes then dropped: it is unpacked).
+        // (Futures made first, as in `unpack_all`.)
+        let fetches: Vec<_> = all
+            .iter()
+            .enumerate()
+            .map(|(i, (d, size))| {
+                let dest = if i == 0 {
+                    Dest::Cache(None)
+                } else {
+                    Dest::Unpacked
+                };
+                fetch(s.fork(), src, d.clone(), *size, (progress, i), dest)
+            })
+            .collect();
+        let blobs: Vec<Fetched> = stream::iter(fetches)
+            .buffered(PARALLEL_DOWNLOADS)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        images
+            .add_request(&manifest_digest, digest)
+            .map_err(CacheError::from)?;
+        let config_bytes = std::fs::read(cache.path(&blobs[0].digest)).map_err(CacheError::from)?;
+        let config: ImageConfiguration = serde_json::from_slice(&config_bytes).map_err(invalid)?;
         return Ok(Pulled {
             manifest: manifest_digest,
             config,
@@ -606,8 +646,8 @@ async fn unpack_all(
     if config.rootfs().diff_ids().len() != m.layers().len() {
         return Err(invalid("the config's diff_ids do not match the layers"));
     }
-    // Each layer: unpacked already from this very blob (the registry proves this
-    // project may have the blob, nothing is downloaded), in the cache from an earlier version of berth (fed
+    // Each layer: unpacked already from this very blob (proven at a place it came
+    // from, or downloaded and hashed, never unpacked again), in the cache from an earlier version of berth (fed
     // from there), or downloaded through a pipe straight into its unpacker. Every
     // layer unpacks into a directory of its own as it downloads, all at once.
     let mut plan = Vec::new();
@@ -629,17 +669,19 @@ async fn unpack_all(
         let futures: Vec<_> = plan
             .iter()
             .map(|(i, digest, size, source)| {
-                let mut fork = session.fork();
+                let fork = session.fork();
                 async move {
                     match source {
                         LayerSource::Unpacked => {
-                            src.access.prove(&mut fork, digest).await?;
-                            progress.update(*i, *size, BlobState::Cached);
-                            Ok(Fetched {
-                                digest: digest.clone(),
-                                size: *size,
-                                took: None,
-                            })
+                            fetch(
+                                fork,
+                                src,
+                                digest.clone(),
+                                *size,
+                                (progress, *i),
+                                Dest::Unpacked,
+                            )
+                            .await
                         }
                         LayerSource::Cached(feed) => {
                             let _end = EndFeeds(std::slice::from_ref(feed));
@@ -751,7 +793,6 @@ async fn unpack_one(
         LayerSource::Download(pipe) => Reading::Piped(pipe.reader()),
     };
     let staged = images.stage_layer(digest).map_err(CacheError::from)?;
-    let dir = staged.clone();
     let target = unpack::Target {
         ids: images.ids(),
         budget: unpack::Budget {
@@ -762,51 +803,58 @@ async fn unpack_one(
         whiteouts: unpack::Whiteouts::Overlay,
     };
     let declared = layer.size();
-    let unpacked = tokio::task::spawn_blocking(move || match reading {
-        Reading::Cached(feed) => {
-            let reader = feed.reader()?;
-            if compression == Compression::None {
-                return unpack::unpack_layer_direct(reader, declared, &dir, target);
-            }
-            unpack::unpack_layer(
-                std::io::BufReader::with_capacity(1 << 20, reader),
+    let (images_, digest_) = (images.clone(), digest.clone());
+    // The staged directory is removed or put in place by the blocking task itself:
+    // a deploy cancelled meanwhile (its future dropped) leaves nothing half-made.
+    let unpacked = tokio::task::spawn_blocking(move || {
+        let dir = &staged;
+        let r = match reading {
+            Reading::Cached(feed) => match feed.reader() {
+                Err(e) => Err(UnpackError::from(e)),
+                Ok(reader) if compression == Compression::None => {
+                    unpack::unpack_layer_direct(reader, declared, dir, target)
+                }
+                Ok(reader) => unpack::unpack_layer(
+                    std::io::BufReader::with_capacity(1 << 20, reader),
+                    compression,
+                    dir,
+                    target,
+                ),
+            },
+            // Chunks as they arrived from the network (tens of KiB): buffered for the
+            // decompressor and the tar reader's 512-byte headers.
+            Reading::Piped(reader) => unpack::unpack_layer(
+                std::io::BufReader::with_capacity(256 << 10, reader),
                 compression,
-                &dir,
+                dir,
                 target,
-            )
+            ),
+        };
+        match r {
+            Ok(_) => images_
+                .commit_layer(dir, &digest_)
+                .map(drop)
+                .map_err(|e| PullError::from(CacheError::from(e))),
+            Err(e) => {
+                crate::rootfs::remove_tree(dir);
+                Err(match e {
+                    UnpackError::OverCap { what, limit } => PullError::Rejected(format!(
+                        "layer {i} ({digest_}) expands past the {what} cap of {limit}{}",
+                        if what == "image's uncompressed size" {
+                            ""
+                        } else {
+                            " per layer"
+                        }
+                    )),
+                    other => PullError::Unpack(other),
+                })
+            }
         }
-        // Chunks as they arrived from the network (tens of KiB): buffered for the
-        // decompressor and the tar reader's 512-byte headers.
-        Reading::Piped(reader) => unpack::unpack_layer(
-            std::io::BufReader::with_capacity(256 << 10, reader),
-            compression,
-            &dir,
-            target,
-        ),
     })
     .await
     .map_err(invalid)
-    .and_then(|r| {
-        r.map_err(|e| match e {
-            UnpackError::OverCap { what, limit } => PullError::Rejected(format!(
-                "layer {i} ({}) expands past the {what} cap of {limit}{}",
-                layer.digest(),
-                if what == "image's uncompressed size" {
-                    ""
-                } else {
-                    " per layer"
-                }
-            )),
-            other => PullError::Unpack(other),
-        })
-    });
-    if let Err(e) = unpacked {
-        crate::rootfs::remove_tree(&staged);
-        return Err(e);
-    }
-    images
-        .commit_layer(&staged, digest)
-        .map_err(CacheError::from)?;
+    .and_then(|r| r);
+    unpacked?;
     progress.update(i + 1, layer.size(), BlobState::Applied);
     Ok(())
 }
