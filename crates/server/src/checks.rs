@@ -103,23 +103,29 @@ impl Checker {
                 return;
             }
         };
-        let report =
-            match crate::kinds::registry_credentials(c.kind, c.username.clone(), password).await {
-                Err(e) => {
-                    let report = crate::kinds::ecr_report(&e);
-                    crate::metrics::metrics().preflight(report.code.as_str());
-                    report
-                }
-                Ok(creds) => {
-                    crate::routes::preflight::check(
-                        &self.registry,
-                        &c.registry_url,
-                        &service.image,
-                        Some(creds),
-                    )
-                    .await
-                }
-            };
+        let report = match crate::kinds::registry_credentials(
+            c.kind,
+            c.username.clone(),
+            password,
+            service.project_id.as_str(),
+        )
+        .await
+        {
+            Err(e) => {
+                let report = crate::kinds::ecr_report(&e);
+                crate::metrics::metrics().preflight(report.code.as_str());
+                report
+            }
+            Ok(creds) => {
+                crate::routes::preflight::check(
+                    &self.registry,
+                    &c.registry_url,
+                    &service.image,
+                    Some(creds),
+                )
+                .await
+            }
+        };
         let health = Health {
             ok: report.ok,
             code: report.code.to_string(),

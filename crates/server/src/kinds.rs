@@ -8,11 +8,14 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::api::ApiError;
 
-/// What a save gives, whatever the kind.
+/// What a save gives, whatever the kind. Everything here came from the client:
+/// a stored secret is never passed in as `password` (see [`Kept`]).
 #[derive(Default)]
 pub struct Given {
     pub kind: Option<String>,
     pub username: Option<String>,
+    /// A password or token the client typed: for `basic`, `acr` and `gcp` (with
+    /// `oauth2accesstoken`), never taken as `ecr`'s keys or role.
     pub password: Option<SecretString>,
     /// `gcp`: the service account key file's text.
     pub json_key: Option<SecretString>,
@@ -42,6 +45,15 @@ impl Aws {
     }
 }
 
+/// The credential stored for the same registry, which an update without a new
+/// secret keeps, only for the kind it was saved as: a kind change never turns
+/// stored AWS keys (or a key file) into a password the API would hand out.
+pub struct Kept {
+    pub kind: CredentialKind,
+    pub username: String,
+    pub password: SecretString,
+}
+
 /// A credential as the registry takes it.
 pub struct Resolved {
     pub kind: CredentialKind,
@@ -49,13 +61,14 @@ pub struct Resolved {
     pub password: SecretString,
 }
 
-/// The kind (given, else the one the fields or the host say) and the user name
-/// and password to send. `stored` is the kind saved before (an update keeps it);
+/// The kind (given, else the one the fields say, else the stored one, else the
+/// host's) and the user name and password to send. `kept` is the credential
+/// stored for this registry (an update without a new secret keeps it);
 /// `project_id` fixes the external id a role is assumed with.
 pub fn resolve(
     url: &RegistryUrl,
     given: Given,
-    stored: Option<CredentialKind>,
+    kept: Option<Kept>,
     project_id: &str,
 ) -> Result<Resolved, ApiError> {
     let kind = match &given.kind {
@@ -64,11 +77,13 @@ pub fn resolve(
             .map_err(|e| ApiError::bad_request("invalid_kind", e.to_string()))?,
         None if given.json_key.is_some() => CredentialKind::Gcp,
         None if given.aws.given() => CredentialKind::Ecr,
-        None => stored.unwrap_or_else(|| match CredentialKind::for_host(&url.authority()) {
-            // A pasted `aws ecr get-login-password` token (user AWS) stays what it
-            // is: a user name and a password.
-            CredentialKind::Ecr => CredentialKind::Basic,
-            k => k,
+        None => kept.as_ref().map(|k| k.kind).unwrap_or_else(|| {
+            match CredentialKind::for_host(&url.authority()) {
+                // A pasted `aws ecr get-login-password` token (user AWS) stays what it
+                // is: a user name and a password.
+                CredentialKind::Ecr => CredentialKind::Basic,
+                k => k,
+            }
         }),
     };
     let missing = |what: &str| {
@@ -77,6 +92,30 @@ pub fn resolve(
             format!("{what} is required for {} credentials", kind.as_str()),
         )
     };
+    let new_secret = given.password.is_some() || given.json_key.is_some() || given.aws.given();
+    // What is stored is kept only as the kind it was saved as.
+    let kept = match kept {
+        Some(k) if !new_secret && k.kind != kind => {
+            return Err(ApiError::bad_request(
+                "password_required",
+                format!(
+                    "the kind changed from {} to {}: give the {} credentials' secret again (a stored secret is kept only as the kind it was saved as)",
+                    k.kind.as_str(),
+                    kind.as_str(),
+                    kind.as_str()
+                ),
+            ))
+        }
+        // A new secret of another kind: nothing of the stored one is merged in.
+        Some(k) if k.kind != kind => None,
+        other => other,
+    };
+    // The region of stored ECR credentials, kept when new keys do not name one.
+    let kept_region = kept
+        .as_ref()
+        .filter(|k| k.kind == CredentialKind::Ecr)
+        .and_then(|k| berth_vault::ecr::EcrSource::from_secret(&k.password))
+        .map(|s| s.region().to_owned());
     match kind {
         CredentialKind::Ecr if given.aws.role_arn.is_some() || given.aws.external_id.is_some() => {
             let aws = given.aws;
@@ -101,9 +140,8 @@ pub fn resolve(
                 ));
             }
             let source = berth_vault::ecr::EcrSource::Role(berth_vault::ecr::AwsRole {
-                aws_region: region(url, aws.region)?,
+                aws_region: region(url, aws.region, kept_region)?,
                 role_arn: role_arn.clone(),
-                external_id,
             });
             Ok(Resolved {
                 kind,
@@ -123,7 +161,7 @@ pub fn resolve(
                     .expose_secret()
                     .to_owned(),
                 aws_session_token: aws.session_token.map(|t| t.expose_secret().to_owned()),
-                aws_region: region(url, aws.region)?,
+                aws_region: region(url, aws.region, kept_region)?,
             };
             Ok(Resolved {
                 kind,
@@ -131,18 +169,22 @@ pub fn resolve(
                 password: berth_vault::ecr::EcrSource::Keys(keys).to_secret(),
             })
         }
-        // Stored ECR keys, kept as they are (an update of something else).
-        CredentialKind::Ecr => match (given.username, given.password) {
-            (Some(username), Some(password))
-                if berth_vault::ecr::EcrSource::from_secret(&password).is_some() =>
-            {
-                Ok(Resolved {
-                    kind,
-                    username,
-                    password,
-                })
-            }
-            _ => Err(missing("aws_access_key_id and aws_secret_access_key")),
+        // A password is never taken as ECR keys or a role: the client would choose
+        // what berth unseals and mints with.
+        CredentialKind::Ecr if given.password.is_some() || given.json_key.is_some() => {
+            Err(ApiError::bad_request(
+                "invalid_credentials",
+                "ecr credentials are AWS keys (aws_access_key_id and aws_secret_access_key) or a role (role_arn), not a password; for a token from `aws ecr get-login-password`, save kind basic with username AWS",
+            ))
+        }
+        // Stored ECR keys or role, kept as they are (an update of something else).
+        CredentialKind::Ecr => match kept {
+            Some(k) => Ok(Resolved {
+                kind,
+                username: k.username,
+                password: k.password,
+            }),
+            None => Err(missing("aws_access_key_id and aws_secret_access_key (or role_arn)")),
         },
         CredentialKind::Gcp if given.json_key.is_some() => {
             let key = given
@@ -171,27 +213,41 @@ pub fn resolve(
                 )),
             }
         }
-        _ => Ok(Resolved {
-            kind,
-            username: given.username.ok_or_else(|| missing("username"))?,
-            password: given.password.ok_or_else(|| missing("password"))?,
-        }),
+        _ => {
+            let (kept_username, kept_password) = match kept {
+                Some(k) => (Some(k.username), Some(k.password)),
+                None => (None, None),
+            };
+            Ok(Resolved {
+                kind,
+                username: given
+                    .username
+                    .or(kept_username)
+                    .ok_or_else(|| missing("username"))?,
+                password: given
+                    .password
+                    .or(kept_password)
+                    .ok_or_else(|| missing("password"))?,
+            })
+        }
     }
 }
 
 /// What the registry is sent for a credential as stored: its user name and
-/// password, or, for `ecr`, `AWS` and a token minted from the stored keys.
+/// password, or, for `ecr`, `AWS` and a token minted from the stored keys (a role
+/// assumed with `project_id`'s external id, whatever the record holds).
 pub async fn registry_credentials(
     kind: CredentialKind,
     username: String,
     password: SecretString,
+    project_id: &str,
 ) -> Result<berth_registry::Credentials, berth_vault::ecr::EcrError> {
     if kind != CredentialKind::Ecr {
         return Ok(berth_registry::Credentials::new(username, password));
     }
     let source = berth_vault::ecr::EcrSource::from_secret(&password)
         .ok_or(berth_vault::ecr::EcrError::Malformed)?;
-    let token = berth_vault::ecr::token(&source).await?;
+    let token = berth_vault::ecr::token(&source, project_id).await?;
     Ok(berth_registry::Credentials::new("AWS", token))
 }
 
@@ -212,12 +268,18 @@ pub fn ecr_report(e: &berth_vault::ecr::EcrError) -> berth_registry::PreflightRe
     berth_registry::PreflightReport::failed_before_any_step(code, message)
 }
 
-/// The region an ECR credential mints in: given, else the one the host names.
-fn region(url: &RegistryUrl, given: Option<String>) -> Result<String, ApiError> {
+/// The region an ECR credential mints in: given, else the one the host names,
+/// else the one the stored credential for this registry minted in.
+fn region(
+    url: &RegistryUrl,
+    given: Option<String>,
+    kept: Option<String>,
+) -> Result<String, ApiError> {
     match given {
         Some(r) => Ok(r),
         None => berth_vault::ecr::host_parts(&url.authority())
             .map(|(_, region)| region)
+            .or(kept)
             .ok_or_else(|| {
                 ApiError::bad_request(
                     "missing_field",
@@ -300,6 +362,83 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_secret_is_kept_only_as_its_own_kind() {
+        let url = |u: &str| u.parse::<RegistryUrl>().unwrap();
+        let keys = berth_vault::ecr::EcrSource::Keys(berth_vault::ecr::AwsKeys {
+            aws_access_key_id: "AKIA1".into(),
+            aws_secret_access_key: "stored-secret".into(),
+            aws_session_token: None,
+            aws_region: "eu-central-1".into(),
+        });
+        let kept = || {
+            Some(Kept {
+                kind: CredentialKind::Ecr,
+                username: "AKIA1".into(),
+                password: keys.to_secret(),
+            })
+        };
+        let host = url("registry.local:5000");
+        // An update of something else keeps the stored keys, as ecr.
+        let same = resolve(&host, Given::default(), kept(), "p1").ok().unwrap();
+        assert_eq!(same.kind, CredentialKind::Ecr);
+        assert_eq!(same.username, "AKIA1");
+        // A kind change without a new secret is refused: the stored keys never
+        // become a basic password (which /v1/registry-credentials would answer).
+        for k in ["basic", "acr", "gcp"] {
+            let e = resolve(
+                &host,
+                Given {
+                    kind: Some(k.into()),
+                    ..Default::default()
+                },
+                kept(),
+                "p1",
+            )
+            .err()
+            .unwrap();
+            assert_eq!(e.body.code, "password_required", "{k}");
+            assert!(!e.body.message.contains("stored-secret"));
+        }
+        // New keys on a host that names no region keep the stored region.
+        let rotated = resolve(
+            &host,
+            Given {
+                aws: Aws {
+                    access_key_id: Some("AKIA2".into()),
+                    secret_access_key: Some(SecretString::from("new")),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            kept(),
+            "p1",
+        )
+        .ok()
+        .unwrap();
+        match berth_vault::ecr::EcrSource::from_secret(&rotated.password) {
+            Some(s) => assert_eq!(s.region(), "eu-central-1"),
+            None => panic!("keys"),
+        }
+        // A new basic password replaces the keys, with its own user name only.
+        let basic = resolve(
+            &host,
+            Given {
+                kind: Some("basic".into()),
+                password: Some(SecretString::from("pw")),
+                ..Default::default()
+            },
+            kept(),
+            "p1",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            basic.body.code, "missing_field",
+            "no user name merged from the keys"
+        );
+    }
+
+    #[test]
     fn kinds_from_the_fields_then_the_host() {
         let url = |u: &str| u.parse::<RegistryUrl>().unwrap();
         let basic = || Given {
@@ -357,6 +496,19 @@ mod tests {
             no_region.body.message.contains("aws_region"),
             "{}",
             no_region.body.message
+        );
+        // A password is never taken as ECR keys or a role, whatever it holds: here
+        // a sealed role naming another project's external id.
+        let sealed = r#"{"role_arn":"arn:aws:iam::123456789012:role/pull","external_id":"berth-victim","aws_region":"us-east-1"}"#;
+        let smuggled = Given {
+            kind: Some("ecr".into()),
+            username: Some("arn:aws:iam::123456789012:role/pull".into()),
+            password: Some(SecretString::from(sealed)),
+            ..Default::default()
+        };
+        assert_eq!(
+            kind(ecr, smuggled).err().unwrap().body.code,
+            "invalid_credentials"
         );
         let wrong = Given {
             kind: Some("aws".into()),

@@ -130,6 +130,30 @@ async fn ecr_keys_are_minted_into_a_token_at_each_use() {
             );
         }
     }
+    // New keys on a host that names no region keep the stored region.
+    let (s, v) = alice
+        .put(
+            "/v1/projects/web/services/api/registry",
+            json!({"aws_access_key_id": "AKIAIOSFODNN7EXAMPL2", "aws_secret_access_key": secret}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["registry"]["verified"], true, "{v}");
+    // A kind change never relabels the stored keys as a password (which
+    // /v1/registry-credentials would answer whole).
+    let (s, v) = alice
+        .put(
+            "/v1/projects/web/services/api/registry",
+            json!({"kind": "basic"}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("password_required")),
+        "{v}"
+    );
+    let (_, v) = alice.get("/v1/projects/web/services/api").await;
+    assert_eq!(v["registry"]["kind"], "ecr", "{v}");
     alice.delete("/v1/projects/web/services/api").await;
 
     // Through a role: berth's own identity assumes it with the project's
@@ -179,6 +203,73 @@ async fn ecr_keys_are_minted_into_a_token_at_each_use() {
     let path = start_deploy(&alice, "web", "role").await;
     let d = wait_for_end(&alice, &path).await;
     assert_eq!(d["status"], "DEPLOYED", "{d}");
+
+    // Another project never has berth assume alice's role with her external id
+    // (no secret: AWS says so, berth shows it to every member), whatever a save
+    // or an update of it contains: here the sealed form of a role naming it.
+    let mallory = server.admin().new_user("mallory").await;
+    mallory.post("/v1/projects", json!({"name": "evil"})).await;
+    let (_, projects) = mallory.get("/v1/projects").await;
+    let own_id = projects[0]["aws_external_id"].as_str().unwrap().to_owned();
+    assert_ne!(own_id, external_id);
+    let sealed = json!({"role_arn": role, "external_id": external_id, "aws_region": "us-east-1"})
+        .to_string();
+    moto.start_recording().await;
+    for save_without_verifying in [false, true] {
+        let (s, v) = mallory
+            .post(
+                "/v1/projects/evil/services",
+                json!({"name": "stolen", "image": "team/app:v1", "save_without_verifying": save_without_verifying,
+                       "registry": {"registry_url": url, "kind": "ecr", "username": role, "password": sealed}}),
+            )
+            .await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_credentials")),
+            "{v}"
+        );
+    }
+    assert_eq!(
+        mallory.get("/v1/projects/evil/services/stolen").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (s, v) = mallory
+        .post(
+            "/v1/projects/evil/services",
+            json!({"name": "own", "image": "team/app:v1",
+                   "registry": {"registry_url": url, "role_arn": role, "aws_region": "us-east-1"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    for update in [
+        json!({"kind": "ecr", "password": sealed}),
+        json!({"password": sealed}),
+    ] {
+        let (s, v) = mallory
+            .put("/v1/projects/evil/services/own/registry", update)
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    }
+    let path = start_deploy(&mallory, "evil", "own").await;
+    let d = wait_for_end(&mallory, &path).await;
+    assert_eq!(d["status"], "DEPLOYED", "{d}");
+    let asked = moto.recorded().await;
+    let assumed: Vec<&String> = asked
+        .iter()
+        .filter(|b| b.contains("Action=AssumeRole"))
+        .collect();
+    assert!(
+        assumed
+            .iter()
+            .any(|b| b.contains(&format!("ExternalId={own_id}"))),
+        "{assumed:?}"
+    );
+    assert!(
+        !assumed
+            .iter()
+            .any(|b| b.contains(&format!("ExternalId={external_id}"))),
+        "berth assumed alice's role for mallory: {assumed:?}"
+    );
     alice.delete("/v1/projects/web/services/role").await;
     server.running.stop().await;
 }

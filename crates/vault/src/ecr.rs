@@ -35,12 +35,13 @@ impl Drop for AwsKeys {
 }
 
 /// A role of the user's for berth to assume: the trust policy the user writes
-/// names berth's AWS principal and requires `sts:ExternalId` to be this project's
-/// (never the user's choice, so one project cannot borrow another's role).
+/// names berth's AWS principal and requires `sts:ExternalId` to be this project's.
+/// The external id is not kept here: it is derived from the project at every mint
+/// ([`token`]), so no stored or submitted text can name another project's (a record
+/// an earlier version sealed with one has it ignored).
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct AwsRole {
     pub role_arn: String,
-    pub external_id: String,
     pub aws_region: String,
 }
 
@@ -104,9 +105,9 @@ fn cache() -> &'static Cache {
 }
 
 /// The registry password (the user is `AWS`): a token for every ECR registry the
-/// keys' principal (or the assumed role) may read.
-pub async fn token(source: &EcrSource) -> Result<SecretString, EcrError> {
-    let key = source.cache_key();
+/// keys' principal (or the role, assumed with `project`'s external id) may read.
+pub async fn token(source: &EcrSource, project: &str) -> Result<SecretString, EcrError> {
+    let key = source.cache_key(project);
     if let Some((t, expires)) = cache().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         if SystemTime::now() + MARGIN < *expires {
             return Ok(t.clone());
@@ -124,7 +125,10 @@ pub async fn token(source: &EcrSource) -> Result<SecretString, EcrError> {
             ),
             keys.aws_region.clone(),
         ),
-        EcrSource::Role(role) => (assume(&config, role).await?, role.aws_region.clone()),
+        EcrSource::Role(role) => (
+            assume(&config, role, &external_id(project)).await?,
+            role.aws_region.clone(),
+        ),
     };
     let ecr = aws_sdk_ecr::Client::from_conf(
         aws_sdk_ecr::config::Builder::from(&config)
@@ -179,12 +183,16 @@ pub fn host_parts(host: &str) -> Option<(String, String)> {
 /// Temporary keys for the user's role, from berth's own identity (the standard
 /// chain), bound to the project by the external id. They live as long as STS
 /// gives them (an hour); only the ECR token minted with them is cached.
-async fn assume(config: &aws_config::SdkConfig, role: &AwsRole) -> Result<Credentials, EcrError> {
+async fn assume(
+    config: &aws_config::SdkConfig,
+    role: &AwsRole,
+    external_id: &str,
+) -> Result<Credentials, EcrError> {
     let sts = aws_sdk_sts::Client::new(config);
     let answer = sts
         .assume_role()
         .role_arn(&role.role_arn)
-        .external_id(&role.external_id)
+        .external_id(external_id)
         .role_session_name("berth-ecr-pull")
         .send()
         .await
@@ -204,12 +212,25 @@ impl EcrSource {
     /// included. The key id alone is no secret (the API shows it masked, AWS
     /// prints it in errors): a cache keyed by it would hand one project the token
     /// minted with another's keys to whoever saved the same id with any secret.
-    /// A role's key holds the project's external id, so another project naming
-    /// the same role assumes it itself (and AWS refuses it its external id).
-    fn cache_key(&self) -> [u8; 32] {
+    /// The key holds the project (whose external id a role is assumed with), so
+    /// another project naming the same role assumes it itself (and AWS refuses it
+    /// unless the trust policy names that project's external id too).
+    fn cache_key(&self, project: &str) -> [u8; 32] {
         use sha2::Digest as _;
         let text = Zeroizing::new(serde_json::to_string(self).unwrap_or_default());
-        sha2::Sha256::digest(text.as_bytes()).into()
+        let mut h = sha2::Sha256::new();
+        h.update(text.as_bytes());
+        h.update([0]);
+        h.update(external_id(project).as_bytes());
+        h.finalize().into()
+    }
+
+    /// The region the token is minted in.
+    pub fn region(&self) -> &str {
+        match self {
+            EcrSource::Keys(k) => &k.aws_region,
+            EcrSource::Role(r) => &r.aws_region,
+        }
     }
 
     /// The source as sealed text.
@@ -225,6 +246,7 @@ impl EcrSource {
 #[cfg(test)]
 mod tests {
     use super::{AwsKeys, AwsRole, EcrSource};
+    use secrecy::ExposeSecret;
 
     #[test]
     fn a_token_is_cached_under_the_whole_keys_not_the_key_id() {
@@ -237,20 +259,19 @@ mod tests {
             })
         };
         let a = || keys("a", "us-east-1");
-        assert_eq!(a().cache_key(), a().cache_key());
-        assert_ne!(a().cache_key(), keys("b", "us-east-1").cache_key());
-        assert_ne!(a().cache_key(), keys("a", "eu-west-1").cache_key());
+        assert_eq!(a().cache_key("p1"), a().cache_key("p1"));
+        assert_ne!(a().cache_key("p1"), keys("b", "us-east-1").cache_key("p1"));
+        assert_ne!(a().cache_key("p1"), keys("a", "eu-west-1").cache_key("p1"));
         // A role is cached per project: the same role named by another project
         // is assumed again, with that project's external id.
-        let role = |project: &str| {
+        let role = || {
             EcrSource::Role(AwsRole {
                 role_arn: "arn:aws:iam::123456789012:role/pull".into(),
-                external_id: super::external_id(project),
                 aws_region: "us-east-1".into(),
             })
         };
-        assert_eq!(role("p1").cache_key(), role("p1").cache_key());
-        assert_ne!(role("p1").cache_key(), role("p2").cache_key());
+        assert_eq!(role().cache_key("p1"), role().cache_key("p1"));
+        assert_ne!(role().cache_key("p1"), role().cache_key("p2"));
     }
 
     #[test]
@@ -267,13 +288,20 @@ mod tests {
         ));
         let role = EcrSource::Role(AwsRole {
             role_arn: "arn:aws:iam::1:role/r".into(),
-            external_id: "berth-x".into(),
             aws_region: "us-east-1".into(),
         });
         assert!(matches!(
             EcrSource::from_secret(&role.to_secret()),
-            Some(EcrSource::Role(r)) if r.external_id == "berth-x"
+            Some(EcrSource::Role(r)) if r.role_arn == "arn:aws:iam::1:role/r"
         ));
+        assert!(!role.to_secret().expose_secret().contains("external_id"));
+        // A record sealed by an earlier version, with another project's external
+        // id in it, reads as the role alone: the id is the minting project's.
+        let old = r#"{"role_arn":"arn:aws:iam::1:role/r","external_id":"berth-victim","aws_region":"us-east-1"}"#;
+        match EcrSource::from_secret(&old.to_owned().into()) {
+            Some(EcrSource::Role(r)) => assert_eq!(r.role_arn, "arn:aws:iam::1:role/r"),
+            _ => panic!("an old role record reads as a role"),
+        }
         assert!(EcrSource::from_secret(&"hunter2".to_owned().into()).is_none());
     }
 

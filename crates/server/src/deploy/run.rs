@@ -171,12 +171,17 @@ async fn credentials(
             );
             let target = bind(w.registry.target(&c.registry_url, &d.image))?;
             // ECR keys are minted into a fresh token here, at each deploy.
-            let creds = crate::kinds::registry_credentials(c.kind, c.username.clone(), password)
-                .await
-                .map_err(|e| {
-                    let report = crate::kinds::ecr_report(&e);
-                    Failure::registry(report.code, report.message)
-                })?;
+            let creds = crate::kinds::registry_credentials(
+                c.kind,
+                c.username.clone(),
+                password,
+                d.project_id.as_str(),
+            )
+            .await
+            .map_err(|e| {
+                let report = crate::kinds::ecr_report(&e);
+                Failure::registry(report.code, report.message)
+            })?;
             Ok((target, Some(creds)))
         }
         None => {

@@ -307,16 +307,21 @@ pub async fn read(
         .secrets
         .get(&project.id, &service.id, &c.secret)
         .await?;
-    let creds = crate::kinds::registry_credentials(c.kind, c.username.clone(), password)
-        .await
-        .map_err(|e| {
-            let report = crate::kinds::ecr_report(&e);
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                report.code.as_str(),
-                report.message,
-            )
-        })?;
+    let creds = crate::kinds::registry_credentials(
+        c.kind,
+        c.username.clone(),
+        password,
+        project.id.as_str(),
+    )
+    .await
+    .map_err(|e| {
+        let report = crate::kinds::ecr_report(&e);
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            report.code.as_str(),
+            report.message,
+        )
+    })?;
     state
         .store
         .audit_token_use(

@@ -294,6 +294,7 @@ pub async fn create(
                 given.kind,
                 given.username.clone(),
                 given.password,
+                m.project.id.as_str(),
             )
             .await
             {
@@ -422,57 +423,38 @@ pub async fn put_registry(
     let image = new_image.clone().unwrap_or_else(|| service.image.clone());
     let aws = aws_given!(body);
     let password_given = body.password.is_some() || body.json_key.is_some() || aws.given();
-    let resolved = if body.json_key.is_some() || aws.given() {
-        // A new key: its own user name, nothing merged with what is stored.
-        crate::kinds::resolve(
-            &registry_url,
-            crate::kinds::Given {
-                kind: body.kind.clone(),
-                username: body.username.clone(),
-                json_key: body.json_key.take(),
-                aws,
-                ..Default::default()
-            },
-            None,
-            m.project.id.as_str(),
-        )?
-    } else {
-        let username = match (&body.username, stored) {
-            (Some(u), _) => u.clone(),
-            (None, Some(c)) => c.username.clone(),
-            (None, None) => {
-                return Err(ApiError::bad_request(
-                    "missing_field",
-                    "username is required: the service has no registry credentials yet",
-                ))
-            }
-        };
-        let same_registry = stored.is_some_and(|c| c.registry_url == registry_url);
-        let password = match (body.password, stored) {
-            (Some(p), _) => p,
-            (None, Some(c)) if same_registry => {
-                state.secrets.get(&m.project.id, &service.id, &c.secret).await?
-            }
-            (None, Some(_)) => {
-                return Err(ApiError::bad_request(
-                    "password_required",
-                    "the registry URL changed: give the password again (a stored password is only sent to the registry it was saved for)",
-                ))
-            }
-            (None, None) => return Err(ApiError::bad_request("missing_field", "password is required: the service has no registry credentials yet")),
-        };
-        crate::kinds::resolve(
-            &registry_url,
-            crate::kinds::Given {
-                kind: body.kind.clone(),
-                username: Some(username),
-                password: Some(password),
-                ..Default::default()
-            },
-            stored.map(|c| c.kind),
-            m.project.id.as_str(),
-        )?
+    let same_registry = stored.is_some_and(|c| c.registry_url == registry_url);
+    if !password_given && stored.is_some() && !same_registry {
+        return Err(ApiError::bad_request(
+            "password_required",
+            "the registry URL changed: give the password again (a stored password is only sent to the registry it was saved for)",
+        ));
+    }
+    // The stored credential, unsealed only for this registry: kept when no new
+    // secret is given (as its own kind only), or for the region of new ECR keys.
+    let kept = match stored {
+        Some(c) if same_registry => Some(crate::kinds::Kept {
+            kind: c.kind,
+            username: c.username.clone(),
+            password: state
+                .secrets
+                .get(&m.project.id, &service.id, &c.secret)
+                .await?,
+        }),
+        _ => None,
     };
+    let resolved = crate::kinds::resolve(
+        &registry_url,
+        crate::kinds::Given {
+            kind: body.kind.clone(),
+            username: body.username.clone(),
+            password: body.password.take(),
+            json_key: body.json_key.take(),
+            aws,
+        },
+        kept,
+        m.project.id.as_str(),
+    )?;
     let username = resolved.username.clone();
     let resolved_kind = resolved.kind;
     let stored_password = resolved.password.clone();
@@ -480,6 +462,7 @@ pub async fn put_registry(
         resolved.kind,
         resolved.username,
         resolved.password,
+        m.project.id.as_str(),
     )
     .await
     {
