@@ -413,10 +413,17 @@ async fn a_tenant_cannot_run_another_tenants_cached_image() {
     img.push(&registry.reg, "team/app:web");
     let manifest = img.blob(&img.digest);
 
-    // B's registry: anonymous, A's manifest under B's name, no blob at all.
+    // B's registry: anonymous, A's manifest under B's name, no blob at all, yet
+    // a HEAD of any blob the manifest names answers 200 with its right length.
     let blob_requests: Arc<Mutex<Vec<String>>> = Arc::default();
     let seen = blob_requests.clone();
     let digest = img.digest.clone();
+    let (_, config_digest, layers) = img.parts();
+    let sizes: std::collections::HashMap<String, usize> = layers
+        .iter()
+        .chain([&config_digest])
+        .map(|d| (d.clone(), img.blob(d).len()))
+        .collect();
     let thief = berth_testkit::hostile::FakeServer::start(move |_| {
         axum::Router::new()
             .route("/v2/", get(|| async { "{}" }))
@@ -429,10 +436,28 @@ async fn a_tenant_cannot_run_another_tenants_cached_image() {
             )
             .route(
                 "/v2/team/app/blobs/{digest}",
-                any(move |m: axum::http::Method| {
-                    seen.lock().unwrap().push(m.to_string());
-                    async { axum::http::StatusCode::NOT_FOUND }
-                }),
+                any(
+                    move |m: axum::http::Method,
+                          axum::extract::Path(d): axum::extract::Path<String>| {
+                        seen.lock().unwrap().push(m.to_string());
+                        let size = sizes.get(&d).copied();
+                        async move {
+                            match size {
+                                Some(n) if m == axum::http::Method::HEAD => {
+                                    axum::http::Response::builder()
+                                        .header("content-length", n)
+                                        .header("docker-content-digest", d)
+                                        .body(axum::body::Body::empty())
+                                        .unwrap()
+                                }
+                                _ => axum::http::Response::builder()
+                                    .status(axum::http::StatusCode::NOT_FOUND)
+                                    .body(axum::body::Body::empty())
+                                    .unwrap(),
+                            }
+                        }
+                    },
+                ),
             )
     });
     let dir = tempfile::tempdir().unwrap();
@@ -463,13 +488,13 @@ async fn a_tenant_cannot_run_another_tenants_cached_image() {
     assert_eq!(d["status"], "FAILED", "{d}\n{logs}");
     assert_eq!(d["failure_code"], "manifest_not_found", "{d}");
     assert!(
-        logs.contains("does not serve blob"),
+        logs.contains("HTTP 404 for blob"),
         "the registry's answer is in the log:\n{logs}"
     );
     assert!(!logs.contains(&secret), "A's output reached B:\n{logs}");
     assert!(
-        blob_requests.lock().unwrap().iter().all(|m| m == "HEAD"),
-        "B's registry was only asked to prove access: {:?}",
+        blob_requests.lock().unwrap().iter().any(|m| m == "GET"),
+        "a HEAD from a registry the bytes never came from is not taken as proof: {:?}",
         blob_requests.lock().unwrap()
     );
     // A still runs; terminate it.
@@ -604,51 +629,11 @@ async fn containers_run_unprivileged_in_a_sandbox_with_limits() {
 /// registry deploys meanwhile.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trickling_registry_times_out_and_stalls_no_one_else() {
-    use axum::routing::{any, get};
     berth_testkit::require("runc");
     let registry = Registry::start();
     let url = registry.url();
     registry.push_busybox("web", "echo healthy; sleep 1238");
-    let img = berth_testkit::fixtures::busybox("echo never; sleep 1");
-    let digest = img.digest.clone();
-    let (manifest, config_digest, layers) = img.parts();
-    let config_blob = img.blob(&config_digest);
-    let layer = img.blob(&layers[0]);
-    let slow = berth_testkit::hostile::FakeServer::start(move |_| {
-        axum::Router::new()
-            .route("/v2/", get(|| async { "{}" }))
-            .route(
-                "/v2/team/slow/manifests/{reference}",
-                any(move || {
-                    let answer = manifest_answer(manifest.clone(), digest.clone());
-                    async move { answer }
-                }),
-            )
-            .route(
-                "/v2/team/slow/blobs/{digest}",
-                any(move |axum::extract::Path(d): axum::extract::Path<String>| {
-                    let (config, layer, config_digest) =
-                        (config_blob.clone(), layer.clone(), config_digest.clone());
-                    async move {
-                        if d == config_digest {
-                            return axum::body::Body::from(config);
-                        }
-                        // A byte a second.
-                        let bytes = futures_util::stream::unfold(0usize, move |i| {
-                            let layer = layer.clone();
-                            async move {
-                                if i > 0 {
-                                    tokio::time::sleep(Duration::from_secs(1)).await;
-                                }
-                                (i < layer.len())
-                                    .then(|| (Ok::<_, std::io::Error>(vec![layer[i]]), i + 1))
-                            }
-                        });
-                        axum::body::Body::from_stream(bytes)
-                    }
-                }),
-            )
-    });
+    let slow = trickling(&berth_testkit::fixtures::busybox("echo never; sleep 1"));
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(
         dir.path(),
@@ -705,6 +690,138 @@ async fn a_trickling_registry_times_out_and_stalls_no_one_else() {
         message.contains("blob sha256:") && message.contains(" of "),
         "names the blob and the bytes: {message}"
     );
+    alice.delete("/v1/projects/web/services/api").await;
+    server.running.stop().await;
+}
+
+/// A registry serving `img` as `team/slow:v1`: its config at once, its layer a
+/// byte a second.
+fn trickling(img: &berth_testkit::TestImage) -> berth_testkit::hostile::FakeServer {
+    use axum::routing::{any, get};
+    let digest = img.digest.clone();
+    let (manifest, config_digest, layers) = img.parts();
+    let config_blob = img.blob(&config_digest);
+    let layer = img.blob(&layers[0]);
+    berth_testkit::hostile::FakeServer::start(move |_| {
+        axum::Router::new()
+            .route("/v2/", get(|| async { "{}" }))
+            .route(
+                "/v2/team/slow/manifests/{reference}",
+                any(move || {
+                    let answer = manifest_answer(manifest.clone(), digest.clone());
+                    async move { answer }
+                }),
+            )
+            .route(
+                "/v2/team/slow/blobs/{digest}",
+                any(move |axum::extract::Path(d): axum::extract::Path<String>| {
+                    let (config, layer, config_digest) =
+                        (config_blob.clone(), layer.clone(), config_digest.clone());
+                    async move {
+                        if d == config_digest {
+                            return axum::body::Body::from(config);
+                        }
+                        // A byte a second.
+                        let bytes = futures_util::stream::unfold(0usize, move |i| {
+                            let layer = layer.clone();
+                            async move {
+                                if i > 0 {
+                                    tokio::time::sleep(Duration::from_secs(1)).await;
+                                }
+                                (i < layer.len())
+                                    .then(|| (Ok::<_, std::io::Error>(vec![layer[i]]), i + 1))
+                            }
+                        });
+                        axum::body::Body::from_stream(bytes)
+                    }
+                }),
+            )
+    })
+}
+
+/// Terminating a service stops its pull in flight: within 2 s the deployment is
+/// `REMOVED` saying why, its slot is free (the only one: another deploy runs at
+/// once) and nothing it had begun to write is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn terminate_stops_a_pull_in_flight() {
+    berth_testkit::require("runc");
+    let registry = Registry::start();
+    let url = registry.url();
+    registry.push_busybox("web", "echo healthy; sleep 1239");
+    let slow = trickling(&berth_testkit::fixtures::busybox("echo never; sleep 1"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(
+        dir.path(),
+        Db::Sqlite,
+        &format!("{url},{}", slow.authority()),
+        None,
+    );
+    cfg.deploys.concurrency = 1;
+    cfg.deploys.deadline = Duration::from_secs(120);
+    let server = Server::start(cfg).await;
+    let bob = server.admin().new_user("bob").await;
+    bob.post("/v1/projects", json!({"name": "slow"})).await;
+    let image = format!("{}/team/slow:v1", slow.authority());
+    let (s, v) = bob
+        .post(
+            "/v1/projects/slow/services",
+            json!({"name": "app", "image": image}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let slow_path = start_deploy(&bob, "slow", "app").await;
+    // The layer is on its way (a byte a second).
+    let staging = dir.path().join("images/layers/.staging");
+    let in_staging = || std::fs::read_dir(&staging).map_or(0, |d| d.count());
+    until("the layer's unpack began", || in_staging() > 0).await;
+    let (_, d) = bob.get(&slow_path).await;
+    assert_eq!(d["status"], "DEPLOYING", "{d}");
+
+    let terminated = Instant::now();
+    let (s, v) = bob.delete("/v1/projects/slow/services/app").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let d = loop {
+        let (_, d) = bob.get(&slow_path).await;
+        if d["status"] != "DEPLOYING" || terminated.elapsed() > Duration::from_secs(10) {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(d["status"], "REMOVED", "{d}");
+    eprintln!("REMOVED {} ms after the terminate", terminated.elapsed().as_millis());
+    assert!(
+        d["failure_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("terminated")),
+        "{d}"
+    );
+    // The slot is free: the server's only one runs another deploy now.
+    let alice = alice_with_api(&server, &url, "team/app:web").await;
+    let path = start_deploy(&alice, "web", "api").await;
+    let d = wait_for_end(&alice, &path).await;
+    assert_eq!(d["status"], "DEPLOYED", "{d}");
+    eprintln!(
+        "the next deploy DEPLOYED {} ms after the terminate",
+        terminated.elapsed().as_millis()
+    );
+    assert!(
+        terminated.elapsed() < Duration::from_secs(20),
+        "the slot was held {:?}",
+        terminated.elapsed()
+    );
+    let (_, logs) = bob.get(&format!("{slow_path}/logs")).await;
+    assert!(
+        logs.as_str()
+            .unwrap_or_default()
+            .contains("REMOVED: the service was terminated"),
+        "{logs}"
+    );
+    // Nothing half-written is left: no staged layer, no partial blob.
+    until("the staged layer is removed", || in_staging() == 0).await;
+    let tmp = std::fs::read_dir(dir.path().join("blobs/tmp"))
+        .unwrap()
+        .count();
+    assert_eq!(tmp, 0, "a partial blob was left");
     alice.delete("/v1/projects/web/services/api").await;
     server.running.stop().await;
 }

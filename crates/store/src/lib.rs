@@ -17,6 +17,11 @@ use berth_types::{Digest, ImageRef};
 pub use model::*;
 pub use sql::SqlStore;
 
+/// The message of a deployment that was still pending or deploying when its
+/// service was terminated (it ends `REMOVED`).
+pub const TERMINATED_IN_FLIGHT: &str =
+    "the service was terminated before this deployment finished: its pull was stopped";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0} already exists")]

@@ -79,6 +79,9 @@ pub struct Deployer {
     pulls: Mutex<HashMap<DeploymentId, Arc<pull::Progress>>>,
     /// Set when a service was terminated: the worker collects garbage next.
     gc_wanted: AtomicBool,
+    /// How a terminate here stops a deploy in flight at once (other replicas'
+    /// terminates are seen by polling the service).
+    cancels: Mutex<HashMap<DeploymentId, Arc<tokio::sync::Notify>>>,
     /// Containers being stopped (a terminate and the reconciler may meet).
     stopping: Mutex<HashSet<DeploymentId>>,
     /// Deployments whose container was found not running, already said in their log.
@@ -148,6 +151,7 @@ impl Deployer {
             pulls: Mutex::new(HashMap::new()),
             gc_wanted: AtomicBool::new(false),
             stopping: Mutex::new(HashSet::new()),
+            cancels: Mutex::default(),
             not_running: Mutex::new(HashSet::new()),
             adopted: Mutex::new(HashSet::new()),
             limits,
@@ -222,6 +226,29 @@ impl Deployer {
     }
 
     /// Stops the container of deployment `id` (if any) and removes its bundle.
+    /// The signal that stops deployment `id`'s deploy in flight here.
+    fn cancel_signal(&self, id: &DeploymentId) -> Arc<tokio::sync::Notify> {
+        locked(&self.cancels).entry(id.clone()).or_default().clone()
+    }
+
+    fn forget_cancel(&self, id: &DeploymentId) {
+        locked(&self.cancels).remove(id);
+    }
+
+    /// Stops the deploys in flight here of a service just terminated (recorded
+    /// `REMOVED` already): their pulls end now, not at their deadline.
+    pub fn cancel_deploys_of(&self, service: &berth_store::ServiceId) {
+        let ids: Vec<DeploymentId> = locked(&self.in_flight)
+            .values()
+            .filter(|d| &d.service_id == service)
+            .map(|d| d.id.clone())
+            .collect();
+        for id in ids {
+            // `notify_one` keeps the permit when the deploy is not waiting yet.
+            self.cancel_signal(&id).notify_one();
+        }
+    }
+
     pub async fn stop(&self, id: &DeploymentId) {
         if !locked(&self.stopping).insert(id.clone()) {
             return;

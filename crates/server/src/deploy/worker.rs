@@ -22,6 +22,9 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 const STALE: Duration = Duration::from_secs(30);
 /// An idle worker reconciles this replica's containers with the database this often.
 const RECONCILE: Duration = Duration::from_secs(2);
+/// A deploy looks this often whether its service was terminated (on any replica):
+/// then its pull stops, well within the 2 s a terminate promises.
+const TERMINATED_POLL: Duration = Duration::from_millis(500);
 
 /// The cutoff for `DeploymentQueue::repair_deployments`: now minus [`STALE`].
 pub fn stale_before() -> String {
@@ -139,6 +142,12 @@ impl Worker {
                     Err(_) => Err(self.past_deadline(d)),
                 },
                 _ = heartbeat => unreachable!("the heartbeat loop does not end"),
+                // Dropping the deploy's future stops its downloads at once; what they
+                // wrote goes with them (a blob's temporary file, a staged layer).
+                () = self.terminated(d) => {
+                    self.cancelled(d, started).await;
+                    return;
+                }
             },
             Err(e) => Err(Failure::runtime(format!("the data dir: {e}"))),
         };
@@ -171,6 +180,43 @@ impl Worker {
         // sees the deployment ended finds how its pull went.
         self.deployer.end_pull(&d.id);
         self.record_end(d, outcome).await;
+        self.deployer.forget_cancel(&d.id);
+        locked(&self.deployer.in_flight).remove(&d.id);
+    }
+
+    /// Resolves once `d`'s service is terminated: at once when it was terminated
+    /// here, else seen in the database (another replica's terminate).
+    async fn terminated(&self, d: &Deployment) {
+        let here = self.deployer.cancel_signal(&d.id);
+        let polled = async {
+            loop {
+                tokio::time::sleep(TERMINATED_POLL).await;
+                match self.store.service_by_id(&d.service_id).await {
+                    Ok(Some(s)) if s.status != berth_store::ServiceStatus::Terminated => {}
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::warn!(deployment = %d.id, error = %e, "reading the service");
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            () = here.notified() => {}
+            () = polled => {}
+        }
+    }
+
+    /// A deploy stopped because its service was terminated: the terminate already
+    /// recorded it `REMOVED`; what it placed goes, and its slot is free.
+    async fn cancelled(&self, d: &Deployment, started: Instant) {
+        log::append(
+            &self.deployer.log_path(&d.id),
+            &format!("REMOVED: {}", berth_store::TERMINATED_IN_FLIGHT),
+        );
+        self.deployer.stop(&d.id).await;
+        crate::metrics::metrics().deployment_ended("REMOVED", None, started.elapsed());
+        self.deployer.end_pull(&d.id);
+        self.deployer.forget_cancel(&d.id);
         locked(&self.deployer.in_flight).remove(&d.id);
     }
 

@@ -611,6 +611,8 @@ pub async fn terminate(
                 ),
             )
             .await?;
+        // Its deploys in flight here stop now (other replicas see it within 0.5 s).
+        state.deployer.cancel_deploys_of(&service.id);
         state.deployer.proofs.forget_project(m.project.id.as_str());
         // Only now is its image no longer live.
         state.deployer.want_gc();

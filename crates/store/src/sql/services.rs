@@ -277,6 +277,19 @@ impl Services for SqlStore {
         .bind(DeploymentStatus::Deployed.as_str())
         .execute(&mut *tx)
         .await?;
+        // One still waiting or pulling ends here too: its worker sees the service
+        // terminated, stops the pull and records nothing more.
+        sqlx::query(
+            "UPDATE deployments SET status = $1, failure_message = $2, updated_at = $3 WHERE service_id = $4 AND status IN ($5, $6)",
+        )
+        .bind(DeploymentStatus::Removed.as_str())
+        .bind(crate::TERMINATED_IN_FLIGHT)
+        .bind(now())
+        .bind(service.id.as_str())
+        .bind(DeploymentStatus::PendingDeploy.as_str())
+        .bind(DeploymentStatus::Deploying.as_str())
+        .execute(&mut *tx)
+        .await?;
         append_audit(&mut tx, Some(&service.project_id), &audit).await?;
         tx.commit().await?;
         Ok(())
