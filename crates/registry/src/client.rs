@@ -7,7 +7,7 @@ use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, WWW_AUTHENT
 use reqwest::{Method, Response};
 use url::Url;
 
-use crate::auth::{bearer_header, Credentials};
+use crate::credentials::{bearer_header, Credentials};
 use crate::error::RegistryError;
 use crate::policy::NetworkPolicy;
 use crate::transport::auth::{on_unauthorized, Answer, AuthState};

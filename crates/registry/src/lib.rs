@@ -10,9 +10,10 @@
 //!
 //! Nothing here knows about HTTP servers, databases or runtimes.
 
-pub mod auth;
 pub mod blob;
 pub mod client;
+mod content;
+pub mod credentials;
 pub mod error;
 pub mod manifest;
 pub mod open;
@@ -20,8 +21,8 @@ pub mod policy;
 pub mod preflight;
 pub mod transport;
 
-pub use auth::Credentials;
 pub use client::{Registry, Session, Target, TokenReuse};
+pub use credentials::Credentials;
 pub use error::{Code, RegistryError};
 pub use open::{open, Observer, Opened, StepName};
 pub use policy::NetworkPolicy;

@@ -11,8 +11,8 @@ use reqwest::{Method, Response};
 use sha2::{Digest as _, Sha256};
 
 use crate::client::Session;
+use crate::content::{classify, get_with_retries};
 use crate::error::RegistryError;
-use crate::transport::error::RegistryErrorBody;
 use crate::transport::guard::read_limited;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -250,7 +250,7 @@ pub async fn platform(
             b.clone(),
         ),
         None => {
-            let (ct, b) = crate::blob::manifest(s, &resolved.digest).await?;
+            let (ct, b) = by_digest(s, &resolved.digest).await?;
             (resolved.digest.clone(), sniff_media_type(ct, &b), b)
         }
     };
@@ -262,7 +262,7 @@ pub async fn platform(
                 available,
             });
         };
-        let (ct, b) = crate::blob::manifest(s, &chosen).await?;
+        let (ct, b) = by_digest(s, &chosen).await?;
         media_type = sniff_media_type(ct, &b);
         if is_index(&media_type) {
             return Err(RegistryError::Protocol(
@@ -304,22 +304,32 @@ fn index_platforms(body: &[u8]) -> Result<(Vec<String>, Option<Digest>), Registr
     Ok((platforms, chosen))
 }
 
-/// Turns a failed manifest answer into the error for its step.
-pub(crate) async fn classify(s: &Session<'_>, resp: Response) -> RegistryError {
-    let status = resp.status().as_u16();
-    let body = read_limited(resp, 64 * 1024)
-        .await
-        .ok()
-        .and_then(|b| RegistryErrorBody::parse(&b));
-    match status {
-        // 403: DENIED, or an expired token (ECR).
-        401 | 403 => RegistryError::Unauthorized {
-            status,
-            body,
-            credentials_accepted: s.credentials_accepted(),
-        },
-        _ => RegistryError::Manifest { status, body },
+/// Fetches the manifest (or index) `digest` and checks its bytes against it.
+pub async fn by_digest(
+    s: &mut Session<'_>,
+    digest: &Digest,
+) -> Result<(String, Vec<u8>), RegistryError> {
+    let path = format!("/v2/{}/manifests/{digest}", s.target().repository);
+    let resp = get_with_retries(
+        s,
+        &path,
+        ACCEPT_MANIFESTS,
+        &reqwest::header::HeaderMap::new(),
+    )
+    .await?;
+    if !resp.status().is_success() {
+        return Err(classify(s, resp).await);
     }
+    let media_type = content_type(&resp);
+    let body = read_limited(resp, MANIFEST_LIMIT).await?;
+    let actual = Digest::sha256_from_bytes(&Sha256::digest(&body).into());
+    if &actual != digest {
+        return Err(RegistryError::DigestMismatch {
+            expected: digest.clone(),
+            actual,
+        });
+    }
+    Ok((media_type, body))
 }
 
 #[cfg(test)]

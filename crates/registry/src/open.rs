@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Credentials;
 use crate::client::{Registry, Session, Target, TokenReuse};
+use crate::credentials::Credentials;
 use crate::error::RegistryError;
 use crate::manifest::{self, host_platform, Resolved};
 

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use berth_types::{Digest, ImageRef, RegistryUrl};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Credentials;
 use crate::client::{Registry, Target, TokenReuse};
+use crate::credentials::Credentials;
 use crate::error::{Code, RegistryError};
 use crate::manifest::{self, host_platform};
 pub use crate::open::StepName;

@@ -788,7 +788,10 @@ async fn terminate_stops_a_pull_in_flight() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(d["status"], "REMOVED", "{d}");
-    eprintln!("REMOVED {} ms after the terminate", terminated.elapsed().as_millis());
+    eprintln!(
+        "REMOVED {} ms after the terminate",
+        terminated.elapsed().as_millis()
+    );
     assert!(
         d["failure_message"]
             .as_str()

@@ -25,7 +25,7 @@ use zeroize::Zeroizing;
 use super::challenge::Challenge;
 use super::error::RegistryErrorBody;
 use super::guard::{authority, read_limited, Request, Transport};
-use crate::auth::Credentials;
+use crate::credentials::Credentials;
 use crate::error::RegistryError;
 
 const DEFAULT_EXPIRES_IN: u64 = 60;
