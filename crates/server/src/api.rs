@@ -272,3 +272,10 @@ pub fn audit_event(
         metadata,
     }
 }
+
+/// A credential refused for its kind's needs is the client's to fix.
+impl From<crate::kinds::KindError> for ApiError {
+    fn from(e: crate::kinds::KindError) -> Self {
+        ApiError::bad_request(e.code, e.message)
+    }
+}

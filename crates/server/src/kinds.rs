@@ -6,7 +6,24 @@ use base64::Engine;
 use berth_types::{CredentialKind, RegistryUrl};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::api::ApiError;
+/// A credential that cannot be what its kind needs: a stable code (`invalid_kind`,
+/// `invalid_credentials`, `missing_field`, `password_required`) and a message that
+/// never quotes a secret. The HTTP edge answers it as a 400.
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct KindError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl KindError {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        KindError {
+            code,
+            message: message.into(),
+        }
+    }
+}
 
 /// What a save gives, whatever the kind. Everything here came from the client:
 /// a stored secret is never passed in as `password` (see [`Kept`]).
@@ -70,11 +87,11 @@ pub fn resolve(
     given: Given,
     kept: Option<Kept>,
     project_id: &str,
-) -> Result<Resolved, ApiError> {
+) -> Result<Resolved, KindError> {
     let kind = match &given.kind {
         Some(k) => k
             .parse::<CredentialKind>()
-            .map_err(|e| ApiError::bad_request("invalid_kind", e.to_string()))?,
+            .map_err(|e| KindError::new("invalid_kind", e.to_string()))?,
         None if given.json_key.is_some() => CredentialKind::Gcp,
         None if given.aws.given() => CredentialKind::Ecr,
         None => kept.as_ref().map(|k| k.kind).unwrap_or_else(|| {
@@ -87,7 +104,7 @@ pub fn resolve(
         }),
     };
     let missing = |what: &str| {
-        ApiError::bad_request(
+        KindError::new(
             "missing_field",
             format!("{what} is required for {} credentials", kind.as_str()),
         )
@@ -96,7 +113,7 @@ pub fn resolve(
     // What is stored is kept only as the kind it was saved as.
     let kept = match kept {
         Some(k) if !new_secret && k.kind != kind => {
-            return Err(ApiError::bad_request(
+            return Err(KindError::new(
                 "password_required",
                 format!(
                     "the kind changed from {} to {}: give the {} credentials' secret again (a stored secret is kept only as the kind it was saved as)",
@@ -120,21 +137,21 @@ pub fn resolve(
         CredentialKind::Ecr if given.aws.role_arn.is_some() || given.aws.external_id.is_some() => {
             let aws = given.aws;
             if aws.access_key_id.is_some() || aws.secret_access_key.is_some() {
-                return Err(ApiError::bad_request(
+                return Err(KindError::new(
                     "invalid_credentials",
                     "give either AWS keys (aws_access_key_id and aws_secret_access_key) or a role to assume (role_arn), not both",
                 ));
             }
             let role_arn = aws.role_arn.ok_or_else(|| missing("role_arn"))?;
             if !is_role_arn(&role_arn) {
-                return Err(ApiError::bad_request(
+                return Err(KindError::new(
                     "invalid_credentials",
                     format!("role_arn {role_arn:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"),
                 ));
             }
             let external_id = berth_vault::ecr::external_id(project_id);
             if aws.external_id.as_ref().is_some_and(|e| *e != external_id) {
-                return Err(ApiError::bad_request(
+                return Err(KindError::new(
                     "invalid_credentials",
                     format!("the external id is set by berth for each project, so that no other project can assume your role: this project's is {external_id}; require it in the role's trust policy and leave external_id out (or give that value)"),
                 ));
@@ -172,7 +189,7 @@ pub fn resolve(
         // A password is never taken as ECR keys or a role: the client would choose
         // what berth unseals and mints with.
         CredentialKind::Ecr if given.password.is_some() || given.json_key.is_some() => {
-            Err(ApiError::bad_request(
+            Err(KindError::new(
                 "invalid_credentials",
                 "ecr credentials are AWS keys (aws_access_key_id and aws_secret_access_key) or a role (role_arn), not a password; for a token from `aws ecr get-login-password`, save kind basic with username AWS",
             ))
@@ -191,7 +208,7 @@ pub fn resolve(
                 .json_key
                 .unwrap_or_else(|| SecretString::from(String::new()));
             check_gcp_key(key.expose_secret())
-                .map_err(|m| ApiError::bad_request("invalid_credentials", m))?;
+                .map_err(|m| KindError::new("invalid_credentials", m))?;
             // `_json_key_base64` when the user asks for it, as Google documents.
             match given.username.as_deref() {
                 Some("_json_key_base64") => Ok(Resolved {
@@ -207,7 +224,7 @@ pub fn resolve(
                     username: "_json_key".into(),
                     password: key,
                 }),
-                Some(other) => Err(ApiError::bad_request(
+                Some(other) => Err(KindError::new(
                     "invalid_credentials",
                     format!("with a json_key the username is _json_key or _json_key_base64, not {other:?}"),
                 )),
@@ -274,14 +291,14 @@ fn region(
     url: &RegistryUrl,
     given: Option<String>,
     kept: Option<String>,
-) -> Result<String, ApiError> {
+) -> Result<String, KindError> {
     match given {
         Some(r) => Ok(r),
         None => berth_vault::ecr::host_parts(&url.authority())
             .map(|(_, region)| region)
             .or(kept)
             .ok_or_else(|| {
-                ApiError::bad_request(
+                KindError::new(
                     "missing_field",
                     "aws_region (the registry host names none) is required for ecr credentials",
                 )
@@ -396,8 +413,8 @@ mod tests {
             )
             .err()
             .unwrap();
-            assert_eq!(e.body.code, "password_required", "{k}");
-            assert!(!e.body.message.contains("stored-secret"));
+            assert_eq!(e.code, "password_required", "{k}");
+            assert!(!e.message.contains("stored-secret"));
         }
         // New keys on a host that names no region keep the stored region.
         let rotated = resolve(
@@ -433,7 +450,7 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!(
-            basic.body.code, "missing_field",
+            basic.code, "missing_field",
             "no user name merged from the keys"
         );
     }
@@ -469,13 +486,12 @@ mod tests {
         assert_eq!(kind(ecr, role(arn, Some("berth-p1"))).ok(), Some("ecr"));
         // Another project's external id (or any other) is refused: it is berth's.
         let e = kind(ecr, role(arn, Some("berth-p2"))).err().unwrap();
-        assert_eq!(e.body.code, "invalid_credentials");
-        assert!(e.body.message.contains("berth-p1"), "{}", e.body.message);
+        assert_eq!(e.code, "invalid_credentials");
+        assert!(e.message.contains("berth-p1"), "{}", e.message);
         assert_eq!(
             kind(ecr, role("arn:aws:iam::1:user/pull", None))
                 .err()
                 .unwrap()
-                .body
                 .code,
             "invalid_credentials"
         );
@@ -493,9 +509,9 @@ mod tests {
         );
         let no_region = kind("registry.local:5000", keys()).err().unwrap();
         assert!(
-            no_region.body.message.contains("aws_region"),
+            no_region.message.contains("aws_region"),
             "{}",
-            no_region.body.message
+            no_region.message
         );
         // A password is never taken as ECR keys or a role, whatever it holds: here
         // a sealed role naming another project's external id.
@@ -507,16 +523,13 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            kind(ecr, smuggled).err().unwrap().body.code,
+            kind(ecr, smuggled).err().unwrap().code,
             "invalid_credentials"
         );
         let wrong = Given {
             kind: Some("aws".into()),
             ..basic()
         };
-        assert_eq!(
-            kind("ghcr.io", wrong).err().unwrap().body.code,
-            "invalid_kind"
-        );
+        assert_eq!(kind("ghcr.io", wrong).err().unwrap().code, "invalid_kind");
     }
 }

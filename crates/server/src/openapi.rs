@@ -14,7 +14,7 @@ use crate::routes::{
         health::healthz,
         health::readyz,
         crate::metrics::scrape,
-        health::openapi,
+        document,
         users::create,
         projects::create,
         projects::list,
@@ -55,6 +55,8 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// The OpenAPI 3 document of this server. Needs no token.
+#[utoipa::path(get, path = "/openapi.json", security(()), responses((status = 200, description = "this document", body = Object)))]
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }

@@ -18,9 +18,3 @@ pub async fn readyz(
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
     }
 }
-
-/// The OpenAPI 3 document of this server. Needs no token.
-#[utoipa::path(get, path = "/openapi.json", security(()), responses((status = 200, description = "this document", body = Object)))]
-pub async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
-    crate::openapi::document().await
-}

@@ -23,7 +23,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(crate::metrics::scrape))
-        .route("/openapi.json", get(health::openapi))
+        .route("/openapi.json", get(crate::openapi::document))
         .route("/v1/users", post(users::create))
         .route("/v1/projects", post(projects::create).get(projects::list))
         .route("/v1/projects/{p}/members", post(projects::add_member))
