@@ -56,12 +56,24 @@ async fn followed_until(c: &Client, path: &str, needle: &str) -> String {
     text
 }
 
+/// Whether a process whose command line holds `marker` (a test's own unique
+/// `sleep N`) runs: read from /proc, so that it does not depend on procps being
+/// installed (a missing `pgrep` made every `while running(..)` pass at once).
 fn running(marker: &str) -> bool {
-    std::process::Command::new("pgrep")
-        .args(["-f", marker])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .any(|c| {
+            let line: Vec<u8> = c.iter().map(|&b| if b == 0 { b' ' } else { b }).collect();
+            String::from_utf8_lossy(&line).contains(marker)
+        })
 }
 
 /// Alice, with her project `web` and its service `api` running `image` from the
@@ -559,16 +571,27 @@ async fn containers_run_unprivileged_in_a_sandbox_with_limits() {
     let t = Instant::now();
     assert_eq!(server.client("").get("/healthz").await.0, StatusCode::OK);
     assert!(t.elapsed() < Duration::from_secs(2));
-    let pids = std::fs::read_dir("/sys/fs/cgroup/pids/berth")
-        .ok()
-        .and_then(|mut d| d.next())
-        .and_then(|e| std::fs::read_to_string(e.ok()?.path().join("pids.current")).ok())
-        .or_else(|| {
-            std::fs::read_to_string(format!("/sys/fs/cgroup/berth/berth-{id}/pids.current")).ok()
-        });
-    if let Some(p) = pids {
-        assert!(p.trim().parse::<i64>().unwrap() <= 64, "pids.current {p}");
-    }
+    // This container's own pids cgroup (`/berth/berth-<id>`, cgroup v1 or v2), not
+    // whichever berth container another run left on the machine.
+    let pids = [
+        format!("/sys/fs/cgroup/pids/berth/berth-{id}/pids.current"),
+        format!("/sys/fs/cgroup/berth/berth-{id}/pids.current"),
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok())
+    .unwrap_or_else(|| panic!("no pids cgroup for berth-{id}"));
+    let max = [
+        format!("/sys/fs/cgroup/pids/berth/berth-{id}/pids.max"),
+        format!("/sys/fs/cgroup/berth/berth-{id}/pids.max"),
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok())
+    .unwrap_or_default();
+    assert_eq!(max.trim(), "64", "the service's pids limit is its cgroup's");
+    assert!(
+        pids.trim().parse::<i64>().unwrap() <= 64,
+        "pids.current {pids}"
+    );
     // The file the container's root wrote belongs, on the host, to the mapped id.
     let written = files_under(&server.dir)
         .into_iter()

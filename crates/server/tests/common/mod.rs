@@ -82,6 +82,38 @@ pub struct Server {
     pub running: Running,
     pub admin_token: String,
     pub dir: std::path::PathBuf,
+    /// Removes this data dir's containers when the test fails.
+    pub containers: Containers,
+}
+
+/// A test that fails leaves no container running: containers outlive their server
+/// on purpose (`kill_on_drop(false)`, adopted by the next one), so a panicking test
+/// removes the ones of its own data dir (a passing one terminated its services;
+/// one that restarts a server on the same dir keeps them).
+pub struct Containers(std::path::PathBuf);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let root = self.0.join("runc");
+        let Ok(out) = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["list", "-q"])
+            .output()
+        else {
+            return;
+        };
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = std::process::Command::new("runc")
+                .arg("--root")
+                .arg(&root)
+                .args(["delete", "--force", id])
+                .status();
+        }
+    }
 }
 
 impl Server {
@@ -95,6 +127,7 @@ impl Server {
         Server {
             running,
             admin_token,
+            containers: Containers(dir.clone()),
             dir,
         }
     }
