@@ -1,0 +1,144 @@
+//! What one client may make the server hold: series in `/metrics` (none of a
+//! label a request chooses).
+
+mod common;
+
+use common::*;
+use rand::distributions::{Alphanumeric, Uniform};
+use rand::Rng;
+use reqwest::{Method, StatusCode};
+
+/// The metrics are the process's: the test counting series runs alone (write),
+/// any other together (read), so no other test's traffic is counted.
+static METRICS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// The series `/metrics` holds now: its lines that are not comments.
+async fn series(server: &Server) -> (usize, String) {
+    let r = http()
+        .get(format!("{}/metrics", server.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    let n = text.lines().filter(|l| !l.starts_with('#')).count();
+    (n, text)
+}
+
+fn random_word(len: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// A method token no server knows: ten letters.
+fn random_method() -> String {
+    let letters = Uniform::new_inclusive(b'A', b'Z');
+    rand::thread_rng()
+        .sample_iter(letters)
+        .take(10)
+        .map(char::from)
+        .collect()
+}
+
+/// One round of what the issue's reproduction sent, and more: made-up methods on
+/// a route that exists, made-up paths (some in a route's shape) with every
+/// method, unauthenticated. The statuses are checked, so the round did reach
+/// the routes.
+async fn hostile_round(server: &Server, words: &mut Vec<String>) {
+    let http = http();
+    let base = server.base();
+    let send = |method: Method, path: String| {
+        let req = http.request(method, format!("{base}{path}"));
+        async move { req.send().await.unwrap().status() }
+    };
+    let odd = ["FOO", "get", "PROPFIND", "M-SEARCH", "BREW"];
+    for i in 0..600 {
+        let m = if i % 2 == 0 {
+            let m = random_method();
+            words.push(m.clone());
+            m
+        } else {
+            odd[i % odd.len()].to_owned()
+        };
+        let method = Method::from_bytes(m.as_bytes()).unwrap();
+        assert_eq!(
+            send(method, "/healthz".into()).await,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+    let methods = [Method::GET, Method::POST, Method::DELETE, Method::OPTIONS];
+    for i in 0..600 {
+        let word = random_word(12).to_ascii_lowercase();
+        words.push(word.clone());
+        let method = if i % 5 == 0 {
+            Method::from_bytes(random_method().as_bytes()).unwrap()
+        } else {
+            methods[i % methods.len()].clone()
+        };
+        let (path, want) = match i % 3 {
+            0 => (
+                format!("/{word}/{}", random_word(30)),
+                StatusCode::NOT_FOUND,
+            ),
+            1 => (
+                format!("/v1/{word}?{}", random_word(8)),
+                StatusCode::NOT_FOUND,
+            ),
+            // A route's shape: the label is its template, the name is nowhere.
+            _ => (
+                format!("/v1/projects/{word}/services/{word}"),
+                StatusCode::UNAUTHORIZED,
+            ),
+        };
+        let got = send(method.clone(), path.clone()).await;
+        let allowed = matches!(method, Method::GET | Method::DELETE);
+        let want = if want == StatusCode::UNAUTHORIZED && !allowed {
+            StatusCode::METHOD_NOT_ALLOWED
+        } else {
+            want
+        };
+        assert_eq!(got, want, "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn odd_methods_and_paths_add_no_series_to_metrics() {
+    let _alone = METRICS.write().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config(dir.path(), Db::Sqlite, "", None)).await;
+    // The scrape's own series first (a request is counted once answered).
+    series(&server).await;
+    let (before, _) = series(&server).await;
+    let mut words = Vec::new();
+    hostile_round(&server, &mut words).await;
+    let (first, _) = series(&server).await;
+    hostile_round(&server, &mut words).await;
+    hostile_round(&server, &mut words).await;
+    let (third, text) = series(&server).await;
+    eprintln!(
+        "series: {before} before, {first} after round 1, {third} after round 3 ({} requests, {} bytes of text)",
+        3 * 1200,
+        text.len()
+    );
+    assert_eq!(first, third, "series grew after the first round:\n{text}");
+    // Round 1 added only what one label set per (method class, route, status)
+    // makes: two histograms (`other` and the standard methods on /healthz, and
+    // the route template), a few counters.
+    assert!(first - before < 200, "{before} -> {first}:\n{text}");
+    for w in &words {
+        assert!(!text.contains(w.as_str()), "{w} became a label:\n{text}");
+    }
+    for want in [
+        r#"berth_http_requests_total{method="other",route="/healthz",status="405"}"#,
+        r#"route="/v1/projects/{p}/services/{s}",status="401""#,
+    ] {
+        assert!(text.contains(want), "{want} not in:\n{text}");
+    }
+}
