@@ -1,5 +1,5 @@
 //! What one client may make the server hold: series in `/metrics` (none of a
-//! label a request chooses).
+//! label a request chooses), and followed log streams (per user).
 
 mod common;
 
@@ -7,9 +7,10 @@ use common::*;
 use rand::distributions::{Alphanumeric, Uniform};
 use rand::Rng;
 use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
 
 /// The metrics are the process's: the test counting series runs alone (write),
-/// any other together (read), so no other test's traffic is counted.
+/// the others together (read), so no other test's traffic is counted.
 static METRICS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 fn http() -> reqwest::Client {
@@ -141,4 +142,93 @@ async fn odd_methods_and_paths_add_no_series_to_metrics() {
     ] {
         assert!(text.contains(want), "{want} not in:\n{text}");
     }
+}
+
+/// A server whose worker deploys nothing (deployments stay `PENDING_DEPLOY`, and
+/// a follower of one waits for lines forever); `alice` owns `web` with service
+/// `api` and one deployment of it, whose logs path this returns; `bob` is a member.
+async fn following_fixture(dir: &std::path::Path) -> (Server, Client, Client, String) {
+    let mut cfg = config(dir, Db::Sqlite, "", None);
+    cfg.deploys.concurrency = 0;
+    let server = Server::start(cfg).await;
+    let admin = server.admin();
+    let alice = admin.new_user("alice").await;
+    let bob = admin.new_user("bob").await;
+    alice.post("/v1/projects", json!({"name": "web"})).await;
+    alice
+        .post("/v1/projects/web/members", json!({"user": "bob"}))
+        .await;
+    let (s, v) = alice
+        .post(
+            "/v1/projects/web/services",
+            json!({"name": "api", "image": "team/app:v1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let deployment = start_deploy(&alice, "web", "api").await;
+    (server, alice, bob, format!("{deployment}/logs?follow=true"))
+}
+
+async fn follow(c: &Client, path: &str) -> reqwest::Response {
+    http()
+        .get(format!("{}{path}", c.base))
+        .bearer_auth(&c.token)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// 429 `rate_limited` with a `Retry-After` of whole seconds.
+async fn assert_rate_limited(r: reqwest::Response) -> u64 {
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = r
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .expect("Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "rate_limited", "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    retry
+}
+
+#[tokio::test]
+async fn followed_logs_are_capped_per_user_and_a_closed_one_frees_its_place() {
+    let _counted = METRICS.read().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, alice, bob, path) = following_fixture(dir.path()).await;
+    let mut open = Vec::new();
+    for _ in 0..8 {
+        let r = follow(&alice, &path).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        open.push(r);
+    }
+    let retry = assert_rate_limited(follow(&alice, &path).await).await;
+    assert!((1..=60).contains(&retry), "{retry}");
+    // Reading without following is not capped, and the cap is alice's alone.
+    let (s, _) = alice.get(path.trim_end_matches("?follow=true")).await;
+    assert_eq!(s, StatusCode::OK);
+    let bobs = follow(&bob, &path).await;
+    assert_eq!(bobs.status(), StatusCode::OK);
+
+    // One of alice's clients goes away: its place is given back.
+    drop(open.pop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let admitted = loop {
+        let r = follow(&alice, &path).await;
+        if r.status() == StatusCode::OK {
+            break r;
+        }
+        assert_rate_limited(r).await;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a closed follower's place was not given back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_rate_limited(follow(&alice, &path).await).await;
+    drop((admitted, open, bobs));
 }
