@@ -1,5 +1,6 @@
 //! What one client may make the server hold: series in `/metrics` (none of a
-//! label a request chooses), and followed log streams (per user).
+//! label a request chooses), followed log streams (per user), and credential
+//! reads (per project token, per minute).
 
 mod common;
 
@@ -231,4 +232,75 @@ async fn followed_logs_are_capped_per_user_and_a_closed_one_frees_its_place() {
     };
     assert_rate_limited(follow(&alice, &path).await).await;
     drop((admitted, open, bobs));
+}
+
+/// A server with the team registry; `alice` owns `web`, whose service `api`
+/// holds the `ci` credentials.
+async fn credentials_fixture(db: Db) -> (Registry, Server, Client, tempfile::TempDir) {
+    let registry = Registry::start();
+    let url = registry.url();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config(dir.path(), db, &url, None)).await;
+    let alice = server.admin().new_user("alice").await;
+    alice.post("/v1/projects", json!({"name": "web"})).await;
+    let (s, v) = alice
+        .post(
+            "/v1/projects/web/services",
+            json!({"name": "api", "image": "team/app:v1", "registry": registry_body(&url, "ci", PASSWORD)}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    (registry, server, alice, dir)
+}
+
+/// A new project token of `web`, made with `body`: (its value, the answer).
+async fn token(alice: &Client, body: Value) -> (String, Value) {
+    let (s, t) = alice.post("/v1/projects/web/tokens", body).await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    (t["token"].as_str().unwrap().to_owned(), t)
+}
+
+async fn read_credentials(server: &Server, token: &str, registry: &str) -> reqwest::Response {
+    http()
+        .post(format!("{}/v1/registry-credentials", server.base()))
+        .bearer_auth(token)
+        .json(&json!({"registry": registry}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn credential_reads_are_rate_limited_per_token(db: Db) {
+    let _counted = METRICS.read().await;
+    let (registry, server, alice, _dir) = credentials_fixture(db).await;
+    let (a, _) = token(&alice, json!({"name": "kubelet"})).await;
+    let (b, _) = token(&alice, json!({"name": "ci"})).await;
+    for i in 0..60 {
+        let r = read_credentials(&server, &a, &registry.url()).await;
+        assert_eq!(r.status(), StatusCode::OK, "read {i}");
+    }
+    let retry = assert_rate_limited(read_credentials(&server, &a, &registry.url()).await).await;
+    assert_eq!(retry, 60);
+    // Another token of the same project has its own budget.
+    let r = read_credentials(&server, &b, &registry.url()).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // Nothing past the budget was read: 61 reads audited, not 62.
+    let (_, events) = alice.get("/v1/projects/web/audit-events?limit=500").await;
+    let reads = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "credentials.read")
+        .count();
+    assert_eq!(reads, 61, "{events}");
+}
+
+#[tokio::test]
+async fn credential_reads_are_rate_limited_per_token_sqlite() {
+    credential_reads_are_rate_limited_per_token(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn credential_reads_are_rate_limited_per_token_postgres() {
+    credential_reads_are_rate_limited_per_token(Db::Postgres).await;
 }

@@ -2,6 +2,7 @@
 //! nothing else) and the one route they open: the credentials for an image or a
 //! registry, as the Docker credential helper and the kubelet credential provider
 //! ask. The only route that answers a secret; every use is in the audit log.
+//! Each token has a budget of reads a minute.
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -20,6 +21,17 @@ use crate::state::AppState;
 /// How long a consumer may keep credentials it read (the kubelet's
 /// `cacheDuration`): short, so that a rotation or a removal reaches it soon.
 const CACHE_SECONDS: u64 = 300;
+
+/// Reads a minute per project token, counted in the table every replica shares.
+/// The kubelet asks once per image per `cacheDuration` (the 300 s above), and
+/// Docker asks the helper at each pull, so a node starting many pods or a CI job
+/// pulling a dozen images stays far below one a second; a leaked or looping token
+/// cannot make this route (each answer opens a sealed secret, and for ECR mints a
+/// token from AWS) an oracle run at the database's speed. The window is the
+/// preflight budget's minute: each hit prunes every key's hits older than its own
+/// window, so budgets sharing the table must share the window.
+const READS_PER_MINUTE: i64 = 60;
+const WINDOW_MS: i64 = 60_000;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -136,7 +148,8 @@ pub async fn revoke(
     Ok(Json(serde_json::json!({"revoked": name})))
 }
 
-/// A request made with a project token: the token and its project.
+/// A request made with a project token within its budget: the token and its
+/// project.
 pub struct ProjectCaller(pub ProjectToken, pub Project);
 
 impl FromRequestParts<AppState> for ProjectCaller {
@@ -169,8 +182,31 @@ impl FromRequestParts<AppState> for ProjectCaller {
             name,
             created_at: String::new(),
         };
+        if !count(state, &used).await? {
+            return Err(ApiError::rate_limited(
+                format!("at most {READS_PER_MINUTE} credential reads a minute per project token; keep what was read for its cache_seconds"),
+                WINDOW_MS as u64 / 1000,
+            ));
+        }
         Ok(ProjectCaller(used, project))
     }
+}
+
+/// Counts one use of `token` against its budget; `false` past it.
+async fn count(state: &AppState, token: &ProjectToken) -> Result<bool, ApiError> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    Ok(state
+        .store
+        .rate_limit_hit(
+            &format!("credentials:{}", token.id.as_str()),
+            now_ms,
+            WINDOW_MS,
+            READS_PER_MINUTE,
+        )
+        .await?)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -262,10 +298,12 @@ fn choose<'a>(
 }
 
 /// The registry credentials for an image or a registry, with a project token.
-/// Listed in the audit log on every use (`credentials.read`).
+/// Listed in the audit log on every use (`credentials.read`). 60 reads a minute
+/// per token.
 #[utoipa::path(post, path = "/v1/registry-credentials", request_body = CredentialsRequest,
     responses((status = 200, body = CredentialsAnswer), (status = 401, body = crate::api::ErrorBody),
-              (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
+              (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody),
+              (status = 429, description = "rate_limited: past the token's reads a minute; see Retry-After", body = crate::api::ErrorBody)))]
 pub async fn read(
     State(state): State<AppState>,
     ProjectCaller(token, project): ProjectCaller,
