@@ -1,6 +1,6 @@
 //! What one client may make the server hold: series in `/metrics` (none of a
-//! label a request chooses), followed log streams (per user), and credential
-//! reads (per project token, per minute).
+//! label a request chooses), followed log streams (per user), credential reads
+//! (per project token, per minute), and a project token's life.
 
 mod common;
 
@@ -303,4 +303,72 @@ async fn credential_reads_are_rate_limited_per_token_sqlite() {
 #[tokio::test]
 async fn credential_reads_are_rate_limited_per_token_postgres() {
     credential_reads_are_rate_limited_per_token(Db::Postgres).await;
+}
+
+async fn an_expired_project_token_is_refused_like_an_unknown_one(db: Db) {
+    let _counted = METRICS.read().await;
+    let (registry, server, alice, _dir) = credentials_fixture(db).await;
+    let r = alice
+        .post(
+            "/v1/projects/web/tokens",
+            json!({"name": "never", "expires_in": 0}),
+        )
+        .await;
+    assert_eq!(
+        (r.0, r.1["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_expiry"))
+    );
+    let (short, made) = token(&alice, json!({"name": "short", "expires_in": 1})).await;
+    let (_, forever) = token(&alice, json!({"name": "forever"})).await;
+    let expires: chrono::DateTime<chrono::Utc> =
+        made["expires_at"].as_str().unwrap().parse().unwrap();
+    let left = expires - chrono::Utc::now();
+    assert!(
+        left <= chrono::Duration::seconds(1) && left > chrono::Duration::zero(),
+        "{made}"
+    );
+    assert!(forever["expires_at"].is_null(), "{forever}");
+    let (_, listed) = alice.get("/v1/projects/web/tokens").await;
+    let listed: std::collections::BTreeMap<&str, &Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap(), &t["expires_at"]))
+        .collect();
+    assert_eq!(listed["short"], &made["expires_at"]);
+    assert!(listed["forever"].is_null());
+
+    let r = read_credentials(&server, &short, &registry.url()).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let expired = read_credentials(&server, &short, &registry.url()).await;
+    let unknown = read_credentials(&server, "berth_pt_not-a-token", &registry.url()).await;
+    assert_eq!(expired.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+    let expired: Value = expired.json().await.unwrap();
+    assert_eq!(expired, unknown.json::<Value>().await.unwrap());
+    // The refusal is audited, by the token, without its value.
+    let (_, events) = alice.get("/v1/projects/web/audit-events").await;
+    let refused: Vec<&Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "credentials.refused")
+        .collect();
+    assert_eq!(refused.len(), 1, "{events}");
+    assert_eq!(
+        (&refused[0]["actor"], &refused[0]["metadata"]["reason"]),
+        (&json!("token:short"), &json!("expired"))
+    );
+    assert!(!events.to_string().contains(&short));
+}
+
+#[tokio::test]
+async fn an_expired_project_token_is_refused_like_an_unknown_one_sqlite() {
+    an_expired_project_token_is_refused_like_an_unknown_one(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn an_expired_project_token_is_refused_like_an_unknown_one_postgres() {
+    an_expired_project_token_is_refused_like_an_unknown_one(Db::Postgres).await;
 }
