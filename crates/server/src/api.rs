@@ -52,6 +52,12 @@ impl ApiError {
         self
     }
 
+    /// `429 rate_limited`, with when to try again (`Retry-After`).
+    pub fn rate_limited(message: impl Into<String>, retry_after_seconds: u64) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+            .retry_after(retry_after_seconds)
+    }
+
     pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }

@@ -3,12 +3,19 @@
 //! durations, bytes pulled) and, read from the database at each scrape,
 //! deployments per status, the queue's depth and stored credentials per health.
 //! OpenMetrics text (which Prometheus reads), through `prometheus-client`.
+//!
+//! Every label value comes from a closed set: a client that could choose one could
+//! make a new series with each request (a histogram is ~20 lines kept for the
+//! process's life). Methods are HTTP's own or `other`, routes the matched
+//! templates, statuses what the handlers answer, codes and deployment statuses
+//! `&'static str` of the enums they name (a type a request's text cannot become);
+//! the gauges read at a scrape are the statuses the store writes from its enums.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -22,26 +29,31 @@ use crate::state::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Http {
-    method: String,
+    method: &'static str,
     route: String,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Route {
-    method: String,
+    method: &'static str,
     route: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Code {
-    code: String,
+    code: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Ended {
-    status: String,
-    code: String,
+    status: &'static str,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndedStatus {
+    status: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -57,7 +69,7 @@ pub struct Metrics {
     latency: Histograms<Route>,
     preflights: Family<Code, Counter>,
     ended: Family<Ended, Counter>,
-    deploy_seconds: Histograms<Status>,
+    deploy_seconds: Histograms<EndedStatus>,
     pulled_bytes: Counter,
     deployments: Family<Status, Gauge>,
     queue: Gauge,
@@ -141,23 +153,24 @@ pub fn metrics() -> &'static Metrics {
 }
 
 impl Metrics {
-    pub fn preflight(&self, code: &str) {
-        self.preflights
-            .get_or_create(&Code { code: code.into() })
-            .inc();
+    pub fn preflight(&self, code: &'static str) {
+        self.preflights.get_or_create(&Code { code }).inc();
     }
 
-    pub fn deployment_ended(&self, status: &str, code: Option<&str>, took: Duration) {
+    pub fn deployment_ended(
+        &self,
+        status: &'static str,
+        code: Option<&'static str>,
+        took: Duration,
+    ) {
         self.ended
             .get_or_create(&Ended {
-                status: status.into(),
-                code: code.unwrap_or("").into(),
+                status,
+                code: code.unwrap_or(""),
             })
             .inc();
         self.deploy_seconds
-            .get_or_create(&Status {
-                status: status.into(),
-            })
+            .get_or_create(&EndedStatus { status })
             .observe(took.as_secs_f64());
     }
 
@@ -166,20 +179,39 @@ impl Metrics {
     }
 }
 
+/// A request's method as a label: one of HTTP's own, else `other`. (A method is
+/// any token a client cares to send; axum answers an unknown one 405 on a route
+/// that exists.)
+fn method_label(method: &Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
+}
+
 /// Counts and times every routed request (a `route_layer`, so the route is the
-/// pattern, `/v1/projects/{p}/services`, never a name from a path).
+/// pattern, `/v1/projects/{p}/services`, never a name from a path; a request no
+/// route matched does not reach it, and would be `unmatched`).
 pub async fn track(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let started = Instant::now();
     let resp = next.run(req).await;
     let m = metrics();
     m.latency
         .get_or_create(&Route {
-            method: method.clone(),
+            method,
             route: route.clone(),
         })
         .observe(started.elapsed().as_secs_f64());
@@ -228,4 +260,24 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
         text,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_method_label_is_one_of_http_s_own_or_other() {
+        for (method, want) in [
+            ("GET", "GET"),
+            ("OPTIONS", "OPTIONS"),
+            ("TRACE", "TRACE"),
+            ("get", "other"),
+            ("FOO", "other"),
+            ("PROPFIND", "other"),
+        ] {
+            let m = Method::from_bytes(method.as_bytes()).unwrap();
+            assert_eq!(method_label(&m), want, "{method}");
+        }
+    }
 }

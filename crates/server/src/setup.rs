@@ -131,6 +131,7 @@ pub async fn open(config: &Config) -> Result<Parts, SetupError> {
         secrets: Arc::new(secrets),
         registry: Arc::new(registry),
         deployer: Arc::new(deployer),
+        followers: Default::default(),
     };
     Ok(Parts { state, store })
 }

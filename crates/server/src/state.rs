@@ -10,4 +10,6 @@ pub struct AppState {
     pub secrets: Arc<crate::secrets::Secrets>,
     pub registry: Arc<Registry>,
     pub deployer: Arc<crate::deploy::Deployer>,
+    /// The followed log streams open on this replica (capped per user and in all).
+    pub followers: Arc<crate::deploy::log::Followers>,
 }

@@ -228,19 +228,22 @@ pub trait CredentialChecks: Send + Sync {
 /// revoked by its owners.
 #[async_trait]
 pub trait ProjectTokens: Send + Sync {
-    /// A new token (its hash); `Conflict` when the project has one of this name.
+    /// A new token (its hash), expiring at `expires_at` (RFC 3339) if given;
+    /// `Conflict` when the project has one of this name.
     async fn create_project_token(
         &self,
         project: &Project,
         name: &str,
         token_hash: &str,
+        expires_at: Option<&str>,
         created_by: &User,
         audit: NewAudit,
     ) -> Result<ProjectToken>;
     /// The project's tokens, by name.
     async fn project_tokens(&self, project: &ProjectId) -> Result<Vec<ProjectToken>>;
-    /// The token with this hash, stamped as used now.
-    async fn use_project_token(&self, token_hash: &str) -> Result<Option<ProjectToken>>;
+    /// The token with this hash as of `now` (RFC 3339): live (then stamped as used
+    /// at `now`) or expired; `None` when there is none.
+    async fn use_project_token(&self, token_hash: &str, now: &str) -> Result<Option<TokenUse>>;
     /// Appends what a token read to the audit log (every use is listed).
     async fn audit_token_use(&self, token: &ProjectToken, audit: NewAudit) -> Result<()>;
     /// Deletes the project's token of this name; `false` when there is none.

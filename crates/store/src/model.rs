@@ -323,6 +323,18 @@ pub struct ProjectToken {
     pub created_by: String,
     pub created_at: String,
     pub last_used_at: Option<String>,
+    /// When it stops opening anything; `None`: never.
+    pub expires_at: Option<String>,
+}
+
+/// What a presented project token turned out to be.
+#[derive(Clone, Debug)]
+pub enum TokenUse {
+    /// Within its life: stamped as used.
+    Live(ProjectToken),
+    /// Past its expiry: refused like an unknown token, but its project can be told
+    /// (the refusal is audited), and it is not stamped as used.
+    Expired(ProjectToken),
 }
 
 /// Now, RFC 3339 UTC with milliseconds (sorts as text).

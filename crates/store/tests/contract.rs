@@ -968,6 +968,7 @@ contract!(
                 &fx.p,
                 "kubelet",
                 "hash-t",
+                None,
                 &fx.alice,
                 audit("project.token.create", Some("web"), None),
             )
@@ -985,6 +986,7 @@ contract!(
                     &fx.p,
                     "kubelet",
                     "hash-u",
+                    None,
                     &fx.alice,
                     audit("project.token.create", Some("web"), None)
                 )
@@ -993,8 +995,15 @@ contract!(
         ));
         // Not a user's token, nor the other way round.
         assert!(store.user_by_token_hash("hash-t").await.unwrap().is_none());
-        assert!(store.use_project_token("hash-a").await.unwrap().is_none());
-        let used = store.use_project_token("hash-t").await.unwrap().unwrap();
+        assert!(store
+            .use_project_token("hash-a", &now())
+            .await
+            .unwrap()
+            .is_none());
+        let Some(TokenUse::Live(used)) = store.use_project_token("hash-t", &now()).await.unwrap()
+        else {
+            panic!("a token without expiry is live")
+        };
         assert_eq!(used.id, t.id);
         assert!(used.last_used_at.is_some());
         store
@@ -1020,7 +1029,11 @@ contract!(
             )
             .await
             .unwrap());
-        assert!(store.use_project_token("hash-t").await.unwrap().is_none());
+        assert!(store
+            .use_project_token("hash-t", &now())
+            .await
+            .unwrap()
+            .is_none());
         let events = store.audit_events(&fx.p, None, None, 10).await.unwrap();
         let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
         assert_eq!(
@@ -1031,5 +1044,53 @@ contract!(
                 "project.token.create"
             ]
         );
+    }
+);
+
+contract!(
+    a_project_token_opens_nothing_past_its_expiry,
+    |store: SqlStore| async move {
+        let fx = fixture(&store).await;
+        let at = |s: &str| format!("2030-01-01T00:00:{s}.000Z");
+        let t = store
+            .create_project_token(
+                &fx.p,
+                "ci",
+                "hash-e",
+                Some(&at("10")),
+                &fx.alice,
+                audit("project.token.create", Some("web"), None),
+            )
+            .await
+            .unwrap();
+        assert_eq!(t.expires_at.as_deref(), Some(at("10").as_str()));
+        let listed = store.project_tokens(&fx.p.id).await.unwrap();
+        assert_eq!(listed[0].expires_at, t.expires_at);
+        // Before: live, and stamped.
+        match store.use_project_token("hash-e", &at("09")).await.unwrap() {
+            Some(TokenUse::Live(u)) => {
+                assert_eq!(u.last_used_at.as_deref(), Some(at("09").as_str()))
+            }
+            other => panic!("live before its expiry: {other:?}"),
+        }
+        // At and after: expired (the project can be told), and not stamped.
+        for when in [at("10"), at("11"), "2031-01-01T00:00:00.000Z".to_owned()] {
+            match store.use_project_token("hash-e", &when).await.unwrap() {
+                Some(TokenUse::Expired(e)) => {
+                    assert_eq!(
+                        (e.project_id.clone(), e.name.as_str()),
+                        (fx.p.id.clone(), "ci")
+                    );
+                    assert_eq!(e.last_used_at.as_deref(), Some(at("09").as_str()));
+                }
+                other => panic!("expired at {when}: {other:?}"),
+            }
+        }
+        // Another token is not affected, nor is an unknown hash told apart from it.
+        assert!(store
+            .use_project_token("hash-none", &at("11"))
+            .await
+            .unwrap()
+            .is_none());
     }
 );

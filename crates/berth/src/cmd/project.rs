@@ -27,7 +27,7 @@ pub enum Command {
     /// docker-credential-berth and the kubelet credential provider)
     #[command(subcommand)]
     #[command(
-        after_help = "Examples:\n  berth project token create web kubelet-prod > /etc/berth/kubelet-token\n  berth project token list web\n  berth project token revoke web kubelet-prod"
+        after_help = "Examples:\n  berth project token create web kubelet-prod --expires-in 90d > /etc/berth/kubelet-token\n  berth project token list web\n  berth project token revoke web kubelet-prod"
     )]
     Token(TokenCommand),
     /// Add a user to a project (owner only)
@@ -44,15 +44,19 @@ pub enum Command {
 pub enum TokenCommand {
     /// Create a token (owner only); prints it once, on stdout
     #[command(
-        after_help = "Examples:\n  berth project token create web kubelet-prod > kubelet-token"
+        after_help = "Examples:\n  berth project token create web kubelet-prod > kubelet-token\n  berth project token create web ci --expires-in 90d > ci-token"
     )]
     Create {
         project: String,
         name: String,
+        /// How long it opens anything: a number and a unit, s, m, h or d (`12h`,
+        /// `90d`); without it, until revoked
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        expires_in: Option<u64>,
         #[arg(long)]
         json: bool,
     },
-    /// The project's tokens and when each was last used
+    /// The project's tokens, when each was last used and when it expires
     #[command(after_help = "Examples:\n  berth project token list web")]
     List {
         project: String,
@@ -64,18 +68,45 @@ pub enum TokenCommand {
     Revoke { project: String, name: String },
 }
 
+/// `--expires-in`: a whole number and a unit (`90s`, `30m`, `12h`, `90d`), in
+/// seconds. (Four units and no mixing: humantime's full grammar is more than a
+/// token's life needs.)
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let usage = || format!("{text:?} is not a duration such as 12h or 90d (s, m, h, d)");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(usage)?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| usage())?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(usage()),
+    };
+    match n.checked_mul(unit) {
+        Some(0) => Err(format!("{text:?}: a token's life is longer than nothing")),
+        Some(seconds) => Ok(seconds),
+        None => Err(usage()),
+    }
+}
+
 async fn token(api: &Api, cmd: TokenCommand) -> Result<Outcome, CliError> {
     match cmd {
         TokenCommand::Create {
             project,
             name,
+            expires_in,
             json,
         } => {
+            let mut body = json!({"name": name});
+            if let Some(seconds) = expires_in {
+                body["expires_in"] = json!(seconds);
+            }
             let v = api
                 .ok(
                     Method::POST,
                     &format!("/v1/projects/{project}/tokens"),
-                    Some(json!({"name": name})),
+                    Some(body),
                 )
                 .await?;
             if json {
@@ -83,7 +114,11 @@ async fn token(api: &Api, cmd: TokenCommand) -> Result<Outcome, CliError> {
             } else {
                 // The token alone on stdout (to redirect into a file); the rest
                 // on stderr.
-                eprintln!("created token {name} of project {project} (read-credentials); it is shown once:");
+                let until = match v["expires_at"].as_str() {
+                    Some(at) => format!(", expires {at}"),
+                    None => String::new(),
+                };
+                eprintln!("created token {name} of project {project} (read-credentials{until}); it is shown once:");
                 println!("{}", v["token"].as_str().unwrap_or_default());
             }
         }
@@ -95,16 +130,17 @@ async fn token(api: &Api, cmd: TokenCommand) -> Result<Outcome, CliError> {
                 print_json(&v)?;
             } else {
                 println!(
-                    "{:<24} {:<17} {:<12} LAST USED",
-                    "TOKEN", "SCOPE", "CREATED BY"
+                    "{:<24} {:<17} {:<12} {:<24} EXPIRES",
+                    "TOKEN", "SCOPE", "CREATED BY", "LAST USED"
                 );
                 for t in v.as_array().into_iter().flatten() {
                     println!(
-                        "{:<24} {:<17} {:<12} {}",
+                        "{:<24} {:<17} {:<12} {:<24} {}",
                         t["name"].as_str().unwrap_or_default(),
                         t["scope"].as_str().unwrap_or_default(),
                         t["created_by"].as_str().unwrap_or_default(),
-                        t["last_used_at"].as_str().unwrap_or("never")
+                        t["last_used_at"].as_str().unwrap_or("never"),
+                        t["expires_at"].as_str().unwrap_or("never")
                     );
                 }
             }
@@ -172,4 +208,29 @@ pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
         );
     }
     Ok(Outcome::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn expires_in_is_a_number_and_a_unit() {
+        for (text, want) in [
+            ("90d", Some(90 * 86_400)),
+            ("12h", Some(43_200)),
+            ("30m", Some(1_800)),
+            ("1s", Some(1)),
+            ("0d", None),
+            ("12", None),
+            ("h", None),
+            ("1.5h", None),
+            ("-1d", None),
+            ("2w", None),
+            ("12 h", None),
+            ("99999999999999999999d", None),
+        ] {
+            assert_eq!(parse_duration(text).ok(), want, "{text}");
+        }
+    }
 }

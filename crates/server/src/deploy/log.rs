@@ -399,9 +399,119 @@ pub async fn forward(
     req.send().await
 }
 
+/// Followed streams one user may hold open at once on a replica: a terminal per
+/// service of a busy project, with room to spare.
+pub const FOLLOWS_PER_USER: usize = 8;
+/// Followed streams a replica holds open at once, everyone's together.
+pub const FOLLOWS_PER_REPLICA: usize = 256;
+
+/// The followed log streams open on this replica. A follower is cheap to open and
+/// costs for as long as its client keeps it: a connection, open files, and a
+/// database read every 200 ms while nothing is appended; so they are counted,
+/// per user and in all, and a stream's place is given back when it is dropped
+/// (its end, or its client gone).
+pub struct Followers {
+    per_user: usize,
+    per_replica: usize,
+    open: std::sync::Mutex<Open>,
+}
+
+#[derive(Default)]
+struct Open {
+    total: usize,
+    by_user: std::collections::HashMap<berth_store::UserId, usize>,
+}
+
+/// Which cap a refused follower met.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Full {
+    User(usize),
+    Replica(usize),
+}
+
+/// One admitted follower's place, given back on drop.
+pub struct Following {
+    followers: std::sync::Arc<Followers>,
+    user: berth_store::UserId,
+}
+
+impl Default for Followers {
+    fn default() -> Self {
+        Followers::new(FOLLOWS_PER_USER, FOLLOWS_PER_REPLICA)
+    }
+}
+
+impl Followers {
+    pub fn new(per_user: usize, per_replica: usize) -> Self {
+        Followers {
+            per_user,
+            per_replica,
+            open: Default::default(),
+        }
+    }
+
+    fn open(&self) -> std::sync::MutexGuard<'_, Open> {
+        // The counts stay consistent whatever panicked while holding the lock
+        // (every change is one statement), so a poisoned lock is still good.
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for one more stream of `user`, or the cap it would pass.
+    pub fn admit(
+        self: &std::sync::Arc<Self>,
+        user: &berth_store::UserId,
+    ) -> Result<Following, Full> {
+        let mut open = self.open();
+        let mine = open.by_user.get(user).copied().unwrap_or(0);
+        if mine >= self.per_user {
+            return Err(Full::User(self.per_user));
+        }
+        if open.total >= self.per_replica {
+            return Err(Full::Replica(self.per_replica));
+        }
+        open.total += 1;
+        *open.by_user.entry(user.clone()).or_default() += 1;
+        Ok(Following {
+            followers: self.clone(),
+            user: user.clone(),
+        })
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        let mut open = self.followers.open();
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.by_user.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                // No entry stays for a user who follows nothing.
+                open.by_user.remove(&self.user);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn followers_are_capped_per_user_and_per_replica_and_give_back_their_place() {
+        let f = std::sync::Arc::new(Followers::new(2, 3));
+        let (a, b) = (
+            berth_store::UserId::from("a".to_owned()),
+            berth_store::UserId::from("b".to_owned()),
+        );
+        let a1 = f.admit(&a).unwrap();
+        let _a2 = f.admit(&a).unwrap();
+        assert_eq!(f.admit(&a).err(), Some(Full::User(2)));
+        let _b1 = f.admit(&b).unwrap();
+        assert_eq!(f.admit(&b).err(), Some(Full::Replica(3)));
+        drop(a1);
+        let _b2 = f.admit(&b).unwrap();
+        assert_eq!(f.admit(&a).err(), Some(Full::Replica(3)));
+    }
 
     #[test]
     fn a_read_stops_at_the_last_complete_line() {

@@ -2,12 +2,13 @@
 //! nothing else) and the one route they open: the credentials for an image or a
 //! registry, as the Docker credential helper and the kubelet credential provider
 //! ask. The only route that answers a secret; every use is in the audit log.
+//! A token may expire; each has a budget of reads a minute.
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
-use berth_store::{Project, ProjectToken, Service, ServiceStatus};
+use berth_store::{Project, ProjectToken, Service, ServiceStatus, TokenUse};
 use berth_types::{ImageRef, DOCKER_HUB};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -21,12 +22,30 @@ use crate::state::AppState;
 /// `cacheDuration`): short, so that a rotation or a removal reaches it soon.
 const CACHE_SECONDS: u64 = 300;
 
+/// Reads a minute per project token, counted in the table every replica shares.
+/// The kubelet asks once per image per `cacheDuration` (the 300 s above), and
+/// Docker asks the helper at each pull, so a node starting many pods or a CI job
+/// pulling a dozen images stays far below one a second; a leaked or looping token
+/// cannot make this route (each answer opens a sealed secret, and for ECR mints a
+/// token from AWS) an oracle run at the database's speed. The window is the
+/// preflight budget's minute: each hit prunes every key's hits older than its own
+/// window, so budgets sharing the table must share the window.
+const READS_PER_MINUTE: i64 = 60;
+const WINDOW_MS: i64 = 60_000;
+
+/// The longest life a token may be given: ten years, in seconds.
+const MAX_EXPIRES_IN: u64 = 10 * 365 * 24 * 3600;
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// A slug naming what will hold it, e.g. `kubelet-prod` or `ci`.
     #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
     pub name: String,
+    /// Seconds until the token stops opening anything (at most ten years);
+    /// omitted, it never expires.
+    #[schema(minimum = 1, maximum = 315_360_000)]
+    pub expires_in: Option<u64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -37,6 +56,8 @@ pub struct TokenView {
     pub created_by: String,
     pub created_at: String,
     pub last_used_at: Option<String>,
+    /// When it stops opening anything (RFC 3339); null: never.
+    pub expires_at: Option<String>,
     /// Only in the answer to its creation: shown once, stored as a hash.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
@@ -50,6 +71,7 @@ impl From<ProjectToken> for TokenView {
             created_by: t.created_by,
             created_at: t.created_at,
             last_used_at: t.last_used_at,
+            expires_at: t.expires_at,
             token: None,
         }
     }
@@ -58,7 +80,7 @@ impl From<ProjectToken> for TokenView {
 /// Creates a project token (owner only); the token is in this answer only.
 #[utoipa::path(post, path = "/v1/projects/{p}/tokens", request_body = CreateToken,
     params(("p" = String, Path, description = "project name")),
-    responses((status = 201, body = TokenView), (status = 403, body = crate::api::ErrorBody),
+    responses((status = 201, body = TokenView), (status = 400, description = "invalid_name, invalid_expiry", body = crate::api::ErrorBody), (status = 403, body = crate::api::ErrorBody),
               (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -69,6 +91,7 @@ pub async fn create(
     let m = membership(&state, &caller, &p).await?;
     require_owner(&m)?;
     let name = parse_slug(&body.name)?;
+    let expires_at = body.expires_in.map(expiry).transpose()?;
     let token = crate::tokens::generate_with(crate::tokens::PROJECT_PREFIX);
     let saved = state
         .store
@@ -76,13 +99,14 @@ pub async fn create(
             &m.project,
             name.as_str(),
             &crate::tokens::hash(&token),
+            expires_at.as_deref(),
             &caller,
             audit_event(
                 &caller,
                 "project.token.create",
                 &m.project,
                 None,
-                serde_json::json!({"token": name.as_str(), "scope": "read-credentials"}),
+                serde_json::json!({"token": name.as_str(), "scope": "read-credentials", "expires_at": expires_at}),
             ),
         )
         .await?;
@@ -91,7 +115,20 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-/// The project's tokens (never their values), with when each was last used.
+/// When a token made now with `expires_in` seconds expires (RFC 3339).
+fn expiry(expires_in: u64) -> Result<String, ApiError> {
+    if !(1..=MAX_EXPIRES_IN).contains(&expires_in) {
+        return Err(ApiError::bad_request(
+            "invalid_expiry",
+            format!("expires_in is in seconds, from 1 to {MAX_EXPIRES_IN} (ten years)"),
+        ));
+    }
+    let life = chrono::Duration::seconds(expires_in as i64);
+    Ok(berth_store::stamp(chrono::Utc::now() + life))
+}
+
+/// The project's tokens (never their values), with when each was last used and
+/// when it expires.
 #[utoipa::path(get, path = "/v1/projects/{p}/tokens",
     params(("p" = String, Path, description = "project name")),
     responses((status = 200, body = [TokenView]), (status = 404, body = crate::api::ErrorBody)))]
@@ -136,7 +173,8 @@ pub async fn revoke(
     Ok(Json(serde_json::json!({"revoked": name})))
 }
 
-/// A request made with a project token: the token and its project.
+/// A request made with a live project token within its budget: the token and its
+/// project.
 pub struct ProjectCaller(pub ProjectToken, pub Project);
 
 impl FromRequestParts<AppState> for ProjectCaller {
@@ -156,9 +194,13 @@ impl FromRequestParts<AppState> for ProjectCaller {
         let token = crate::api::bearer(parts).ok_or_else(unauthorized)?;
         let used = state
             .store
-            .use_project_token(&crate::tokens::hash(&token))
+            .use_project_token(&crate::tokens::hash(&token), &berth_store::now())
             .await?
             .ok_or_else(unauthorized)?;
+        let (used, live) = match used {
+            TokenUse::Live(t) => (t, true),
+            TokenUse::Expired(t) => (t, false),
+        };
         let name = state
             .store
             .project_name(&used.project_id)
@@ -169,8 +211,57 @@ impl FromRequestParts<AppState> for ProjectCaller {
             name,
             created_at: String::new(),
         };
+        let within_budget = count(state, &used).await?;
+        if !live {
+            // Answered as an unknown token is. Its project is told (who still
+            // holds it?), as often as a live token may read: a client retrying
+            // forever does not fill the audit log.
+            if within_budget {
+                state
+                    .store
+                    .audit_token_use(
+                        &used,
+                        berth_store::NewAudit {
+                            actor: format!("token:{}", used.name),
+                            action: "credentials.refused",
+                            project: Some(project.name.clone()),
+                            service: None,
+                            metadata: serde_json::json!({
+                                "token": used.name,
+                                "reason": "expired",
+                                "expires_at": used.expires_at,
+                            }),
+                        },
+                    )
+                    .await?;
+            }
+            return Err(unauthorized());
+        }
+        if !within_budget {
+            return Err(ApiError::rate_limited(
+                format!("at most {READS_PER_MINUTE} credential reads a minute per project token; keep what was read for its cache_seconds"),
+                WINDOW_MS as u64 / 1000,
+            ));
+        }
         Ok(ProjectCaller(used, project))
     }
+}
+
+/// Counts one use of `token` against its budget; `false` past it.
+async fn count(state: &AppState, token: &ProjectToken) -> Result<bool, ApiError> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    Ok(state
+        .store
+        .rate_limit_hit(
+            &format!("credentials:{}", token.id.as_str()),
+            now_ms,
+            WINDOW_MS,
+            READS_PER_MINUTE,
+        )
+        .await?)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -262,10 +353,12 @@ fn choose<'a>(
 }
 
 /// The registry credentials for an image or a registry, with a project token.
-/// Listed in the audit log on every use (`credentials.read`).
+/// Listed in the audit log on every use (`credentials.read`); an expired token's
+/// refusal too (`credentials.refused`). 60 reads a minute per token.
 #[utoipa::path(post, path = "/v1/registry-credentials", request_body = CredentialsRequest,
-    responses((status = 200, body = CredentialsAnswer), (status = 401, body = crate::api::ErrorBody),
-              (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
+    responses((status = 200, body = CredentialsAnswer), (status = 401, description = "no token, an unknown, revoked or expired one", body = crate::api::ErrorBody),
+              (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody),
+              (status = 429, description = "rate_limited: past the token's reads a minute; see Retry-After", body = crate::api::ErrorBody)))]
 pub async fn read(
     State(state): State<AppState>,
     ProjectCaller(token, project): ProjectCaller,

@@ -170,18 +170,55 @@ async fn forward_to_replica(
         })?;
     let mut out = Response::new(Body::empty());
     *out.status_mut() = resp.status();
-    if let Some(ct) = resp.headers().get(header::CONTENT_TYPE) {
-        out.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+    // Retry-After: the other replica's refusal of one more follower says when.
+    for name in [header::CONTENT_TYPE, header::RETRY_AFTER] {
+        if let Some(v) = resp.headers().get(&name) {
+            out.headers_mut().insert(name, v.clone());
+        }
     }
     *out.body_mut() = Body::from_stream(resp.bytes_stream());
     Ok(Some(out))
+}
+
+/// A place for one more followed stream of `caller`, or `429 rate_limited`.
+fn admit_follower(state: &AppState, caller: &User) -> Result<log::Following, ApiError> {
+    // Places are given back as clients go, at no time one can tell: a short wait.
+    const RETRY_SECONDS: u64 = 10;
+    state.followers.admit(&caller.id).map_err(|full| {
+        let message = match full {
+            log::Full::User(n) => format!(
+                "at most {n} followed log streams at once per user; close one, or read without follow"
+            ),
+            log::Full::Replica(n) => format!(
+                "this server already follows {n} log streams, its most; try again shortly"
+            ),
+        };
+        ApiError::rate_limited(message, RETRY_SECONDS)
+    })
+}
+
+/// `resp` with its body owning the follower's place: once the body is dropped (its
+/// end, or its client gone), the place is given back.
+fn holding(resp: Response, following: Option<log::Following>) -> Response {
+    if following.is_none() {
+        return resp;
+    }
+    resp.map(|body| {
+        Body::from_stream(futures_util::StreamExt::map(
+            body.into_data_stream(),
+            move |chunk| {
+                let _owned = &following;
+                chunk
+            },
+        ))
+    })
 }
 
 /// The infrastructure log (each step, the registry's own error text), then the
 /// container's output, as text lines.
 #[utoipa::path(get, path = "/v1/projects/{p}/services/{s}/deployments/{id}/logs",
     params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name"), ("id" = String, Path, description = "deployment id"), LogQuery),
-    responses((status = 200, description = "text/plain log lines (from the replica that ran the deployment, when another one did)", body = String), (status = 404, body = crate::api::ErrorBody), (status = 502, description = "replica_unavailable: the replica that ran it did not answer", body = crate::api::ErrorBody)))]
+    responses((status = 200, description = "text/plain log lines (from the replica that ran the deployment, when another one did)", body = String), (status = 404, body = crate::api::ErrorBody), (status = 429, description = "rate_limited: too many followed streams open (per user, or on this server); see Retry-After", body = crate::api::ErrorBody), (status = 502, description = "replica_unavailable: the replica that ran it did not answer", body = crate::api::ErrorBody)))]
 pub async fn logs(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -200,10 +237,16 @@ pub async fn logs(
             )
         })?),
     };
+    // Taken before a forward too: this replica holds the client's connection as
+    // long as the one that keeps the log does.
+    let following = q
+        .follow
+        .then(|| admit_follower(&state, &caller))
+        .transpose()?;
     let logs = state.deployer.logs(&d.id);
     if !logs.infra.exists() {
         if let Some(forwarded) = forward_to_replica(&state, &d, &headers, &uri).await? {
-            return Ok(forwarded);
+            return Ok(holding(forwarded, following));
         }
     }
     // Follow: what is there, then what is appended, until the deployment has ended
@@ -233,5 +276,6 @@ pub async fn logs(
         since,
     };
     let body = Body::from_stream(log::stream(logs, reading, q.follow.then_some(ended)));
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+    let resp = ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response();
+    Ok(holding(resp, following))
 }

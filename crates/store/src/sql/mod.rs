@@ -38,6 +38,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/008_health.sql")),
     (9, include_str!("../migrations/009_kind.sql")),
     (10, include_str!("../migrations/010_project_tokens.sql")),
+    (11, include_str!("../migrations/011_token_expiry.sql")),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

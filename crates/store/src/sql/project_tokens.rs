@@ -8,7 +8,8 @@ use super::{append_audit, conflict, id, SqlStore};
 use crate::model::*;
 use crate::{ProjectTokens, Result};
 
-const COLUMNS: &str = "id, project_id, name, scope, created_by, created_at, last_used_at";
+const COLUMNS: &str =
+    "id, project_id, name, scope, created_by, created_at, last_used_at, expires_at";
 
 fn token_from(row: &AnyRow) -> Result<ProjectToken> {
     Ok(ProjectToken {
@@ -19,6 +20,7 @@ fn token_from(row: &AnyRow) -> Result<ProjectToken> {
         created_by: row.try_get("created_by")?,
         created_at: row.try_get("created_at")?,
         last_used_at: row.try_get("last_used_at")?,
+        expires_at: row.try_get("expires_at")?,
     })
 }
 
@@ -29,6 +31,7 @@ impl ProjectTokens for SqlStore {
         project: &Project,
         name: &str,
         token_hash: &str,
+        expires_at: Option<&str>,
         created_by: &User,
         audit: NewAudit,
     ) -> Result<ProjectToken> {
@@ -40,11 +43,12 @@ impl ProjectTokens for SqlStore {
             created_by: created_by.name.clone(),
             created_at: now(),
             last_used_at: None,
+            expires_at: expires_at.map(str::to_owned),
         };
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO project_tokens (id, project_id, name, scope, token_hash, created_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO project_tokens (id, project_id, name, scope, token_hash, created_by, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(token.id.as_str())
         .bind(project.id.as_str())
@@ -53,6 +57,7 @@ impl ProjectTokens for SqlStore {
         .bind(token_hash)
         .bind(&token.created_by)
         .bind(&token.created_at)
+        .bind(token.expires_at.clone())
         .execute(&mut *tx)
         .await
         .map_err(conflict("a token with this name"))?;
@@ -71,15 +76,31 @@ impl ProjectTokens for SqlStore {
         rows.iter().map(token_from).collect()
     }
 
-    async fn use_project_token(&self, token_hash: &str) -> Result<Option<ProjectToken>> {
-        let row = sqlx::query(&format!(
-            "UPDATE project_tokens SET last_used_at = $1 WHERE token_hash = $2 RETURNING {COLUMNS}"
+    async fn use_project_token(&self, token_hash: &str, now: &str) -> Result<Option<TokenUse>> {
+        // Times are RFC 3339 UTC text of one width: they compare as text on both
+        // databases, so the expiry is decided in the same statement that stamps.
+        let live = sqlx::query(&format!(
+            "UPDATE project_tokens SET last_used_at = $1 \
+             WHERE token_hash = $2 AND (expires_at IS NULL OR expires_at > $3) RETURNING {COLUMNS}"
         ))
-        .bind(now())
+        .bind(now)
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = live {
+            return Ok(Some(TokenUse::Live(token_from(&row)?)));
+        }
+        let expired = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM project_tokens WHERE token_hash = $1"
+        ))
         .bind(token_hash)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(token_from).transpose()
+        expired
+            .as_ref()
+            .map(|row| token_from(row).map(TokenUse::Expired))
+            .transpose()
     }
 
     async fn audit_token_use(&self, token: &ProjectToken, audit: NewAudit) -> Result<()> {
