@@ -117,13 +117,7 @@ impl Checker {
                 report
             }
             Ok(creds) => {
-                crate::routes::preflight::check(
-                    &self.registry,
-                    &c.registry_url,
-                    &service.image,
-                    Some(creds),
-                )
-                .await
+                preflight(&self.registry, &c.registry_url, &service.image, Some(creds)).await
             }
         };
         let health = Health {
@@ -159,4 +153,21 @@ impl Checker {
             }
         }
     }
+}
+
+/// Runs the preflight for parsed input (a registry that the image does not name
+/// becomes an `invalid_url` report), counted in the metrics: Test Connection,
+/// saves and the background checks alike.
+pub async fn preflight(
+    registry: &Registry,
+    url: &berth_types::RegistryUrl,
+    image: &berth_types::ImageRef,
+    creds: Option<berth_registry::Credentials>,
+) -> berth_registry::PreflightReport {
+    let report = match berth_registry::preflight::bind(registry, url, image) {
+        Ok(target) => berth_registry::preflight::run(registry, &target, creds).await,
+        Err(report) => *report,
+    };
+    crate::metrics::metrics().preflight(report.code.as_str());
+    report
 }

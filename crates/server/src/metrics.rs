@@ -1,4 +1,5 @@
-//! `GET /metrics`: the process's counters (requests per route with their
+//! The process's metrics (served at `GET /metrics` by `routes::metrics`): its
+//! counters (requests per route with their
 //! latency, preflights per code, deployments ended per status and code with their
 //! durations, bytes pulled) and, read from the database at each scrape,
 //! deployments per status, the queue's depth and stored credentials per health.
@@ -12,20 +13,14 @@
 //! the gauges read at a scrape are the statuses the store writes from its enums.
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, Method, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-
-use crate::state::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Http {
@@ -179,105 +174,45 @@ impl Metrics {
     }
 }
 
-/// A request's method as a label: one of HTTP's own, else `other`. (A method is
-/// any token a client cares to send; axum answers an unknown one 405 on a route
-/// that exists.)
-fn method_label(method: &Method) -> &'static str {
-    match method.as_str() {
-        "GET" => "GET",
-        "HEAD" => "HEAD",
-        "POST" => "POST",
-        "PUT" => "PUT",
-        "DELETE" => "DELETE",
-        "PATCH" => "PATCH",
-        "OPTIONS" => "OPTIONS",
-        "CONNECT" => "CONNECT",
-        "TRACE" => "TRACE",
-        _ => "other",
+impl Metrics {
+    /// One answered request: `method` one of HTTP's own or `other`, `route` the
+    /// matched template (never a path a client wrote).
+    pub fn request(&self, method: &'static str, route: String, status: u16, took: Duration) {
+        self.latency
+            .get_or_create(&Route {
+                method,
+                route: route.clone(),
+            })
+            .observe(took.as_secs_f64());
+        self.requests
+            .get_or_create(&Http {
+                method,
+                route,
+                status,
+            })
+            .inc();
     }
-}
 
-/// Counts and times every routed request (a `route_layer`, so the route is the
-/// pattern, `/v1/projects/{p}/services`, never a name from a path; a request no
-/// route matched does not reach it, and would be `unmatched`).
-pub async fn track(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = method_label(req.method());
-    let started = Instant::now();
-    let resp = next.run(req).await;
-    let m = metrics();
-    m.latency
-        .get_or_create(&Route {
-            method,
-            route: route.clone(),
-        })
-        .observe(started.elapsed().as_secs_f64());
-    m.requests
-        .get_or_create(&Http {
-            method,
-            route,
-            status: resp.status().as_u16(),
-        })
-        .inc();
-    resp
-}
-
-/// `GET /metrics`. Needs no token (as `/healthz`): it names no project, service or
-/// user, only counts.
-#[utoipa::path(get, path = "/metrics", security(()), responses((status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text")))]
-pub async fn scrape(State(state): State<AppState>) -> Response {
-    let m = metrics();
-    match state.store.stats().await {
-        Ok(counts) => {
-            m.deployments.clear();
+    /// The OpenMetrics text, with the database's counts (`None`: it did not
+    /// answer, the gauges keep their last values).
+    pub fn render(&self, counts: Option<berth_store::Counts>) -> Result<String, std::fmt::Error> {
+        if let Some(counts) = counts {
+            self.deployments.clear();
             let mut pending = 0;
             for (status, n) in counts.deployments {
                 if status == "PENDING_DEPLOY" {
                     pending = n;
                 }
-                m.deployments.get_or_create(&Status { status }).set(n);
+                self.deployments.get_or_create(&Status { status }).set(n);
             }
-            m.queue.set(pending);
-            m.credentials.clear();
+            self.queue.set(pending);
+            self.credentials.clear();
             for (status, n) in counts.credentials {
-                m.credentials.get_or_create(&Status { status }).set(n);
+                self.credentials.get_or_create(&Status { status }).set(n);
             }
         }
-        Err(e) => tracing::warn!(error = %e, "metrics: the database did not answer"),
-    }
-    let mut text = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &m.registry) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_method_label_is_one_of_http_s_own_or_other() {
-        for (method, want) in [
-            ("GET", "GET"),
-            ("OPTIONS", "OPTIONS"),
-            ("TRACE", "TRACE"),
-            ("get", "other"),
-            ("FOO", "other"),
-            ("PROPFIND", "other"),
-        ] {
-            let m = Method::from_bytes(method.as_bytes()).unwrap();
-            assert_eq!(method_label(&m), want, "{method}");
-        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
     }
 }

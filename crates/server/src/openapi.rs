@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::OpenApi;
 
 use crate::routes::{
-    audit, credentials, deployments, health, preflight, projects, services, users,
+    audit, credentials, deployments, health, metrics, preflight, projects, services, users,
 };
 
 #[derive(OpenApi)]
@@ -13,7 +13,7 @@ use crate::routes::{
     paths(
         health::healthz,
         health::readyz,
-        crate::metrics::scrape,
+        metrics::scrape,
         document,
         users::create,
         projects::create,

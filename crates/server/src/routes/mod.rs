@@ -4,6 +4,7 @@ pub mod audit;
 pub mod credentials;
 pub mod deployments;
 pub mod health;
+pub mod metrics;
 pub mod preflight;
 pub mod projects;
 pub mod services;
@@ -22,7 +23,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(crate::metrics::scrape))
+        .route("/metrics", get(metrics::scrape))
         .route("/openapi.json", get(crate::openapi::document))
         .route("/v1/users", post(users::create))
         .route("/v1/projects", post(projects::create).get(projects::list))
@@ -63,7 +64,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/projects/{p}/audit-events", get(audit::list))
         .merge(crate::dashboard::router())
-        .route_layer(axum::middleware::from_fn(crate::metrics::track))
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

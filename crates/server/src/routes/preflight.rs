@@ -2,9 +2,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use berth_registry::{preflight, Credentials, PreflightReport, Registry};
+use berth_registry::{preflight, Credentials};
 use berth_store::User;
-use berth_types::{ImageRef, RegistryUrl};
 use secrecy::SecretString;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -74,23 +73,6 @@ pub async fn count(state: &AppState, caller: &User) -> Result<(), ApiError> {
     .retry_after(WINDOW_MS as u64 / 1000))
 }
 
-/// Runs the preflight for parsed input (a registry that the image does not name
-/// becomes an `invalid_url` report), counted in the metrics: Test Connection,
-/// saves and the background checks alike.
-pub async fn check(
-    registry: &Registry,
-    url: &RegistryUrl,
-    image: &ImageRef,
-    creds: Option<Credentials>,
-) -> PreflightReport {
-    let report = match preflight::bind(registry, url, image) {
-        Ok(target) => preflight::run(registry, &target, creds).await,
-        Err(report) => *report,
-    };
-    crate::metrics::metrics().preflight(report.code.as_str());
-    report
-}
-
 /// Runs the registry preflight (ping, token, manifest) within 8 s.
 #[utoipa::path(post, path = "/v1/preflight", request_body = PreflightRequest,
     responses((status = 200, description = "the preflight result, ok or not", body = Object),
@@ -103,7 +85,7 @@ pub async fn run(
     let creds = credentials(body.username, body.password)?;
     count(&state, &caller).await?;
     let report = match preflight::parse(&body.registry_url, &body.image) {
-        Ok((url, image)) => check(&state.registry, &url, &image, creds).await,
+        Ok((url, image)) => crate::checks::preflight(&state.registry, &url, &image, creds).await,
         Err(report) => *report,
     };
     Ok(Json(report).into_response())

@@ -196,7 +196,7 @@ async fn verify(
     override_failure: bool,
 ) -> Result<bool, ApiError> {
     preflight::count(state, caller).await?;
-    let report = preflight::check(&state.registry, registry_url, image, Some(creds)).await;
+    let report = crate::checks::preflight(&state.registry, registry_url, image, Some(creds)).await;
     if report.ok {
         return Ok(true);
     }
