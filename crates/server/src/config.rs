@@ -315,6 +315,8 @@ pub enum ConfigError {
     AdvertiseUrl(String),
     #[error("container limits: {0}")]
     Containers(String),
+    #[error("the Kubernetes runtime: {0}")]
+    Kubernetes(String),
 }
 
 /// What flags and env gave (already merged by clap: a flag beats its env variable).
@@ -551,7 +553,7 @@ impl Config {
 
 fn cidrs(list: &str) -> Result<Vec<berth_kubernetes::IpNet>, ConfigError> {
     berth_kubernetes::parse_cidrs(list)
-        .map_err(|e| ConfigError::Containers(format!("--kubernetes-egress-allow: {e}")))
+        .map_err(|e| ConfigError::Kubernetes(format!("--kubernetes-egress-allow: {e}")))
 }
 
 #[cfg(test)]
