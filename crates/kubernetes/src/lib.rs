@@ -7,12 +7,22 @@
 //! Secret next (it needs the Deployment's uid), then it is scaled to one: the
 //! kubelet never tries a pull before its Secret exists.
 //!
+//! Around the workload, what runc's sandbox gives a container on a machine of
+//! its own: the server's memory and CPU when the service sets none, a user
+//! namespace (`hostUsers: false`, said in the log when the API server drops it),
+//! a NetworkPolicy per project ([`network`]: no ingress from other namespaces,
+//! egress to the public internet and the cluster's DNS only), and a namespace
+//! that is berth's for that project ([`names`]: hashed to fit when too long;
+//! one that exists is adopted only with berth's labels for the project).
+//!
 //! The rollout is read back ([`Kubernetes::rollout`]): available pods are
 //! `DEPLOYED`; a pull the kubelet reports failing is told apart by its message
 //! (containerd's "401 Unauthorized", "pull access denied", "not found"), a crash
 //! loop or a passed progress deadline is a runtime error; the kubelet's events go
 //! to the infrastructure log.
 
+mod names;
+mod network;
 mod rollout;
 
 use std::collections::BTreeMap;
@@ -20,11 +30,16 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchParams};
 use kube::{Api, Client};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
+pub use ipnet::IpNet;
+pub use names::{berth_project, dns_label};
+pub use network::{parse_cidrs, PRIVATE_V4, PRIVATE_V6};
 pub use rollout::{classify_pull, Rollout, Verdict};
 
 /// The label every object berth creates carries.
@@ -47,6 +62,17 @@ pub enum KubeError {
     },
     #[error("the Kubernetes API did not answer {what}: {detail}")]
     Unreachable { what: String, detail: String },
+    /// What berth would use for a project (its namespace, its NetworkPolicy)
+    /// exists and was not made by berth for that project: nothing is created in
+    /// or over it.
+    #[error("{what} exists and is not berth's for project {project}: berth uses it only when it carries the labels {want} (it has {found}); delete it, or, if it is this project's, label it: kubectl label {kubectl} {want}")]
+    NotBerths {
+        what: String,
+        project: String,
+        want: String,
+        found: String,
+        kubectl: String,
+    },
 }
 
 impl KubeError {
@@ -87,11 +113,46 @@ pub struct Settings {
     /// account, else `KUBECONFIG` or `~/.kube/config`).
     pub kubeconfig: Option<std::path::PathBuf>,
     pub namespaces: Namespaces,
-    /// `hostUsers: false` on pods (a user namespace per pod), for clusters that
-    /// support it (Kubernetes 1.33+ with a runtime that does).
+    /// `hostUsers: false` on pods (a user namespace per pod: root in the pod is
+    /// not root on the node). On by default; an API server that does not keep
+    /// the field (before 1.33, or the UserNamespacesSupport feature off) drops
+    /// it, and the deployment's log says so.
     pub user_namespaces: bool,
     /// The Deployment's `progressDeadlineSeconds`.
     pub progress_deadline_s: i32,
+    /// What a service that sets no memory or CPU gets, as requests and limits:
+    /// the server's container defaults, as runc's sandbox gives them.
+    pub default_resources: Resources,
+    /// Addresses a project's pods may reach besides the public internet (an
+    /// internal database, a node-local DNS cache), in its NetworkPolicy.
+    pub egress_allow: Vec<ipnet::IpNet>,
+}
+
+/// A container's memory and CPU (requests and limits alike).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resources {
+    pub memory_mb: u64,
+    /// Thousandths of a CPU.
+    pub cpu_millis: u64,
+}
+
+/// Whether the pod has a user namespace of its own (`hostUsers: false`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserNamespace {
+    /// Asked for, and kept by the API server.
+    Own,
+    /// Asked for, and dropped by the API server (before Kubernetes 1.33, or the
+    /// UserNamespacesSupport feature off): root in the pod is root on the node.
+    Dropped,
+    /// Not asked for (`--kubernetes-user-namespaces=false`).
+    NotAsked,
+}
+
+/// What [`Kubernetes::apply`] made, and what the API server kept of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub placed: Placed,
+    pub user_namespace: UserNamespace,
 }
 
 impl Default for Settings {
@@ -99,8 +160,14 @@ impl Default for Settings {
         Settings {
             kubeconfig: None,
             namespaces: Namespaces::PerProject,
-            user_namespaces: false,
+            user_namespaces: true,
             progress_deadline_s: 120,
+            // runc's sandbox defaults (`--container-memory-mb`, `--container-cpus`).
+            default_resources: Resources {
+                memory_mb: 512,
+                cpu_millis: 1000,
+            },
+            egress_allow: Vec::new(),
         }
     }
 }
@@ -170,11 +237,25 @@ impl Kubernetes {
         Kubernetes { client, settings }
     }
 
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// The namespace of `project`'s workloads.
     pub fn namespace(&self, project: &str) -> String {
         match &self.settings.namespaces {
-            Namespaces::PerProject => format!("berth-{project}"),
+            Namespaces::PerProject => berth_project(project),
             Namespaces::Fixed(ns) => ns.clone(),
+        }
+    }
+
+    /// The memory and CPU a workload is given: its service's, else the
+    /// server's defaults.
+    pub fn resources(&self, w: &Workload<'_>) -> Resources {
+        let d = self.settings.default_resources;
+        Resources {
+            memory_mb: w.memory_mb.unwrap_or(d.memory_mb),
+            cpu_millis: w.cpu_millis.unwrap_or(d.cpu_millis),
         }
     }
 
@@ -186,7 +267,10 @@ impl Kubernetes {
         }
     }
 
-    /// Creates the namespace when berth owns one per project (409: it exists).
+    /// Creates the namespace when berth makes one per project. One that exists
+    /// (409) is used only when it carries berth's labels for this project: a
+    /// namespace someone else made, or another project's whose long name hashed
+    /// the same, is refused.
     async fn ensure_namespace(&self, project: &str) -> Result<(), KubeError> {
         if self.settings.namespaces != Namespaces::PerProject {
             return Ok(());
@@ -195,12 +279,69 @@ impl Kubernetes {
         let api: Api<Namespace> = Api::all(self.client.clone());
         let ns: Namespace = from_json(json!({
             "apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": name, "labels": {MANAGED_BY.0: MANAGED_BY.1, PROJECT_LABEL: project}},
+            "metadata": {"name": name, "labels": owner_labels(project)},
         }));
         match api.create(&PostParams::default(), &ns).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 let e = KubeError::from_kube("creating the namespace", e);
+                if !e.is_status(409) {
+                    return Err(e);
+                }
+                let found = api
+                    .get(&name)
+                    .await
+                    .map_err(|e| KubeError::from_kube("reading the namespace", e))?;
+                berths(
+                    &found.metadata,
+                    project,
+                    format!("namespace {name}"),
+                    format!("namespace {name}"),
+                )
+            }
+        }
+    }
+
+    /// Creates the project's NetworkPolicy in `namespace`, or brings the one
+    /// there up to date (the allowed CIDRs may have changed); one of that name
+    /// berth did not make for the project is refused.
+    async fn ensure_network_policy(&self, project: &str, namespace: &str) -> Result<(), KubeError> {
+        let name = berth_project(project);
+        let api: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), namespace);
+        let want: NetworkPolicy = from_json(network::policy(
+            &self.settings.namespaces,
+            namespace,
+            &name,
+            &dns_label(project),
+            &self.settings.egress_allow,
+        ));
+        let e = match api.create(&PostParams::default(), &want).await {
+            Ok(_) => return Ok(()),
+            Err(e) => KubeError::from_kube("creating the NetworkPolicy", e),
+        };
+        if !e.is_status(409) {
+            return Err(e);
+        }
+        let found = api
+            .get(&name)
+            .await
+            .map_err(|e| KubeError::from_kube("reading the NetworkPolicy", e))?;
+        berths(
+            &found.metadata,
+            project,
+            format!("NetworkPolicy {name} in namespace {namespace}"),
+            format!("networkpolicy {name} -n {namespace}"),
+        )?;
+        if found.spec == want.spec {
+            return Ok(());
+        }
+        let mut replaced = want;
+        replaced.metadata.resource_version = found.metadata.resource_version;
+        match api.replace(&name, &PostParams::default(), &replaced).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = KubeError::from_kube("replacing the NetworkPolicy", e);
+                // Another deploy of the project wrote it in between.
                 if e.is_status(409) {
                     Ok(())
                 } else {
@@ -210,12 +351,17 @@ impl Kubernetes {
         }
     }
 
-    /// Creates the workload: the Deployment (no replicas yet), the pull Secret
-    /// it owns, then one replica. A Deployment left from an earlier attempt of
-    /// the same deployment (a crash mid-deploy) is replaced.
-    pub async fn apply(&self, w: &Workload<'_>) -> Result<Placed, KubeError> {
+    /// Creates the workload: the namespace and the NetworkPolicy first (no pod
+    /// ever runs unconfined), then the Deployment (no replicas yet), the pull
+    /// Secret it owns, then one replica. A Deployment left from an earlier
+    /// attempt of the same deployment (a crash mid-deploy) is replaced. What
+    /// the API server kept of the pod's user namespace is read from the stored
+    /// Deployment it answers.
+    pub async fn apply(&self, w: &Workload<'_>) -> Result<Applied, KubeError> {
         self.ensure_namespace(w.project).await?;
         let placed = self.placed(w.project, w.deployment);
+        self.ensure_network_policy(w.project, &placed.namespace)
+            .await?;
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &placed.namespace);
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &placed.namespace);
         let body = self.deployment_object(w, &placed);
@@ -232,6 +378,19 @@ impl Kubernetes {
                     .await
                     .map_err(|e| KubeError::from_kube("creating the Deployment", e))?
             }
+        };
+        let user_namespace = if !self.settings.user_namespaces {
+            UserNamespace::NotAsked
+        } else if created
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.host_users)
+            == Some(false)
+        {
+            UserNamespace::Own
+        } else {
+            UserNamespace::Dropped
         };
         let uid = created.metadata.uid.clone().unwrap_or_default();
         if let Some(pull) = &w.pull {
@@ -258,32 +417,28 @@ impl Kubernetes {
             )
             .await
             .map_err(|e| KubeError::from_kube("scaling the Deployment", e))?;
-        Ok(placed)
+        Ok(Applied {
+            placed,
+            user_namespace,
+        })
     }
 
     fn deployment_object(&self, w: &Workload<'_>, placed: &Placed) -> Deployment {
-        let labels = json!({
-            MANAGED_BY.0: MANAGED_BY.1,
-            PROJECT_LABEL: w.project,
-            SERVICE_LABEL: w.service,
-            DEPLOYMENT_LABEL: w.deployment,
-        });
-        let mut limits = serde_json::Map::new();
-        if let Some(m) = w.memory_mb {
-            limits.insert("memory".into(), json!(format!("{m}Mi")));
-        }
-        if let Some(c) = w.cpu_millis {
-            limits.insert("cpu".into(), json!(format!("{c}m")));
-        }
+        let labels = workload_labels(w);
+        let r = self.resources(w);
+        let amounts =
+            json!({"memory": format!("{}Mi", r.memory_mb), "cpu": format!("{}m", r.cpu_millis)});
         let mut pod_spec = json!({
             "containers": [{
                 "name": "app",
                 "image": w.image,
                 "imagePullPolicy": "IfNotPresent",
-                "resources": {"limits": limits},
+                "resources": {"requests": amounts, "limits": amounts},
                 "securityContext": {
                     "allowPrivilegeEscalation": false,
-                    "capabilities": {"drop": ["ALL"]},
+                    // runc's set (oci-spec's default process): what a root
+                    // process needs to bind port 80 and signal its children.
+                    "capabilities": {"drop": ["ALL"], "add": RUNC_CAPABILITIES},
                     "seccompProfile": {"type": "RuntimeDefault"},
                 },
             }],
@@ -418,6 +573,64 @@ impl Kubernetes {
     }
 }
 
+/// The capabilities a container keeps: those of runc's sandbox.
+pub const RUNC_CAPABILITIES: [&str; 3] = ["AUDIT_WRITE", "KILL", "NET_BIND_SERVICE"];
+
+/// The labels that say an object is berth's for `project` (names fitted to
+/// label values: a name ending in `-` is not one).
+fn owner_labels(project: &str) -> serde_json::Value {
+    json!({MANAGED_BY.0: MANAGED_BY.1, PROJECT_LABEL: dns_label(project)})
+}
+
+fn workload_labels(w: &Workload<'_>) -> serde_json::Value {
+    json!({
+        MANAGED_BY.0: MANAGED_BY.1,
+        PROJECT_LABEL: dns_label(w.project),
+        SERVICE_LABEL: dns_label(w.service),
+        DEPLOYMENT_LABEL: w.deployment,
+    })
+}
+
+/// Whether an object that exists carries berth's labels for `project`.
+fn berths(
+    meta: &ObjectMeta,
+    project: &str,
+    what: String,
+    kubectl: String,
+) -> Result<(), KubeError> {
+    let labels = meta.labels.clone().unwrap_or_default();
+    let want = [
+        (MANAGED_BY.0, MANAGED_BY.1.to_owned()),
+        (PROJECT_LABEL, dns_label(project)),
+    ];
+    if want
+        .iter()
+        .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(v.as_str()))
+    {
+        return Ok(());
+    }
+    let found = if labels.is_empty() {
+        "none".to_owned()
+    } else {
+        labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(KubeError::NotBerths {
+        what,
+        project: project.to_owned(),
+        want: want
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        found,
+        kubectl,
+    })
+}
+
 /// `berth-<deployment id>`: a valid object name (ids are 32 hex digits).
 pub fn object_name(deployment: &str) -> String {
     format!("berth-{deployment}")
@@ -459,7 +672,7 @@ fn pull_secret(
         "metadata": {
             "name": placed.name,
             "namespace": placed.namespace,
-            "labels": {MANAGED_BY.0: MANAGED_BY.1, PROJECT_LABEL: w.project, SERVICE_LABEL: w.service, DEPLOYMENT_LABEL: w.deployment},
+            "labels": workload_labels(w),
             "ownerReferences": [{
                 "apiVersion": "apps/v1", "kind": "Deployment", "name": placed.name,
                 "uid": owner_uid, "controller": true, "blockOwnerDeletion": true,

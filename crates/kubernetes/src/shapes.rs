@@ -1,6 +1,7 @@
 //! Request and response shapes against kube's mock service: the exact paths,
 //! methods and bodies `apply` and `delete` send, and how they take the API
-//! server's 409, 404 and 403 (`Status` objects as the API server writes them).
+//! server's 409, 404 and 403 (`Status` objects as the API server writes them),
+//! a namespace that is not berth's, and a `hostUsers` the API server dropped.
 
 use http::{Request, Response};
 use kube::client::Body;
@@ -67,7 +68,7 @@ fn workload<'a>() -> Workload<'a> {
 async fn apply_replaces_a_leftover_and_orders_its_writes() {
     let (k, mut h) = cluster();
     let server = tokio::spawn(async move {
-        // The namespace exists already: 409 is fine.
+        // The namespace exists already (409), and is berth's for the project.
         let (m, p, body, send) = next(&mut h).await;
         assert_eq!((m.as_str(), p.as_str()), ("POST", "/api/v1/namespaces?"));
         assert_eq!(body["metadata"]["name"], "berth-web");
@@ -77,6 +78,24 @@ async fn apply_replaces_a_leftover_and_orders_its_writes() {
             "AlreadyExists",
             "namespaces \"berth-web\" already exists",
         ));
+        let (m, p, _, send) = next(&mut h).await;
+        assert_eq!(
+            (m.as_str(), p.as_str()),
+            ("GET", "/api/v1/namespaces/berth-web")
+        );
+        send.send_response(ok(200, body));
+        // The NetworkPolicy, before any pod.
+        let (m, p, body, send) = next(&mut h).await;
+        assert_eq!(
+            (m.as_str(), p.as_str()),
+            (
+                "POST",
+                "/apis/networking.k8s.io/v1/namespaces/berth-web/networkpolicies?"
+            )
+        );
+        assert_eq!(body["metadata"]["name"], "berth-web");
+        assert_eq!(body["spec"]["podSelector"], json!({}));
+        send.send_response(ok(201, body));
         // A Deployment left by a crash mid-deploy: 409, then deleted and made again.
         let (m, p, body, send) = next(&mut h).await;
         assert_eq!(
@@ -113,9 +132,10 @@ async fn apply_replaces_a_leftover_and_orders_its_writes() {
         let pod = &body["spec"]["template"]["spec"];
         assert_eq!(pod["containers"][0]["image"], "ghcr.io/acme/api@sha256:aa");
         assert_eq!(
-            pod["containers"][0]["resources"]["limits"],
-            json!({"memory": "256Mi", "cpu": "500m"})
+            pod["containers"][0]["resources"],
+            json!({"requests": {"memory": "256Mi", "cpu": "500m"}, "limits": {"memory": "256Mi", "cpu": "500m"}})
         );
+        assert_eq!(pod["hostUsers"], false);
         assert_eq!(pod["imagePullSecrets"], json!([{"name": "berth-d1"}]));
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
         assert_eq!(
@@ -149,26 +169,93 @@ async fn apply_replaces_a_leftover_and_orders_its_writes() {
         assert_eq!(body, json!({"spec": {"replicas": 1}}));
         send.send_response(ok(200, json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "berth-d1"}})));
     });
-    let placed = k.apply(&workload()).await.unwrap();
+    let applied = k.apply(&workload()).await.unwrap();
     assert_eq!(
-        placed,
-        Placed {
-            namespace: "berth-web".into(),
-            name: "berth-d1".into()
+        applied,
+        Applied {
+            placed: Placed {
+                namespace: "berth-web".into(),
+                name: "berth-d1".into()
+            },
+            user_namespace: UserNamespace::Own,
         }
     );
     server.await.unwrap();
+}
+
+/// Answers a deploy's namespace and NetworkPolicy as created.
+async fn namespace_and_policy_created(h: &mut Mock) {
+    for _ in 0..2 {
+        let (m, _, body, send) = next(h).await;
+        assert_eq!(m, "POST");
+        send.send_response(ok(201, body));
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_host_users_is_told() {
+    let (k, mut h) = cluster();
+    let server = tokio::spawn(async move {
+        namespace_and_policy_created(&mut h).await;
+        // An API server that does not know the field stores the pod without it.
+        let (_, _, body, send) = next(&mut h).await;
+        let mut stored = body.clone();
+        stored["spec"]["template"]["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("hostUsers");
+        stored["metadata"]["uid"] = json!("uid-1");
+        send.send_response(ok(201, stored));
+        for _ in 0..2 {
+            let (_, _, body, send) = next(&mut h).await;
+            send.send_response(ok(200, body));
+        }
+    });
+    let applied = k.apply(&workload()).await.unwrap();
+    server.await.unwrap();
+    assert_eq!(applied.user_namespace, UserNamespace::Dropped);
+}
+
+#[tokio::test]
+async fn a_namespace_someone_else_made_is_not_used() {
+    let (k, mut h) = cluster();
+    let server = tokio::spawn(async move {
+        let (_, _, _, send) = next(&mut h).await;
+        send.send_response(status(
+            409,
+            "AlreadyExists",
+            "namespaces \"berth-web\" already exists",
+        ));
+        let (m, _, _, send) = next(&mut h).await;
+        assert_eq!(m, "GET");
+        send.send_response(ok(
+            200,
+            json!({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": "berth-web", "labels": {"kubernetes.io/metadata.name": "berth-web"}}}),
+        ));
+        // Nothing more: the mock fails the test on any further request.
+        assert!(h.next_request().await.is_none());
+    });
+    let e = k.apply(&workload()).await.unwrap_err();
+    drop(k);
+    server.await.unwrap();
+    assert!(matches!(e, KubeError::NotBerths { .. }), "{e}");
+    let message = e.to_string();
+    for want in [
+        "namespace berth-web exists and is not berth's for project web",
+        "app.kubernetes.io/managed-by=berth berth.dev/project=web",
+        "it has kubernetes.io/metadata.name=berth-web",
+        "kubectl label namespace berth-web",
+    ] {
+        assert!(message.contains(want), "{want} not in {message}");
+    }
 }
 
 #[tokio::test]
 async fn a_forbidden_create_is_said_as_the_api_server_said_it() {
     let (k, mut h) = cluster();
     let server = tokio::spawn(async move {
-        let (_, _, _, send) = next(&mut h).await;
-        send.send_response(ok(
-            201,
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "berth-web"}}),
-        ));
+        namespace_and_policy_created(&mut h).await;
         let (_, _, _, send) = next(&mut h).await;
         send.send_response(status(403, "Forbidden", "deployments.apps is forbidden: User \"system:serviceaccount:berth:berth\" cannot create resource \"deployments\" in API group \"apps\" in the namespace \"berth-web\""));
     });

@@ -212,7 +212,10 @@ pub struct FileRuntime {
     pub kubeconfig: Option<PathBuf>,
     /// One namespace for every project's workloads (default: `berth-<project>`).
     pub namespace: Option<String>,
+    /// `hostUsers: false` on pods (default: true).
     pub user_namespaces: Option<bool>,
+    /// CIDRs a project's pods may reach besides the public internet.
+    pub egress_allow: Option<StringOrList>,
 }
 
 /// `[credentials]`: the background checks of stored credentials.
@@ -312,6 +315,8 @@ pub enum ConfigError {
     AdvertiseUrl(String),
     #[error("container limits: {0}")]
     Containers(String),
+    #[error("the Kubernetes runtime: {0}")]
+    Kubernetes(String),
 }
 
 /// What flags and env gave (already merged by clap: a flag beats its env variable).
@@ -344,7 +349,9 @@ pub struct Overrides {
     pub runtime: Option<String>,
     pub kubeconfig: Option<PathBuf>,
     pub kubernetes_namespace: Option<String>,
-    pub kubernetes_user_namespaces: bool,
+    pub kubernetes_user_namespaces: Option<bool>,
+    /// Comma-separated CIDRs.
+    pub kubernetes_egress_allow: Option<String>,
 }
 
 impl FileConfig {
@@ -506,9 +513,21 @@ impl Config {
                     Some(ns) => berth_kubernetes::Namespaces::Fixed(ns),
                     None => berth_kubernetes::Namespaces::PerProject,
                 },
-                user_namespaces: o.kubernetes_user_namespaces
-                    || file.runtime.user_namespaces.unwrap_or(false),
+                user_namespaces: o
+                    .kubernetes_user_namespaces
+                    .or(file.runtime.user_namespaces)
+                    .unwrap_or(true),
                 progress_deadline_s: (deploys.deadline.as_secs().clamp(10, 3600) as i32) - 5,
+                // The same defaults runc's sandbox gives a container.
+                default_resources: berth_kubernetes::Resources {
+                    memory_mb: sandbox.memory_bytes >> 20,
+                    cpu_millis: (sandbox.cpus * 1000.0).round() as u64,
+                },
+                egress_allow: cidrs(
+                    &o.kubernetes_egress_allow
+                        .or(file.runtime.egress_allow.map(|s| s.joined()))
+                        .unwrap_or_default(),
+                )?,
             }),
             Some(other) => {
                 return Err(ConfigError::Containers(format!(
@@ -530,6 +549,11 @@ impl Config {
             runtime,
         })
     }
+}
+
+fn cidrs(list: &str) -> Result<Vec<berth_kubernetes::IpNet>, ConfigError> {
+    berth_kubernetes::parse_cidrs(list)
+        .map_err(|e| ConfigError::Kubernetes(format!("--kubernetes-egress-allow: {e}")))
 }
 
 #[cfg(test)]
@@ -573,6 +597,71 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+
+    #[test]
+    fn kubernetes_gets_the_container_defaults_and_user_namespaces_unless_off() {
+        let kube = |o: Overrides, file: &str| {
+            let c = Config::resolve(
+                Overrides {
+                    data_dir: Some("/d".into()),
+                    runtime: Some("kubernetes".into()),
+                    ..o
+                },
+                toml::from_str(file).unwrap(),
+            );
+            match c.map(|c| c.runtime) {
+                Ok(RuntimeChoice::Kubernetes(s)) => Ok(s),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let s = kube(Overrides::default(), "").unwrap();
+        assert!(s.user_namespaces);
+        assert_eq!(
+            s.default_resources,
+            berth_kubernetes::Resources {
+                memory_mb: 512,
+                cpu_millis: 1000
+            }
+        );
+        assert!(s.egress_allow.is_empty());
+        let s = kube(
+            Overrides {
+                container_memory_mb: Some(300),
+                container_cpus: Some(0.25),
+                kubernetes_user_namespaces: Some(false),
+                kubernetes_egress_allow: Some("10.20.0.0/16, 169.254.20.10".into()),
+                ..Default::default()
+            },
+            "[runtime]\nuser_namespaces = true\negress_allow = [\"192.168.1.0/24\"]",
+        )
+        .unwrap();
+        assert!(!s.user_namespaces, "the flag beats the file");
+        assert_eq!(
+            s.default_resources,
+            berth_kubernetes::Resources {
+                memory_mb: 300,
+                cpu_millis: 250
+            }
+        );
+        let allowed: Vec<String> = s.egress_allow.iter().map(|c| c.to_string()).collect();
+        assert_eq!(allowed, ["10.20.0.0/16", "169.254.20.10/32"]);
+        let s = kube(
+            Overrides::default(),
+            "[runtime]\negress_allow = \"192.168.1.0/24\"",
+        )
+        .unwrap();
+        assert_eq!(s.egress_allow.len(), 1);
+        let e = kube(
+            Overrides {
+                kubernetes_egress_allow: Some("harbor.internal".into()),
+                ..Default::default()
+            },
+            "",
+        )
+        .unwrap_err();
+        assert!(e.contains("--kubernetes-egress-allow"), "{e}");
     }
 
     #[test]

@@ -5,7 +5,11 @@
 //! pull Secret it owns, then scales it; the fake kubelet pulls only with that
 //! Secret. A redeploy replaces the old Deployment once the new one is available;
 //! a kubelet's 401, a crash loop and a missing tag fail with their own codes and
-//! leave nothing on the cluster; terminating deletes everything.
+//! leave nothing on the cluster; terminating deletes everything. Around the
+//! pod, what runc's sandbox gives: the server's memory and CPU, a user
+//! namespace (and a warning when the API server drops it), the project's
+//! NetworkPolicy; a namespace someone else made is not used, and a project's
+//! name too long for one is hashed to fit.
 //!
 //! `the_same_on_a_real_cluster` runs the scenario on the cluster named by
 //! `BERTH_TEST_KUBECONFIG`, where one is configured (one whose nodes can pull
@@ -26,6 +30,40 @@ fn on_cluster(cfg: &mut berth_server::Config, kubeconfig: std::path::PathBuf) {
         kubeconfig: Some(kubeconfig),
         ..Default::default()
     });
+}
+
+/// The server's container defaults, other than the built-in ones so that a
+/// test tells them apart.
+const DEFAULTS: berth_kubernetes::Resources = berth_kubernetes::Resources {
+    memory_mb: 384,
+    cpu_millis: 750,
+};
+
+/// A server on `kube`, and alice with project `project` and its service `api`
+/// on the token registry.
+async fn on_fake_cluster(
+    kube: &FakeKube,
+    registry: &Registry,
+    dir: &std::path::Path,
+    project: &str,
+) -> (Server, Client) {
+    let url = registry.url();
+    let mut cfg = config(dir, Db::Sqlite, &url, None);
+    cfg.runtime = berth_server::RuntimeChoice::Kubernetes(berth_kubernetes::Settings {
+        kubeconfig: Some(kube.kubeconfig()),
+        default_resources: DEFAULTS,
+        egress_allow: berth_kubernetes::parse_cidrs("10.20.0.0/16").unwrap(),
+        ..Default::default()
+    });
+    let server = Server::start(cfg).await;
+    let alice = server.admin().new_user("alice").await;
+    let (s, v) = alice.post("/v1/projects", json!({"name": project})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = alice
+        .post(&format!("/v1/projects/{project}/services"), json!({"name": "api", "image": "team/app:v1", "registry": registry_body(&url, "ci", PASSWORD)}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    (server, alice)
 }
 
 async fn deploy(alice: &Client, service: &str) -> Value {
@@ -81,6 +119,9 @@ async fn deployments_run_on_the_cluster_with_a_pull_secret_they_own() {
         "berth"
     );
     assert_eq!(ns["metadata"]["labels"]["berth.dev/project"], "web");
+    assert!(kube
+        .get("networkpolicies", "berth-web", "berth-web")
+        .is_some());
     // The Deployment: the digest berth resolved, the pull Secret, the sandbox.
     let dep = kube
         .get("deployments", "berth-web", &name)
@@ -131,6 +172,10 @@ async fn deployments_run_on_the_cluster_with_a_pull_secret_they_own() {
         writes,
         vec![
             ("POST".into(), "/api/v1/namespaces".into()),
+            (
+                "POST".into(),
+                "/apis/networking.k8s.io/v1/namespaces/berth-web/networkpolicies".into()
+            ),
             (
                 "POST".into(),
                 "/apis/apps/v1/namespaces/berth-web/deployments".into()
@@ -281,6 +326,178 @@ async fn deployments_run_on_the_cluster_with_a_pull_secret_they_own() {
     for form in &forms {
         assert!(!logs.contains(form.as_str()), "{form} is in the logs");
     }
+    server.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pods_get_the_servers_defaults_a_user_namespace_and_a_network_policy() {
+    let registry = Registry::start();
+    let kube = FakeKube::start(Kubelet::Run);
+    let dir = tempfile::tempdir().unwrap();
+    let (server, alice) = on_fake_cluster(&kube, &registry, dir.path(), "web").await;
+
+    let d = deploy(&alice, "api").await;
+    assert_eq!(d["status"], "DEPLOYED", "{d}");
+    let id = d["id"].as_str().unwrap();
+    let dep = kube
+        .get("deployments", "berth-web", &format!("berth-{id}"))
+        .expect("the Deployment");
+    let pod = &dep["spec"]["template"]["spec"];
+    // The service sets no resources: the server's defaults, requested and
+    // limited alike.
+    let amounts = json!({"memory": "384Mi", "cpu": "750m"});
+    assert_eq!(
+        pod["containers"][0]["resources"],
+        json!({"requests": amounts, "limits": amounts})
+    );
+    assert_eq!(pod["hostUsers"], false);
+    let sc = &pod["containers"][0]["securityContext"];
+    assert_eq!(
+        sc["capabilities"],
+        json!({"drop": ["ALL"], "add": ["AUDIT_WRITE", "KILL", "NET_BIND_SERVICE"]})
+    );
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    let log = infra_log(&alice, "api", id).await;
+    for want in [
+        "resources (requests and limits): 384 MiB of memory (the server's default), 750m CPU (the server's default)",
+        "processes: the node's limit (the kubelet's podPidsLimit)",
+        "NetworkPolicy berth-web in namespace berth-web",
+        "to 10.20.0.0/16 (--kubernetes-egress-allow)",
+        "the pod has a user namespace of its own (hostUsers: false)",
+    ] {
+        assert!(log.contains(want), "{want} not in:\n{log}");
+    }
+    assert!(!log.contains("warning"), "{log}");
+
+    // The project's NetworkPolicy, exactly: its own pods in, and out only to
+    // them, the cluster's DNS, public addresses and what the operator allows.
+    let policies = kube.names("networkpolicies", "berth-web");
+    assert_eq!(policies, vec!["berth-web".to_owned()]);
+    let policy = kube
+        .get("networkpolicies", "berth-web", "berth-web")
+        .unwrap();
+    assert_eq!(
+        policy["metadata"]["labels"],
+        json!({"app.kubernetes.io/managed-by": "berth", "berth.dev/project": "web"})
+    );
+    assert_eq!(
+        policy["spec"],
+        json!({
+            "podSelector": {},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [{"podSelector": {}}]}],
+            "egress": [
+                {"to": [{"podSelector": {}}]},
+                {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}],
+                 "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+                {"to": [
+                    {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16"]}},
+                    {"ipBlock": {"cidr": "::/0", "except": ["fc00::/7", "fe80::/10"]}},
+                ]},
+                {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]},
+            ],
+        })
+    );
+
+    // An API server that does not know hostUsers drops it: the deploy goes on,
+    // and its log says what that means.
+    kube.drop_host_users(true);
+    let d2 = deploy(&alice, "api").await;
+    assert_eq!(d2["status"], "DEPLOYED", "{d2}");
+    let id2 = d2["id"].as_str().unwrap();
+    let dep2 = kube
+        .get("deployments", "berth-web", &format!("berth-{id2}"))
+        .unwrap();
+    assert!(dep2["spec"]["template"]["spec"]["hostUsers"].is_null());
+    let log2 = infra_log(&alice, "api", id2).await;
+    assert!(
+        log2.contains("warning: the API server dropped hostUsers: false"),
+        "{log2}"
+    );
+    // The second deploy found the policy as it wants it: not written again.
+    let policy_writes = kube
+        .requests()
+        .iter()
+        .filter(|(m, p, _)| m != "GET" && p.contains("networkpolicies"))
+        .count();
+    assert_eq!(policy_writes, 2, "a POST each, the second a 409");
+    server.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_namespace_is_berths_for_the_project_and_fits() {
+    let registry = Registry::start();
+    let kube = FakeKube::start(Kubelet::Run);
+    // Someone else's namespace where berth would make the project's.
+    kube.create_namespace(
+        "berth-web",
+        json!({"kubernetes.io/metadata.name": "berth-web", "team": "payments"}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (server, alice) = on_fake_cluster(&kube, &registry, dir.path(), "web").await;
+    let d = deploy(&alice, "api").await;
+    assert_eq!(
+        (d["status"].as_str(), d["failure_code"].as_str()),
+        (Some("FAILED"), Some("runtime_error")),
+        "{d}"
+    );
+    let message = d["failure_message"].as_str().unwrap_or_default();
+    for want in [
+        "namespace berth-web exists and is not berth's for project web",
+        "app.kubernetes.io/managed-by=berth berth.dev/project=web",
+        "team=payments",
+        "kubectl label namespace berth-web",
+    ] {
+        assert!(message.contains(want), "{want} not in {d}");
+    }
+    // Nothing was made, nor deleted, in it.
+    let writes: Vec<_> = kube
+        .requests()
+        .into_iter()
+        .filter(|(m, p, _)| m != "GET" && p.contains("/namespaces/berth-web/"))
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    for resource in ["deployments", "secrets", "networkpolicies", "pods"] {
+        assert!(kube.names(resource, "berth-web").is_empty(), "{resource}");
+    }
+    let id = d["id"].as_str().unwrap();
+    let log = infra_log(&alice, "api", id).await;
+    assert!(log.contains("is not berth's for project web"), "{log}");
+
+    // Labelled as the message says, it is the project's.
+    kube.create_namespace(
+        "berth-web",
+        json!({"app.kubernetes.io/managed-by": "berth", "berth.dev/project": "web"}),
+    );
+    let d = deploy(&alice, "api").await;
+    assert_eq!(d["status"], "DEPLOYED", "{d}");
+
+    // A project whose name makes `berth-<name>` longer than a namespace name
+    // may be: what fits and a hash (the fake refuses what a real API server
+    // refuses, 422 for a name over 63 characters).
+    let long = "l".repeat(63);
+    let (s, v) = alice.post("/v1/projects", json!({"name": long})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = alice
+        .post(&format!("/v1/projects/{long}/services"), json!({"name": "api", "image": "team/app:v1", "registry": registry_body(&registry.url(), "ci", PASSWORD)}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let path = start_deploy(&alice, &long, "api").await;
+    let d = wait_for_end(&alice, &path).await;
+    assert_eq!(d["status"], "DEPLOYED", "{d}");
+    let ns = berth_kubernetes::berth_project(&long);
+    assert_eq!(ns.len(), 63, "{ns}");
+    assert!(
+        ns.starts_with(&format!("berth-{}-", "l".repeat(46))),
+        "{ns}"
+    );
+    let made = kube
+        .get("namespaces", "", &ns)
+        .expect("the hashed namespace");
+    assert_eq!(made["metadata"]["labels"]["berth.dev/project"], long);
+    assert!(kube.get("networkpolicies", &ns, &ns).is_some());
+    assert_eq!(kube.names("deployments", &ns).len(), 1);
     server.running.stop().await;
 }
 

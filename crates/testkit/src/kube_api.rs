@@ -4,7 +4,11 @@
 //! `resourceVersion`s and `generation`s, 409 `AlreadyExists` and 404 `NotFound`
 //! as `Status` objects, JSON merge patches, label and field selectors on lists,
 //! and the owner-reference cascade when a Deployment is deleted (its pods, and
-//! the Secrets that name it as owner). Its "kubelet" turns a scaled-up
+//! the Secrets that name it as owner). NetworkPolicies are kept and listed as
+//! given; namespaces keep their labels, and a test may make one first, as
+//! someone else would have. Set to act as an API server before 1.33
+//! ([`FakeKube::drop_host_users`]), it stores pods without `hostUsers`, as such
+//! a server drops a field it does not know. Its "kubelet" turns a scaled-up
 //! Deployment into a pod whose status is written exactly as a kubelet reports
 //! one (the shapes of real clusters' JSON), as the test's [`Kubelet`] says:
 //! running, a pull that succeeds only with the right pull Secret, a crash loop.
@@ -55,6 +59,9 @@ struct Shared {
     kubelet: Mutex<Kubelet>,
     /// RBAC that does not let berth create objects: 403 on every create.
     forbidden: std::sync::atomic::AtomicBool,
+    /// An API server that does not know `hostUsers` (before 1.33, or the
+    /// UserNamespacesSupport feature off): it drops the field from what it stores.
+    drops_host_users: std::sync::atomic::AtomicBool,
 }
 
 pub struct FakeKube {
@@ -69,6 +76,7 @@ impl FakeKube {
             world: Mutex::new(World::default()),
             kubelet: Mutex::new(kubelet),
             forbidden: Default::default(),
+            drops_host_users: Default::default(),
         });
         let state = shared.clone();
         let server = FakeServer::start(move |_| {
@@ -86,6 +94,14 @@ impl FakeKube {
                 )
                 .route(
                     "/apis/apps/v1/namespaces/{ns}/{resource}/{name}",
+                    get(read).put(replace).patch(patch).delete(delete),
+                )
+                .route(
+                    "/apis/networking.k8s.io/v1/namespaces/{ns}/{resource}",
+                    get(list).post(create),
+                )
+                .route(
+                    "/apis/networking.k8s.io/v1/namespaces/{ns}/{resource}/{name}",
                     get(read).put(replace).patch(patch).delete(delete),
                 )
                 .layer(axum::middleware::from_fn_with_state(state.clone(), record))
@@ -120,11 +136,31 @@ impl FakeKube {
             .store(forbid, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Acts as an API server that does not know `hostUsers`: Deployments (and
+    /// so their pods) are stored without it.
+    pub fn drop_host_users(&self, drop: bool) {
+        self.shared
+            .drops_host_users
+            .store(drop, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Makes namespace `name` with these labels, as someone other than berth
+    /// would (an operator, another tool).
+    pub fn create_namespace(&self, name: &str, labels: Value) {
+        let mut w = self.shared.world.lock().unwrap();
+        let mut ns = json!({"apiVersion": "v1", "kind": "Namespace",
+                            "metadata": {"name": name, "labels": labels}, "status": {"phase": "Active"}});
+        w.stamp(&mut ns, "");
+        w.objects
+            .insert(("namespaces".into(), String::new(), name.into()), ns);
+    }
+
     pub fn set_kubelet(&self, k: Kubelet) {
         *self.shared.kubelet.lock().unwrap() = k;
     }
 
-    /// The object of `resource` (`deployments`, `secrets`, `pods`, `namespaces`).
+    /// The object of `resource` (`deployments`, `secrets`, `pods`, `namespaces`,
+    /// `networkpolicies`).
     pub fn get(&self, resource: &str, ns: &str, name: &str) -> Option<Value> {
         let w = self.shared.world.lock().unwrap();
         w.objects
@@ -189,12 +225,48 @@ fn not_found(resource: &str, name: &str) -> Response {
     )
 }
 
+/// The API server's validation of what berth makes from people's names: a
+/// namespace's name is a DNS-1123 label, and label values are at most 63
+/// characters that start and end with a letter or digit (422, worded as the
+/// API server words it).
+fn invalid(kind: &str, obj: &Value, dns_label_name: bool) -> Option<String> {
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if dns_label_name {
+        if name.len() > 63 {
+            return Some(format!("{kind} \"{name}\" is invalid: metadata.name: Invalid value: \"{name}\": must be no more than 63 characters"));
+        }
+        let ok = alnum(name.chars().next())
+            && alnum(name.chars().last())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !ok {
+            return Some(format!("{kind} \"{name}\" is invalid: metadata.name: Invalid value: \"{name}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"));
+        }
+    }
+    for (k, v) in obj["metadata"]["labels"].as_object().into_iter().flatten() {
+        let v = v.as_str().unwrap_or_default();
+        let ok = v.is_empty()
+            || (v.len() <= 63
+                && alnum(v.chars().next())
+                && alnum(v.chars().last())
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+        if !ok {
+            return Some(format!("{kind} \"{name}\" is invalid: metadata.labels: Invalid value: \"{v}\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (label {k})"));
+        }
+    }
+    None
+}
+
 fn kind_of(resource: &str) -> (&'static str, &'static str) {
     match resource {
         "deployments" => ("apps/v1", "Deployment"),
         "secrets" => ("v1", "Secret"),
         "pods" => ("v1", "Pod"),
         "events" => ("v1", "Event"),
+        "networkpolicies" => ("networking.k8s.io/v1", "NetworkPolicy"),
         _ => ("v1", "Namespace"),
     }
 }
@@ -246,6 +318,9 @@ async fn create_cluster(State(s): State<Arc<Shared>>, Json(mut obj): Json<Value>
         .as_str()
         .unwrap_or_default()
         .to_owned();
+    if let Some(why) = invalid("Namespace", &obj, true) {
+        return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", why);
+    }
     let mut w = s.world.lock().unwrap();
     let key = ("namespaces".to_owned(), String::new(), name.clone());
     if w.objects.contains_key(&key) {
@@ -403,6 +478,9 @@ async fn create(
             format!("{resource}{group} is forbidden: User \"system:serviceaccount:berth:berth\" cannot create resource \"{resource}\" in API group \"{api_group}\" in the namespace \"{ns}\""),
         );
     }
+    if let Some(why) = invalid(kind_of(&resource).1, &obj, false) {
+        return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", why);
+    }
     let created = {
         let mut w = s.world.lock().unwrap();
         if !w.has_namespace(&ns) {
@@ -420,6 +498,7 @@ async fn create(
         if resource == "deployments" {
             obj["metadata"]["generation"] = json!(1);
             obj["status"] = json!({});
+            unknown_fields(&s, &mut obj);
         }
         w.objects.insert(key, obj.clone());
         obj
@@ -468,9 +547,21 @@ async fn replace(
     }
     obj["metadata"]["uid"] = old["metadata"]["uid"].clone();
     obj["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
+    if resource == "deployments" {
+        unknown_fields(&s, &mut obj);
+    }
     w.stamp(&mut obj, &ns);
     w.objects.insert(key, obj.clone());
     Json(obj).into_response()
+}
+
+/// What an API server that does not know a field does with it: drops it.
+fn unknown_fields(s: &Shared, deployment: &mut Value) {
+    if s.drops_host_users.load(std::sync::atomic::Ordering::SeqCst) {
+        if let Some(pod) = deployment["spec"]["template"]["spec"].as_object_mut() {
+            pod.remove("hostUsers");
+        }
+    }
 }
 
 /// RFC 7386: objects merge, `null` deletes, anything else replaces.
@@ -511,6 +602,9 @@ async fn patch(
         };
         let spec_before = obj["spec"].clone();
         merge(&mut obj, &p);
+        if resource == "deployments" {
+            unknown_fields(&s, &mut obj);
+        }
         if resource == "deployments" && obj["spec"] != spec_before {
             let g = obj["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
             obj["metadata"]["generation"] = json!(g);

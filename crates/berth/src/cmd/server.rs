@@ -104,9 +104,20 @@ pub struct Args {
     /// [default: berth-<project>, created with labels]
     #[arg(long, env = "BERTH_KUBERNETES_NAMESPACE")]
     kubernetes_namespace: Option<String>,
-    /// Run pods in user namespaces (hostUsers: false; Kubernetes 1.33+)
-    #[arg(long, env = "BERTH_KUBERNETES_USER_NAMESPACES")]
-    kubernetes_user_namespaces: bool,
+    /// Run pods in user namespaces (hostUsers: false; Kubernetes 1.33+);
+    /// =false for clusters whose runtime cannot [default: true]
+    #[arg(
+        long,
+        env = "BERTH_KUBERNETES_USER_NAMESPACES",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    kubernetes_user_namespaces: Option<bool>,
+    /// CIDRs a project's pods may reach besides the public internet
+    /// (kubernetes runtime; comma-separated) [default: none]
+    #[arg(long, env = "BERTH_KUBERNETES_EGRESS_ALLOW")]
+    kubernetes_egress_allow: Option<String>,
 }
 
 impl Args {
@@ -149,6 +160,7 @@ impl Args {
                 kubeconfig: self.kubeconfig.clone(),
                 kubernetes_namespace: self.kubernetes_namespace.clone(),
                 kubernetes_user_namespaces: self.kubernetes_user_namespaces,
+                kubernetes_egress_allow: self.kubernetes_egress_allow.clone(),
             },
             file,
         )

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_kubernetes::{Placed, PullCredentials, Verdict, Workload};
+use berth_kubernetes::{KubeError, Placed, PullCredentials, UserNamespace, Verdict, Workload};
 use berth_registry::{Code, Credentials, Target};
 use berth_store::{Deployment, DeploymentId, RestartPolicy, Service, ServiceStatus, Store};
 use berth_types::Digest;
@@ -45,6 +45,14 @@ impl Deployer {
         std::fs::write(dir.join(PLACED), text.to_string())?;
         locked(&self.on_cluster).insert(id.clone());
         Ok(())
+    }
+
+    /// Forgets where deployment `id` was to be placed, deleting nothing: for a
+    /// deploy refused before anything was created (a namespace not berth's,
+    /// where berth must not even delete).
+    fn forget_placed(&self, id: &DeploymentId) {
+        let _ = std::fs::remove_file(self.root.join(id.as_str()).join(PLACED));
+        locked(&self.on_cluster).remove(id);
     }
 
     /// Deletes deployment `id`'s Deployment (its pods and pull Secret go with it).
@@ -122,6 +130,51 @@ fn pull_key(target: &Target) -> String {
     } else {
         target.registry.authority()
     }
+}
+
+/// What the deployment's log says of the sandbox around the pod before it is
+/// created: its memory and CPU and where they come from, the processes limit
+/// (the node's: Kubernetes has no per-pod one) and the NetworkPolicy.
+fn isolation_lines(
+    cluster: &berth_kubernetes::Kubernetes,
+    workload: &Workload<'_>,
+    service: &Service,
+    placed: &Placed,
+) -> Vec<String> {
+    let r = cluster.resources(workload);
+    let whose = |own: bool| {
+        if own {
+            "the service's"
+        } else {
+            "the server's default"
+        }
+    };
+    let pids = match service.resources.pids {
+        Some(n) => format!("the service's limit of {n} is not applied"),
+        None => "--container-pids is runc's only".to_owned(),
+    };
+    let allowed = &cluster.settings().egress_allow;
+    let allowed = if allowed.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = allowed.iter().map(|c| c.to_string()).collect();
+        format!(", and to {} (--kubernetes-egress-allow)", list.join(", "))
+    };
+    vec![
+        format!(
+            "resources (requests and limits): {} MiB of memory ({}), {}m CPU ({})",
+            r.memory_mb,
+            whose(workload.memory_mb.is_some()),
+            r.cpu_millis,
+            whose(workload.cpu_millis.is_some()),
+        ),
+        format!("processes: the node's limit (the kubelet's podPidsLimit); Kubernetes has no per-pod one, so {pids}"),
+        format!(
+            "NetworkPolicy {} in namespace {}: ingress only from the project's pods; egress to them, to the cluster's DNS and to public addresses only{allowed}",
+            berth_kubernetes::berth_project(workload.project),
+            placed.namespace
+        ),
+    ]
 }
 
 fn failure(code: &str, message: String) -> Failure {
@@ -220,10 +273,28 @@ pub(super) async fn run(
             }
         ),
     );
-    if let Err(e) = cluster.apply(&workload).await {
-        w.deployer.stop_on_cluster(&d.id).await;
-        return Err(Failure::runtime(e.to_string()).at(resolved));
+    for line in isolation_lines(cluster, &workload, service, &placed) {
+        log::append(log, &line);
     }
+    let applied = match cluster.apply(&workload).await {
+        Ok(a) => a,
+        Err(e @ KubeError::NotBerths { .. }) => {
+            w.deployer.forget_placed(&d.id);
+            return Err(Failure::runtime(e.to_string()).at(resolved));
+        }
+        Err(e) => {
+            w.deployer.stop_on_cluster(&d.id).await;
+            return Err(Failure::runtime(e.to_string()).at(resolved));
+        }
+    };
+    log::append(
+        log,
+        match applied.user_namespace {
+            UserNamespace::Own => "the pod has a user namespace of its own (hostUsers: false): root in it is not root on the node",
+            UserNamespace::Dropped => "warning: the API server dropped hostUsers: false (Kubernetes before 1.33, or its UserNamespacesSupport feature off): the pod shares the node's user namespace, and root in it is root on the node",
+            UserNamespace::NotAsked => "user namespaces are off (--kubernetes-user-namespaces=false): root in the pod is root on the node",
+        },
+    );
     // Read again whenever the Deployment or its pods change (watched), and at
     // least every few seconds (a watch may end or miss).
     let mut changes = cluster.changes(&placed).await.ok();
