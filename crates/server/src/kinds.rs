@@ -88,103 +88,22 @@ pub fn resolve(
     kept: Option<Kept>,
     project_id: &str,
 ) -> Result<Resolved, KindError> {
-    let kind = match &given.kind {
-        Some(k) => k
-            .parse::<CredentialKind>()
-            .map_err(|e| KindError::new("invalid_kind", e.to_string()))?,
-        None if given.json_key.is_some() => CredentialKind::Gcp,
-        None if given.aws.given() => CredentialKind::Ecr,
-        None => kept.as_ref().map(|k| k.kind).unwrap_or_else(|| {
-            match CredentialKind::for_host(&url.authority()) {
-                // A pasted `aws ecr get-login-password` token (user AWS) stays what it
-                // is: a user name and a password.
-                CredentialKind::Ecr => CredentialKind::Basic,
-                k => k,
-            }
-        }),
-    };
+    let kind = kind_of(url, &given, kept.as_ref())?;
+    let kept = kept_for(kind, &given, kept)?;
     let missing = |what: &str| {
         KindError::new(
             "missing_field",
             format!("{what} is required for {} credentials", kind.as_str()),
         )
     };
-    let new_secret = given.password.is_some() || given.json_key.is_some() || given.aws.given();
-    // What is stored is kept only as the kind it was saved as.
-    let kept = match kept {
-        Some(k) if !new_secret && k.kind != kind => {
-            return Err(KindError::new(
-                "password_required",
-                format!(
-                    "the kind changed from {} to {}: give the {} credentials' secret again (a stored secret is kept only as the kind it was saved as)",
-                    k.kind.as_str(),
-                    kind.as_str(),
-                    kind.as_str()
-                ),
-            ))
-        }
-        // A new secret of another kind: nothing of the stored one is merged in.
-        Some(k) if k.kind != kind => None,
-        other => other,
-    };
-    // The region of stored ECR credentials, kept when new keys do not name one.
-    let kept_region = kept
-        .as_ref()
-        .filter(|k| k.kind == CredentialKind::Ecr)
-        .and_then(|k| berth_vault::ecr::EcrSource::from_secret(&k.password))
-        .map(|s| s.region().to_owned());
     match kind {
         CredentialKind::Ecr if given.aws.role_arn.is_some() || given.aws.external_id.is_some() => {
-            let aws = given.aws;
-            if aws.access_key_id.is_some() || aws.secret_access_key.is_some() {
-                return Err(KindError::new(
-                    "invalid_credentials",
-                    "give either AWS keys (aws_access_key_id and aws_secret_access_key) or a role to assume (role_arn), not both",
-                ));
-            }
-            let role_arn = aws.role_arn.ok_or_else(|| missing("role_arn"))?;
-            if !is_role_arn(&role_arn) {
-                return Err(KindError::new(
-                    "invalid_credentials",
-                    format!("role_arn {role_arn:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"),
-                ));
-            }
-            let external_id = berth_vault::ecr::external_id(project_id);
-            if aws.external_id.as_ref().is_some_and(|e| *e != external_id) {
-                return Err(KindError::new(
-                    "invalid_credentials",
-                    format!("the external id is set by berth for each project, so that no other project can assume your role: this project's is {external_id}; require it in the role's trust policy and leave external_id out (or give that value)"),
-                ));
-            }
-            let source = berth_vault::ecr::EcrSource::Role(berth_vault::ecr::AwsRole {
-                aws_region: region(url, aws.region, kept_region)?,
-                role_arn: role_arn.clone(),
-            });
-            Ok(Resolved {
-                kind,
-                username: role_arn,
-                password: source.to_secret(),
-            })
+            let region = region(url, given.aws.region.clone(), kept_region(&kept))?;
+            ecr_role(given.aws, region, project_id, missing)
         }
         CredentialKind::Ecr if given.aws.given() => {
-            let aws = given.aws;
-            let keys = berth_vault::ecr::AwsKeys {
-                aws_access_key_id: aws
-                    .access_key_id
-                    .ok_or_else(|| missing("aws_access_key_id"))?,
-                aws_secret_access_key: aws
-                    .secret_access_key
-                    .ok_or_else(|| missing("aws_secret_access_key"))?
-                    .expose_secret()
-                    .to_owned(),
-                aws_session_token: aws.session_token.map(|t| t.expose_secret().to_owned()),
-                aws_region: region(url, aws.region, kept_region)?,
-            };
-            Ok(Resolved {
-                kind,
-                username: keys.aws_access_key_id.clone(),
-                password: berth_vault::ecr::EcrSource::Keys(keys).to_secret(),
-            })
+            let region = region(url, given.aws.region.clone(), kept_region(&kept))?;
+            ecr_keys(given.aws, region, missing)
         }
         // A password is never taken as ECR keys or a role: the client would choose
         // what berth unseals and mints with.
@@ -203,33 +122,7 @@ pub fn resolve(
             }),
             None => Err(missing("aws_access_key_id and aws_secret_access_key (or role_arn)")),
         },
-        CredentialKind::Gcp if given.json_key.is_some() => {
-            let key = given
-                .json_key
-                .unwrap_or_else(|| SecretString::from(String::new()));
-            check_gcp_key(key.expose_secret())
-                .map_err(|m| KindError::new("invalid_credentials", m))?;
-            // `_json_key_base64` when the user asks for it, as Google documents.
-            match given.username.as_deref() {
-                Some("_json_key_base64") => Ok(Resolved {
-                    kind,
-                    username: "_json_key_base64".into(),
-                    password: SecretString::from(
-                        base64::engine::general_purpose::STANDARD
-                            .encode(key.expose_secret().as_bytes()),
-                    ),
-                }),
-                None | Some("_json_key") => Ok(Resolved {
-                    kind,
-                    username: "_json_key".into(),
-                    password: key,
-                }),
-                Some(other) => Err(KindError::new(
-                    "invalid_credentials",
-                    format!("with a json_key the username is _json_key or _json_key_base64, not {other:?}"),
-                )),
-            }
-        }
+        CredentialKind::Gcp if given.json_key.is_some() => gcp_key(given),
         _ => {
             let (kept_username, kept_password) = match kept {
                 Some(k) => (Some(k.username), Some(k.password)),
@@ -247,6 +140,153 @@ pub fn resolve(
                     .ok_or_else(|| missing("password"))?,
             })
         }
+    }
+}
+
+/// The kind given, else the one the fields say, else the stored one, else the host's.
+fn kind_of(
+    url: &RegistryUrl,
+    given: &Given,
+    kept: Option<&Kept>,
+) -> Result<CredentialKind, KindError> {
+    Ok(match &given.kind {
+        Some(k) => k
+            .parse::<CredentialKind>()
+            .map_err(|e| KindError::new("invalid_kind", e.to_string()))?,
+        None if given.json_key.is_some() => CredentialKind::Gcp,
+        None if given.aws.given() => CredentialKind::Ecr,
+        None => kept.map(|k| k.kind).unwrap_or_else(|| {
+            match CredentialKind::for_host(&url.authority()) {
+                // A pasted `aws ecr get-login-password` token (user AWS) stays what it
+                // is: a user name and a password.
+                CredentialKind::Ecr => CredentialKind::Basic,
+                k => k,
+            }
+        }),
+    })
+}
+
+/// What is stored is kept only as the kind it was saved as: without a new secret,
+/// another kind is refused; with one, nothing of the stored one is merged in.
+fn kept_for(
+    kind: CredentialKind,
+    given: &Given,
+    kept: Option<Kept>,
+) -> Result<Option<Kept>, KindError> {
+    let new_secret = given.password.is_some() || given.json_key.is_some() || given.aws.given();
+    match kept {
+        Some(k) if !new_secret && k.kind != kind => Err(KindError::new(
+            "password_required",
+            format!(
+                "the kind changed from {} to {}: give the {} credentials' secret again (a stored secret is kept only as the kind it was saved as)",
+                k.kind.as_str(),
+                kind.as_str(),
+                kind.as_str()
+            ),
+        )),
+        Some(k) if k.kind != kind => Ok(None),
+        other => Ok(other),
+    }
+}
+
+/// The region of stored ECR credentials, kept when new ones do not name one.
+fn kept_region(kept: &Option<Kept>) -> Option<String> {
+    kept.as_ref()
+        .filter(|k| k.kind == CredentialKind::Ecr)
+        .and_then(|k| berth_vault::ecr::EcrSource::from_secret(&k.password))
+        .map(|s| s.region().to_owned())
+}
+
+/// `ecr` through a role of the user's, assumed with the project's external id.
+fn ecr_role(
+    aws: Aws,
+    aws_region: String,
+    project_id: &str,
+    missing: impl Fn(&str) -> KindError,
+) -> Result<Resolved, KindError> {
+    if aws.access_key_id.is_some() || aws.secret_access_key.is_some() {
+        return Err(KindError::new(
+            "invalid_credentials",
+            "give either AWS keys (aws_access_key_id and aws_secret_access_key) or a role to assume (role_arn), not both",
+        ));
+    }
+    let role_arn = aws.role_arn.ok_or_else(|| missing("role_arn"))?;
+    if !is_role_arn(&role_arn) {
+        return Err(KindError::new(
+            "invalid_credentials",
+            format!(
+                "role_arn {role_arn:?} is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+            ),
+        ));
+    }
+    let external_id = berth_vault::ecr::external_id(project_id);
+    if aws.external_id.as_ref().is_some_and(|e| *e != external_id) {
+        return Err(KindError::new(
+            "invalid_credentials",
+            format!("the external id is set by berth for each project, so that no other project can assume your role: this project's is {external_id}; require it in the role's trust policy and leave external_id out (or give that value)"),
+        ));
+    }
+    let source = berth_vault::ecr::EcrSource::Role(berth_vault::ecr::AwsRole {
+        aws_region,
+        role_arn: role_arn.clone(),
+    });
+    Ok(Resolved {
+        kind: CredentialKind::Ecr,
+        username: role_arn,
+        password: source.to_secret(),
+    })
+}
+
+/// `ecr` from the user's AWS keys.
+fn ecr_keys(
+    aws: Aws,
+    aws_region: String,
+    missing: impl Fn(&str) -> KindError,
+) -> Result<Resolved, KindError> {
+    let keys = berth_vault::ecr::AwsKeys {
+        aws_access_key_id: aws
+            .access_key_id
+            .ok_or_else(|| missing("aws_access_key_id"))?,
+        aws_secret_access_key: aws
+            .secret_access_key
+            .ok_or_else(|| missing("aws_secret_access_key"))?
+            .expose_secret()
+            .to_owned(),
+        aws_session_token: aws.session_token.map(|t| t.expose_secret().to_owned()),
+        aws_region,
+    };
+    Ok(Resolved {
+        kind: CredentialKind::Ecr,
+        username: keys.aws_access_key_id.clone(),
+        password: berth_vault::ecr::EcrSource::Keys(keys).to_secret(),
+    })
+}
+
+/// `gcp` from a service account key, checked before any request; sent as
+/// `_json_key`, or `_json_key_base64` when the user asks for it, as Google documents.
+fn gcp_key(given: Given) -> Result<Resolved, KindError> {
+    let key = given
+        .json_key
+        .unwrap_or_else(|| SecretString::from(String::new()));
+    check_gcp_key(key.expose_secret()).map_err(|m| KindError::new("invalid_credentials", m))?;
+    let kind = CredentialKind::Gcp;
+    match given.username.as_deref() {
+        Some("_json_key_base64") => Ok(Resolved {
+            kind,
+            username: "_json_key_base64".into(),
+            password: SecretString::from(
+                base64::engine::general_purpose::STANDARD.encode(key.expose_secret().as_bytes()),
+            ),
+        }),
+        None | Some("_json_key") => Ok(Resolved {
+            kind,
+            username: "_json_key".into(),
+            password: key,
+        }),
+        Some(other) => Err(KindError::new(
+            "invalid_credentials",
+            format!("with a json_key the username is _json_key or _json_key_base64, not {other:?}"),
+        )),
     }
 }
 
