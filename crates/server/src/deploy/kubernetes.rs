@@ -18,7 +18,7 @@ use berth_store::{Deployment, DeploymentId, RestartPolicy, Service, ServiceStatu
 use berth_types::Digest;
 
 use super::failure::Failure;
-use super::worker::Worker;
+use super::Worker;
 use super::{locked, log, Deployer};
 
 const PLACED: &str = "kubernetes.json";

@@ -41,7 +41,19 @@ use berth_store::{Deployment, DeploymentId, LiveDeployment, NewAudit, Store, Sto
 
 use crate::config::DeployLimits;
 
-pub use worker::{stale_before, Worker};
+pub use worker::stale_before;
+
+/// What the worker and each deploy need, and nothing of the HTTP edge. Defined
+/// here, beside the `Deployer`, so that one deploy (`run`, `kubernetes`) takes it
+/// without importing the loop that runs deploys (`worker`, its `impl`).
+#[derive(Clone)]
+pub struct Worker {
+    pub store: Arc<dyn Store>,
+    pub vault: Arc<dyn crate::secrets::Vault>,
+    pub registry: Arc<berth_registry::Registry>,
+    pub deployer: Arc<Deployer>,
+    pub limits: DeployLimits,
+}
 
 /// Grace between SIGTERM and SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);

@@ -18,7 +18,7 @@ use berth_store::{Deployment, Service, ServiceStatus};
 use berth_types::{mask_username, Digest};
 
 use super::failure::Failure;
-use super::worker::Worker;
+use super::Worker;
 use super::{container_id, locked, log};
 
 /// The deploy's observer of the registry steps: one log line each.

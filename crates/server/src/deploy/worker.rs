@@ -7,13 +7,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_registry::{Code, Registry};
-use berth_store::{Busy, Deployment, Outcome, Store};
+use berth_registry::Code;
+use berth_store::{Busy, Deployment, Outcome};
 
 use super::failure::Failure;
-use super::{locked, log, run, Deployer};
-use crate::config::DeployLimits;
-use crate::secrets::Vault;
+use super::{locked, log, run, Worker};
 
 /// A worker proves it still runs its `DEPLOYING` deployment this often...
 const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -29,16 +27,6 @@ const TERMINATED_POLL: Duration = Duration::from_millis(500);
 /// The cutoff for `DeploymentQueue::repair_deployments`: now minus [`STALE`].
 pub fn stale_before() -> String {
     berth_store::stamp(chrono::Utc::now() - STALE)
-}
-
-/// What a worker needs, and nothing of the HTTP edge.
-#[derive(Clone)]
-pub struct Worker {
-    pub store: Arc<dyn Store>,
-    pub vault: Arc<dyn Vault>,
-    pub registry: Arc<Registry>,
-    pub deployer: Arc<Deployer>,
-    pub limits: DeployLimits,
 }
 
 impl Worker {
