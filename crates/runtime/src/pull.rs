@@ -225,6 +225,52 @@ fn invalid(e: impl std::fmt::Display) -> PullError {
     PullError::Invalid(e.to_string())
 }
 
+/// The blobs a manifest names, typed once: its config first, then its layers,
+/// lowest first, each with its declared size.
+fn blobs_of(m: &ImageManifest) -> Result<Vec<(Digest, u64)>, PullError> {
+    std::iter::once(m.config())
+        .chain(m.layers())
+        .map(|d| Ok((d.digest().to_string().parse().map_err(invalid)?, d.size())))
+        .collect()
+}
+
+/// Refuses a config declared over its cap, before a byte is downloaded.
+fn check_config(m: &ImageManifest, caps: Caps) -> Result<(), PullError> {
+    if m.config().size() > caps.config_bytes {
+        return Err(PullError::Rejected(format!(
+            "its config is declared {} bytes, over the {} byte cap",
+            m.config().size(),
+            caps.config_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses an image whose config or a layer is declared over its cap.
+fn check_declared(m: &ImageManifest, caps: Caps) -> Result<(), PullError> {
+    check_config(m, caps)?;
+    match m
+        .layers()
+        .iter()
+        .enumerate()
+        .find(|(_, l)| l.size() > caps.layer_bytes)
+    {
+        Some((i, l)) => Err(PullError::Rejected(format!(
+            "layer {i} ({}) is declared {} bytes, over the {} byte cap per layer",
+            l.digest(),
+            l.size(),
+            caps.layer_bytes
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The config blob `digest` read from the cache.
+fn read_config(cache: &BlobCache, digest: &Digest) -> Result<ImageConfiguration, PullError> {
+    let bytes = std::fs::read(cache.path(digest)).map_err(CacheError::from)?;
+    serde_json::from_slice(&bytes).map_err(invalid)
+}
+
 /// Streams one blob into the cache unless it is there already; `feed` (if any)
 /// passes the bytes on to a reader as they land.
 /// Where a pull's blobs come from, and on what terms: the cache (used only with a
@@ -458,31 +504,25 @@ pub async fn config(
     progress: &Progress,
 ) -> Result<ImageConfiguration, PullError> {
     let m = &platform.manifest;
-    if m.config().size() > terms.caps.config_bytes {
-        return Err(PullError::Rejected(format!(
-            "its config is declared {} bytes, over the {} byte cap",
-            m.config().size(),
-            terms.caps.config_bytes
-        )));
-    }
-    let digest: Digest = m.config().digest().to_string().parse().map_err(invalid)?;
-    progress.start(&[(digest.clone(), m.config().size())]);
+    check_config(m, terms.caps)?;
+    let (digest, size) = blobs_of(m)?.swap_remove(0);
+    progress.start(&[(digest.clone(), size)]);
     let src = Source {
         cache,
         access,
         terms,
     };
+    let dest = Dest::Cache(None);
     let blob = fetch(
         opened.session.fork(),
         src,
         digest,
-        m.config().size(),
+        size,
         (progress, 0),
-        Dest::Cache(None),
+        dest,
     )
     .await?;
-    let bytes = std::fs::read(cache.path(&blob.digest)).map_err(CacheError::from)?;
-    serde_json::from_slice(&bytes).map_err(invalid)
+    read_config(cache, &blob.digest)
 }
 
 /// Pulls the image `opened` resolved (its host platform's manifest `platform`)
@@ -499,114 +539,81 @@ pub async fn pull(
     images: &ImageStore,
     progress: &Progress,
 ) -> Result<Pulled, PullError> {
-    let digest = &opened.resolved.digest;
+    let requested = &opened.resolved.digest;
     let s = &mut opened.session;
-    let (manifest_digest, m) = (platform.digest.clone(), &platform.manifest);
-    let caps = terms.caps;
-    // Refused from what the manifest declares, before a byte is downloaded.
-    if m.config().size() > caps.config_bytes {
-        return Err(PullError::Rejected(format!(
-            "its config is declared {} bytes, over the {} byte cap",
-            m.config().size(),
-            caps.config_bytes
-        )));
-    }
-    if let Some((i, l)) = m
-        .layers()
-        .iter()
-        .enumerate()
-        .find(|(_, l)| l.size() > caps.layer_bytes)
-    {
-        return Err(PullError::Rejected(format!(
-            "layer {i} ({}) is declared {} bytes, over the {} byte cap per layer",
-            l.digest(),
-            l.size(),
-            caps.layer_bytes
-        )));
-    }
-    if let Some(layers) = images.ready(&manifest_digest) {
-        let src = Source {
-            cache,
-            access,
-            terms,
-        };
-        let config_digest: Digest = m.config().digest().to_string().parse().map_err(invalid)?;
-        let mut all = vec![(config_digest, m.config().size())];
-        for l in m.layers() {
-            all.push((l.digest().to_string().parse().map_err(invalid)?, l.size()));
-        }
-        progress.start(&all);
-        // Every blob the image is made of, at once: proven at a place it came from,
-        // or downloaded and hashed (a layer's bytes then dropped: it is unpacked).
-        // (Futures made first, as in `unpack_all`.)
-        let fetches: Vec<_> = all
-            .iter()
-            .enumerate()
-            .map(|(i, (d, size))| {
-                let dest = if i == 0 {
-                    Dest::Cache(None)
-                } else {
-                    Dest::Unpacked
-                };
-                fetch(s.fork(), src, d.clone(), *size, (progress, i), dest)
-            })
-            .collect();
-        let blobs: Vec<Fetched> = stream::iter(fetches)
-            .buffered(PARALLEL_DOWNLOADS)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<_, _>>()?;
+    let (manifest, m) = (platform.digest.clone(), &platform.manifest);
+    check_declared(m, terms.caps)?;
+    let blobs = blobs_of(m)?;
+    let src = Source {
+        cache,
+        access,
+        terms,
+    };
+    if let Some(layers) = images.ready(&manifest) {
+        let fetched = reuse_unpacked(s, src, &blobs, progress).await?;
         images
-            .add_request(&manifest_digest, digest)
+            .add_request(&manifest, requested)
             .map_err(CacheError::from)?;
-        let config_bytes = std::fs::read(cache.path(&blobs[0].digest)).map_err(CacheError::from)?;
-        let config: ImageConfiguration = serde_json::from_slice(&config_bytes).map_err(invalid)?;
         return Ok(Pulled {
-            manifest: manifest_digest,
-            config,
-            blobs,
+            config: read_config(cache, &fetched[0].digest)?,
+            manifest,
+            blobs: fetched,
             unpack_took: Duration::ZERO,
             layers,
             reused: true,
         });
     }
-    let (config, blobs, unpack_took) = match unpack_all(
-        s,
-        m,
-        Source {
-            cache,
-            access,
-            terms,
-        },
-        images,
-        progress,
-    )
-    .await
+    let (config, fetched, unpack_took) = match unpack_all(s, m, &blobs, src, images, progress).await
     {
         Ok(r) => r,
         Err(e) => {
-            images.discard(&manifest_digest);
+            images.discard(&manifest);
             return Err(e);
         }
     };
-    let made_of = blobs.iter().map(|b| b.digest.clone()).collect();
-    let layer_blobs = m
-        .layers()
-        .iter()
-        .map(|l| l.digest().to_string().parse::<Digest>().map_err(invalid))
-        .collect::<Result<Vec<_>, _>>()?;
+    let made_of = fetched.iter().map(|b| b.digest.clone()).collect();
+    let layer_blobs = blobs.into_iter().skip(1).map(|(d, _)| d).collect();
     let layers = images
-        .complete(&manifest_digest, digest, made_of, layer_blobs)
+        .complete(&manifest, requested, made_of, layer_blobs)
         .map_err(CacheError::from)?;
     Ok(Pulled {
-        manifest: manifest_digest,
+        manifest,
         config,
-        blobs,
+        blobs: fetched,
         unpack_took,
         layers,
         reused: false,
     })
+}
+
+/// An image unpacked already: every blob it is made of, at once, proven at a place
+/// it came from, or downloaded and hashed (a layer's bytes then dropped: it is
+/// unpacked); the config kept in the cache.
+async fn reuse_unpacked(
+    s: &Session<'_>,
+    src: Source<'_>,
+    blobs: &[(Digest, u64)],
+    progress: &Progress,
+) -> Result<Vec<Fetched>, PullError> {
+    progress.start(blobs);
+    // (Futures made first, as in `unpack_all`.)
+    let fetches: Vec<_> = blobs
+        .iter()
+        .enumerate()
+        .map(|(i, (d, size))| {
+            let dest = match i {
+                0 => Dest::Cache(None),
+                _ => Dest::Unpacked,
+            };
+            fetch(s.fork(), src, d.clone(), *size, (progress, i), dest)
+        })
+        .collect();
+    stream::iter(fetches)
+        .buffered(PARALLEL_DOWNLOADS)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
 }
 
 type Unpacked = (ImageConfiguration, Vec<Fetched>, Duration);
@@ -614,20 +621,12 @@ type Unpacked = (ImageConfiguration, Vec<Fetched>, Duration);
 async fn unpack_all(
     s: &mut Session<'_>,
     m: &ImageManifest,
+    blobs: &[(Digest, u64)],
     src: Source<'_>,
     images: &ImageStore,
     progress: &Progress,
 ) -> Result<Unpacked, PullError> {
-    let mut wanted = vec![(m.config().digest().to_string(), m.config().size())];
-    wanted.extend(
-        m.layers()
-            .iter()
-            .map(|l| (l.digest().to_string(), l.size())),
-    );
-    let jobs = wanted
-        .into_iter()
-        .map(|(d, size)| Ok::<_, PullError>((d.parse::<Digest>().map_err(invalid)?, size)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let jobs = blobs.to_vec();
     progress.start(&jobs);
     // The config first (small, kept in the cache), checked to be an image config.
     let (config_digest, config_size) = jobs[0].clone();
@@ -640,9 +639,7 @@ async fn unpack_all(
         Dest::Cache(None),
     )
     .await?;
-    let config_bytes =
-        std::fs::read(src.cache.path(&config_blob.digest)).map_err(CacheError::from)?;
-    let config: ImageConfiguration = serde_json::from_slice(&config_bytes).map_err(invalid)?;
+    let config = read_config(src.cache, &config_blob.digest)?;
     if config.rootfs().diff_ids().len() != m.layers().len() {
         return Err(invalid("the config's diff_ids do not match the layers"));
     }
