@@ -378,7 +378,6 @@ async fn fetch(
         access,
         terms,
     } = src;
-    let stall = terms.stall;
     let here = matches!(dest, Dest::Unpacked) || cache.contains(&digest);
     // Not a byte of the copy here is used before the registry proved that it
     // serves this blob to this project, at a place the bytes came from.
@@ -409,30 +408,63 @@ async fn fetch(
             })
         }
     };
-    // A connection that drops mid-blob is resumed where it broke (`Range`), into
-    // the same writer, whose hash simply goes on; a registry that went away is
-    // tried again (with a growing delay) until it comes back or no byte came for
-    // the stall timeout.
+    download(
+        &mut s,
+        &digest,
+        size,
+        terms.stall,
+        (progress, index),
+        &mut w,
+    )
+    .await?;
+    let size = w.written();
+    w.commit().await?;
+    progress.update(index, size, BlobState::Downloaded);
+    access
+        .downloaded(&s, cache, &digest)
+        .map_err(CacheError::from)?;
+    Ok(Fetched {
+        digest,
+        size,
+        took: Some(started.elapsed()),
+    })
+}
+
+/// Streams blob `digest` into `w`. A connection that drops mid-blob is resumed
+/// where it broke (`Range`), into the same writer, whose hash simply goes on; a
+/// registry that went away is tried again (with a growing delay) until it comes
+/// back or no byte came for the stall timeout.
+async fn download(
+    s: &mut Session<'_>,
+    digest: &Digest,
+    size: u64,
+    stall: Duration,
+    (progress, index): (&Progress, usize),
+    w: &mut Writing,
+) -> Result<(), PullError> {
+    let stalled = |received: u64, cause: Option<String>, s: &Session<'_>| {
+        PullError::Stalled(Box::new(Stall {
+            digest: digest.clone(),
+            received,
+            size,
+            registry: s.target().registry.to_string(),
+            stall,
+            cause,
+        }))
+    };
     let mut last_byte = Instant::now();
     let mut tries = 0u32;
     let mut cause: Option<String> = None;
     'download: loop {
         if tries > 0 {
             if last_byte.elapsed() >= stall {
-                return Err(PullError::Stalled(Box::new(Stall {
-                    digest,
-                    received: w.written(),
-                    size,
-                    registry: s.target().registry.to_string(),
-                    stall,
-                    cause,
-                })));
+                return Err(stalled(w.written(), cause, s));
             }
             let delay = Duration::from_millis(100 << tries.min(5)).min(MAX_RESUME_DELAY);
             tokio::time::sleep(delay.min(stall.saturating_sub(last_byte.elapsed()))).await;
         }
         tries += 1;
-        let (mut resp, mut skip) = match blob::open_at(&mut s, &digest, w.written()).await {
+        let (mut resp, mut skip) = match blob::open_at(s, digest, w.written()).await {
             Ok(opened) => opened,
             Err(e @ (RegistryError::Network(_) | RegistryError::Timeout)) if w.written() > 0 => {
                 tracing::debug!(%digest, at = w.written(), error = %e, "the registry does not answer; trying again");
@@ -442,22 +474,12 @@ async fn fetch(
             Err(e) => return Err(e.into()),
         };
         loop {
-            let next = match tokio::time::timeout(stall, resp.chunk()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    return Err(PullError::Stalled(Box::new(Stall {
-                        digest,
-                        received: w.written(),
-                        size,
-                        registry: s.target().registry.to_string(),
-                        stall,
-                        cause: None,
-                    })))
-                }
+            let Ok(next) = tokio::time::timeout(stall, resp.chunk()).await else {
+                return Err(stalled(w.written(), None, s));
             };
             let chunk = match next {
                 Ok(Some(c)) => c,
-                Ok(None) => break 'download,
+                Ok(None) => return Ok(()),
                 Err(e) => {
                     tracing::debug!(%digest, at = w.written(), error = %e, "resuming the download");
                     cause = Some(e.to_string());
@@ -480,17 +502,6 @@ async fn fetch(
             }
         }
     }
-    let size = w.written();
-    w.commit().await?;
-    progress.update(index, size, BlobState::Downloaded);
-    access
-        .downloaded(&s, cache, &digest)
-        .map_err(CacheError::from)?;
-    Ok(Fetched {
-        digest,
-        size,
-        took: Some(started.elapsed()),
-    })
 }
 
 /// Only the image's config (its user, entrypoint...), into `cache` like any
