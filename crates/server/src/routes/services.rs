@@ -289,33 +289,20 @@ pub async fn create(
                 None,
                 m.project.id.as_str(),
             )?;
-            let stored_password = given.password.clone();
-            let passed = match crate::kinds::registry_credentials(
-                given.kind,
-                given.username.clone(),
-                given.password,
+            let passed = preflight_resolved(
+                &state,
+                &caller,
+                (&registry_url, &image),
+                &given,
                 m.project.id.as_str(),
+                body.save_without_verifying,
             )
-            .await
-            {
-                Ok(creds) => {
-                    verify(
-                        &state,
-                        &caller,
-                        &registry_url,
-                        &image,
-                        creds,
-                        body.save_without_verifying,
-                    )
-                    .await?
-                }
-                Err(e) => refused_mint(&state, &caller, &e, body.save_without_verifying).await?,
-            };
+            .await?;
             metadata["preflight"] = json!(outcome(passed));
             metadata["registry_url"] = json!(registry_url.to_string());
             let secret = state
                 .secrets
-                .put(&m.project.id, &id, &stored_password)
+                .put(&m.project.id, &id, &given.password)
                 .await?;
             metadata["kind"] = json!(given.kind.as_str());
             Some(NewCredential {
@@ -408,41 +395,12 @@ pub async fn put_registry(
         return Err(ApiError::service_terminated());
     }
     let stored = service.credential.as_ref();
-    let stored_before = stored.cloned();
-    let registry_url = match (&body.registry_url, stored) {
-        (Some(u), _) => parse_registry_url(u)?,
-        (None, Some(c)) => c.registry_url.clone(),
-        (None, None) => {
-            return Err(ApiError::bad_request(
-                "missing_field",
-                "registry_url is required: the service has no registry credentials yet",
-            ))
-        }
-    };
+    let registry_url = merged_registry_url(body.registry_url.as_deref(), stored)?;
     let new_image = body.image.as_deref().map(parse_image).transpose()?;
     let image = new_image.clone().unwrap_or_else(|| service.image.clone());
     let aws = aws_given!(body);
     let password_given = body.password.is_some() || body.json_key.is_some() || aws.given();
-    let same_registry = stored.is_some_and(|c| c.registry_url == registry_url);
-    if !password_given && stored.is_some() && !same_registry {
-        return Err(ApiError::bad_request(
-            "password_required",
-            "the registry URL changed: give the password again (a stored password is only sent to the registry it was saved for)",
-        ));
-    }
-    // The stored credential, unsealed only for this registry: kept when no new
-    // secret is given (as its own kind only), or for the region of new ECR keys.
-    let kept = match stored {
-        Some(c) if same_registry => Some(crate::kinds::Kept {
-            kind: c.kind,
-            username: c.username.clone(),
-            password: state
-                .secrets
-                .get(&m.project.id, &service.id, &c.secret)
-                .await?,
-        }),
-        _ => None,
-    };
+    let kept = kept_credential(&state, &service, &registry_url, password_given).await?;
     let resolved = crate::kinds::resolve(
         &registry_url,
         crate::kinds::Given {
@@ -455,46 +413,27 @@ pub async fn put_registry(
         kept,
         m.project.id.as_str(),
     )?;
-    let username = resolved.username.clone();
-    let resolved_kind = resolved.kind;
-    let stored_password = resolved.password.clone();
-    let passed = match crate::kinds::registry_credentials(
-        resolved.kind,
-        resolved.username,
-        resolved.password,
+    let passed = preflight_resolved(
+        &state,
+        &caller,
+        (&registry_url, &image),
+        &resolved,
         m.project.id.as_str(),
+        body.save_without_verifying,
     )
-    .await
-    {
-        Ok(creds) => {
-            verify(
-                &state,
-                &caller,
-                &registry_url,
-                &image,
-                creds,
-                body.save_without_verifying,
-            )
-            .await?
-        }
-        Err(e) => refused_mint(&state, &caller, &e, body.save_without_verifying).await?,
-    };
-    let mut changed = Vec::new();
-    if body.registry_url.is_some() {
-        changed.push("registry_url");
-    }
-    if body.username.is_some() {
-        changed.push("username");
-    }
-    if body.image.is_some() {
-        changed.push("image");
-    }
-    if stored.is_none() || password_given {
-        changed.push("password");
-    }
+    .await?;
+    let changed: Vec<&str> = [
+        ("registry_url", body.registry_url.is_some()),
+        ("username", body.username.is_some()),
+        ("image", body.image.is_some()),
+        ("password", stored.is_none() || password_given),
+    ]
+    .into_iter()
+    .filter_map(|(name, yes)| yes.then_some(name))
+    .collect();
     let secret = state
         .secrets
-        .put(&m.project.id, &service.id, &stored_password)
+        .put(&m.project.id, &service.id, &resolved.password)
         .await?;
     let saved = state
         .store
@@ -503,8 +442,8 @@ pub async fn put_registry(
             new_image.as_ref(),
             NewCredential {
                 registry_url: registry_url.clone(),
-                kind: resolved_kind,
-                username,
+                kind: resolved.kind,
+                username: resolved.username,
                 secret: secret.clone(),
                 verified: passed,
             },
@@ -518,7 +457,7 @@ pub async fn put_registry(
     // New credentials prove access anew.
     state.deployer.proofs.forget_project(m.project.id.as_str());
     // The database now points at the new secret: the old one goes.
-    if let Some(old) = stored_before {
+    if let Some(old) = stored {
         if let Err(e) = state.secrets.destroy(&old.secret).await {
             tracing::error!(error = %e, "cannot delete the replaced secret");
         }
@@ -526,23 +465,97 @@ pub async fn put_registry(
     let service = live_service(&state, &m, &s).await?;
     // A rotation: a deployment with the new credentials, which replaces the
     // running one once its container runs (a failed one leaves it running).
-    let deployment = if body.redeploy {
-        let d = super::deployments::queue(
-            &state,
-            &caller,
-            &m.project,
-            &service,
-            json!({"rotation": true}),
-        )
-        .await?;
-        Some(DeploymentView::from(&d))
-    } else {
-        None
+    let deployment = match body.redeploy {
+        true => {
+            let rotation = json!({"rotation": true});
+            let d = super::deployments::queue(&state, &caller, &m.project, &service, rotation);
+            Some(DeploymentView::from(&d.await?))
+        }
+        false => None,
     };
     Ok(Json(RegistrySaved {
         service: ServiceView::from(&service),
         deployment,
     }))
+}
+
+/// The registry URL an update names, else the stored one.
+fn merged_registry_url(
+    given: Option<&str>,
+    stored: Option<&berth_store::Credential>,
+) -> Result<RegistryUrl, ApiError> {
+    match (given, stored) {
+        (Some(u), _) => parse_registry_url(u),
+        (None, Some(c)) => Ok(c.registry_url.clone()),
+        (None, None) => Err(ApiError::bad_request(
+            "missing_field",
+            "registry_url is required: the service has no registry credentials yet",
+        )),
+    }
+}
+
+/// The stored credential, unsealed only for the registry it was saved for: kept
+/// when no new secret is given (as its own kind only), or for the region of new
+/// ECR keys. Another registry without a new secret is refused.
+async fn kept_credential(
+    state: &AppState,
+    service: &Service,
+    registry_url: &RegistryUrl,
+    password_given: bool,
+) -> Result<Option<crate::kinds::Kept>, ApiError> {
+    let Some(c) = &service.credential else {
+        return Ok(None);
+    };
+    if c.registry_url != *registry_url {
+        return match password_given {
+            true => Ok(None),
+            false => Err(ApiError::bad_request(
+                "password_required",
+                "the registry URL changed: give the password again (a stored password is only sent to the registry it was saved for)",
+            )),
+        };
+    }
+    Ok(Some(crate::kinds::Kept {
+        kind: c.kind,
+        username: c.username.clone(),
+        password: state
+            .secrets
+            .get(&service.project_id, &service.id, &c.secret)
+            .await?,
+    }))
+}
+
+/// The preflight of a resolved credential (ECR's minted first): whether it
+/// passed, or was overridden; an error when it failed and may not be saved.
+async fn preflight_resolved(
+    state: &AppState,
+    caller: &User,
+    (registry_url, image): (&RegistryUrl, &ImageRef),
+    resolved: &crate::kinds::Resolved,
+    project_id: &str,
+    save_without_verifying: bool,
+) -> Result<bool, ApiError> {
+    let minted = crate::kinds::registry_credentials(
+        resolved.kind,
+        resolved.username.clone(),
+        resolved.password.clone(),
+        project_id,
+    )
+    .await;
+    match minted {
+        Ok(creds) => {
+            verify(
+                state,
+                caller,
+                registry_url,
+                image,
+                creds,
+                save_without_verifying,
+            )
+            .await
+        }
+        Err(e) => refused_mint(state, caller, &e, save_without_verifying).await,
+    }
 }
 
 /// Removes registry credentials (the secret is deleted); later deploys pull anonymously.
