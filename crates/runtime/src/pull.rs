@@ -637,10 +637,9 @@ async fn unpack_all(
     images: &ImageStore,
     progress: &Progress,
 ) -> Result<Unpacked, PullError> {
-    let jobs = blobs.to_vec();
-    progress.start(&jobs);
+    progress.start(blobs);
     // The config first (small, kept in the cache), checked to be an image config.
-    let (config_digest, config_size) = jobs[0].clone();
+    let (config_digest, config_size) = blobs[0].clone();
     let config_blob = fetch(
         s.fork(),
         src,
@@ -654,118 +653,149 @@ async fn unpack_all(
     if config.rootfs().diff_ids().len() != m.layers().len() {
         return Err(invalid("the config's diff_ids do not match the layers"));
     }
-    // Each layer: unpacked already from this very blob (proven at a place it came
-    // from, or downloaded and hashed, never unpacked again), in the cache from an earlier version of berth (fed
-    // from there), or downloaded through a pipe straight into its unpacker. Every
-    // layer unpacks into a directory of its own as it downloads, all at once.
-    let mut plan = Vec::new();
-    for (i, (digest, size)) in jobs.into_iter().enumerate().skip(1) {
-        let source = if images.layer(&digest).is_some() {
-            LayerSource::Unpacked
-        } else if src.cache.contains(&digest) {
-            LayerSource::Cached(Arc::default())
-        } else {
-            LayerSource::Download(Arc::default())
-        };
-        plan.push((i, digest, size, source));
-    }
-    let session = &*s;
-    let producer = async {
-        // Futures made first, then run a few at once (a closure over borrowed
-        // items would make the future's Send bound higher-ranked, which the
-        // compiler cannot prove for tokio::spawn).
-        let futures: Vec<_> = plan
-            .iter()
-            .map(|(i, digest, size, source)| {
-                let fork = session.fork();
-                async move {
-                    match source {
-                        LayerSource::Unpacked => {
-                            fetch(
-                                fork,
-                                src,
-                                digest.clone(),
-                                *size,
-                                (progress, *i),
-                                Dest::Unpacked,
-                            )
-                            .await
-                        }
-                        LayerSource::Cached(feed) => {
-                            let _end = EndFeeds(std::slice::from_ref(feed));
-                            let dest = Dest::Cache(Some(feed.clone()));
-                            fetch(fork, src, digest.clone(), *size, (progress, *i), dest).await
-                        }
-                        LayerSource::Download(pipe) => {
-                            let dest = Dest::Pipe(pipe.clone());
-                            let r =
-                                fetch(fork, src, digest.clone(), *size, (progress, *i), dest).await;
-                            if let Err(e) = &r {
-                                pipe.end(Err(e.to_string()));
-                            }
-                            r
-                        }
-                    }
-                }
-            })
-            .collect();
-        let mut downloads = stream::iter(futures).buffered(PARALLEL_DOWNLOADS);
-        let mut fetched = vec![config_blob.clone()];
-        let mut failed = None;
-        while let Some(r) = downloads.next().await {
-            match r {
-                Ok(f) => fetched.push(f),
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        drop(downloads);
-        // Whatever happens, no unpacker is left waiting for bytes that will not come.
-        for (_, _, _, source) in &plan {
-            match source {
-                LayerSource::Cached(feed) => feed.end(Err("the download stopped".into())),
-                LayerSource::Download(pipe) => pipe.end(Err("the download stopped".into())),
-                LayerSource::Unpacked => {}
-            }
-        }
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(fetched),
-        }
-    };
-    let consumer = async {
-        let started = Instant::now();
-        let image = Arc::new(unpack::ImageBudget::new(src.terms.caps.image_bytes));
-        let unpacks = plan.iter().map(|(i, digest, _, source)| {
-            let layer = &m.layers()[i - 1];
-            unpack_one(
-                i - 1,
-                layer,
-                digest,
-                source,
-                images,
-                src.terms.caps,
-                image.clone(),
-                progress,
-            )
-        });
-        // Every unpack runs to its end (a failed download ends the others' streams
-        // at once): none is left writing into a directory that is being thrown away.
-        let results = futures_util::future::join_all(unpacks).await;
-        results.into_iter().collect::<Result<Vec<()>, _>>()?;
-        Ok(started.elapsed())
-    };
-    let (fetched, unpacked) = tokio::join!(producer, consumer);
+    let plan = plan_layers(&blobs[1..], images, src.cache);
+    let (fetched, unpacked) = tokio::join!(
+        download_layers(s, src, &plan, progress),
+        unpack_layers(m, &plan, images, src.terms.caps, progress)
+    );
     // The reason, not its echo: a download stopped by its unpacker says why through
     // the unpacker's error, an unpacker stopped by its download through the download's.
     match (fetched, unpacked) {
-        (Ok(fetched), Ok(took)) => Ok((config, fetched, took)),
+        (Ok(layers), Ok(took)) => {
+            let fetched = std::iter::once(config_blob).chain(layers).collect();
+            Ok((config, fetched, took))
+        }
         (Err(PullError::Invalid(m)), Err(e)) if m == UNPACK_STOPPED => Err(e),
         (Err(e), _) => Err(e),
         (Ok(_), Err(e)) => Err(e),
     }
+}
+
+/// One layer of a pull: its place in the progress list (the config is 0), its blob
+/// and where its bytes come from.
+struct Planned {
+    index: usize,
+    digest: Digest,
+    size: u64,
+    source: LayerSource,
+}
+
+/// Each layer: unpacked already from this very blob (proven at a place it came
+/// from, or downloaded and hashed, never unpacked again), in the cache from an
+/// earlier version of berth (fed from there), or downloaded through a pipe straight
+/// into its unpacker.
+fn plan_layers(layers: &[(Digest, u64)], images: &ImageStore, cache: &BlobCache) -> Vec<Planned> {
+    layers
+        .iter()
+        .enumerate()
+        .map(|(i, (digest, size))| Planned {
+            index: i + 1,
+            digest: digest.clone(),
+            size: *size,
+            source: if images.layer(digest).is_some() {
+                LayerSource::Unpacked
+            } else if cache.contains(digest) {
+                LayerSource::Cached(Arc::default())
+            } else {
+                LayerSource::Download(Arc::default())
+            },
+        })
+        .collect()
+}
+
+/// Every layer's bytes, a few downloads at once, into its unpacker (or proven);
+/// whatever happens, no unpacker is left waiting for bytes that will not come.
+async fn download_layers(
+    session: &Session<'_>,
+    src: Source<'_>,
+    plan: &[Planned],
+    progress: &Progress,
+) -> Result<Vec<Fetched>, PullError> {
+    // Futures made first, then run a few at once (a closure over borrowed items
+    // would make the future's Send bound higher-ranked, which the compiler cannot
+    // prove for tokio::spawn).
+    let futures: Vec<_> = plan
+        .iter()
+        .map(|l| {
+            let fork = session.fork();
+            let at = (progress, l.index);
+            async move {
+                match &l.source {
+                    LayerSource::Unpacked => {
+                        fetch(fork, src, l.digest.clone(), l.size, at, Dest::Unpacked).await
+                    }
+                    LayerSource::Cached(feed) => {
+                        let _end = EndFeeds(std::slice::from_ref(feed));
+                        let dest = Dest::Cache(Some(feed.clone()));
+                        fetch(fork, src, l.digest.clone(), l.size, at, dest).await
+                    }
+                    LayerSource::Download(pipe) => {
+                        let dest = Dest::Pipe(pipe.clone());
+                        let r = fetch(fork, src, l.digest.clone(), l.size, at, dest).await;
+                        if let Err(e) = &r {
+                            pipe.end(Err(e.to_string()));
+                        }
+                        r
+                    }
+                }
+            }
+        })
+        .collect();
+    let mut downloads = stream::iter(futures).buffered(PARALLEL_DOWNLOADS);
+    let mut fetched = Vec::new();
+    let mut failed = None;
+    while let Some(r) = downloads.next().await {
+        match r {
+            Ok(f) => fetched.push(f),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    drop(downloads);
+    for l in plan {
+        match &l.source {
+            LayerSource::Cached(feed) => feed.end(Err("the download stopped".into())),
+            LayerSource::Download(pipe) => pipe.end(Err("the download stopped".into())),
+            LayerSource::Unpacked => {}
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(fetched),
+    }
+}
+
+/// Every layer unpacked into a directory of its own as it downloads, all at once;
+/// how long that took.
+async fn unpack_layers(
+    m: &ImageManifest,
+    plan: &[Planned],
+    images: &ImageStore,
+    caps: Caps,
+    progress: &Progress,
+) -> Result<Duration, PullError> {
+    let started = Instant::now();
+    let image = Arc::new(unpack::ImageBudget::new(caps.image_bytes));
+    let unpacks = plan.iter().map(|l| {
+        let i = l.index - 1;
+        unpack_one(
+            i,
+            &m.layers()[i],
+            &l.digest,
+            &l.source,
+            images,
+            caps,
+            image.clone(),
+            progress,
+        )
+    });
+    // Every unpack runs to its end (a failed download ends the others' streams at
+    // once): none is left writing into a directory that is being thrown away.
+    let results = futures_util::future::join_all(unpacks).await;
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    Ok(started.elapsed())
 }
 
 /// Where a layer's bytes come from.
