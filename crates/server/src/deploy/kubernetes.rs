@@ -254,18 +254,36 @@ pub(super) async fn run(
             .cpu_millis
             .and_then(|c| u64::try_from(c).ok()),
     };
-    let placed = cluster.placed(&project, d.id.as_str());
-    // Recorded first: a crash from here on leaves something the next
-    // reconcile finds and deletes.
+    let placed = place(w, d, service, cluster, &workload, log)
+        .await
+        .map_err(|f| f.at(resolved))?;
+    follow_rollout(w, d, cluster, &placed, log)
+        .await
+        .map_err(|f| f.at(resolved))
+}
+
+/// Records the placement (a crash from here on leaves something the next
+/// reconcile finds and deletes), says what is made and how it is isolated, and
+/// applies it.
+async fn place(
+    w: &Worker,
+    d: &Deployment,
+    service: &Service,
+    cluster: &berth_kubernetes::Kubernetes,
+    workload: &Workload<'_>,
+    log: &Path,
+) -> Result<berth_kubernetes::Placed, Failure> {
+    let placed = cluster.placed(workload.project, d.id.as_str());
     w.deployer
         .record_placed(&d.id, &placed)
         .map_err(|e| Failure::runtime(format!("recording the placement: {e}")))?;
     log::append(
         log,
         &format!(
-            "creating Deployment {} in namespace {} with image {image}{}",
+            "creating Deployment {} in namespace {} with image {}{}",
             placed.name,
             placed.namespace,
+            workload.image,
             if workload.pull.is_some() {
                 " and the pull Secret it owns"
             } else {
@@ -273,18 +291,18 @@ pub(super) async fn run(
             }
         ),
     );
-    for line in isolation_lines(cluster, &workload, service, &placed) {
+    for line in isolation_lines(cluster, workload, service, &placed) {
         log::append(log, &line);
     }
-    let applied = match cluster.apply(&workload).await {
+    let applied = match cluster.apply(workload).await {
         Ok(a) => a,
         Err(e @ KubeError::NotBerths { .. }) => {
             w.deployer.forget_placed(&d.id);
-            return Err(Failure::runtime(e.to_string()).at(resolved));
+            return Err(Failure::runtime(e.to_string()));
         }
         Err(e) => {
             w.deployer.stop_on_cluster(&d.id).await;
-            return Err(Failure::runtime(e.to_string()).at(resolved));
+            return Err(Failure::runtime(e.to_string()));
         }
     };
     log::append(
@@ -295,14 +313,26 @@ pub(super) async fn run(
             UserNamespace::NotAsked => "user namespaces are off (--kubernetes-user-namespaces=false): root in the pod is root on the node",
         },
     );
+    Ok(placed)
+}
+
+/// Follows the rollout into the log until the pod is available or it failed (the
+/// objects then deleted).
+async fn follow_rollout(
+    w: &Worker,
+    d: &Deployment,
+    cluster: &berth_kubernetes::Kubernetes,
+    placed: &berth_kubernetes::Placed,
+    log: &Path,
+) -> Result<(), Failure> {
     // Read again whenever the Deployment or its pods change (watched), and at
     // least every few seconds (a watch may end or miss).
-    let mut changes = cluster.changes(&placed).await.ok();
+    let mut changes = cluster.changes(placed).await.ok();
     let mut said: HashSet<String> = HashSet::new();
     let mut waiting = String::new();
     let mut errors: HashMap<String, u32> = HashMap::new();
     loop {
-        let rollout = match cluster.rollout(&placed).await {
+        let rollout = match cluster.rollout(placed).await {
             Ok(r) => r,
             Err(e) => {
                 // The API server may blink; the deploy's deadline bounds this.
@@ -328,7 +358,7 @@ pub(super) async fn run(
             Verdict::Failed { code, message } => {
                 log::append(log, &message);
                 w.deployer.stop_on_cluster(&d.id).await;
-                return Err(failure(code, message).at(resolved));
+                return Err(failure(code, message));
             }
             Verdict::Waiting(what) => {
                 if what != waiting {
@@ -350,7 +380,7 @@ pub(super) async fn run(
             }
         };
         if ended {
-            changes = cluster.changes(&placed).await.ok();
+            changes = cluster.changes(placed).await.ok();
         }
     }
 }
