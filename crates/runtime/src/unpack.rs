@@ -568,45 +568,9 @@ fn apply_entry<R: Read>(entry: &mut tar::Entry<'_, R>, root: &Root) -> Result<()
         return Ok(()); // the root itself ("./")
     };
     let parent = real_dir(&root.dir(&comps[..comps.len() - 1], Create::Missing, &path)?)?;
-    let name_str = name.to_string_lossy();
-
-    // Whiteouts (OCI image spec, "Whiteouts").
-    if name_str == ".wh..wh..opq" {
-        match root.whiteouts {
-            Whiteouts::Apply => clear(&parent)?,
-            Whiteouts::Overlay => {
-                rustix::fs::fsetxattr(
-                    &parent,
-                    "trusted.overlay.opaque",
-                    b"y",
-                    rustix::fs::XattrFlags::empty(),
-                )
-                .map_err(errno)?;
-            }
-        }
+    if apply_whiteout(&parent, &name, &path, root)? {
         return Ok(());
     }
-    if let Some(hidden) = name_str.strip_prefix(".wh.") {
-        if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
-            return Err(refused(&path, "malformed whiteout"));
-        }
-        remove_at(&parent, OsStr::new(hidden))?;
-        if root.whiteouts == Whiteouts::Overlay {
-            rustix::fs::mknodat(&parent, hidden, FileType::CharacterDevice, Mode::empty(), 0)
-                .map_err(errno)?;
-            let r = root.ids.host(0);
-            chownat(
-                &parent,
-                hidden,
-                Some(Uid::from_raw(r)),
-                Some(Gid::from_raw(r)),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(errno)?;
-        }
-        return Ok(());
-    }
-
     let header = entry.header();
     let mode = Mode::from_raw_mode(header.mode().unwrap_or(0o644) & 0o1777); // no setuid/setgid from images
     let owner = (
@@ -614,50 +578,9 @@ fn apply_entry<R: Read>(entry: &mut tar::Entry<'_, R>, root: &Root) -> Result<()
         Some(Gid::from_raw(root.ids.host(header.gid().unwrap_or(0)))),
     );
     match header.entry_type() {
-        tar::EntryType::Directory => {
-            match kind_at(&parent, &name)? {
-                Some(FileType::Directory) => {}
-                Some(_) => {
-                    unlinkat(&parent, &name, AtFlags::empty()).map_err(errno)?;
-                    mkdirat(&parent, &name, mode).map_err(errno)?;
-                }
-                None => mkdirat(&parent, &name, mode).map_err(errno)?,
-            }
-            let d = openat(
-                &parent,
-                &name,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(errno)?;
-            fchmod(&d, mode).map_err(errno)?;
-            fchown(&d, owner.0, owner.1).map_err(errno)?;
-        }
+        tar::EntryType::Directory => make_dir(&parent, &name, mode, owner),
         tar::EntryType::Regular | tar::EntryType::Continuous => {
-            remove_at(&parent, &name)?;
-            let fd = openat(
-                &parent,
-                &name,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                mode,
-            )
-            .map_err(errno)?;
-            // The umask applied at creation: set the image's mode and owner exactly.
-            fchmod(&fd, mode).map_err(errno)?;
-            fchown(&fd, owner.0, owner.1).map_err(errno)?;
-            let file = fs::File::from(fd);
-            if let Some(direct) = &root.direct {
-                direct.copy_to(entry.raw_file_position(), entry.size(), &file)?;
-            } else {
-                // io::copy fills a BufWriter's own buffer directly: 1 MiB writes,
-                // not 8 KiB ones (a 200 MB file is 200 syscalls instead of 25,000).
-                let mut w = io::BufWriter::with_capacity(
-                    (entry.size() as usize).clamp(8 << 10, 1 << 20),
-                    file,
-                );
-                io::copy(entry, &mut w)?;
-                w.flush()?;
-            }
+            write_file(entry, &parent, &name, mode, owner, root)
         }
         tar::EntryType::Symlink => {
             let link = entry
@@ -669,39 +592,155 @@ fn apply_entry<R: Read>(entry: &mut tar::Entry<'_, R>, root: &Root) -> Result<()
             // at run time, and our own writes never pass through a symlink.
             symlinkat(link.as_os_str(), &parent, &name).map_err(errno)?;
             chownat(&parent, &name, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW).map_err(errno)?;
+            Ok(())
         }
         tar::EntryType::Link => {
             let link = entry
                 .link_name()?
                 .ok_or_else(|| refused(&path, "hard link without a target"))?
                 .into_owned();
-            let link_comps = clean(&link)?;
-            let Some(source) = link_comps.last() else {
-                return Err(refused(&path, "hard link to the root"));
-            };
-            let source_dir = root
-                .dir(&link_comps[..link_comps.len() - 1], Create::Nothing, &path)
-                .map_err(|e| match e {
-                    UnpackError::Refused { reason, .. }
-                        if reason != "hard link to a missing file" =>
-                    {
-                        refused(&path, "hard link through a symlink or non-directory")
-                    }
-                    other => other,
-                })?;
-            match kind_at(&source_dir, source)? {
-                None => return Err(refused(&path, "hard link to a missing file")),
-                Some(FileType::Directory) => {
-                    return Err(refused(&path, "hard link to a directory"))
-                }
-                Some(_) => {}
-            }
-            remove_at(&parent, &name)?;
-            linkat(&source_dir, source, &parent, &name, AtFlags::empty()).map_err(errno)?;
+            hard_link(&parent, &name, &link, &path, root)
         }
         // Devices and FIFOs are not created: containers get their /dev from the runtime.
-        _ => {}
+        _ => Ok(()),
     }
+}
+
+type Owner = (Option<Uid>, Option<Gid>);
+
+/// Applies `name` if it is a whiteout (OCI image spec, "Whiteouts"): an opaque
+/// directory, or a removed entry (kept as overlay's own where layers are stacked
+/// by overlay). False when it is no whiteout.
+fn apply_whiteout(
+    parent: &OwnedFd,
+    name: &OsStr,
+    path: &Path,
+    root: &Root,
+) -> Result<bool, UnpackError> {
+    let name_str = name.to_string_lossy();
+    if name_str == ".wh..wh..opq" {
+        match root.whiteouts {
+            Whiteouts::Apply => clear(parent)?,
+            Whiteouts::Overlay => {
+                rustix::fs::fsetxattr(
+                    parent,
+                    "trusted.overlay.opaque",
+                    b"y",
+                    rustix::fs::XattrFlags::empty(),
+                )
+                .map_err(errno)?;
+            }
+        }
+        return Ok(true);
+    }
+    let Some(hidden) = name_str.strip_prefix(".wh.") else {
+        return Ok(false);
+    };
+    if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
+        return Err(refused(path, "malformed whiteout"));
+    }
+    remove_at(parent, OsStr::new(hidden))?;
+    if root.whiteouts == Whiteouts::Overlay {
+        rustix::fs::mknodat(parent, hidden, FileType::CharacterDevice, Mode::empty(), 0)
+            .map_err(errno)?;
+        let r = root.ids.host(0);
+        chownat(
+            parent,
+            hidden,
+            Some(Uid::from_raw(r)),
+            Some(Gid::from_raw(r)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(errno)?;
+    }
+    Ok(true)
+}
+
+/// A directory entry: made (replacing a non-directory), or kept, with the image's
+/// mode and owner.
+fn make_dir(parent: &OwnedFd, name: &OsStr, mode: Mode, owner: Owner) -> Result<(), UnpackError> {
+    match kind_at(parent, name)? {
+        Some(FileType::Directory) => {}
+        Some(_) => {
+            unlinkat(parent, name, AtFlags::empty()).map_err(errno)?;
+            mkdirat(parent, name, mode).map_err(errno)?;
+        }
+        None => mkdirat(parent, name, mode).map_err(errno)?,
+    }
+    let d = openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno)?;
+    fchmod(&d, mode).map_err(errno)?;
+    fchown(&d, owner.0, owner.1).map_err(errno)?;
+    Ok(())
+}
+
+/// A regular file: created afresh (never through a symlink), its bytes copied.
+fn write_file<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    parent: &OwnedFd,
+    name: &OsStr,
+    mode: Mode,
+    owner: Owner,
+    root: &Root,
+) -> Result<(), UnpackError> {
+    remove_at(parent, name)?;
+    let fd = openat(
+        parent,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        mode,
+    )
+    .map_err(errno)?;
+    // The umask applied at creation: set the image's mode and owner exactly.
+    fchmod(&fd, mode).map_err(errno)?;
+    fchown(&fd, owner.0, owner.1).map_err(errno)?;
+    let file = fs::File::from(fd);
+    if let Some(direct) = &root.direct {
+        direct.copy_to(entry.raw_file_position(), entry.size(), &file)?;
+    } else {
+        // io::copy fills a BufWriter's own buffer directly: 1 MiB writes,
+        // not 8 KiB ones (a 200 MB file is 200 syscalls instead of 25,000).
+        let mut w =
+            io::BufWriter::with_capacity((entry.size() as usize).clamp(8 << 10, 1 << 20), file);
+        io::copy(entry, &mut w)?;
+        w.flush()?;
+    }
+    Ok(())
+}
+
+/// A hard link to a file already unpacked in this root, reached without passing
+/// through a symlink; never to a directory or out of the root.
+fn hard_link(
+    parent: &OwnedFd,
+    name: &OsStr,
+    link: &Path,
+    path: &Path,
+    root: &Root,
+) -> Result<(), UnpackError> {
+    let link_comps = clean(link)?;
+    let Some(source) = link_comps.last() else {
+        return Err(refused(path, "hard link to the root"));
+    };
+    let source_dir = root
+        .dir(&link_comps[..link_comps.len() - 1], Create::Nothing, path)
+        .map_err(|e| match e {
+            UnpackError::Refused { reason, .. } if reason != "hard link to a missing file" => {
+                refused(path, "hard link through a symlink or non-directory")
+            }
+            other => other,
+        })?;
+    match kind_at(&source_dir, source)? {
+        None => return Err(refused(path, "hard link to a missing file")),
+        Some(FileType::Directory) => return Err(refused(path, "hard link to a directory")),
+        Some(_) => {}
+    }
+    remove_at(parent, name)?;
+    linkat(&source_dir, source, parent, name, AtFlags::empty()).map_err(errno)?;
     Ok(())
 }
 
