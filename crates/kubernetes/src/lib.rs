@@ -691,7 +691,7 @@ fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
 }
 
 #[cfg(test)]
-mod shapes;
+mod mock_api_tests;
 
 #[cfg(test)]
 mod tests {

@@ -13,7 +13,7 @@ use berth_registry::Registry;
 use berth_store::{now, stamp, Health, NewAudit, ServiceStatus, Store};
 
 use crate::config::CredentialChecks;
-use crate::secrets::Vault;
+use crate::vault::Vault;
 
 /// How long a replica holds a credential it took for a check.
 const HOLD: Duration = Duration::from_secs(300);

@@ -16,10 +16,10 @@ mod logging;
 mod metrics;
 mod openapi;
 mod routes;
-mod secrets;
 mod setup;
 mod state;
 mod tokens;
+mod vault;
 mod views;
 
 pub use config::{

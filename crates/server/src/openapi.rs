@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::OpenApi;
 
 use crate::routes::{
-    audit, credentials, deployments, health, metrics, preflight, projects, services, users,
+    audit, deployments, health, metrics, preflight, project_tokens, projects, services, users,
 };
 
 #[derive(OpenApi)]
@@ -19,10 +19,10 @@ use crate::routes::{
         projects::create,
         projects::list,
         projects::add_member,
-        credentials::create,
-        credentials::list,
-        credentials::revoke,
-        credentials::read,
+        project_tokens::create,
+        project_tokens::list,
+        project_tokens::revoke,
+        project_tokens::read,
         preflight::run,
         services::create,
         services::list,

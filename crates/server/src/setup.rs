@@ -14,9 +14,9 @@ use secrecy::ExposeSecret;
 use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::secrets::Secrets;
 use crate::state::AppState;
 use crate::tokens;
+use crate::vault::SealedVault;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -46,7 +46,7 @@ pub struct Parts {
     pub store: SqlStore,
 }
 
-/// The key file or `BERTH_MASTER_KEY` (KMS is opened by [`Secrets::open`]).
+/// The key file or `BERTH_MASTER_KEY` (KMS is opened by [`SealedVault::open`]).
 fn keyring(config: &Config) -> Result<Keyring, berth_vault::KeyringError> {
     let source = match &config.master_key {
         Some(k) => KeySource::Env { current: k.clone() },
@@ -87,7 +87,8 @@ pub async fn open(config: &Config) -> Result<Parts, SetupError> {
     if db.exists() {
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).map_err(dir_err)?;
     }
-    let secrets = Secrets::open(&config.vault, || keyring(config), Arc::new(store.clone())).await?;
+    let secrets =
+        SealedVault::open(&config.vault, || keyring(config), Arc::new(store.clone())).await?;
     let keys = secrets.keys();
     match store.key_check().await? {
         Some(check) => keys
@@ -300,7 +301,8 @@ pub async fn serve(config: Config) -> Result<(), SetupError> {
 /// Returns (new version, secrets re-sealed).
 pub async fn rotate_master_key(config: &Config) -> Result<(u32, usize), SetupError> {
     let store = SqlStore::connect(&config.database_url).await?;
-    let secrets = Secrets::open(&config.vault, || keyring(config), Arc::new(store.clone())).await?;
+    let secrets =
+        SealedVault::open(&config.vault, || keyring(config), Arc::new(store.clone())).await?;
     let keys = secrets.keys();
     if let Some(check) = store.key_check().await? {
         keys.verify_check_value(&Sealed(check))

@@ -7,7 +7,7 @@ use berth_store::Store;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
-    pub secrets: Arc<crate::secrets::Secrets>,
+    pub secrets: Arc<crate::vault::SealedVault>,
     pub registry: Arc<Registry>,
     pub deployer: Arc<crate::deploy::Deployer>,
     /// The followed log streams open on this replica (capped per user and in all).

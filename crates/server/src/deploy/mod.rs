@@ -49,7 +49,7 @@ pub use worker::stale_before;
 #[derive(Clone)]
 pub struct Worker {
     pub store: Arc<dyn Store>,
-    pub vault: Arc<dyn crate::secrets::Vault>,
+    pub vault: Arc<dyn crate::vault::Vault>,
     pub registry: Arc<berth_registry::Registry>,
     pub deployer: Arc<Deployer>,
     pub limits: DeployLimits,

@@ -1,11 +1,11 @@
 //! One file per resource. [`router`] assembles them.
 
 pub mod audit;
-pub mod credentials;
 pub mod deployments;
 pub mod health;
 pub mod metrics;
 pub mod preflight;
+pub mod project_tokens;
 pub mod projects;
 pub mod services;
 pub mod users;
@@ -30,13 +30,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/projects/{p}/members", post(projects::add_member))
         .route(
             "/v1/projects/{p}/tokens",
-            post(credentials::create).get(credentials::list),
+            post(project_tokens::create).get(project_tokens::list),
         )
         .route(
             "/v1/projects/{p}/tokens/{name}",
-            axum::routing::delete(credentials::revoke),
+            axum::routing::delete(project_tokens::revoke),
         )
-        .route("/v1/registry-credentials", post(credentials::read))
+        .route("/v1/registry-credentials", post(project_tokens::read))
         .route("/v1/preflight", post(preflight::run))
         .route(
             "/v1/projects/{p}/services",

@@ -19,8 +19,8 @@ use utoipa::ToSchema;
 
 use crate::api::{audit_event, membership, parse_slug, ApiError, ApiJson, Caller};
 use crate::routes::preflight;
-use crate::secrets::Vault;
 use crate::state::AppState;
+use crate::vault::Vault;
 use crate::views::{DeploymentView, ServiceView};
 
 #[derive(Deserialize, ToSchema)]

@@ -46,7 +46,7 @@ pub trait Vault: Send + Sync {
     async fn discard(&self, secret: &StoredSecret);
 }
 
-pub struct Secrets {
+pub struct SealedVault {
     keys: Keyring,
     kms: Option<KmsKeys>,
     secrets_manager: Option<SecretsManager>,
@@ -60,7 +60,7 @@ struct KmsKeys {
     seen: Mutex<Vec<u8>>,
 }
 
-impl Secrets {
+impl SealedVault {
     /// Opens the key source (creating the first KMS data key if the database has
     /// none yet) and the secret store.
     pub async fn open(
@@ -92,7 +92,7 @@ impl Secrets {
             ),
             SecretStoreKind::Database => None,
         };
-        Ok(Secrets {
+        Ok(SealedVault {
             keys,
             kms,
             secrets_manager,
@@ -210,7 +210,7 @@ async fn kms_keyring(
 }
 
 #[async_trait]
-impl Vault for Secrets {
+impl Vault for SealedVault {
     async fn put(
         &self,
         project: &ProjectId,

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::{audit_event, membership, parse_slug, require_owner, ApiError, ApiJson, Caller};
-use crate::secrets::Vault;
 use crate::state::AppState;
+use crate::vault::Vault;
 
 /// How long a consumer may keep credentials it read (the kubelet's
 /// `cacheDuration`): short, so that a rotation or a removal reaches it soon.
