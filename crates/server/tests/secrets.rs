@@ -31,6 +31,9 @@ async fn no_secret_in_the_data_dir_or_the_logs() {
     aws.vault.kms_key_id = Some(kms_key);
     aws.vault.secret_store = berth_server::SecretStoreKind::AwsSecretsManager;
     tokens.extend(scenario(aws, &url).await);
+    // Once on PostgreSQL: its own files (tables, WAL) are searched too.
+    let pg_dir = tempfile::tempdir().unwrap();
+    tokens.extend(scenario(config(pg_dir.path(), Db::Postgres, &url, None), &url).await);
     // The cloud kinds: a Google key and ECR keys, saved and deployed with.
     let ecr = berth_testkit::LocalRegistry::htpasswd(&[("AWS", ECR_TOKEN)]);
     berth_testkit::fixtures::busybox(
@@ -54,14 +57,19 @@ async fn no_secret_in_the_data_dir_or_the_logs() {
         "trace logging was on"
     );
     assert!(logs.len() > 1000, "logs were captured");
-    let files: Vec<_> = files_under(dir.path())
-        .into_iter()
-        .chain(files_under(aws_dir.path()))
-        .chain(files_under(cloud_dir.path()))
+    let data_dirs = [dir.path(), aws_dir.path(), cloud_dir.path(), pg_dir.path()];
+    let files: Vec<_> = data_dirs
+        .iter()
+        .flat_map(|d| files_under(d))
+        .chain(files_under(&berth_testkit::Postgres::shared().data_dir()))
         .collect();
     assert!(
         files.iter().any(|f| f.ends_with("berth.db-wal"))
             || files.iter().any(|f| f.ends_with("berth.db"))
+    );
+    assert!(
+        files.iter().any(|f| f.to_string_lossy().contains("pg_wal")),
+        "PostgreSQL's WAL is searched"
     );
     for secret in all_secret_forms() {
         if let Some(at) = logs.find(&secret) {
@@ -74,46 +82,61 @@ async fn no_secret_in_the_data_dir_or_the_logs() {
         }
     }
     assert_no_secret_in(&files);
-    // API tokens are secrets too: never logged.
-    for t in tokens {
-        assert!(!logs.contains(&t));
+    // API tokens (users' and projects') are secrets too: never logged, kept only as
+    // hashes.
+    assert!(tokens.iter().any(|t| t.starts_with("berth_pt_")));
+    for t in &tokens {
+        assert!(!logs.contains(t.as_str()));
+        assert_not_in(&files, t, "an API token");
     }
     // So are the registry's bearer tokens (in memory only: never logged, never on
     // disk), the admin token (only in its 0600 file) and the master key (only in
     // its 0600 key file).
     let bearer = registry.tokens.issued();
     assert!(!bearer.is_empty(), "the registry issued tokens");
-    let admin = std::fs::read_to_string(dir.path().join("admin-token")).unwrap();
-    let admin = admin.trim();
-    let key_file = std::fs::read_to_string(dir.path().join("master.key")).unwrap();
-    let keys: Vec<String> = serde_json::from_str::<serde_json::Value>(&key_file).unwrap()["keys"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_str().unwrap().to_owned())
-        .collect();
-    assert!(!keys.is_empty());
+    // Every data dir's admin token and master keys (the AWS run's keys are KMS's).
+    let mut kept: Vec<(&str, String)> = Vec::new();
+    for d in data_dirs {
+        let admin = std::fs::read_to_string(d.join("admin-token")).unwrap();
+        kept.push(("the admin token", admin.trim().to_owned()));
+        if let Ok(key_file) = std::fs::read_to_string(d.join("master.key")) {
+            let v: serde_json::Value = serde_json::from_str(&key_file).unwrap();
+            for k in v["keys"].as_object().unwrap().values() {
+                kept.push(("the master key", k.as_str().unwrap().to_owned()));
+            }
+        }
+    }
+    assert!(kept.iter().filter(|(w, _)| *w == "the master key").count() >= 3);
     let own_file = |f: &std::path::Path, name: &str| f.file_name().is_some_and(|n| n == name);
+    let elsewhere: Vec<_> = files
+        .iter()
+        .filter(|f| !own_file(f, "admin-token") && !own_file(f, "master.key"))
+        .cloned()
+        .collect();
     for (what, secret) in bearer
         .iter()
-        .map(|t| ("a registry token", t.as_str()))
-        .chain([("the admin token", admin)])
-        .chain(keys.iter().map(|k| ("the master key", k.as_str())))
+        .map(|t| ("a registry token", t.clone()))
+        .chain(kept)
     {
-        assert!(!logs.contains(secret), "{what} appears in the logs");
-        for f in &files {
-            if own_file(f, "admin-token") || own_file(f, "master.key") {
-                continue;
-            }
-            let Ok(bytes) = std::fs::read(f) else {
-                continue;
-            };
-            assert!(
-                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                "{what} appears in {}",
-                f.display()
-            );
-        }
+        assert!(!logs.contains(&secret), "{what} appears in the logs");
+        assert_not_in(&elsewhere, &secret, what);
+    }
+}
+
+/// Fails if `secret` is in any of `files` (which must not be none).
+fn assert_not_in(files: &[std::path::PathBuf], secret: &str, what: &str) {
+    assert!(!files.is_empty(), "no file to search");
+    let finder = memchr::memmem::Finder::new(secret.as_bytes());
+    for f in files {
+        // A file may go while we look (a running server's temporary files).
+        let Ok(bytes) = std::fs::read(f) else {
+            continue;
+        };
+        assert!(
+            finder.find(&bytes).is_none(),
+            "{what} appears in {}",
+            f.display()
+        );
     }
 }
 
@@ -187,14 +210,7 @@ async fn cloud(cfg: berth_server::Config, url: &str, ecr: &str) -> Vec<String> {
 
 fn assert_no_secret_in(files: &[std::path::PathBuf]) {
     for secret in all_secret_forms() {
-        for f in files {
-            // A file may go while we look (a running server's temporary files).
-            let Ok(bytes) = std::fs::read(f) else {
-                continue;
-            };
-            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
-            assert!(!found, "a secret form appears in {}", f.display());
-        }
+        assert_not_in(files, &secret, "a secret form");
     }
 }
 
@@ -275,6 +291,22 @@ async fn scenario(cfg: berth_server::Config, url: &str) -> Vec<String> {
         "{files:?}"
     );
     assert_no_secret_in(&files);
+    // A project token, used: its value is a secret like the others.
+    let owner = server.client(&first_token);
+    let (s, t) = owner
+        .post("/v1/projects/web/tokens", json!({"name": "puller"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let project_token = t["token"].as_str().unwrap().to_owned();
+    assert!(project_token.starts_with("berth_pt_"), "{t}");
+    let (s, v) = server
+        .client(&project_token)
+        .post(
+            "/v1/registry-credentials",
+            json!({"image": format!("{url}/team/app:run")}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(
         alice
             .delete("/v1/projects/web/services/other/registry")
@@ -293,5 +325,5 @@ async fn scenario(cfg: berth_server::Config, url: &str) -> Vec<String> {
     }
     server.running.stop().await;
 
-    vec![first_token, alice.token.clone()]
+    vec![first_token, alice.token.clone(), project_token]
 }

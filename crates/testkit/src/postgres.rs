@@ -162,6 +162,15 @@ impl Postgres {
     }
 
     /// A new empty database; returns its URL.
+    /// The server's data directory (its tables and WAL), for the tests that look
+    /// for a secret in every byte a database keeps.
+    pub fn data_dir(&self) -> PathBuf {
+        RUNNING
+            .get()
+            .map(|(_, dir)| dir.join("data"))
+            .expect("the shared server runs")
+    }
+
     pub fn create_database(&self) -> String {
         let name = format!("berth_{:016x}", rand::random::<u64>());
         self.psql(&format!("CREATE DATABASE {name}"));
