@@ -12,5 +12,7 @@ mod registry_url;
 pub use digest::{Digest, DigestError};
 pub use kind::{CredentialKind, KindError};
 pub use names::{mask_username, NameError, Slug};
-pub use reference::{ImageRef, Reference, ReferenceError, DOCKER_HUB, DOCKER_HUB_HOST};
+pub use reference::{
+    ImageRef, Reference, ReferenceError, DOCKER_HUB, DOCKER_HUB_CONFIG_KEY, DOCKER_HUB_HOST,
+};
 pub use registry_url::{RegistryUrl, RegistryUrlError, Scheme};

@@ -15,6 +15,9 @@ use crate::digest::Digest;
 pub const DOCKER_HUB: &str = "docker.io";
 /// The host Docker Hub's registry API is actually served from.
 pub const DOCKER_HUB_HOST: &str = "registry-1.docker.io";
+/// The key Docker Hub's credentials are kept under in a Docker config file
+/// (`auths`): its v1 index URL, which every container runtime looks up.
+pub const DOCKER_HUB_CONFIG_KEY: &str = "https://index.docker.io/v1/";
 const NAME_TOTAL_LENGTH_MAX: usize = 255;
 
 /// Tag or digest (or both; then the digest wins when pulling).

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::reference::{DOCKER_HUB, DOCKER_HUB_HOST};
+use crate::reference::{DOCKER_HUB, DOCKER_HUB_CONFIG_KEY, DOCKER_HUB_HOST};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheme {
@@ -71,6 +71,27 @@ impl RegistryUrl {
     pub fn api_authority(&self) -> String {
         if self.is_docker_hub() {
             DOCKER_HUB_HOST.to_owned()
+        } else {
+            self.authority()
+        }
+    }
+
+    /// The domain an image reference names this registry by (`docker.io` for
+    /// Docker Hub, whatever name it was given as).
+    pub fn image_domain(&self) -> String {
+        if self.is_docker_hub() {
+            DOCKER_HUB.to_owned()
+        } else {
+            self.authority()
+        }
+    }
+
+    /// The key a Docker config file (`auths`) keeps this registry's credentials
+    /// under: Docker Hub's is its v1 index URL, which every container runtime
+    /// looks up; any other registry's is its host.
+    pub fn docker_config_key(&self) -> String {
+        if self.is_docker_hub() {
+            DOCKER_HUB_CONFIG_KEY.to_owned()
         } else {
             self.authority()
         }

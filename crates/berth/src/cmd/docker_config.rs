@@ -21,8 +21,8 @@ use zeroize::Zeroizing;
 
 use super::CliError;
 
-/// Docker Hub's key in `auths` and the name its helpers are asked for.
-const DOCKER_HUB: &str = "https://index.docker.io/v1/";
+// Docker Hub's key in `auths` and the name its helpers are asked for.
+use berth_types::DOCKER_HUB_CONFIG_KEY as DOCKER_HUB;
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]

@@ -4,14 +4,14 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
-use berth_store::Store;
+use berth_store::DeploymentQueue;
 
 use super::Deployer;
 
 impl Deployer {
     /// Only the worker calls it, between deploys (no pull is in flight) and after a
     /// reconcile (no container of a deployment that is not live is left).
-    pub(super) async fn collect_garbage(&self, store: &dyn Store) {
+    pub(super) async fn collect_garbage(&self, store: &dyn DeploymentQueue) {
         self.gc_wanted.store(false, Ordering::SeqCst);
         let live: HashSet<berth_types::Digest> = match store.live_deployments().await {
             Ok(l) => l.into_iter().map(|d| d.digest).collect(),

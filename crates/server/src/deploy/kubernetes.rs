@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use berth_kubernetes::{KubeError, Placed, PullCredentials, UserNamespace, Verdict, Workload};
 use berth_registry::{Code, Credentials, Target};
-use berth_store::{Deployment, DeploymentId, RestartPolicy, Service, ServiceStatus, Store};
+use berth_store::{Deployment, DeploymentId, RestartPolicy, Service, ServiceStatus};
 use berth_types::Digest;
 
 use super::failure::Failure;
@@ -79,7 +79,10 @@ impl Deployer {
     /// The cluster's side of the reconcile: what this replica placed for a
     /// deployment that should no longer run (replaced, terminated, failed, or
     /// left by a crash mid-deploy) is deleted. Restarts are the cluster's.
-    pub(super) async fn reconcile_cluster(self: &Arc<Self>, store: &Arc<dyn Store>) {
+    pub(super) async fn reconcile_cluster(
+        self: &Arc<Self>,
+        store: &dyn berth_store::DeploymentQueue,
+    ) {
         let placed: Vec<DeploymentId> = locked(&self.on_cluster).iter().cloned().collect();
         if placed.is_empty() {
             return;
@@ -120,16 +123,6 @@ pub(super) fn placed_on_disk(root: &Path) -> HashSet<DeploymentId> {
                 .map(|s| DeploymentId::from(s.to_owned()))
         })
         .collect()
-}
-
-/// What the kubelet is given for `target`'s registry: Docker Hub under the key
-/// every container runtime knows it by, any other registry under its host.
-fn pull_key(target: &Target) -> String {
-    if target.is_docker_hub() {
-        "https://index.docker.io/v1/".into()
-    } else {
-        target.registry.authority()
-    }
 }
 
 /// What the deployment's log says of the sandbox around the pod before it is
@@ -225,12 +218,11 @@ pub(super) async fn run(
         .await
         .map_err(|e| Failure::runtime(e.to_string()))?
         .ok_or_else(|| Failure::runtime("the project is gone"))?;
-    let host = if target.is_docker_hub() {
-        berth_types::DOCKER_HUB.to_owned()
-    } else {
-        target.registry.authority()
-    };
-    let image = format!("{host}/{}@{resolved}", target.repository);
+    let image = format!(
+        "{}/{}@{resolved}",
+        target.registry.image_domain(),
+        target.repository
+    );
     if service.restart_policy != RestartPolicy::Always {
         log::append(
             log,
@@ -243,7 +235,7 @@ pub(super) async fn run(
         service: &service.name,
         image: image.clone(),
         pull: creds.map(|c| PullCredentials {
-            registry: pull_key(target),
+            registry: target.registry.docker_config_key(),
             username: c.username,
             password: c.password,
         }),

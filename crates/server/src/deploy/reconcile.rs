@@ -165,7 +165,7 @@ impl Deployer {
     /// said in its log, once. Only the worker calls it, between deploys.
     pub(super) async fn reconcile(self: &Arc<Self>, store: &Arc<dyn Store>) {
         if self.cluster.is_some() {
-            return self.reconcile_cluster(store).await;
+            return self.reconcile_cluster(store.as_ref()).await;
         }
         let Some(runtime) = &self.runtime else {
             return;
@@ -316,7 +316,7 @@ impl Deployer {
     /// while the backoff ran (a newer deploy, a terminate).
     async fn restart_in_place(
         &self,
-        store: &dyn Store,
+        store: &dyn berth_store::DeploymentQueue,
         service: &Service,
         id: &DeploymentId,
         n: u32,
