@@ -71,11 +71,42 @@ pub struct Kept {
     pub password: SecretString,
 }
 
-/// A credential as the registry takes it.
+/// A credential resolved from what a save gave: its kind, user name and secret.
 pub struct Resolved {
     pub kind: CredentialKind,
     pub username: String,
-    pub password: SecretString,
+    pub secret: Secret,
+}
+
+/// A credential's secret, typed until the vault seals it.
+pub enum Secret {
+    /// A password or token, as the registry takes it.
+    Password(SecretString),
+    /// ECR keys or a role, minted into a registry token at each use.
+    Ecr(berth_vault::ecr::EcrSource),
+}
+
+impl Secret {
+    /// The secret as stored for `kind` (the vault's text), read once.
+    pub fn from_stored(
+        kind: CredentialKind,
+        text: SecretString,
+    ) -> Result<Secret, berth_vault::ecr::EcrError> {
+        match kind {
+            CredentialKind::Ecr => berth_vault::ecr::EcrSource::from_secret(&text)
+                .map(Secret::Ecr)
+                .ok_or(berth_vault::ecr::EcrError::Malformed),
+            _ => Ok(Secret::Password(text)),
+        }
+    }
+
+    /// The text the vault seals.
+    pub fn sealed_text(&self) -> SecretString {
+        match self {
+            Secret::Password(p) => p.clone(),
+            Secret::Ecr(source) => source.to_secret(),
+        }
+    }
 }
 
 /// The kind (given, else the one the fields say, else the stored one, else the
@@ -118,7 +149,12 @@ pub fn resolve(
             Some(k) => Ok(Resolved {
                 kind,
                 username: k.username,
-                password: k.password,
+                secret: Secret::from_stored(kind, k.password).map_err(|_| {
+                    KindError::new(
+                        "password_required",
+                        "the stored ecr credentials cannot be read: give the keys or the role again",
+                    )
+                })?,
             }),
             None => Err(missing("aws_access_key_id and aws_secret_access_key (or role_arn)")),
         },
@@ -134,10 +170,12 @@ pub fn resolve(
                     .username
                     .or(kept_username)
                     .ok_or_else(|| missing("username"))?,
-                password: given
-                    .password
-                    .or(kept_password)
-                    .ok_or_else(|| missing("password"))?,
+                secret: Secret::Password(
+                    given
+                        .password
+                        .or(kept_password)
+                        .ok_or_else(|| missing("password"))?,
+                ),
             })
         }
     }
@@ -233,7 +271,7 @@ fn ecr_role(
     Ok(Resolved {
         kind: CredentialKind::Ecr,
         username: role_arn,
-        password: source.to_secret(),
+        secret: Secret::Ecr(source),
     })
 }
 
@@ -258,7 +296,7 @@ fn ecr_keys(
     Ok(Resolved {
         kind: CredentialKind::Ecr,
         username: keys.aws_access_key_id.clone(),
-        password: berth_vault::ecr::EcrSource::Keys(keys).to_secret(),
+        secret: Secret::Ecr(berth_vault::ecr::EcrSource::Keys(keys)),
     })
 }
 
@@ -274,14 +312,14 @@ fn gcp_key(given: Given) -> Result<Resolved, KindError> {
         Some("_json_key_base64") => Ok(Resolved {
             kind,
             username: "_json_key_base64".into(),
-            password: SecretString::from(
+            secret: Secret::Password(SecretString::from(
                 base64::engine::general_purpose::STANDARD.encode(key.expose_secret().as_bytes()),
-            ),
+            )),
         }),
         None | Some("_json_key") => Ok(Resolved {
             kind,
             username: "_json_key".into(),
-            password: key,
+            secret: Secret::Password(key),
         }),
         Some(other) => Err(KindError::new(
             "invalid_credentials",
@@ -290,22 +328,32 @@ fn gcp_key(given: Given) -> Result<Resolved, KindError> {
     }
 }
 
-/// What the registry is sent for a credential as stored: its user name and
-/// password, or, for `ecr`, `AWS` and a token minted from the stored keys (a role
-/// assumed with `project_id`'s external id, whatever the record holds).
+/// What the registry is sent for a credential: its user name and password, or,
+/// for `ecr`, `AWS` and a token minted from the keys (a role assumed with
+/// `project_id`'s external id, whatever any record holds).
+pub async fn credentials_for(
+    username: &str,
+    secret: &Secret,
+    project_id: &str,
+) -> Result<berth_registry::Credentials, berth_vault::ecr::EcrError> {
+    match secret {
+        Secret::Password(p) => Ok(berth_registry::Credentials::new(username, p.clone())),
+        Secret::Ecr(source) => {
+            let token = berth_vault::ecr::token(source, project_id).await?;
+            Ok(berth_registry::Credentials::new("AWS", token))
+        }
+    }
+}
+
+/// [`credentials_for`] a credential as stored (its vault text, read once).
 pub async fn registry_credentials(
     kind: CredentialKind,
     username: String,
     password: SecretString,
     project_id: &str,
 ) -> Result<berth_registry::Credentials, berth_vault::ecr::EcrError> {
-    if kind != CredentialKind::Ecr {
-        return Ok(berth_registry::Credentials::new(username, password));
-    }
-    let source = berth_vault::ecr::EcrSource::from_secret(&password)
-        .ok_or(berth_vault::ecr::EcrError::Malformed)?;
-    let token = berth_vault::ecr::token(&source, project_id).await?;
-    Ok(berth_registry::Credentials::new("AWS", token))
+    let secret = Secret::from_stored(kind, password)?;
+    credentials_for(&username, &secret, project_id).await
 }
 
 /// A failed ECR mint as a preflight result: the AWS error code in the message.
@@ -472,9 +520,9 @@ mod tests {
         )
         .ok()
         .unwrap();
-        match berth_vault::ecr::EcrSource::from_secret(&rotated.password) {
-            Some(s) => assert_eq!(s.region(), "eu-central-1"),
-            None => panic!("keys"),
+        match &rotated.secret {
+            Secret::Ecr(s) => assert_eq!(s.region(), "eu-central-1"),
+            Secret::Password(_) => panic!("keys"),
         }
         // A new basic password replaces the keys, with its own user name only.
         let basic = resolve(

@@ -302,7 +302,7 @@ pub async fn create(
             metadata["registry_url"] = json!(registry_url.to_string());
             let secret = state
                 .secrets
-                .put(&m.project.id, &id, &given.password)
+                .put(&m.project.id, &id, &given.secret.sealed_text())
                 .await?;
             metadata["kind"] = json!(given.kind.as_str());
             Some(NewCredential {
@@ -433,7 +433,7 @@ pub async fn put_registry(
     .collect();
     let secret = state
         .secrets
-        .put(&m.project.id, &service.id, &resolved.password)
+        .put(&m.project.id, &service.id, &resolved.secret.sealed_text())
         .await?;
     let saved = state
         .store
@@ -535,13 +535,8 @@ async fn preflight_resolved(
     project_id: &str,
     save_without_verifying: bool,
 ) -> Result<bool, ApiError> {
-    let minted = crate::kinds::registry_credentials(
-        resolved.kind,
-        resolved.username.clone(),
-        resolved.password.clone(),
-        project_id,
-    )
-    .await;
+    let minted =
+        crate::kinds::credentials_for(&resolved.username, &resolved.secret, project_id).await;
     match minted {
         Ok(creds) => {
             verify(
