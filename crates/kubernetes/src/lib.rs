@@ -40,7 +40,7 @@ use serde_json::json;
 pub use ipnet::IpNet;
 pub use names::{berth_project, dns_label};
 pub use network::{parse_cidrs, PRIVATE_V4, PRIVATE_V6};
-pub use rollout::{classify_pull, Rollout, Verdict};
+pub use rollout::{classify_pull, Cause, Rollout, Verdict};
 
 /// The label every object berth creates carries.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "berth");

@@ -311,7 +311,7 @@ fn a_passed_progress_deadline_is_a_runtime_error() {
     };
     match r.verdict() {
         Verdict::Failed { code, message } => {
-            assert_eq!(code, "runtime_error");
+            assert_eq!(code, crate::Cause::RuntimeError);
             assert!(message.contains("timed out progressing"), "{message}");
         }
         other => panic!("{other:?}"),

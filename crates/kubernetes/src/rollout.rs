@@ -17,15 +17,28 @@ pub enum Verdict {
     Available,
     /// Still rolling out; what it waits for.
     Waiting(String),
-    /// Failed: berth's failure code (`auth_failed`, `manifest_not_found`,
-    /// `network_error`, `runtime_error`) and what the cluster said.
-    Failed { code: &'static str, message: String },
+    /// Failed: why, and what the cluster said.
+    Failed { code: Cause, message: String },
+}
+
+/// Why a rollout failed, as berth's failure codes tell it (the server maps each
+/// to its `Code`; this crate knows none of berth's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// The registry refused the kubelet's credentials (`auth_failed`).
+    AuthFailed,
+    /// The image or its manifest is not there (`manifest_not_found`).
+    ManifestNotFound,
+    /// The pull failed otherwise (`network_error`).
+    NetworkError,
+    /// The pod did not run (`runtime_error`).
+    RuntimeError,
 }
 
 /// A pull failure's code from the kubelet's message: containerd and CRI-O
 /// word them as the registry answered (`401 Unauthorized`, `pull access
 /// denied`, `403 Forbidden`; `not found`, `manifest unknown`).
-pub fn classify_pull(message: &str) -> &'static str {
+pub fn classify_pull(message: &str) -> Cause {
     let m = message.to_ascii_lowercase();
     if [
         "401 unauthorized",
@@ -39,14 +52,14 @@ pub fn classify_pull(message: &str) -> &'static str {
     .iter()
     .any(|s| m.contains(s))
     {
-        "auth_failed"
+        Cause::AuthFailed
     } else if ["not found", "manifest unknown", "404"]
         .iter()
         .any(|s| m.contains(s))
     {
-        "manifest_not_found"
+        Cause::ManifestNotFound
     } else {
-        "network_error"
+        Cause::NetworkError
     }
 }
 
@@ -54,7 +67,7 @@ impl Rollout {
     pub fn verdict(&self) -> Verdict {
         let Some(d) = &self.deployment else {
             return Verdict::Failed {
-                code: "runtime_error",
+                code: Cause::RuntimeError,
                 message: "the Deployment is gone (deleted outside berth?)".into(),
             };
         };
@@ -67,13 +80,13 @@ impl Rollout {
                 && reason == "ProgressDeadlineExceeded"
             {
                 return Verdict::Failed {
-                    code: "runtime_error",
+                    code: Cause::RuntimeError,
                     message: format!("the rollout passed its progress deadline: {message}"),
                 };
             }
             if c.type_ == "ReplicaFailure" && c.status == "True" {
                 return Verdict::Failed {
-                    code: "runtime_error",
+                    code: Cause::RuntimeError,
                     message: format!("the cluster did not create the pod ({reason}): {message}"),
                 };
             }
@@ -127,7 +140,7 @@ impl Rollout {
                             })
                             .unwrap_or_default();
                         return Verdict::Failed {
-                            code: "runtime_error",
+                            code: Cause::RuntimeError,
                             message: format!(
                                 "the container keeps crashing (CrashLoopBackOff){last}: {message}"
                             ),
@@ -138,7 +151,7 @@ impl Rollout {
                     | "InvalidImageName"
                     | "RunContainerError" => {
                         return Verdict::Failed {
-                            code: "runtime_error",
+                            code: Cause::RuntimeError,
                             message: format!(
                                 "the container could not be created ({reason}): {message}"
                             ),
@@ -218,23 +231,23 @@ mod tests {
         for (message, code) in [
             (
                 r#"failed to pull and unpack image "ghcr.io/acme/api@sha256:ab": failed to resolve reference "ghcr.io/acme/api@sha256:ab": failed to authorize: failed to fetch anonymous token: unexpected status from GET request to https://ghcr.io/token?scope=repository%3Aacme%2Fapi%3Apull&service=ghcr.io: 401 Unauthorized"#,
-                "auth_failed",
+                Cause::AuthFailed,
             ),
             (
                 r#"failed to pull and unpack image "docker.io/acme/private:v1": failed to resolve reference "docker.io/acme/private:v1": pull access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed"#,
-                "auth_failed",
+                Cause::AuthFailed,
             ),
             (
                 r#"rpc error: code = NotFound desc = failed to pull and unpack image "registry.example.com/team/app@sha256:00": failed to resolve reference "registry.example.com/team/app@sha256:00": registry.example.com/team/app@sha256:00: not found"#,
-                "manifest_not_found",
+                Cause::ManifestNotFound,
             ),
             (
                 r#"initializing source docker://quay.io/acme/app:v9: reading manifest v9 in quay.io/acme/app: manifest unknown"#,
-                "manifest_not_found",
+                Cause::ManifestNotFound,
             ),
             (
                 r#"failed to pull and unpack image "r.example/app:v1": failed to resolve reference "r.example/app:v1": failed to do request: Head "https://r.example/v2/app/manifests/v1": dial tcp: lookup r.example: no such host"#,
-                "network_error",
+                Cause::NetworkError,
             ),
         ] {
             assert_eq!(classify_pull(message), code, "{message}");

@@ -170,12 +170,13 @@ fn isolation_lines(
     ]
 }
 
-fn failure(code: &str, message: String) -> Failure {
-    match code {
-        "auth_failed" => Failure::registry(Code::AuthFailed, message),
-        "manifest_not_found" => Failure::registry(Code::ManifestNotFound, message),
-        "network_error" => Failure::registry(Code::NetworkError, message),
-        _ => Failure::runtime(message),
+fn failure(cause: berth_kubernetes::Cause, message: String) -> Failure {
+    use berth_kubernetes::Cause;
+    match cause {
+        Cause::AuthFailed => Failure::registry(Code::AuthFailed, message),
+        Cause::ManifestNotFound => Failure::registry(Code::ManifestNotFound, message),
+        Cause::NetworkError => Failure::registry(Code::NetworkError, message),
+        Cause::RuntimeError => Failure::runtime(message),
     }
 }
 
