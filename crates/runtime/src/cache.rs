@@ -158,29 +158,28 @@ impl BlobCache {
     /// Removes every blob not in `keep`, and leftover temporary files. Returns how
     /// many files were removed.
     pub fn gc(&self, keep: &HashSet<Digest>) -> io::Result<usize> {
-        let mut removed = 0;
-        for e in std::fs::read_dir(self.root.join("sha256"))?.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let referenced = format!("sha256:{name}")
-                .parse::<Digest>()
-                .is_ok_and(|d| keep.contains(&d));
-            if !referenced {
-                std::fs::remove_file(e.path())?;
-                removed += 1;
-            }
-        }
+        let removed = remove_unkept(&self.root.join("sha256"), keep)?;
         // Origins of content neither kept here nor unpacked from a kept blob.
-        for e in std::fs::read_dir(self.root.join(ORIGINS).join("sha256"))?.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let referenced = format!("sha256:{name}")
-                .parse::<Digest>()
-                .is_ok_and(|d| keep.contains(&d));
-            if !referenced {
-                std::fs::remove_file(e.path())?;
-            }
-        }
+        remove_unkept(&self.root.join(ORIGINS).join("sha256"), keep)?;
         Ok(removed + self.gc_tmp()?)
     }
+}
+
+/// Removes every file of `dir` (named by a sha256 hex digest) not in `keep`;
+/// how many went.
+fn remove_unkept(dir: &Path, keep: &HashSet<Digest>) -> io::Result<usize> {
+    let mut removed = 0;
+    for e in std::fs::read_dir(dir)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let referenced = format!("sha256:{name}")
+            .parse::<Digest>()
+            .is_ok_and(|d| keep.contains(&d));
+        if !referenced {
+            std::fs::remove_file(e.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 fn rand_suffix() -> u64 {
