@@ -91,6 +91,24 @@ impl Liar {
             claimed_gets,
         }
     }
+
+    /// Mallory's project pulls `mallory/app:v1` from this registry, into the
+    /// cache and image store under `dir` that alice's pull filled.
+    async fn pulled_by_mallory(
+        &self,
+        proofs: &Proofs,
+        dir: &std::path::Path,
+    ) -> Result<berth_runtime::pull::Pulled, PullError> {
+        common::pull_into(
+            &self.server.authority(),
+            "mallory/app:v1",
+            None,
+            ("mallory-project", proofs),
+            Terms::default(),
+            dir,
+        )
+        .await
+    }
 }
 
 /// Alice's private image, pulled by her project into the cache under `dir`.
@@ -135,15 +153,7 @@ async fn a_registry_that_answers_head_for_everything_gets_nothing() {
     let mut all = layers.clone();
     all.push(config);
     let liar = Liar::start(manifest, HashMap::new(), sizes(&alice, &all));
-    let stolen = common::pull_into(
-        &liar.server.authority(),
-        "mallory/app:v1",
-        None,
-        ("mallory-project", &proofs),
-        Terms::default(),
-        dir.path(),
-    )
-    .await;
+    let stolen = liar.pulled_by_mallory(&proofs, dir.path()).await;
     match stolen {
         Err(PullError::Registry(e)) => {
             assert!(e.to_string().contains("HTTP 404 for blob sha256:"), "{e}")
@@ -181,15 +191,7 @@ async fn a_registry_serving_the_victims_layers_under_its_own_config_gets_nothing
     let manifest = serde_json::to_vec(&m).unwrap();
     let holds = HashMap::from([(own_config.clone(), own.blob(&own_config))]);
     let liar = Liar::start(manifest, holds, sizes(&alice, &alice_layers));
-    let stolen = common::pull_into(
-        &liar.server.authority(),
-        "mallory/app:v1",
-        None,
-        ("mallory-project", &proofs),
-        Terms::default(),
-        dir.path(),
-    )
-    .await;
+    let stolen = liar.pulled_by_mallory(&proofs, dir.path()).await;
     assert!(
         matches!(stolen, Err(PullError::Registry(_))),
         "mallory's manifest reached alice's layer: {:?}",
