@@ -363,178 +363,33 @@ impl FileConfig {
 }
 
 impl Config {
+    /// Each section in turn: when several settings are wrong, the first one in
+    /// this order is the one reported.
     pub fn resolve(o: Overrides, file: FileConfig) -> Result<Self, ConfigError> {
-        let data_dir = o.data_dir.or(file.data_dir).ok_or(ConfigError::NoDataDir)?;
-        let listen_s = o
-            .listen
-            .or(file.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.into());
-        let listen = listen_s
-            .parse()
-            .map_err(|_| ConfigError::Listen(listen_s.clone()))?;
-        let database_url = o.database_url.or(file.database_url).unwrap_or_else(|| {
-            format!("sqlite://{}?mode=rwc", data_dir.join("berth.db").display())
-        });
-        let allow = o
-            .allow_private
-            .or(file.registry.allow_private.map(|s| s.joined()))
-            .unwrap_or_default();
-        let insecure = o
-            .insecure
-            .or(file.registry.insecure.map(|s| s.joined()))
-            .unwrap_or_default();
-        let mut registry = NetworkPolicy::from_lists(&allow, &insecure)
-            .map_err(|e| ConfigError::Policy(e.to_string()))?;
-        if let Some(ca) = o.ca_file.or(file.registry.ca_file) {
-            let pem =
-                std::fs::read(&ca).map_err(|e| ConfigError::CaFile(ca.clone(), e.to_string()))?;
-            registry.extra_roots_pem = Some(pem);
-        }
-        let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
-        let master_key = nonempty(o.master_key.or(file.master_key));
-        let vault = VaultConfig {
-            kms_key_id: nonempty(o.kms_key_id.or(file.vault.kms_key_id)),
-            secret_store: nonempty(o.secret_store.or(file.vault.secret_store))
-                .map(|s| s.parse())
-                .transpose()?
-                .unwrap_or_default(),
-            secrets_manager_prefix: o
-                .secrets_manager_prefix
-                .or(file.vault.secrets_manager_prefix)
-                .unwrap_or_else(|| DEFAULT_SECRETS_MANAGER_PREFIX.into()),
-            secrets_manager_kms_key_id: nonempty(
-                o.secrets_manager_kms_key_id
-                    .or(file.vault.secrets_manager_kms_key_id),
-            ),
-        };
+        let data_dir = o
+            .data_dir
+            .clone()
+            .or(file.data_dir.clone())
+            .ok_or(ConfigError::NoDataDir)?;
+        let listen = listen_address(&o, &file)?;
+        let database_url = o
+            .database_url
+            .clone()
+            .or(file.database_url.clone())
+            .unwrap_or_else(|| {
+                format!("sqlite://{}?mode=rwc", data_dir.join("berth.db").display())
+            });
+        let registry = registry_policy(&o, &file.registry)?;
+        let master_key = nonempty(o.master_key.as_deref().or(file.master_key.as_deref()));
+        let vault = vault_config(&o, &file.vault)?;
         if master_key.is_some() && vault.kms_key_id.is_some() {
             return Err(ConfigError::TwoKeySources);
         }
-        let advertise_url = nonempty(o.advertise_url.or(file.advertise_url))
-            .map(|u| u.trim_end_matches('/').to_owned());
-        if let Some(u) = &advertise_url {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(ConfigError::AdvertiseUrl(u.clone()));
-            }
-        }
-        let mut sandbox = Sandbox::default();
-        if let Some(base) = o.userns_base.or(file.containers.userns_base) {
-            sandbox.ids.base = base;
-        }
-        if let Some(mb) = o.container_memory_mb.or(file.containers.memory_mb) {
-            if mb < 16 {
-                return Err(ConfigError::Containers(format!(
-                    "{mb} MiB of memory is too little (16 at least)"
-                )));
-            }
-            sandbox.memory_bytes = mb << 20;
-        }
-        if let Some(pids) = o.container_pids.or(file.containers.pids) {
-            if pids < 8 {
-                return Err(ConfigError::Containers(format!(
-                    "{pids} processes are too few (8 at least)"
-                )));
-            }
-            sandbox.pids = pids;
-        }
-        if let Some(cpus) = o.container_cpus.or(file.containers.cpus) {
-            if !(0.01..=1024.0).contains(&cpus) {
-                return Err(ConfigError::Containers(format!(
-                    "{cpus} CPUs is not between 0.01 and 1024"
-                )));
-            }
-            sandbox.cpus = cpus;
-        }
-        let mut deploys = DeployLimits::default();
-        if let Some(n) = o.deploy_concurrency.or(file.deploys.concurrency) {
-            if !(1..=256).contains(&n) {
-                return Err(ConfigError::Containers(format!(
-                    "deploy concurrency {n} is not between 1 and 256"
-                )));
-            }
-            deploys.concurrency = n;
-        }
-        if let Some(t) = o.deploy_timeout_secs.or(file.deploys.timeout_secs) {
-            deploys.deadline = std::time::Duration::from_secs(t.max(1));
-        }
-        if let Some(t) = o.blob_stall_secs.or(file.deploys.stall_secs) {
-            deploys.stall = std::time::Duration::from_secs(t.max(1));
-        }
-        if let Some(t) = o.start_window_ms.or(file.deploys.start_window_ms) {
-            deploys.start_window = std::time::Duration::from_millis(t);
-        }
-        if let Some(mb) = file.deploys.max_layer_mb {
-            deploys.caps.layer_bytes = mb << 20;
-        }
-        if let Some(mb) = file.deploys.max_image_mb {
-            deploys.caps.image_bytes = mb << 20;
-        }
-        if let Some(n) = file.deploys.max_layer_entries {
-            deploys.caps.entries = n;
-        }
-        if let Some(mb) = o.log_max_size_mb.or(file.deploys.log_max_size_mb) {
-            if !(1..=1 << 20).contains(&mb) {
-                return Err(ConfigError::Containers(format!(
-                    "a log file of {mb} MiB is not between 1 MiB and 1 TiB"
-                )));
-            }
-            deploys.logs.max_bytes = mb << 20;
-        }
-        if let Some(n) = o.log_max_files.or(file.deploys.log_max_files) {
-            if !(1..=100).contains(&n) {
-                return Err(ConfigError::Containers(format!(
-                    "{n} log files is not between 1 and 100"
-                )));
-            }
-            deploys.logs.max_files = n;
-        }
-        if let Some(ms) = o.restart_backoff_ms.or(file.deploys.restart_backoff_ms) {
-            deploys.restart_backoff.initial = std::time::Duration::from_millis(ms.max(1));
-        }
-        if let Some(ms) = file.deploys.restart_backoff_max_ms {
-            deploys.restart_backoff.max = std::time::Duration::from_millis(ms.max(1));
-        }
-        deploys.restart_backoff.max = deploys
-            .restart_backoff
-            .max
-            .max(deploys.restart_backoff.initial);
-        let mut checks = CredentialChecks::default();
-        if let Some(t) = o
-            .credential_check_interval_secs
-            .or(file.credentials.check_interval_secs)
-        {
-            checks.interval = std::time::Duration::from_secs(t);
-        }
-        let runtime = match o.runtime.or(file.runtime.kind).as_deref() {
-            None | Some("runc") => RuntimeChoice::Runc,
-            Some("kubernetes") => RuntimeChoice::Kubernetes(berth_kubernetes::Settings {
-                kubeconfig: o.kubeconfig.or(file.runtime.kubeconfig),
-                namespaces: match o.kubernetes_namespace.or(file.runtime.namespace) {
-                    Some(ns) => berth_kubernetes::Namespaces::Fixed(ns),
-                    None => berth_kubernetes::Namespaces::PerProject,
-                },
-                user_namespaces: o
-                    .kubernetes_user_namespaces
-                    .or(file.runtime.user_namespaces)
-                    .unwrap_or(true),
-                progress_deadline_s: (deploys.deadline.as_secs().clamp(10, 3600) as i32) - 5,
-                // The same defaults runc's sandbox gives a container.
-                default_resources: berth_kubernetes::Resources {
-                    memory_mb: sandbox.memory_bytes >> 20,
-                    cpu_millis: (sandbox.cpus * 1000.0).round() as u64,
-                },
-                egress_allow: cidrs(
-                    &o.kubernetes_egress_allow
-                        .or(file.runtime.egress_allow.map(|s| s.joined()))
-                        .unwrap_or_default(),
-                )?,
-            }),
-            Some(other) => {
-                return Err(ConfigError::Containers(format!(
-                    "runtime {other:?} is not runc or kubernetes"
-                )))
-            }
-        };
+        let advertise_url = advertise_url(&o, &file)?;
+        let sandbox = sandbox(&o, &file.containers)?;
+        let deploys = deploy_limits(&o, &file.deploys)?;
+        let checks = credential_checks(&o, &file.credentials);
+        let runtime = runtime_choice(&o, &file.runtime, &deploys, &sandbox)?;
         Ok(Config {
             data_dir,
             listen,
@@ -549,6 +404,245 @@ impl Config {
             runtime,
         })
     }
+}
+
+/// An empty value counts as none, and still beats the file's: `BERTH_KMS_KEY_ID=`
+/// switches off the file's KMS key.
+fn nonempty(v: Option<&str>) -> Option<String> {
+    v.filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+fn listen_address(o: &Overrides, file: &FileConfig) -> Result<SocketAddr, ConfigError> {
+    let listen = o
+        .listen
+        .as_deref()
+        .or(file.listen.as_deref())
+        .unwrap_or(DEFAULT_LISTEN);
+    listen
+        .parse()
+        .map_err(|_| ConfigError::Listen(listen.to_owned()))
+}
+
+/// Private ranges allowed, plain-HTTP hosts, and the extra CA (read here: an
+/// unreadable file stops the start).
+fn registry_policy(o: &Overrides, file: &FileRegistry) -> Result<NetworkPolicy, ConfigError> {
+    let allow = o
+        .allow_private
+        .clone()
+        .or(file.allow_private.as_ref().map(StringOrList::joined))
+        .unwrap_or_default();
+    let insecure = o
+        .insecure
+        .clone()
+        .or(file.insecure.as_ref().map(StringOrList::joined))
+        .unwrap_or_default();
+    let mut registry = NetworkPolicy::from_lists(&allow, &insecure)
+        .map_err(|e| ConfigError::Policy(e.to_string()))?;
+    if let Some(ca) = o.ca_file.as_ref().or(file.ca_file.as_ref()) {
+        let pem = std::fs::read(ca).map_err(|e| ConfigError::CaFile(ca.clone(), e.to_string()))?;
+        registry.extra_roots_pem = Some(pem);
+    }
+    Ok(registry)
+}
+
+fn vault_config(o: &Overrides, file: &FileVault) -> Result<VaultConfig, ConfigError> {
+    Ok(VaultConfig {
+        kms_key_id: nonempty(o.kms_key_id.as_deref().or(file.kms_key_id.as_deref())),
+        secret_store: nonempty(o.secret_store.as_deref().or(file.secret_store.as_deref()))
+            .map(|s| s.parse())
+            .transpose()?
+            .unwrap_or_default(),
+        secrets_manager_prefix: o
+            .secrets_manager_prefix
+            .clone()
+            .or(file.secrets_manager_prefix.clone())
+            .unwrap_or_else(|| DEFAULT_SECRETS_MANAGER_PREFIX.into()),
+        secrets_manager_kms_key_id: nonempty(
+            o.secrets_manager_kms_key_id
+                .as_deref()
+                .or(file.secrets_manager_kms_key_id.as_deref()),
+        ),
+    })
+}
+
+/// Trimmed of its trailing `/` (paths are appended to it); http or https only.
+fn advertise_url(o: &Overrides, file: &FileConfig) -> Result<Option<String>, ConfigError> {
+    let advertise_url = nonempty(o.advertise_url.as_deref().or(file.advertise_url.as_deref()))
+        .map(|u| u.trim_end_matches('/').to_owned());
+    if let Some(u) = &advertise_url {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            return Err(ConfigError::AdvertiseUrl(u.clone()));
+        }
+    }
+    Ok(advertise_url)
+}
+
+/// `[containers]`: the user namespace range and the limits every container gets.
+fn sandbox(o: &Overrides, file: &FileContainers) -> Result<Sandbox, ConfigError> {
+    let mut sandbox = Sandbox::default();
+    if let Some(base) = o.userns_base.or(file.userns_base) {
+        sandbox.ids.base = base;
+    }
+    if let Some(mb) = o.container_memory_mb.or(file.memory_mb) {
+        if mb < 16 {
+            return Err(ConfigError::Containers(format!(
+                "{mb} MiB of memory is too little (16 at least)"
+            )));
+        }
+        sandbox.memory_bytes = mb << 20;
+    }
+    if let Some(pids) = o.container_pids.or(file.pids) {
+        if pids < 8 {
+            return Err(ConfigError::Containers(format!(
+                "{pids} processes are too few (8 at least)"
+            )));
+        }
+        sandbox.pids = pids;
+    }
+    if let Some(cpus) = o.container_cpus.or(file.cpus) {
+        if !(0.01..=1024.0).contains(&cpus) {
+            return Err(ConfigError::Containers(format!(
+                "{cpus} CPUs is not between 0.01 and 1024"
+            )));
+        }
+        sandbox.cpus = cpus;
+    }
+    Ok(sandbox)
+}
+
+/// `[deploys]`: how many at once, their deadlines, how large an image may be, the
+/// logs kept and the restarts' backoff.
+fn deploy_limits(o: &Overrides, file: &FileDeploys) -> Result<DeployLimits, ConfigError> {
+    let mut deploys = DeployLimits::default();
+    if let Some(n) = o.deploy_concurrency.or(file.concurrency) {
+        if !(1..=256).contains(&n) {
+            return Err(ConfigError::Containers(format!(
+                "deploy concurrency {n} is not between 1 and 256"
+            )));
+        }
+        deploys.concurrency = n;
+    }
+    if let Some(t) = o.deploy_timeout_secs.or(file.timeout_secs) {
+        deploys.deadline = std::time::Duration::from_secs(t.max(1));
+    }
+    if let Some(t) = o.blob_stall_secs.or(file.stall_secs) {
+        deploys.stall = std::time::Duration::from_secs(t.max(1));
+    }
+    if let Some(t) = o.start_window_ms.or(file.start_window_ms) {
+        deploys.start_window = std::time::Duration::from_millis(t);
+    }
+    // The caps have no flag or env variable: the file only.
+    if let Some(mb) = file.max_layer_mb {
+        deploys.caps.layer_bytes = mb << 20;
+    }
+    if let Some(mb) = file.max_image_mb {
+        deploys.caps.image_bytes = mb << 20;
+    }
+    if let Some(n) = file.max_layer_entries {
+        deploys.caps.entries = n;
+    }
+    deploys.logs = log_rotation(o, file)?;
+    deploys.restart_backoff = restart_backoff(o, file);
+    Ok(deploys)
+}
+
+/// How much of each deployment's container output is kept.
+fn log_rotation(
+    o: &Overrides,
+    file: &FileDeploys,
+) -> Result<berth_runtime::log::Rotation, ConfigError> {
+    let mut logs = berth_runtime::log::Rotation::default();
+    if let Some(mb) = o.log_max_size_mb.or(file.log_max_size_mb) {
+        if !(1..=1 << 20).contains(&mb) {
+            return Err(ConfigError::Containers(format!(
+                "a log file of {mb} MiB is not between 1 MiB and 1 TiB"
+            )));
+        }
+        logs.max_bytes = mb << 20;
+    }
+    if let Some(n) = o.log_max_files.or(file.log_max_files) {
+        if !(1..=100).contains(&n) {
+            return Err(ConfigError::Containers(format!(
+                "{n} log files is not between 1 and 100"
+            )));
+        }
+        logs.max_files = n;
+    }
+    Ok(logs)
+}
+
+/// The crash loop's delays; the longest is never shorter than the first.
+fn restart_backoff(o: &Overrides, file: &FileDeploys) -> Backoff {
+    let mut backoff = Backoff::default();
+    if let Some(ms) = o.restart_backoff_ms.or(file.restart_backoff_ms) {
+        backoff.initial = std::time::Duration::from_millis(ms.max(1));
+    }
+    if let Some(ms) = file.restart_backoff_max_ms {
+        backoff.max = std::time::Duration::from_millis(ms.max(1));
+    }
+    backoff.max = backoff.max.max(backoff.initial);
+    backoff
+}
+
+fn credential_checks(o: &Overrides, file: &FileCredentials) -> CredentialChecks {
+    let mut checks = CredentialChecks::default();
+    if let Some(t) = o
+        .credential_check_interval_secs
+        .or(file.check_interval_secs)
+    {
+        checks.interval = std::time::Duration::from_secs(t);
+    }
+    checks
+}
+
+fn runtime_choice(
+    o: &Overrides,
+    file: &FileRuntime,
+    deploys: &DeployLimits,
+    sandbox: &Sandbox,
+) -> Result<RuntimeChoice, ConfigError> {
+    match o.runtime.as_deref().or(file.kind.as_deref()) {
+        None | Some("runc") => Ok(RuntimeChoice::Runc),
+        Some("kubernetes") => Ok(RuntimeChoice::Kubernetes(kubernetes_settings(
+            o, file, deploys, sandbox,
+        )?)),
+        Some(other) => Err(ConfigError::Containers(format!(
+            "runtime {other:?} is not runc or kubernetes"
+        ))),
+    }
+}
+
+/// The cluster's settings; its deadline and container defaults follow what runc
+/// would use.
+fn kubernetes_settings(
+    o: &Overrides,
+    file: &FileRuntime,
+    deploys: &DeployLimits,
+    sandbox: &Sandbox,
+) -> Result<berth_kubernetes::Settings, ConfigError> {
+    Ok(berth_kubernetes::Settings {
+        kubeconfig: o.kubeconfig.clone().or(file.kubeconfig.clone()),
+        namespaces: match o.kubernetes_namespace.clone().or(file.namespace.clone()) {
+            Some(ns) => berth_kubernetes::Namespaces::Fixed(ns),
+            None => berth_kubernetes::Namespaces::PerProject,
+        },
+        user_namespaces: o
+            .kubernetes_user_namespaces
+            .or(file.user_namespaces)
+            .unwrap_or(true),
+        progress_deadline_s: (deploys.deadline.as_secs().clamp(10, 3600) as i32) - 5,
+        // The same defaults runc's sandbox gives a container.
+        default_resources: berth_kubernetes::Resources {
+            memory_mb: sandbox.memory_bytes >> 20,
+            cpu_millis: (sandbox.cpus * 1000.0).round() as u64,
+        },
+        egress_allow: cidrs(
+            &o.kubernetes_egress_allow
+                .clone()
+                .or(file.egress_allow.as_ref().map(StringOrList::joined))
+                .unwrap_or_default(),
+        )?,
+    })
 }
 
 fn cidrs(list: &str) -> Result<Vec<berth_kubernetes::IpNet>, ConfigError> {

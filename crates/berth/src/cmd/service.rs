@@ -26,29 +26,7 @@ pub enum Command {
     ///       --registry-username alice --registry-password-stdin < token.txt
     ///   berth service create web --image nginx:1.27
     #[command(verbatim_doc_comment)]
-    Create {
-        /// The service name (a slug: a-z, 0-9, -)
-        name: Option<String>,
-        /// The image reference, e.g. ghcr.io/acme/api:v2
-        #[arg(long)]
-        image: Option<String>,
-        #[command(flatten)]
-        registry: RegistryFlags,
-        /// The container's memory limit, MiB [default: the server's]
-        #[arg(long)]
-        memory_mb: Option<u64>,
-        /// The container's process and thread limit [default: the server's]
-        #[arg(long)]
-        pids: Option<i64>,
-        /// The container's CPU limit, in CPUs, e.g. 0.5 [default: the server's]
-        #[arg(long)]
-        cpus: Option<f64>,
-        /// When the container is started again after it exits, with a growing delay
-        #[arg(long, value_parser = ["on-failure", "always", "never"], default_value = "on-failure")]
-        restart_policy: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Create(CreateArgs),
     /// List the project's services
     #[command(
         after_help = "Examples:\n  berth --project web service list\n  berth --project web service list --json"
@@ -87,31 +65,12 @@ pub enum RegistryCommand {
     #[command(
         after_help = "Examples:\n  berth --project web service registry set api --registry-password-stdin < new-token.txt\n  berth --project web service registry set api --registry-url ghcr.io --registry-username alice --registry-password-stdin < pat.txt\n  berth --project web service registry set api --image ghcr.io/acme/api:v3\n  berth --project web service registry set api --registry-password-stdin --redeploy < rotated-token.txt"
     )]
-    Set {
-        name: String,
-        #[command(flatten)]
-        registry: RegistryFlags,
-        /// Change the image too
-        #[arg(long)]
-        image: Option<String>,
-        /// Rotate on a live service: deploy with the new credentials once saved
-        /// (the running deployment is replaced only once the new one runs)
-        #[arg(long)]
-        redeploy: bool,
-        #[arg(long)]
-        json: bool,
-    },
+    Set(SetArgs),
     /// Test the service's registry with a password (nothing is saved)
     #[command(
         after_help = "Examples:\n  berth --project web service registry test api\n  BERTH_REGISTRY_USERNAME=alice berth --project web service registry test api --registry-password-stdin < pat.txt"
     )]
-    Test {
-        name: String,
-        #[arg(long)]
-        registry_password_stdin: bool,
-        #[arg(long)]
-        json: bool,
-    },
+    Test(TestArgs),
     /// Remove the credentials (the secret is deleted); deploys pull anonymously
     #[command(after_help = "Examples:\n  berth --project web service registry remove api")]
     Remove {
@@ -119,6 +78,59 @@ pub enum RegistryCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `service create`: without NAME or --image on a terminal, the wizard asks.
+#[derive(clap::Args)]
+pub struct CreateArgs {
+    /// The service name (a slug: a-z, 0-9, -)
+    name: Option<String>,
+    /// The image reference, e.g. ghcr.io/acme/api:v2
+    #[arg(long)]
+    image: Option<String>,
+    #[command(flatten)]
+    registry: RegistryFlags,
+    /// The container's memory limit, MiB [default: the server's]
+    #[arg(long)]
+    memory_mb: Option<u64>,
+    /// The container's process and thread limit [default: the server's]
+    #[arg(long)]
+    pids: Option<i64>,
+    /// The container's CPU limit, in CPUs, e.g. 0.5 [default: the server's]
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// When the container is started again after it exits, with a growing delay
+    #[arg(long, value_parser = ["on-failure", "always", "never"], default_value = "on-failure")]
+    restart_policy: String,
+    #[arg(long)]
+    json: bool,
+}
+
+/// `service registry set`.
+#[derive(clap::Args)]
+pub struct SetArgs {
+    name: String,
+    #[command(flatten)]
+    registry: RegistryFlags,
+    /// Change the image too
+    #[arg(long)]
+    image: Option<String>,
+    /// Rotate on a live service: deploy with the new credentials once saved
+    /// (the running deployment is replaced only once the new one runs)
+    #[arg(long)]
+    redeploy: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+/// `service registry test`.
+#[derive(clap::Args)]
+pub struct TestArgs {
+    name: String,
+    #[arg(long)]
+    registry_password_stdin: bool,
+    #[arg(long)]
+    json: bool,
 }
 
 fn password(flags: &RegistryFlags, user: &str) -> Result<SecretString, CliError> {
@@ -219,98 +231,8 @@ pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
     let project = Api::project(conn)?;
     let base = format!("/v1/projects/{project}/services");
     match cmd {
-        Command::Create {
-            name,
-            image,
-            registry,
-            memory_mb,
-            pids,
-            cpus,
-            restart_policy,
-            json,
-        } => {
-            let interactive = std::io::stdin().is_terminal() && !registry.registry_password_stdin;
-            let (name, image) = match (name, image) {
-                (Some(n), Some(i)) => (n, i),
-                (name, image) if interactive => {
-                    return super::service_wizard::create(&api, &base, name, image, registry, json)
-                        .await
-                }
-                (None, _) => return Err(CliError::Usage("NAME is required".into())),
-                (_, None) => return Err(CliError::Usage("--image is required".into())),
-            };
-            let mut body = json!({"name": name, "image": image, "restart_policy": restart_policy,
-                                  "save_without_verifying": registry.save_without_verifying});
-            let mut resources = serde_json::Map::new();
-            if let Some(m) = memory_mb {
-                resources.insert("memory_mb".into(), m.into());
-            }
-            if let Some(p) = pids {
-                resources.insert("pids".into(), p.into());
-            }
-            if let Some(c) = cpus {
-                resources.insert("cpus".into(), c.into());
-            }
-            if !resources.is_empty() {
-                body["resources"] = Value::Object(resources);
-            }
-            let host = registry_host(registry.registry_url.as_deref(), Some(&image))?;
-            if let Some(mut aws) = aws_fields(&registry)? {
-                aws["registry_url"] = json!(registry.registry_url.clone().unwrap_or(host));
-                body["registry"] = aws;
-            } else if let Some(key) = registry.gcp_json_key()? {
-                let url = registry.registry_url.clone().unwrap_or(host);
-                body["registry"] = json!({"registry_url": url, "json_key": key.as_str()});
-                if let Some(u) = &registry.registry_username {
-                    body["registry"]["username"] = json!(u);
-                }
-            } else if let Some(found) = imported(&registry, &host)? {
-                let url = registry.registry_url.clone().unwrap_or(host);
-                body["registry"] = json!({"registry_url": url, "username": found.username,
-                                          "password": found.password.expose_secret()});
-            } else if let Some(url) = &registry.registry_url {
-                let user = match &registry.registry_username {
-                    Some(u) => u.clone(),
-                    None => ask("Registry username", "--registry-username")?,
-                };
-                let pw = password(&registry, &user)?;
-                body["registry"] =
-                    json!({"registry_url": url, "username": user, "password": pw.expose_secret()});
-            }
-            if let (Some(kind), Some(r)) = (&registry.kind, body["registry"].as_object_mut()) {
-                r.insert("kind".into(), json!(kind));
-            }
-            saved(api.call(Method::POST, &base, Some(body)).await?, json)
-        }
-        Command::List { json } => {
-            let v = api.ok(Method::GET, &base, None).await?;
-            if json {
-                return print_json(&v).map(|_| Outcome::Ok);
-            }
-            println!(
-                "{:<20} {:<16} {:<40} {:<24} HEALTH",
-                "NAME", "STATUS", "IMAGE", "REGISTRY"
-            );
-            for s in v.as_array().into_iter().flatten() {
-                let health = match (
-                    s["registry"]["health"]["status"].as_str(),
-                    s["registry"]["health"]["code"].as_str(),
-                ) {
-                    (Some("failing"), Some(code)) => format!("failing ({code})"),
-                    (Some(status), _) => status.to_owned(),
-                    (None, _) if s["registry"].is_null() => "-".to_owned(),
-                    (None, _) => "not checked yet".to_owned(),
-                };
-                println!(
-                    "{:<20} {:<16} {:<40} {:<24} {health}",
-                    s["name"].as_str().unwrap_or_default(),
-                    s["status"].as_str().unwrap_or_default(),
-                    s["image"].as_str().unwrap_or_default(),
-                    s["registry"]["registry_url"].as_str().unwrap_or("-")
-                );
-            }
-            Ok(Outcome::Ok)
-        }
+        Command::Create(args) => create(&api, &base, args).await,
+        Command::List { json } => list(&api, &base, json).await,
         Command::Show { name, json } => done(
             &api.ok(Method::GET, &format!("{base}/{name}"), None).await?,
             json,
@@ -325,108 +247,242 @@ pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
                 .await?,
             json,
         ),
-        Command::Registry(RegistryCommand::Set {
-            name,
-            registry,
-            image,
-            redeploy,
-            json,
-        }) => {
-            let mut body = json!({"save_without_verifying": registry.save_without_verifying, "redeploy": redeploy});
-            if let Some(u) = &registry.registry_url {
-                body["registry_url"] = json!(u);
-            }
-            if let Some(u) = &registry.registry_username {
-                body["username"] = json!(u);
-            }
-            if let Some(i) = &image {
-                body["image"] = json!(i);
-            }
-            if registry.registry_password_stdin && registry.aws_access_key_id.is_none() {
-                body["password"] =
-                    json!(input::secret_from_stdin("registry password")?.expose_secret());
-            }
-            if let Some(key) = registry.gcp_json_key()? {
-                body["json_key"] = json!(key.as_str());
-            }
-            if let Some(aws) = aws_fields(&registry)? {
-                if let (Some(all), Some(more)) = (body.as_object_mut(), aws.as_object()) {
-                    all.extend(more.clone());
-                }
-            }
-            if registry.from_docker_config.is_some() {
-                // The registry of the credentials being replaced, unless another
-                // one is named.
-                let host = match (&registry.registry_url, &image) {
-                    (None, None) => {
-                        let v = api.ok(Method::GET, &format!("{base}/{name}"), None).await?;
-                        let stored = v["registry"]["registry_url"].as_str().map(str::to_owned);
-                        registry_host(stored.as_deref(), v["image"].as_str())?
-                    }
-                    (url, image) => registry_host(url.as_deref(), image.as_deref())?,
-                };
-                if let Some(found) = imported(&registry, &host)? {
-                    body["registry_url"] = json!(registry.registry_url.clone().unwrap_or(host));
-                    body["username"] = json!(found.username);
-                    body["password"] = json!(found.password.expose_secret());
-                }
-            }
-            if let Some(kind) = &registry.kind {
-                body["kind"] = json!(kind);
-            }
-            let answer = api
-                .call(Method::PUT, &format!("{base}/{name}/registry"), Some(body))
-                .await?;
-            match answer {
-                // A rotation: shown like `berth deploy` until the new deployment
-                // runs (exit 1 if it fails; the running one is left alone).
-                Ok(v) if !v["deployment"].is_null() => {
-                    if !json {
-                        done(&v, false)?;
-                    }
-                    let watch = super::deploy::Watch {
-                        detach: false,
-                        follow: false,
-                        json,
-                    };
-                    let deployments = format!("{base}/{name}/deployments");
-                    super::deploy::watch(&api, &deployments, v["deployment"].clone(), &watch).await
-                }
-                other => saved(other, json),
-            }
+        Command::Registry(RegistryCommand::Set(args)) => set_registry(&api, &base, args).await,
+        Command::Registry(RegistryCommand::Test(args)) => test_registry(&api, &base, args).await,
+    }
+}
+
+/// `service create`: from flags, or the wizard when something is missing on a
+/// terminal (unless the password comes from stdin, which the wizard cannot read).
+async fn create(api: &Api, base: &str, args: CreateArgs) -> Result<Outcome, CliError> {
+    let CreateArgs {
+        name,
+        image,
+        registry,
+        memory_mb,
+        pids,
+        cpus,
+        restart_policy,
+        json,
+    } = args;
+    let interactive = std::io::stdin().is_terminal() && !registry.registry_password_stdin;
+    let (name, image) = match (name, image) {
+        (Some(n), Some(i)) => (n, i),
+        (name, image) if interactive => {
+            return super::service_wizard::create(api, base, name, image, registry, json).await
         }
-        Command::Registry(RegistryCommand::Test {
-            name,
-            registry_password_stdin,
-            json,
-        }) => {
-            let svc = api.ok(Method::GET, &format!("{base}/{name}"), None).await?;
-            let Some(reg) = svc["registry"].as_object() else {
-                return Err(CliError::Usage(format!(
-                    "{name} has no registry credentials; use `berth service registry set`"
-                )));
-            };
-            let user = ask_user_for_test(reg)?;
-            let flags = RegistryFlags {
-                registry_password_stdin,
-                ..Default::default()
-            };
-            let pw = password(&flags, &user)?;
-            let body = json!({"registry_url": reg["registry_url"], "username": user, "password": pw.expose_secret(), "image": svc["image"]});
-            let v = api.ok(Method::POST, "/v1/preflight", Some(body)).await?;
-            let report: PreflightReport = serde_json::from_value(v.clone())?;
-            if json {
-                print_json(&v)?;
-            } else {
-                print!("{}", super::preflight::render(&report));
-            }
-            Ok(if report.ok {
-                Outcome::Ok
-            } else {
-                Outcome::Failed
-            })
+        (None, _) => return Err(CliError::Usage("NAME is required".into())),
+        (_, None) => return Err(CliError::Usage("--image is required".into())),
+    };
+    let mut body = json!({"name": name, "image": image, "restart_policy": restart_policy,
+                          "save_without_verifying": registry.save_without_verifying});
+    if let Some(resources) = resources(memory_mb, pids, cpus) {
+        body["resources"] = resources;
+    }
+    let host = registry_host(registry.registry_url.as_deref(), Some(&image))?;
+    // `null` when there are no credentials: the body has always carried the key.
+    body["registry"] = new_registry(&registry, host)?.unwrap_or(Value::Null);
+    saved(api.call(Method::POST, base, Some(body)).await?, json)
+}
+
+/// The container limits given, or `None` to leave all of them to the server.
+fn resources(memory_mb: Option<u64>, pids: Option<i64>, cpus: Option<f64>) -> Option<Value> {
+    let mut resources = serde_json::Map::new();
+    if let Some(m) = memory_mb {
+        resources.insert("memory_mb".into(), m.into());
+    }
+    if let Some(p) = pids {
+        resources.insert("pids".into(), p.into());
+    }
+    if let Some(c) = cpus {
+        resources.insert("cpus".into(), c.into());
+    }
+    (!resources.is_empty()).then_some(Value::Object(resources))
+}
+
+/// A new service's `registry` body, from the first credential source given: ECR
+/// keys or role, a Google key, the Docker config, else a user name and password.
+fn new_registry(registry: &RegistryFlags, host: String) -> Result<Option<Value>, CliError> {
+    let mut body = if let Some(mut aws) = aws_fields(registry)? {
+        aws["registry_url"] = json!(registry.registry_url.clone().unwrap_or(host));
+        aws
+    } else if let Some(key) = registry.gcp_json_key()? {
+        let url = registry.registry_url.clone().unwrap_or(host);
+        let mut v = json!({"registry_url": url, "json_key": key.as_str()});
+        if let Some(u) = &registry.registry_username {
+            v["username"] = json!(u);
+        }
+        v
+    } else if let Some(found) = imported(registry, &host)? {
+        let url = registry.registry_url.clone().unwrap_or(host);
+        json!({"registry_url": url, "username": found.username,
+               "password": found.password.expose_secret()})
+    } else if let Some(url) = &registry.registry_url {
+        let user = match &registry.registry_username {
+            Some(u) => u.clone(),
+            None => ask("Registry username", "--registry-username")?,
+        };
+        let pw = password(registry, &user)?;
+        json!({"registry_url": url, "username": user, "password": pw.expose_secret()})
+    } else {
+        return Ok(None);
+    };
+    if let Some(kind) = &registry.kind {
+        body["kind"] = json!(kind);
+    }
+    Ok(Some(body))
+}
+
+/// `service list`: a table, or the JSON as the API answered it.
+async fn list(api: &Api, base: &str, json: bool) -> Result<Outcome, CliError> {
+    let v = api.ok(Method::GET, base, None).await?;
+    if json {
+        return print_json(&v).map(|_| Outcome::Ok);
+    }
+    println!(
+        "{:<20} {:<16} {:<40} {:<24} HEALTH",
+        "NAME", "STATUS", "IMAGE", "REGISTRY"
+    );
+    for s in v.as_array().into_iter().flatten() {
+        println!(
+            "{:<20} {:<16} {:<40} {:<24} {}",
+            s["name"].as_str().unwrap_or_default(),
+            s["status"].as_str().unwrap_or_default(),
+            s["image"].as_str().unwrap_or_default(),
+            s["registry"]["registry_url"].as_str().unwrap_or("-"),
+            health(s)
+        );
+    }
+    Ok(Outcome::Ok)
+}
+
+/// The HEALTH column: the last check of the stored credentials, `-` without any.
+fn health(service: &Value) -> String {
+    let registry = &service["registry"];
+    match (
+        registry["health"]["status"].as_str(),
+        registry["health"]["code"].as_str(),
+    ) {
+        (Some("failing"), Some(code)) => format!("failing ({code})"),
+        (Some(status), _) => status.to_owned(),
+        (None, _) if registry.is_null() => "-".to_owned(),
+        (None, _) => "not checked yet".to_owned(),
+    }
+}
+
+/// `service registry set`: saves what was given (the server keeps the rest); with
+/// `--redeploy`, watches the deployment it starts.
+async fn set_registry(api: &Api, base: &str, args: SetArgs) -> Result<Outcome, CliError> {
+    let mut body = changed_registry(&args)?;
+    if args.registry.from_docker_config.is_some() {
+        let host = replaced_registry_host(api, base, &args).await?;
+        if let Some(found) = imported(&args.registry, &host)? {
+            body["registry_url"] = json!(args.registry.registry_url.clone().unwrap_or(host));
+            body["username"] = json!(found.username);
+            body["password"] = json!(found.password.expose_secret());
         }
     }
+    if let Some(kind) = &args.registry.kind {
+        body["kind"] = json!(kind);
+    }
+    let name = &args.name;
+    let answer = api
+        .call(Method::PUT, &format!("{base}/{name}/registry"), Some(body))
+        .await?;
+    match answer {
+        // A rotation: shown like `berth deploy` until the new deployment
+        // runs (exit 1 if it fails; the running one is left alone).
+        Ok(v) if !v["deployment"].is_null() => {
+            if !args.json {
+                done(&v, false)?;
+            }
+            let watch = super::deploy::Watch {
+                detach: false,
+                follow: false,
+                json: args.json,
+            };
+            let deployments = format!("{base}/{name}/deployments");
+            super::deploy::watch(api, &deployments, v["deployment"].clone(), &watch).await
+        }
+        other => saved(other, args.json),
+    }
+}
+
+/// The `registry set` body from the flags alone (secrets read from stdin or a
+/// prompt); `--from-docker-config` is added by the caller.
+fn changed_registry(args: &SetArgs) -> Result<Value, CliError> {
+    let registry = &args.registry;
+    let mut body = json!({"save_without_verifying": registry.save_without_verifying, "redeploy": args.redeploy});
+    if let Some(u) = &registry.registry_url {
+        body["registry_url"] = json!(u);
+    }
+    if let Some(u) = &registry.registry_username {
+        body["username"] = json!(u);
+    }
+    if let Some(i) = &args.image {
+        body["image"] = json!(i);
+    }
+    if registry.registry_password_stdin && registry.aws_access_key_id.is_none() {
+        body["password"] = json!(input::secret_from_stdin("registry password")?.expose_secret());
+    }
+    if let Some(key) = registry.gcp_json_key()? {
+        body["json_key"] = json!(key.as_str());
+    }
+    if let Some(aws) = aws_fields(registry)? {
+        if let (Some(all), Some(more)) = (body.as_object_mut(), aws.as_object()) {
+            all.extend(more.clone());
+        }
+    }
+    Ok(body)
+}
+
+/// The registry whose Docker config credentials `registry set` imports: the one
+/// of the credentials being replaced, unless another one is named.
+async fn replaced_registry_host(api: &Api, base: &str, args: &SetArgs) -> Result<String, CliError> {
+    match (&args.registry.registry_url, &args.image) {
+        (None, None) => {
+            let name = &args.name;
+            let v = api.ok(Method::GET, &format!("{base}/{name}"), None).await?;
+            let stored = v["registry"]["registry_url"].as_str().map(str::to_owned);
+            registry_host(stored.as_deref(), v["image"].as_str())
+        }
+        (url, image) => registry_host(url.as_deref(), image.as_deref()),
+    }
+}
+
+/// `service registry test`: a preflight of the stored registry with a password
+/// given now; exits 1 when it fails.
+async fn test_registry(api: &Api, base: &str, args: TestArgs) -> Result<Outcome, CliError> {
+    let TestArgs {
+        name,
+        registry_password_stdin,
+        json,
+    } = args;
+    let svc = api.ok(Method::GET, &format!("{base}/{name}"), None).await?;
+    let Some(reg) = svc["registry"].as_object() else {
+        return Err(CliError::Usage(format!(
+            "{name} has no registry credentials; use `berth service registry set`"
+        )));
+    };
+    let user = ask_user_for_test(reg)?;
+    let flags = RegistryFlags {
+        registry_password_stdin,
+        ..Default::default()
+    };
+    let pw = password(&flags, &user)?;
+    let body = json!({"registry_url": reg["registry_url"], "username": user, "password": pw.expose_secret(), "image": svc["image"]});
+    let v = api.ok(Method::POST, "/v1/preflight", Some(body)).await?;
+    let report: PreflightReport = serde_json::from_value(v.clone())?;
+    if json {
+        print_json(&v)?;
+    } else {
+        print!("{}", super::preflight::render(&report));
+    }
+    Ok(if report.ok {
+        Outcome::Ok
+    } else {
+        Outcome::Failed
+    })
 }
 
 /// The stored user name is masked, so the test asks for it (or takes it from env).
