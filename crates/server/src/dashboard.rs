@@ -1,8 +1,9 @@
-//! The web dashboard at `/`: one HTML page, one script and one stylesheet, embedded
-//! in the binary and served by this process. The page talks to the same `/v1` API
-//! as the CLI (the token in the `Authorization` header, kept in the tab's session
-//! storage), so it adds no second path to the data; see ARCHITECTURE.md for why it
-//! is a small hand-written script and not a framework's bundle.
+//! The web dashboard at `/`: one HTML page, a few native ES modules and one
+//! stylesheet, embedded in the binary and served by this process. The page talks
+//! to the same `/v1` API as the CLI (the token in the `Authorization` header, kept
+//! in the tab's session storage), so it adds no second path to the data; see
+//! ARCHITECTURE.md for why it is a small hand-written script and not a framework's
+//! bundle.
 
 use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -10,9 +11,42 @@ use axum::routing::get;
 use axum::Router;
 
 const INDEX: &str = include_str!("../dashboard/index.html");
-const SCRIPT: &str = include_str!("../dashboard/app.js");
-const STYLE: &str = include_str!("../dashboard/app.css");
-const ICON: &str = include_str!("../dashboard/icon.svg");
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// An asset of `dashboard/`: its name, its content (embedded), its type.
+macro_rules! embedded {
+    ($name:literal, $content_type:expr) => {
+        (
+            $name,
+            include_str!(concat!("../dashboard/", $name)),
+            $content_type,
+        )
+    };
+}
+
+/// Everything under `/assets/`. The modules import each other by relative
+/// specifiers (`./dom.js`), so each one is served beside `app.js`, the entry the
+/// page loads.
+const ASSETS: &[(&str, &str, &str)] = &[
+    embedded!("app.js", JS),
+    embedded!("dom.js", JS),
+    embedded!("api.js", JS),
+    embedded!("routes.js", JS),
+    embedded!("page.js", JS),
+    embedded!("format.js", JS),
+    embedded!("widgets.js", JS),
+    embedded!("credentials.js", JS),
+    embedded!("credentials-form.js", JS),
+    embedded!("sign-in.js", JS),
+    embedded!("projects.js", JS),
+    embedded!("create-service.js", JS),
+    embedded!("service.js", JS),
+    embedded!("settings.js", JS),
+    embedded!("deployment.js", JS),
+    embedded!("audit.js", JS),
+    embedded!("app.css", "text/css; charset=utf-8"),
+    embedded!("icon.svg", "image/svg+xml"),
+];
 
 /// No inline script or style, nothing from another origin, no framing: a
 /// rendered value can never run, and the page cannot be overlaid for clickjacking.
@@ -20,23 +54,18 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
 
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route(
-            "/",
-            get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
-        )
-        .route(
-            "/assets/app.js",
-            get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }),
-        )
-        .route(
-            "/assets/app.css",
-            get(|| async { asset(STYLE, "text/css; charset=utf-8") }),
-        )
-        .route(
-            "/assets/icon.svg",
-            get(|| async { asset(ICON, "image/svg+xml") }),
-        )
+    let index = Router::new().route(
+        "/",
+        get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
+    );
+    ASSETS
+        .iter()
+        .fold(index, |router, &(name, body, content_type)| {
+            router.route(
+                &format!("/assets/{name}"),
+                get(move || async move { asset(body, content_type) }),
+            )
+        })
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
@@ -55,4 +84,39 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
         HeaderValue::from_static("same-origin"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ASSETS;
+
+    /// Every module a served module imports is served too, under a relative
+    /// specifier (a bare or absolute one would not resolve, or would leave
+    /// `/assets/`), and every served module is imported by one (none forgotten).
+    #[test]
+    fn every_import_is_a_served_module() {
+        let served = |name: &str| ASSETS.iter().any(|&(n, _, _)| n == name);
+        let mut imported = vec!["app.js"];
+        for &(name, body, _) in ASSETS.iter().filter(|(n, _, _)| n.ends_with(".js")) {
+            // Each `import ... from "spec"` (one line or several).
+            for rest in body.split(" from \"").skip(1) {
+                let spec = rest.split('"').next().unwrap_or_default();
+                let target = spec
+                    .strip_prefix("./")
+                    .unwrap_or_else(|| panic!("{name} imports {spec}: not relative"));
+                assert!(served(target), "{name} imports {spec}, which is not served");
+                imported.push(target);
+            }
+            assert!(
+                !body.contains("import(") && !body.contains("\nimport \""),
+                "{name}: an import this test cannot read"
+            );
+        }
+        for &(name, _, _) in ASSETS {
+            assert!(
+                !name.ends_with(".js") || imported.contains(&name),
+                "{name} is served but no module imports it"
+            );
+        }
+    }
 }

@@ -1,0 +1,128 @@
+// A deployment's page: its summary, the pull's progress and waterfall (polled
+// while it is on its way) and the infrastructure log followed live.
+
+import { h, fill } from "./dom.js";
+import { api, stream, servicePath } from "./api.js";
+import { render, setCrumbs, onLeave } from "./page.js";
+import { errorBox, badge, when } from "./widgets.js";
+import { inFlight, finished, seconds, blobProgress, waterfall } from "./format.js";
+import { projectsHref, projectHref, tabHref } from "./routes.js";
+import { serviceTabs } from "./service.js";
+
+export async function deployment(p, s, id) {
+  setCrumbs([["Projects", projectsHref], [p, projectHref(p)], [s, tabHref(p, s, "deployments")], [id.slice(0, 8)]]);
+  const path = `${servicePath(p, s)}/deployments/${encodeURIComponent(id)}`;
+  const summary = h("div", { class: "card" });
+  const progress = h("div", { class: "progress-list" });
+  const pull = h("div", { class: "waterfall" });
+  const log = h("pre", { class: "log", tabindex: "0", "aria-label": "Infrastructure log and container output" });
+  render(
+    `Deployment ${id.slice(0, 8)}`,
+    serviceTabs(p, s, "deployments"),
+    summary,
+    progress,
+    pull,
+    h("section", { "aria-labelledby": "log-title" }, h("h2", { id: "log-title" }, "Infrastructure log"), h("p", { class: "hint" }, "Each step berth took, the registry's own answers, then the container's output, followed live."), log),
+  );
+  let stopped = false;
+  onLeave(() => {
+    stopped = true;
+  });
+  let last;
+  const poll = async () => {
+    if (stopped) return;
+    try {
+      const d = await api("GET", path);
+      showSummary(summary, d);
+      if (d.progress) showProgress(progress, d.progress);
+      else progress.replaceChildren();
+      if (d.pull) showWaterfall(pull, d.pull);
+      last = d.status;
+    } catch (e) {
+      fill(summary, errorBox(e));
+    }
+    if (!stopped && inFlight(last)) setTimeout(poll, 400);
+  };
+  await poll();
+  followLog(`${path}/logs?follow=true`, log, () => stopped).then(() => poll());
+}
+
+function showSummary(el, d) {
+  fill(
+    el,
+    h(
+      "dl",
+      { class: "facts" },
+      h("dt", {}, "Status"),
+      h("dd", {}, badge(d.status)),
+      h("dt", {}, "Image"),
+      h("dd", { class: "mono" }, d.image),
+      h("dt", {}, "Digest"),
+      h("dd", { class: "mono" }, d.digest || "—"),
+      h("dt", {}, "Started"),
+      h("dd", {}, when(d.created_at)),
+      finished(d.status) ? [h("dt", {}, "Took"), h("dd", {}, seconds(d.created_at, d.updated_at))] : null,
+    ),
+    d.failure_code ? h("p", { class: "alert alert-error", role: "alert" }, h("strong", {}, `${d.failure_code}: `), d.failure_message || "") : null,
+  );
+}
+
+function showProgress(el, blobs) {
+  fill(
+    el,
+    h("h2", {}, "Pulling"),
+    blobs.map((b, i) => {
+      const { text, max, value } = blobProgress(b, i);
+      return h("div", { class: "blob" }, h("label", { for: `blob-${i}`, class: "mono" }, text), h("progress", { id: `blob-${i}`, max, value }));
+    }),
+  );
+}
+
+/** A pull as a browser's network panel shows requests: each blob's download and
+ * unpack on one time axis. */
+function showWaterfall(el, pull) {
+  const { title, rows } = waterfall(pull);
+  const bar = (cls, at) => {
+    const span = h("span", { class: cls });
+    // Set through the CSSOM: the CSP forbids style attributes, not this.
+    span.style.left = at.left;
+    span.style.width = at.width;
+    return span;
+  };
+  fill(
+    el,
+    h("h2", {}, title),
+    h("p", { class: "hint" }, "Each blob on one time axis: ", h("span", { class: "key key-dl" }, "download"), " (a layer unpacks while it downloads), then ", h("span", { class: "key key-un" }, "the rest of its unpack"), "; a cached blob has no bar."),
+    h(
+      "ol",
+      { class: "wf", "aria-label": "Pull waterfall" },
+      rows.map((r) => {
+        const track = h("div", { class: "wf-track", "aria-hidden": "true" }, r.download ? bar("wf-dl", r.download) : null, r.unpack ? bar("wf-un", r.unpack) : null);
+        return h("li", {}, h("span", { class: "wf-name mono" }, r.text), track);
+      }),
+    ),
+  );
+}
+
+/** Streams the log into `pre`, following, until the server ends the answer. */
+async function followLog(url, pre, stopped) {
+  const ctl = new AbortController();
+  onLeave(() => ctl.abort());
+  try {
+    const resp = await stream(url, ctl.signal);
+    if (!resp.ok) {
+      pre.textContent = `The log could not be read (HTTP ${resp.status}).`;
+      return;
+    }
+    const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+    while (!stopped()) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      const atEnd = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 40;
+      pre.append(value);
+      if (atEnd) pre.scrollTop = pre.scrollHeight;
+    }
+  } catch (e) {
+    if (e.name !== "AbortError") pre.append(`\n(the log stream stopped: ${e.message})`);
+  }
+}

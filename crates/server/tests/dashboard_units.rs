@@ -1,0 +1,33 @@
+//! The dashboard's pure modules (routes, formatting, the credentials form's rules)
+//! under node's own test runner: `crates/server/dashboard/tests/*.test.mjs`,
+//! importing the modules the binary serves, as they are.
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn the_dashboard_modules_pass_their_unit_tests() {
+    let node = berth_testkit::require("node");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboard/tests");
+    // Named one by one: node 20's `--test` takes files, not globs.
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".test.mjs"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no test in {}", dir.display());
+    let output = Command::new(node)
+        .arg("--test")
+        .args(&files)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "the dashboard's unit tests failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("# fail 0"), "{stdout}");
+}
