@@ -31,16 +31,55 @@ pub enum PolicyError {
     Insecure(String),
 }
 
+/// The blocklist of [`is_blocked`] as CIDR ranges, for packet filters (a
+/// container's egress rules): the same ranges, with the IPv6 forms that embed an
+/// IPv4 address blocked whole (mapped, compatible, NAT64, 6to4, Teredo).
+pub const BLOCKED_RANGES: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/3",
+    "::/96",
+    "::1/128",
+    "::ffff:0:0/96",
+    "::ffff:0:0:0/96",
+    "64:ff9b::/96",
+    "64:ff9b:1::/48",
+    "100::/64",
+    "2001::/32",
+    "2001:db8::/32",
+    "2002::/16",
+    "fc00::/7",
+    "fe80::/10",
+    "fec0::/10",
+    "ff00::/8",
+];
+
+/// Comma-separated CIDRs (or bare addresses, as /32 or /128).
+pub fn parse_cidrs(list: &str) -> Result<Vec<IpNet>, PolicyError> {
+    split_list(list)
+        .map(|c| {
+            c.parse::<IpNet>()
+                .or_else(|_| c.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| PolicyError::Cidr(c.into()))
+        })
+        .collect()
+}
+
 impl NetworkPolicy {
     /// Builds a policy from the comma-separated forms used in env and config.
     pub fn from_lists(allow_private: &str, insecure: &str) -> Result<Self, PolicyError> {
-        let allow_private = split_list(allow_private)
-            .map(|c| {
-                c.parse::<IpNet>()
-                    .or_else(|_| c.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| PolicyError::Cidr(c.into()))
-            })
-            .collect::<Result<_, _>>()?;
+        let allow_private = parse_cidrs(allow_private)?;
         let insecure = split_list(insecure)
             .map(|h| {
                 if h.contains("://") || h.contains('/') {
@@ -216,6 +255,34 @@ impl PartialEq for NetworkPolicy {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_cidr_blocklist_is_the_predicate() {
+        for range in super::BLOCKED_RANGES {
+            let net: IpNet = range.parse().unwrap();
+            for ip in [net.network(), net.broadcast()] {
+                assert!(is_blocked(ip), "{range}: {ip} is not blocked by is_blocked");
+            }
+        }
+        // Every blocked IPv4 sample is inside a listed range.
+        let nets: Vec<IpNet> = super::BLOCKED_RANGES
+            .iter()
+            .map(|r| r.parse().unwrap())
+            .collect();
+        for a in (0..=255u8).step_by(1) {
+            for b in [0u8, 2, 16, 31, 64, 88, 100, 127, 168, 254, 255] {
+                for c in [0u8, 2, 99, 100, 113] {
+                    let ip = IpAddr::V4(Ipv4Addr::new(a, b, c, 1));
+                    if is_blocked(ip) {
+                        assert!(
+                            nets.iter().any(|n| n.contains(&ip)),
+                            "{ip} is blocked but in no range"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     use super::*;
 
     fn check(policy: &NetworkPolicy, ip: &str, blocked: bool) {

@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod durable;
 pub mod log;
+pub mod network;
 pub mod proofs;
 pub mod pull;
 pub mod rootfs;

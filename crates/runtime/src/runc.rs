@@ -13,6 +13,7 @@ use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{ProcessBuilder, RootBuilder, Spec, UserBuilder};
 
 use crate::log::{Logs, Pump};
+use crate::network::{self, Egress, Netns, Network, NetworkError};
 use crate::sandbox::{Limits, Sandbox};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +28,17 @@ pub enum RuntimeError {
     Spec(String),
     #[error("runc: {0}")]
     Runc(String),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
     #[error("runtime I/O: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// How one container starts, beyond its image: its limits and its network.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Launch {
+    pub limits: Limits,
+    pub network: Network,
 }
 
 /// The image's `User` (`user`, `uid`, `user:group`, `uid:gid`, names or numbers)
@@ -101,6 +111,40 @@ fn read_in_root(rootfs: &Path, rel: &str) -> Option<String> {
     Some(text)
 }
 
+/// The spec's network namespace becomes the one at `netns` (made by berth, owned
+/// by the host's user namespace: the container's root cannot reconfigure it).
+/// runc cannot mount a fresh sysfs there (sysfs follows the network namespace's
+/// owner); the container gets a read-only tmpfs at `/sys` instead of the host's.
+fn join_netns(spec: &mut serde_json::Value, netns: &Netns) {
+    use serde_json::json;
+    if let Some(namespaces) = spec["linux"]["namespaces"].as_array_mut() {
+        namespaces.retain(|n| n["type"] != "network");
+        namespaces.push(json!({"type": "network", "path": netns.path()}));
+    }
+    if let Some(mounts) = spec["mounts"].as_array_mut() {
+        for m in mounts.iter_mut().filter(|m| m["type"] == "sysfs") {
+            *m = json!({
+                "destination": "/sys",
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["nosuid", "noexec", "nodev", "ro", "size=64k"],
+            });
+        }
+    }
+}
+
+/// Bind-mounts host file `source` read-only at `destination` in the container.
+fn mount_file(spec: &mut serde_json::Value, source: &Path, destination: &str) {
+    if let Some(mounts) = spec["mounts"].as_array_mut() {
+        mounts.push(serde_json::json!({
+            "destination": destination,
+            "type": "bind",
+            "source": source,
+            "options": ["rbind", "ro", "nosuid", "nodev", "noexec"],
+        }));
+    }
+}
+
 /// The memory limit the spec in `bundle` gives its container.
 fn memory_limit(bundle: &Path) -> Option<u64> {
     let spec: serde_json::Value =
@@ -120,7 +164,7 @@ pub trait Runtime: Send + Sync {
         id: &str,
         bundle: &Path,
         config: &ImageConfiguration,
-        limits: Limits,
+        launch: Launch,
         logs: &Logs,
     ) -> Result<(), RuntimeError>;
     /// Runs container `id` again from the bundle and spec it was started with
@@ -143,8 +187,11 @@ pub trait Runtime: Send + Sync {
     /// `is_running` and a graceful `stop` work on it as on one started here.
     /// Its output is pumped into `logs` again.
     async fn adopt(&self, id: &str, logs: &Logs) -> Result<bool, RuntimeError>;
-    /// SIGTERM, then SIGKILL after `grace`, then the container is deleted.
+    /// SIGTERM, then SIGKILL after `grace`, then the container is deleted (and its
+    /// network namespace with it).
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError>;
+    /// Container `id`'s network namespace, while it has one.
+    fn netns(&self, id: &str) -> Option<Netns>;
 }
 
 #[derive(Debug)]
@@ -154,6 +201,11 @@ pub struct Runc {
     sandbox: Sandbox,
     /// runc's state directory (`--root`), private to this berth.
     state: PathBuf,
+    /// The containers' network namespaces, one file each (beside `state`: runc
+    /// takes every directory in its root for a container).
+    netns_dir: PathBuf,
+    /// Outbound traffic of `public` containers; `None` refuses to start them.
+    egress: Option<Egress>,
     /// `runc run` of each container started by this process.
     children: std::sync::Mutex<std::collections::HashMap<String, tokio::process::Child>>,
     /// The init process of each container adopted from an earlier server process,
@@ -183,14 +235,39 @@ impl Runc {
             .map(|d| Path::new(d).join("runc"))
             .find(|p| p.is_file())
             .ok_or(RuntimeError::NotInstalled)?;
+        let state: PathBuf = state.into();
         Ok(Runc {
             bin,
             sandbox,
-            state: state.into(),
+            netns_dir: state.with_file_name("netns"),
+            egress: None,
+            state,
             children: Default::default(),
             adopted: Default::default(),
             pumps: Default::default(),
         })
+    }
+
+    /// Lets `public` containers reach out, under `egress`.
+    pub fn with_egress(mut self, egress: Egress) -> Self {
+        self.egress = Some(egress);
+        self
+    }
+
+    fn netns_path(&self, id: &str) -> PathBuf {
+        self.netns_dir.join(id)
+    }
+
+    /// Container `id`'s network namespace, made anew: `lo`, and for `public` the
+    /// egress rules and pasta.
+    fn make_netns(&self, id: &str, network: Network) -> Result<Netns, RuntimeError> {
+        let egress = match network {
+            Network::None => None,
+            Network::Public => Some(self.egress.as_ref().ok_or_else(|| {
+                RuntimeError::Spec("outbound networking is not configured on this server".into())
+            })?),
+        };
+        Ok(network::create(&self.netns_path(id), egress)?)
     }
 
     fn children(
@@ -206,6 +283,8 @@ impl Runc {
         bundle: &Path,
         config: &ImageConfiguration,
         sandbox: &Sandbox,
+        netns: &Netns,
+        network: Network,
     ) -> Result<(), RuntimeError> {
         let c = config.config().clone().unwrap_or_default();
         let mut args: Vec<String> = c.entrypoint().clone().unwrap_or_default();
@@ -258,6 +337,14 @@ impl Runc {
         let mut spec =
             serde_json::to_value(&spec).map_err(|e| RuntimeError::Spec(e.to_string()))?;
         sandbox.apply(&mut spec, id);
+        join_netns(&mut spec, netns);
+        if network == Network::Public {
+            // The image's own resolv.conf would name resolvers the egress rules
+            // refuse; Docker replaces it too.
+            let resolv = bundle.join("resolv.conf");
+            std::fs::write(&resolv, network::resolv_conf())?;
+            mount_file(&mut spec, &resolv, "/etc/resolv.conf");
+        }
         let f = std::fs::File::create(bundle.join("config.json"))?;
         serde_json::to_writer_pretty(f, &spec).map_err(|e| RuntimeError::Spec(e.to_string()))?;
         Ok(())
@@ -386,12 +473,21 @@ impl Runtime for Runc {
         id: &str,
         bundle: &Path,
         config: &ImageConfiguration,
-        limits: Limits,
+        launch: Launch,
         logs: &Logs,
     ) -> Result<(), RuntimeError> {
-        let sandbox = self.sandbox.with(limits);
-        self.write_spec(id, bundle, config, &sandbox)?;
-        let child = self.spawn(id, bundle, logs)?;
+        let sandbox = self.sandbox.with(launch.limits);
+        let netns = self.make_netns(id, launch.network)?;
+        let spawned = self
+            .write_spec(id, bundle, config, &sandbox, &netns, launch.network)
+            .and_then(|()| self.spawn(id, bundle, logs));
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                netns.remove();
+                return Err(e);
+            }
+        };
         self.children().insert(id.to_owned(), child);
         self.watch_oom(id, &logs.infra, Some(sandbox.memory_bytes));
         Ok(())
@@ -493,16 +589,21 @@ impl Runtime for Runc {
         if !exited {
             let _ = self.runc(&["kill", id, "KILL"]).await;
         }
-        self.runc(&["delete", "--force", id])
-            .await
-            .or_else(|e| match &e {
-                RuntimeError::Runc(msg)
-                    if msg.contains("does not exist") || msg.contains("not exist") =>
-                {
-                    Ok(())
-                }
-                _ => Err(e),
-            })
+        let deleted = self.runc(&["delete", "--force", id]).await;
+        Netns::at(&self.netns_path(id)).remove();
+        deleted.or_else(|e| match &e {
+            RuntimeError::Runc(msg)
+                if msg.contains("does not exist") || msg.contains("not exist") =>
+            {
+                Ok(())
+            }
+            _ => Err(e),
+        })
+    }
+
+    fn netns(&self, id: &str) -> Option<Netns> {
+        let ns = Netns::at(&self.netns_path(id));
+        ns.exists().then_some(ns)
     }
 }
 

@@ -271,6 +271,10 @@ async fn berth_deploy(reg: &LocalRegistry, dir: &Path, repo: &str) -> BerthRun {
         },
         checks: Default::default(),
         runtime: Default::default(),
+        traffic: berth_server::TrafficConfig {
+            ingress_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        },
     };
     let running = berth_server::start(config).await.unwrap();
     let base = format!("http://{}", running.addr);

@@ -34,6 +34,35 @@ pub struct Config {
     /// Where containers run: on this machine with runc, or on a Kubernetes
     /// cluster.
     pub runtime: RuntimeChoice,
+    /// How apps are reached (the ingress) and what they reach (egress).
+    pub traffic: TrafficConfig,
+}
+
+/// The ingress and the containers' egress.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrafficConfig {
+    /// Plain HTTP; `None`: no ingress.
+    pub ingress_listen: Option<SocketAddr>,
+    /// HTTPS; `None`: none.
+    pub ingress_tls_listen: Option<SocketAddr>,
+    /// Apps are `<service>.<project>.<apps_domain>`.
+    pub apps_domain: String,
+    /// Ranges containers may reach despite the blocklist.
+    pub egress_allow: Vec<ipnet::IpNet>,
+    /// Where containers' DNS queries go; empty: the host's resolvers.
+    pub container_dns: Vec<SocketAddr>,
+}
+
+impl Default for TrafficConfig {
+    fn default() -> Self {
+        TrafficConfig {
+            ingress_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8441))),
+            ingress_tls_listen: None,
+            apps_domain: "localhost".into(),
+            egress_allow: Vec::new(),
+            container_dns: Vec::new(),
+        }
+    }
 }
 
 /// `--runtime`: runc on this machine (the default), or a Kubernetes cluster.
@@ -74,6 +103,9 @@ pub struct DeployLimits {
     /// A container that exits with a failure this soon after it started fails its
     /// deployment (`runtime_error`, with the exit code and its last lines).
     pub start_window: std::time::Duration,
+    /// A service with a port is `DEPLOYED` once its port (or health path)
+    /// answers; not by then, its deployment is `FAILED timeout`.
+    pub ready_deadline: std::time::Duration,
     /// How large an image may be.
     pub caps: berth_runtime::pull::Caps,
     /// How much of each deployment's container output is kept.
@@ -118,6 +150,7 @@ impl Default for DeployLimits {
             deadline: std::time::Duration::from_secs(900),
             stall: berth_runtime::pull::DEFAULT_STALL,
             start_window: std::time::Duration::from_millis(500),
+            ready_deadline: std::time::Duration::from_secs(60),
             caps: Default::default(),
             logs: Default::default(),
             restart_backoff: Default::default(),
@@ -201,6 +234,17 @@ pub struct FileConfig {
     pub credentials: FileCredentials,
     #[serde(default)]
     pub runtime: FileRuntime,
+    #[serde(default)]
+    pub ingress: FileIngress,
+}
+
+/// `[ingress]`: how apps are reached.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileIngress {
+    pub listen: Option<String>,
+    pub tls_listen: Option<String>,
+    pub apps_domain: Option<String>,
 }
 
 /// `[runtime]`: where containers run.
@@ -255,6 +299,10 @@ pub struct FileContainers {
     pub memory_mb: Option<u64>,
     pub pids: Option<i64>,
     pub cpus: Option<f64>,
+    /// CIDRs containers may reach besides the public internet.
+    pub egress_allow: Option<StringOrList>,
+    /// Resolvers for containers' DNS (IP or IP:port).
+    pub dns: Option<StringOrList>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -317,6 +365,8 @@ pub enum ConfigError {
     Containers(String),
     #[error("the Kubernetes runtime: {0}")]
     Kubernetes(String),
+    #[error("traffic: {0}")]
+    Traffic(String),
 }
 
 /// What flags and env gave (already merged by clap: a flag beats its env variable).
@@ -352,6 +402,11 @@ pub struct Overrides {
     pub kubernetes_user_namespaces: Option<bool>,
     /// Comma-separated CIDRs.
     pub kubernetes_egress_allow: Option<String>,
+    pub ingress_listen: Option<String>,
+    pub ingress_tls_listen: Option<String>,
+    pub apps_domain: Option<String>,
+    pub container_egress_allow: Option<String>,
+    pub container_dns: Option<String>,
 }
 
 impl FileConfig {
@@ -390,6 +445,7 @@ impl Config {
         let deploys = deploy_limits(&o, &file.deploys)?;
         let checks = credential_checks(&o, &file.credentials);
         let runtime = runtime_choice(&o, &file.runtime, &deploys, &sandbox)?;
+        let traffic = traffic(&o, &file)?;
         Ok(Config {
             data_dir,
             listen,
@@ -402,8 +458,87 @@ impl Config {
             deploys,
             checks,
             runtime,
+            traffic,
         })
     }
+}
+
+/// The ingress addresses (`off` switches one off), the apps' domain, and the
+/// containers' egress ranges and resolvers.
+fn traffic(o: &Overrides, file: &FileConfig) -> Result<TrafficConfig, ConfigError> {
+    let mut t = TrafficConfig::default();
+    let address = |v: &str| -> Result<Option<SocketAddr>, ConfigError> {
+        match v.trim() {
+            "" | "off" => Ok(None),
+            v => v
+                .parse()
+                .map(Some)
+                .map_err(|_| ConfigError::Listen(v.into())),
+        }
+    };
+    if let Some(v) = o
+        .ingress_listen
+        .as_deref()
+        .or(file.ingress.listen.as_deref())
+    {
+        t.ingress_listen = address(v)?;
+    }
+    if let Some(v) = o
+        .ingress_tls_listen
+        .as_deref()
+        .or(file.ingress.tls_listen.as_deref())
+    {
+        t.ingress_tls_listen = address(v)?;
+    }
+    if let Some(d) = o
+        .apps_domain
+        .as_deref()
+        .or(file.ingress.apps_domain.as_deref())
+    {
+        let d = d.trim().trim_matches('.').to_ascii_lowercase();
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        if d.is_empty() || !d.split('.').all(label_ok) {
+            return Err(ConfigError::Traffic(format!(
+                "{d:?} is not a domain for apps (e.g. apps.example.com)"
+            )));
+        }
+        t.apps_domain = d;
+    }
+    let allow = o.container_egress_allow.clone().or(file
+        .containers
+        .egress_allow
+        .as_ref()
+        .map(StringOrList::joined));
+    if let Some(list) = allow {
+        t.egress_allow = berth_registry::policy::parse_cidrs(&list)
+            .map_err(|e| ConfigError::Traffic(format!("container egress: {e}")))?;
+    }
+    let dns = o
+        .container_dns
+        .clone()
+        .or(file.containers.dns.as_ref().map(StringOrList::joined));
+    if let Some(list) = dns {
+        t.container_dns = list
+            .split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(|a| {
+                a.parse::<SocketAddr>()
+                    .or_else(|_| {
+                        a.parse::<std::net::IpAddr>()
+                            .map(|ip| SocketAddr::new(ip, 53))
+                    })
+                    .map_err(|_| {
+                        ConfigError::Traffic(format!("container DNS {a:?} is not IP or IP:port"))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    Ok(t)
 }
 
 /// An empty value counts as none, and still beats the file's: `BERTH_KMS_KEY_ID=`

@@ -24,7 +24,7 @@ mod views;
 
 pub use config::{
     Config, ConfigError, CredentialChecks, DeployLimits, FileConfig, Overrides as ConfigOverrides,
-    RuntimeChoice, SecretStoreKind, VaultConfig,
+    RuntimeChoice, SecretStoreKind, TrafficConfig, VaultConfig,
 };
 pub use logging::log_filter;
 pub use setup::{rotate_master_key, serve, start, Running, SetupError};

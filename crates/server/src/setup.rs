@@ -122,11 +122,18 @@ pub async fn open(config: &Config) -> Result<Parts, SetupError> {
             Some(k)
         }
     };
-    let deployer =
-        crate::deploy::Deployer::new(&config.data_dir, config.sandbox, config.deploys, cluster)
-            .map_err(|e| {
-                SetupError::DataDir(config.data_dir.display().to_string(), e.to_string())
-            })?;
+    let egress = match &cluster {
+        Some(_) => None,
+        None => Some(egress(&config.traffic).await.map_err(dir_err)?),
+    };
+    let deployer = crate::deploy::Deployer::new(
+        &config.data_dir,
+        config.sandbox,
+        config.deploys,
+        cluster,
+        egress,
+    )
+    .map_err(dir_err)?;
     let state = AppState {
         store: Arc::new(store.clone()),
         secrets: Arc::new(secrets),
@@ -135,6 +142,25 @@ pub async fn open(config: &Config) -> Result<Parts, SetupError> {
         followers: Default::default(),
     };
     Ok(Parts { state, store })
+}
+
+/// What `public` containers reach out through: the egress policy, and the relay
+/// of their DNS queries (started here, kept as long as the deployer).
+async fn egress(
+    traffic: &crate::config::TrafficConfig,
+) -> std::io::Result<(
+    berth_runtime::network::EgressPolicy,
+    berth_runtime::network::DnsForwarder,
+)> {
+    let upstreams = match &traffic.container_dns[..] {
+        [] => berth_runtime::network::system_resolvers(),
+        given => given.to_vec(),
+    };
+    let dns = berth_runtime::network::DnsForwarder::start(upstreams).await?;
+    let policy = berth_runtime::network::EgressPolicy {
+        allow: traffic.egress_allow.clone(),
+    };
+    Ok((policy, dns))
 }
 
 /// The first admin; its token goes to `DATA_DIR/admin-token` (0600), nowhere else.

@@ -99,6 +99,15 @@ pub trait Services: Send + Sync {
         credential: NewCredential,
         audit: NewAudit,
     ) -> Result<()>;
+    /// Replaces how a live service is reached (port, health path, domains,
+    /// network); `Conflict` when another service holds one of the domains, and
+    /// then nothing changed.
+    async fn update_traffic(
+        &self,
+        service: &Service,
+        traffic: &Traffic,
+        audit: NewAudit,
+    ) -> Result<()>;
     /// Deletes the credential; `false` when there was none.
     async fn delete_credential(&self, service: &Service, audit: NewAudit) -> Result<bool>;
     /// Deletes the credential and marks the service `TERMINATED` (its deployed

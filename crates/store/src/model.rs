@@ -188,6 +188,37 @@ impl Default for RestartPolicy {
     }
 }
 
+status_enum!(
+    /// What a service's container may reach: `Public` (the default: outbound to
+    /// the public internet, under the egress policy) or `None` (its own loopback).
+    NetworkMode {
+        Public = "public",
+        None = "none",
+    }
+);
+
+// The enum is the macro's: a derive would need `#[default]` through it.
+#[allow(clippy::derivable_impls)]
+impl Default for NetworkMode {
+    fn default() -> Self {
+        NetworkMode::Public
+    }
+}
+
+/// How a service is reached and what it reaches.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// The port its app listens on; `None`: the image's single exposed port, or
+    /// none at all (a worker).
+    pub port: Option<u16>,
+    /// Answers 2xx or 3xx once the app is ready; `None`: the port accepting a
+    /// connection is ready.
+    pub health_path: Option<String>,
+    /// Extra host names routed to it, each held by one service on the server.
+    pub domains: Vec<String>,
+    pub network: NetworkMode,
+}
+
 /// How a service's container last exited. Neither code nor signal: it stopped
 /// while no server watched (a machine restart).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,6 +243,7 @@ pub struct NewService {
     pub image: ImageRef,
     pub resources: Resources,
     pub restart_policy: RestartPolicy,
+    pub traffic: Traffic,
 }
 
 /// Where a registry password is kept: one form or the other, never both.
@@ -277,6 +309,7 @@ pub struct Service {
     pub credential: Option<Credential>,
     pub resources: Resources,
     pub restart_policy: RestartPolicy,
+    pub traffic: Traffic,
     /// Restarts of its running deployment (a new deploy counts from zero again).
     pub restarts: u32,
     pub last_exit: Option<Exit>,

@@ -107,6 +107,7 @@ fn new_service(p: &Project, name: &str) -> NewService {
         image: "app:v1".parse().unwrap(),
         resources: Resources::default(),
         restart_policy: RestartPolicy::default(),
+        traffic: Traffic::default(),
     }
 }
 
@@ -250,6 +251,63 @@ contract!(
                 .unwrap(),
             None
         );
+    }
+);
+
+contract!(
+    a_domain_belongs_to_one_service_until_it_is_terminated,
+    |store: SqlStore| async move {
+        let Fx { p, .. } = fixture(&store).await;
+        let web = service(&store, &p, "web", None).await;
+        assert_eq!(
+            web.traffic,
+            Traffic::default(),
+            "a new service is public, no port"
+        );
+        let t = Traffic {
+            port: Some(8080),
+            health_path: Some("/healthz".into()),
+            domains: vec!["shop.example.com".into(), "www.shop.example.com".into()],
+            network: NetworkMode::None,
+        };
+        store
+            .update_traffic(&web, &t, audit("service.update", Some("web"), Some("web")))
+            .await
+            .unwrap();
+        assert_eq!(got(&store, &p, "web").await.traffic, t);
+
+        // Another service cannot take one of them, and its update stores nothing.
+        let api = service(&store, &p, "api", None).await;
+        let taken = Traffic {
+            port: Some(9000),
+            domains: vec!["api.example.com".into(), "shop.example.com".into()],
+            ..Traffic::default()
+        };
+        let e = store
+            .update_traffic(
+                &api,
+                &taken,
+                audit("service.update", Some("web"), Some("api")),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+        assert_eq!(got(&store, &p, "api").await.traffic, Traffic::default());
+
+        // Terminated, the service lets its names go.
+        store
+            .terminate_service(&web, audit("service.terminate", Some("web"), Some("web")))
+            .await
+            .unwrap();
+        store
+            .update_traffic(
+                &api,
+                &taken,
+                audit("service.update", Some("web"), Some("api")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(got(&store, &p, "api").await.traffic.domains, taken.domains);
     }
 );
 

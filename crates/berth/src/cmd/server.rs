@@ -118,6 +118,24 @@ pub struct Args {
     /// (kubernetes runtime; comma-separated) [default: none]
     #[arg(long, env = "BERTH_KUBERNETES_EGRESS_ALLOW")]
     kubernetes_egress_allow: Option<String>,
+    /// Where the ingress serves the apps over HTTP ("off": no ingress)
+    /// [default: 127.0.0.1:8441]
+    #[arg(long, env = "BERTH_INGRESS_LISTEN")]
+    ingress_listen: Option<String>,
+    /// Where the ingress serves the apps over HTTPS [default: off]
+    #[arg(long, env = "BERTH_INGRESS_TLS_LISTEN")]
+    ingress_tls_listen: Option<String>,
+    /// Apps are served at <service>.<project>.<apps-domain> [default: localhost]
+    #[arg(long, env = "BERTH_APPS_DOMAIN")]
+    apps_domain: Option<String>,
+    /// CIDRs containers may reach besides the public internet (comma-separated;
+    /// a loopback range lets them reach the host's 127.0.0.1) [default: none]
+    #[arg(long, env = "BERTH_CONTAINER_EGRESS_ALLOW")]
+    container_egress_allow: Option<String>,
+    /// Resolvers containers' DNS queries are relayed to (comma-separated
+    /// IP[:port]) [default: the host's /etc/resolv.conf]
+    #[arg(long, env = "BERTH_CONTAINER_DNS")]
+    container_dns: Option<String>,
 }
 
 impl Args {
@@ -161,6 +179,11 @@ impl Args {
                 kubernetes_namespace: self.kubernetes_namespace.clone(),
                 kubernetes_user_namespaces: self.kubernetes_user_namespaces,
                 kubernetes_egress_allow: self.kubernetes_egress_allow.clone(),
+                ingress_listen: self.ingress_listen.clone(),
+                ingress_tls_listen: self.ingress_tls_listen.clone(),
+                apps_domain: self.apps_domain.clone(),
+                container_egress_allow: self.container_egress_allow.clone(),
+                container_dns: self.container_dns.clone(),
             },
             file,
         )

@@ -32,6 +32,7 @@ use std::time::Duration;
 use berth_runtime::cache::BlobCache;
 use berth_runtime::durable::{Durability, Found};
 use berth_runtime::log::Logs;
+use berth_runtime::network::{DnsForwarder, Egress, EgressPolicy};
 use berth_runtime::proofs::Proofs;
 use berth_runtime::pull;
 use berth_runtime::rootfs::{self, ImageStore};
@@ -106,6 +107,8 @@ pub struct Deployer {
     crashes: Mutex<HashMap<DeploymentId, reconcile::Crashes>>,
     /// Containers waiting out their backoff before the restart policy starts them.
     restarting: Mutex<HashSet<DeploymentId>>,
+    /// The relay of `public` containers' DNS queries, running as long as this.
+    _dns: Option<DnsForwarder>,
 }
 
 impl Deployer {
@@ -114,6 +117,7 @@ impl Deployer {
         sandbox: Sandbox,
         limits: DeployLimits,
         cluster: Option<berth_kubernetes::Kubernetes>,
+        egress: Option<(EgressPolicy, DnsForwarder)>,
     ) -> std::io::Result<Self> {
         let root = data_dir.join("deployments");
         std::fs::create_dir_all(&root)?;
@@ -137,8 +141,18 @@ impl Deployer {
                 "blob cache verified"
             );
         }
+        let (policy, dns) = match egress {
+            Some((policy, dns)) => (Some(policy), Some(dns)),
+            None => (None, None),
+        };
         let runtime: Option<Box<dyn Runtime>> = match Runc::find(data_dir.join("runc"), sandbox) {
-            Ok(r) if cluster.is_none() => Some(Box::new(r)),
+            Ok(r) if cluster.is_none() => Some(Box::new(match (policy, &dns) {
+                (Some(policy), Some(dns)) => r.with_egress(Egress {
+                    policy,
+                    dns_port: dns.port(),
+                }),
+                _ => r,
+            })),
             _ => None,
         };
         if runtime.is_none() && cluster.is_none() {
@@ -169,6 +183,7 @@ impl Deployer {
             limits,
             crashes: Mutex::new(HashMap::new()),
             restarting: Mutex::new(HashSet::new()),
+            _dns: dns,
         })
     }
 

@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 
 use berth_registry::open::{Observer, StepName};
 use berth_registry::{preflight, Credentials, Opened, RegistryError, Target, TokenReuse};
+use berth_runtime::network::{Network, Probe};
 use berth_runtime::proofs::Access;
 use berth_runtime::pull::{self, PullError, Pulled};
 use berth_runtime::rootfs::{self, Layout};
+use berth_runtime::runc::Launch;
 use berth_runtime::sandbox::Limits;
 use berth_runtime::unpack::IdShift;
-use berth_store::{Deployment, Service, ServiceStatus};
+use berth_store::{Deployment, NetworkMode, Service, ServiceStatus};
 use berth_types::{mask_username, Digest};
 
 use super::failure::Failure;
@@ -337,9 +339,19 @@ async fn start(
         pids: r.pids,
         cpus: r.cpu_millis.map(|c| c as f64 / 1000.0),
     };
+    let network = match service.traffic.network {
+        NetworkMode::Public => Network::Public,
+        NetworkMode::None => Network::None,
+    };
     let logs = w.deployer.logs(&d.id);
     runtime
-        .start(&cid, bundle, &pulled.config, limits, &logs)
+        .start(
+            &cid,
+            bundle,
+            &pulled.config,
+            Launch { limits, network },
+            &logs,
+        )
         .await
         .map_err(|e| Failure::runtime(e.to_string()))?;
     // Started means the runtime reports the process running; no fixed sleep.
@@ -356,13 +368,20 @@ async fn start(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    // Then the start window: a container that fails this soon fails its deploy.
-    let window_end = tokio::time::Instant::now() + w.limits.start_window;
-    let mut exited = exited_early;
-    while exited.is_none() && tokio::time::Instant::now() < window_end {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        exited = runtime.exited(&cid);
-    }
+    let exited = match (exited_early, probe_of(service, pulled)) {
+        (None, Some(probe)) => wait_ready(w, runtime.as_ref(), &cid, &probe, &logs.infra).await?,
+        // A worker: the start window, and a container that fails this soon fails
+        // its deploy.
+        (exited, _) => {
+            let window_end = tokio::time::Instant::now() + w.limits.start_window;
+            let mut exited = exited;
+            while exited.is_none() && tokio::time::Instant::now() < window_end {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                exited = runtime.exited(&cid);
+            }
+            exited
+        }
+    };
     if let Some(status) = exited.filter(|s| !s.success()) {
         let code = status
             .code()
@@ -380,6 +399,71 @@ async fn start(
         .at(&pulled.manifest));
     }
     Ok(())
+}
+
+/// What ready means for `service`: its port (set, or the image's single exposed
+/// TCP port) answering, at its health path when it has one; `None`: a worker.
+pub(super) fn probe_of(service: &Service, pulled: &Pulled) -> Option<Probe> {
+    let port = service
+        .traffic
+        .port
+        .or_else(|| berth_runtime::network::exposed_port(&pulled.config))?;
+    Some(Probe {
+        port,
+        health_path: service.traffic.health_path.clone(),
+    })
+}
+
+/// Probes until the app answers, the container exits (its status returned), or
+/// the ready deadline passes (`FAILED timeout`, with the last probe's answer).
+async fn wait_ready(
+    w: &Worker,
+    runtime: &dyn berth_runtime::runc::Runtime,
+    cid: &str,
+    probe: &Probe,
+    log: &Path,
+) -> Result<Option<std::process::ExitStatus>, Failure> {
+    let what = match &probe.health_path {
+        Some(path) => format!("port {} (GET {path})", probe.port),
+        None => format!("port {}", probe.port),
+    };
+    log::append(log, &format!("waiting for {what} to answer"));
+    let t = Instant::now();
+    let deadline = tokio::time::Instant::now() + w.limits.ready_deadline;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        if let Some(status) = runtime.exited(cid) {
+            return Ok(Some(status));
+        }
+        let Some(ns) = runtime.netns(cid) else {
+            return Err(Failure::runtime("the container has no network namespace"));
+        };
+        match berth_runtime::network::probe(&ns, probe, Duration::from_secs(2)).await {
+            Ok(()) => {
+                log::append(
+                    log,
+                    &format!(
+                        "ready: {what} answered after {} ms",
+                        t.elapsed().as_millis()
+                    ),
+                );
+                return Ok(None);
+            }
+            Err(e) if tokio::time::Instant::now() + pause > deadline => {
+                let last = e.to_string();
+                return Err(Failure::registry(
+                    berth_registry::Code::Timeout,
+                    format!(
+                        "the app was not ready within {} s: {last}",
+                        w.limits.ready_deadline.as_secs()
+                    ),
+                ));
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
 }
 
 /// The last `n` lines of a container's output, without their timestamps.

@@ -325,6 +325,7 @@ pub async fn create(
                 image,
                 resources,
                 restart_policy: body.restart_policy.into(),
+                traffic: Default::default(),
             },
             credential,
             NewAudit {

@@ -75,6 +75,10 @@ pub fn config(dir: &std::path::Path, db: Db, insecure: &str, master_key: Option<
         deploys: Default::default(),
         checks: Default::default(),
         runtime: Default::default(),
+        traffic: berth_server::TrafficConfig {
+            ingress_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        },
     }
 }
 
@@ -112,6 +116,16 @@ impl Drop for Containers {
                 .arg(&root)
                 .args(["delete", "--force", id])
                 .status();
+        }
+        // Their network namespaces (pasta quits with them).
+        for ns in std::fs::read_dir(self.0.join("netns"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if ns.path().extension().is_none() {
+                berth_runtime::network::Netns::at(&ns.path()).remove();
+            }
         }
     }
 }

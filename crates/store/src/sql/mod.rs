@@ -39,6 +39,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../migrations/009_kind.sql")),
     (10, include_str!("../migrations/010_project_tokens.sql")),
     (11, include_str!("../migrations/011_token_expiry.sql")),
+    (12, include_str!("../migrations/012_traffic.sql")),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

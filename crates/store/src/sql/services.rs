@@ -11,6 +11,7 @@ use crate::{Result, Services, StoreError};
 
 pub(super) const SERVICE_COLUMNS: &str = "s.id, s.project_id, s.name, s.image, s.status, s.created_at, s.memory_mb, s.pids, s.cpu_millis, \
      s.restart_policy, s.restarts, s.last_exit_code, s.last_exit_signal, s.last_exit_at, \
+     s.port, s.health_path, s.network, s.domains, \
      c.registry_url, c.username, c.sealed_password, c.secret_arn, c.verified, c.updated_at AS c_updated_at, \
      c.health_status, c.health_code, c.health_checked_at, c.kind";
 
@@ -58,6 +59,25 @@ pub(super) fn service_from(row: &AnyRow) -> Result<Service> {
             cpu_millis: row.try_get("cpu_millis")?,
         },
         restart_policy: parsed(row, "restart_policy")?,
+        traffic: Traffic {
+            port: row
+                .try_get::<Option<i64>, _>("port")?
+                .map(|p| {
+                    u16::try_from(p).map_err(|_| StoreError::Corrupt {
+                        column: "port",
+                        reason: format!("{p} is not a port"),
+                    })
+                })
+                .transpose()?,
+            health_path: row.try_get("health_path")?,
+            network: parsed(row, "network")?,
+            domains: row
+                .try_get::<String, _>("domains")?
+                .split(',')
+                .filter(|d| !d.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        },
         restarts: row.try_get::<i64, _>("restarts")?.clamp(0, u32::MAX.into()) as u32,
         last_exit: match row.try_get::<Option<String>, _>("last_exit_at")? {
             None => None,
@@ -126,6 +146,49 @@ async fn upsert_credential(
     Ok(())
 }
 
+/// Makes `domains` the extra host names of `service_id`: the old ones released,
+/// the new ones claimed (a name another service holds is a conflict), and the
+/// service's own list for reading back.
+async fn claim_domains(
+    conn: &mut sqlx::AnyConnection,
+    service_id: &ServiceId,
+    domains: &[String],
+) -> Result<()> {
+    sqlx::query("DELETE FROM service_domains WHERE service_id = $1")
+        .bind(service_id.as_str())
+        .execute(&mut *conn)
+        .await?;
+    for d in domains {
+        sqlx::query("INSERT INTO service_domains (domain, service_id) VALUES ($1, $2)")
+            .bind(d)
+            .bind(service_id.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(conflict("a service with this domain"))?;
+    }
+    sqlx::query("UPDATE services SET domains = $1 WHERE id = $2")
+        .bind(domains.join(","))
+        .bind(service_id.as_str())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn set_traffic(
+    conn: &mut sqlx::AnyConnection,
+    service_id: &ServiceId,
+    t: &Traffic,
+) -> Result<()> {
+    sqlx::query("UPDATE services SET port = $1, health_path = $2, network = $3 WHERE id = $4")
+        .bind(t.port.map(i64::from))
+        .bind(t.health_path.as_deref())
+        .bind(t.network.as_str())
+        .bind(service_id.as_str())
+        .execute(&mut *conn)
+        .await?;
+    claim_domains(conn, service_id, &t.domains).await
+}
+
 #[async_trait]
 impl Services for SqlStore {
     async fn create_service(
@@ -153,6 +216,7 @@ impl Services for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(conflict("a service with this name"))?;
+        set_traffic(&mut tx, &s.id, &s.traffic).await?;
         if let Some(c) = &credential {
             upsert_credential(&mut tx, &s.id, c, &at).await?;
         }
@@ -167,6 +231,7 @@ impl Services for SqlStore {
             created_at: at.clone(),
             resources: s.resources,
             restart_policy: s.restart_policy,
+            traffic: s.traffic,
             restarts: 0,
             last_exit: None,
             credential: credential.map(|c| Credential {
@@ -242,6 +307,29 @@ impl Services for SqlStore {
         Ok(())
     }
 
+    async fn update_traffic(
+        &self,
+        service: &Service,
+        traffic: &Traffic,
+        audit: NewAudit,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let updated =
+            sqlx::query("UPDATE services SET updated_at = $1 WHERE id = $2 AND status <> $3")
+                .bind(now())
+                .bind(service.id.as_str())
+                .bind(ServiceStatus::Terminated.as_str())
+                .execute(&mut *tx)
+                .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        set_traffic(&mut tx, &service.id, traffic).await?;
+        append_audit(&mut tx, Some(&service.project_id), &audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn delete_credential(&self, service: &Service, audit: NewAudit) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let deleted = sqlx::query("DELETE FROM credentials WHERE service_id = $1")
@@ -262,6 +350,8 @@ impl Services for SqlStore {
             .bind(service.id.as_str())
             .execute(&mut *tx)
             .await?;
+        // Its host names are free for another service.
+        claim_domains(&mut tx, &service.id, &[]).await?;
         sqlx::query("UPDATE services SET status = $1, updated_at = $2 WHERE id = $3")
             .bind(ServiceStatus::Terminated.as_str())
             .bind(now())
