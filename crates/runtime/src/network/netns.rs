@@ -119,6 +119,7 @@ impl Netns {
     pub fn remove(&self) {
         let _ = rustix::mount::unmount(&self.path, rustix::mount::UnmountFlags::DETACH);
         let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(self.path.with_extension("pasta.pid"));
     }
 
     /// Whether a namespace is bound at the path (the file is then on nsfs, not on

@@ -1,0 +1,219 @@
+//! Services that serve: what a container reaches (egress under the policy, its
+//! resolver, a namespace it cannot reconfigure), when it is ready, and how it is
+//! reached. Every connection stays on this machine: "outside" is the host's
+//! loopback, which pasta maps the container's gateway address to, watched by a
+//! listener that records every connection.
+
+mod common;
+
+use std::io::Read;
+use std::net::{TcpListener, UdpSocket};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::json;
+
+/// A listener on 127.0.0.1 that counts the connections it accepts.
+struct Recorder {
+    port: u16,
+    seen: Arc<AtomicUsize>,
+}
+
+impl Recorder {
+    fn start() -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut c = c;
+                let _ = c.set_read_timeout(Some(Duration::from_millis(200)));
+                let _ = c.read(&mut [0u8; 64]);
+            }
+        });
+        Recorder { port, seen }
+    }
+}
+
+/// A DNS server on 127.0.0.1 answering every A question with `answer` (and
+/// other types with no record): the containers' upstream in these tests.
+fn dns_responder(answer: [u8; 4]) -> u16 {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            if n < 12 {
+                continue;
+            }
+            // The question: QNAME labels, then QTYPE and QCLASS.
+            let mut i = 12;
+            while i < n && buf[i] != 0 {
+                i += 1 + buf[i] as usize;
+            }
+            let end = (i + 5).min(n);
+            let qtype = u16::from_be_bytes([buf[i + 1], buf[i + 2]]);
+            let mut out = Vec::from(&buf[..2]);
+            out.extend_from_slice(&[0x81, 0x80, 0, 1, 0, u8::from(qtype == 1), 0, 0, 0, 0]);
+            out.extend_from_slice(&buf[12..end]);
+            if qtype == 1 {
+                out.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+                out.extend_from_slice(&answer);
+            }
+            let _ = sock.send_to(&out, from);
+        }
+    });
+    port
+}
+
+/// A busybox script that reports what the container can reach, then sleeps.
+fn probe_script(port: u16, marker: &str) -> String {
+    format!(
+        "if echo x | nc -w 2 192.0.2.1 {port}; then echo egress:connected; else echo egress:refused; fi; \
+         if ip link set lo down 2>/dev/null; then echo ns:reconfigured; else echo ns:locked; fi; \
+         if ip addr | grep -q eth0; then echo link:eth0; else echo link:lo-only; fi; \
+         nslookup app.test. 2>&1 | grep -q 10.9.8.7 && echo dns:answered || echo dns:none; \
+         echo probe:done; {marker}"
+    )
+}
+
+async fn output_when_done(c: &Client, path: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = c.get(&format!("{path}/logs")).await;
+        let text = v.as_str().map(str::to_owned).unwrap_or_default();
+        if text.contains("probe:done") {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the probe never finished:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn deploy_and_read(server: &Server, url: &str, network: Option<&str>) -> String {
+    let alice = server.admin().new_user("alice").await;
+    alice.post("/v1/projects", json!({"name": "web"})).await;
+    let (s, v) = alice
+        .post(
+            "/v1/projects/web/services",
+            json!({"name": "api", "image": "team/app:probe", "registry": registry_body(url, "ci", PASSWORD)}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    if let Some(network) = network {
+        set_network(server, network).await;
+    }
+    let (s, d) = alice
+        .post("/v1/projects/web/services/api/deployments", json!({}))
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{d}");
+    let path = format!(
+        "/v1/projects/web/services/api/deployments/{}",
+        d["id"].as_str().unwrap()
+    );
+    let d = wait_for_end(&alice, &path).await;
+    assert_eq!(d["status"], "DEPLOYED", "{d}");
+    let text = output_when_done(&alice, &path).await;
+    let (s, _) = alice.delete("/v1/projects/web/services/api").await;
+    assert_eq!(s, StatusCode::OK);
+    text
+}
+
+/// Sets service web/api's network through the store (the API's field comes
+/// with the service settings).
+async fn set_network(server: &Server, network: &str) {
+    use berth_store::{Accounts, Services};
+    let store = &server.running.store;
+    let alice = store.user_by_name("alice").await.unwrap().unwrap();
+    let p = store
+        .project_for_member("web", &alice)
+        .await
+        .unwrap()
+        .unwrap();
+    let svc = store.service(&p.project, "api").await.unwrap().unwrap();
+    let mut t = svc.traffic.clone();
+    t.network = network.parse().unwrap();
+    store
+        .update_traffic(
+            &svc,
+            &t,
+            berth_store::NewAudit {
+                actor: "test".into(),
+                action: "service.update",
+                project: Some("web".into()),
+                service: Some("api".into()),
+                metadata: json!({}),
+            },
+        )
+        .await
+        .unwrap();
+}
+
+/// By default a container reaches neither the host's loopback (the berth API,
+/// a database bound there) nor any private range; its resolver answers; its
+/// root cannot take the rules down. Allowing a loopback range opens the host.
+#[tokio::test(flavor = "multi_thread")]
+async fn egress_follows_the_policy_and_the_container_cannot_change_it() {
+    berth_testkit::require("runc");
+    berth_testkit::require("pasta");
+    let registry = Registry::start();
+    let url = registry.url();
+    let recorder = Recorder::start();
+    let marker = format!("sleep {}", 3000 + rand::random::<u16>() as u32);
+    registry.push_busybox("probe", &probe_script(recorder.port, &marker));
+    let dns = dns_responder([10, 9, 8, 7]);
+
+    // The default policy.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Db::Sqlite, &url, None);
+    cfg.traffic.container_dns = vec![format!("127.0.0.1:{dns}").parse().unwrap()];
+    let server = Server::start(cfg).await;
+    let text = deploy_and_read(&server, &url, None).await;
+    assert!(text.contains("egress:refused"), "{text}");
+    assert!(text.contains("ns:locked"), "{text}");
+    assert!(text.contains("link:eth0"), "{text}");
+    assert!(text.contains("dns:answered"), "{text}");
+    assert_eq!(
+        recorder.seen.load(Ordering::SeqCst),
+        0,
+        "the host's loopback was reached"
+    );
+    server.running.stop().await;
+
+    // The host's loopback allowed.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Db::Sqlite, &url, None);
+    cfg.traffic.container_dns = vec![format!("127.0.0.1:{dns}").parse().unwrap()];
+    cfg.traffic.egress_allow = vec!["127.0.0.1/32".parse().unwrap()];
+    let server = Server::start(cfg).await;
+    let text = deploy_and_read(&server, &url, None).await;
+    assert!(text.contains("egress:connected"), "{text}");
+    assert_eq!(recorder.seen.load(Ordering::SeqCst), 1);
+    server.running.stop().await;
+
+    // `none`: nothing but its own loopback.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config(dir.path(), Db::Sqlite, &url, None)).await;
+    let text = deploy_and_read(&server, &url, Some("none")).await;
+    assert!(text.contains("link:lo-only"), "{text}");
+    assert!(text.contains("egress:refused"), "{text}");
+    assert!(text.contains("dns:none"), "{text}");
+    assert_eq!(recorder.seen.load(Ordering::SeqCst), 1);
+    assert!(
+        std::fs::read_dir(dir.path().join("netns"))
+            .unwrap()
+            .flatten()
+            .next()
+            .is_none(),
+        "a terminated service's namespace is left"
+    );
+    server.running.stop().await;
+}
