@@ -8,11 +8,10 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
+use berth_api::{CreateToken, CredentialsAnswer, CredentialsRequest, ErrorCode, TokenView};
 use berth_store::{Project, ProjectToken, Service, ServiceStatus, TokenUse};
 use berth_types::{ImageRef, DOCKER_HUB};
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::api::{audit_event, membership, parse_slug, require_owner, ApiError, ApiJson, Caller};
 use crate::state::AppState;
@@ -36,52 +35,11 @@ const WINDOW_MS: i64 = 60_000;
 /// The longest life a token may be given: ten years, in seconds.
 const MAX_EXPIRES_IN: u64 = 10 * 365 * 24 * 3600;
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateToken {
-    /// A slug naming what will hold it, e.g. `kubelet-prod` or `ci`.
-    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
-    pub name: String,
-    /// Seconds until the token stops opening anything (at most ten years);
-    /// omitted, it never expires.
-    #[schema(minimum = 1, maximum = 315_360_000)]
-    pub expires_in: Option<u64>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TokenView {
-    pub name: String,
-    /// `read-credentials`: the project's registry credentials, nothing else.
-    pub scope: String,
-    pub created_by: String,
-    pub created_at: String,
-    pub last_used_at: Option<String>,
-    /// When it stops opening anything (RFC 3339); null: never.
-    pub expires_at: Option<String>,
-    /// Only in the answer to its creation: shown once, stored as a hash.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-}
-
-impl From<ProjectToken> for TokenView {
-    fn from(t: ProjectToken) -> Self {
-        TokenView {
-            name: t.name,
-            scope: t.scope,
-            created_by: t.created_by,
-            created_at: t.created_at,
-            last_used_at: t.last_used_at,
-            expires_at: t.expires_at,
-            token: None,
-        }
-    }
-}
-
 /// Creates a project token (owner only); the token is in this answer only.
 #[utoipa::path(post, path = "/v1/projects/{p}/tokens", request_body = CreateToken,
     params(("p" = String, Path, description = "project name")),
-    responses((status = 201, body = TokenView), (status = 400, description = "invalid_name, invalid_expiry", body = crate::api::ErrorBody), (status = 403, body = crate::api::ErrorBody),
-              (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
+    responses((status = 201, body = TokenView), (status = 400, description = "invalid_name, invalid_expiry", body = berth_api::ErrorBody), (status = 403, body = berth_api::ErrorBody),
+              (status = 404, body = berth_api::ErrorBody), (status = 409, body = berth_api::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -110,7 +68,7 @@ pub async fn create(
             ),
         )
         .await?;
-    let mut view = TokenView::from(saved);
+    let mut view = crate::views::token(saved);
     view.token = Some(token.expose_secret().to_owned());
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -119,7 +77,7 @@ pub async fn create(
 fn expiry(expires_in: u64) -> Result<String, ApiError> {
     if !(1..=MAX_EXPIRES_IN).contains(&expires_in) {
         return Err(ApiError::bad_request(
-            "invalid_expiry",
+            ErrorCode::InvalidExpiry,
             format!("expires_in is in seconds, from 1 to {MAX_EXPIRES_IN} (ten years)"),
         ));
     }
@@ -131,7 +89,7 @@ fn expiry(expires_in: u64) -> Result<String, ApiError> {
 /// when it expires.
 #[utoipa::path(get, path = "/v1/projects/{p}/tokens",
     params(("p" = String, Path, description = "project name")),
-    responses((status = 200, body = [TokenView]), (status = 404, body = crate::api::ErrorBody)))]
+    responses((status = 200, body = [TokenView]), (status = 404, body = berth_api::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -139,13 +97,13 @@ pub async fn list(
 ) -> Result<Json<Vec<TokenView>>, ApiError> {
     let m = membership(&state, &caller, &p).await?;
     let tokens = state.store.project_tokens(&m.project.id).await?;
-    Ok(Json(tokens.into_iter().map(TokenView::from).collect()))
+    Ok(Json(tokens.into_iter().map(crate::views::token).collect()))
 }
 
 /// Revokes a project token (owner only): its next use is refused.
 #[utoipa::path(delete, path = "/v1/projects/{p}/tokens/{name}",
     params(("p" = String, Path, description = "project name"), ("name" = String, Path, description = "token name")),
-    responses((status = 200), (status = 403, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody)))]
+    responses((status = 200), (status = 403, body = berth_api::ErrorBody), (status = 404, body = berth_api::ErrorBody)))]
 pub async fn revoke(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -187,7 +145,7 @@ impl FromRequestParts<AppState> for ProjectCaller {
         let unauthorized = || {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "a project token is required (Authorization: Bearer berth_pt_...); an owner creates one with berth project token create",
             )
         };
@@ -264,30 +222,6 @@ async fn count(state: &AppState, token: &ProjectToken) -> Result<bool, ApiError>
         .await?)
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CredentialsRequest {
-    /// The image to pull (`host/repo:tag`): the credentials of the project's
-    /// service that pulls this repository.
-    pub image: Option<String>,
-    /// Or a registry host alone (the Docker credential helper's question).
-    pub registry: Option<String>,
-    /// The service whose credentials to use, when several match.
-    pub service: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct CredentialsAnswer {
-    pub registry_url: String,
-    pub username: String,
-    /// The password or token (for `ecr`, a registry token minted now).
-    pub password: String,
-    /// The service whose credentials these are.
-    pub service: String,
-    /// How long the caller may keep them.
-    pub cache_seconds: u64,
-}
-
 /// Docker Hub's registry names, as one.
 fn same_host(a: &str, b: &str) -> bool {
     let norm = |h: &str| {
@@ -337,13 +271,13 @@ fn choose<'a>(
     match (on_host.first(), users.len()) {
         (None, _) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "no_credentials",
+            ErrorCode::NoCredentials,
             format!("no service of this project has credentials for {host}"),
         )),
         (Some(s), 1) => Ok(s),
         (Some(_), _) => Err(ApiError::new(
             StatusCode::CONFLICT,
-            "ambiguous",
+            ErrorCode::Ambiguous,
             format!(
                 "several services hold different credentials for {host} ({}): name one (service, or BERTH_SERVICE for the helpers)",
                 on_host.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
@@ -356,9 +290,9 @@ fn choose<'a>(
 /// Listed in the audit log on every use (`credentials.read`); an expired token's
 /// refusal too (`credentials.refused`). 60 reads a minute per token.
 #[utoipa::path(post, path = "/v1/registry-credentials", request_body = CredentialsRequest,
-    responses((status = 200, body = CredentialsAnswer), (status = 401, description = "no token, an unknown, revoked or expired one", body = crate::api::ErrorBody),
-              (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody),
-              (status = 429, description = "rate_limited: past the token's reads a minute; see Retry-After", body = crate::api::ErrorBody)))]
+    responses((status = 200, body = CredentialsAnswer), (status = 401, description = "no token, an unknown, revoked or expired one", body = berth_api::ErrorBody),
+              (status = 404, body = berth_api::ErrorBody), (status = 409, body = berth_api::ErrorBody),
+              (status = 429, description = "rate_limited: past the token's reads a minute; see Retry-After", body = berth_api::ErrorBody)))]
 pub async fn read(
     State(state): State<AppState>,
     ProjectCaller(token, project): ProjectCaller,
@@ -369,7 +303,7 @@ pub async fn read(
         .as_deref()
         .map(|i| {
             i.parse::<ImageRef>()
-                .map_err(|e| ApiError::bad_request("invalid_image", e.to_string()))
+                .map_err(|e| ApiError::bad_request(ErrorCode::InvalidImage, e.to_string()))
         })
         .transpose()?;
     let host = match (&image, &body.registry) {
@@ -382,7 +316,7 @@ pub async fn read(
             .to_owned(),
         (None, None) => {
             return Err(ApiError::bad_request(
-                "missing_field",
+                ErrorCode::MissingField,
                 "image or registry is required",
             ))
         }
@@ -411,7 +345,7 @@ pub async fn read(
         let report = crate::kinds::ecr_report(&e);
         ApiError::new(
             StatusCode::BAD_GATEWAY,
-            report.code.as_str(),
+            ErrorCode::from(report.code),
             report.message,
         )
     })?;
@@ -435,7 +369,7 @@ pub async fn read(
     Ok(Json(CredentialsAnswer {
         registry_url: c.registry_url.authority(),
         username: creds.username,
-        password: creds.password.expose_secret().to_owned(),
+        password: creds.password,
         service: service.name.clone(),
         cache_seconds: CACHE_SECONDS,
     }))
