@@ -20,5 +20,5 @@ pub use requests::{
 pub use views::{
     AuditEventView, BlobState, BlobView, CreatedUser, CredentialsAnswer, DeploymentView, ExitView,
     HealthView, KindName, MemberView, ProjectView, PullView, RegistrySaved, RegistryView,
-    ResourcesView, RestartPolicyName, ServiceView, TokenView,
+    ResourcesView, RestartPolicyName, Revoked, ServiceView, TokenView,
 };

@@ -265,3 +265,10 @@ pub struct CredentialsAnswer {
     /// How long the caller may keep them.
     pub cache_seconds: u64,
 }
+
+/// The answer to a project token's revocation.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Revoked {
+    /// The token's name.
+    pub revoked: String,
+}

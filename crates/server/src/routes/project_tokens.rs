@@ -8,7 +8,9 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
-use berth_api::{CreateToken, CredentialsAnswer, CredentialsRequest, ErrorCode, TokenView};
+use berth_api::{
+    CreateToken, CredentialsAnswer, CredentialsRequest, ErrorCode, Revoked, TokenView,
+};
 use berth_store::{Project, ProjectToken, Service, ServiceStatus, TokenUse};
 use berth_types::{ImageRef, DOCKER_HUB};
 use secrecy::ExposeSecret;
@@ -108,7 +110,7 @@ pub async fn revoke(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path((p, name)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Revoked>, ApiError> {
     let m = membership(&state, &caller, &p).await?;
     require_owner(&m)?;
     let gone = state
@@ -128,7 +130,7 @@ pub async fn revoke(
     if !gone {
         return Err(ApiError::not_found("token"));
     }
-    Ok(Json(serde_json::json!({"revoked": name})))
+    Ok(Json(Revoked { revoked: name }))
 }
 
 /// A request made with a live project token within its budget: the token and its
