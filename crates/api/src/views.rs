@@ -2,6 +2,7 @@
 //! made to hand one over once (a new user's token, a project token's read of
 //! credentials); usernames are masked.
 
+use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -29,7 +30,9 @@ pub struct RegistryView {
     pub username: String,
     pub password_set: bool,
     pub verified: bool,
-    pub updated_at: String,
+    #[serde(with = "crate::time")]
+    #[schema(value_type = String)]
+    pub updated_at: DateTime<Utc>,
     /// The last background check of the credentials against the registry (`null`
     /// until one ran, for credentials saved without verifying).
     pub health: Option<HealthView>,
@@ -41,7 +44,9 @@ pub struct HealthView {
     pub status: String,
     /// `ok`, or the preflight code of the failure (`auth_failed`...).
     pub code: String,
-    pub checked_at: String,
+    #[serde(with = "crate::time")]
+    #[schema(value_type = String)]
+    pub checked_at: DateTime<Utc>,
 }
 
 /// A service's own limits, as set (an absent one is the server's default).
@@ -103,7 +108,9 @@ impl std::str::FromStr for RestartPolicyName {
 pub struct ExitView {
     pub code: Option<i32>,
     pub signal: Option<i32>,
-    pub at: String,
+    #[serde(with = "crate::time")]
+    #[schema(value_type = String)]
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -111,7 +118,9 @@ pub struct ServiceView {
     pub name: String,
     pub image: String,
     pub status: String,
-    pub created_at: String,
+    #[serde(with = "crate::time")]
+    #[schema(value_type = String)]
+    pub created_at: DateTime<Utc>,
     pub registry: Option<RegistryView>,
     pub resources: ResourcesView,
     pub restart_policy: RestartPolicyName,
@@ -133,8 +142,12 @@ pub struct DeploymentView {
     #[schema(example = "image_rejected")]
     pub failure_code: Option<String>,
     pub failure_message: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
+    #[serde(with = "crate::time")]
+    #[schema(value_type = String)]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "crate::time")]
+    #[schema(value_type = String)]
+    pub updated_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Object>>)]
     pub progress: Option<Vec<BlobView>>,
@@ -193,7 +206,9 @@ impl BlobState {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct AuditEventView {
     pub id: i64,
-    pub at: String,
+    #[serde(with = "crate::time")]
+    #[schema(value_type = String)]
+    pub at: DateTime<Utc>,
     pub actor: String,
     pub action: String,
     pub project: Option<String>,
@@ -214,7 +229,9 @@ pub struct RegistrySaved {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct ProjectView {
     pub name: String,
-    pub created_at: String,
+    #[serde(with = "crate::time")]
+    #[schema(value_type = String)]
+    pub created_at: DateTime<Utc>,
     /// The caller's role: `owner` or `member`.
     pub role: String,
     /// The external id berth assumes an ECR credential's role with for this
@@ -243,10 +260,16 @@ pub struct TokenView {
     /// `read-credentials`: the project's registry credentials, nothing else.
     pub scope: String,
     pub created_by: String,
-    pub created_at: String,
-    pub last_used_at: Option<String>,
+    #[serde(with = "crate::time")]
+    #[schema(value_type = String)]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "crate::time::option")]
+    #[schema(value_type = Option<String>)]
+    pub last_used_at: Option<DateTime<Utc>>,
     /// When it stops opening anything (RFC 3339); null: never.
-    pub expires_at: Option<String>,
+    #[serde(with = "crate::time::option")]
+    #[schema(value_type = Option<String>)]
+    pub expires_at: Option<DateTime<Utc>>,
     /// Only in the answer to its creation: shown once, stored as a hash.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,

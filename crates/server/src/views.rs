@@ -31,18 +31,18 @@ pub fn service(s: &Service) -> ServiceView {
         name: s.name.clone(),
         image: s.image.to_string(),
         status: s.status.to_string(),
-        created_at: s.created_at.clone(),
+        created_at: s.created_at,
         registry: s.credential.as_ref().map(|c| RegistryView {
             registry_url: c.registry_url.to_string(),
             kind: c.kind.as_str().into(),
             username: mask_username(&c.username),
             password_set: true,
             verified: c.verified,
-            updated_at: c.updated_at.clone(),
+            updated_at: c.updated_at,
             health: c.health.as_ref().map(|h| HealthView {
                 status: if h.ok { "ok" } else { "failing" }.into(),
                 code: h.code.clone(),
-                checked_at: h.checked_at.clone(),
+                checked_at: h.checked_at,
             }),
         }),
         resources: ResourcesView {
@@ -55,7 +55,7 @@ pub fn service(s: &Service) -> ServiceView {
         last_exit: s.last_exit.as_ref().map(|e| ExitView {
             code: e.code,
             signal: e.signal,
-            at: e.at.clone(),
+            at: e.at,
         }),
     }
 }
@@ -70,8 +70,8 @@ pub fn deployment(d: &Deployment) -> DeploymentView {
         digest: d.digest.as_ref().map(ToString::to_string),
         failure_code: d.failure_code.clone(),
         failure_message: d.failure_message.clone(),
-        created_at: d.created_at.clone(),
-        updated_at: d.updated_at.clone(),
+        created_at: d.created_at,
+        updated_at: d.updated_at,
         progress: None,
         pull: None,
     }

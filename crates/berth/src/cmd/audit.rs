@@ -1,5 +1,6 @@
 //! `berth audit [--service NAME]`
 
+use berth_api::time::stamp;
 use berth_api::AuditEventView;
 
 use super::api::{Api, Connection};
@@ -35,7 +36,7 @@ pub async fn run(conn: &Connection, args: Args) -> Result<Outcome, CliError> {
     for e in &events.view {
         println!(
             "{:<25} {:<10} {:<24} {:<12} {}",
-            e.at,
+            stamp(&e.at),
             e.actor,
             e.action,
             e.service.as_deref().unwrap_or("-"),

@@ -1,6 +1,7 @@
 //! `berth project create NAME`, `berth project list`, `berth project add-member
 //! NAME USER`
 
+use berth_api::time::stamp;
 use berth_api::{
     AddMember, CreateProject, CreateToken, MemberView, ProjectView, Revoked, TokenView,
 };
@@ -112,7 +113,7 @@ async fn token(api: &Api, cmd: TokenCommand) -> Result<Outcome, CliError> {
                 // The token alone on stdout (to redirect into a file); the rest
                 // on stderr.
                 let until = match &created.view.expires_at {
-                    Some(at) => format!(", expires {at}"),
+                    Some(at) => format!(", expires {}", stamp(at)),
                     None => String::new(),
                 };
                 eprintln!("created token {name} of project {project} (read-credentials{until}); it is shown once:");
@@ -136,8 +137,8 @@ async fn token(api: &Api, cmd: TokenCommand) -> Result<Outcome, CliError> {
                         t.name,
                         t.scope,
                         t.created_by,
-                        t.last_used_at.as_deref().unwrap_or("never"),
-                        t.expires_at.as_deref().unwrap_or("never")
+                        t.last_used_at.as_ref().map_or("never".into(), stamp),
+                        t.expires_at.as_ref().map_or("never".into(), stamp)
                     );
                 }
             }

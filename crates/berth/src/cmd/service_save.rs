@@ -2,6 +2,7 @@
 //! shown: shared by `berth service` and its wizard, which both depend on this and
 //! not on each other.
 
+use berth_api::time::stamp;
 use berth_api::{ExitView, HealthView, RegistryView, ServiceView};
 
 use super::api::{Answer, ApiFailure};
@@ -125,13 +126,13 @@ fn last_exit(e: Option<&ExitView>) -> String {
         None => String::new(),
         Some(ExitView {
             code: Some(c), at, ..
-        }) => format!(", last exit code {c} at {at}"),
+        }) => format!(", last exit code {c} at {}", stamp(at)),
         Some(ExitView {
             signal: Some(s),
             at,
             ..
-        }) => format!(", last killed by signal {s} at {at}"),
-        Some(e) => format!(", last stopped at {} (exit not seen)", e.at),
+        }) => format!(", last killed by signal {s} at {}", stamp(at)),
+        Some(e) => format!(", last stopped at {} (exit not seen)", stamp(&e.at)),
     }
 }
 
@@ -141,7 +142,7 @@ fn health(h: &HealthView) -> String {
         "ok" => String::new(),
         c => format!(" ({c})"),
     };
-    format!("{}{code} (checked {})", h.status, h.checked_at)
+    format!("{}{code} (checked {})", h.status, stamp(&h.checked_at))
 }
 
 /// A 422 carries the preflight result: show its steps, then fail.

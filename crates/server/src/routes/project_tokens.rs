@@ -59,14 +59,14 @@ pub async fn create(
             &m.project,
             name.as_str(),
             &crate::tokens::hash(&token),
-            expires_at.as_deref(),
+            expires_at.as_ref(),
             &caller,
             audit_event(
                 &caller,
                 "project.token.create",
                 &m.project,
                 None,
-                serde_json::json!({"token": name.as_str(), "scope": "read-credentials", "expires_at": expires_at}),
+                serde_json::json!({"token": name.as_str(), "scope": "read-credentials", "expires_at": expires_at.map(berth_store::stamp)}),
             ),
         )
         .await?;
@@ -75,8 +75,8 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-/// When a token made now with `expires_in` seconds expires (RFC 3339).
-fn expiry(expires_in: u64) -> Result<String, ApiError> {
+/// When a token made now with `expires_in` seconds expires.
+fn expiry(expires_in: u64) -> Result<berth_store::Time, ApiError> {
     if !(1..=MAX_EXPIRES_IN).contains(&expires_in) {
         return Err(ApiError::bad_request(
             ErrorCode::InvalidExpiry,
@@ -84,7 +84,7 @@ fn expiry(expires_in: u64) -> Result<String, ApiError> {
         ));
     }
     let life = chrono::Duration::seconds(expires_in as i64);
-    Ok(berth_store::stamp(chrono::Utc::now() + life))
+    Ok(berth_store::now() + life)
 }
 
 /// The project's tokens (never their values), with when each was last used and
@@ -169,7 +169,8 @@ impl FromRequestParts<AppState> for ProjectCaller {
         let project = Project {
             id: used.project_id.clone(),
             name,
-            created_at: String::new(),
+            // Not known here, and not needed: the project stands for its id and name.
+            created_at: Default::default(),
         };
         let within_budget = count(state, &used).await?;
         if !live {
@@ -189,7 +190,7 @@ impl FromRequestParts<AppState> for ProjectCaller {
                             metadata: serde_json::json!({
                                 "token": used.name,
                                 "reason": "expired",
-                                "expires_at": used.expires_at,
+                                "expires_at": used.expires_at.map(berth_store::stamp),
                             }),
                         },
                     )
@@ -256,7 +257,7 @@ fn choose<'a>(
         })
         .collect();
     on_host.sort_by(|a, b| {
-        let at = |s: &Service| s.credential.as_ref().map(|c| c.updated_at.clone());
+        let at = |s: &Service| s.credential.as_ref().map(|c| c.updated_at);
         at(b).cmp(&at(a))
     });
     if let Some(image) = image {
