@@ -1,8 +1,13 @@
-//! The map of the workspace, guarded: dependencies point one way, binary ->
-//! server -> (vault, store, runtime) -> registry -> types, and the lower layers
-//! pull in nothing of the layers above (no HTTP server, database or container
-//! runtime code in the registry client, no network in the types). Read from
-//! `cargo metadata`, so a new edge fails here before it grows roots.
+//! The map of the workspace, guarded: dependencies point one way, binary
+//! (`berth`) -> server (`berth-server`) -> (`berth-vault`, `berth-store`,
+//! `berth-runtime`, `berth-kubernetes`) -> `berth-registry` -> `berth-types`.
+//! `berth-api`, the HTTP API's types, is shared by the binary and the server and
+//! sits on the registry (a 422 carries its preflight report); `berth-kubernetes`
+//! uses none of berth's crates; `berth-testkit` is for tests only. The lower
+//! layers pull in nothing of the layers above (no HTTP server, database or
+//! container runtime code in the registry client or the API types, no network in
+//! the types). Read from `cargo metadata`, so a new edge fails here before it
+//! grows roots.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -12,6 +17,7 @@ use std::process::Command;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("berth-types", &[]),
     ("berth-registry", &["berth-types"]),
+    ("berth-api", &["berth-registry", "berth-types"]),
     ("berth-vault", &["berth-types"]),
     ("berth-store", &["berth-types"]),
     ("berth-runtime", &["berth-registry", "berth-types"]),
@@ -19,6 +25,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "berth-server",
         &[
+            "berth-api",
             "berth-vault",
             "berth-store",
             "berth-runtime",
@@ -27,7 +34,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "berth-types",
         ],
     ),
-    ("berth", &["berth-server", "berth-registry", "berth-types"]),
+    (
+        "berth",
+        &["berth-server", "berth-api", "berth-registry", "berth-types"],
+    ),
     ("berth-testkit", &[]),
 ];
 
@@ -49,6 +59,10 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "rustix",
             "tar",
         ],
+    ),
+    (
+        "berth-api",
+        &["axum", "sqlx", "tower-http", "hyper", "reqwest", "tokio"],
     ),
     ("berth-store", &["axum", "reqwest", "hyper", "utoipa"]),
     ("berth-vault", &["axum", "sqlx", "utoipa"]),

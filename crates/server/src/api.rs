@@ -7,24 +7,13 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use berth_api::{ErrorBody, ErrorCode};
 use berth_store::{MemberRole, Membership, NewAudit, Project, StoreError, User};
 use secrecy::SecretString;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use crate::state::AppState;
 use crate::tokens;
-
-/// `{"code": "...", "message": "..."}`, plus the preflight result on a 422.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub code: String,
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub preflight: Option<Box<berth_registry::PreflightReport>>,
-}
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -35,11 +24,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             body: ErrorBody {
-                code: code.into(),
+                code,
                 message: message.into(),
                 preflight: None,
             },
@@ -54,30 +43,34 @@ impl ApiError {
 
     /// `429 rate_limited`, with when to try again (`Retry-After`).
     pub fn rate_limited(message: impl Into<String>, retry_after_seconds: u64) -> Self {
-        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
-            .retry_after(retry_after_seconds)
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            message,
+        )
+        .retry_after(retry_after_seconds)
     }
 
-    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     pub fn not_found(what: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             format!("{what} not found"),
         )
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
     }
 
     pub fn service_terminated() -> Self {
         Self::new(
             StatusCode::CONFLICT,
-            "service_terminated",
+            ErrorCode::ServiceTerminated,
             "the service is terminated",
         )
     }
@@ -94,7 +87,7 @@ impl ApiError {
         ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             body: ErrorBody {
-                code: "preflight_failed".into(),
+                code: ErrorCode::PreflightFailed,
                 message: format!(
                     "{} Nothing was saved; fix the problem, or save with save_without_verifying: true.",
                     report.message
@@ -122,7 +115,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(what) => ApiError::new(
                 StatusCode::CONFLICT,
-                "conflict",
+                ErrorCode::Conflict,
                 format!("{what} already exists"),
             ),
             StoreError::NotFound => ApiError::not_found("resource"),
@@ -130,7 +123,7 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %e, "database error");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
+                    ErrorCode::Internal,
                     "internal error; see the server log",
                 )
             }
@@ -138,7 +131,7 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %msg, "database error");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
+                    ErrorCode::Internal,
                     "internal error; see the server log",
                 )
             }
@@ -152,13 +145,13 @@ impl From<berth_vault::VaultError> for ApiError {
         if let berth_vault::VaultError::SecretStore(_) = e {
             return ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "secret_store_unavailable",
+                ErrorCode::SecretStoreUnavailable,
                 "the secret store (AWS Secrets Manager) failed; nothing was changed; see the server log",
             );
         }
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "vault_error",
+            ErrorCode::VaultError,
             "a stored secret could not be used; see the server log",
         )
     }
@@ -176,9 +169,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             Err(rejection) => {
                 let status = rejection.status();
                 let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    "too_large"
+                    ErrorCode::TooLarge
                 } else {
-                    "bad_request"
+                    ErrorCode::BadRequest
                 };
                 // The body text of serde errors may quote input; it never reaches logs,
                 // and a client sees only what it sent.
@@ -209,7 +202,7 @@ impl FromRequestParts<AppState> for Caller {
         let unauthorized = || {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "a valid API token is required (Authorization: Bearer <token>)",
             )
         };
@@ -237,8 +230,9 @@ pub fn bearer(parts: &Parts) -> Option<SecretString> {
 
 /// A project, service or user name from a request body.
 pub fn parse_slug(name: &str) -> Result<berth_types::Slug, ApiError> {
-    name.parse()
-        .map_err(|e: berth_types::NameError| ApiError::bad_request("invalid_name", e.to_string()))
+    name.parse().map_err(|e: berth_types::NameError| {
+        ApiError::bad_request(ErrorCode::InvalidName, e.to_string())
+    })
 }
 
 /// The caller's membership of project `name`, or 404 (never 403: no existence leak).
@@ -282,6 +276,11 @@ pub fn audit_event(
 /// A credential refused for its kind's needs is the client's to fix.
 impl From<crate::kinds::KindError> for ApiError {
     fn from(e: crate::kinds::KindError) -> Self {
-        ApiError::bad_request(e.code, e.message)
+        // The kinds' codes are public codes; one they would invent is a bug here.
+        let code = e.code.parse().unwrap_or_else(|unknown| {
+            tracing::error!(error = %unknown, "a credential kind's error code");
+            ErrorCode::BadRequest
+        });
+        ApiError::bad_request(code, e.message)
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_registry::Registry;
-use berth_store::{now, stamp, Health, NewAudit, ServiceStatus, Store};
+use berth_store::{now, Health, NewAudit, ServiceStatus, Store};
 
 use crate::config::CredentialChecks;
 use crate::vault::Vault;
@@ -53,12 +53,7 @@ impl Checker {
         let hold = chrono::Duration::from_std(HOLD).unwrap_or_default();
         let due = self
             .store
-            .claim_credential_checks(
-                &stamp(at - period),
-                &stamp(at),
-                &stamp(at + hold),
-                PER_ROUND,
-            )
+            .claim_credential_checks(&(at - period), &at, &(at + hold), PER_ROUND)
             .await?;
         // By registry: one check at a time each, a few per round.
         let mut by_registry: BTreeMap<String, Vec<berth_store::Service>> = BTreeMap::new();

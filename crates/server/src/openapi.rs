@@ -36,7 +36,7 @@ use crate::routes::{
         deployments::logs,
         audit::list,
     ),
-    components(schemas(crate::api::ErrorBody)),
+    components(schemas(berth_api::ErrorBody)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

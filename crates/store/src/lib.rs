@@ -156,7 +156,7 @@ pub trait DeploymentQueue: Send + Sync {
     /// Deployments left `DEPLOYING` by a stopped server (no heartbeat since
     /// `stale_before`, an RFC 3339 time) become `FAILED` with a reason; another
     /// replica's deploy in progress is left alone.
-    async fn repair_deployments(&self, stale_before: &str) -> Result<u64>;
+    async fn repair_deployments(&self, stale_before: &Time) -> Result<u64>;
 }
 
 /// The append-only audit log (appended by the other traits' writes, in their
@@ -216,9 +216,9 @@ pub trait CredentialChecks: Send + Sync {
     /// that no replica holds, and holds them until `hold_until` (RFC 3339 times).
     async fn claim_credential_checks(
         &self,
-        due_before: &str,
-        now: &str,
-        hold_until: &str,
+        due_before: &Time,
+        now: &Time,
+        hold_until: &Time,
         limit: i64,
     ) -> Result<Vec<ServiceId>>;
     /// Records a check's result, if the credential is still the one checked (saved
@@ -227,7 +227,7 @@ pub trait CredentialChecks: Send + Sync {
     async fn record_health(
         &self,
         service: &Service,
-        updated_at: &str,
+        updated_at: &Time,
         health: &Health,
         audit: NewAudit,
     ) -> Result<bool>;
@@ -244,7 +244,7 @@ pub trait ProjectTokens: Send + Sync {
         project: &Project,
         name: &str,
         token_hash: &str,
-        expires_at: Option<&str>,
+        expires_at: Option<&Time>,
         created_by: &User,
         audit: NewAudit,
     ) -> Result<ProjectToken>;
@@ -252,7 +252,7 @@ pub trait ProjectTokens: Send + Sync {
     async fn project_tokens(&self, project: &ProjectId) -> Result<Vec<ProjectToken>>;
     /// The token with this hash as of `now` (RFC 3339): live (then stamped as used
     /// at `now`) or expired; `None` when there is none.
-    async fn use_project_token(&self, token_hash: &str, now: &str) -> Result<Option<TokenUse>>;
+    async fn use_project_token(&self, token_hash: &str, now: &Time) -> Result<Option<TokenUse>>;
     /// Appends what a token read to the audit log (every use is listed).
     async fn audit_token_use(&self, token: &ProjectToken, audit: NewAudit) -> Result<()>;
     /// Deletes the project's token of this name; `false` when there is none.

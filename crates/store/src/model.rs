@@ -145,7 +145,7 @@ pub struct User {
 pub struct Project {
     pub id: ProjectId,
     pub name: String,
-    pub created_at: String,
+    pub created_at: Time,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -225,7 +225,7 @@ pub struct Traffic {
 pub struct Exit {
     pub code: Option<i32>,
     pub signal: Option<i32>,
-    pub at: String,
+    pub at: Time,
 }
 
 impl Exit {
@@ -283,7 +283,7 @@ pub struct Credential {
     pub username: String,
     pub secret: StoredSecret,
     pub verified: bool,
-    pub updated_at: String,
+    pub updated_at: Time,
     /// The last background check of the credential, if any ran.
     pub health: Option<Health>,
 }
@@ -295,7 +295,7 @@ pub struct Health {
     pub ok: bool,
     /// `ok`, or the preflight code of the failure (`auth_failed`...).
     pub code: String,
-    pub checked_at: String,
+    pub checked_at: Time,
 }
 
 #[derive(Clone, Debug)]
@@ -305,7 +305,7 @@ pub struct Service {
     pub name: String,
     pub image: ImageRef,
     pub status: ServiceStatus,
-    pub created_at: String,
+    pub created_at: Time,
     pub credential: Option<Credential>,
     pub resources: Resources,
     pub restart_policy: RestartPolicy,
@@ -328,7 +328,7 @@ pub struct NewAudit {
 #[derive(Clone, Debug)]
 pub struct AuditEvent {
     pub id: i64,
-    pub at: String,
+    pub at: Time,
     pub actor: String,
     pub action: String,
     pub project: Option<String>,
@@ -354,10 +354,10 @@ pub struct ProjectToken {
     pub scope: String,
     /// The name of the owner who created it.
     pub created_by: String,
-    pub created_at: String,
-    pub last_used_at: Option<String>,
+    pub created_at: Time,
+    pub last_used_at: Option<Time>,
     /// When it stops opening anything; `None`: never.
-    pub expires_at: Option<String>,
+    pub expires_at: Option<Time>,
 }
 
 /// What a presented project token turned out to be.
@@ -370,14 +370,24 @@ pub enum TokenUse {
     Expired(ProjectToken),
 }
 
-/// Now, RFC 3339 UTC with milliseconds (sorts as text).
-pub fn now() -> String {
-    stamp(chrono::Utc::now())
+/// A time, in UTC. Kept as RFC 3339 text with milliseconds in both databases
+/// ([`stamp`]): one width, so times compare as text in SQL.
+pub type Time = chrono::DateTime<chrono::Utc>;
+
+/// Now, to the millisecond (what a stored time keeps of it).
+pub fn now() -> Time {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(3)
 }
 
-/// A time as the store writes times: RFC 3339 UTC with milliseconds.
-pub fn stamp(t: chrono::DateTime<chrono::Utc>) -> String {
+/// A time as the store writes times: RFC 3339 UTC with milliseconds (sorts as text).
+pub fn stamp(t: Time) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A time the store wrote (any RFC 3339 time is read).
+pub fn parse_stamp(text: &str) -> Result<Time, chrono::ParseError> {
+    chrono::DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&chrono::Utc))
 }
 
 /// A deployment that should be running: `DEPLOYED`, of a service not terminated.
@@ -398,8 +408,8 @@ pub struct Deployment {
     pub digest: Option<Digest>,
     pub failure_code: Option<String>,
     pub failure_message: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
+    pub created_at: Time,
+    pub updated_at: Time,
     /// The replica that claimed it (its advertised URL): where its log is.
     pub replica_url: Option<String>,
 }
@@ -438,5 +448,15 @@ mod tests {
             assert_eq!(s.as_str().parse::<DeploymentStatus>().unwrap(), *s);
         }
         assert!("deployed".parse::<DeploymentStatus>().is_err());
+    }
+
+    #[test]
+    fn stamps_round_trip() {
+        let t = now();
+        assert_eq!(parse_stamp(&stamp(t)).unwrap(), t);
+        assert_eq!(
+            stamp(parse_stamp("2024-05-01T12:00:00.120Z").unwrap()),
+            "2024-05-01T12:00:00.120Z"
+        );
     }
 }

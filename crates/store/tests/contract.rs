@@ -691,7 +691,7 @@ contract!(
         store.heartbeat(&claimed).await.unwrap();
         assert_eq!(
             store
-                .repair_deployments("2000-01-01T00:00:00.000Z")
+                .repair_deployments(&parse_stamp("2000-01-01T00:00:00.000Z").unwrap())
                 .await
                 .unwrap(),
             0
@@ -699,7 +699,7 @@ contract!(
         // A server that died mid-deploy (no heartbeat since): FAILED, its service too.
         assert_eq!(
             store
-                .repair_deployments("2999-01-01T00:00:00.000Z")
+                .repair_deployments(&parse_stamp("2999-01-01T00:00:00.000Z").unwrap())
                 .await
                 .unwrap(),
             1
@@ -796,7 +796,7 @@ contract!(
         let exit = |code| Exit {
             code,
             signal: None,
-            at: "2026-11-24T00:00:00.000Z".into(),
+            at: parse_stamp("2026-11-24T00:00:00.000Z").unwrap(),
         };
         store
             .record_exit(&s.id, &exit(Some(3)), true)
@@ -950,8 +950,8 @@ contract!(
         );
         assert_eq!(other.credential.as_ref().unwrap().health, None);
 
-        let t = |s: &str| format!("2999-01-01T00:00:{s}.000Z");
-        let claim = |due: String, now: String, hold: String| {
+        let t = |s: &str| parse_stamp(&format!("2999-01-01T00:00:{s}.000Z")).unwrap();
+        let claim = |due: Time, now: Time, hold: Time| {
             let store = store.clone();
             async move {
                 store
@@ -979,7 +979,7 @@ contract!(
             code: "auth_failed".into(),
             checked_at: t("20"),
         };
-        let updated = other.credential.as_ref().unwrap().updated_at.clone();
+        let updated = other.credential.as_ref().unwrap().updated_at;
         let health_audit = || audit("service.registry.health", Some("web"), Some("worker"));
         assert!(store
             .record_health(&other, &updated, &failing, health_audit())
@@ -1011,7 +1011,7 @@ contract!(
 
         // A result for credentials replaced meanwhile is dropped.
         assert!(!store
-            .record_health(&other, "an older save", &failing, health_audit())
+            .record_health(&other, &t("00"), &failing, health_audit())
             .await
             .unwrap());
     }
@@ -1109,7 +1109,7 @@ contract!(
     a_project_token_opens_nothing_past_its_expiry,
     |store: SqlStore| async move {
         let fx = fixture(&store).await;
-        let at = |s: &str| format!("2030-01-01T00:00:{s}.000Z");
+        let at = |s: &str| parse_stamp(&format!("2030-01-01T00:00:{s}.000Z")).unwrap();
         let t = store
             .create_project_token(
                 &fx.p,
@@ -1121,25 +1121,29 @@ contract!(
             )
             .await
             .unwrap();
-        assert_eq!(t.expires_at.as_deref(), Some(at("10").as_str()));
+        assert_eq!(t.expires_at, Some(at("10")));
         let listed = store.project_tokens(&fx.p.id).await.unwrap();
         assert_eq!(listed[0].expires_at, t.expires_at);
         // Before: live, and stamped.
         match store.use_project_token("hash-e", &at("09")).await.unwrap() {
             Some(TokenUse::Live(u)) => {
-                assert_eq!(u.last_used_at.as_deref(), Some(at("09").as_str()))
+                assert_eq!(u.last_used_at, Some(at("09")))
             }
             other => panic!("live before its expiry: {other:?}"),
         }
         // At and after: expired (the project can be told), and not stamped.
-        for when in [at("10"), at("11"), "2031-01-01T00:00:00.000Z".to_owned()] {
+        for when in [
+            at("10"),
+            at("11"),
+            parse_stamp("2031-01-01T00:00:00.000Z").unwrap(),
+        ] {
             match store.use_project_token("hash-e", &when).await.unwrap() {
                 Some(TokenUse::Expired(e)) => {
                     assert_eq!(
                         (e.project_id.clone(), e.name.as_str()),
                         (fx.p.id.clone(), "ci")
                     );
-                    assert_eq!(e.last_used_at.as_deref(), Some(at("09").as_str()));
+                    assert_eq!(e.last_used_at, Some(at("09")));
                 }
                 other => panic!("expired at {when}: {other:?}"),
             }

@@ -5,8 +5,11 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
+use berth_api::{ErrorBody, ErrorCode};
+use berth_registry::PreflightReport;
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -77,12 +80,71 @@ pub struct Api {
     http: reqwest::Client,
 }
 
-/// A failed call: the server's `{code, message}` and the whole body.
+/// An answer of the API: read as its `berth-api` type for the human view, and
+/// kept as the server sent it, which is what `--json` prints (the API's own shape,
+/// field for field, whatever this berth's types know of it).
+pub struct Answer<T> {
+    pub view: T,
+    sent: Value,
+}
+
+impl<T> Answer<T> {
+    /// Prints the answer as the server sent it, as one JSON document.
+    pub fn print_json(&self) -> Result<(), CliError> {
+        print_json(&self.sent)
+    }
+
+    /// The same answer read through a part of its view.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Answer<U> {
+        Answer {
+            view: f(self.view),
+            sent: self.sent,
+        }
+    }
+}
+
+/// A failed call: its status, the server's error body (`None` when the answer
+/// was not the API's error shape, e.g. a proxy's page), and the body as sent.
 pub struct ApiFailure {
     pub status: u16,
-    pub code: String,
-    pub message: String,
-    pub body: Value,
+    pub error: Option<ErrorBody>,
+    sent: Value,
+}
+
+impl ApiFailure {
+    pub fn code(&self) -> Option<ErrorCode> {
+        self.error.as_ref().map(|e| e.code)
+    }
+
+    pub fn message(&self) -> &str {
+        self.error
+            .as_ref()
+            .map_or("the server refused the request", |e| e.message.as_str())
+    }
+
+    /// The preflight a refused save ran (a 422's).
+    pub fn preflight(&self) -> Option<&PreflightReport> {
+        self.error.as_ref()?.preflight.as_deref()
+    }
+
+    /// Prints the body as the server sent it, as one JSON document.
+    pub fn print_json(&self) -> Result<(), CliError> {
+        print_json(&self.sent)
+    }
+}
+
+/// `code (status): message`, the one line a failed call ends a command with.
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let code = self.code().map_or("error", ErrorCode::as_str);
+        write!(f, "{code} ({}): {}", self.status, self.message())
+    }
+}
+
+impl From<ApiFailure> for CliError {
+    fn from(f: ApiFailure) -> Self {
+        CliError::Other(anyhow::anyhow!("{f}"))
+    }
 }
 
 impl Api {
@@ -132,18 +194,25 @@ impl Api {
         })
     }
 
-    pub async fn send(
+    /// A request to a route that is not JSON (logs), or whose status alone counts.
+    pub async fn send(&self, method: Method, path: &str) -> Result<reqwest::Response, CliError> {
+        self.request(method, path, None).await
+    }
+
+    async fn request(
         &self,
         method: Method,
         path: &str,
-        body: Option<Value>,
+        body: Option<Vec<u8>>,
     ) -> Result<reqwest::Response, CliError> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(self.token.expose_secret());
         if let Some(b) = body {
-            req = req.json(&b);
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b);
         }
         req.send()
             .await
@@ -151,45 +220,54 @@ impl Api {
     }
 
     /// Calls a JSON route; a non-2xx answer is an [`ApiFailure`].
-    pub async fn call(
+    pub async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
-        body: Option<Value>,
-    ) -> Result<Result<Value, ApiFailure>, CliError> {
-        let resp = self.send(method, path, body).await?;
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<Result<Answer<T>, ApiFailure>, CliError> {
+        let body = body.map(serde_json::to_vec).transpose()?;
+        let resp = self.request(method, path, body).await?;
         let status = resp.status().as_u16();
         let text = resp.text().await?;
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if (200..300).contains(&status) {
-            return Ok(Ok(value));
+        let sent: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if !(200..300).contains(&status) {
+            return Ok(Err(ApiFailure {
+                status,
+                error: serde_json::from_value(sent.clone()).ok(),
+                sent,
+            }));
         }
-        Ok(Err(ApiFailure {
-            status,
-            code: value["code"].as_str().unwrap_or("error").to_owned(),
-            message: value["message"]
-                .as_str()
-                .unwrap_or("the server refused the request")
-                .to_owned(),
-            body: value,
-        }))
+        let view = serde_json::from_value(sent.clone()).map_err(|e| {
+            CliError::Other(anyhow::anyhow!(
+                "the server's answer to {path} is not what this berth reads: {e}"
+            ))
+        })?;
+        Ok(Ok(Answer { view, sent }))
     }
 
-    /// Calls a route and turns a failure into one clear error line.
-    pub async fn ok(
+    /// GET; a failure is one clear error line.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Answer<T>, CliError> {
+        Ok(self.call(Method::GET, path, None::<&()>).await??)
+    }
+
+    /// DELETE; a failure is one clear error line.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<Answer<T>, CliError> {
+        Ok(self.call(Method::DELETE, path, None::<&()>).await??)
+    }
+
+    /// POST `body`; a failure is one clear error line.
+    pub async fn post<T: DeserializeOwned>(
         &self,
-        method: Method,
         path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, CliError> {
-        self.call(method, path, body).await?.map_err(|f| {
-            CliError::Other(anyhow::anyhow!("{} ({}): {}", f.code, f.status, f.message))
-        })
+        body: &(impl Serialize + ?Sized),
+    ) -> Result<Answer<T>, CliError> {
+        Ok(self.call(Method::POST, path, Some(body)).await??)
     }
 }
 
 /// Prints `value` as one JSON document.
-pub fn print_json(value: &Value) -> Result<(), CliError> {
+fn print_json(value: &Value) -> Result<(), CliError> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! `berth audit [--service NAME]`
 
-use reqwest::Method;
+use berth_api::time::stamp;
+use berth_api::AuditEventView;
 
-use super::api::{print_json, Api, Connection};
+use super::api::{Api, Connection};
 use super::{CliError, Outcome};
 
 #[derive(clap::Args)]
@@ -24,22 +25,22 @@ pub async fn run(conn: &Connection, args: Args) -> Result<Outcome, CliError> {
     if let Some(s) = &args.service {
         path.push_str(&format!("&service={s}"));
     }
-    let v = api.ok(Method::GET, &path, None).await?;
+    let events = api.get::<Vec<AuditEventView>>(&path).await?;
     if args.json {
-        return print_json(&v).map(|_| Outcome::Ok);
+        return events.print_json().map(|_| Outcome::Ok);
     }
     println!(
         "{:<25} {:<10} {:<24} {:<12} METADATA",
         "AT", "ACTOR", "ACTION", "SERVICE"
     );
-    for e in v.as_array().into_iter().flatten() {
+    for e in &events.view {
         println!(
             "{:<25} {:<10} {:<24} {:<12} {}",
-            e["at"].as_str().unwrap_or_default(),
-            e["actor"].as_str().unwrap_or_default(),
-            e["action"].as_str().unwrap_or_default(),
-            e["service"].as_str().unwrap_or("-"),
-            e["metadata"]
+            stamp(&e.at),
+            e.actor,
+            e.action,
+            e.service.as_deref().unwrap_or("-"),
+            e.metadata
         );
     }
     Ok(Outcome::Ok)

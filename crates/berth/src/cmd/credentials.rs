@@ -7,11 +7,13 @@
 //!   `credentialprovider.kubelet.k8s.io/v1` exec protocol: a request with the image
 //!   on stdin, the credentials for its repository on stdout).
 
+use std::collections::BTreeMap;
 use std::io::Read;
 
+use berth_api::{CredentialsAnswer, CredentialsRequest, ErrorCode};
 use reqwest::Method;
-use secrecy::SecretString;
-use serde_json::{json, Value};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
 
 use super::api::{Api, Connection};
 use super::{CliError, Outcome};
@@ -71,25 +73,30 @@ fn token(source: &TokenSource) -> Result<SecretString, CliError> {
 async fn ask(
     conn: &Connection,
     source: &TokenSource,
-    mut body: Value,
-) -> Result<Option<Value>, CliError> {
-    if let Some(s) = &source.service {
-        body["service"] = json!(s);
-    }
+    mut body: CredentialsRequest,
+) -> Result<Option<CredentialsAnswer>, CliError> {
+    body.service.clone_from(&source.service);
     let api = Api::with_token(conn, token(source)?)?;
     match api
-        .call(Method::POST, "/v1/registry-credentials", Some(body))
+        .call(Method::POST, "/v1/registry-credentials", Some(&body))
         .await?
     {
-        Ok(v) => Ok(Some(v)),
-        Err(f) if f.code == "no_credentials" => Ok(None),
-        Err(f) => Err(CliError::Other(anyhow::anyhow!(
-            "{} ({}): {}",
-            f.code,
-            f.status,
-            f.message
-        ))),
+        Ok(answer) => Ok(Some(answer.view)),
+        Err(f) if f.code() == Some(ErrorCode::NoCredentials) => Ok(None),
+        Err(f) => Err(f.into()),
     }
+}
+
+/// What a Docker credential helper prints for `get` (the protocol's names; its
+/// keys in the order they have always been printed).
+#[derive(Serialize)]
+struct HelperAnswer<'a> {
+    #[serde(rename = "Secret")]
+    secret: &'a str,
+    #[serde(rename = "ServerURL")]
+    server_url: &'a str,
+    #[serde(rename = "Username")]
+    username: &'a str,
 }
 
 fn stdin_text() -> Result<zeroize::Zeroizing<String>, CliError> {
@@ -106,12 +113,17 @@ pub async fn helper(
     match cmd {
         HelperCommand::Get => {
             let host = stdin_text()?.trim().to_owned();
-            match ask(conn, source, json!({"registry": host})).await? {
+            let question = CredentialsRequest {
+                registry: Some(host.clone()),
+                ..Default::default()
+            };
+            match ask(conn, source, question).await? {
                 Some(v) => {
-                    let out = zeroize::Zeroizing::new(
-                        json!({"ServerURL": host, "Username": v["username"], "Secret": v["password"]})
-                            .to_string(),
-                    );
+                    let out = zeroize::Zeroizing::new(serde_json::to_string(&HelperAnswer {
+                        secret: v.password.expose_secret(),
+                        server_url: &host,
+                        username: &v.username,
+                    })?);
                     println!("{}", out.as_str());
                     Ok(Outcome::Ok)
                 }
@@ -153,35 +165,77 @@ fn repository_key(image: &str) -> Result<String, CliError> {
     Ok(format!("{host}/{}", parsed.repository_on(hub)))
 }
 
+/// The kubelet's `CredentialProviderRequest` (only what this provider reads; each
+/// field optional so that a wrong request is told apart from a broken one).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProviderRequest {
+    api_version: Option<String>,
+    kind: Option<String>,
+    image: Option<String>,
+}
+
+/// The `CredentialProviderResponse` (keys in the order they have always been
+/// printed).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProviderResponse<'a> {
+    api_version: &'a str,
+    auth: BTreeMap<String, ProviderAuth<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_duration: Option<String>,
+    cache_key_type: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct ProviderAuth<'a> {
+    password: &'a str,
+    username: &'a str,
+}
+
 pub async fn provider(conn: &Connection, source: &TokenSource) -> Result<Outcome, CliError> {
     let text = stdin_text()?;
-    let request: Value = serde_json::from_str(&text)
+    let request: ProviderRequest = serde_json::from_str(&text)
         .map_err(|e| CliError::Usage(format!("stdin is not a CredentialProviderRequest: {e}")))?;
-    let version = request["apiVersion"].as_str().unwrap_or_default();
-    if !PROVIDER_VERSIONS.contains(&version) || request["kind"] != "CredentialProviderRequest" {
+    let version = request.api_version.as_deref().unwrap_or_default();
+    if !PROVIDER_VERSIONS.contains(&version)
+        || request.kind.as_deref() != Some("CredentialProviderRequest")
+    {
         return Err(CliError::Usage(format!(
             "not a CredentialProviderRequest of a version this provider speaks ({})",
             PROVIDER_VERSIONS.join(", ")
         )));
     }
-    let image = request["image"]
-        .as_str()
+    let image = request
+        .image
         .ok_or_else(|| CliError::Usage("the request names no image".into()))?;
-    let key = repository_key(image)?;
-    let mut response = json!({
-        "apiVersion": version,
-        "kind": "CredentialProviderResponse",
+    let key = repository_key(&image)?;
+    let question = CredentialsRequest {
+        image: Some(image),
+        ..Default::default()
+    };
+    let answer = ask(conn, source, question).await?;
+    let mut response = ProviderResponse {
+        api_version: version,
+        auth: BTreeMap::new(),
+        cache_duration: None,
         // Per repository: another repository on the same registry may be another
         // service's, with other credentials.
-        "cacheKeyType": "Image",
-        "auth": {},
-    });
-    if let Some(v) = ask(conn, source, json!({"image": image})).await? {
-        response["cacheDuration"] =
-            json!(format!("{}s", v["cache_seconds"].as_u64().unwrap_or(300)));
-        response["auth"][key] = json!({"username": v["username"], "password": v["password"]});
+        cache_key_type: "Image",
+        kind: "CredentialProviderResponse",
+    };
+    if let Some(v) = &answer {
+        response.cache_duration = Some(format!("{}s", v.cache_seconds));
+        response.auth.insert(
+            key,
+            ProviderAuth {
+                password: v.password.expose_secret(),
+                username: &v.username,
+            },
+        );
     }
-    let out = zeroize::Zeroizing::new(response.to_string());
+    let out = zeroize::Zeroizing::new(serde_json::to_string(&response)?);
     println!("{}", out.as_str());
     Ok(Outcome::Ok)
 }

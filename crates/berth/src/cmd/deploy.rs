@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use berth_api::{BlobState, BlobView, DeploymentView};
 use futures_util::StreamExt;
 use reqwest::Method;
-use serde_json::{json, Value};
 
-use super::api::{print_json, Api, Connection};
+use super::api::{Api, Connection};
 use super::{CliError, Outcome};
 
 #[derive(clap::Args)]
@@ -52,7 +52,7 @@ async fn print_log_since(
     bars: Option<&Bars>,
 ) -> Result<usize, CliError> {
     let text = api
-        .send(Method::GET, &format!("{path}/logs"), None)
+        .send(Method::GET, &format!("{path}/logs"))
         .await?
         .bytes()
         .await?;
@@ -92,16 +92,14 @@ impl Bars {
         }
     }
 
-    fn update(&mut self, status: &str, progress: &Value) {
+    fn update(&mut self, status: &str, progress: &[BlobView]) {
         self.status.set_message(status.to_owned());
-        for b in progress.as_array().into_iter().flatten() {
-            let digest = b["digest"].as_str().unwrap_or_default();
+        for b in progress {
+            let digest = b.digest.as_str();
             let short = digest.trim_start_matches("sha256:");
             let short = &short[..short.len().min(12)];
             let bar = self.blobs.entry(digest.to_owned()).or_insert_with(|| {
-                let bar = self
-                    .multi
-                    .add(ProgressBar::new(b["size"].as_u64().unwrap_or(0)));
+                let bar = self.multi.add(ProgressBar::new(b.size));
                 bar.set_style(
                     ProgressStyle::with_template(
                         "  {prefix} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} {msg}",
@@ -112,10 +110,9 @@ impl Bars {
                 bar.set_prefix(short.to_owned());
                 bar
             });
-            bar.set_position(b["received"].as_u64().unwrap_or(0));
-            let state = b["state"].as_str().unwrap_or_default();
-            bar.set_message(state.to_owned());
-            if matches!(state, "applied" | "cached") && !bar.is_finished() {
+            bar.set_position(b.received);
+            bar.set_message(b.state.as_str().to_owned());
+            if matches!(b.state, BlobState::Applied | BlobState::Cached) && !bar.is_finished() {
                 bar.finish();
             }
         }
@@ -133,7 +130,7 @@ impl Bars {
 
 async fn stream_logs(api: &Api, path: &str, skip: usize) -> Result<(), CliError> {
     let resp = api
-        .send(Method::GET, &format!("{path}/logs?follow=true"), None)
+        .send(Method::GET, &format!("{path}/logs?follow=true"))
         .await?;
     let mut body = resp.bytes_stream();
     let mut skipped = 0usize;
@@ -165,31 +162,33 @@ pub async fn deploy(conn: &Connection, args: DeployArgs) -> Result<Outcome, CliE
     };
     let project = Api::project(conn)?;
     let base = format!("/v1/projects/{project}/services/{name}/deployments");
-    let d = api.ok(Method::POST, &base, Some(json!({}))).await?;
-    watch(&api, &base, d, &args).await
-}
-
-/// Shows deployment `d` (just queued under `base`) until it is `DEPLOYED` or
-/// `FAILED`, as `berth deploy` does.
-pub async fn watch(api: &Api, base: &str, d: Value, args: &Watch) -> Result<Outcome, CliError> {
-    let id = d["id"].as_str().unwrap_or_default().to_owned();
+    // The route takes no fields; `{}` is what it has always been sent.
+    let queued = api
+        .post::<DeploymentView>(&base, &serde_json::Map::new())
+        .await?;
     if args.detach {
         if args.json {
-            print_json(&d)?;
+            queued.print_json()?;
         } else {
-            println!("{id}");
+            println!("{}", queued.view.id);
         }
         return Ok(Outcome::Ok);
     }
+    watch(&api, &base, &queued.view.id, &args).await
+}
+
+/// Shows deployment `id` (just queued under `base`) until it is `DEPLOYED` or
+/// `FAILED`, as `berth deploy` does (`--detach` is the caller's).
+pub async fn watch(api: &Api, base: &str, id: &str, args: &Watch) -> Result<Outcome, CliError> {
     let path = format!("{base}/{id}");
     let mut shown = 0;
     let mut status = String::new();
     let mut bars = (!args.json && std::io::stderr().is_terminal()).then(Bars::new);
-    let d = loop {
-        let d = api.ok(Method::GET, &path, None).await?;
-        let now = d["status"].as_str().unwrap_or_default().to_owned();
+    let answer = loop {
+        let answer = api.get::<DeploymentView>(&path).await?;
+        let now = answer.view.status.clone();
         match &mut bars {
-            Some(b) => b.update(&now, &d["progress"]),
+            Some(b) => b.update(&now, answer.view.progress.as_deref().unwrap_or_default()),
             None if now != status && !args.json => eprintln!("==> {now}"),
             None => {}
         }
@@ -198,7 +197,7 @@ pub async fn watch(api: &Api, base: &str, d: Value, args: &Watch) -> Result<Outc
             shown = print_log_since(api, &path, shown, bars.as_ref()).await?;
         }
         if now == "DEPLOYED" || now == "FAILED" {
-            break d;
+            break answer;
         }
         let poll = if bars.is_some() { 150 } else { 300 };
         tokio::time::sleep(Duration::from_millis(poll)).await;
@@ -206,13 +205,14 @@ pub async fn watch(api: &Api, base: &str, d: Value, args: &Watch) -> Result<Outc
     if let Some(b) = &bars {
         b.clear();
     }
+    let d = &answer.view;
     if args.json {
-        print_json(&d)?;
-    } else if d["status"] == "FAILED" {
+        answer.print_json()?;
+    } else if d.status == "FAILED" {
         eprintln!(
             "deployment {id} FAILED ({}): {}",
-            d["failure_code"].as_str().unwrap_or_default(),
-            d["failure_message"].as_str().unwrap_or_default()
+            d.failure_code.as_deref().unwrap_or_default(),
+            d.failure_message.as_deref().unwrap_or_default()
         );
     } else {
         // The first output lines.
@@ -220,13 +220,13 @@ pub async fn watch(api: &Api, base: &str, d: Value, args: &Watch) -> Result<Outc
         shown = print_log_since(api, &path, shown, None).await?;
         eprintln!(
             "deployment {id} DEPLOYED ({})",
-            d["digest"].as_str().unwrap_or_default()
+            d.digest.as_deref().unwrap_or_default()
         );
         if args.follow {
             stream_logs(api, &path, shown).await?;
         }
     }
-    Ok(if d["status"] == "DEPLOYED" {
+    Ok(if d.status == "DEPLOYED" {
         Outcome::Ok
     } else {
         Outcome::Failed
@@ -240,14 +240,10 @@ pub async fn logs(conn: &Connection, args: LogsArgs) -> Result<Outcome, CliError
     let id = match args.deployment {
         Some(id) => id,
         None => {
-            let all = api.ok(Method::GET, &base, None).await?;
-            all.as_array()
-                .and_then(|a| a.first())
-                .and_then(|d| d["id"].as_str())
-                .map(str::to_owned)
-                .ok_or_else(|| {
-                    CliError::Other(anyhow::anyhow!("{} has no deployments yet", args.name))
-                })?
+            let all = api.get::<Vec<DeploymentView>>(&base).await?;
+            all.view.into_iter().next().map(|d| d.id).ok_or_else(|| {
+                CliError::Other(anyhow::anyhow!("{} has no deployments yet", args.name))
+            })?
         }
     };
     let path = format!("{base}/{id}");
@@ -269,7 +265,7 @@ pub async fn logs(conn: &Connection, args: LogsArgs) -> Result<Outcome, CliError
         }
         let query = format!("?{}", params.join("&"));
         let text = api
-            .send(Method::GET, &format!("{path}/logs{query}"), None)
+            .send(Method::GET, &format!("{path}/logs{query}"))
             .await?;
         if !text.status().is_success() {
             return Err(CliError::Other(anyhow::anyhow!(

@@ -29,7 +29,7 @@ pub async fn run(conn: &api::Connection, args: Args) -> Result<Outcome, CliError
         project: None,
     })?;
     let resp = check
-        .send(reqwest::Method::GET, "/v1/projects/-/services", None)
+        .send(reqwest::Method::GET, "/v1/projects/-/services")
         .await?;
     if resp.status().as_u16() == 401 {
         return Err(CliError::Other(anyhow::anyhow!(

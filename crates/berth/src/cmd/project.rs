@@ -1,10 +1,12 @@
 //! `berth project create NAME`, `berth project list`, `berth project add-member
 //! NAME USER`
 
-use reqwest::Method;
-use serde_json::json;
+use berth_api::time::stamp;
+use berth_api::{
+    AddMember, CreateProject, CreateToken, MemberView, ProjectView, Revoked, TokenView,
+};
 
-use super::api::{print_json, Api, Connection};
+use super::api::{Api, Connection};
 use super::{CliError, Outcome};
 
 #[derive(clap::Subcommand)]
@@ -98,60 +100,52 @@ async fn token(api: &Api, cmd: TokenCommand) -> Result<Outcome, CliError> {
             expires_in,
             json,
         } => {
-            let mut body = json!({"name": name});
-            if let Some(seconds) = expires_in {
-                body["expires_in"] = json!(seconds);
-            }
-            let v = api
-                .ok(
-                    Method::POST,
-                    &format!("/v1/projects/{project}/tokens"),
-                    Some(body),
-                )
+            let body = CreateToken {
+                name: name.clone(),
+                expires_in,
+            };
+            let created = api
+                .post::<TokenView>(&format!("/v1/projects/{project}/tokens"), &body)
                 .await?;
             if json {
-                print_json(&v)?;
+                created.print_json()?;
             } else {
                 // The token alone on stdout (to redirect into a file); the rest
                 // on stderr.
-                let until = match v["expires_at"].as_str() {
-                    Some(at) => format!(", expires {at}"),
+                let until = match &created.view.expires_at {
+                    Some(at) => format!(", expires {}", stamp(at)),
                     None => String::new(),
                 };
                 eprintln!("created token {name} of project {project} (read-credentials{until}); it is shown once:");
-                println!("{}", v["token"].as_str().unwrap_or_default());
+                println!("{}", created.view.token.as_deref().unwrap_or_default());
             }
         }
         TokenCommand::List { project, json } => {
-            let v = api
-                .ok(Method::GET, &format!("/v1/projects/{project}/tokens"), None)
+            let tokens = api
+                .get::<Vec<TokenView>>(&format!("/v1/projects/{project}/tokens"))
                 .await?;
             if json {
-                print_json(&v)?;
+                tokens.print_json()?;
             } else {
                 println!(
                     "{:<24} {:<17} {:<12} {:<24} EXPIRES",
                     "TOKEN", "SCOPE", "CREATED BY", "LAST USED"
                 );
-                for t in v.as_array().into_iter().flatten() {
+                for t in &tokens.view {
                     println!(
                         "{:<24} {:<17} {:<12} {:<24} {}",
-                        t["name"].as_str().unwrap_or_default(),
-                        t["scope"].as_str().unwrap_or_default(),
-                        t["created_by"].as_str().unwrap_or_default(),
-                        t["last_used_at"].as_str().unwrap_or("never"),
-                        t["expires_at"].as_str().unwrap_or("never")
+                        t.name,
+                        t.scope,
+                        t.created_by,
+                        t.last_used_at.as_ref().map_or("never".into(), stamp),
+                        t.expires_at.as_ref().map_or("never".into(), stamp)
                     );
                 }
             }
         }
         TokenCommand::Revoke { project, name } => {
-            api.ok(
-                Method::DELETE,
-                &format!("/v1/projects/{project}/tokens/{name}"),
-                None,
-            )
-            .await?;
+            api.delete::<Revoked>(&format!("/v1/projects/{project}/tokens/{name}"))
+                .await?;
             println!("revoked token {name} of project {project}");
         }
     }
@@ -160,52 +154,39 @@ async fn token(api: &Api, cmd: TokenCommand) -> Result<Outcome, CliError> {
 
 pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
     let api = Api::connect(conn)?;
-    let (v, json) = match cmd {
+    match cmd {
         Command::Token(t) => return token(&api, t).await,
         Command::List { json } => {
-            let v = api.ok(Method::GET, "/v1/projects", None).await?;
+            let projects = api.get::<Vec<ProjectView>>("/v1/projects").await?;
             if json {
-                print_json(&v)?;
+                projects.print_json()?;
             } else {
                 println!("{:<24} {:<7} AWS EXTERNAL ID", "PROJECT", "ROLE");
-                for p in v.as_array().into_iter().flatten() {
-                    println!(
-                        "{:<24} {:<7} {}",
-                        p["name"].as_str().unwrap_or_default(),
-                        p["role"].as_str().unwrap_or_default(),
-                        p["aws_external_id"].as_str().unwrap_or_default()
-                    );
+                for p in &projects.view {
+                    println!("{:<24} {:<7} {}", p.name, p.role, p.aws_external_id);
                 }
             }
-            return Ok(Outcome::Ok);
         }
-        Command::Create { name, json } => (
-            api.ok(Method::POST, "/v1/projects", Some(json!({"name": name})))
-                .await?,
-            json,
-        ),
-        Command::AddMember { name, user, json } => (
-            api.ok(
-                Method::POST,
-                &format!("/v1/projects/{name}/members"),
-                Some(json!({"user": user})),
-            )
-            .await?,
-            json,
-        ),
-    };
-    if json {
-        print_json(&v)?;
-    } else if let Some(user) = v["user"].as_str() {
-        println!(
-            "added {user} to {}",
-            v["project"].as_str().unwrap_or_default()
-        );
-    } else {
-        println!(
-            "created project {} (owner)",
-            v["name"].as_str().unwrap_or_default()
-        );
+        Command::Create { name, json } => {
+            let created = api
+                .post::<ProjectView>("/v1/projects", &CreateProject { name })
+                .await?;
+            if json {
+                created.print_json()?;
+            } else {
+                println!("created project {} (owner)", created.view.name);
+            }
+        }
+        Command::AddMember { name, user, json } => {
+            let added = api
+                .post::<MemberView>(&format!("/v1/projects/{name}/members"), &AddMember { user })
+                .await?;
+            if json {
+                added.print_json()?;
+            } else {
+                println!("added {} to {}", added.view.user, added.view.project);
+            }
+        }
     }
     Ok(Outcome::Ok)
 }

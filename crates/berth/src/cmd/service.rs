@@ -2,12 +2,15 @@
 
 use std::io::IsTerminal;
 
+use berth_api::{
+    CreateService, PreflightRequest, PutRegistry, RegistryInput, RegistrySaved, RegistryView,
+    ResourcesInput, ServiceView,
+};
 use berth_registry::PreflightReport;
 use reqwest::Method;
-use secrecy::{ExposeSecret, SecretString};
-use serde_json::{json, Value};
+use secrecy::SecretString;
 
-use super::api::{print_json, Api, Connection};
+use super::api::{Api, Connection};
 use super::service_save::{done, saved, RegistryFlags};
 use super::{CliError, Outcome};
 use crate::input;
@@ -159,15 +162,48 @@ fn registry_host(url: Option<&str>, image: Option<&str>) -> Result<String, CliEr
     Ok(domain.unwrap_or_else(|| berth_types::DOCKER_HUB.to_owned()))
 }
 
+/// The ECR fields of a registry body.
+struct AwsFields {
+    access_key_id: Option<String>,
+    secret_access_key: Option<SecretString>,
+    role_arn: Option<String>,
+    region: Option<String>,
+}
+
+impl AwsFields {
+    /// A new service's credentials of kind `ecr`.
+    fn input(self, registry_url: String) -> RegistryInput {
+        RegistryInput {
+            registry_url,
+            kind: Some("ecr".into()),
+            aws_access_key_id: self.access_key_id,
+            aws_secret_access_key: self.secret_access_key,
+            role_arn: self.role_arn,
+            aws_region: self.region,
+            ..Default::default()
+        }
+    }
+
+    /// Credentials changed to kind `ecr`.
+    fn put(self, body: &mut PutRegistry) {
+        body.kind = Some("ecr".into());
+        body.aws_access_key_id = self.access_key_id;
+        body.aws_secret_access_key = self.secret_access_key;
+        body.role_arn = self.role_arn;
+        body.aws_region = self.region;
+    }
+}
+
 /// `--aws-access-key-id` (the secret read like a password) or `--aws-role-arn`:
 /// the ECR fields of a registry body.
-fn aws_fields(flags: &RegistryFlags) -> Result<Option<serde_json::Value>, CliError> {
+fn aws_fields(flags: &RegistryFlags) -> Result<Option<AwsFields>, CliError> {
     if let Some(role) = &flags.aws_role_arn {
-        let mut v = json!({"kind": "ecr", "role_arn": role});
-        if let Some(r) = &flags.aws_region {
-            v["aws_region"] = json!(r);
-        }
-        return Ok(Some(v));
+        return Ok(Some(AwsFields {
+            access_key_id: None,
+            secret_access_key: None,
+            role_arn: Some(role.clone()),
+            region: flags.aws_region.clone(),
+        }));
     }
     let Some(key) = &flags.aws_access_key_id else {
         return Ok(None);
@@ -180,11 +216,19 @@ fn aws_fields(flags: &RegistryFlags) -> Result<Option<serde_json::Value>, CliErr
             "--registry-password-stdin",
         )?
     };
-    let mut v = json!({"kind": "ecr", "aws_access_key_id": key, "aws_secret_access_key": secret.expose_secret()});
-    if let Some(r) = &flags.aws_region {
-        v["aws_region"] = json!(r);
-    }
-    Ok(Some(v))
+    Ok(Some(AwsFields {
+        access_key_id: Some(key.clone()),
+        secret_access_key: Some(secret),
+        role_arn: None,
+        region: flags.aws_region.clone(),
+    }))
+}
+
+/// A Google key file's text, as the secret it is.
+fn gcp_json_key(flags: &RegistryFlags) -> Result<Option<SecretString>, CliError> {
+    Ok(flags
+        .gcp_json_key()?
+        .map(|key| SecretString::from(key.as_str().to_owned())))
 }
 
 /// `--from-docker-config`: the credentials for `host`, said on stderr (never the
@@ -233,20 +277,13 @@ pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
     match cmd {
         Command::Create(args) => create(&api, &base, args).await,
         Command::List { json } => list(&api, &base, json).await,
-        Command::Show { name, json } => done(
-            &api.ok(Method::GET, &format!("{base}/{name}"), None).await?,
-            json,
-        ),
-        Command::Terminate { name, json } => done(
-            &api.ok(Method::DELETE, &format!("{base}/{name}"), None)
-                .await?,
-            json,
-        ),
-        Command::Registry(RegistryCommand::Remove { name, json }) => done(
-            &api.ok(Method::DELETE, &format!("{base}/{name}/registry"), None)
-                .await?,
-            json,
-        ),
+        Command::Show { name, json } => done(&api.get(&format!("{base}/{name}")).await?, json),
+        Command::Terminate { name, json } => {
+            done(&api.delete(&format!("{base}/{name}")).await?, json)
+        }
+        Command::Registry(RegistryCommand::Remove { name, json }) => {
+            done(&api.delete(&format!("{base}/{name}/registry")).await?, json)
+        }
         Command::Registry(RegistryCommand::Set(args)) => set_registry(&api, &base, args).await,
         Command::Registry(RegistryCommand::Test(args)) => test_registry(&api, &base, args).await,
     }
@@ -274,82 +311,93 @@ async fn create(api: &Api, base: &str, args: CreateArgs) -> Result<Outcome, CliE
         (None, _) => return Err(CliError::Usage("NAME is required".into())),
         (_, None) => return Err(CliError::Usage("--image is required".into())),
     };
-    let mut body = json!({"name": name, "image": image, "restart_policy": restart_policy,
-                          "save_without_verifying": registry.save_without_verifying});
-    if let Some(resources) = resources(memory_mb, pids, cpus) {
-        body["resources"] = resources;
-    }
     let host = registry_host(registry.registry_url.as_deref(), Some(&image))?;
-    // `null` when there are no credentials: the body has always carried the key.
-    body["registry"] = new_registry(&registry, host)?.unwrap_or(Value::Null);
-    saved(api.call(Method::POST, base, Some(body)).await?, json)
+    let body = CreateService {
+        name,
+        image,
+        // `null` when there are no credentials: the body has always carried the key.
+        registry: new_registry(&registry, host)?,
+        resources: resources(memory_mb, pids, cpus),
+        restart_policy: restart_policy.parse().map_err(CliError::Usage)?,
+        save_without_verifying: registry.save_without_verifying,
+    };
+    saved(api.call(Method::POST, base, Some(&body)).await?, json)
 }
 
 /// The container limits given, or `None` to leave all of them to the server.
-fn resources(memory_mb: Option<u64>, pids: Option<i64>, cpus: Option<f64>) -> Option<Value> {
-    let mut resources = serde_json::Map::new();
-    if let Some(m) = memory_mb {
-        resources.insert("memory_mb".into(), m.into());
-    }
-    if let Some(p) = pids {
-        resources.insert("pids".into(), p.into());
-    }
-    if let Some(c) = cpus {
-        resources.insert("cpus".into(), c.into());
-    }
-    (!resources.is_empty()).then_some(Value::Object(resources))
+fn resources(
+    memory_mb: Option<u64>,
+    pids: Option<i64>,
+    cpus: Option<f64>,
+) -> Option<ResourcesInput> {
+    (memory_mb.is_some() || pids.is_some() || cpus.is_some()).then_some(ResourcesInput {
+        memory_mb,
+        pids,
+        cpus,
+    })
 }
 
 /// A new service's `registry` body, from the first credential source given: ECR
 /// keys or role, a Google key, the Docker config, else a user name and password.
-fn new_registry(registry: &RegistryFlags, host: String) -> Result<Option<Value>, CliError> {
-    let mut body = if let Some(mut aws) = aws_fields(registry)? {
-        aws["registry_url"] = json!(registry.registry_url.clone().unwrap_or(host));
-        aws
-    } else if let Some(key) = registry.gcp_json_key()? {
-        let url = registry.registry_url.clone().unwrap_or(host);
-        let mut v = json!({"registry_url": url, "json_key": key.as_str()});
-        if let Some(u) = &registry.registry_username {
-            v["username"] = json!(u);
+fn new_registry(registry: &RegistryFlags, host: String) -> Result<Option<RegistryInput>, CliError> {
+    let url = registry
+        .registry_url
+        .clone()
+        .unwrap_or_else(|| host.clone());
+    let mut body = if let Some(aws) = aws_fields(registry)? {
+        aws.input(url)
+    } else if let Some(key) = gcp_json_key(registry)? {
+        RegistryInput {
+            registry_url: url,
+            json_key: Some(key),
+            username: registry.registry_username.clone(),
+            ..Default::default()
         }
-        v
     } else if let Some(found) = imported(registry, &host)? {
-        let url = registry.registry_url.clone().unwrap_or(host);
-        json!({"registry_url": url, "username": found.username,
-               "password": found.password.expose_secret()})
+        RegistryInput {
+            registry_url: url,
+            username: Some(found.username),
+            password: Some(found.password),
+            ..Default::default()
+        }
     } else if let Some(url) = &registry.registry_url {
         let user = match &registry.registry_username {
             Some(u) => u.clone(),
             None => ask("Registry username", "--registry-username")?,
         };
         let pw = password(registry, &user)?;
-        json!({"registry_url": url, "username": user, "password": pw.expose_secret()})
+        RegistryInput {
+            registry_url: url.clone(),
+            username: Some(user),
+            password: Some(pw),
+            ..Default::default()
+        }
     } else {
         return Ok(None);
     };
     if let Some(kind) = &registry.kind {
-        body["kind"] = json!(kind);
+        body.kind = Some(kind.clone());
     }
     Ok(Some(body))
 }
 
 /// `service list`: a table, or the JSON as the API answered it.
 async fn list(api: &Api, base: &str, json: bool) -> Result<Outcome, CliError> {
-    let v = api.ok(Method::GET, base, None).await?;
+    let services = api.get::<Vec<ServiceView>>(base).await?;
     if json {
-        return print_json(&v).map(|_| Outcome::Ok);
+        return services.print_json().map(|_| Outcome::Ok);
     }
     println!(
         "{:<20} {:<16} {:<40} {:<24} HEALTH",
         "NAME", "STATUS", "IMAGE", "REGISTRY"
     );
-    for s in v.as_array().into_iter().flatten() {
+    for s in &services.view {
         println!(
             "{:<20} {:<16} {:<40} {:<24} {}",
-            s["name"].as_str().unwrap_or_default(),
-            s["status"].as_str().unwrap_or_default(),
-            s["image"].as_str().unwrap_or_default(),
-            s["registry"]["registry_url"].as_str().unwrap_or("-"),
+            s.name,
+            s.status,
+            s.image,
+            s.registry.as_ref().map_or("-", |r| r.registry_url.as_str()),
             health(s)
         );
     }
@@ -357,16 +405,14 @@ async fn list(api: &Api, base: &str, json: bool) -> Result<Outcome, CliError> {
 }
 
 /// The HEALTH column: the last check of the stored credentials, `-` without any.
-fn health(service: &Value) -> String {
-    let registry = &service["registry"];
-    match (
-        registry["health"]["status"].as_str(),
-        registry["health"]["code"].as_str(),
-    ) {
-        (Some("failing"), Some(code)) => format!("failing ({code})"),
-        (Some(status), _) => status.to_owned(),
-        (None, _) if registry.is_null() => "-".to_owned(),
-        (None, _) => "not checked yet".to_owned(),
+fn health(service: &ServiceView) -> String {
+    let Some(registry) = &service.registry else {
+        return "-".to_owned();
+    };
+    match &registry.health {
+        Some(h) if h.status == "failing" => format!("failing ({})", h.code),
+        Some(h) => h.status.clone(),
+        None => "not checked yet".to_owned(),
     }
 }
 
@@ -377,24 +423,25 @@ async fn set_registry(api: &Api, base: &str, args: SetArgs) -> Result<Outcome, C
     if args.registry.from_docker_config.is_some() {
         let host = replaced_registry_host(api, base, &args).await?;
         if let Some(found) = imported(&args.registry, &host)? {
-            body["registry_url"] = json!(args.registry.registry_url.clone().unwrap_or(host));
-            body["username"] = json!(found.username);
-            body["password"] = json!(found.password.expose_secret());
+            body.registry_url = Some(args.registry.registry_url.clone().unwrap_or(host));
+            body.username = Some(found.username);
+            body.password = Some(found.password);
         }
     }
     if let Some(kind) = &args.registry.kind {
-        body["kind"] = json!(kind);
+        body.kind = Some(kind.clone());
     }
     let name = &args.name;
     let answer = api
-        .call(Method::PUT, &format!("{base}/{name}/registry"), Some(body))
+        .call::<RegistrySaved>(Method::PUT, &format!("{base}/{name}/registry"), Some(&body))
         .await?;
     match answer {
         // A rotation: shown like `berth deploy` until the new deployment
         // runs (exit 1 if it fails; the running one is left alone).
-        Ok(v) if !v["deployment"].is_null() => {
+        Ok(saved) if saved.view.deployment.is_some() => {
+            let id = saved.view.deployment.as_ref().map(|d| d.id.clone());
             if !args.json {
-                done(&v, false)?;
+                done(&saved.map(|s| s.service), false)?;
             }
             let watch = super::deploy::Watch {
                 detach: false,
@@ -402,36 +449,30 @@ async fn set_registry(api: &Api, base: &str, args: SetArgs) -> Result<Outcome, C
                 json: args.json,
             };
             let deployments = format!("{base}/{name}/deployments");
-            super::deploy::watch(api, &deployments, v["deployment"].clone(), &watch).await
+            super::deploy::watch(api, &deployments, &id.unwrap_or_default(), &watch).await
         }
-        other => saved(other, args.json),
+        other => saved(other.map(|a| a.map(|s| s.service)), args.json),
     }
 }
 
 /// The `registry set` body from the flags alone (secrets read from stdin or a
 /// prompt); `--from-docker-config` is added by the caller.
-fn changed_registry(args: &SetArgs) -> Result<Value, CliError> {
+fn changed_registry(args: &SetArgs) -> Result<PutRegistry, CliError> {
     let registry = &args.registry;
-    let mut body = json!({"save_without_verifying": registry.save_without_verifying, "redeploy": args.redeploy});
-    if let Some(u) = &registry.registry_url {
-        body["registry_url"] = json!(u);
-    }
-    if let Some(u) = &registry.registry_username {
-        body["username"] = json!(u);
-    }
-    if let Some(i) = &args.image {
-        body["image"] = json!(i);
-    }
+    let mut body = PutRegistry {
+        registry_url: registry.registry_url.clone(),
+        username: registry.registry_username.clone(),
+        image: args.image.clone(),
+        save_without_verifying: registry.save_without_verifying,
+        redeploy: args.redeploy,
+        ..Default::default()
+    };
     if registry.registry_password_stdin && registry.aws_access_key_id.is_none() {
-        body["password"] = json!(input::secret_from_stdin("registry password")?.expose_secret());
+        body.password = Some(input::secret_from_stdin("registry password")?);
     }
-    if let Some(key) = registry.gcp_json_key()? {
-        body["json_key"] = json!(key.as_str());
-    }
+    body.json_key = gcp_json_key(registry)?;
     if let Some(aws) = aws_fields(registry)? {
-        if let (Some(all), Some(more)) = (body.as_object_mut(), aws.as_object()) {
-            all.extend(more.clone());
-        }
+        aws.put(&mut body);
     }
     Ok(body)
 }
@@ -442,9 +483,12 @@ async fn replaced_registry_host(api: &Api, base: &str, args: &SetArgs) -> Result
     match (&args.registry.registry_url, &args.image) {
         (None, None) => {
             let name = &args.name;
-            let v = api.ok(Method::GET, &format!("{base}/{name}"), None).await?;
-            let stored = v["registry"]["registry_url"].as_str().map(str::to_owned);
-            registry_host(stored.as_deref(), v["image"].as_str())
+            let service = api
+                .get::<ServiceView>(&format!("{base}/{name}"))
+                .await?
+                .view;
+            let stored = service.registry.map(|r| r.registry_url);
+            registry_host(stored.as_deref(), Some(&service.image))
         }
         (url, image) => registry_host(url.as_deref(), image.as_deref()),
     }
@@ -458,8 +502,11 @@ async fn test_registry(api: &Api, base: &str, args: TestArgs) -> Result<Outcome,
         registry_password_stdin,
         json,
     } = args;
-    let svc = api.ok(Method::GET, &format!("{base}/{name}"), None).await?;
-    let Some(reg) = svc["registry"].as_object() else {
+    let svc = api
+        .get::<ServiceView>(&format!("{base}/{name}"))
+        .await?
+        .view;
+    let Some(reg) = &svc.registry else {
         return Err(CliError::Usage(format!(
             "{name} has no registry credentials; use `berth service registry set`"
         )));
@@ -470,13 +517,18 @@ async fn test_registry(api: &Api, base: &str, args: TestArgs) -> Result<Outcome,
         ..Default::default()
     };
     let pw = password(&flags, &user)?;
-    let body = json!({"registry_url": reg["registry_url"], "username": user, "password": pw.expose_secret(), "image": svc["image"]});
-    let v = api.ok(Method::POST, "/v1/preflight", Some(body)).await?;
-    let report: PreflightReport = serde_json::from_value(v.clone())?;
+    let body = PreflightRequest {
+        registry_url: reg.registry_url.clone(),
+        username: Some(user),
+        password: Some(pw),
+        image: svc.image.clone(),
+    };
+    let answer = api.post::<PreflightReport>("/v1/preflight", &body).await?;
+    let report = &answer.view;
     if json {
-        print_json(&v)?;
+        answer.print_json()?;
     } else {
-        print!("{}", super::preflight::render(&report));
+        print!("{}", super::preflight::render(report));
     }
     Ok(if report.ok {
         Outcome::Ok
@@ -486,14 +538,11 @@ async fn test_registry(api: &Api, base: &str, args: TestArgs) -> Result<Outcome,
 }
 
 /// The stored user name is masked, so the test asks for it (or takes it from env).
-fn ask_user_for_test(reg: &serde_json::Map<String, Value>) -> Result<String, CliError> {
+fn ask_user_for_test(reg: &RegistryView) -> Result<String, CliError> {
     match std::env::var("BERTH_REGISTRY_USERNAME") {
         Ok(u) if !u.is_empty() => Ok(u),
         _ => ask(
-            &format!(
-                "Registry username (stored as {})",
-                reg["username"].as_str().unwrap_or_default()
-            ),
+            &format!("Registry username (stored as {})", reg.username),
             "BERTH_REGISTRY_USERNAME",
         ),
     }

@@ -2,10 +2,10 @@
 //! shown: shared by `berth service` and its wizard, which both depend on this and
 //! not on each other.
 
-use berth_registry::PreflightReport;
-use serde_json::Value;
+use berth_api::time::stamp;
+use berth_api::{ExitView, HealthView, RegistryView, ServiceView};
 
-use super::api::{print_json, ApiFailure};
+use super::api::{Answer, ApiFailure};
 use super::{CliError, Outcome};
 
 #[derive(clap::Args, Default)]
@@ -67,100 +67,114 @@ impl RegistryFlags {
 }
 
 /// Prints a service the human way.
-fn render(v: &Value) {
-    println!("name:     {}", v["name"].as_str().unwrap_or_default());
-    println!("image:    {}", v["image"].as_str().unwrap_or_default());
-    println!("status:   {}", v["status"].as_str().unwrap_or_default());
-    if let Some(r) = v["resources"].as_object().filter(|r| !r.is_empty()) {
-        let limits: Vec<String> = r.iter().map(|(k, v)| format!("{k} {v}")).collect();
+fn render(v: &ServiceView) {
+    println!("name:     {}", v.name);
+    println!("image:    {}", v.image);
+    println!("status:   {}", v.status);
+    let limits = limits(v);
+    if !limits.is_empty() {
         println!("limits:   {}", limits.join(", "));
     }
-    if let Some(policy) = v["restart_policy"].as_str() {
-        let last = match (&v["last_exit"]["code"], &v["last_exit"]["signal"]) {
-            _ if v["last_exit"].is_null() => String::new(),
-            (Value::Number(c), _) => format!(
-                ", last exit code {c} at {}",
-                v["last_exit"]["at"].as_str().unwrap_or_default()
-            ),
-            (_, Value::Number(s)) => format!(
-                ", last killed by signal {s} at {}",
-                v["last_exit"]["at"].as_str().unwrap_or_default()
-            ),
-            _ => format!(
-                ", last stopped at {} (exit not seen)",
-                v["last_exit"]["at"].as_str().unwrap_or_default()
-            ),
-        };
-        println!(
-            "restarts: {} (policy {policy}{last})",
-            v["restarts"].as_u64().unwrap_or(0)
-        );
-    }
-    match v["registry"].as_object() {
+    println!(
+        "restarts: {} (policy {}{})",
+        v.restarts,
+        v.restart_policy,
+        last_exit(v.last_exit.as_ref())
+    );
+    match &v.registry {
         None => println!("registry: none (anonymous pulls)"),
         Some(r) => println!(
             "registry: {} (user {}, password {}, {})",
-            r["registry_url"].as_str().unwrap_or_default(),
-            r["username"].as_str().unwrap_or_default(),
-            if r["password_set"].as_bool() == Some(true) {
-                "set"
-            } else {
-                "not set"
-            },
-            if r["verified"].as_bool() == Some(true) {
+            r.registry_url,
+            r.username,
+            if r.password_set { "set" } else { "not set" },
+            if r.verified {
                 "verified"
             } else {
                 "not verified"
             }
         ),
     }
-    if let Some(h) = v["registry"]["health"].as_object() {
-        println!(
-            "health:   {}{} (checked {})",
-            h["status"].as_str().unwrap_or_default(),
-            match h["code"].as_str() {
-                Some(c) if c != "ok" => format!(" ({c})"),
-                _ => String::new(),
-            },
-            h["checked_at"].as_str().unwrap_or_default()
-        );
+    if let Some(h) = v
+        .registry
+        .as_ref()
+        .and_then(|r: &RegistryView| r.health.as_ref())
+    {
+        println!("health:   {}", health(h));
     }
+}
+
+/// The limits set, by name (in the order of their names), each as the API
+/// writes its number.
+fn limits(v: &ServiceView) -> Vec<String> {
+    let r = &v.resources;
+    let number = |n: serde_json::Number| n.to_string();
+    [
+        ("cpus", r.cpus.and_then(serde_json::Number::from_f64)),
+        ("memory_mb", r.memory_mb.map(serde_json::Number::from)),
+        ("pids", r.pids.map(serde_json::Number::from)),
+    ]
+    .into_iter()
+    .filter_map(|(name, n)| Some(format!("{name} {}", number(n?))))
+    .collect()
+}
+
+/// `, last exit code 1 at ...` (or its signal, or a stop nobody saw); nothing
+/// before the first exit.
+fn last_exit(e: Option<&ExitView>) -> String {
+    match e {
+        None => String::new(),
+        Some(ExitView {
+            code: Some(c), at, ..
+        }) => format!(", last exit code {c} at {}", stamp(at)),
+        Some(ExitView {
+            signal: Some(s),
+            at,
+            ..
+        }) => format!(", last killed by signal {s} at {}", stamp(at)),
+        Some(e) => format!(", last stopped at {} (exit not seen)", stamp(&e.at)),
+    }
+}
+
+/// `ok (checked ...)`, or `failing (auth_failed) (checked ...)`.
+fn health(h: &HealthView) -> String {
+    let code = match h.code.as_str() {
+        "ok" => String::new(),
+        c => format!(" ({c})"),
+    };
+    format!("{}{code} (checked {})", h.status, stamp(&h.checked_at))
 }
 
 /// A 422 carries the preflight result: show its steps, then fail.
 fn refused(f: ApiFailure, json: bool) -> Result<Outcome, CliError> {
     if json {
-        print_json(&f.body)?;
-    } else if let Ok(report) =
-        serde_json::from_value::<PreflightReport>(f.body["preflight"].clone())
-    {
-        eprint!("{}", super::preflight::render(&report));
-        eprintln!("not saved: {}", f.message);
+        f.print_json()?;
+    } else if let Some(report) = f.preflight() {
+        eprint!("{}", super::preflight::render(report));
+        eprintln!("not saved: {}", f.message());
     } else {
-        eprintln!("error: {} ({}): {}", f.code, f.status, f.message);
+        eprintln!("error: {f}");
     }
     Ok(Outcome::Failed)
 }
 
 /// The answer to a save: the service, or the refused preflight, or an error.
-pub(super) fn saved(answer: Result<Value, ApiFailure>, json: bool) -> Result<Outcome, CliError> {
+pub(super) fn saved(
+    answer: Result<Answer<ServiceView>, ApiFailure>,
+    json: bool,
+) -> Result<Outcome, CliError> {
     match answer {
         Ok(v) => done(&v, json),
         Err(f) if f.status == 422 => refused(f, json),
-        Err(f) => Err(CliError::Other(anyhow::anyhow!(
-            "{} ({}): {}",
-            f.code,
-            f.status,
-            f.message
-        ))),
+        Err(f) => Err(f.into()),
     }
 }
 
-pub(super) fn done(v: &Value, json: bool) -> Result<Outcome, CliError> {
+pub(super) fn done(v: &Answer<ServiceView>, json: bool) -> Result<Outcome, CliError> {
     if json {
-        print_json(v)?;
+        v.print_json()?;
     } else {
-        render(v);
+        render(&v.view);
     }
     Ok(Outcome::Ok)
 }

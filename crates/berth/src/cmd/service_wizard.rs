@@ -3,13 +3,13 @@
 //! connection with the step results, then Save, or "Save without verifying?" when
 //! the test fails. Prompts go to stderr; stdout keeps only the result.
 
+use berth_api::{CreateService, PreflightRequest, RegistryInput};
 use berth_registry::PreflightReport;
 use berth_types::{ImageRef, Slug};
 use dialoguer::theme::SimpleTheme;
 use dialoguer::{Confirm, Input, Password};
 use reqwest::Method;
-use secrecy::{ExposeSecret, SecretString};
-use serde_json::json;
+use secrecy::SecretString;
 use zeroize::Zeroizing;
 
 use super::api::Api;
@@ -62,8 +62,15 @@ pub async fn create(
             .interact()
             .map_err(prompt_err)?;
     if !private {
-        let body = json!({"name": name, "image": image});
-        return saved(api.call(Method::POST, base, Some(body)).await?, json);
+        let body = CreateService {
+            name,
+            image,
+            registry: None,
+            resources: None,
+            restart_policy: Default::default(),
+            save_without_verifying: false,
+        };
+        return saved(api.call(Method::POST, base, Some(&body)).await?, json);
     }
 
     let mut url = flags.registry_url.unwrap_or_else(|| registry_of(&image));
@@ -90,15 +97,21 @@ pub async fn create(
         );
 
         eprintln!("Testing the connection to {url}...");
-        let body = json!({"registry_url": url, "username": user, "password": password.expose_secret(), "image": image});
-        let passed = match api.call(Method::POST, "/v1/preflight", Some(body)).await? {
-            Ok(v) => {
-                let report: PreflightReport = serde_json::from_value(v)?;
-                eprint!("{}", super::preflight::render(&report));
-                report.ok
+        let body = PreflightRequest {
+            registry_url: url.clone(),
+            username: Some(user.clone()),
+            password: Some(password.clone()),
+            image: image.clone(),
+        };
+        let answer = api.call::<PreflightReport>(Method::POST, "/v1/preflight", Some(&body));
+        let passed = match answer.await? {
+            Ok(report) => {
+                eprint!("{}", super::preflight::render(&report.view));
+                report.view.ok
             }
             Err(f) => {
-                eprintln!("the test could not run: {} ({})", f.message, f.code);
+                let code = f.code().map_or("error", |c| c.as_str());
+                eprintln!("the test could not run: {} ({code})", f.message());
                 false
             }
         };
@@ -123,10 +136,19 @@ pub async fn create(
             eprintln!("not saved");
             return Ok(Outcome::Failed);
         };
-        let body = json!({
-            "name": name, "image": image, "save_without_verifying": save_without_verifying,
-            "registry": {"registry_url": url, "username": user, "password": password.expose_secret()},
-        });
-        return saved(api.call(Method::POST, base, Some(body)).await?, json);
+        let body = CreateService {
+            name,
+            image,
+            registry: Some(RegistryInput {
+                registry_url: url,
+                username: Some(user),
+                password: Some(password),
+                ..Default::default()
+            }),
+            resources: None,
+            restart_policy: Default::default(),
+            save_without_verifying,
+        };
+        return saved(api.call(Method::POST, base, Some(&body)).await?, json);
     }
 }

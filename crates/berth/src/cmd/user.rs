@@ -1,9 +1,8 @@
 //! `berth user create NAME` (admin)
 
-use reqwest::Method;
-use serde_json::json;
+use berth_api::{CreateUser, CreatedUser};
 
-use super::api::{print_json, Api, Connection};
+use super::api::{Api, Connection};
 use super::{CliError, Outcome};
 
 #[derive(clap::Subcommand)]
@@ -23,17 +22,15 @@ pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
     let api = Api::connect(conn)?;
     match cmd {
         Command::Create { name, json } => {
-            let v = api
-                .ok(Method::POST, "/v1/users", Some(json!({"name": name})))
+            let created = api
+                .post::<CreatedUser>("/v1/users", &CreateUser { name })
                 .await?;
             if json {
-                print_json(&v)?;
+                created.print_json()?;
             } else {
-                eprintln!(
-                    "created user {}; its token (shown once):",
-                    v["name"].as_str().unwrap_or_default()
-                );
-                println!("{}", v["token"].as_str().unwrap_or_default());
+                let user = &created.view;
+                eprintln!("created user {}; its token (shown once):", user.name);
+                println!("{}", user.token);
             }
         }
     }

@@ -378,7 +378,7 @@ mod tests {
         let exit = |code: Option<i32>, signal: Option<i32>| Exit {
             code,
             signal,
-            at: String::new(),
+            at: berth_store::now(),
         };
         use RestartPolicy::*;
         for (policy, e, want) in [

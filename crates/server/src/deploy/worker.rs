@@ -25,8 +25,8 @@ const RECONCILE: Duration = Duration::from_secs(2);
 const TERMINATED_POLL: Duration = Duration::from_millis(500);
 
 /// The cutoff for `DeploymentQueue::repair_deployments`: now minus [`STALE`].
-pub fn stale_before() -> String {
-    berth_store::stamp(chrono::Utc::now() - STALE)
+pub fn stale_before() -> berth_store::Time {
+    berth_store::now() - STALE
 }
 
 impl Worker {

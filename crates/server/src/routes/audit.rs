@@ -1,11 +1,11 @@
 use axum::extract::{Path, Query, State};
 use axum::Json;
+use berth_api::AuditEventView;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::api::{membership, ApiError, Caller};
 use crate::state::AppState;
-use crate::views::AuditEventView;
 
 #[derive(Deserialize, IntoParams)]
 pub struct AuditQuery {
@@ -21,7 +21,7 @@ pub struct AuditQuery {
 #[utoipa::path(get, path = "/v1/projects/{p}/audit-events",
     params(("p" = String, Path, description = "project name"), AuditQuery),
     responses((status = 200, description = "events, newest first: {id, at, actor, action, project, service, metadata}", body = [AuditEventView]),
-              (status = 404, body = crate::api::ErrorBody)))]
+              (status = 404, body = berth_api::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -34,5 +34,7 @@ pub async fn list(
         .store
         .audit_events(&m.project, q.service.as_deref(), q.before, limit)
         .await?;
-    Ok(Json(events.into_iter().map(AuditEventView::from).collect()))
+    Ok(Json(
+        events.into_iter().map(crate::views::audit_event).collect(),
+    ))
 }

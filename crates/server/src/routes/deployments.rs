@@ -3,6 +3,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use berth_api::{DeploymentView, ErrorCode, PullView};
 use berth_store::{Deployment, DeploymentStatus, Project, Service, ServiceStatus, User};
 use serde::Deserialize;
 use serde_json::json;
@@ -11,13 +12,13 @@ use utoipa::IntoParams;
 use crate::api::{audit_event, membership, ApiError, Caller};
 use crate::deploy::log;
 use crate::state::AppState;
-use crate::views::DeploymentView;
+use crate::views;
 
 /// Queues a deployment of the service's image (`PENDING_DEPLOY`).
 #[utoipa::path(post, path = "/v1/projects/{p}/services/{s}/deployments",
     params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name")),
     responses((status = 202, description = "the deployment", body = DeploymentView),
-              (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
+              (status = 404, body = berth_api::ErrorBody), (status = 409, body = berth_api::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -33,7 +34,7 @@ pub async fn create(
         return Err(ApiError::service_terminated());
     }
     let d = queue(&state, &caller, &m.project, &service, json!({})).await?;
-    Ok((StatusCode::ACCEPTED, Json(DeploymentView::from(&d))))
+    Ok((StatusCode::ACCEPTED, Json(views::deployment(&d))))
 }
 
 /// Queues a deployment of `service`, audited as `deployment.create` with the image
@@ -68,7 +69,7 @@ pub async fn queue(
 /// The service's deployments, newest first.
 #[utoipa::path(get, path = "/v1/projects/{p}/services/{s}/deployments",
     params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name")),
-    responses((status = 200, body = [DeploymentView]), (status = 404, body = crate::api::ErrorBody)))]
+    responses((status = 200, body = [DeploymentView]), (status = 404, body = berth_api::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -81,7 +82,7 @@ pub async fn list(
         .await?
         .ok_or_else(|| ApiError::not_found("service"))?;
     let all = state.store.deployments_of(&service).await?;
-    Ok(Json(all.iter().map(DeploymentView::from).collect()))
+    Ok(Json(all.iter().map(views::deployment).collect()))
 }
 
 async fn find(
@@ -107,7 +108,7 @@ async fn find(
 /// One deployment.
 #[utoipa::path(get, path = "/v1/projects/{p}/services/{s}/deployments/{id}",
     params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name"), ("id" = String, Path, description = "deployment id")),
-    responses((status = 200, description = "the deployment, with `progress` ([{digest, size, received, state}]) while its image is pulled", body = DeploymentView), (status = 404, body = crate::api::ErrorBody)))]
+    responses((status = 200, description = "the deployment, with `progress` ([{digest, size, received, state}]) while its image is pulled", body = DeploymentView), (status = 404, body = berth_api::ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -119,11 +120,14 @@ pub async fn show(
         .is_none()
         .then(|| state.deployer.pull_record(&deployment.id))
         .flatten()
-        .map(|blobs| crate::views::PullView { blobs });
+        .map(|blobs| PullView {
+            blobs: views::blobs(blobs),
+        });
+    let progress = progress.map(views::blobs);
     Ok(Json(DeploymentView {
         progress,
         pull,
-        ..DeploymentView::from(&deployment)
+        ..views::deployment(&deployment)
     }))
 }
 
@@ -162,7 +166,7 @@ async fn forward_to_replica(
         .map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_GATEWAY,
-                "replica_unavailable",
+                ErrorCode::ReplicaUnavailable,
                 format!(
                     "the log of this deployment is kept by the replica at {replica}, which did not answer: {e}"
                 ),
@@ -218,7 +222,7 @@ fn holding(resp: Response, following: Option<log::Following>) -> Response {
 /// container's output, as text lines.
 #[utoipa::path(get, path = "/v1/projects/{p}/services/{s}/deployments/{id}/logs",
     params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name"), ("id" = String, Path, description = "deployment id"), LogQuery),
-    responses((status = 200, description = "text/plain log lines (from the replica that ran the deployment, when another one did)", body = String), (status = 404, body = crate::api::ErrorBody), (status = 429, description = "rate_limited: too many followed streams open (per user, or on this server); see Retry-After", body = crate::api::ErrorBody), (status = 502, description = "replica_unavailable: the replica that ran it did not answer", body = crate::api::ErrorBody)))]
+    responses((status = 200, description = "text/plain log lines (from the replica that ran the deployment, when another one did)", body = String), (status = 404, body = berth_api::ErrorBody), (status = 429, description = "rate_limited: too many followed streams open (per user, or on this server); see Retry-After", body = berth_api::ErrorBody), (status = 502, description = "replica_unavailable: the replica that ran it did not answer", body = berth_api::ErrorBody)))]
 pub async fn logs(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -232,7 +236,7 @@ pub async fn logs(
         None => None,
         Some(text) => Some(log::parse_since(text).ok_or_else(|| {
             ApiError::bad_request(
-                "invalid_since",
+                ErrorCode::InvalidSince,
                 format!("since {text:?} is neither an RFC 3339 time nor a duration such as 10m"),
             )
         })?),

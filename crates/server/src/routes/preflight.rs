@@ -2,11 +2,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use berth_api::{ErrorCode, PreflightRequest};
 use berth_registry::{preflight, Credentials};
 use berth_store::User;
 use secrecy::SecretString;
-use serde::Deserialize;
-use utoipa::ToSchema;
 
 use crate::api::{ApiError, ApiJson, Caller};
 use crate::state::AppState;
@@ -17,16 +16,6 @@ use crate::state::AppState;
 pub const PREFLIGHTS_PER_MINUTE: i64 = 5;
 const WINDOW_MS: i64 = 60_000;
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PreflightRequest {
-    pub registry_url: String,
-    pub username: Option<String>,
-    #[schema(value_type = Option<String>, format = Password)]
-    pub password: Option<SecretString>,
-    pub image: String,
-}
-
 /// Credentials from optional parts: both or neither.
 pub fn credentials(
     username: Option<String>,
@@ -36,11 +25,11 @@ pub fn credentials(
         (Some(u), Some(p)) => Ok(Some(Credentials::new(u, p))),
         (None, None) => Ok(None),
         (Some(_), None) => Err(ApiError::bad_request(
-            "missing_field",
+            ErrorCode::MissingField,
             "a username needs a password",
         )),
         (None, Some(_)) => Err(ApiError::bad_request(
-            "missing_field",
+            ErrorCode::MissingField,
             "a password needs a username",
         )),
     }
@@ -67,7 +56,7 @@ pub async fn count(state: &AppState, caller: &User) -> Result<(), ApiError> {
     }
     Err(ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
+        ErrorCode::RateLimited,
         format!("at most {PREFLIGHTS_PER_MINUTE} connection tests a minute (saves with credentials included); try again shortly"),
     )
     .retry_after(WINDOW_MS as u64 / 1000))
@@ -76,7 +65,7 @@ pub async fn count(state: &AppState, caller: &User) -> Result<(), ApiError> {
 /// Runs the registry preflight (ping, token, manifest) within 8 s.
 #[utoipa::path(post, path = "/v1/preflight", request_body = PreflightRequest,
     responses((status = 200, description = "the preflight result, ok or not", body = Object),
-              (status = 400, body = crate::api::ErrorBody), (status = 429, body = crate::api::ErrorBody)))]
+              (status = 400, body = berth_api::ErrorBody), (status = 429, body = berth_api::ErrorBody)))]
 pub async fn run(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -8,11 +8,12 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
+use berth_api::{
+    CreateToken, CredentialsAnswer, CredentialsRequest, ErrorCode, Revoked, TokenView,
+};
 use berth_store::{Project, ProjectToken, Service, ServiceStatus, TokenUse};
 use berth_types::{ImageRef, DOCKER_HUB};
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::api::{audit_event, membership, parse_slug, require_owner, ApiError, ApiJson, Caller};
 use crate::state::AppState;
@@ -36,52 +37,11 @@ const WINDOW_MS: i64 = 60_000;
 /// The longest life a token may be given: ten years, in seconds.
 const MAX_EXPIRES_IN: u64 = 10 * 365 * 24 * 3600;
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateToken {
-    /// A slug naming what will hold it, e.g. `kubelet-prod` or `ci`.
-    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
-    pub name: String,
-    /// Seconds until the token stops opening anything (at most ten years);
-    /// omitted, it never expires.
-    #[schema(minimum = 1, maximum = 315_360_000)]
-    pub expires_in: Option<u64>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TokenView {
-    pub name: String,
-    /// `read-credentials`: the project's registry credentials, nothing else.
-    pub scope: String,
-    pub created_by: String,
-    pub created_at: String,
-    pub last_used_at: Option<String>,
-    /// When it stops opening anything (RFC 3339); null: never.
-    pub expires_at: Option<String>,
-    /// Only in the answer to its creation: shown once, stored as a hash.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-}
-
-impl From<ProjectToken> for TokenView {
-    fn from(t: ProjectToken) -> Self {
-        TokenView {
-            name: t.name,
-            scope: t.scope,
-            created_by: t.created_by,
-            created_at: t.created_at,
-            last_used_at: t.last_used_at,
-            expires_at: t.expires_at,
-            token: None,
-        }
-    }
-}
-
 /// Creates a project token (owner only); the token is in this answer only.
 #[utoipa::path(post, path = "/v1/projects/{p}/tokens", request_body = CreateToken,
     params(("p" = String, Path, description = "project name")),
-    responses((status = 201, body = TokenView), (status = 400, description = "invalid_name, invalid_expiry", body = crate::api::ErrorBody), (status = 403, body = crate::api::ErrorBody),
-              (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
+    responses((status = 201, body = TokenView), (status = 400, description = "invalid_name, invalid_expiry", body = berth_api::ErrorBody), (status = 403, body = berth_api::ErrorBody),
+              (status = 404, body = berth_api::ErrorBody), (status = 409, body = berth_api::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -99,39 +59,39 @@ pub async fn create(
             &m.project,
             name.as_str(),
             &crate::tokens::hash(&token),
-            expires_at.as_deref(),
+            expires_at.as_ref(),
             &caller,
             audit_event(
                 &caller,
                 "project.token.create",
                 &m.project,
                 None,
-                serde_json::json!({"token": name.as_str(), "scope": "read-credentials", "expires_at": expires_at}),
+                serde_json::json!({"token": name.as_str(), "scope": "read-credentials", "expires_at": expires_at.map(berth_store::stamp)}),
             ),
         )
         .await?;
-    let mut view = TokenView::from(saved);
+    let mut view = crate::views::token(saved);
     view.token = Some(token.expose_secret().to_owned());
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-/// When a token made now with `expires_in` seconds expires (RFC 3339).
-fn expiry(expires_in: u64) -> Result<String, ApiError> {
+/// When a token made now with `expires_in` seconds expires.
+fn expiry(expires_in: u64) -> Result<berth_store::Time, ApiError> {
     if !(1..=MAX_EXPIRES_IN).contains(&expires_in) {
         return Err(ApiError::bad_request(
-            "invalid_expiry",
+            ErrorCode::InvalidExpiry,
             format!("expires_in is in seconds, from 1 to {MAX_EXPIRES_IN} (ten years)"),
         ));
     }
     let life = chrono::Duration::seconds(expires_in as i64);
-    Ok(berth_store::stamp(chrono::Utc::now() + life))
+    Ok(berth_store::now() + life)
 }
 
 /// The project's tokens (never their values), with when each was last used and
 /// when it expires.
 #[utoipa::path(get, path = "/v1/projects/{p}/tokens",
     params(("p" = String, Path, description = "project name")),
-    responses((status = 200, body = [TokenView]), (status = 404, body = crate::api::ErrorBody)))]
+    responses((status = 200, body = [TokenView]), (status = 404, body = berth_api::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -139,18 +99,18 @@ pub async fn list(
 ) -> Result<Json<Vec<TokenView>>, ApiError> {
     let m = membership(&state, &caller, &p).await?;
     let tokens = state.store.project_tokens(&m.project.id).await?;
-    Ok(Json(tokens.into_iter().map(TokenView::from).collect()))
+    Ok(Json(tokens.into_iter().map(crate::views::token).collect()))
 }
 
 /// Revokes a project token (owner only): its next use is refused.
 #[utoipa::path(delete, path = "/v1/projects/{p}/tokens/{name}",
     params(("p" = String, Path, description = "project name"), ("name" = String, Path, description = "token name")),
-    responses((status = 200), (status = 403, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody)))]
+    responses((status = 200), (status = 403, body = berth_api::ErrorBody), (status = 404, body = berth_api::ErrorBody)))]
 pub async fn revoke(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path((p, name)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Revoked>, ApiError> {
     let m = membership(&state, &caller, &p).await?;
     require_owner(&m)?;
     let gone = state
@@ -170,7 +130,7 @@ pub async fn revoke(
     if !gone {
         return Err(ApiError::not_found("token"));
     }
-    Ok(Json(serde_json::json!({"revoked": name})))
+    Ok(Json(Revoked { revoked: name }))
 }
 
 /// A request made with a live project token within its budget: the token and its
@@ -187,7 +147,7 @@ impl FromRequestParts<AppState> for ProjectCaller {
         let unauthorized = || {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "a project token is required (Authorization: Bearer berth_pt_...); an owner creates one with berth project token create",
             )
         };
@@ -209,7 +169,8 @@ impl FromRequestParts<AppState> for ProjectCaller {
         let project = Project {
             id: used.project_id.clone(),
             name,
-            created_at: String::new(),
+            // Not known here, and not needed: the project stands for its id and name.
+            created_at: Default::default(),
         };
         let within_budget = count(state, &used).await?;
         if !live {
@@ -229,7 +190,7 @@ impl FromRequestParts<AppState> for ProjectCaller {
                             metadata: serde_json::json!({
                                 "token": used.name,
                                 "reason": "expired",
-                                "expires_at": used.expires_at,
+                                "expires_at": used.expires_at.map(berth_store::stamp),
                             }),
                         },
                     )
@@ -264,30 +225,6 @@ async fn count(state: &AppState, token: &ProjectToken) -> Result<bool, ApiError>
         .await?)
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CredentialsRequest {
-    /// The image to pull (`host/repo:tag`): the credentials of the project's
-    /// service that pulls this repository.
-    pub image: Option<String>,
-    /// Or a registry host alone (the Docker credential helper's question).
-    pub registry: Option<String>,
-    /// The service whose credentials to use, when several match.
-    pub service: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct CredentialsAnswer {
-    pub registry_url: String,
-    pub username: String,
-    /// The password or token (for `ecr`, a registry token minted now).
-    pub password: String,
-    /// The service whose credentials these are.
-    pub service: String,
-    /// How long the caller may keep them.
-    pub cache_seconds: u64,
-}
-
 /// Docker Hub's registry names, as one.
 fn same_host(a: &str, b: &str) -> bool {
     let norm = |h: &str| {
@@ -320,7 +257,7 @@ fn choose<'a>(
         })
         .collect();
     on_host.sort_by(|a, b| {
-        let at = |s: &Service| s.credential.as_ref().map(|c| c.updated_at.clone());
+        let at = |s: &Service| s.credential.as_ref().map(|c| c.updated_at);
         at(b).cmp(&at(a))
     });
     if let Some(image) = image {
@@ -337,13 +274,13 @@ fn choose<'a>(
     match (on_host.first(), users.len()) {
         (None, _) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "no_credentials",
+            ErrorCode::NoCredentials,
             format!("no service of this project has credentials for {host}"),
         )),
         (Some(s), 1) => Ok(s),
         (Some(_), _) => Err(ApiError::new(
             StatusCode::CONFLICT,
-            "ambiguous",
+            ErrorCode::Ambiguous,
             format!(
                 "several services hold different credentials for {host} ({}): name one (service, or BERTH_SERVICE for the helpers)",
                 on_host.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
@@ -356,9 +293,9 @@ fn choose<'a>(
 /// Listed in the audit log on every use (`credentials.read`); an expired token's
 /// refusal too (`credentials.refused`). 60 reads a minute per token.
 #[utoipa::path(post, path = "/v1/registry-credentials", request_body = CredentialsRequest,
-    responses((status = 200, body = CredentialsAnswer), (status = 401, description = "no token, an unknown, revoked or expired one", body = crate::api::ErrorBody),
-              (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody),
-              (status = 429, description = "rate_limited: past the token's reads a minute; see Retry-After", body = crate::api::ErrorBody)))]
+    responses((status = 200, body = CredentialsAnswer), (status = 401, description = "no token, an unknown, revoked or expired one", body = berth_api::ErrorBody),
+              (status = 404, body = berth_api::ErrorBody), (status = 409, body = berth_api::ErrorBody),
+              (status = 429, description = "rate_limited: past the token's reads a minute; see Retry-After", body = berth_api::ErrorBody)))]
 pub async fn read(
     State(state): State<AppState>,
     ProjectCaller(token, project): ProjectCaller,
@@ -369,7 +306,7 @@ pub async fn read(
         .as_deref()
         .map(|i| {
             i.parse::<ImageRef>()
-                .map_err(|e| ApiError::bad_request("invalid_image", e.to_string()))
+                .map_err(|e| ApiError::bad_request(ErrorCode::InvalidImage, e.to_string()))
         })
         .transpose()?;
     let host = match (&image, &body.registry) {
@@ -382,7 +319,7 @@ pub async fn read(
             .to_owned(),
         (None, None) => {
             return Err(ApiError::bad_request(
-                "missing_field",
+                ErrorCode::MissingField,
                 "image or registry is required",
             ))
         }
@@ -411,7 +348,7 @@ pub async fn read(
         let report = crate::kinds::ecr_report(&e);
         ApiError::new(
             StatusCode::BAD_GATEWAY,
-            report.code.as_str(),
+            ErrorCode::from(report.code),
             report.message,
         )
     })?;
@@ -435,7 +372,7 @@ pub async fn read(
     Ok(Json(CredentialsAnswer {
         registry_url: c.registry_url.authority(),
         username: creds.username,
-        password: creds.password.expose_secret().to_owned(),
+        password: creds.password,
         service: service.name.clone(),
         cache_seconds: CACHE_SECONDS,
     }))

@@ -1,36 +1,16 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use berth_api::{AddMember, CreateProject, MemberView, ProjectView};
 use berth_store::{MemberRole, NewAudit};
 use berth_types::Slug;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::api::{audit_event, membership, parse_slug, require_owner, ApiError, ApiJson, Caller};
 use crate::state::AppState;
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateProject {
-    /// A slug: `[a-z0-9][a-z0-9-]{0,62}`.
-    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$", min_length = 1, max_length = 63)]
-    pub name: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ProjectView {
-    pub name: String,
-    pub created_at: String,
-    /// The caller's role: `owner` or `member`.
-    pub role: String,
-    /// The external id berth assumes an ECR credential's role with for this
-    /// project: require it (`sts:ExternalId`) in the role's trust policy.
-    pub aws_external_id: String,
-}
-
 /// Creates a project; the caller is its owner.
 #[utoipa::path(post, path = "/v1/projects", request_body = CreateProject,
-    responses((status = 201, body = ProjectView), (status = 409, body = crate::api::ErrorBody)))]
+    responses((status = 201, body = ProjectView), (status = 409, body = berth_api::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -87,23 +67,10 @@ pub async fn list(
     ))
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AddMember {
-    pub user: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct MemberView {
-    pub project: String,
-    pub user: String,
-    pub role: String,
-}
-
 /// Adds a member (owner only).
 #[utoipa::path(post, path = "/v1/projects/{p}/members", request_body = AddMember,
     params(("p" = String, Path, description = "project name")),
-    responses((status = 201, body = MemberView), (status = 403, body = crate::api::ErrorBody), (status = 404, body = crate::api::ErrorBody)))]
+    responses((status = 201, body = MemberView), (status = 403, body = berth_api::ErrorBody), (status = 404, body = berth_api::ErrorBody)))]
 pub async fn add_member(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -6,54 +6,22 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use berth_api::{
+    CreateService, ErrorCode, PutRegistry, RegistrySaved, ResourcesInput, ServiceView,
+};
 use berth_registry::{Credentials, PreflightReport};
 use berth_store::{
     Membership, NewAudit, NewCredential, NewService, Resources, Service, ServiceId, ServiceStatus,
     User,
 };
 use berth_types::{ImageRef, RegistryUrl, Slug};
-use secrecy::SecretString;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::ToSchema;
 
 use crate::api::{audit_event, membership, parse_slug, ApiError, ApiJson, Caller};
 use crate::routes::preflight;
 use crate::state::AppState;
 use crate::vault::Vault;
-use crate::views::{DeploymentView, ServiceView};
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RegistryInput {
-    pub registry_url: String,
-    /// Inferred from the fields (`json_key`: gcp, AWS keys or a role: ecr) or
-    /// the host when omitted.
-    #[schema(value_type = Option<crate::views::KindName>)]
-    pub kind: Option<String>,
-    pub username: Option<String>,
-    #[schema(value_type = Option<String>, format = Password)]
-    pub password: Option<SecretString>,
-    /// `gcp`: the service account key file's text (write-only, like `password`).
-    #[schema(value_type = Option<String>, format = Password)]
-    pub json_key: Option<SecretString>,
-    /// `ecr`: an access key id (shown masked, like a username).
-    pub aws_access_key_id: Option<String>,
-    /// `ecr`: its secret (write-only, like `password`).
-    #[schema(value_type = Option<String>, format = Password)]
-    pub aws_secret_access_key: Option<SecretString>,
-    /// `ecr`: a session token, for temporary keys (write-only).
-    #[schema(value_type = Option<String>, format = Password)]
-    pub aws_session_token: Option<SecretString>,
-    /// `ecr`: the region, when the registry host names none.
-    pub aws_region: Option<String>,
-    /// `ecr`: a role of yours for berth to assume (`arn:aws:iam::ACCOUNT:role/NAME`).
-    pub role_arn: Option<String>,
-    /// `ecr`: the external id berth assumes the role with: set by berth for each
-    /// project (`berth-<project id>`, see the project's `aws_external_id`); when
-    /// given, it must be that value.
-    pub external_id: Option<String>,
-}
+use crate::views;
 
 /// `ecr`'s fields as the kinds take them.
 macro_rules! aws_given {
@@ -69,108 +37,29 @@ macro_rules! aws_given {
     };
 }
 
-/// A service's own container limits; each omitted one keeps the server's default.
-#[derive(Deserialize, ToSchema, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ResourcesInput {
-    /// Memory limit, MiB (16 to 1048576).
-    #[schema(minimum = 16, maximum = 1048576)]
-    pub memory_mb: Option<u64>,
-    /// Processes and threads (8 to 1048576).
-    #[schema(minimum = 8, maximum = 1048576)]
-    pub pids: Option<i64>,
-    /// CPUs, e.g. 0.5 (0.01 to 1024).
-    #[schema(minimum = 0.01, maximum = 1024)]
-    pub cpus: Option<f64>,
-}
-
-impl ResourcesInput {
-    fn parse(&self) -> Result<Resources, ApiError> {
-        let bad = |m: String| ApiError::bad_request("invalid_resources", m);
-        if let Some(m) = self.memory_mb.filter(|m| !(16..=1 << 20).contains(m)) {
-            return Err(bad(format!("memory_mb {m} is not between 16 and 1048576")));
-        }
-        if let Some(p) = self.pids.filter(|p| !(8..=1 << 20).contains(p)) {
-            return Err(bad(format!("pids {p} is not between 8 and 1048576")));
-        }
-        if let Some(c) = self.cpus.filter(|c| !(0.01..=1024.0).contains(c)) {
-            return Err(bad(format!("cpus {c} is not between 0.01 and 1024")));
-        }
-        Ok(Resources {
-            memory_mb: self.memory_mb,
-            pids: self.pids,
-            cpu_millis: self.cpus.map(|c| (c * 1000.0).round() as i64),
-        })
+/// A service's own limits, each checked against its range.
+fn parse_resources(input: &ResourcesInput) -> Result<Resources, ApiError> {
+    let bad = |m: String| ApiError::bad_request(ErrorCode::InvalidResources, m);
+    if let Some(m) = input.memory_mb.filter(|m| !(16..=1 << 20).contains(m)) {
+        return Err(bad(format!("memory_mb {m} is not between 16 and 1048576")));
     }
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateService {
-    /// A slug: `[a-z0-9][a-z0-9-]{0,62}`.
-    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$", min_length = 1, max_length = 63)]
-    pub name: String,
-    pub image: String,
-    pub registry: Option<RegistryInput>,
-    /// The service's own container limits.
-    pub resources: Option<ResourcesInput>,
-    #[serde(default)]
-    pub restart_policy: crate::views::RestartPolicyName,
-    #[serde(default)]
-    pub save_without_verifying: bool,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PutRegistry {
-    pub registry_url: Option<String>,
-    pub username: Option<String>,
-    #[schema(value_type = Option<String>, format = Password)]
-    pub password: Option<SecretString>,
-    pub image: Option<String>,
-    /// Kept when omitted.
-    #[schema(value_type = Option<crate::views::KindName>)]
-    pub kind: Option<String>,
-    /// `gcp`: the service account key file's text (write-only).
-    #[schema(value_type = Option<String>, format = Password)]
-    pub json_key: Option<SecretString>,
-    /// `ecr`: an access key id (shown masked, like a username).
-    pub aws_access_key_id: Option<String>,
-    /// `ecr`: its secret (write-only, like `password`).
-    #[schema(value_type = Option<String>, format = Password)]
-    pub aws_secret_access_key: Option<SecretString>,
-    /// `ecr`: a session token, for temporary keys (write-only).
-    #[schema(value_type = Option<String>, format = Password)]
-    pub aws_session_token: Option<SecretString>,
-    /// `ecr`: the region, when the registry host names none.
-    pub aws_region: Option<String>,
-    /// `ecr`: a role of yours for berth to assume (`arn:aws:iam::ACCOUNT:role/NAME`).
-    pub role_arn: Option<String>,
-    /// `ecr`: the external id berth assumes the role with: set by berth for each
-    /// project (`berth-<project id>`, see the project's `aws_external_id`); when
-    /// given, it must be that value.
-    pub external_id: Option<String>,
-    #[serde(default)]
-    pub save_without_verifying: bool,
-    /// Rotate on a live service: once saved, start a deployment with the new
-    /// credentials; it replaces the running one only once it runs.
-    #[serde(default)]
-    pub redeploy: bool,
-}
-
-/// The service as saved, and the deployment a rotation (`redeploy`) started.
-#[derive(Serialize, ToSchema)]
-pub struct RegistrySaved {
-    #[serde(flatten)]
-    pub service: ServiceView,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deployment: Option<DeploymentView>,
+    if let Some(p) = input.pids.filter(|p| !(8..=1 << 20).contains(p)) {
+        return Err(bad(format!("pids {p} is not between 8 and 1048576")));
+    }
+    if let Some(c) = input.cpus.filter(|c| !(0.01..=1024.0).contains(c)) {
+        return Err(bad(format!("cpus {c} is not between 0.01 and 1024")));
+    }
+    Ok(Resources {
+        memory_mb: input.memory_mb,
+        pids: input.pids,
+        cpu_millis: input.cpus.map(|c| (c * 1000.0).round() as i64),
+    })
 }
 
 fn parse_image(image: &str) -> Result<ImageRef, ApiError> {
     image.parse().map_err(|e: berth_types::ReferenceError| {
         ApiError::bad_request(
-            "invalid_image",
+            ErrorCode::InvalidImage,
             format!("the image reference is not valid: {e}"),
         )
     })
@@ -246,9 +135,9 @@ async fn live_service(state: &AppState, m: &Membership, name: &str) -> Result<Se
 /// Creates a service, with registry credentials verified by the preflight.
 #[utoipa::path(post, path = "/v1/projects/{p}/services", request_body = CreateService,
     params(("p" = String, Path, description = "project name")),
-    responses((status = 201, body = ServiceView), (status = 400, body = crate::api::ErrorBody),
-              (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody),
-              (status = 422, description = "the preflight failed; nothing was stored", body = crate::api::ErrorBody)))]
+    responses((status = 201, body = ServiceView), (status = 400, body = berth_api::ErrorBody),
+              (status = 404, body = berth_api::ErrorBody), (status = 409, body = berth_api::ErrorBody),
+              (status = 422, description = "the preflight failed; nothing was stored", body = berth_api::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -258,7 +147,7 @@ pub async fn create(
     let m = membership(&state, &caller, &p).await?;
     let name: Slug = parse_slug(&body.name)?;
     let image = parse_image(&body.image)?;
-    let resources = body.resources.unwrap_or_default().parse()?;
+    let resources = parse_resources(&body.resources.unwrap_or_default())?;
     if state
         .store
         .service(&m.project, name.as_str())
@@ -267,7 +156,7 @@ pub async fn create(
     {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "conflict",
+            ErrorCode::Conflict,
             "a service with this name already exists",
         ));
     }
@@ -324,7 +213,7 @@ pub async fn create(
                 name: name.to_string(),
                 image,
                 resources,
-                restart_policy: body.restart_policy.into(),
+                restart_policy: crate::views::restart_policy(body.restart_policy),
                 traffic: Default::default(),
             },
             credential,
@@ -346,13 +235,13 @@ pub async fn create(
             return Err(e.into());
         }
     };
-    Ok((StatusCode::CREATED, Json(ServiceView::from(&service))))
+    Ok((StatusCode::CREATED, Json(views::service(&service))))
 }
 
 /// The project's services.
 #[utoipa::path(get, path = "/v1/projects/{p}/services",
     params(("p" = String, Path, description = "project name")),
-    responses((status = 200, body = [ServiceView]), (status = 404, body = crate::api::ErrorBody)))]
+    responses((status = 200, body = [ServiceView]), (status = 404, body = berth_api::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -360,30 +249,28 @@ pub async fn list(
 ) -> Result<Json<Vec<ServiceView>>, ApiError> {
     let m = membership(&state, &caller, &p).await?;
     let services = state.store.list_services(&m.project).await?;
-    Ok(Json(services.iter().map(ServiceView::from).collect()))
+    Ok(Json(services.iter().map(views::service).collect()))
 }
 
 /// One service, credentials masked.
 #[utoipa::path(get, path = "/v1/projects/{p}/services/{s}",
     params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name")),
-    responses((status = 200, body = ServiceView), (status = 404, body = crate::api::ErrorBody)))]
+    responses((status = 200, body = ServiceView), (status = 404, body = berth_api::ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path((p, s)): Path<(String, String)>,
 ) -> Result<Json<ServiceView>, ApiError> {
     let m = membership(&state, &caller, &p).await?;
-    Ok(Json(ServiceView::from(
-        &live_service(&state, &m, &s).await?,
-    )))
+    Ok(Json(views::service(&live_service(&state, &m, &s).await?)))
 }
 
 /// Sets or updates registry credentials; omitted fields keep their stored value.
 #[utoipa::path(put, path = "/v1/projects/{p}/services/{s}/registry", request_body = PutRegistry,
     params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name")),
-    responses((status = 200, description = "the service (and, with `redeploy`, the deployment it started)", body = RegistrySaved), (status = 400, body = crate::api::ErrorBody),
-              (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody),
-              (status = 422, description = "the preflight failed; nothing was stored", body = crate::api::ErrorBody)))]
+    responses((status = 200, description = "the service (and, with `redeploy`, the deployment it started)", body = RegistrySaved), (status = 400, body = berth_api::ErrorBody),
+              (status = 404, body = berth_api::ErrorBody), (status = 409, body = berth_api::ErrorBody),
+              (status = 422, description = "the preflight failed; nothing was stored", body = berth_api::ErrorBody)))]
 pub async fn put_registry(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -470,12 +357,12 @@ pub async fn put_registry(
         true => {
             let rotation = json!({"rotation": true});
             let d = super::deployments::queue(&state, &caller, &m.project, &service, rotation);
-            Some(DeploymentView::from(&d.await?))
+            Some(views::deployment(&d.await?))
         }
         false => None,
     };
     Ok(Json(RegistrySaved {
-        service: ServiceView::from(&service),
+        service: views::service(&service),
         deployment,
     }))
 }
@@ -489,7 +376,7 @@ fn merged_registry_url(
         (Some(u), _) => parse_registry_url(u),
         (None, Some(c)) => Ok(c.registry_url.clone()),
         (None, None) => Err(ApiError::bad_request(
-            "missing_field",
+            ErrorCode::MissingField,
             "registry_url is required: the service has no registry credentials yet",
         )),
     }
@@ -511,7 +398,7 @@ async fn kept_credential(
         return match password_given {
             true => Ok(None),
             false => Err(ApiError::bad_request(
-                "password_required",
+                ErrorCode::PasswordRequired,
                 "the registry URL changed: give the password again (a stored password is only sent to the registry it was saved for)",
             )),
         };
@@ -557,7 +444,7 @@ async fn preflight_resolved(
 /// Removes registry credentials (the secret is deleted); later deploys pull anonymously.
 #[utoipa::path(delete, path = "/v1/projects/{p}/services/{s}/registry",
     params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name")),
-    responses((status = 200, body = ServiceView), (status = 404, body = crate::api::ErrorBody)))]
+    responses((status = 200, body = ServiceView), (status = 404, body = berth_api::ErrorBody)))]
 pub async fn remove_registry(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -584,15 +471,13 @@ pub async fn remove_registry(
         )
         .await?;
     state.deployer.proofs.forget_project(m.project.id.as_str());
-    Ok(Json(ServiceView::from(
-        &live_service(&state, &m, &s).await?,
-    )))
+    Ok(Json(views::service(&live_service(&state, &m, &s).await?)))
 }
 
 /// Terminates a service: stops what runs, deletes its secret for good.
 #[utoipa::path(delete, path = "/v1/projects/{p}/services/{s}",
     params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name")),
-    responses((status = 200, body = ServiceView), (status = 404, body = crate::api::ErrorBody)))]
+    responses((status = 200, body = ServiceView), (status = 404, body = berth_api::ErrorBody)))]
 pub async fn terminate(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -626,7 +511,5 @@ pub async fn terminate(
         // Only now is its image no longer live.
         state.deployer.want_gc();
     }
-    Ok(Json(ServiceView::from(
-        &live_service(&state, &m, &s).await?,
-    )))
+    Ok(Json(views::service(&live_service(&state, &m, &s).await?)))
 }

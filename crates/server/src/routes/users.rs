@@ -1,34 +1,18 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use berth_api::{CreateUser, CreatedUser};
 use berth_store::{NewAudit, UserRole};
 use berth_types::Slug;
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::api::{parse_slug, ApiError, ApiJson, Caller};
 use crate::state::AppState;
 use crate::tokens;
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateUser {
-    /// A slug: `[a-z0-9][a-z0-9-]{0,62}`.
-    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$", min_length = 1, max_length = 63)]
-    pub name: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct CreatedUser {
-    pub name: String,
-    /// The API token, shown this once; only its hash is stored.
-    pub token: String,
-}
-
 /// Creates a user (admin only) and returns its token once.
 #[utoipa::path(post, path = "/v1/users", request_body = CreateUser,
-    responses((status = 201, body = CreatedUser), (status = 403, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
+    responses((status = 201, body = CreatedUser), (status = 403, body = berth_api::ErrorBody), (status = 409, body = berth_api::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,

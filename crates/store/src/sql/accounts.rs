@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{append_audit, conflict, id, SqlStore};
+use super::{append_audit, conflict, id, time, SqlStore};
 use crate::model::*;
 use crate::{Accounts, Result};
 
@@ -37,7 +37,7 @@ impl Accounts for SqlStore {
             .bind(name)
             .bind(token_hash)
             .bind(if role == UserRole::Admin { "admin" } else { "user" })
-            .bind(now())
+            .bind(stamp(now()))
             .execute(&mut *tx)
             .await
             .map_err(conflict("a user with this name"))?;
@@ -83,14 +83,14 @@ impl Accounts for SqlStore {
         sqlx::query("INSERT INTO projects (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(project.id.as_str())
             .bind(&project.name)
-            .bind(&project.created_at)
+            .bind(stamp(project.created_at))
             .execute(&mut *tx)
             .await
             .map_err(conflict("a project with this name"))?;
         sqlx::query("INSERT INTO members (project_id, user_id, role, created_at) VALUES ($1, $2, 'owner', $3)")
             .bind(project.id.as_str())
             .bind(owner.id.as_str())
-            .bind(now())
+            .bind(stamp(now()))
             .execute(&mut *tx)
             .await?;
         append_audit(&mut tx, Some(&project.id), &audit).await?;
@@ -126,7 +126,7 @@ impl Accounts for SqlStore {
         sqlx::query("INSERT INTO members (project_id, user_id, role, created_at) VALUES ($1, $2, 'member', $3)")
             .bind(project.id.as_str())
             .bind(user.id.as_str())
-            .bind(now())
+            .bind(stamp(now()))
             .execute(&mut *tx)
             .await
             .map_err(conflict("this member"))?;
@@ -151,7 +151,7 @@ fn membership(row: &AnyRow) -> Result<Membership> {
         project: Project {
             id: id(row, "id")?,
             name: row.try_get("name")?,
-            created_at: row.try_get("created_at")?,
+            created_at: time(row, "created_at")?,
         },
         role: if role == "owner" {
             MemberRole::Owner

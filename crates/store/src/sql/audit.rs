@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::SqlStore;
+use super::{time, SqlStore};
 use crate::model::*;
 use crate::{AuditLog, Result};
 
@@ -32,7 +32,7 @@ impl AuditLog for SqlStore {
                 let metadata: String = r.try_get("metadata")?;
                 Ok(AuditEvent {
                     id: r.try_get("id")?,
-                    at: r.try_get("at")?,
+                    at: time(r, "at")?,
                     actor: r.try_get("actor")?,
                     action: r.try_get("action")?,
                     project: r.try_get("project")?,

@@ -12,9 +12,9 @@ use crate::{CredentialChecks, Result};
 impl CredentialChecks for SqlStore {
     async fn claim_credential_checks(
         &self,
-        due_before: &str,
-        now: &str,
-        hold_until: &str,
+        due_before: &Time,
+        now: &Time,
+        hold_until: &Time,
         limit: i64,
     ) -> Result<Vec<ServiceId>> {
         // One statement: the WHERE is evaluated again on each row it updates, so
@@ -32,12 +32,12 @@ impl CredentialChecks for SqlStore {
              AND (health_claimed_until IS NULL OR health_claimed_until < $6) \
              RETURNING service_id",
         )
-        .bind(hold_until)
-        .bind(due_before)
-        .bind(now)
+        .bind(stamp(*hold_until))
+        .bind(stamp(*due_before))
+        .bind(stamp(*now))
         .bind(limit)
-        .bind(due_before)
-        .bind(now)
+        .bind(stamp(*due_before))
+        .bind(stamp(*now))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -48,7 +48,7 @@ impl CredentialChecks for SqlStore {
     async fn record_health(
         &self,
         service: &Service,
-        updated_at: &str,
+        updated_at: &Time,
         health: &Health,
         audit: NewAudit,
     ) -> Result<bool> {
@@ -57,7 +57,7 @@ impl CredentialChecks for SqlStore {
             "SELECT health_status, health_code FROM credentials WHERE service_id = $1 AND updated_at = $2",
         )
         .bind(service.id.as_str())
-        .bind(updated_at)
+        .bind(stamp(*updated_at))
         .fetch_optional(&mut *tx)
         .await?;
         let Some(before) = before else {
@@ -78,9 +78,9 @@ impl CredentialChecks for SqlStore {
         )
         .bind(status)
         .bind(&health.code)
-        .bind(&health.checked_at)
+        .bind(stamp(health.checked_at))
         .bind(service.id.as_str())
-        .bind(updated_at)
+        .bind(stamp(*updated_at))
         .execute(&mut *tx)
         .await?;
         if changed {

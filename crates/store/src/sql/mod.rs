@@ -165,7 +165,7 @@ async fn append_audit(
     sqlx::query(
         "INSERT INTO audit_events (at, actor, action, project_id, project, service, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
-    .bind(now())
+    .bind(stamp(now()))
     .bind(&a.actor)
     .bind(a.action)
     .bind(project_id.map(|p| p.as_str().to_owned()))
@@ -187,6 +187,25 @@ where
     text.parse().map_err(|e: T::Err| StoreError::Corrupt {
         column,
         reason: e.to_string(),
+    })
+}
+
+/// A time column (RFC 3339 text, as [`stamp`] writes it).
+fn time(row: &AnyRow, column: &'static str) -> Result<Time> {
+    let text: String = row.try_get(column)?;
+    decode_time(&text, column)
+}
+
+/// A time column that may be `NULL`.
+fn time_opt(row: &AnyRow, column: &'static str) -> Result<Option<Time>> {
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|t| decode_time(&t, column)).transpose()
+}
+
+fn decode_time(text: &str, column: &'static str) -> Result<Time> {
+    parse_stamp(text).map_err(|e| StoreError::Corrupt {
+        column,
+        reason: format!("{text:?} is not a time: {e}"),
     })
 }
 

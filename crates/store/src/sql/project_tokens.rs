@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{append_audit, conflict, id, SqlStore};
+use super::{append_audit, conflict, id, time, time_opt, SqlStore};
 use crate::model::*;
 use crate::{ProjectTokens, Result};
 
@@ -18,9 +18,9 @@ fn token_from(row: &AnyRow) -> Result<ProjectToken> {
         name: row.try_get("name")?,
         scope: row.try_get("scope")?,
         created_by: row.try_get("created_by")?,
-        created_at: row.try_get("created_at")?,
-        last_used_at: row.try_get("last_used_at")?,
-        expires_at: row.try_get("expires_at")?,
+        created_at: time(row, "created_at")?,
+        last_used_at: time_opt(row, "last_used_at")?,
+        expires_at: time_opt(row, "expires_at")?,
     })
 }
 
@@ -31,7 +31,7 @@ impl ProjectTokens for SqlStore {
         project: &Project,
         name: &str,
         token_hash: &str,
-        expires_at: Option<&str>,
+        expires_at: Option<&Time>,
         created_by: &User,
         audit: NewAudit,
     ) -> Result<ProjectToken> {
@@ -43,7 +43,7 @@ impl ProjectTokens for SqlStore {
             created_by: created_by.name.clone(),
             created_at: now(),
             last_used_at: None,
-            expires_at: expires_at.map(str::to_owned),
+            expires_at: expires_at.copied(),
         };
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -56,8 +56,8 @@ impl ProjectTokens for SqlStore {
         .bind(&token.scope)
         .bind(token_hash)
         .bind(&token.created_by)
-        .bind(&token.created_at)
-        .bind(token.expires_at.clone())
+        .bind(stamp(token.created_at))
+        .bind(token.expires_at.map(stamp))
         .execute(&mut *tx)
         .await
         .map_err(conflict("a token with this name"))?;
@@ -76,16 +76,16 @@ impl ProjectTokens for SqlStore {
         rows.iter().map(token_from).collect()
     }
 
-    async fn use_project_token(&self, token_hash: &str, now: &str) -> Result<Option<TokenUse>> {
+    async fn use_project_token(&self, token_hash: &str, now: &Time) -> Result<Option<TokenUse>> {
         // Times are RFC 3339 UTC text of one width: they compare as text on both
         // databases, so the expiry is decided in the same statement that stamps.
         let live = sqlx::query(&format!(
             "UPDATE project_tokens SET last_used_at = $1 \
              WHERE token_hash = $2 AND (expires_at IS NULL OR expires_at > $3) RETURNING {COLUMNS}"
         ))
-        .bind(now)
+        .bind(stamp(*now))
         .bind(token_hash)
-        .bind(now)
+        .bind(stamp(*now))
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = live {

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{append_audit, id, parsed, Backend, SqlStore};
+use super::{append_audit, id, parsed, time, Backend, SqlStore};
 use crate::model::*;
 use crate::{decode_digest, DeploymentQueue, Result, StoreError};
 
@@ -23,8 +23,8 @@ fn deployment_from(r: &AnyRow) -> Result<Deployment> {
         digest: digest.as_deref().map(decode_digest).transpose()?,
         failure_code: r.try_get("failure_code")?,
         failure_message: r.try_get("failure_message")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
+        created_at: time(r, "created_at")?,
+        updated_at: time(r, "updated_at")?,
         replica_url: r.try_get("replica_url")?,
     })
 }
@@ -95,7 +95,7 @@ impl DeploymentQueue for SqlStore {
         .bind(digest.map(|d| d.to_string()))
         .bind(code)
         .bind(message)
-        .bind(now())
+        .bind(stamp(now()))
         .bind(d.id.as_str())
         .bind(DeploymentStatus::Deploying.as_str())
         .execute(&mut *tx)
@@ -108,7 +108,7 @@ impl DeploymentQueue for SqlStore {
                 "UPDATE deployments SET status = $1, updated_at = $2 WHERE service_id = $3 AND status = $4 AND id <> $5",
             )
             .bind(DeploymentStatus::Removed.as_str())
-            .bind(now())
+            .bind(stamp(now()))
             .bind(d.service_id.as_str())
             .bind(DeploymentStatus::Deployed.as_str())
             .bind(d.id.as_str())
@@ -156,7 +156,7 @@ impl DeploymentQueue for SqlStore {
 
     async fn heartbeat(&self, d: &Deployment) -> Result<()> {
         sqlx::query("UPDATE deployments SET heartbeat_at = $1 WHERE id = $2 AND status = $3")
-            .bind(now())
+            .bind(stamp(now()))
             .bind(d.id.as_str())
             .bind(DeploymentStatus::Deploying.as_str())
             .execute(&self.pool)
@@ -164,13 +164,13 @@ impl DeploymentQueue for SqlStore {
         Ok(())
     }
 
-    async fn repair_deployments(&self, stale_before: &str) -> Result<u64> {
+    async fn repair_deployments(&self, stale_before: &Time) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
         let stale = sqlx::query(
             "SELECT id, service_id FROM deployments WHERE status = $1 AND (heartbeat_at IS NULL OR heartbeat_at < $2)",
         )
         .bind(DeploymentStatus::Deploying.as_str())
-        .bind(stale_before)
+        .bind(stamp(*stale_before))
         .fetch_all(&mut *tx)
         .await?;
         for row in &stale {
@@ -182,7 +182,7 @@ impl DeploymentQueue for SqlStore {
                  WHERE id = $3 AND status = $4",
             )
             .bind(DeploymentStatus::Failed.as_str())
-            .bind(now())
+            .bind(stamp(now()))
             .bind(&id)
             .bind(DeploymentStatus::Deploying.as_str())
             .execute(&mut *tx)
@@ -213,7 +213,7 @@ impl SqlStore {
             "UPDATE services SET status = $1, updated_at = $2 WHERE id = $3 AND status <> $4",
         )
         .bind(ServiceStatus::PendingDeploy.as_str())
-        .bind(&at)
+        .bind(stamp(at))
         .bind(service.id.as_str())
         .bind(ServiceStatus::Terminated.as_str())
         .execute(&mut *tx)
@@ -229,8 +229,8 @@ impl SqlStore {
         .bind(service.project_id.as_str())
         .bind(DeploymentStatus::PendingDeploy.as_str())
         .bind(service.image.to_string())
-        .bind(&at)
-        .bind(&at)
+        .bind(stamp(at))
+        .bind(stamp(at))
         .bind(restart_of.map(DeploymentId::as_str))
         .execute(&mut *tx)
         .await?;
@@ -245,7 +245,7 @@ impl SqlStore {
             digest: None,
             failure_code: None,
             failure_message: None,
-            created_at: at.clone(),
+            created_at: at,
             updated_at: at,
             replica_url: None,
         })
@@ -295,8 +295,8 @@ impl SqlStore {
         let mut tx = self.pool.begin().await?;
         let mut q = sqlx::query(&sql)
             .bind(DeploymentStatus::Deploying.as_str())
-            .bind(now())
-            .bind(now())
+            .bind(stamp(now()))
+            .bind(stamp(now()))
             .bind(replica_url)
             .bind(DeploymentStatus::PendingDeploy.as_str());
         for s in services {

@@ -5,7 +5,7 @@ use berth_types::ImageRef;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{append_audit, conflict, id, parsed, SqlStore};
+use super::{append_audit, conflict, id, parsed, time, time_opt, SqlStore};
 use crate::model::*;
 use crate::{Result, Services, StoreError};
 
@@ -37,7 +37,7 @@ pub(super) fn service_from(row: &AnyRow) -> Result<Service> {
                     }
                 },
                 verified: row.try_get::<i64, _>("verified")? != 0,
-                updated_at: row.try_get("c_updated_at")?,
+                updated_at: time(row, "c_updated_at")?,
                 health: health_from(row)?,
             })
         }
@@ -49,7 +49,7 @@ pub(super) fn service_from(row: &AnyRow) -> Result<Service> {
         name: row.try_get("name")?,
         image: parsed(row, "image")?,
         status: parsed(row, "status")?,
-        created_at: row.try_get("created_at")?,
+        created_at: time(row, "created_at")?,
         credential,
         resources: Resources {
             memory_mb: row
@@ -79,7 +79,7 @@ pub(super) fn service_from(row: &AnyRow) -> Result<Service> {
                 .collect(),
         },
         restarts: row.try_get::<i64, _>("restarts")?.clamp(0, u32::MAX.into()) as u32,
-        last_exit: match row.try_get::<Option<String>, _>("last_exit_at")? {
+        last_exit: match time_opt(row, "last_exit_at")? {
             None => None,
             Some(at) => Some(Exit {
                 code: row
@@ -105,9 +105,11 @@ pub(super) fn health_from(row: &AnyRow) -> Result<Option<Health>> {
         code: row
             .try_get::<Option<String>, _>("health_code")?
             .unwrap_or_else(|| status.clone()),
-        checked_at: row
-            .try_get::<Option<String>, _>("health_checked_at")?
-            .unwrap_or_default(),
+        // Written with the status, always.
+        checked_at: time_opt(row, "health_checked_at")?.ok_or(StoreError::Corrupt {
+            column: "health_checked_at",
+            reason: "a health status without the time of its check".into(),
+        })?,
     }))
 }
 
@@ -115,7 +117,7 @@ async fn upsert_credential(
     conn: &mut sqlx::AnyConnection,
     service_id: &ServiceId,
     c: &NewCredential,
-    at: &str,
+    at: Time,
 ) -> Result<()> {
     sqlx::query("DELETE FROM credentials WHERE service_id = $1")
         .bind(service_id.as_str())
@@ -134,12 +136,12 @@ async fn upsert_credential(
     .bind(sealed)
     .bind(arn)
     .bind(i64::from(c.verified))
-    .bind(at)
+    .bind(stamp(at))
     // A credential the save's preflight passed is healthy as of now; one saved
     // without verifying waits for its first check.
     .bind(c.verified.then_some("ok"))
     .bind(c.verified.then_some("ok"))
-    .bind(c.verified.then_some(at))
+    .bind(c.verified.then(|| stamp(at)))
     .bind(c.kind.as_str())
     .execute(conn)
     .await?;
@@ -207,8 +209,8 @@ impl Services for SqlStore {
         .bind(&s.name)
         .bind(s.image.to_string())
         .bind(ServiceStatus::Created.as_str())
-        .bind(&at)
-        .bind(&at)
+        .bind(stamp(at))
+        .bind(stamp(at))
         .bind(s.resources.memory_mb.map(|m| m as i64))
         .bind(s.resources.pids)
         .bind(s.resources.cpu_millis)
@@ -218,7 +220,7 @@ impl Services for SqlStore {
         .map_err(conflict("a service with this name"))?;
         set_traffic(&mut tx, &s.id, &s.traffic).await?;
         if let Some(c) = &credential {
-            upsert_credential(&mut tx, &s.id, c, &at).await?;
+            upsert_credential(&mut tx, &s.id, c, at).await?;
         }
         append_audit(&mut tx, Some(&s.project_id), &audit).await?;
         tx.commit().await?;
@@ -228,7 +230,7 @@ impl Services for SqlStore {
             name: s.name,
             image: s.image,
             status: ServiceStatus::Created,
-            created_at: at.clone(),
+            created_at: at,
             resources: s.resources,
             restart_policy: s.restart_policy,
             traffic: s.traffic,
@@ -243,7 +245,7 @@ impl Services for SqlStore {
                 health: c.verified.then(|| Health {
                     ok: true,
                     code: "ok".into(),
-                    checked_at: at.clone(),
+                    checked_at: at,
                 }),
                 updated_at: at,
             }),
@@ -293,7 +295,7 @@ impl Services for SqlStore {
             "UPDATE services SET image = $1, updated_at = $2 WHERE id = $3 AND status <> $4",
         )
         .bind(image.unwrap_or(&service.image).to_string())
-        .bind(now())
+        .bind(stamp(now()))
         .bind(service.id.as_str())
         .bind(ServiceStatus::Terminated.as_str())
         .execute(&mut *tx)
@@ -301,7 +303,7 @@ impl Services for SqlStore {
         if updated.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        upsert_credential(&mut tx, &service.id, &credential, &now()).await?;
+        upsert_credential(&mut tx, &service.id, &credential, now()).await?;
         append_audit(&mut tx, Some(&service.project_id), &audit).await?;
         tx.commit().await?;
         Ok(())
@@ -316,7 +318,7 @@ impl Services for SqlStore {
         let mut tx = self.pool.begin().await?;
         let updated =
             sqlx::query("UPDATE services SET updated_at = $1 WHERE id = $2 AND status <> $3")
-                .bind(now())
+                .bind(stamp(now()))
                 .bind(service.id.as_str())
                 .bind(ServiceStatus::Terminated.as_str())
                 .execute(&mut *tx)
@@ -354,7 +356,7 @@ impl Services for SqlStore {
         claim_domains(&mut tx, &service.id, &[]).await?;
         sqlx::query("UPDATE services SET status = $1, updated_at = $2 WHERE id = $3")
             .bind(ServiceStatus::Terminated.as_str())
-            .bind(now())
+            .bind(stamp(now()))
             .bind(service.id.as_str())
             .execute(&mut *tx)
             .await?;
@@ -362,7 +364,7 @@ impl Services for SqlStore {
             "UPDATE deployments SET status = $1, updated_at = $2 WHERE service_id = $3 AND status = $4",
         )
         .bind(DeploymentStatus::Removed.as_str())
-        .bind(now())
+        .bind(stamp(now()))
         .bind(service.id.as_str())
         .bind(DeploymentStatus::Deployed.as_str())
         .execute(&mut *tx)
@@ -374,7 +376,7 @@ impl Services for SqlStore {
         )
         .bind(DeploymentStatus::Removed.as_str())
         .bind(crate::TERMINATED_IN_FLIGHT)
-        .bind(now())
+        .bind(stamp(now()))
         .bind(service.id.as_str())
         .bind(DeploymentStatus::PendingDeploy.as_str())
         .bind(DeploymentStatus::Deploying.as_str())
@@ -392,7 +394,7 @@ impl Services for SqlStore {
         .bind(i64::from(restarted))
         .bind(exit.code.map(i64::from))
         .bind(exit.signal.map(i64::from))
-        .bind(&exit.at)
+        .bind(stamp(exit.at))
         .bind(service.as_str())
         .execute(&self.pool)
         .await?;
