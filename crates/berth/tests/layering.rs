@@ -1,5 +1,6 @@
 //! The map of the workspace, guarded: dependencies point one way, binary ->
-//! server -> (vault, store, runtime) -> registry -> types, and the lower layers
+//! server -> (vault, store, runtime, ingress) -> registry -> types (the ingress
+//! proxy needs none of berth's crates), and the lower layers
 //! pull in nothing of the layers above (no HTTP server, database or container
 //! runtime code in the registry client, no network in the types). Read from
 //! `cargo metadata`, so a new edge fails here before it grows roots.
@@ -16,6 +17,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("berth-store", &["berth-types"]),
     ("berth-runtime", &["berth-registry", "berth-types"]),
     ("berth-kubernetes", &[]),
+    ("berth-ingress", &[]),
     (
         "berth-server",
         &[
@@ -23,6 +25,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "berth-store",
             "berth-runtime",
             "berth-kubernetes",
+            "berth-ingress",
             "berth-registry",
             "berth-types",
         ],
@@ -54,6 +57,9 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("berth-vault", &["axum", "sqlx", "utoipa"]),
     ("berth-runtime", &["axum", "sqlx", "utoipa"]),
     ("berth-kubernetes", &["axum", "sqlx", "utoipa", "reqwest"]),
+    // The proxy speaks HTTP with hyper itself: no web framework, database or
+    // outbound client of the registry's kind.
+    ("berth-ingress", &["axum", "sqlx", "utoipa", "reqwest"]),
 ];
 
 #[test]
