@@ -1,13 +1,13 @@
 //! The map of the workspace, guarded: dependencies point one way, binary
 //! (`berth`) -> server (`berth-server`) -> (`berth-vault`, `berth-store`,
-//! `berth-runtime`, `berth-kubernetes`) -> `berth-registry` -> `berth-types`.
-//! `berth-api`, the HTTP API's types, is shared by the binary and the server and
-//! sits on the registry (a 422 carries its preflight report); `berth-kubernetes`
-//! uses none of berth's crates; `berth-testkit` is for tests only. The lower
-//! layers pull in nothing of the layers above (no HTTP server, database or
-//! container runtime code in the registry client or the API types, no network in
-//! the types). Read from `cargo metadata`, so a new edge fails here before it
-//! grows roots.
+//! `berth-runtime`, `berth-kubernetes`, `berth-ingress`) -> `berth-registry` ->
+//! `berth-types`. `berth-api`, the HTTP API's types, is shared by the binary and
+//! the server and sits on the registry (a 422 carries its preflight report);
+//! `berth-kubernetes` and `berth-ingress` (the proxy) use none of berth's crates;
+//! `berth-testkit` is for tests only. The lower layers pull in nothing of the
+//! layers above (no HTTP server, database or container runtime code in the
+//! registry client or the API types, no network in the types). Read from `cargo
+//! metadata`, so a new edge fails here before it grows roots.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -22,6 +22,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("berth-store", &["berth-types"]),
     ("berth-runtime", &["berth-registry", "berth-types"]),
     ("berth-kubernetes", &[]),
+    ("berth-ingress", &[]),
     (
         "berth-server",
         &[
@@ -30,6 +31,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "berth-store",
             "berth-runtime",
             "berth-kubernetes",
+            "berth-ingress",
             "berth-registry",
             "berth-types",
         ],
@@ -68,6 +70,9 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("berth-vault", &["axum", "sqlx", "utoipa"]),
     ("berth-runtime", &["axum", "sqlx", "utoipa"]),
     ("berth-kubernetes", &["axum", "sqlx", "utoipa", "reqwest"]),
+    // The proxy speaks HTTP with hyper itself: no web framework, database or
+    // outbound client of the registry's kind.
+    ("berth-ingress", &["axum", "sqlx", "utoipa", "reqwest"]),
 ];
 
 #[test]
