@@ -35,6 +35,19 @@ struct Route {
     route: String,
 }
 
+/// A request the ingress routed: the service's id (server-made, one per service
+/// created here: a closed set no request can grow) and the status's class.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct App {
+    service: String,
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppService {
+    service: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Code {
     code: &'static str,
@@ -69,6 +82,8 @@ pub struct Metrics {
     deployments: Family<Status, Gauge>,
     queue: Gauge,
     credentials: Family<Status, Gauge>,
+    app_requests: Family<App, Counter>,
+    app_latency: Histograms<AppService>,
 }
 
 fn latency_buckets() -> Histogram {
@@ -96,6 +111,8 @@ pub fn metrics() -> &'static Metrics {
             deployments: Family::default(),
             queue: Gauge::default(),
             credentials: Family::default(),
+            app_requests: Family::default(),
+            app_latency: Family::new_with_constructor(latency_buckets),
             registry: Registry::default(),
         };
         registry.register(
@@ -143,11 +160,43 @@ pub fn metrics() -> &'static Metrics {
             "Stored credentials of live services, by health",
             m.credentials.clone(),
         );
+        registry.register(
+            "app_requests",
+            "Requests the ingress routed to apps, by service id and status class",
+            m.app_requests.clone(),
+        );
+        registry.register(
+            "app_request_duration_seconds",
+            "From a routed request's head to the end of its answer, by service id",
+            m.app_latency.clone(),
+        );
         Metrics { registry, ..m }
     })
 }
 
 impl Metrics {
+    /// A request the ingress routed to service `service_id`.
+    pub fn app_request(&self, service_id: &str, status: u16, took: Duration) {
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.app_requests
+            .get_or_create(&App {
+                service: service_id.to_owned(),
+                class,
+            })
+            .inc();
+        self.app_latency
+            .get_or_create(&AppService {
+                service: service_id.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
     pub fn preflight(&self, code: &'static str) {
         self.preflights.get_or_create(&Code { code }).inc();
     }

@@ -132,6 +132,7 @@ pub async fn open(config: &Config) -> Result<Parts, SetupError> {
         config.deploys,
         cluster,
         egress,
+        &config.traffic.apps_domain,
     )
     .map_err(dir_err)?;
     let state = AppState {
@@ -203,6 +204,8 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 /// A server listening in the background.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where the ingress serves apps over HTTP (`None`: switched off).
+    pub ingress: Option<SocketAddr>,
     pub store: SqlStore,
     shutdown: Option<oneshot::Sender<()>>,
     handle: tokio::task::JoinHandle<()>,
@@ -257,6 +260,7 @@ pub async fn start(config: Config) -> Result<Running, SetupError> {
     };
     let checker = tokio::spawn(checker.run());
     let deployer = parts.state.deployer.clone();
+    let (ingress, ingress_task, ingress_stop) = start_ingress(&config, &deployer).await?;
     let app = crate::routes::router(parts.state).layer(
         tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
             axum::http::header::AUTHORIZATION,
@@ -287,6 +291,10 @@ pub async fn start(config: Config) -> Result<Running, SetupError> {
                 "requests still open when the shutdown grace ended (followed logs?): closed"
             ),
         }
+        let _ = ingress_stop.send(());
+        if let Some(t) = ingress_task {
+            let _ = t.await;
+        }
         worker.abort();
         checker.abort();
         // A clean stop leaves the cache synced: no verification at the next boot.
@@ -299,10 +307,49 @@ pub async fn start(config: Config) -> Result<Running, SetupError> {
     tracing::info!(%addr, "berth server listening");
     Ok(Running {
         addr,
+        ingress,
         store: parts.store,
         shutdown: Some(tx),
         handle,
     })
+}
+
+/// The ingress, bound (its address known before the server answers), serving in
+/// the background until told to stop.
+async fn start_ingress(
+    config: &Config,
+    deployer: &Arc<crate::deploy::Deployer>,
+) -> Result<
+    (
+        Option<SocketAddr>,
+        Option<tokio::task::JoinHandle<()>>,
+        oneshot::Sender<()>,
+    ),
+    SetupError,
+> {
+    let (tx, rx) = oneshot::channel::<()>();
+    let Some(listen) = config.traffic.ingress_listen else {
+        return Ok((None, None, tx));
+    };
+    let ingress = berth_ingress::Ingress::bind(
+        berth_ingress::IngressConfig {
+            listen,
+            tls: None,
+            limits: Default::default(),
+        },
+        deployer.serving.table.clone(),
+        Arc::new(crate::deploy::ingress::AccessLog::start(
+            deployer.deployments_dir().to_owned(),
+        )),
+    )
+    .await
+    .map_err(|e| SetupError::Listen(listen, e.to_string()))?;
+    let addr = ingress.local_addr();
+    tracing::info!(%addr, apps_domain = %config.traffic.apps_domain, "ingress listening");
+    let task = tokio::spawn(ingress.serve(async move {
+        let _ = rx.await;
+    }));
+    Ok((Some(addr), Some(task), tx))
 }
 
 /// Runs until SIGINT or SIGTERM, then shuts down gracefully.

@@ -217,3 +217,153 @@ async fn egress_follows_the_policy_and_the_container_cannot_change_it() {
     );
     server.running.stop().await;
 }
+
+/// A web app: busybox's httpd on port 8080 serving `body` at `/`, its
+/// `/ready` only after a second (the health path).
+fn web_script(body: &str, marker: &str) -> String {
+    format!(
+        "mkdir -p /www && echo {body} > /www/index.html && \
+         (sleep 1; echo ok > /www/ready) & \
+         busybox httpd -f -p 8080 -h /www & {marker}"
+    )
+}
+
+/// Sets service web/api's port and health path through the store.
+async fn set_port(server: &Server, port: u16, health_path: &str) {
+    use berth_store::{Accounts, Services};
+    let store = &server.running.store;
+    let alice = store.user_by_name("alice").await.unwrap().unwrap();
+    let p = store.project_for_member("web", &alice).await.unwrap().unwrap();
+    let svc = store.service(&p.project, "api").await.unwrap().unwrap();
+    let mut t = svc.traffic.clone();
+    t.port = Some(port);
+    t.health_path = Some(health_path.into());
+    store
+        .update_traffic(
+            &svc,
+            &t,
+            berth_store::NewAudit {
+                actor: "test".into(),
+                action: "service.update",
+                project: Some("web".into()),
+                service: Some("api".into()),
+                metadata: json!({}),
+            },
+        )
+        .await
+        .unwrap();
+}
+
+async fn get_app(http: &reqwest::Client, ingress: std::net::SocketAddr, host: &str) -> (u16, String) {
+    let r = http
+        .get(format!("http://{ingress}/"))
+        .header("host", host)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Ready means answering, the ingress routes by host name into the container's
+/// namespace, an unknown host is a 404 that names nothing, and a redeploy under a
+/// steady stream of requests fails none of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ingress_routes_to_the_ready_deployment_and_a_redeploy_drops_nothing() {
+    berth_testkit::require("runc");
+    berth_testkit::require("pasta");
+    let registry = Registry::start();
+    let url = registry.url();
+    let marker = format!("sleep {}", 4000 + rand::random::<u16>() as u32);
+    registry.push_busybox("v1", &web_script("hello-v1", &marker));
+    registry.push_busybox("v2", &web_script("hello-v2", &marker));
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config(dir.path(), Db::Sqlite, &url, None)).await;
+    let ingress = server.running.ingress.expect("the ingress listens");
+    let alice = server.admin().new_user("alice").await;
+    alice.post("/v1/projects", json!({"name": "web"})).await;
+    let (s, v) = alice
+        .post(
+            "/v1/projects/web/services",
+            json!({"name": "api", "image": "team/app:v1", "registry": registry_body(&url, "ci", PASSWORD)}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    set_port(&server, 8080, "/ready").await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+
+    let deploy = |image: &'static str| {
+        let alice = &alice;
+        async move {
+            if image != "team/app:v1" {
+                let (s, v) = alice
+                    .put("/v1/projects/web/services/api/registry", json!({"image": image}))
+                    .await;
+                assert_eq!(s, StatusCode::OK, "{v}");
+            }
+            let (s, d) = alice
+                .post("/v1/projects/web/services/api/deployments", json!({}))
+                .await;
+            assert_eq!(s, StatusCode::ACCEPTED, "{d}");
+            let path = format!(
+                "/v1/projects/web/services/api/deployments/{}",
+                d["id"].as_str().unwrap()
+            );
+            let d = wait_for_end(alice, &path).await;
+            assert_eq!(d["status"], "DEPLOYED", "{d}");
+            path
+        }
+    };
+    let first = deploy("team/app:v1").await;
+    let (_, log) = alice.get(&format!("{first}/logs")).await;
+    let log = log.as_str().unwrap_or_default().to_owned();
+    assert!(log.contains("ready: port 8080 (GET /ready) answered"), "{log}");
+
+    let (status, body) = get_app(&http, ingress, "api.web.localhost").await;
+    assert_eq!((status, body.trim()), (200, "hello-v1"));
+    let (status, body) = get_app(&http, ingress, "API.web.localhost:8441").await;
+    assert_eq!((status, body.trim()), (200, "hello-v1"), "host names are case-blind, ports ignored");
+    let (status, body) = get_app(&http, ingress, "nope.web.localhost").await;
+    assert_eq!(status, 404);
+    assert!(!body.contains("api") && !body.contains("web"), "{body}");
+
+    // A steady loop of requests through a redeploy: none fails.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loop_task = {
+        let (http, stop) = (http.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed, mut v2) = (0usize, Vec::new(), 0usize);
+            while !stop.load(Ordering::SeqCst) {
+                match http
+                    .get(format!("http://{ingress}/"))
+                    .header("host", "api.web.localhost")
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => {
+                        ok += 1;
+                        if r.text().await.unwrap_or_default().contains("v2") {
+                            v2 += 1;
+                        }
+                    }
+                    Ok(r) => failed.push(r.status().to_string()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed, v2)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    deploy("team/app:v2").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (ok, failed, v2) = loop_task.await.unwrap();
+    assert!(failed.is_empty(), "{} of {} requests failed: {failed:?}", failed.len(), ok + failed.len());
+    assert!(ok > 20 && v2 > 0, "{ok} requests, {v2} answered by v2");
+    eprintln!("redeploy under load: {ok} requests, 0 failed, {v2} answered by the new deployment");
+
+    let (s, _) = alice.delete("/v1/projects/web/services/api").await;
+    assert_eq!(s, StatusCode::OK);
+    let (status, _) = get_app(&http, ingress, "api.web.localhost").await;
+    assert_eq!(status, 404, "a terminated service is not routed");
+}

@@ -17,6 +17,7 @@
 
 mod failure;
 mod gc;
+pub mod ingress;
 mod kubernetes;
 pub mod log;
 mod reconcile;
@@ -109,6 +110,8 @@ pub struct Deployer {
     restarting: Mutex<HashSet<DeploymentId>>,
     /// The relay of `public` containers' DNS queries, running as long as this.
     _dns: Option<DnsForwarder>,
+    /// What the ingress routes each app's names to.
+    pub serving: ingress::Serving,
 }
 
 impl Deployer {
@@ -118,6 +121,7 @@ impl Deployer {
         limits: DeployLimits,
         cluster: Option<berth_kubernetes::Kubernetes>,
         egress: Option<(EgressPolicy, DnsForwarder)>,
+        apps_domain: &str,
     ) -> std::io::Result<Self> {
         let root = data_dir.join("deployments");
         std::fs::create_dir_all(&root)?;
@@ -184,7 +188,13 @@ impl Deployer {
             crashes: Mutex::new(HashMap::new()),
             restarting: Mutex::new(HashSet::new()),
             _dns: dns,
+            serving: ingress::Serving::new(apps_domain),
         })
+    }
+
+    /// Where deployments keep their files (logs, bundles).
+    pub fn deployments_dir(&self) -> &Path {
+        &self.root
     }
 
     /// Where the logs of deployment `id` are: its infrastructure log and its
@@ -285,6 +295,8 @@ impl Deployer {
             locked(&self.stopping).remove(id);
             return;
         }
+        // Out of the ingress first; what it is answering finishes.
+        self.serving.retire(id, ingress::DRAIN_GRACE).await;
         if let Some(runtime) = &self.runtime {
             if let Err(e) = runtime.stop(&container_id(id), STOP_GRACE).await {
                 tracing::warn!(deployment = %id, error = %e, "stopping the container");

@@ -222,6 +222,9 @@ impl Deployer {
                                 &self.log_path(&id),
                                 "the server restarted; the container still runs and was taken up again",
                             );
+                            if let Some(ns) = runtime.netns(&cid) {
+                                self.serving.republish(&self.root.join(id.as_str()), &id, ns);
+                            }
                             locked(&self.adopted).insert(id);
                         }
                         Ok(false) => self.report(store, &live[&id], otherwise).await,

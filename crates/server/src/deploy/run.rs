@@ -369,7 +369,13 @@ async fn start(
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let exited = match (exited_early, probe_of(service, pulled)) {
-        (None, Some(probe)) => wait_ready(w, runtime.as_ref(), &cid, &probe, &logs.infra).await?,
+        (None, Some(probe)) => {
+            let exited = wait_ready(w, runtime.as_ref(), &cid, &probe, &logs.infra).await?;
+            if exited.is_none() {
+                publish(w, d, service, runtime.as_ref(), &cid, probe.port).await?;
+            }
+            exited
+        }
         // A worker: the start window, and a container that fails this soon fails
         // its deploy.
         (exited, _) => {
@@ -412,6 +418,37 @@ pub(super) fn probe_of(service: &Service, pulled: &Pulled) -> Option<Probe> {
         port,
         health_path: service.traffic.health_path.clone(),
     })
+}
+
+/// Sends the service's traffic to this deployment, now that it answers.
+async fn publish(
+    w: &Worker,
+    d: &Deployment,
+    service: &Service,
+    runtime: &dyn berth_runtime::runc::Runtime,
+    cid: &str,
+    port: u16,
+) -> Result<(), Failure> {
+    let project = w
+        .store
+        .project_name(&service.project_id)
+        .await
+        .map_err(|e| Failure::runtime(e.to_string()))?
+        .unwrap_or_default();
+    let serving = &w.deployer.serving;
+    let hosts = serving.host_names(service, &project);
+    let ns = runtime
+        .netns(cid)
+        .ok_or_else(|| Failure::runtime("the container has no network namespace"))?;
+    let dir = w.deployer.root.join(d.id.as_str());
+    serving
+        .publish(&dir, service.id.as_str(), hosts.clone(), &d.id, ns, port)
+        .map_err(|e| Failure::runtime(format!("routing to the deployment: {e}")))?;
+    log::append(
+        &w.deployer.log_path(&d.id),
+        &format!("serving {}", hosts.join(", ")),
+    );
+    Ok(())
 }
 
 /// Probes until the app answers, the container exits (its status returned), or
