@@ -30,6 +30,10 @@ pub enum ErrorCode {
     InvalidName,
     InvalidImage,
     InvalidResources,
+    /// A service's port, health path, domain or network that cannot be.
+    InvalidSettings,
+    /// A domain another service holds (409).
+    DomainTaken,
     InvalidExpiry,
     InvalidSince,
     InvalidKind,
@@ -68,6 +72,8 @@ impl ErrorCode {
         ErrorCode::InvalidName,
         ErrorCode::InvalidImage,
         ErrorCode::InvalidResources,
+        ErrorCode::InvalidSettings,
+        ErrorCode::DomainTaken,
         ErrorCode::InvalidExpiry,
         ErrorCode::InvalidSince,
         ErrorCode::InvalidKind,
@@ -102,6 +108,8 @@ impl ErrorCode {
             ErrorCode::InvalidName => "invalid_name",
             ErrorCode::InvalidImage => "invalid_image",
             ErrorCode::InvalidResources => "invalid_resources",
+            ErrorCode::InvalidSettings => "invalid_settings",
+            ErrorCode::DomainTaken => "domain_taken",
             ErrorCode::InvalidExpiry => "invalid_expiry",
             ErrorCode::InvalidSince => "invalid_since",
             ErrorCode::InvalidKind => "invalid_kind",

@@ -15,7 +15,7 @@ mod views;
 pub use error::{ErrorBody, ErrorCode, UnknownCode};
 pub use requests::{
     AddMember, CreateProject, CreateService, CreateToken, CreateUser, CredentialsRequest,
-    PreflightRequest, PutRegistry, RegistryInput, ResourcesInput,
+    NetworkName, PreflightRequest, PutRegistry, RegistryInput, ResourcesInput, UpdateService,
 };
 pub use views::{
     AuditEventView, BlobState, BlobView, CreatedUser, CredentialsAnswer, DeploymentView, ExitView,

@@ -160,7 +160,7 @@ pub struct ResourcesInput {
     pub cpus: Option<f64>,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateService {
     /// A slug: `[a-z0-9][a-z0-9-]{0,62}`.
@@ -175,6 +175,57 @@ pub struct CreateService {
     pub restart_policy: RestartPolicyName,
     #[serde(default)]
     pub save_without_verifying: bool,
+    /// The port its app listens on (default: the image's single exposed port;
+    /// none: a worker, with no ingress).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// A path that answers 2xx/3xx once the app is ready (default: the port
+    /// accepting a connection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_path: Option<String>,
+    /// Extra host names routed to the service, each held by one service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkName>,
+}
+
+/// What a container may reach: `public` (the default: the public internet, under
+/// the egress policy) or `none` (its own loopback only).
+#[derive(Serialize, Deserialize, ToSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkName {
+    #[default]
+    Public,
+    None,
+}
+
+impl NetworkName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkName::Public => "public",
+            NetworkName::None => "none",
+        }
+    }
+}
+
+/// `PUT /v1/projects/{p}/services/{s}`: the service's settings; an omitted field
+/// keeps its value. They apply at the next deploy; `redeploy` starts one.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateService {
+    /// `0` goes back to the image's exposed port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// `""` removes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domains: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkName>,
+    #[serde(default)]
+    pub redeploy: bool,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]

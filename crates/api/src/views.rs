@@ -127,6 +127,13 @@ pub struct ServiceView {
     /// Restarts of the running deployment by the restart policy.
     pub restarts: u32,
     pub last_exit: Option<ExitView>,
+    /// The port its app listens on, as set (`null`: the image's exposed port).
+    pub port: Option<u16>,
+    pub health_path: Option<String>,
+    pub domains: Vec<String>,
+    pub network: crate::NetworkName,
+    /// Where the app answers: its name under the apps domain, then its domains.
+    pub urls: Vec<String>,
 }
 
 /// A deployment; one read alone also carries `progress` while its image is pulled

@@ -4,7 +4,8 @@ use axum::Json;
 use utoipa::OpenApi;
 
 use crate::routes::{
-    audit, deployments, health, metrics, preflight, project_tokens, projects, services, users,
+    audit, deployments, health, metrics, preflight, project_tokens, projects, service_settings,
+    services, users,
 };
 
 #[derive(OpenApi)]
@@ -27,6 +28,7 @@ use crate::routes::{
         services::create,
         services::list,
         services::show,
+        service_settings::update,
         services::put_registry,
         services::remove_registry,
         services::terminate,

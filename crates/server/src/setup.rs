@@ -345,6 +345,7 @@ async fn start_ingress(
     .await
     .map_err(|e| SetupError::Listen(listen, e.to_string()))?;
     let addr = ingress.local_addr();
+    let _ = deployer.serving.port.set(addr.port());
     tracing::info!(%addr, apps_domain = %config.traffic.apps_domain, "ingress listening");
     let task = tokio::spawn(ingress.serve(async move {
         let _ = rx.await;

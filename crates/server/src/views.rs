@@ -26,7 +26,8 @@ pub fn restart_policy_name(p: RestartPolicy) -> RestartPolicyName {
     }
 }
 
-pub fn service(s: &Service) -> ServiceView {
+/// `s` as read back; `urls` where it answers (see `Serving::urls`).
+pub fn service(s: &Service, urls: Vec<String>) -> ServiceView {
     ServiceView {
         name: s.name.clone(),
         image: s.image.to_string(),
@@ -57,6 +58,14 @@ pub fn service(s: &Service) -> ServiceView {
             signal: e.signal,
             at: e.at,
         }),
+        port: s.traffic.port,
+        health_path: s.traffic.health_path.clone(),
+        domains: s.traffic.domains.clone(),
+        network: match s.traffic.network {
+            berth_store::NetworkMode::Public => berth_api::NetworkName::Public,
+            berth_store::NetworkMode::None => berth_api::NetworkName::None,
+        },
+        urls,
     }
 }
 

@@ -109,7 +109,7 @@ async fn deploy_and_read(server: &Server, url: &str, network: Option<&str>) -> S
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     if let Some(network) = network {
-        set_network(server, network).await;
+        settings(&alice, json!({"network": network})).await;
     }
     let (s, d) = alice
         .post("/v1/projects/web/services/api/deployments", json!({}))
@@ -127,34 +127,10 @@ async fn deploy_and_read(server: &Server, url: &str, network: Option<&str>) -> S
     text
 }
 
-/// Sets service web/api's network through the store (the API's field comes
-/// with the service settings).
-async fn set_network(server: &Server, network: &str) {
-    use berth_store::{Accounts, Services};
-    let store = &server.running.store;
-    let alice = store.user_by_name("alice").await.unwrap().unwrap();
-    let p = store
-        .project_for_member("web", &alice)
-        .await
-        .unwrap()
-        .unwrap();
-    let svc = store.service(&p.project, "api").await.unwrap().unwrap();
-    let mut t = svc.traffic.clone();
-    t.network = network.parse().unwrap();
-    store
-        .update_traffic(
-            &svc,
-            &t,
-            berth_store::NewAudit {
-                actor: "test".into(),
-                action: "service.update",
-                project: Some("web".into()),
-                service: Some("api".into()),
-                metadata: json!({}),
-            },
-        )
-        .await
-        .unwrap();
+/// Sets service web/api's settings through the API.
+async fn settings(alice: &Client, body: serde_json::Value) {
+    let (s, v) = alice.put("/v1/projects/web/services/api", body).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
 }
 
 /// By default a container reaches neither the host's loopback (the berth API,
@@ -222,39 +198,17 @@ async fn egress_follows_the_policy_and_the_container_cannot_change_it() {
 /// `/ready` only after a second (the health path).
 fn web_script(body: &str, marker: &str) -> String {
     format!(
-        "mkdir -p /www && echo {body} > /www/index.html && \
+        "mkdir -p /www; echo {body} > /www/index.html; \
          (sleep 1; echo ok > /www/ready) & \
          busybox httpd -f -p 8080 -h /www & {marker}"
     )
 }
 
-/// Sets service web/api's port and health path through the store.
-async fn set_port(server: &Server, port: u16, health_path: &str) {
-    use berth_store::{Accounts, Services};
-    let store = &server.running.store;
-    let alice = store.user_by_name("alice").await.unwrap().unwrap();
-    let p = store.project_for_member("web", &alice).await.unwrap().unwrap();
-    let svc = store.service(&p.project, "api").await.unwrap().unwrap();
-    let mut t = svc.traffic.clone();
-    t.port = Some(port);
-    t.health_path = Some(health_path.into());
-    store
-        .update_traffic(
-            &svc,
-            &t,
-            berth_store::NewAudit {
-                actor: "test".into(),
-                action: "service.update",
-                project: Some("web".into()),
-                service: Some("api".into()),
-                metadata: json!({}),
-            },
-        )
-        .await
-        .unwrap();
-}
-
-async fn get_app(http: &reqwest::Client, ingress: std::net::SocketAddr, host: &str) -> (u16, String) {
+async fn get_app(
+    http: &reqwest::Client,
+    ingress: std::net::SocketAddr,
+    host: &str,
+) -> (u16, String) {
     let r = http
         .get(format!("http://{ingress}/"))
         .header("host", host)
@@ -289,7 +243,13 @@ async fn the_ingress_routes_to_the_ready_deployment_and_a_redeploy_drops_nothing
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    set_port(&server, 8080, "/ready").await;
+    settings(&alice, json!({"port": 8080, "health_path": "/ready"})).await;
+    let (_, v) = alice.get("/v1/projects/web/services/api").await;
+    assert_eq!(
+        v["urls"],
+        json!([format!("http://api.web.localhost:{}/", ingress.port())]),
+        "{v}"
+    );
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
 
     let deploy = |image: &'static str| {
@@ -297,7 +257,10 @@ async fn the_ingress_routes_to_the_ready_deployment_and_a_redeploy_drops_nothing
         async move {
             if image != "team/app:v1" {
                 let (s, v) = alice
-                    .put("/v1/projects/web/services/api/registry", json!({"image": image}))
+                    .put(
+                        "/v1/projects/web/services/api/registry",
+                        json!({"image": image}),
+                    )
                     .await;
                 assert_eq!(s, StatusCode::OK, "{v}");
             }
@@ -310,19 +273,29 @@ async fn the_ingress_routes_to_the_ready_deployment_and_a_redeploy_drops_nothing
                 d["id"].as_str().unwrap()
             );
             let d = wait_for_end(alice, &path).await;
-            assert_eq!(d["status"], "DEPLOYED", "{d}");
+            if d["status"] != "DEPLOYED" {
+                let (_, log) = alice.get(&format!("{path}/logs")).await;
+                panic!("{d}\n{}", log.as_str().unwrap_or_default());
+            }
             path
         }
     };
     let first = deploy("team/app:v1").await;
     let (_, log) = alice.get(&format!("{first}/logs")).await;
     let log = log.as_str().unwrap_or_default().to_owned();
-    assert!(log.contains("ready: port 8080 (GET /ready) answered"), "{log}");
+    assert!(
+        log.contains("ready: port 8080 (GET /ready) answered"),
+        "{log}"
+    );
 
     let (status, body) = get_app(&http, ingress, "api.web.localhost").await;
     assert_eq!((status, body.trim()), (200, "hello-v1"));
     let (status, body) = get_app(&http, ingress, "API.web.localhost:8441").await;
-    assert_eq!((status, body.trim()), (200, "hello-v1"), "host names are case-blind, ports ignored");
+    assert_eq!(
+        (status, body.trim()),
+        (200, "hello-v1"),
+        "host names are case-blind, ports ignored"
+    );
     let (status, body) = get_app(&http, ingress, "nope.web.localhost").await;
     assert_eq!(status, 404);
     assert!(!body.contains("api") && !body.contains("web"), "{body}");
@@ -358,7 +331,12 @@ async fn the_ingress_routes_to_the_ready_deployment_and_a_redeploy_drops_nothing
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::SeqCst);
     let (ok, failed, v2) = loop_task.await.unwrap();
-    assert!(failed.is_empty(), "{} of {} requests failed: {failed:?}", failed.len(), ok + failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        ok + failed.len()
+    );
     assert!(ok > 20 && v2 > 0, "{ok} requests, {v2} answered by v2");
     eprintln!("redeploy under load: {ok} requests, 0 failed, {v2} answered by the new deployment");
 

@@ -3,8 +3,8 @@
 use std::io::IsTerminal;
 
 use berth_api::{
-    CreateService, PreflightRequest, PutRegistry, RegistryInput, RegistrySaved, RegistryView,
-    ResourcesInput, ServiceView,
+    CreateService, NetworkName, PreflightRequest, PutRegistry, RegistryInput, RegistrySaved,
+    RegistryView, ResourcesInput, ServiceView, UpdateService,
 };
 use berth_registry::PreflightReport;
 use reqwest::Method;
@@ -51,6 +51,20 @@ pub enum Command {
         after_help = "Examples:\n  berth --project web service registry set api --registry-password-stdin < new-token.txt\n  berth --project web service registry remove api"
     )]
     Registry(RegistryCommand),
+    /// Change a service's settings (they apply at its next deploy)
+    #[command(
+        after_help = "Examples:\n  berth --project web service set api --port 8080 --health-path /healthz\n  berth --project web service set api --domain shop.example.com --redeploy\n  berth --project web service set worker --network none"
+    )]
+    Set(SettingsArgs),
+    /// Print where a service answers (its URLs, one a line)
+    #[command(
+        after_help = "Examples:\n  berth --project web service url api\n  curl \"$(berth --project web service url api | head -1)\""
+    )]
+    Url {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Terminate a service: stop what runs and delete its stored secret for good
     #[command(after_help = "Examples:\n  berth --project web service terminate api")]
     Terminate {
@@ -105,6 +119,53 @@ pub struct CreateArgs {
     /// When the container is started again after it exits, with a growing delay
     #[arg(long, value_parser = ["on-failure", "always", "never"], default_value = "on-failure")]
     restart_policy: String,
+    #[command(flatten)]
+    traffic: TrafficFlags,
+    #[arg(long)]
+    json: bool,
+}
+
+/// How a service is reached and what it reaches.
+#[derive(clap::Args)]
+pub struct TrafficFlags {
+    /// The port the app listens on [default: the image's single exposed port;
+    /// none: a worker]; 0 goes back to the default
+    #[arg(long)]
+    port: Option<u16>,
+    /// A path that answers 2xx/3xx once the app is ready, e.g. /healthz
+    /// [default: the port accepting a connection]; "" removes it
+    #[arg(long)]
+    health_path: Option<String>,
+    /// An extra host name routed to the service (repeat for several)
+    #[arg(long = "domain")]
+    domains: Vec<String>,
+    /// What the container may reach: public (the internet, under the egress
+    /// policy) or none
+    #[arg(long, value_parser = ["public", "none"])]
+    network: Option<String>,
+}
+
+impl TrafficFlags {
+    fn network(&self) -> Option<NetworkName> {
+        self.network.as_deref().map(|n| match n {
+            "none" => NetworkName::None,
+            _ => NetworkName::Public,
+        })
+    }
+}
+
+/// `service set`.
+#[derive(clap::Args)]
+pub struct SettingsArgs {
+    name: String,
+    #[command(flatten)]
+    traffic: TrafficFlags,
+    /// Remove every extra host name
+    #[arg(long, conflicts_with = "domains")]
+    no_domains: bool,
+    /// Deploy now with the new settings
+    #[arg(long)]
+    redeploy: bool,
     #[arg(long)]
     json: bool,
 }
@@ -278,6 +339,21 @@ pub async fn run(conn: &Connection, cmd: Command) -> Result<Outcome, CliError> {
         Command::Create(args) => create(&api, &base, args).await,
         Command::List { json } => list(&api, &base, json).await,
         Command::Show { name, json } => done(&api.get(&format!("{base}/{name}")).await?, json),
+        Command::Set(args) => set_settings(&api, &base, args).await,
+        Command::Url { name, json } => {
+            let answer: super::api::Answer<ServiceView> =
+                api.get(&format!("{base}/{name}")).await?;
+            if json {
+                answer.print_json()?;
+            } else if answer.view.urls.is_empty() {
+                eprintln!("{name} has no URL: the server's ingress is off");
+            } else {
+                for url in &answer.view.urls {
+                    println!("{url}");
+                }
+            }
+            Ok(Outcome::Ok)
+        }
         Command::Terminate { name, json } => {
             done(&api.delete(&format!("{base}/{name}")).await?, json)
         }
@@ -300,6 +376,7 @@ async fn create(api: &Api, base: &str, args: CreateArgs) -> Result<Outcome, CliE
         pids,
         cpus,
         restart_policy,
+        traffic,
         json,
     } = args;
     let interactive = std::io::stdin().is_terminal() && !registry.registry_password_stdin;
@@ -320,8 +397,52 @@ async fn create(api: &Api, base: &str, args: CreateArgs) -> Result<Outcome, CliE
         resources: resources(memory_mb, pids, cpus),
         restart_policy: restart_policy.parse().map_err(CliError::Usage)?,
         save_without_verifying: registry.save_without_verifying,
+        port: traffic.port,
+        health_path: traffic.health_path.clone(),
+        domains: traffic.domains.clone(),
+        network: traffic.network(),
     };
     saved(api.call(Method::POST, base, Some(&body)).await?, json)
+}
+
+/// `service set`: the settings given; the others keep theirs.
+async fn set_settings(api: &Api, base: &str, args: SettingsArgs) -> Result<Outcome, CliError> {
+    let SettingsArgs {
+        name,
+        traffic,
+        no_domains,
+        redeploy,
+        json,
+    } = args;
+    let body = UpdateService {
+        port: traffic.port,
+        health_path: traffic.health_path.clone(),
+        domains: match (no_domains, traffic.domains.is_empty()) {
+            (true, _) => Some(Vec::new()),
+            (false, true) => None,
+            (false, false) => Some(traffic.domains.clone()),
+        },
+        network: traffic.network(),
+        redeploy,
+    };
+    let answer: super::api::Answer<RegistrySaved> = api
+        .call(Method::PUT, &format!("{base}/{name}"), Some(&body))
+        .await?
+        .map_err(CliError::from)?;
+    if json {
+        answer.print_json()?;
+        return Ok(Outcome::Ok);
+    }
+    let deployment = answer.view.deployment.clone();
+    done(&answer.map(|saved| saved.service), false)?;
+    match &deployment {
+        Some(d) => println!(
+            "deploying: {} (berth deploy {name} --follow to watch)",
+            d.id
+        ),
+        None => println!("the new settings apply at the next deploy (berth deploy {name})"),
+    }
+    Ok(Outcome::Ok)
 }
 
 /// The container limits given, or `None` to leave all of them to the server.

@@ -102,6 +102,17 @@ fn render(v: &ServiceView) {
     {
         println!("health:   {}", health(h));
     }
+    let port = match (v.port, &v.health_path) {
+        (Some(p), Some(h)) => format!("{p} (ready: GET {h})"),
+        (Some(p), None) => p.to_string(),
+        (None, Some(h)) => format!("the image's exposed port (ready: GET {h})"),
+        (None, None) => "the image's exposed port, if it has one".into(),
+    };
+    println!("port:     {port}");
+    println!("network:  {}", v.network.as_str());
+    for url in &v.urls {
+        println!("url:      {url}");
+    }
 }
 
 /// The limits set, by name (in the order of their names), each as the API

@@ -69,6 +69,7 @@ pub async fn create(
             resources: None,
             restart_policy: Default::default(),
             save_without_verifying: false,
+            ..Default::default()
         };
         return saved(api.call(Method::POST, base, Some(&body)).await?, json);
     }
@@ -148,6 +149,7 @@ pub async fn create(
             resources: None,
             restart_policy: Default::default(),
             save_without_verifying,
+            ..Default::default()
         };
         return saved(api.call(Method::POST, base, Some(&body)).await?, json);
     }

@@ -19,8 +19,6 @@ use super::locked;
 
 /// How long a replaced deployment may finish what it is answering.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
-/// A dial into a container's namespace that takes longer is a 502.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The file beside a deployment's log saying what it was published as.
 const PUBLISHED: &str = "published.json";
 
@@ -29,6 +27,8 @@ pub struct Serving {
     pub table: Arc<RouteTable>,
     /// `<service>.<project>.<apps_domain>`.
     pub apps_domain: String,
+    /// The ingress's plain HTTP port, once it listens (for the services' URLs).
+    pub port: std::sync::OnceLock<u16>,
     /// The deployment each service's names point at now.
     current: Mutex<HashMap<DeploymentId, String>>,
     /// Backends replaced in the table, until their container stops.
@@ -60,6 +60,7 @@ impl Serving {
         Serving {
             table: Arc::new(RouteTable::new()),
             apps_domain: apps_domain.to_owned(),
+            port: std::sync::OnceLock::new(),
             current: Mutex::default(),
             retired: Mutex::default(),
         }
@@ -70,6 +71,22 @@ impl Serving {
         let mut names = vec![format!("{}.{project}.{}", service.name, self.apps_domain)];
         names.extend(service.traffic.domains.iter().cloned());
         names
+    }
+
+    /// Where `service` answers (none while the ingress is off): each of its
+    /// names as an `http://` URL.
+    pub fn urls(&self, service: &Service, project: &str) -> Vec<String> {
+        let Some(port) = self.port.get() else {
+            return Vec::new();
+        };
+        let port = match port {
+            80 => String::new(),
+            p => format!(":{p}"),
+        };
+        self.host_names(service, project)
+            .iter()
+            .map(|h| format!("http://{h}{port}/"))
+            .collect()
     }
 
     /// Routes `service`'s names to deployment `id`, whose app answers on `port`
@@ -92,12 +109,7 @@ impl Serving {
             .iter()
             .map(|h| Host::parse(h).map_err(|e| e.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
-        let backend = Backend::new(
-            service_id,
-            id.as_str(),
-            Arc::new(NetnsDialer { ns, port }),
-            CONNECT_TIMEOUT,
-        );
+        let backend = Backend::new(service_id, id.as_str(), Arc::new(NetnsDialer { ns, port }));
         let old = self
             .table
             .set(Route {
@@ -170,9 +182,14 @@ impl AccessLog {
                     continue;
                 }
                 *n += line.len() as u64 + 40;
-                let path = berth_runtime::log::Logs::in_dir(&root.join(&deployment), Default::default()).infra;
+                let path =
+                    berth_runtime::log::Logs::in_dir(&root.join(&deployment), Default::default())
+                        .infra;
                 let line = if *n > ACCESS_LOG_CAP {
-                    format!("access log: {} MiB written, further requests are not logged", ACCESS_LOG_CAP >> 20)
+                    format!(
+                        "access log: {} MiB written, further requests are not logged",
+                        ACCESS_LOG_CAP >> 20
+                    )
                 } else {
                     line
                 };

@@ -214,6 +214,9 @@ impl Deployer {
         for action in decide(&facts) {
             match action {
                 Action::Stop(id) => stops.push(id),
+                // Being stopped here: its child is already let go, not to be
+                // taken up again (nor routed to).
+                Action::Adopt { id, .. } if locked(&self.stopping).contains(&id) => {}
                 Action::Adopt { id, otherwise } => {
                     let cid = container_id(&id);
                     match runtime.adopt(&cid, &self.logs(&id)).await {
@@ -223,7 +226,8 @@ impl Deployer {
                                 "the server restarted; the container still runs and was taken up again",
                             );
                             if let Some(ns) = runtime.netns(&cid) {
-                                self.serving.republish(&self.root.join(id.as_str()), &id, ns);
+                                self.serving
+                                    .republish(&self.root.join(id.as_str()), &id, ns);
                             }
                             locked(&self.adopted).insert(id);
                         }

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod preflight;
 pub mod project_tokens;
 pub mod projects;
+pub mod service_settings;
 pub mod services;
 pub mod users;
 
@@ -44,7 +45,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/v1/projects/{p}/services/{s}",
-            get(services::show).delete(services::terminate),
+            get(services::show)
+                .put(service_settings::update)
+                .delete(services::terminate),
         )
         .route(
             "/v1/projects/{p}/services/{s}/registry",

@@ -37,6 +37,15 @@ macro_rules! aws_given {
     };
 }
 
+/// `s` as read back, with where it answers.
+pub(super) fn view(state: &AppState, project: &str, s: &berth_store::Service) -> ServiceView {
+    let urls = match s.status {
+        berth_store::ServiceStatus::Terminated => Vec::new(),
+        _ => state.deployer.serving.urls(s, project),
+    };
+    views::service(s, urls)
+}
+
 /// A service's own limits, each checked against its range.
 fn parse_resources(input: &ResourcesInput) -> Result<Resources, ApiError> {
     let bad = |m: String| ApiError::bad_request(ErrorCode::InvalidResources, m);
@@ -124,7 +133,11 @@ fn outcome(passed: bool) -> &'static str {
     }
 }
 
-async fn live_service(state: &AppState, m: &Membership, name: &str) -> Result<Service, ApiError> {
+pub(super) async fn live_service(
+    state: &AppState,
+    m: &Membership,
+    name: &str,
+) -> Result<Service, ApiError> {
     state
         .store
         .service(&m.project, name)
@@ -147,6 +160,7 @@ pub async fn create(
     let m = membership(&state, &caller, &p).await?;
     let name: Slug = parse_slug(&body.name)?;
     let image = parse_image(&body.image)?;
+    let traffic = super::service_settings::parse_new(&body, &state.deployer.serving.apps_domain)?;
     let resources = parse_resources(&body.resources.unwrap_or_default())?;
     if state
         .store
@@ -214,7 +228,7 @@ pub async fn create(
                 image,
                 resources,
                 restart_policy: crate::views::restart_policy(body.restart_policy),
-                traffic: Default::default(),
+                traffic,
             },
             credential,
             NewAudit {
@@ -235,7 +249,10 @@ pub async fn create(
             return Err(e.into());
         }
     };
-    Ok((StatusCode::CREATED, Json(views::service(&service))))
+    Ok((
+        StatusCode::CREATED,
+        Json(view(&state, &m.project.name, &service)),
+    ))
 }
 
 /// The project's services.
@@ -249,7 +266,12 @@ pub async fn list(
 ) -> Result<Json<Vec<ServiceView>>, ApiError> {
     let m = membership(&state, &caller, &p).await?;
     let services = state.store.list_services(&m.project).await?;
-    Ok(Json(services.iter().map(views::service).collect()))
+    Ok(Json(
+        services
+            .iter()
+            .map(|s| view(&state, &m.project.name, s))
+            .collect(),
+    ))
 }
 
 /// One service, credentials masked.
@@ -262,7 +284,11 @@ pub async fn show(
     Path((p, s)): Path<(String, String)>,
 ) -> Result<Json<ServiceView>, ApiError> {
     let m = membership(&state, &caller, &p).await?;
-    Ok(Json(views::service(&live_service(&state, &m, &s).await?)))
+    Ok(Json(view(
+        &state,
+        &m.project.name,
+        &live_service(&state, &m, &s).await?,
+    )))
 }
 
 /// Sets or updates registry credentials; omitted fields keep their stored value.
@@ -362,7 +388,7 @@ pub async fn put_registry(
         false => None,
     };
     Ok(Json(RegistrySaved {
-        service: views::service(&service),
+        service: view(&state, &m.project.name, &service),
         deployment,
     }))
 }
@@ -471,7 +497,11 @@ pub async fn remove_registry(
         )
         .await?;
     state.deployer.proofs.forget_project(m.project.id.as_str());
-    Ok(Json(views::service(&live_service(&state, &m, &s).await?)))
+    Ok(Json(view(
+        &state,
+        &m.project.name,
+        &live_service(&state, &m, &s).await?,
+    )))
 }
 
 /// Terminates a service: stops what runs, deletes its secret for good.
@@ -511,5 +541,9 @@ pub async fn terminate(
         // Only now is its image no longer live.
         state.deployer.want_gc();
     }
-    Ok(Json(views::service(&live_service(&state, &m, &s).await?)))
+    Ok(Json(view(
+        &state,
+        &m.project.name,
+        &live_service(&state, &m, &s).await?,
+    )))
 }
