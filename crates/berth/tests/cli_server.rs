@@ -17,6 +17,7 @@ fn json_logs_are_one_object_a_line() {
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .env("BERTH_LOG", "info")
+        .env("BERTH_INGRESS_LISTEN", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()

@@ -35,6 +35,10 @@ impl Pty {
             .env_remove("HTTP_PROXY")
             .env_remove("http_proxy");
         let mut p = Session::spawn(cmd).expect("spawn under a pty");
+        // The size the rendered screen has (see `finish_rendered`).
+        p.get_process_mut()
+            .set_window_size(200, 300)
+            .expect("the pty's size");
         p.set_expect_timeout(Some(Duration::from_secs(30)));
         Pty {
             p,
@@ -55,6 +59,22 @@ impl Pty {
             self.screen.extend_from_slice(part);
         }
         self.p.send(keys).unwrap();
+    }
+
+    /// Ends like [`Pty::finish`], with the screen as a terminal shows it at the
+    /// end (escape sequences applied: redrawn bars once, cleared lines gone).
+    fn finish_rendered(mut self) -> (bool, String) {
+        let m = self.p.expect(Eof).unwrap();
+        self.screen.extend_from_slice(m.before());
+        for part in m.matches() {
+            self.screen.extend_from_slice(part);
+        }
+        let status = self.p.get_process().wait().unwrap();
+        let ok = matches!(status, expectrl::WaitStatus::Exited(_, 0));
+        let mut term = vt100::Parser::new(300, 200, 0);
+        // A pty turns each \n into \r\n already.
+        term.process(&self.screen);
+        (ok, term.screen().contents())
     }
 
     fn finish(mut self) -> (bool, String) {
@@ -137,6 +157,41 @@ fn the_create_wizard_asks_tests_and_never_echoes_the_password() {
 
     // Deploy on a terminal: a spinner, a bar per blob, the first output lines.
     let (ok, screen) = Pty::run(&server, &alice, &["deploy", "api"]).finish();
+
+    // A cached redeploy, as the terminal shows it at the end: each output line
+    // once (none cut), every blob's bar, the URL last.
+    let (again_ok, again) = Pty::run(&server, &alice, &["deploy", "api"]).finish_rendered();
+    assert!(again_ok, "{again}");
+    let lines: Vec<&str> = again
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let hello = lines
+        .iter()
+        .filter(|l| l.contains("hello from the wizard"))
+        .count();
+    assert_eq!(hello, 1, "the output line is shown {hello} times:\n{again}");
+    let bars = lines
+        .iter()
+        .filter(|l| {
+            l.contains("[")
+                && (l.contains("cached") || l.contains("applied") || l.contains("downloaded"))
+        })
+        .count();
+    assert!(bars >= 2, "not every blob keeps its bar:\n{again}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("deployment ") && l.contains(" DEPLOYED ")),
+        "the verdict is not a line of its own:\n{again}"
+    );
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.starts_with("url: http://api.web.localhost:")),
+        "the URL is not last:\n{again}"
+    );
     let out = berth(&server, &alice, &home)
         .args(["service", "terminate", "api"])
         .output()

@@ -43,30 +43,54 @@ pub struct LogsArgs {
     since: Option<String>,
 }
 
-/// Prints the log from byte `from` (above the bars, when there are some); returns
-/// the new length.
+/// The log lines already printed. The log is the infrastructure log, then the
+/// container's output: both grow while a deploy is watched, so an offset into
+/// their concatenation would point into the middle of earlier lines (printing them
+/// again, cut). Lines are stamped to the millisecond, so a line is known by its
+/// text; only complete lines are printed.
+#[derive(Default)]
+struct Printed {
+    seen: std::collections::HashSet<String>,
+    /// Bytes of the log at the last read (for `--follow` to start after).
+    len: usize,
+}
+
+impl Printed {
+    /// The lines of `text` not printed yet, in order.
+    fn fresh(&mut self, text: &[u8]) -> Vec<String> {
+        self.len = text.len();
+        let text = String::from_utf8_lossy(text);
+        let complete = match text.rfind('\n') {
+            Some(end) => &text[..end],
+            None => return Vec::new(),
+        };
+        complete
+            .lines()
+            .filter(|l| self.seen.insert((*l).to_owned()))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// Prints the log's new lines (above the bars, when there are some).
 async fn print_log_since(
     api: &Api,
     path: &str,
-    from: usize,
+    printed: &mut Printed,
     bars: Option<&Bars>,
-) -> Result<usize, CliError> {
+) -> Result<(), CliError> {
     let text = api
         .send(Method::GET, &format!("{path}/logs"))
         .await?
         .bytes()
         .await?;
-    if text.len() > from {
+    for line in printed.fresh(&text) {
         match bars {
-            Some(b) => {
-                for line in String::from_utf8_lossy(&text[from..]).lines() {
-                    b.multi.println(line)?;
-                }
-            }
-            None => std::io::stderr().write_all(&text[from..])?,
+            Some(b) => b.multi.println(&line)?,
+            None => eprintln!("{line}"),
         }
     }
-    Ok(text.len().max(from))
+    Ok(())
 }
 
 /// A spinner with the status, and a bar per blob while the image is pulled (from
@@ -118,13 +142,17 @@ impl Bars {
         }
     }
 
-    fn clear(&self) {
+    /// Ends the display: the spinner goes, every blob's bar stays, finished.
+    fn clear(self) {
         self.status.finish_and_clear();
         for b in self.blobs.values() {
             if !b.is_finished() {
                 b.finish();
             }
         }
+        drop(self.multi);
+        // The last bar's line ends here: what follows starts a line of its own.
+        eprintln!();
     }
 }
 
@@ -181,7 +209,7 @@ pub async fn deploy(conn: &Connection, args: DeployArgs) -> Result<Outcome, CliE
 /// `FAILED`, as `berth deploy` does (`--detach` is the caller's).
 pub async fn watch(api: &Api, base: &str, id: &str, args: &Watch) -> Result<Outcome, CliError> {
     let path = format!("{base}/{id}");
-    let mut shown = 0;
+    let mut printed = Printed::default();
     let mut status = String::new();
     let mut bars = (!args.json && std::io::stderr().is_terminal()).then(Bars::new);
     let answer = loop {
@@ -194,7 +222,7 @@ pub async fn watch(api: &Api, base: &str, id: &str, args: &Watch) -> Result<Outc
         }
         status.clone_from(&now);
         if !args.json {
-            shown = print_log_since(api, &path, shown, bars.as_ref()).await?;
+            print_log_since(api, &path, &mut printed, bars.as_ref()).await?;
         }
         if now == "DEPLOYED" || now == "FAILED" {
             break answer;
@@ -202,7 +230,9 @@ pub async fn watch(api: &Api, base: &str, id: &str, args: &Watch) -> Result<Outc
         let poll = if bars.is_some() { 150 } else { 300 };
         tokio::time::sleep(Duration::from_millis(poll)).await;
     };
-    if let Some(b) = &bars {
+    // The bars are left finished on screen, and let go before anything else is
+    // written: a live MultiProgress redraws over lines written past it.
+    if let Some(b) = bars.take() {
         b.clear();
     }
     let d = &answer.view;
@@ -217,13 +247,20 @@ pub async fn watch(api: &Api, base: &str, id: &str, args: &Watch) -> Result<Outc
     } else {
         // The first output lines.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        shown = print_log_since(api, &path, shown, None).await?;
+        print_log_since(api, &path, &mut printed, None).await?;
         eprintln!(
             "deployment {id} DEPLOYED ({})",
             d.digest.as_deref().unwrap_or_default()
         );
+        // Where it answers, last.
+        if let Some(service) = base.strip_suffix("/deployments") {
+            let s = api.get::<berth_api::ServiceView>(service).await?;
+            for url in &s.view.urls {
+                eprintln!("url: {url}");
+            }
+        }
         if args.follow {
-            stream_logs(api, &path, shown).await?;
+            stream_logs(api, &path, printed.len).await?;
         }
     }
     Ok(if d.status == "DEPLOYED" {

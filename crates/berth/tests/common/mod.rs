@@ -49,6 +49,8 @@ pub fn start_server_under(
             "--data-dir",
         ])
         .arg(dir)
+        // Tests run many servers at once: each its own ingress port.
+        .env("BERTH_INGRESS_LISTEN", "127.0.0.1:0")
         .env("BERTH_REGISTRY_ALLOW_PRIVATE", "127.0.0.1/32")
         .env("BERTH_REGISTRY_INSECURE", insecure)
         .stdin(Stdio::null())
