@@ -3,10 +3,12 @@
 // typed form sends (to a test and to a save), and when Save waits for a passing
 // test. Pure: plain values in, plain values out.
 
+import { DOCKER_HUB, DOCKER_HUB_NAMES } from "./registry-rules.js";
+
 /** Registries whose users need to know what to type (the README's table), and the
  * kind of credentials each takes. */
 export const PRESETS = [
-  { name: "Docker Hub", url: "docker.io", kind: "basic", hint: "Username: your Docker ID. Password: an access token with Read." },
+  { name: "Docker Hub", url: DOCKER_HUB, kind: "basic", hint: "Username: your Docker ID. Password: an access token with Read." },
   { name: "GitHub (GHCR)", url: "ghcr.io", kind: "basic", hint: "Username: your GitHub user. Password: a personal access token with read:packages." },
   { name: "GitLab", url: "registry.gitlab.com", kind: "basic", hint: "Username: the deploy token's user name. Password: a deploy token with read_registry." },
   { name: "Quay", url: "quay.io", kind: "basic", hint: "Username: a robot account, org+name. Password: the robot's token." },
@@ -34,18 +36,18 @@ export const CREDENTIAL_TYPES = [
 export function imageHost(ref) {
   const first = ref.trim().split("/")[0];
   if (ref.includes("/") && (first.includes(".") || first.includes(":") || first === "localhost")) return first;
-  return "docker.io";
+  return DOCKER_HUB;
 }
 
 export function isDockerHub(host) {
-  return ["docker.io", "index.docker.io", "registry-1.docker.io"].includes(host);
+  return DOCKER_HUB_NAMES.includes(host);
 }
 
 /** The Registry URL to pre-fill: the image's host (HTTPS unless the operator
  * lists the host as plain HTTP). */
 export function registryUrlFor(ref) {
   const host = imageHost(ref);
-  return isDockerHub(host) ? "docker.io" : host;
+  return isDockerHub(host) ? DOCKER_HUB : host;
 }
 
 /** AWS credentials are tested by the save (berth mints a registry token first),

@@ -50,6 +50,8 @@ function overviewTab(p, s, svc, deployments) {
       h("dd", {}, badge(svc.status)),
       h("dt", {}, "Image"),
       h("dd", { class: "mono" }, svc.image),
+      h("dt", {}, "URL"),
+      h("dd", { class: "mono" }, urlsOf(svc, terminated)),
       h("dt", {}, "Digest deployed"),
       h("dd", { class: "mono" }, deployed ? h("a", { href: deploymentHref(p, s, deployed.id) }, deployed.digest || "—") : "—"),
       h("dt", {}, "Registry"),
@@ -61,6 +63,18 @@ function overviewTab(p, s, svc, deployments) {
     ),
     status,
     h("div", { class: "actions" }, deployButton(p, s, terminated, status), terminateButton(p, s, terminated, status)),
+  );
+}
+
+/** Where the service answers: links (the first its own name under the apps
+ * domain, then its domains), or why there is none. */
+function urlsOf(svc, terminated) {
+  const urls = svc.urls || [];
+  if (terminated || urls.length === 0) return "—";
+  return h(
+    "span",
+    { class: "urls" },
+    ...urls.map((u) => h("a", { href: u, target: "_blank", rel: "noopener noreferrer" }, u)),
   );
 }
 

@@ -53,11 +53,35 @@ const ASSETS: &[(&str, &str, &str)] = &[
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
 connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
 
+/// `registry-rules.js`, made from the types crate's rules (so that the page and
+/// the server name Docker Hub the same way): a module of constants.
+pub fn registry_rules_js() -> String {
+    let names: Vec<String> = berth_types::DOCKER_HUB_NAMES
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect();
+    format!(
+        "// Made by the server from berth-types (one rule for Docker Hub's names).\n\
+         export const DOCKER_HUB = {:?};\n\
+         export const DOCKER_HUB_NAMES = [{}];\n",
+        berth_types::DOCKER_HUB,
+        names.join(", ")
+    )
+}
+
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    let index = Router::new().route(
-        "/",
-        get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
-    );
+    let index = Router::new()
+        .route(
+            "/",
+            get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/assets/registry-rules.js",
+            get(|| async {
+                static RULES: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+                asset(RULES.get_or_init(registry_rules_js), JS)
+            }),
+        );
     ASSETS
         .iter()
         .fold(index, |router, &(name, body, content_type)| {
@@ -88,14 +112,28 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::ASSETS;
+    use super::{registry_rules_js, ASSETS};
+
+    #[test]
+    fn the_registry_rules_module_names_every_docker_hub_name() {
+        let js = registry_rules_js();
+        assert!(
+            js.contains("export const DOCKER_HUB = \"docker.io\";"),
+            "{js}"
+        );
+        for n in berth_types::DOCKER_HUB_NAMES {
+            assert!(js.contains(&format!("\"{n}\"")), "{js}");
+        }
+    }
 
     /// Every module a served module imports is served too, under a relative
     /// specifier (a bare or absolute one would not resolve, or would leave
     /// `/assets/`), and every served module is imported by one (none forgotten).
     #[test]
     fn every_import_is_a_served_module() {
-        let served = |name: &str| ASSETS.iter().any(|&(n, _, _)| n == name);
+        // `registry-rules.js` is made by the server (see `registry_rules_js`).
+        let served =
+            |name: &str| name == "registry-rules.js" || ASSETS.iter().any(|&(n, _, _)| n == name);
         let mut imported = vec!["app.js"];
         for &(name, body, _) in ASSETS.iter().filter(|(n, _, _)| n.ends_with(".js")) {
             // Each `import ... from "spec"` (one line or several).

@@ -9,7 +9,7 @@
 mod api;
 mod checks;
 mod config;
-mod dashboard;
+pub mod dashboard;
 mod deploy;
 mod kinds;
 mod logging;

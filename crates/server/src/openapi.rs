@@ -4,8 +4,7 @@ use axum::Json;
 use utoipa::OpenApi;
 
 use crate::routes::{
-    audit, deployments, health, metrics, preflight, project_tokens, projects, service_settings,
-    services, users,
+    audit, deployments, health, metrics, preflight, project_tokens, projects, services, users,
 };
 
 #[derive(OpenApi)]
@@ -28,7 +27,7 @@ use crate::routes::{
         services::create,
         services::list,
         services::show,
-        service_settings::update,
+        services::update,
         services::put_registry,
         services::remove_registry,
         services::terminate,

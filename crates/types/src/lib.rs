@@ -14,5 +14,6 @@ pub use kind::{CredentialKind, KindError};
 pub use names::{mask_username, NameError, Slug};
 pub use reference::{
     ImageRef, Reference, ReferenceError, DOCKER_HUB, DOCKER_HUB_CONFIG_KEY, DOCKER_HUB_HOST,
+    DOCKER_HUB_NAMES,
 };
 pub use registry_url::{RegistryUrl, RegistryUrlError, Scheme};

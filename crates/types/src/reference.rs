@@ -18,6 +18,14 @@ pub const DOCKER_HUB_HOST: &str = "registry-1.docker.io";
 /// The key Docker Hub's credentials are kept under in a Docker config file
 /// (`auths`): its v1 index URL, which every container runtime looks up.
 pub const DOCKER_HUB_CONFIG_KEY: &str = "https://index.docker.io/v1/";
+/// Every name Docker Hub goes by in registry URLs (the dashboard receives this
+/// list from the server: one rule, here).
+pub const DOCKER_HUB_NAMES: &[&str] = &[
+    DOCKER_HUB,
+    "index.docker.io",
+    DOCKER_HUB_HOST,
+    "registry.hub.docker.com",
+];
 const NAME_TOTAL_LENGTH_MAX: usize = 255;
 
 /// Tag or digest (or both; then the digest wins when pulling).

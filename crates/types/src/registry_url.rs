@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::reference::{DOCKER_HUB, DOCKER_HUB_CONFIG_KEY, DOCKER_HUB_HOST};
+use crate::reference::{DOCKER_HUB, DOCKER_HUB_CONFIG_KEY, DOCKER_HUB_HOST, DOCKER_HUB_NAMES};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheme {
@@ -63,8 +63,7 @@ impl RegistryUrl {
     /// Docker Hub under any of its names.
     pub fn is_docker_hub(&self) -> bool {
         self.port.is_none()
-            && matches!(&self.host, url::Host::Domain(d)
-                if d == DOCKER_HUB || d == "index.docker.io" || d == DOCKER_HUB_HOST || d == "registry.hub.docker.com")
+            && matches!(&self.host, url::Host::Domain(d) if DOCKER_HUB_NAMES.contains(&d.as_str()))
     }
 
     /// The host to connect to: Docker Hub's API lives on `registry-1.docker.io`.

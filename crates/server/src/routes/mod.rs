@@ -46,7 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/projects/{p}/services/{s}",
             get(services::show)
-                .put(service_settings::update)
+                .put(services::update)
                 .delete(services::terminate),
         )
         .route(

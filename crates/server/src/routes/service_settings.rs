@@ -1,18 +1,12 @@
 //! A service's settings beyond its image and credentials: how it is reached (port,
-//! health path, domains) and what it reaches (network). Parsed here, at the
-//! edge; `PUT /v1/projects/{p}/services/{s}` changes them (applied at the next
-//! deploy, or at once with `redeploy`).
+//! health path, domains) and what it reaches (network), parsed at the edge for
+//! a new service and for `PUT /v1/projects/{p}/services/{s}` (in `services`).
 
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
-use berth_api::{ErrorCode, NetworkName, RegistrySaved, UpdateService};
+use berth_api::{ErrorCode, NetworkName, UpdateService};
 use berth_store::{NetworkMode, StoreError, Traffic};
-use serde_json::json;
 
-use super::services::{live_service, view};
-use crate::api::{audit_event, membership, ApiError, ApiJson, Caller};
-use crate::state::AppState;
+use crate::api::ApiError;
 
 /// A service holds at most this many extra host names.
 const MAX_DOMAINS: usize = 20;
@@ -99,7 +93,11 @@ pub(super) fn parse_new(
 }
 
 /// `stored` with what `body` changes.
-fn merged(stored: &Traffic, body: &UpdateService, apps_domain: &str) -> Result<Traffic, ApiError> {
+pub(super) fn merged(
+    stored: &Traffic,
+    body: &UpdateService,
+    apps_domain: &str,
+) -> Result<Traffic, ApiError> {
     let mut t = stored.clone();
     if let Some(p) = body.port {
         t.port = port(p);
@@ -126,70 +124,6 @@ pub(super) fn domain_taken(e: StoreError) -> ApiError {
         ),
         e => ApiError::terminated_or(e),
     }
-}
-
-/// Changes a service's settings; omitted fields keep theirs. They apply at the
-/// next deploy; with `redeploy`, one starts now.
-#[utoipa::path(put, path = "/v1/projects/{p}/services/{s}", request_body = UpdateService,
-    params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name")),
-    responses((status = 200, description = "the service (and, with `redeploy`, the deployment it started)", body = RegistrySaved),
-              (status = 400, body = berth_api::ErrorBody), (status = 404, body = berth_api::ErrorBody),
-              (status = 409, description = "a domain another service holds", body = berth_api::ErrorBody)))]
-pub async fn update(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    Path((p, s)): Path<(String, String)>,
-    ApiJson(body): ApiJson<UpdateService>,
-) -> Result<Json<RegistrySaved>, ApiError> {
-    let m = membership(&state, &caller, &p).await?;
-    let service = live_service(&state, &m, &s).await?;
-    let apps_domain = &state.deployer.serving.apps_domain;
-    let traffic = merged(&service.traffic, &body, apps_domain)?;
-    let changed: Vec<&str> = [
-        ("port", traffic.port != service.traffic.port),
-        (
-            "health_path",
-            traffic.health_path != service.traffic.health_path,
-        ),
-        ("domains", traffic.domains != service.traffic.domains),
-        ("network", traffic.network != service.traffic.network),
-    ]
-    .into_iter()
-    .filter_map(|(name, c)| c.then_some(name))
-    .collect();
-    state
-        .store
-        .update_traffic(
-            &service,
-            &traffic,
-            audit_event(
-                &caller,
-                "service.update",
-                &m.project,
-                Some(&service.name),
-                json!({"changed": changed, "redeploy": body.redeploy}),
-            ),
-        )
-        .await
-        .map_err(domain_taken)?;
-    let service = live_service(&state, &m, &s).await?;
-    let deployment = match body.redeploy {
-        true => {
-            let d = super::deployments::queue(
-                &state,
-                &caller,
-                &m.project,
-                &service,
-                json!({"settings": true}),
-            );
-            Some(crate::views::deployment(&d.await?))
-        }
-        false => None,
-    };
-    Ok(Json(RegistrySaved {
-        service: view(&state, &m.project.name, &service),
-        deployment,
-    }))
 }
 
 #[cfg(test)]

@@ -291,6 +291,70 @@ pub async fn show(
     )))
 }
 
+/// Changes a service's settings; omitted fields keep theirs. They apply at the
+/// next deploy; with `redeploy`, one starts now.
+#[utoipa::path(put, path = "/v1/projects/{p}/services/{s}", request_body = berth_api::UpdateService,
+    params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name")),
+    responses((status = 200, description = "the service (and, with `redeploy`, the deployment it started)", body = RegistrySaved),
+              (status = 400, body = berth_api::ErrorBody), (status = 404, body = berth_api::ErrorBody),
+              (status = 409, description = "a domain another service holds", body = berth_api::ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((p, s)): Path<(String, String)>,
+    ApiJson(body): ApiJson<berth_api::UpdateService>,
+) -> Result<Json<RegistrySaved>, ApiError> {
+    let m = membership(&state, &caller, &p).await?;
+    let service = live_service(&state, &m, &s).await?;
+    let apps_domain = &state.deployer.serving.apps_domain;
+    let traffic = super::service_settings::merged(&service.traffic, &body, apps_domain)?;
+    let changed: Vec<&str> = [
+        ("port", traffic.port != service.traffic.port),
+        (
+            "health_path",
+            traffic.health_path != service.traffic.health_path,
+        ),
+        ("domains", traffic.domains != service.traffic.domains),
+        ("network", traffic.network != service.traffic.network),
+    ]
+    .into_iter()
+    .filter_map(|(name, c)| c.then_some(name))
+    .collect();
+    state
+        .store
+        .update_traffic(
+            &service,
+            &traffic,
+            audit_event(
+                &caller,
+                "service.update",
+                &m.project,
+                Some(&service.name),
+                json!({"changed": changed, "redeploy": body.redeploy}),
+            ),
+        )
+        .await
+        .map_err(super::service_settings::domain_taken)?;
+    let service = live_service(&state, &m, &s).await?;
+    let deployment = match body.redeploy {
+        true => {
+            let d = super::deployments::queue(
+                &state,
+                &caller,
+                &m.project,
+                &service,
+                json!({"settings": true}),
+            );
+            Some(crate::views::deployment(&d.await?))
+        }
+        false => None,
+    };
+    Ok(Json(RegistrySaved {
+        service: view(&state, &m.project.name, &service),
+        deployment,
+    }))
+}
+
 /// Sets or updates registry credentials; omitted fields keep their stored value.
 #[utoipa::path(put, path = "/v1/projects/{p}/services/{s}/registry", request_body = PutRegistry,
     params(("p" = String, Path, description = "project name"), ("s" = String, Path, description = "service name")),

@@ -149,6 +149,14 @@ assert.ok((await page.locator(".wf li").count()) >= 2, "config and layer in the 
 await accessible("deployment");
 await screenshot("deployment-deployed");
 
+// The Overview links where the app answers.
+await page.goto(`${BERTH_URL}/#/p/web/s/api`);
+await heading("api");
+const url = page.getByRole("link", { name: /^http:\/\/api\.web\.localhost:\d+\/$/ });
+await url.waitFor();
+assert.equal(await url.getAttribute("rel"), "noopener noreferrer");
+await screenshot("service-overview-url");
+
 // ------------------------------------------------------------------ a wrong tag: test fails, saved without verifying, deploy fails
 await page.goto(`${BERTH_URL}/#/p/web/new`);
 await heading("Create service");
