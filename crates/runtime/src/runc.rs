@@ -133,16 +133,48 @@ fn join_netns(spec: &mut serde_json::Value, netns: &Netns) {
     }
 }
 
-/// Bind-mounts host file `source` read-only at `destination` in the container.
-fn mount_file(spec: &mut serde_json::Value, source: &Path, destination: &str) {
-    if let Some(mounts) = spec["mounts"].as_array_mut() {
-        mounts.push(serde_json::json!({
-            "destination": destination,
-            "type": "bind",
-            "source": source,
-            "options": ["rbind", "ro", "nosuid", "nodev", "noexec"],
-        }));
+/// Replaces file `name` of directory `dir` (mode 0644) inside `rootfs` with
+/// `text`. The directory is resolved in the root (`openat2` `RESOLVE_IN_ROOT`): a
+/// symlink the image planted at it resolves inside the image, never to the
+/// host's files; whatever was at `name` (a symlink too) is removed first.
+fn write_in_root(rootfs: &Path, dir: &str, name: &str, text: &str) -> std::io::Result<()> {
+    use rustix::fs::{mkdirat, openat, openat2, unlinkat, AtFlags, Mode, OFlags, ResolveFlags};
+    use std::io::Write;
+    let root = crate::unpack::open_dir_path(rootfs)?;
+    let in_root = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let dir = match openat2(
+        &root,
+        dir,
+        OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        in_root,
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => {
+            // Missing, or a symlink to nothing in the image: a directory now.
+            let _ = unlinkat(&root, dir, AtFlags::empty());
+            mkdirat(&root, dir, Mode::from_raw_mode(0o755))?;
+            openat2(
+                &root,
+                dir,
+                OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                in_root,
+            )?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match unlinkat(&dir, name, AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(e.into()),
     }
+    let fd = openat(
+        &dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )?;
+    std::fs::File::from(fd).write_all(text.as_bytes())
 }
 
 /// The memory limit the spec in `bundle` gives its container.
@@ -340,10 +372,16 @@ impl Runc {
         join_netns(&mut spec, netns);
         if network == Network::Public {
             // The image's own resolv.conf would name resolvers the egress rules
-            // refuse; Docker replaces it too.
-            let resolv = bundle.join("resolv.conf");
-            std::fs::write(&resolv, network::resolv_conf())?;
-            mount_file(&mut spec, &resolv, "/etc/resolv.conf");
+            // refuse; Docker replaces it too. Written into the deployment's own
+            // root (not bind-mounted: runc 1.1 opens bind sources from inside the
+            // container's mount namespace, which a server without CAP_SYS_PTRACE
+            // may not enter).
+            write_in_root(
+                &bundle.join("rootfs"),
+                "etc",
+                "resolv.conf",
+                &network::resolv_conf(),
+            )?;
         }
         let f = std::fs::File::create(bundle.join("config.json"))?;
         serde_json::to_writer_pretty(f, &spec).map_err(|e| RuntimeError::Spec(e.to_string()))?;
@@ -610,6 +648,37 @@ impl Runtime for Runc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_written_in_the_root_stays_in_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::create_dir_all(&root).unwrap();
+        // etc planted as a symlink to a host directory, resolv.conf as one to a
+        // host file: both resolve inside the root, the host is untouched.
+        std::os::unix::fs::symlink(&outside, root.join("etc")).unwrap();
+        write_in_root(&root, "etc", "resolv.conf", "nameserver 127.0.0.1\n").unwrap();
+        assert!(
+            std::fs::read_dir(&outside).unwrap().next().is_none(),
+            "wrote outside the root"
+        );
+        let root2 = dir.path().join("rootfs2");
+        std::fs::create_dir_all(root2.join("etc")).unwrap();
+        std::fs::write(outside.join("hosts-file"), "host").unwrap();
+        std::os::unix::fs::symlink(outside.join("hosts-file"), root2.join("etc/resolv.conf"))
+            .unwrap();
+        write_in_root(&root2, "etc", "resolv.conf", "nameserver 127.0.0.1\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(outside.join("hosts-file")).unwrap(),
+            "host"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root2.join("etc/resolv.conf")).unwrap(),
+            "nameserver 127.0.0.1\n"
+        );
+    }
 
     #[test]
     fn users_by_name_or_number_from_the_image() {
