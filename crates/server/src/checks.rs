@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_registry::Registry;
-use berth_store::{now, Health, NewAudit, ServiceStatus, Store};
+use berth_store::{now, Health, NewAudit, ServiceStatus};
 
 use crate::config::CredentialChecks;
 use crate::vault::Vault;
@@ -20,8 +20,16 @@ const HOLD: Duration = Duration::from_secs(300);
 /// Credentials taken per round, all registries together.
 const PER_ROUND: i64 = 64;
 
+/// What the checks read and write: the credentials due (claimed, health
+/// recorded), the service each belongs to, its project's name for the audit.
+pub trait CheckStore: berth_store::CredentialChecks + berth_store::Services + berth_store::Accounts {}
+impl<T: berth_store::CredentialChecks + berth_store::Services + berth_store::Accounts> CheckStore
+    for T
+{
+}
+
 pub struct Checker {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn CheckStore>,
     pub vault: Arc<dyn Vault>,
     pub registry: Arc<Registry>,
     pub config: CredentialChecks,

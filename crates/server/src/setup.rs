@@ -253,7 +253,7 @@ pub async fn start(config: Config) -> Result<Running, SetupError> {
     };
     let worker = tokio::spawn(worker.run());
     let checker = crate::checks::Checker {
-        store: parts.state.store.clone(),
+        store: Arc::new(parts.store.clone()),
         vault: parts.state.secrets.clone(),
         registry: parts.state.registry.clone(),
         config: config.checks,
@@ -331,10 +331,34 @@ async fn start_ingress(
     let Some(listen) = config.traffic.ingress_listen else {
         return Ok((None, None, tx));
     };
+    let tls = match (config.traffic.ingress_tls_listen, &config.traffic.tls) {
+        (Some(listen), Some(source)) => Some(berth_ingress::TlsListen {
+            listen,
+            certificates: match source {
+                crate::config::TlsSource::PemDir(dir) => {
+                    berth_ingress::CertificateSource::PemDir(dir.clone())
+                }
+                crate::config::TlsSource::Acme {
+                    directory_url,
+                    contact,
+                    ca_file,
+                } => {
+                    let mut acme = berth_ingress::AcmeConfig::new(
+                        directory_url.clone(),
+                        config.data_dir.join("acme"),
+                    );
+                    acme.contact = contact.clone();
+                    acme.ca_roots = ca_file.clone();
+                    berth_ingress::CertificateSource::Acme(acme)
+                }
+            },
+        }),
+        _ => None,
+    };
     let ingress = berth_ingress::Ingress::bind(
         berth_ingress::IngressConfig {
             listen,
-            tls: None,
+            tls,
             limits: Default::default(),
         },
         deployer.serving.table.clone(),
@@ -347,6 +371,9 @@ async fn start_ingress(
     let addr = ingress.local_addr();
     let _ = deployer.serving.port.set(addr.port());
     tracing::info!(%addr, apps_domain = %config.traffic.apps_domain, "ingress listening");
+    if let Some(tls) = ingress.tls_local_addr() {
+        tracing::info!(addr = %tls, "ingress listening for HTTPS");
+    }
     let task = tokio::spawn(ingress.serve(async move {
         let _ = rx.await;
     }));
