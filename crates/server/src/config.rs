@@ -45,6 +45,8 @@ pub struct TrafficConfig {
     pub ingress_listen: Option<SocketAddr>,
     /// HTTPS; `None`: none.
     pub ingress_tls_listen: Option<SocketAddr>,
+    /// Where the HTTPS listener's certificates come from.
+    pub tls: Option<TlsSource>,
     /// Apps are `<service>.<project>.<apps_domain>`.
     pub apps_domain: String,
     /// Ranges containers may reach despite the blocklist.
@@ -53,11 +55,26 @@ pub struct TrafficConfig {
     pub container_dns: Vec<SocketAddr>,
 }
 
+/// The ingress's certificates: PEM files (`<host>.crt`, `<host>.key`) in a
+/// directory, or issued by an ACME CA for the routed hosts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TlsSource {
+    PemDir(PathBuf),
+    Acme {
+        directory_url: String,
+        /// `mailto:` contacts for the account.
+        contact: Vec<String>,
+        /// Extra roots for the CA's own HTTPS (a test CA).
+        ca_file: Option<PathBuf>,
+    },
+}
+
 impl Default for TrafficConfig {
     fn default() -> Self {
         TrafficConfig {
             ingress_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8441))),
             ingress_tls_listen: None,
+            tls: None,
             apps_domain: "localhost".into(),
             egress_allow: Vec::new(),
             container_dns: Vec::new(),
@@ -245,6 +262,10 @@ pub struct FileIngress {
     pub listen: Option<String>,
     pub tls_listen: Option<String>,
     pub apps_domain: Option<String>,
+    pub tls_certs: Option<PathBuf>,
+    pub acme_directory: Option<String>,
+    pub acme_email: Option<String>,
+    pub acme_ca_file: Option<PathBuf>,
 }
 
 /// `[runtime]`: where containers run.
@@ -404,6 +425,10 @@ pub struct Overrides {
     pub kubernetes_egress_allow: Option<String>,
     pub ingress_listen: Option<String>,
     pub ingress_tls_listen: Option<String>,
+    pub ingress_tls_certs: Option<PathBuf>,
+    pub acme_directory: Option<String>,
+    pub acme_email: Option<String>,
+    pub acme_ca_file: Option<PathBuf>,
     pub apps_domain: Option<String>,
     pub container_egress_allow: Option<String>,
     pub container_dns: Option<String>,

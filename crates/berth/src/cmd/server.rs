@@ -125,6 +125,20 @@ pub struct Args {
     /// Where the ingress serves the apps over HTTPS [default: off]
     #[arg(long, env = "BERTH_INGRESS_TLS_LISTEN")]
     ingress_tls_listen: Option<String>,
+    /// The HTTPS ingress's certificates: a directory of <host>.crt and <host>.key
+    /// PEM files (read at start)
+    #[arg(long, env = "BERTH_INGRESS_TLS_CERTS")]
+    ingress_tls_certs: Option<std::path::PathBuf>,
+    /// The HTTPS ingress's certificates from an ACME CA (HTTP-01 on the plain
+    /// ingress), e.g. https://acme-v02.api.letsencrypt.org/directory
+    #[arg(long, env = "BERTH_ACME_DIRECTORY")]
+    acme_directory: Option<String>,
+    /// The ACME account's contact e-mail
+    #[arg(long, env = "BERTH_ACME_EMAIL")]
+    acme_email: Option<String>,
+    /// Extra PEM roots for the ACME CA's own HTTPS (a private or test CA)
+    #[arg(long, env = "BERTH_ACME_CA_FILE")]
+    acme_ca_file: Option<std::path::PathBuf>,
     /// Apps are served at <service>.<project>.<apps-domain> [default: localhost]
     #[arg(long, env = "BERTH_APPS_DOMAIN")]
     apps_domain: Option<String>,
@@ -181,6 +195,10 @@ impl Args {
                 kubernetes_egress_allow: self.kubernetes_egress_allow.clone(),
                 ingress_listen: self.ingress_listen.clone(),
                 ingress_tls_listen: self.ingress_tls_listen.clone(),
+                ingress_tls_certs: self.ingress_tls_certs.clone(),
+                acme_directory: self.acme_directory.clone(),
+                acme_email: self.acme_email.clone(),
+                acme_ca_file: self.acme_ca_file.clone(),
                 apps_domain: self.apps_domain.clone(),
                 container_egress_allow: self.container_egress_allow.clone(),
                 container_dns: self.container_dns.clone(),
