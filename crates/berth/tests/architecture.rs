@@ -285,7 +285,13 @@ fn the_control_side_knows_nothing_of_http() {
             if line.starts_with("//") {
                 continue;
             }
-            for banned in ["axum", "crate::api", "crate::routes", "crate::state", "AppState"] {
+            for banned in [
+                "axum",
+                "crate::api",
+                "crate::routes",
+                "crate::state",
+                "AppState",
+            ] {
                 assert!(
                     !line.contains(banned),
                     "{}:{}: the control side uses {banned}: {line}",

@@ -22,7 +22,10 @@ const PER_ROUND: i64 = 64;
 
 /// What the checks read and write: the credentials due (claimed, health
 /// recorded), the service each belongs to, its project's name for the audit.
-pub trait CheckStore: berth_store::CredentialChecks + berth_store::Services + berth_store::Accounts {}
+pub trait CheckStore:
+    berth_store::CredentialChecks + berth_store::Services + berth_store::Accounts
+{
+}
 impl<T: berth_store::CredentialChecks + berth_store::Services + berth_store::Accounts> CheckStore
     for T
 {
