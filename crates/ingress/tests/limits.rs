@@ -172,6 +172,59 @@ async fn a_connection_that_sends_nothing_is_closed_at_the_head_timeout() {
 }
 
 #[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    // The head timeout (which also bounds the wait for a next request) is long
+    // here, so what closes the connection is the idle timeout.
+    let limits = Limits {
+        header_read_timeout: Duration::from_secs(8),
+        idle_timeout: Duration::from_millis(500),
+        ..quick_limits()
+    };
+    let (ingress, _upstream, _hits) = ingress_with(limits).await;
+
+    let mut raw = TcpStream::connect(ingress.addr).await.unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: web.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = Instant::now();
+    let (seen, after) = read_until_closed(&mut raw, answered, PATIENCE)
+        .await
+        .expect("the idle connection is closed");
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(
+        (Duration::from_millis(400)..Duration::from_millis(4000)).contains(&after),
+        "closed after {after:?}"
+    );
+
+    // HTTP/2: the connection ends (GOAWAY) once no stream has been open for it.
+    let stream = TcpStream::connect(ingress.addr).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let resp = h2
+        .send_request(
+            Request::get("http://web.example.com/")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    read_whole(resp).await;
+    let idle_since = Instant::now();
+    within("the h2 connection to end", conn).await.unwrap().ok();
+    let after = idle_since.elapsed();
+    assert!(
+        (Duration::from_millis(400)..Duration::from_millis(4000)).contains(&after),
+        "h2 closed after {after:?}"
+    );
+}
+
+#[tokio::test]
 async fn connections_past_the_limit_are_closed_at_once() {
     let limits = Limits {
         max_connections: 2,
