@@ -2,15 +2,19 @@
 //! keeps the TLS listener's certificates when they come from a CA.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::conn;
@@ -144,15 +148,21 @@ impl Ingress {
         let limits = proxy.limits.clone();
         let (down_tx, down) = watch::channel(false);
         let conns = Arc::new(Semaphore::new(limits.max_connections));
+        // Every connection task holds a sender: when the receiver sees none left,
+        // every task has ended.
+        let (serving, mut all_served) = mpsc::channel::<()>(1);
         let builder = Arc::new(conn::builder(&limits));
         let accept = |listener, acceptor| {
             accept_loop(
                 listener,
                 acceptor,
-                proxy.clone(),
-                builder.clone(),
-                conns.clone(),
-                down.clone(),
+                Shared {
+                    proxy: proxy.clone(),
+                    builder: builder.clone(),
+                    conns: conns.clone(),
+                    serving: serving.clone(),
+                    down: down.clone(),
+                },
             )
         };
         let plain_loop = accept(plain, None);
@@ -187,9 +197,10 @@ impl Ingress {
         if let Some(t) = acme_task {
             let _ = t.await;
         }
-        // Every connection task holds a permit until it ends.
-        let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-        let _ = tokio::time::timeout(Duration::from_secs(15), conns.acquire_many(all)).await;
+        // Upgraded connections are not waited for: their sockets are the copy
+        // tasks' now, and their backends' drains wait for them.
+        drop(serving);
+        let _ = tokio::time::timeout(Duration::from_secs(15), all_served.recv()).await;
     }
 }
 
@@ -199,14 +210,17 @@ async fn listen(addr: SocketAddr) -> Result<TcpListener, IngressError> {
         .map_err(|source| IngressError::Bind { addr, source })
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+/// What every connection task of a listener takes along.
+struct Shared {
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
+    /// A place for each connection open, up to `max_connections`.
     conns: Arc<Semaphore>,
+    serving: mpsc::Sender<()>,
     down: watch::Receiver<bool>,
-) {
+}
+
+async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Shared) {
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(s) => s,
@@ -217,16 +231,25 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = conns.clone().try_acquire_owned() else {
+        let Ok(permit) = shared.conns.clone().try_acquire_owned() else {
             tracing::debug!(%addr, "connection limit reached, closing");
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (proxy, builder, down) = (proxy.clone(), builder.clone(), down.clone());
+        let stream = Counted {
+            io: stream,
+            _permit: permit,
+        };
+        let (proxy, builder, down) = (
+            shared.proxy.clone(),
+            shared.builder.clone(),
+            shared.down.clone(),
+        );
+        let serving = shared.serving.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _serving = serving;
             match tls {
                 None => {
                     let peer = Peer {
@@ -250,5 +273,56 @@ async fn accept_loop(
                 }
             }
         });
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A client's socket with its place under `max_connections`, held as long as
+    /// the socket lives: an upgraded connection's socket leaves the connection
+    /// task for the proxy's copy task, and its place goes with it.
+    struct Counted {
+        #[pin]
+        io: TcpStream,
+        _permit: OwnedSemaphorePermit,
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.project().io.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
     }
 }

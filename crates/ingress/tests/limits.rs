@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use berth_ingress::Limits;
 use bytes::Bytes;
 use common::*;
+use futures_util::StreamExt;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
@@ -271,6 +272,55 @@ async fn refused(ingress: &TestIngress) -> bool {
         .await
         .expect("the connection ends");
     seen.is_empty()
+}
+
+#[tokio::test]
+async fn an_upgraded_connection_still_counts_against_the_connection_limit() {
+    let limits = Limits {
+        max_connections: 1,
+        idle_timeout: Duration::from_secs(30),
+        header_read_timeout: Duration::from_secs(30),
+        ..quick_limits()
+    };
+    let ingress = TestIngress::start(limits).await;
+    let listener = tokio::net::TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // A plain request (a probe of the limit) is no handshake: dropped.
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_close() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    ingress.route("svc", "dep", &["web.example.com"], backend);
+
+    let stream = TcpStream::connect(ingress.addr).await.unwrap();
+    let (mut ws, _) = within(
+        "the handshake",
+        tokio_tungstenite::client_async("ws://web.example.com/", stream),
+    )
+    .await
+    .unwrap();
+    assert!(
+        refused(&ingress).await,
+        "a connection past the limit was served while a WebSocket is open"
+    );
+    ws.close(None).await.unwrap();
+    drop(ws);
+    within("room once the WebSocket closed", async {
+        while refused(&ingress).await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
