@@ -401,3 +401,57 @@ async fn a_backend_slower_than_the_response_timeout_is_504() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn an_upload_longer_than_the_response_timeout_is_not_cut_while_it_progresses() {
+    // Each chunk comes well within the stall limit, the whole upload takes longer
+    // than the response timeout: the backend cannot answer before it has it all.
+    let limits = Limits {
+        response_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_millis(800),
+        ..quick_limits()
+    };
+    let (ingress, _upstream, _hits) = ingress_with(limits).await;
+    let (chunks, body) = channel_body();
+    let sending = tokio::spawn(async move {
+        for _ in 0..6 {
+            chunks
+                .send(Bytes::from_static(b"0123456789"))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    let (status, body) = post(&ingress, body).await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"60"[..]));
+    sending.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_request_body_that_stalls_is_cut_after_the_idle_timeout_with_408() {
+    let limits = Limits {
+        response_timeout: Duration::from_secs(30),
+        idle_timeout: Duration::from_millis(500),
+        ..quick_limits()
+    };
+    let (ingress, _upstream, _hits) = ingress_with(limits).await;
+    let (chunks, body) = channel_body();
+    chunks
+        .send(Bytes::from_static(b"a start, then nothing"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (status, body) = post(&ingress, body).await;
+    assert_eq!(
+        status,
+        StatusCode::REQUEST_TIMEOUT,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(chunks);
+}
