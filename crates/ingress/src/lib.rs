@@ -40,8 +40,9 @@
 //!   address, replacing any a client sent), `X-Forwarded-Proto` and
 //!   `X-Forwarded-Host` are set; `Forwarded` from a client is dropped.
 //! - **Limits** ([`Limits`]): body size (413), head size (431), head and idle
-//!   timeouts (slowloris), a stalled body or a client that stops reading,
-//!   connections in all (closed past it), requests open per service (503).
+//!   timeouts (slowloris), a stalled body (408) or a client that stops reading,
+//!   connections in all, upgraded ones included (closed past it), requests open
+//!   per service (503).
 //!   A backend that cannot be reached is a 502, one too slow to answer a 504.
 //! - **Redeploys**: [`RouteTable::set`] swaps a service's backend in one step and
 //!   hands back the old one; [`Backend::drain`] waits for what it has in flight
