@@ -6,6 +6,7 @@
 #![allow(dead_code)] // each test file uses its own part
 
 pub mod certs;
+pub mod pebble;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -332,4 +333,27 @@ pub async fn dribble(
         tokio::time::sleep(gap).await;
     }
     bytes.len()
+}
+
+/// A real HTTPS client: rustls, only `root_pem` trusted, `hosts` resolved to
+/// `addr` (loopback), no proxy from the environment.
+pub fn https_client(root_pem: &str, hosts: &[&str], addr: SocketAddr) -> reqwest::ClientBuilder {
+    let mut b = reqwest::Client::builder()
+        .no_proxy()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(root_pem.as_bytes()).unwrap())
+        .tls_info(true);
+    for h in hosts {
+        b = b.resolve(h, addr);
+    }
+    b
+}
+
+/// The leaf certificate the server showed (the client asked with `tls_info`).
+pub fn peer_certificate(resp: &reqwest::Response) -> Vec<u8> {
+    resp.extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .expect("the server's certificate")
+        .to_vec()
 }
