@@ -50,10 +50,12 @@
 //!   close), up to a grace.
 //! - **Access log and metrics**: an [`Observer`] is told each routed request once
 //!   ([`Access`]: ids, method, path without query, status, bytes, duration).
-//! - **TLS** ([`TlsListen`]): certificates by SNI from a directory of PEM files, or
-//!   from an ACME CA ([`AcmeConfig`], HTTP-01 answered on the plain listener), one
-//!   per routed public host, kept on disk (keys 0600), renewed with a third of
-//!   their life left. rustls on ring, the provider reqwest brings already.
+//! - **TLS** ([`TlsListen`]): certificates by SNI from a directory of PEM files
+//!   (read again every [`PEM_REREAD`]: a renewal's files are served without a
+//!   restart), or from an ACME CA ([`AcmeConfig`], HTTP-01 answered on the plain
+//!   listener), one per routed public host, kept on disk (keys 0600), renewed
+//!   with a third of their life left. rustls on ring, the provider reqwest
+//!   brings already.
 
 mod backend;
 mod body;
@@ -71,7 +73,7 @@ pub use host::{Host, HostError};
 pub use limits::Limits;
 pub use observe::{Access, NoObserver, Observer};
 pub use route::{Route, RouteError, RouteTable};
-pub use serve::{CertificateSource, Ingress, IngressConfig, IngressError, TlsListen};
+pub use serve::{CertificateSource, Ingress, IngressConfig, IngressError, TlsListen, PEM_REREAD};
 pub use tls::acme::AcmeConfig;
 
 /// An error from a body on its way through.

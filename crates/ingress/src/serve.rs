@@ -44,8 +44,9 @@ pub struct TlsListen {
 /// Where the TLS listener's certificates come from.
 #[derive(Clone, Debug)]
 pub enum CertificateSource {
-    /// `<name>.crt` and `<name>.key` files in a directory, read at start (and on
-    /// [`Ingress::reload_certificates`]).
+    /// `<name>.crt` and `<name>.key` files in a directory, read at start and
+    /// again while serving ([`Ingress::reread_pem_every`], a minute unless
+    /// told): files a renewal replaced are served without a restart.
     PemDir(PathBuf),
     /// Issued by an ACME CA for the routed hosts, kept under its `dir`.
     Acme(AcmeConfig),
@@ -68,7 +69,11 @@ pub struct Ingress {
     tls: Option<(TcpListener, TlsAcceptor, CertificateSource)>,
     proxy: Arc<Proxy>,
     certificates: Arc<Certificates>,
+    pem_reread: Duration,
 }
+
+/// How often a PEM directory is read again while serving, unless told.
+pub const PEM_REREAD: Duration = Duration::from_secs(60);
 
 impl Ingress {
     /// Binds the listeners and loads the certificates there are (PEM files, or
@@ -106,6 +111,7 @@ impl Ingress {
             tls,
             proxy,
             certificates,
+            pem_reread: PEM_REREAD,
         })
     }
 
@@ -123,6 +129,13 @@ impl Ingress {
     /// The certificates the TLS listener serves (to look at, or to add to).
     pub fn certificates(&self) -> Arc<Certificates> {
         self.certificates.clone()
+    }
+
+    /// How often the PEM directory is read again once serving ([`PEM_REREAD`]
+    /// unless told).
+    pub fn reread_pem_every(mut self, every: Duration) -> Ingress {
+        self.pem_reread = every;
+        self
     }
 
     /// Reads a PEM directory again (new and replaced files; a removed file's
@@ -144,6 +157,7 @@ impl Ingress {
             tls,
             proxy,
             certificates,
+            pem_reread,
         } = self;
         let limits = proxy.limits.clone();
         let (down_tx, down) = watch::channel(false);
@@ -166,20 +180,24 @@ impl Ingress {
             )
         };
         let plain_loop = accept(plain, None);
-        let (tls_loop, acme_task) = match tls {
+        // The task that keeps the TLS listener's certificates: ACME orders and
+        // renewals, or the PEM directory read again.
+        let (tls_loop, follow_task) = match tls {
             None => (None, None),
             Some((listener, acceptor, source)) => {
-                let acme_task = match source {
-                    CertificateSource::Acme(config) => Some(tokio::spawn(acme::run(
+                let follow_task = match source {
+                    CertificateSource::Acme(config) => tokio::spawn(acme::run(
                         config,
                         proxy.table.clone(),
                         certificates,
                         proxy.challenges.clone(),
                         down.clone(),
-                    ))),
-                    CertificateSource::PemDir(_) => None,
+                    )),
+                    CertificateSource::PemDir(dir) => {
+                        tokio::spawn(pem::follow(dir, certificates, pem_reread, down.clone()))
+                    }
                 };
-                (Some(accept(listener, Some(acceptor))), acme_task)
+                (Some(accept(listener, Some(acceptor))), Some(follow_task))
             }
         };
         let tls_loop = async move {
@@ -194,7 +212,7 @@ impl Ingress {
             _ = tls_loop => {}
         }
         let _ = down_tx.send(true);
-        if let Some(t) = acme_task {
+        if let Some(t) = follow_task {
             let _ = t.await;
         }
         // Upgraded connections are not waited for: their sockets are the copy

@@ -5,6 +5,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use berth_ingress::{CertificateSource, Limits, TlsListen};
 use common::certs::{self, TestCa};
@@ -19,7 +20,7 @@ struct PemIngress {
     ca: TestCa,
     leaves: Vec<(&'static str, certs::Leaf)>,
     _backends: Vec<Upstream>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 async fn pem_ingress() -> PemIngress {
@@ -54,7 +55,7 @@ async fn pem_ingress() -> PemIngress {
         ca,
         leaves,
         _backends: backends,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -143,4 +144,46 @@ async fn http2_is_negotiated_by_alpn_and_http1_still_served() {
         .unwrap();
     assert_eq!(resp.version(), Version::HTTP_11);
     assert_eq!(parse_json(&resp.bytes().await.unwrap())["name"], "a");
+}
+
+#[tokio::test]
+async fn a_pem_file_replaced_by_a_renewal_is_served_without_a_restart() {
+    let t = pem_ingress().await;
+    let port = t.tls_addr().port();
+    // A new client each time: a resumed session would show the certificate of
+    // the first handshake again.
+    let shown = |host: &'static str| {
+        let client = t.client(&[host]).build().unwrap();
+        async move {
+            let resp = within(
+                "an HTTPS answer",
+                client.get(format!("https://{host}:{port}/")).send(),
+            )
+            .await
+            .unwrap();
+            peer_certificate(&resp)
+        }
+    };
+    assert_eq!(shown("a.example.com").await, t.leaf("a").der);
+
+    // A pair that does not load (a key for another certificate) is no reason
+    // not to read the others.
+    let dir = t.dir.path();
+    let broken = t.ca.leaf(&["c.example.com"]);
+    std::fs::write(dir.join("c.crt"), &broken.cert_pem).unwrap();
+    std::fs::write(dir.join("c.key"), &t.leaf("a").key_pem).unwrap();
+    // The renewal: each file written beside and renamed over, as renewal tools do.
+    let renewed = t.ca.leaf(&["a.example.com"]);
+    for (name, bytes) in [("a.key", &renewed.key_pem), ("a.crt", &renewed.cert_pem)] {
+        let tmp = dir.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, dir.join(name)).unwrap();
+    }
+    within("the renewed certificate", async {
+        while shown("a.example.com").await != renewed.der {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(shown("b.example.com").await, t.leaf("b").der);
 }

@@ -91,7 +91,9 @@ impl TestIngress {
         };
         let ingress = Ingress::bind(config, table.clone(), Arc::new(NoObserver))
             .await
-            .expect("the ingress binds");
+            .expect("the ingress binds")
+            // A PEM directory's new files are seen at once.
+            .reread_pem_every(Duration::from_millis(100));
         let (stop, stopped) = oneshot::channel::<()>();
         let (addr, tls_addr, certificates) = (
             ingress.local_addr(),
@@ -336,10 +338,12 @@ pub async fn dribble(
 }
 
 /// A real HTTPS client: rustls, only `root_pem` trusted, `hosts` resolved to
-/// `addr` (loopback), no proxy from the environment.
+/// `addr` (loopback), no proxy from the environment, a new connection (and
+/// handshake) for each request.
 pub fn https_client(root_pem: &str, hosts: &[&str], addr: SocketAddr) -> reqwest::ClientBuilder {
     let mut b = reqwest::Client::builder()
         .no_proxy()
+        .pool_max_idle_per_host(0)
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(root_pem.as_bytes()).unwrap())
         .tls_info(true);
