@@ -4,8 +4,8 @@
 
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use crate::route::Open;
 use crate::BoxError;
 
 /// Why a request body stopped.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum RequestBodyError {
     #[error("request body over the limit")]
     TooLarge,
@@ -30,27 +30,93 @@ pub(crate) enum RequestBodyError {
     Stalled,
 }
 
+/// How a request body is getting on on its way up, shared by the body (which the
+/// backend's connection polls) and the proxy waiting for the backend's answer.
+/// The backend's clock ([`Upload::answer_due`]) runs only while the client is
+/// not the one being waited for: an upload slower than the response timeout is
+/// not cut while it keeps moving, and a client that stalls is the body's own
+/// limit (`idle`), answered as such, not blamed on the backend.
+pub(crate) struct Upload {
+    started: Instant,
+    /// Milliseconds from `started` to the last sign of progress: a frame passed
+    /// up, the client's wait ended, the body ended.
+    progress_ms: AtomicU64,
+    waiting_on_client: AtomicBool,
+    failure: Mutex<Option<RequestBodyError>>,
+}
+
+impl Upload {
+    pub(crate) fn new() -> Arc<Upload> {
+        Arc::new(Upload {
+            started: Instant::now(),
+            progress_ms: AtomicU64::new(0),
+            waiting_on_client: AtomicBool::new(false),
+            failure: Mutex::new(None),
+        })
+    }
+
+    /// Why the body was cut, if it was.
+    pub(crate) fn failure(&self) -> Option<RequestBodyError> {
+        *self.failure.lock().expect("upload lock")
+    }
+
+    /// When the backend must have answered: `timeout` after the last progress;
+    /// `None` while the body waits for the client.
+    pub(crate) fn answer_due(&self, timeout: Duration) -> Option<Instant> {
+        if self.waiting_on_client.load(Ordering::Acquire) {
+            return None;
+        }
+        let progress = Duration::from_millis(self.progress_ms.load(Ordering::Acquire));
+        Some(self.started + progress + timeout)
+    }
+
+    fn progressed(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.progress_ms.fetch_max(ms, Ordering::AcqRel);
+    }
+
+    fn waiting(&self, on_client: bool) {
+        if !on_client {
+            self.progressed();
+        }
+        self.waiting_on_client.store(on_client, Ordering::Release);
+    }
+
+    fn fail(&self, why: RequestBodyError) -> BoxError {
+        *self.failure.lock().expect("upload lock") = Some(why);
+        why.into()
+    }
+}
+
 pin_project_lite::pin_project! {
-    /// The client's request body on its way up: an error past `limit` bytes (the
-    /// flag tells the proxy to answer 413), or when no byte came for `idle`.
+    /// The client's request body on its way up: an error past `limit` bytes, or
+    /// when no byte came for `idle`; either told to the [`Upload`] (for the proxy
+    /// to answer 413 or 408).
     pub(crate) struct LimitedBody<B> {
         #[pin]
         inner: B,
         remaining: u64,
         idle: Duration,
         stall: Option<Pin<Box<Sleep>>>,
-        exceeded: Arc<AtomicBool>,
+        upload: Arc<Upload>,
+    }
+
+    impl<B> PinnedDrop for LimitedBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            // Whatever was awaited of the client, nothing is now.
+            this.upload.waiting(false);
+        }
     }
 }
 
 impl<B> LimitedBody<B> {
-    pub(crate) fn new(inner: B, limit: u64, idle: Duration, exceeded: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(inner: B, limit: u64, idle: Duration, upload: Arc<Upload>) -> Self {
         LimitedBody {
             inner,
             remaining: limit,
             idle,
             stall: None,
-            exceeded,
+            upload,
         }
     }
 }
@@ -70,24 +136,30 @@ where
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Pending => {
+                this.upload.waiting(true);
                 let idle = *this.idle;
                 let stall = this
                     .stall
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
                 match stall.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(RequestBodyError::Stalled.into()))),
+                    Poll::Ready(()) => {
+                        this.upload.waiting(false);
+                        Poll::Ready(Some(Err(this.upload.fail(RequestBodyError::Stalled))))
+                    }
                     Poll::Pending => Poll::Pending,
                 }
             }
             Poll::Ready(frame) => {
                 *this.stall = None;
+                this.upload.waiting(false);
                 match frame {
                     Some(Ok(frame)) => {
                         if let Some(data) = frame.data_ref() {
                             let n = data.len() as u64;
                             if n > *this.remaining {
-                                this.exceeded.store(true, Ordering::Release);
-                                return Poll::Ready(Some(Err(RequestBodyError::TooLarge.into())));
+                                return Poll::Ready(Some(Err(this
+                                    .upload
+                                    .fail(RequestBodyError::TooLarge))));
                             }
                             *this.remaining -= n;
                         }

@@ -13,7 +13,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::{Instant, Sleep};
 
 use crate::limits::Limits;
@@ -77,6 +77,9 @@ pub(crate) async fn serve<IO>(
                     break;
                 }
             }
+            // A request began or ended: the deadline moved (the first request's
+            // end brings it from the head timeout to the idle one).
+            () = activity.changed.notified() => {}
             _ = shutdown.wait_for(|down| *down) => break,
         }
     }
@@ -85,7 +88,10 @@ pub(crate) async fn serve<IO>(
 }
 
 /// What a connection has in flight, and since when it has had nothing.
-pub(crate) struct Activity(Mutex<State>);
+pub(crate) struct Activity {
+    state: Mutex<State>,
+    changed: Notify,
+}
 
 struct State {
     active: usize,
@@ -98,24 +104,29 @@ pub(crate) struct Active(Arc<Activity>);
 
 impl Activity {
     fn new() -> Activity {
-        Activity(Mutex::new(State {
-            active: 0,
-            requests: 0,
-            since: Instant::now(),
-        }))
+        Activity {
+            state: Mutex::new(State {
+                active: 0,
+                requests: 0,
+                since: Instant::now(),
+            }),
+            changed: Notify::new(),
+        }
     }
 
     fn begin(this: &Arc<Activity>) -> Active {
-        let mut s = this.0.lock().expect("activity lock");
+        let mut s = this.state.lock().expect("activity lock");
         s.active += 1;
         s.requests += 1;
+        drop(s);
+        this.changed.notify_one();
         Active(this.clone())
     }
 
     /// When the connection is to close if nothing starts: before its first
     /// request, the head timeout; after, the idle timeout. `None` while busy.
     fn deadline(&self, limits: &Limits) -> Option<Instant> {
-        let s = self.0.lock().expect("activity lock");
+        let s = self.state.lock().expect("activity lock");
         (s.active == 0).then(|| {
             s.since
                 + if s.requests == 0 {
@@ -129,9 +140,11 @@ impl Activity {
 
 impl Drop for Active {
     fn drop(&mut self) {
-        let mut s = self.0 .0.lock().expect("activity lock");
+        let mut s = self.0.state.lock().expect("activity lock");
         s.active -= 1;
         s.since = Instant::now();
+        drop(s);
+        self.0.changed.notify_one();
     }
 }
 

@@ -40,8 +40,9 @@
 //!   address, replacing any a client sent), `X-Forwarded-Proto` and
 //!   `X-Forwarded-Host` are set; `Forwarded` from a client is dropped.
 //! - **Limits** ([`Limits`]): body size (413), head size (431), head and idle
-//!   timeouts (slowloris), a stalled body or a client that stops reading,
-//!   connections in all (closed past it), requests open per service (503).
+//!   timeouts (slowloris), a stalled body (408) or a client that stops reading,
+//!   connections in all, upgraded ones included (closed past it), requests open
+//!   per service (503).
 //!   A backend that cannot be reached is a 502, one too slow to answer a 504.
 //! - **Redeploys**: [`RouteTable::set`] swaps a service's backend in one step and
 //!   hands back the old one; [`Backend::drain`] waits for what it has in flight
@@ -49,10 +50,12 @@
 //!   close), up to a grace.
 //! - **Access log and metrics**: an [`Observer`] is told each routed request once
 //!   ([`Access`]: ids, method, path without query, status, bytes, duration).
-//! - **TLS** ([`TlsListen`]): certificates by SNI from a directory of PEM files, or
-//!   from an ACME CA ([`AcmeConfig`], HTTP-01 answered on the plain listener), one
-//!   per routed public host, kept on disk (keys 0600), renewed with a third of
-//!   their life left. rustls on ring, the provider reqwest brings already.
+//! - **TLS** ([`TlsListen`]): certificates by SNI from a directory of PEM files
+//!   (read again every [`PEM_REREAD`]: a renewal's files are served without a
+//!   restart), or from an ACME CA ([`AcmeConfig`], HTTP-01 answered on the plain
+//!   listener), one per routed public host, kept on disk (keys 0600), renewed
+//!   with a third of their life left. rustls on ring, the provider reqwest
+//!   brings already.
 
 mod backend;
 mod body;
@@ -70,7 +73,7 @@ pub use host::{Host, HostError};
 pub use limits::Limits;
 pub use observe::{Access, NoObserver, Observer};
 pub use route::{Route, RouteError, RouteTable};
-pub use serve::{CertificateSource, Ingress, IngressConfig, IngressError, TlsListen};
+pub use serve::{CertificateSource, Ingress, IngressConfig, IngressError, TlsListen, PEM_REREAD};
 pub use tls::acme::AcmeConfig;
 
 /// An error from a body on its way through.

@@ -17,13 +17,15 @@ pub struct Limits {
     /// keep-alive connection waiting for its next request is closed after it too.
     pub header_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed (HTTP/2:
-    /// GOAWAY); a request body with no byte for this long is cut; a response the
-    /// client does not read for this long is cut.
+    /// GOAWAY); a request body with no byte for this long is cut (408); a
+    /// response the client does not read for this long is cut.
     pub idle_timeout: Duration,
-    /// A backend's response head must come within this: 504 otherwise.
+    /// A backend's response head must come within this of the request body's
+    /// last progress (its head, a chunk, its end): 504 otherwise. An upload that
+    /// keeps moving is not cut however long it takes.
     pub response_timeout: Duration,
-    /// Client connections open at once, all listeners together; past it a new
-    /// connection is closed at once.
+    /// Client connections open at once, all listeners together (an upgraded one
+    /// counts until it closes); past it a new connection is closed at once.
     pub max_connections: usize,
     /// Requests (and upgraded connections) open to one service at once; past it
     /// 503.

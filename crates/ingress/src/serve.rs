@@ -2,15 +2,19 @@
 //! keeps the TLS listener's certificates when they come from a CA.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::conn;
@@ -40,8 +44,9 @@ pub struct TlsListen {
 /// Where the TLS listener's certificates come from.
 #[derive(Clone, Debug)]
 pub enum CertificateSource {
-    /// `<name>.crt` and `<name>.key` files in a directory, read at start (and on
-    /// [`Ingress::reload_certificates`]).
+    /// `<name>.crt` and `<name>.key` files in a directory, read at start and
+    /// again while serving ([`Ingress::reread_pem_every`], a minute unless
+    /// told): files a renewal replaced are served without a restart.
     PemDir(PathBuf),
     /// Issued by an ACME CA for the routed hosts, kept under its `dir`.
     Acme(AcmeConfig),
@@ -64,7 +69,11 @@ pub struct Ingress {
     tls: Option<(TcpListener, TlsAcceptor, CertificateSource)>,
     proxy: Arc<Proxy>,
     certificates: Arc<Certificates>,
+    pem_reread: Duration,
 }
+
+/// How often a PEM directory is read again while serving, unless told.
+pub const PEM_REREAD: Duration = Duration::from_secs(60);
 
 impl Ingress {
     /// Binds the listeners and loads the certificates there are (PEM files, or
@@ -102,6 +111,7 @@ impl Ingress {
             tls,
             proxy,
             certificates,
+            pem_reread: PEM_REREAD,
         })
     }
 
@@ -119,6 +129,13 @@ impl Ingress {
     /// The certificates the TLS listener serves (to look at, or to add to).
     pub fn certificates(&self) -> Arc<Certificates> {
         self.certificates.clone()
+    }
+
+    /// How often the PEM directory is read again once serving ([`PEM_REREAD`]
+    /// unless told).
+    pub fn reread_pem_every(mut self, every: Duration) -> Ingress {
+        self.pem_reread = every;
+        self
     }
 
     /// Reads a PEM directory again (new and replaced files; a removed file's
@@ -140,36 +157,47 @@ impl Ingress {
             tls,
             proxy,
             certificates,
+            pem_reread,
         } = self;
         let limits = proxy.limits.clone();
         let (down_tx, down) = watch::channel(false);
         let conns = Arc::new(Semaphore::new(limits.max_connections));
+        // Every connection task holds a sender: when the receiver sees none left,
+        // every task has ended.
+        let (serving, mut all_served) = mpsc::channel::<()>(1);
         let builder = Arc::new(conn::builder(&limits));
         let accept = |listener, acceptor| {
             accept_loop(
                 listener,
                 acceptor,
-                proxy.clone(),
-                builder.clone(),
-                conns.clone(),
-                down.clone(),
+                Shared {
+                    proxy: proxy.clone(),
+                    builder: builder.clone(),
+                    conns: conns.clone(),
+                    serving: serving.clone(),
+                    down: down.clone(),
+                },
             )
         };
         let plain_loop = accept(plain, None);
-        let (tls_loop, acme_task) = match tls {
+        // The task that keeps the TLS listener's certificates: ACME orders and
+        // renewals, or the PEM directory read again.
+        let (tls_loop, follow_task) = match tls {
             None => (None, None),
             Some((listener, acceptor, source)) => {
-                let acme_task = match source {
-                    CertificateSource::Acme(config) => Some(tokio::spawn(acme::run(
+                let follow_task = match source {
+                    CertificateSource::Acme(config) => tokio::spawn(acme::run(
                         config,
                         proxy.table.clone(),
                         certificates,
                         proxy.challenges.clone(),
                         down.clone(),
-                    ))),
-                    CertificateSource::PemDir(_) => None,
+                    )),
+                    CertificateSource::PemDir(dir) => {
+                        tokio::spawn(pem::follow(dir, certificates, pem_reread, down.clone()))
+                    }
                 };
-                (Some(accept(listener, Some(acceptor))), acme_task)
+                (Some(accept(listener, Some(acceptor))), Some(follow_task))
             }
         };
         let tls_loop = async move {
@@ -184,12 +212,13 @@ impl Ingress {
             _ = tls_loop => {}
         }
         let _ = down_tx.send(true);
-        if let Some(t) = acme_task {
+        if let Some(t) = follow_task {
             let _ = t.await;
         }
-        // Every connection task holds a permit until it ends.
-        let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-        let _ = tokio::time::timeout(Duration::from_secs(15), conns.acquire_many(all)).await;
+        // Upgraded connections are not waited for: their sockets are the copy
+        // tasks' now, and their backends' drains wait for them.
+        drop(serving);
+        let _ = tokio::time::timeout(Duration::from_secs(15), all_served.recv()).await;
     }
 }
 
@@ -199,14 +228,17 @@ async fn listen(addr: SocketAddr) -> Result<TcpListener, IngressError> {
         .map_err(|source| IngressError::Bind { addr, source })
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+/// What every connection task of a listener takes along.
+struct Shared {
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
+    /// A place for each connection open, up to `max_connections`.
     conns: Arc<Semaphore>,
+    serving: mpsc::Sender<()>,
     down: watch::Receiver<bool>,
-) {
+}
+
+async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Shared) {
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(s) => s,
@@ -217,16 +249,25 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = conns.clone().try_acquire_owned() else {
+        let Ok(permit) = shared.conns.clone().try_acquire_owned() else {
             tracing::debug!(%addr, "connection limit reached, closing");
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (proxy, builder, down) = (proxy.clone(), builder.clone(), down.clone());
+        let stream = Counted {
+            io: stream,
+            _permit: permit,
+        };
+        let (proxy, builder, down) = (
+            shared.proxy.clone(),
+            shared.builder.clone(),
+            shared.down.clone(),
+        );
+        let serving = shared.serving.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _serving = serving;
             match tls {
                 None => {
                     let peer = Peer {
@@ -250,5 +291,56 @@ async fn accept_loop(
                 }
             }
         });
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A client's socket with its place under `max_connections`, held as long as
+    /// the socket lives: an upgraded connection's socket leaves the connection
+    /// task for the proxy's copy task, and its place goes with it.
+    struct Counted {
+        #[pin]
+        io: TcpStream,
+        _permit: OwnedSemaphorePermit,
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.project().io.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
     }
 }

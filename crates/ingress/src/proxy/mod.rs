@@ -5,7 +5,6 @@
 pub(crate) mod headers;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,7 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::backend::{Backend, InFlight};
-use crate::body::{LimitedBody, Meter, ProxyBody};
+use crate::body::{LimitedBody, Meter, ProxyBody, RequestBodyError, Upload};
 use crate::limits::Limits;
 use crate::observe::Observer;
 use crate::route::{Open, RouteTable};
@@ -101,29 +100,31 @@ impl Proxy {
             .then(|| headers::upgrade_of(req.headers()))
             .flatten();
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-        let exceeded = Arc::new(AtomicBool::new(false));
-        let up = self.upstream_request(req, peer, &authority, upgrade, exceeded.clone());
+        let upload = Upload::new();
+        let up = self.upstream_request(req, peer, &authority, upgrade, upload.clone());
 
-        let sent =
-            tokio::time::timeout(self.limits.response_timeout, backend.client.request(up)).await;
-        let mut resp = match sent {
-            Err(_) => {
+        let answered = self.answer_of(&backend, up, &upload).await;
+        let mut resp = match answered {
+            None => {
                 return local(&mut meter, StatusCode::GATEWAY_TIMEOUT, "Gateway timeout\n")
                     .metered(meter)
             }
-            Ok(Err(e)) => {
-                if exceeded.load(Ordering::Acquire) {
-                    return local(
-                        &mut meter,
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "Payload too large\n",
-                    )
-                    .metered(meter);
-                }
-                tracing::debug!(service = %meter.service_id, deployment = %meter.deployment_id, error = %e, connect = e.is_connect(), "upstream failed");
-                return local(&mut meter, StatusCode::BAD_GATEWAY, "Bad gateway\n").metered(meter);
+            Some(Err(e)) => {
+                let (status, text) = match upload.failure() {
+                    Some(RequestBodyError::TooLarge) => {
+                        (StatusCode::PAYLOAD_TOO_LARGE, "Payload too large\n")
+                    }
+                    Some(RequestBodyError::Stalled) => {
+                        (StatusCode::REQUEST_TIMEOUT, "Request timeout\n")
+                    }
+                    None => {
+                        tracing::debug!(service = %meter.service_id, deployment = %meter.deployment_id, error = %e, connect = e.is_connect(), "upstream failed");
+                        (StatusCode::BAD_GATEWAY, "Bad gateway\n")
+                    }
+                };
+                return local(&mut meter, status, text).metered(meter);
             }
-            Ok(Ok(resp)) => resp,
+            Some(Ok(resp)) => resp,
         };
         meter.status = resp.status();
 
@@ -148,6 +149,35 @@ impl Proxy {
         Response::from_parts(parts, body)
     }
 
+    /// The backend's answer to `up`: `None` when its head has not come within the
+    /// response timeout of the last progress of the request body (the time the
+    /// body waits for the client does not count: that is the body's own limit).
+    async fn answer_of(
+        &self,
+        backend: &Backend,
+        up: Request<crate::UpstreamBody>,
+        upload: &Upload,
+    ) -> Option<Result<Response<Incoming>, hyper_util::client::legacy::Error>> {
+        let timeout = self.limits.response_timeout;
+        let request = backend.client.request(up);
+        tokio::pin!(request);
+        loop {
+            let due = upload.answer_due(timeout);
+            let wake = due.map_or_else(|| tokio::time::Instant::now() + timeout, Into::into);
+            tokio::select! {
+                answer = &mut request => return Some(answer),
+                () = tokio::time::sleep_until(wake) => {
+                    if upload
+                        .answer_due(timeout)
+                        .is_some_and(|due| due <= std::time::Instant::now())
+                    {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
     /// The request as the backend gets it: HTTP/1.1, origin-form, the client's
     /// `Host`, no hop-by-hop headers, the proxy's `X-Forwarded-*`.
     fn upstream_request(
@@ -156,7 +186,7 @@ impl Proxy {
         peer: Peer,
         authority: &str,
         upgrade: Option<HeaderValue>,
-        exceeded: Arc<AtomicBool>,
+        upload: Arc<Upload>,
     ) -> Request<crate::UpstreamBody> {
         let (mut parts, body) = req.into_parts();
         let path = parts
@@ -180,7 +210,7 @@ impl Proxy {
             body,
             self.limits.max_request_body,
             self.limits.idle_timeout,
-            exceeded,
+            upload,
         );
         Request::from_parts(parts, body.boxed_unsync())
     }

@@ -6,16 +6,54 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::{x509, Certificate, TlsError};
+use tokio::sync::watch;
+
+use super::{x509, Certificate, Certificates, TlsError};
 
 /// Every `<name>.crt` with its `<name>.key` in `dir`, sorted by file name (so a
 /// later file wins a name two files share). A missing directory is empty.
 pub(crate) fn load_dir(dir: &Path) -> Result<Vec<Certificate>, TlsError> {
+    load_each(dir)?.into_iter().collect()
+}
+
+/// Reads `dir` again every `every` until `shutdown`: a pair a renewal replaced
+/// is served from the next read; one that does not load (caught half-written)
+/// leaves what it replaces served and is read again the next time.
+pub(crate) async fn follow(
+    dir: PathBuf,
+    certs: Arc<Certificates>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        let each = match load_each(&dir) {
+            Ok(each) => each,
+            Err(e) => {
+                tracing::warn!(error = %e, "certificate directory not read");
+                continue;
+            }
+        };
+        for pair in each {
+            match pair {
+                Ok(c) => certs.insert(c),
+                Err(e) => tracing::warn!(error = %e, "certificate not loaded"),
+            }
+        }
+    }
+}
+
+/// Each pair in `dir` loaded on its own (as [`load_dir`] orders them).
+fn load_each(dir: &Path) -> Result<Vec<Result<Certificate, TlsError>>, TlsError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -32,9 +70,10 @@ pub(crate) fn load_dir(dir: &Path) -> Result<Vec<Certificate>, TlsError> {
         .filter(|p| p.extension().is_some_and(|x| x == "crt"))
         .collect();
     crts.sort();
-    crts.iter()
+    Ok(crts
+        .iter()
         .map(|crt| load_pair(crt, &crt.with_extension("key")))
-        .collect()
+        .collect())
 }
 
 /// One chain and its key.
