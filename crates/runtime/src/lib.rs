@@ -13,4 +13,5 @@ pub mod pull;
 pub mod rootfs;
 pub mod runc;
 pub mod sandbox;
+pub mod settings;
 pub mod unpack;
