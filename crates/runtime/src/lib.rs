@@ -15,3 +15,4 @@ pub mod runc;
 pub mod sandbox;
 pub mod settings;
 pub mod unpack;
+pub mod volume;
