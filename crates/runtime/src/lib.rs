@@ -11,6 +11,7 @@ pub mod network;
 pub mod proofs;
 pub mod pull;
 pub mod rootfs;
+pub mod run_dir;
 pub mod runc;
 pub mod sandbox;
 pub mod settings;
