@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker-registry skopeo postgresql runc passt nftables iproute2 busybox-static ca-certificates python3 python3-venv chromium systemd util-linux pebble)
+packages=(docker-registry skopeo postgresql runc passt nftables iproute2 busybox-static e2fsprogs ca-certificates python3 python3-venv chromium systemd util-linux pebble)
 # Node.js and npm for the browser tests' Playwright: the machine's own when it has
 # them, Debian's otherwise.
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)

@@ -3,6 +3,8 @@
 //! root filesystem without ever writing outside it; [`pull`] ties the two to the
 //! registry client, and [`proofs`] let a project use cached content only once the
 //! registry proved it serves that content to the project's own credentials.
+//! [`runc`] runs an unpacked image with what its service sets over it
+//! ([`settings`]: environment, secrets, command, a [`volume`]).
 
 pub mod cache;
 pub mod durable;
@@ -11,6 +13,9 @@ pub mod network;
 pub mod proofs;
 pub mod pull;
 pub mod rootfs;
+pub mod run_dir;
 pub mod runc;
 pub mod sandbox;
+pub mod settings;
 pub mod unpack;
+pub mod volume;

@@ -2,8 +2,11 @@
 //! container library that clones the process is unsafe in a threaded async server).
 //! The runtime spec starts from oci-spec's defaults (fresh namespaces, the default
 //! capability set, masked and read-only kernel paths), adds the image config's
-//! Entrypoint, Cmd, Env, WorkingDir and User, and then the [`Sandbox`]: a user
-//! namespace, seccomp, cgroup limits, `noNewPrivileges`.
+//! Entrypoint, Cmd, Env, WorkingDir and User with the service's [`RunSettings`]
+//! over them, and then the [`Sandbox`]: a user namespace, seccomp, cgroup limits,
+//! `noNewPrivileges`. A container with secrets or a volume gets a private
+//! directory outside the data dir ([`RunDir`]): its spec, its secret files and
+//! its root with them and the volume mounted.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -14,7 +17,10 @@ use oci_spec::runtime::{ProcessBuilder, RootBuilder, Spec, UserBuilder};
 
 use crate::log::{Logs, Pump};
 use crate::network::{self, Egress, Netns, Network, NetworkError};
+use crate::run_dir::{Access, RunDir};
 use crate::sandbox::{Limits, Sandbox};
+use crate::settings::{Invalid, RunSettings, SECRETS_PATH};
+use crate::volume::{VolumeError, Volumes};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -30,15 +36,21 @@ pub enum RuntimeError {
     Runc(String),
     #[error(transparent)]
     Network(#[from] NetworkError),
+    #[error("run settings: {0}")]
+    Settings(#[from] Invalid),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
     #[error("runtime I/O: {0}")]
     Io(#[from] std::io::Error),
 }
 
-/// How one container starts, beyond its image: its limits and its network.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+/// How one container starts, beyond its image: its limits, its network and what
+/// its service sets over the image.
+#[derive(Clone, Debug, Default)]
 pub struct Launch {
     pub limits: Limits,
     pub network: Network,
+    pub settings: RunSettings,
 }
 
 /// The image's `User` (`user`, `uid`, `user:group`, `uid:gid`, names or numbers)
@@ -224,6 +236,8 @@ pub trait Runtime: Send + Sync {
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError>;
     /// Container `id`'s network namespace, while it has one.
     fn netns(&self, id: &str) -> Option<Netns>;
+    /// Deletes a service's volume (its data is gone); nothing to do when it has none.
+    async fn remove_volume(&self, service_id: &str) -> Result<(), RuntimeError>;
 }
 
 #[derive(Debug)]
@@ -238,6 +252,14 @@ pub struct Runc {
     netns_dir: PathBuf,
     /// Outbound traffic of `public` containers; `None` refuses to start them.
     egress: Option<Egress>,
+    /// The services' volumes (beside `state` unless configured).
+    volumes: Volumes,
+    /// Where containers' private directories go: outside the data dir, on no disk
+    /// (each is a tmpfs of its own).
+    run_dir: PathBuf,
+    /// Containers being started or restarted here: their private directories are
+    /// not leftovers, though runc does not list them yet.
+    preparing: std::sync::Mutex<std::collections::HashSet<String>>,
     /// `runc run` of each container started by this process.
     children: std::sync::Mutex<std::collections::HashMap<String, tokio::process::Child>>,
     /// The init process of each container adopted from an earlier server process,
@@ -273,6 +295,9 @@ impl Runc {
             sandbox,
             netns_dir: state.with_file_name("netns"),
             egress: None,
+            volumes: Volumes::new(state.with_file_name("volumes")),
+            run_dir: default_run_dir(&state),
+            preparing: Default::default(),
             state,
             children: Default::default(),
             adopted: Default::default(),
@@ -284,6 +309,54 @@ impl Runc {
     pub fn with_egress(mut self, egress: Egress) -> Self {
         self.egress = Some(egress);
         self
+    }
+
+    /// Keeps the services' volumes under `dir` (default: `volumes` beside the
+    /// state directory, in the data dir).
+    pub fn with_volumes(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.volumes = Volumes::new(dir);
+        self
+    }
+
+    /// Makes containers' private directories (each a tmpfs: specs with secrets,
+    /// secret files) under `dir`, which must be outside the data dir (default:
+    /// `/run/berth/<hash of the state directory>`).
+    pub fn with_run_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.run_dir = dir.into();
+        self
+    }
+
+    /// Where containers' private directories go.
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// Marks container `id` as being started until the guard drops.
+    fn preparing(&self, id: &str) -> Preparing<'_> {
+        self.preparing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned());
+        Preparing {
+            runc: self,
+            id: id.to_owned(),
+        }
+    }
+
+    /// Removes the private directories of containers that no longer exist (not
+    /// listed by runc, not being started, not followed by this process).
+    fn remove_leftover_run_dirs(&self, listed: &[String]) {
+        let preparing = self.preparing.lock().unwrap_or_else(|e| e.into_inner());
+        for id in RunDir::list(&self.run_dir) {
+            if listed.contains(&id)
+                || preparing.contains(&id)
+                || self.children().contains_key(&id)
+                || self.adopted().contains_key(&id)
+            {
+                continue;
+            }
+            RunDir::at(&self.run_dir, &id).remove();
+        }
     }
 
     fn netns_path(&self, id: &str) -> PathBuf {
@@ -308,19 +381,28 @@ impl Runc {
         self.children.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes `bundle/config.json` for running `rootfs` (inside `bundle`) with `config`.
+    /// Writes the spec for running `bundle/rootfs` with `config` and `launch`, and
+    /// makes what it names: without secrets or a volume, `bundle/config.json`;
+    /// with them, the container's private directory (its spec there, the bundle's
+    /// `config.json` a symlink to it, the secret files, the volume made or grown
+    /// and mounted, the root runc is given). On failure the private directory is
+    /// left for the caller to remove.
     pub fn write_spec(
         &self,
         id: &str,
         bundle: &Path,
         config: &ImageConfiguration,
-        sandbox: &Sandbox,
         netns: &Netns,
-        network: Network,
+        launch: &Launch,
     ) -> Result<(), RuntimeError> {
+        let settings = &launch.settings;
+        settings.check()?;
+        let sandbox = self.sandbox.with(launch.limits);
         let c = config.config().clone().unwrap_or_default();
-        let mut args: Vec<String> = c.entrypoint().clone().unwrap_or_default();
-        args.extend(c.cmd().clone().unwrap_or_default());
+        let args = settings.process_args(
+            c.entrypoint().as_deref().unwrap_or_default(),
+            c.cmd().as_deref().unwrap_or_default(),
+        );
         if args.is_empty() {
             return Err(RuntimeError::NoCommand);
         }
@@ -331,10 +413,7 @@ impl Runc {
         let spec_err = |e: oci_spec::OciSpecError| RuntimeError::Spec(e.to_string());
         let mut spec = Spec::default();
         let defaults = spec.process().clone().unwrap_or_default();
-        let mut env = c.env().clone().unwrap_or_default();
-        if !env.iter().any(|e| e.starts_with("PATH=")) {
-            env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-        }
+        let env = settings.process_env(c.env().as_deref().unwrap_or_default());
         let process = ProcessBuilder::default()
             .terminal(false)
             .args(args)
@@ -370,7 +449,7 @@ impl Runc {
             serde_json::to_value(&spec).map_err(|e| RuntimeError::Spec(e.to_string()))?;
         sandbox.apply(&mut spec, id);
         join_netns(&mut spec, netns);
-        if network == Network::Public {
+        if launch.network == Network::Public {
             // The image's own resolv.conf would name resolvers the egress rules
             // refuse; Docker replaces it too. Written into the deployment's own
             // root (not bind-mounted: runc 1.1 opens bind sources from inside the
@@ -383,8 +462,41 @@ impl Runc {
                 &network::resolv_conf(),
             )?;
         }
-        let f = std::fs::File::create(bundle.join("config.json"))?;
-        serde_json::to_writer_pretty(f, &spec).map_err(|e| RuntimeError::Spec(e.to_string()))?;
+        let config_path = bundle.join("config.json");
+        match std::fs::remove_file(&config_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        if !settings.needs_private_dir() {
+            let f = std::fs::File::create(&config_path)?;
+            serde_json::to_writer_pretty(f, &spec)
+                .map_err(|e| RuntimeError::Spec(e.to_string()))?;
+            return Ok(());
+        }
+        // Files the container's user owns, and directories its root owns, as the
+        // host sees them.
+        let ids = sandbox.ids;
+        let user = (ids.host(uid.into()), ids.host(gid.into()));
+        let root_ids = (ids.host(0), ids.host(0));
+        let private = RunDir::create(&self.run_dir, id)?;
+        private.mount_root(&bundle.join("rootfs"))?;
+        if let Some(volume) = &settings.volume {
+            let mounted = self.volumes.ensure(volume, user)?;
+            private.mount_in_root(
+                mounted.path(),
+                &volume.container_path()?,
+                Access::AsMounted,
+                root_ids,
+            )?;
+        }
+        if !settings.secret_files.is_empty() {
+            private.write_secrets(&settings.secret_files, user)?;
+            private.mount_secrets(SECRETS_PATH, root_ids)?;
+        }
+        spec["root"]["path"] = serde_json::json!(private.root());
+        private.write_config(&spec)?;
+        std::os::unix::fs::symlink(private.config(), &config_path)?;
         Ok(())
     }
 
@@ -514,24 +626,28 @@ impl Runtime for Runc {
         launch: Launch,
         logs: &Logs,
     ) -> Result<(), RuntimeError> {
-        let sandbox = self.sandbox.with(launch.limits);
+        launch.settings.check()?;
+        let memory_bytes = self.sandbox.with(launch.limits).memory_bytes;
+        let _preparing = self.preparing(id);
         let netns = self.make_netns(id, launch.network)?;
         let spawned = self
-            .write_spec(id, bundle, config, &sandbox, &netns, launch.network)
+            .write_spec(id, bundle, config, &netns, &launch)
             .and_then(|()| self.spawn(id, bundle, logs));
         let child = match spawned {
             Ok(child) => child,
             Err(e) => {
                 netns.remove();
+                RunDir::at(&self.run_dir, id).remove();
                 return Err(e);
             }
         };
         self.children().insert(id.to_owned(), child);
-        self.watch_oom(id, &logs.infra, Some(sandbox.memory_bytes));
+        self.watch_oom(id, &logs.infra, Some(memory_bytes));
         Ok(())
     }
 
     async fn restart(&self, id: &str, bundle: &Path, logs: &Logs) -> Result<(), RuntimeError> {
+        let _preparing = self.preparing(id);
         self.children().remove(id);
         self.adopted().remove(id);
         let _ = self.runc(&["delete", "--force", id]).await;
@@ -570,16 +686,19 @@ impl Runtime for Runc {
     }
 
     async fn list(&self) -> Result<Vec<String>, RuntimeError> {
-        if !self.state.exists() {
-            return Ok(Vec::new());
-        }
-        let out = self.runc_output(&["list", "--quiet"]).await?;
-        Ok(String::from_utf8_lossy(&out)
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect())
+        let listed: Vec<String> = if self.state.exists() {
+            let out = self.runc_output(&["list", "--quiet"]).await?;
+            String::from_utf8_lossy(&out)
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.remove_leftover_run_dirs(&listed);
+        Ok(listed)
     }
 
     async fn adopt(&self, id: &str, logs: &Logs) -> Result<bool, RuntimeError> {
@@ -629,6 +748,7 @@ impl Runtime for Runc {
         }
         let deleted = self.runc(&["delete", "--force", id]).await;
         Netns::at(&self.netns_path(id)).remove();
+        RunDir::at(&self.run_dir, id).remove();
         deleted.or_else(|e| match &e {
             RuntimeError::Runc(msg)
                 if msg.contains("does not exist") || msg.contains("not exist") =>
@@ -643,6 +763,35 @@ impl Runtime for Runc {
         let ns = Netns::at(&self.netns_path(id));
         ns.exists().then_some(ns)
     }
+
+    async fn remove_volume(&self, service_id: &str) -> Result<(), RuntimeError> {
+        Ok(self.volumes.remove(service_id)?)
+    }
+}
+
+/// A container being started; see [`Runc::preparing`].
+struct Preparing<'a> {
+    runc: &'a Runc,
+    id: String,
+}
+
+impl Drop for Preparing<'_> {
+    fn drop(&mut self) {
+        self.runc
+            .preparing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+/// `/run/berth/<hash>`: a server's own place under `/run` (two servers on one
+/// machine, or tests side by side, have different state directories).
+fn default_run_dir(state: &Path) -> PathBuf {
+    use sha2::Digest as _;
+    let state = std::path::absolute(state).unwrap_or_else(|_| state.to_owned());
+    let hash = sha2::Sha256::digest(state.as_os_str().as_encoded_bytes());
+    Path::new("/run/berth").join(&hex::encode(hash)[..12])
 }
 
 #[cfg(test)]

@@ -349,7 +349,11 @@ async fn start(
             &cid,
             bundle,
             &pulled.config,
-            Launch { limits, network },
+            Launch {
+                limits,
+                network,
+                settings: Default::default(),
+            },
             &logs,
         )
         .await
