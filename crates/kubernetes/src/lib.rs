@@ -20,33 +20,46 @@
 //! (containerd's "401 Unauthorized", "pull access denied", "not found"), a crash
 //! loop or a passed progress deadline is a runtime error; the kubelet's events go
 //! to the infrastructure log.
+//!
+//! A service with a port is reached as on runc ([`traffic`]): its pods are
+//! ready once they answer (a readiness probe), only the ingress controller's
+//! namespace gets in, and once the rollout is available
+//! ([`Kubernetes::publish`]) the service's `Service` and `Ingress` route its
+//! host names to it. `network: none` lets a pod out nowhere.
 
 mod names;
 mod network;
 mod rollout;
+mod traffic;
 
 use std::collections::BTreeMap;
 
 use base64::Engine;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchParams};
 use kube::{Api, Client};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 pub use ipnet::IpNet;
-pub use names::{berth_project, dns_label};
+pub use names::{berth_project, dns_label, traffic_name};
 pub use network::{parse_cidrs, PRIVATE_V4, PRIVATE_V6};
 pub use rollout::{classify_pull, Cause, Rollout, Verdict};
+pub use traffic::{ingress_hosts, DRAIN_SLEEP_S};
 
 /// The label every object berth creates carries.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "berth");
 pub const PROJECT_LABEL: &str = "berth.dev/project";
 pub const SERVICE_LABEL: &str = "berth.dev/service";
 pub const DEPLOYMENT_LABEL: &str = "berth.dev/deployment";
+/// A pod's network, `public` or `none` (the project's NetworkPolicy leaves the
+/// second out).
+pub const NETWORK_LABEL: &str = "berth.dev/network";
+/// `--kubernetes-ingress-namespace`'s default: where ingress-nginx installs.
+pub const DEFAULT_INGRESS_NAMESPACE: &str = "ingress-nginx";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
@@ -126,6 +139,12 @@ pub struct Settings {
     /// Addresses a project's pods may reach besides the public internet (an
     /// internal database, a node-local DNS cache), in its NetworkPolicy.
     pub egress_allow: Vec<ipnet::IpNet>,
+    /// The services' Ingresses' `ingressClassName`; `None`: left out, so the
+    /// cluster's default IngressClass takes them.
+    pub ingress_class: Option<String>,
+    /// The namespace of the ingress controller's pods, the only ones a serving
+    /// pod lets in (selected by its `kubernetes.io/metadata.name` label).
+    pub ingress_namespace: String,
 }
 
 /// A container's memory and CPU (requests and limits alike).
@@ -168,6 +187,8 @@ impl Default for Settings {
                 cpu_millis: 1000,
             },
             egress_allow: Vec::new(),
+            ingress_class: None,
+            ingress_namespace: DEFAULT_INGRESS_NAMESPACE.to_owned(),
         }
     }
 }
@@ -187,6 +208,44 @@ pub struct Workload<'a> {
     pub run_as_non_root: bool,
     pub memory_mb: Option<u64>,
     pub cpu_millis: Option<u64>,
+    /// How the app is reached; `None`: a worker (no port), which gets no
+    /// Service or Ingress.
+    pub serve: Option<Serve>,
+    pub network: Network,
+}
+
+/// A service that serves: its port, what ready means, its host names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Serve {
+    /// The container port (the service's, else the image's single exposed one).
+    pub port: u16,
+    /// Ready when it answers 2xx or 3xx; `None`: when the port accepts.
+    pub health_path: Option<String>,
+    /// `<service>.<project>.<apps domain>` and the service's domains.
+    pub hosts: Vec<String>,
+}
+
+/// What a pod may reach: the project's egress (`Public`), or nothing, the
+/// cluster's DNS included (`None`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    Public,
+    None,
+}
+
+/// What [`Kubernetes::publish`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Routing {
+    /// The service's `Service` and `Ingress`, both `name`, route `hosts` to
+    /// its pods; `left_out` are host names an Ingress cannot have.
+    Routed {
+        name: String,
+        hosts: Vec<String>,
+        left_out: Vec<String>,
+    },
+    /// A worker: no Service or Ingress; `deleted` says which of an earlier
+    /// deploy's were deleted now (`Ingress berth-...`).
+    Unrouted { deleted: Vec<String> },
 }
 
 /// Whether an image config's `User` (`uid`, `uid:gid`, a name) is a numeric
@@ -409,6 +468,12 @@ impl Kubernetes {
                 }
             }
         }
+        if let Some(policy) =
+            traffic::deployment_policy(w, &placed, &self.settings.ingress_namespace)
+        {
+            self.create_owned_policy(&placed, &uid, from_json(policy))
+                .await?;
+        }
         deployments
             .patch(
                 &placed.name,
@@ -421,6 +486,198 @@ impl Kubernetes {
             placed,
             user_namespace,
         })
+    }
+
+    /// The deployment's own NetworkPolicy, owned by its Deployment (so it goes
+    /// with it), before any pod: a `network: none` pod is selected by no other.
+    /// One left from an earlier attempt is replaced.
+    async fn create_owned_policy(
+        &self,
+        placed: &Placed,
+        owner_uid: &str,
+        mut policy: NetworkPolicy,
+    ) -> Result<(), KubeError> {
+        let api: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), &placed.namespace);
+        policy.metadata.owner_references = Some(vec![sole_owner(placed, owner_uid)]);
+        match api.create(&PostParams::default(), &policy).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = KubeError::from_kube("creating the deployment's NetworkPolicy", e);
+                if !e.is_status(409) {
+                    return Err(e);
+                }
+                let found = api.get(&placed.name).await.map_err(|e| {
+                    KubeError::from_kube("reading the deployment's NetworkPolicy", e)
+                })?;
+                policy.metadata.resource_version = found.metadata.resource_version;
+                api.replace(&placed.name, &PostParams::default(), &policy)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        KubeError::from_kube("replacing the deployment's NetworkPolicy", e)
+                    })
+            }
+        }
+    }
+
+    /// Routes the service's host names to its pods, once deployment `placed`
+    /// is available: creates or rewrites the service's `Ingress` (first: an
+    /// ingress controller's refusal, a host another Ingress has, comes before
+    /// anything changed) and `Service`, each owned by this Deployment too, so
+    /// the cluster deletes them once the service's last deployment is gone (a
+    /// terminate). A worker's deploy deletes those an earlier deploy made,
+    /// now that it runs. Objects of those names berth did not make for this
+    /// service are refused, never rewritten or deleted.
+    pub async fn publish(&self, w: &Workload<'_>, placed: &Placed) -> Result<Routing, KubeError> {
+        let name = traffic_name(w.project, w.service);
+        let ns = &placed.namespace;
+        let services: Api<Service> = Api::namespaced(self.client.clone(), ns);
+        let ingresses: Api<Ingress> = Api::namespaced(self.client.clone(), ns);
+        let Some(serve) = &w.serve else {
+            let mut deleted = Vec::new();
+            if self
+                .delete_if_berths(&ingresses, &name, w, "Ingress")
+                .await?
+            {
+                deleted.push(format!("Ingress {name}"));
+            }
+            if self
+                .delete_if_berths(&services, &name, w, "Service")
+                .await?
+            {
+                deleted.push(format!("Service {name}"));
+            }
+            return Ok(Routing::Unrouted { deleted });
+        };
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
+        let uid = deployments
+            .get(&placed.name)
+            .await
+            .map_err(|e| KubeError::from_kube("reading the Deployment", e))?
+            .metadata
+            .uid
+            .unwrap_or_default();
+        let owner = shared_owner(placed, &uid);
+        let (hosts, left_out) = ingress_hosts(&serve.hosts);
+        if hosts.is_empty() {
+            // An Ingress needs a rule (or a default backend, which is not one
+            // service's to take).
+            self.delete_if_berths(&ingresses, &name, w, "Ingress")
+                .await?;
+        } else {
+            let class = self.settings.ingress_class.as_deref();
+            let ingress = from_json(traffic::ingress(w, &name, ns, class, &hosts));
+            self.upsert(&ingresses, ingress, &owner, w, "Ingress", |_, _| {})
+                .await?;
+        }
+        let service = from_json(traffic::service(w, &name, ns));
+        // The address the API server gave stays (it may not change).
+        let keep_address = |found: &Service, want: &mut Service| {
+            if let (Some(f), Some(s)) = (&found.spec, want.spec.as_mut()) {
+                s.cluster_ip = f.cluster_ip.clone();
+                s.cluster_ips = f.cluster_ips.clone();
+            }
+        };
+        self.upsert(&services, service, &owner, w, "Service", keep_address)
+            .await?;
+        Ok(Routing::Routed {
+            name,
+            hosts,
+            left_out,
+        })
+    }
+
+    /// Creates `want` owned by `owner`; one that exists (berth's for this
+    /// service) is replaced, keeping the owners it has (the deployment still
+    /// serving stays one until the cluster deletes it) and what `keep` copies
+    /// from it. A write that lost a race with another deploy of the service
+    /// (409 `Conflict`) is tried again on what that one wrote.
+    async fn upsert<K>(
+        &self,
+        api: &Api<K>,
+        mut want: K,
+        owner: &OwnerReference,
+        w: &Workload<'_>,
+        kind: &str,
+        keep: impl Fn(&K, &mut K),
+    ) -> Result<(), KubeError>
+    where
+        K: kube::Resource
+            + Clone
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let name = want.meta().name.clone().unwrap_or_default();
+        want.meta_mut().owner_references = Some(vec![owner.clone()]);
+        let e = match api.create(&PostParams::default(), &want).await {
+            Ok(_) => return Ok(()),
+            Err(e) => KubeError::from_kube(&format!("creating the {kind}"), e),
+        };
+        if !e.is_status(409) {
+            return Err(e);
+        }
+        let mut last = e;
+        for _ in 0..3 {
+            let found = api
+                .get(&name)
+                .await
+                .map_err(|e| KubeError::from_kube(&format!("reading the {kind}"), e))?;
+            berths_for_service(found.meta(), w, kind, &name)?;
+            let mut replaced = want.clone();
+            let mut owners = found.meta().owner_references.clone().unwrap_or_default();
+            if !owners.iter().any(|o| o.uid == owner.uid) {
+                owners.push(owner.clone());
+            }
+            replaced.meta_mut().owner_references = Some(owners);
+            replaced.meta_mut().resource_version = found.meta().resource_version.clone();
+            keep(&found, &mut replaced);
+            match api.replace(&name, &PostParams::default(), &replaced).await {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    let e = KubeError::from_kube(&format!("replacing the {kind}"), e);
+                    if !e.is_status(409) {
+                        return Err(e);
+                    }
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Deletes object `name` if it is berth's for `w`'s service; whether it did.
+    async fn delete_if_berths<K>(
+        &self,
+        api: &Api<K>,
+        name: &str,
+        w: &Workload<'_>,
+        kind: &str,
+    ) -> Result<bool, KubeError>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let Some(found) = api
+            .get_opt(name)
+            .await
+            .map_err(|e| KubeError::from_kube(&format!("reading the {kind}"), e))?
+        else {
+            return Ok(false);
+        };
+        if berths_for_service(found.meta(), w, kind, name).is_err() {
+            return Ok(false);
+        }
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = KubeError::from_kube(&format!("deleting the {kind}"), e);
+                if e.is_status(404) {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
+            }
+        }
     }
 
     fn deployment_object(&self, w: &Workload<'_>, placed: &Placed) -> Deployment {
@@ -446,6 +703,9 @@ impl Kubernetes {
             "automountServiceAccountToken": false,
             "enableServiceLinks": false,
         });
+        if let Some(serve) = &w.serve {
+            traffic::serving_container(&mut pod_spec["containers"][0], serve);
+        }
         if w.pull.is_some() {
             pod_spec["imagePullSecrets"] = json!([{"name": placed.name}]);
         }
@@ -546,12 +806,14 @@ impl Kubernetes {
             .is_some())
     }
 
-    /// Deletes the Deployment (its pods and its Secret go with it, by owner)
-    /// and the Secret too, should a cluster's garbage collector lag; a missing
-    /// one is fine.
+    /// Deletes the Deployment (its pods, its Secret and its NetworkPolicy go
+    /// with it, by owner; the service's Service and Ingress too when it was
+    /// their last owner) and the Secret and the NetworkPolicy too, should a
+    /// cluster's garbage collector lag; a missing one is fine.
     pub async fn delete(&self, placed: &Placed) -> Result<(), KubeError> {
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &placed.namespace);
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &placed.namespace);
+        let policies: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), &placed.namespace);
         for r in [
             deployments
                 .delete(&placed.name, &DeleteParams::background())
@@ -563,6 +825,11 @@ impl Kubernetes {
                 .await
                 .map(|_| ())
                 .map_err(|e| KubeError::from_kube("deleting the pull Secret", e)),
+            policies
+                .delete(&placed.name, &DeleteParams::background())
+                .await
+                .map(|_| ())
+                .map_err(|e| KubeError::from_kube("deleting the deployment's NetworkPolicy", e)),
         ] {
             match r {
                 Err(e) if !e.is_status(404) => return Err(e),
@@ -588,7 +855,59 @@ fn workload_labels(w: &Workload<'_>) -> serde_json::Value {
         PROJECT_LABEL: dns_label(w.project),
         SERVICE_LABEL: dns_label(w.service),
         DEPLOYMENT_LABEL: w.deployment,
+        NETWORK_LABEL: traffic::network_value(w.network),
     })
+}
+
+/// An owner reference to the Deployment of `placed`, one owner among others:
+/// the service's Service and Ingress are owned by each Deployment that served
+/// them, and go once the last is deleted.
+fn shared_owner(placed: &Placed, uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        name: placed.name.clone(),
+        uid: uid.to_owned(),
+        controller: None,
+        block_owner_deletion: None,
+    }
+}
+
+/// The Deployment of `placed` as the controller of what is its alone (its
+/// NetworkPolicy, as its pull Secret).
+fn sole_owner(placed: &Placed, uid: &str) -> OwnerReference {
+    OwnerReference {
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+        ..shared_owner(placed, uid)
+    }
+}
+
+/// Whether a Service or Ingress that exists is berth's for `w`'s service.
+fn berths_for_service(
+    meta: &ObjectMeta,
+    w: &Workload<'_>,
+    kind: &str,
+    name: &str,
+) -> Result<(), KubeError> {
+    let namespace = meta.namespace.clone().unwrap_or_default();
+    let what = format!("{kind} {name} in namespace {namespace}");
+    let kubectl = format!("{} {name} -n {namespace}", kind.to_ascii_lowercase());
+    berths(meta, w.project, what.clone(), kubectl.clone())?;
+    let want = dns_label(w.service);
+    let labels = meta.labels.clone().unwrap_or_default();
+    match labels.get(SERVICE_LABEL) {
+        Some(v) if *v == want => Ok(()),
+        found => Err(KubeError::NotBerths {
+            what,
+            project: format!("{} (service {})", w.project, w.service),
+            want: format!("{SERVICE_LABEL}={want}"),
+            found: found
+                .map(|v| format!("{SERVICE_LABEL}={v}"))
+                .unwrap_or_else(|| format!("no {SERVICE_LABEL}")),
+            kubectl,
+        }),
+    }
 }
 
 /// Whether an object that exists carries berth's labels for `project`.

@@ -1,7 +1,9 @@
 //! Request and response shapes against kube's mock service: the exact paths,
 //! methods and bodies `apply` and `delete` send, and how they take the API
 //! server's 409, 404 and 403 (`Status` objects as the API server writes them),
-//! a namespace that is not berth's, and a `hostUsers` the API server dropped.
+//! a namespace that is not berth's, and a `hostUsers` the API server dropped;
+//! a serving pod's probe, drain and own NetworkPolicy, and `publish`'s writes
+//! (owners kept, another service's objects refused, a worker's deletes).
 
 use http::{Request, Response};
 use kube::client::Body;
@@ -61,6 +63,8 @@ fn workload<'a>() -> Workload<'a> {
         run_as_non_root: true,
         memory_mb: Some(256),
         cpu_millis: Some(500),
+        serve: None,
+        network: Network::Public,
     }
 }
 
@@ -94,7 +98,10 @@ async fn apply_replaces_a_leftover_and_orders_its_writes() {
             )
         );
         assert_eq!(body["metadata"]["name"], "berth-web");
-        assert_eq!(body["spec"]["podSelector"], json!({}));
+        assert_eq!(
+            body["spec"]["podSelector"],
+            json!({"matchExpressions": [{"key": "berth.dev/network", "operator": "NotIn", "values": ["none"]}]})
+        );
         send.send_response(ok(201, body));
         // A Deployment left by a crash mid-deploy: 409, then deleted and made again.
         let (m, p, body, send) = next(&mut h).await;
@@ -127,6 +134,19 @@ async fn apply_replaces_a_leftover_and_orders_its_writes() {
             ("DELETE", "/api/v1/namespaces/berth-web/secrets/berth-d1?")
         );
         send.send_response(status(404, "NotFound", "secrets \"berth-d1\" not found"));
+        let (m, p, _, send) = next(&mut h).await;
+        assert_eq!(
+            (m.as_str(), p.as_str()),
+            (
+                "DELETE",
+                "/apis/networking.k8s.io/v1/namespaces/berth-web/networkpolicies/berth-d1?"
+            )
+        );
+        send.send_response(status(
+            404,
+            "NotFound",
+            "networkpolicies.networking.k8s.io \"berth-d1\" not found",
+        ));
         let (m, _, body, send) = next(&mut h).await;
         assert_eq!(m, "POST");
         let pod = &body["spec"]["template"]["spec"];
@@ -280,7 +300,7 @@ async fn a_forbidden_create_is_said_as_the_api_server_said_it() {
 async fn delete_takes_what_is_already_gone() {
     let (k, mut h) = cluster();
     let server = tokio::spawn(async move {
-        for _ in 0..2 {
+        for _ in 0..3 {
             let (m, _, _, send) = next(&mut h).await;
             assert_eq!(m, "DELETE");
             send.send_response(status(404, "NotFound", "not found"));
@@ -364,4 +384,227 @@ async fn a_rollout_is_watched_by_its_deployment_and_its_pods() {
         paths.iter().all(|p| p.contains("resourceVersion=0")),
         "{paths:?}"
     );
+}
+
+fn serving(network: Network) -> Workload<'static> {
+    Workload {
+        serve: Some(Serve {
+            port: 8080,
+            health_path: Some("/healthz".into()),
+            hosts: vec!["api.web.apps.example".into(), "shop.example.com".into()],
+        }),
+        network,
+        ..workload()
+    }
+}
+
+#[tokio::test]
+async fn a_serving_pod_is_probed_drained_and_walled_in_before_it_runs() {
+    let (k, mut h) = cluster();
+    let server = tokio::spawn(async move {
+        namespace_and_policy_created(&mut h).await;
+        // The Deployment, as the typed client sends it (nothing dropped on the
+        // way through k8s-openapi's types).
+        let (_, _, body, send) = next(&mut h).await;
+        let pod = &body["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        assert_eq!(
+            c["ports"],
+            json!([{"name": "http", "containerPort": 8080, "protocol": "TCP"}])
+        );
+        assert_eq!(
+            c["readinessProbe"],
+            json!({"httpGet": {"path": "/healthz", "port": "http", "scheme": "HTTP"},
+                   "periodSeconds": 2, "timeoutSeconds": 2, "successThreshold": 1, "failureThreshold": 3})
+        );
+        assert_eq!(
+            c["lifecycle"],
+            json!({"preStop": {"sleep": {"seconds": 5}}})
+        );
+        assert_eq!(
+            body["spec"]["template"]["metadata"]["labels"]["berth.dev/network"],
+            "none"
+        );
+        let mut created = body.clone();
+        created["metadata"]["uid"] = json!("uid-1");
+        send.send_response(ok(201, created));
+        let (_, p, body, send) = next(&mut h).await;
+        assert!(p.contains("/secrets"), "{p}");
+        send.send_response(ok(201, body));
+        // Its own NetworkPolicy, owned by it, before the replica.
+        let (m, p, body, send) = next(&mut h).await;
+        assert_eq!(
+            (m.as_str(), p.as_str()),
+            (
+                "POST",
+                "/apis/networking.k8s.io/v1/namespaces/berth-web/networkpolicies?"
+            )
+        );
+        assert_eq!(body["metadata"]["name"], "berth-d1");
+        assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+        assert_eq!(
+            body["spec"],
+            json!({
+                "podSelector": {"matchLabels": {"berth.dev/deployment": "d1"}},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{
+                    "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
+                    "ports": [{"protocol": "TCP", "port": "http"}],
+                }],
+                "egress": [],
+            })
+        );
+        send.send_response(ok(201, body));
+        let (m, _, _, send) = next(&mut h).await;
+        assert_eq!(m, "PATCH");
+        send.send_response(ok(200, json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "berth-d1"}})));
+    });
+    k.apply(&serving(Network::None)).await.unwrap();
+    server.await.unwrap();
+}
+
+fn placed() -> Placed {
+    Placed {
+        namespace: "berth-web".into(),
+        name: "berth-d1".into(),
+    }
+}
+
+#[tokio::test]
+async fn publish_keeps_the_serving_owner_and_adds_the_new_one() {
+    let (k, mut h) = cluster();
+    let name = traffic_name("web", "api");
+    let n = name.clone();
+    let server = tokio::spawn(async move {
+        let name = n;
+        let (m, p, _, send) = next(&mut h).await;
+        assert_eq!(
+            (m.as_str(), p.as_str()),
+            (
+                "GET",
+                "/apis/apps/v1/namespaces/berth-web/deployments/berth-d1"
+            )
+        );
+        send.send_response(ok(
+            200,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "berth-d1", "uid": "uid-1"}}),
+        ));
+        // The Ingress first; it exists, written by the deployment serving now.
+        let (m, p, body, send) = next(&mut h).await;
+        assert_eq!(
+            (m.as_str(), p.as_str()),
+            (
+                "POST",
+                "/apis/networking.k8s.io/v1/namespaces/berth-web/ingresses?"
+            )
+        );
+        assert!(body["spec"].get("ingressClassName").is_none());
+        send.send_response(status(
+            409,
+            "AlreadyExists",
+            "ingresses.networking.k8s.io already exists",
+        ));
+        let (m, _, _, send) = next(&mut h).await;
+        assert_eq!(m, "GET");
+        let old_owner = json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "berth-d0", "uid": "uid-0"});
+        send.send_response(ok(200, json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": name, "namespace": "berth-web", "resourceVersion": "41",
+                         "labels": {"app.kubernetes.io/managed-by": "berth", "berth.dev/project": "web", "berth.dev/service": "api"},
+                         "ownerReferences": [old_owner]},
+            "spec": {"rules": []}})));
+        let (m, p, body, send) = next(&mut h).await;
+        assert_eq!(
+            (m.as_str(), p.as_str()),
+            (
+                "PUT",
+                format!("/apis/networking.k8s.io/v1/namespaces/berth-web/ingresses/{name}?")
+                    .as_str()
+            )
+        );
+        assert_eq!(body["metadata"]["resourceVersion"], "41");
+        let owners: Vec<&str> = body["metadata"]["ownerReferences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["uid"].as_str().unwrap())
+            .collect();
+        assert_eq!(owners, ["uid-0", "uid-1"]);
+        assert!(body["metadata"]["ownerReferences"][1]["controller"].is_null());
+        assert_eq!(body["spec"]["rules"][1]["host"], "shop.example.com");
+        send.send_response(ok(200, body));
+        // Then the Service, new.
+        let (m, p, body, send) = next(&mut h).await;
+        assert_eq!(
+            (m.as_str(), p.as_str()),
+            ("POST", "/api/v1/namespaces/berth-web/services?")
+        );
+        assert_eq!(body["spec"]["ports"][0]["targetPort"], "http");
+        send.send_response(ok(201, body));
+    });
+    let routing = k
+        .publish(&serving(Network::Public), &placed())
+        .await
+        .unwrap();
+    server.await.unwrap();
+    assert_eq!(
+        routing,
+        Routing::Routed {
+            name,
+            hosts: vec!["api.web.apps.example".into(), "shop.example.com".into()],
+            left_out: vec![],
+        }
+    );
+}
+
+#[tokio::test]
+async fn publish_refuses_an_object_of_another_service() {
+    let (k, mut h) = cluster();
+    let server = tokio::spawn(async move {
+        let (_, _, _, send) = next(&mut h).await;
+        send.send_response(ok(
+            200,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "berth-d1", "uid": "uid-1"}}),
+        ));
+        let (_, _, _, send) = next(&mut h).await;
+        send.send_response(status(409, "AlreadyExists", "already exists"));
+        let (_, _, _, send) = next(&mut h).await;
+        send.send_response(ok(
+            200,
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": "x", "namespace": "berth-web", "labels": {"team": "payments"}}}),
+        ));
+        assert!(h.next_request().await.is_none(), "nothing written over it");
+    });
+    let e = k
+        .publish(&serving(Network::Public), &placed())
+        .await
+        .unwrap_err();
+    drop(k);
+    server.await.unwrap();
+    assert!(matches!(e, KubeError::NotBerths { .. }), "{e}");
+    assert!(e.to_string().contains("team=payments"), "{e}");
+}
+
+#[tokio::test]
+async fn a_workers_deploy_deletes_only_berths_service_and_ingress() {
+    let (k, mut h) = cluster();
+    let server = tokio::spawn(async move {
+        // The Ingress is gone already; a Service of that name is someone else's.
+        let (m, p, _, send) = next(&mut h).await;
+        assert_eq!(m, "GET");
+        assert!(p.contains("/ingresses/"), "{p}");
+        send.send_response(status(404, "NotFound", "not found"));
+        let (m, p, _, send) = next(&mut h).await;
+        assert_eq!(m, "GET");
+        assert!(p.contains("/services/"), "{p}");
+        send.send_response(ok(200, json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "x", "namespace": "berth-web", "labels": {"app.kubernetes.io/managed-by": "berth", "berth.dev/project": "web", "berth.dev/service": "other"}}})));
+        assert!(h.next_request().await.is_none(), "nothing deleted");
+    });
+    let routing = k.publish(&workload(), &placed()).await.unwrap();
+    drop(k);
+    server.await.unwrap();
+    assert_eq!(routing, Routing::Unrouted { deleted: vec![] });
 }

@@ -49,6 +49,36 @@ pub fn berth_project(project: &str) -> String {
     dns_label(&format!("berth-{project}"))
 }
 
+/// `berth-<service>-<hash of project and service>`: the name of a service's
+/// Service and Ingress, the same from one deploy to the next. The hash makes
+/// it one project's in a namespace every project shares (`web-a`'s `b` and
+/// `web`'s `a-b` would both be `berth-web-a-b`); the service's name, cut to fit
+/// and never ending in `-`, keeps it readable. Starting with a letter, it is
+/// also the RFC 1035 label a Service's name must be.
+pub fn traffic_name(project: &str, service: &str) -> String {
+    let hash = hex::encode(Sha256::digest(format!("{project}/{service}").as_bytes()));
+    let kept: String = service
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')
+        .take(MAX - "berth-".len() - HASH - 1)
+        .collect();
+    let kept = kept.trim_matches('-');
+    if kept.is_empty() {
+        format!("berth-{}", &hash[..HASH])
+    } else {
+        format!("berth-{kept}-{}", &hash[..HASH])
+    }
+}
+
+/// A name the API server takes as a host of an Ingress rule: a DNS-1123
+/// subdomain (lowercase labels of at most 63 characters, starting and ending
+/// with a letter or digit, 253 in all) that is not an IP address.
+pub fn is_ingress_host(host: &str) -> bool {
+    host.len() <= 253
+        && host.parse::<std::net::IpAddr>().is_err()
+        && host.split('.').all(is_dns_label)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +116,40 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 63);
         assert_eq!(a, berth_project(&format!("{}x", "a".repeat(60))));
+    }
+
+    #[test]
+    fn traffic_names_fit_and_keep_projects_apart() {
+        let s63 = "s".repeat(63);
+        for (project, service, want) in [
+            ("web", "api", "berth-api-"),
+            ("web", "api-", "berth-api-"),
+            ("web", s63.as_str(), "berth-sssss"),
+        ] {
+            let got = traffic_name(project, service);
+            assert!(got.starts_with(want), "{got}");
+            assert!(is_dns_label(&got) && got.len() <= 63, "{got}");
+        }
+        assert_eq!(traffic_name("web", &s63).len(), 63);
+        // The same string before the hash, two projects' services apart.
+        assert_ne!(traffic_name("web-a", "b"), traffic_name("web", "a-b"));
+        assert_eq!(traffic_name("web", "api"), traffic_name("web", "api"));
+    }
+
+    #[test]
+    fn ingress_hosts() {
+        let long = format!("{}.example.com", "a".repeat(64));
+        for (host, ok) in [
+            ("api.web.localhost", true),
+            ("shop.example.com", true),
+            ("localhost", true),
+            ("web-.proj.localhost", false),
+            ("1.2.3.4", false),
+            (long.as_str(), false),
+            ("a..b", false),
+        ] {
+            assert_eq!(is_ingress_host(host), ok, "{host}");
+        }
     }
 
     #[test]

@@ -6,13 +6,17 @@
 //! are at private addresses, so they are out.
 //!
 //! NetworkPolicies only ever allow: once one selects a pod, what none of them
-//! allows is refused. An operator who wants more (an ingress controller in, a
-//! database out) adds a policy of their own or an allowed CIDR; this one is
-//! never in the way of theirs.
+//! allows is refused. An operator who wants more (a database out) adds a policy
+//! of their own or an allowed CIDR; this one is never in the way of theirs.
+//! Because they only add, a pod of a `network: none` service must not be
+//! selected by this policy at all (its egress rules would let it out): it
+//! selects the project's pods whose `berth.dev/network` is not `none`, and
+//! those are walled in by their deployment's own policy ([`crate::traffic`]),
+//! which lets nothing out.
 
 use serde_json::{json, Value};
 
-use crate::{Namespaces, MANAGED_BY, PROJECT_LABEL};
+use crate::{Namespaces, MANAGED_BY, NETWORK_LABEL, PROJECT_LABEL};
 
 /// Everything but the public internet, by IPv4 range: RFC 1918, the
 /// carrier-grade NAT range (some clusters' pod networks) and link-local (the
@@ -77,6 +81,11 @@ pub(crate) fn policy(
             .collect();
         egress.push(json!({ "to": to }));
     }
+    // `NotIn` also selects pods without the label (those of deployments made
+    // before berth labelled the network).
+    let mut selected = own.clone();
+    selected["matchExpressions"] =
+        json!([{"key": NETWORK_LABEL, "operator": "NotIn", "values": ["none"]}]);
     json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": {
@@ -85,7 +94,7 @@ pub(crate) fn policy(
             "labels": {MANAGED_BY.0: MANAGED_BY.1, PROJECT_LABEL: project},
         },
         "spec": {
-            "podSelector": own,
+            "podSelector": selected,
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [{"from": [{"podSelector": own}]}],
             "egress": egress,
@@ -123,7 +132,11 @@ mod tests {
             &allow,
         );
         let own = json!({"matchLabels": {"berth.dev/project": "web"}});
-        assert_eq!(p["spec"]["podSelector"], own);
+        assert_eq!(
+            p["spec"]["podSelector"],
+            json!({"matchLabels": {"berth.dev/project": "web"},
+                   "matchExpressions": [{"key": "berth.dev/network", "operator": "NotIn", "values": ["none"]}]})
+        );
         assert_eq!(
             p["spec"]["ingress"],
             json!([{"from": [{"podSelector": own}]}])

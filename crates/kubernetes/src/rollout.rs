@@ -170,14 +170,29 @@ impl Rollout {
         }
         Verdict::Waiting(match self.pods.first() {
             None => "waiting for the pod to be scheduled".into(),
-            Some(p) => format!(
-                "pod {} is {}",
-                p.metadata.name.as_deref().unwrap_or("?"),
-                p.status
+            Some(p) => {
+                let name = p.metadata.name.as_deref().unwrap_or("?");
+                let phase = p
+                    .status
                     .as_ref()
                     .and_then(|s| s.phase.clone())
-                    .unwrap_or_else(|| "Pending".into())
-            ),
+                    .unwrap_or_else(|| "Pending".into());
+                let started = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+                    });
+                if phase == "Running" && started && !ready(p) {
+                    // Ready means answering: its readiness probe has not passed
+                    // (the kubelet's "Unhealthy" events say why).
+                    format!("pod {name} is running; waiting for it to answer its readiness probe")
+                } else {
+                    format!("pod {name} is {phase}")
+                }
+            }
         })
     }
 
@@ -222,9 +237,45 @@ impl Rollout {
     }
 }
 
+/// The pod's `Ready` condition is true.
+fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_running_pod_that_does_not_answer_is_waited_for() {
+        let deployment: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "berth-d1", "generation": 2},
+            "status": {"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1, "unavailableReplicas": 1}
+        }))
+        .unwrap();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "berth-d1-x"},
+            "status": {"phase": "Running",
+                       "conditions": [{"type": "Ready", "status": "False"}],
+                       "containerStatuses": [{"name": "app", "image": "i", "imageID": "i", "ready": false,
+                                              "restartCount": 0, "state": {"running": {}}}]}
+        }))
+        .unwrap();
+        let r = Rollout {
+            deployment: Some(deployment),
+            pods: vec![pod],
+            events: vec![],
+        };
+        assert_eq!(
+            r.verdict(),
+            Verdict::Waiting(
+                "pod berth-d1-x is running; waiting for it to answer its readiness probe".into()
+            )
+        );
+    }
 
     #[test]
     fn pull_failures_as_containerd_and_cri_o_word_them() {

@@ -281,6 +281,10 @@ pub struct FileRuntime {
     pub user_namespaces: Option<bool>,
     /// CIDRs a project's pods may reach besides the public internet.
     pub egress_allow: Option<StringOrList>,
+    /// The services' Ingresses' class (default: the cluster's default class).
+    pub ingress_class: Option<String>,
+    /// The ingress controller's namespace (default: `ingress-nginx`).
+    pub ingress_namespace: Option<String>,
 }
 
 /// `[credentials]`: the background checks of stored credentials.
@@ -423,6 +427,8 @@ pub struct Overrides {
     pub kubernetes_user_namespaces: Option<bool>,
     /// Comma-separated CIDRs.
     pub kubernetes_egress_allow: Option<String>,
+    pub kubernetes_ingress_class: Option<String>,
+    pub kubernetes_ingress_namespace: Option<String>,
     pub ingress_listen: Option<String>,
     pub ingress_tls_listen: Option<String>,
     pub ingress_tls_certs: Option<PathBuf>,
@@ -802,7 +808,30 @@ fn kubernetes_settings(
                 .or(file.egress_allow.as_ref().map(StringOrList::joined))
                 .unwrap_or_default(),
         )?,
+        ingress_class: nonempty(
+            o.kubernetes_ingress_class
+                .as_deref()
+                .or(file.ingress_class.as_deref()),
+        ),
+        ingress_namespace: ingress_namespace(o, file)?,
     })
+}
+
+/// `--kubernetes-ingress-namespace`: a namespace name (a DNS-1123 label), which
+/// the NetworkPolicies select by its `kubernetes.io/metadata.name` label.
+fn ingress_namespace(o: &Overrides, file: &FileRuntime) -> Result<String, ConfigError> {
+    let ns = nonempty(
+        o.kubernetes_ingress_namespace
+            .as_deref()
+            .or(file.ingress_namespace.as_deref()),
+    )
+    .unwrap_or_else(|| berth_kubernetes::DEFAULT_INGRESS_NAMESPACE.to_owned());
+    if berth_kubernetes::dns_label(&ns) != ns {
+        return Err(ConfigError::Kubernetes(format!(
+            "--kubernetes-ingress-namespace: {ns:?} is not a namespace name (lowercase letters, digits and '-', at most 63)"
+        )));
+    }
+    Ok(ns)
 }
 
 fn cidrs(list: &str) -> Result<Vec<berth_kubernetes::IpNet>, ConfigError> {
@@ -916,6 +945,57 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("--kubernetes-egress-allow"), "{e}");
+    }
+
+    #[test]
+    fn kubernetes_ingress_class_and_namespace() {
+        let kube = |o: Overrides, file: &str| {
+            let c = Config::resolve(
+                Overrides {
+                    data_dir: Some("/d".into()),
+                    runtime: Some("kubernetes".into()),
+                    ..o
+                },
+                toml::from_str(file).unwrap(),
+            );
+            match c.map(|c| c.runtime) {
+                Ok(RuntimeChoice::Kubernetes(s)) => Ok((s.ingress_class, s.ingress_namespace)),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(
+            kube(Overrides::default(), ""),
+            Ok((None, "ingress-nginx".into()))
+        );
+        assert_eq!(
+            kube(
+                Overrides::default(),
+                "[runtime]\ningress_class = \"nginx\"\ningress_namespace = \"traefik\""
+            ),
+            Ok((Some("nginx".into()), "traefik".into()))
+        );
+        assert_eq!(
+            kube(
+                Overrides {
+                    kubernetes_ingress_class: Some("public".into()),
+                    kubernetes_ingress_namespace: Some("kube-system".into()),
+                    ..Default::default()
+                },
+                "[runtime]\ningress_class = \"nginx\""
+            ),
+            Ok((Some("public".into()), "kube-system".into())),
+            "the flags beat the file"
+        );
+        let e = kube(
+            Overrides {
+                kubernetes_ingress_namespace: Some("Ingress_NGINX".into()),
+                ..Default::default()
+            },
+            "",
+        )
+        .unwrap_err();
+        assert!(e.contains("--kubernetes-ingress-namespace"), "{e}");
     }
 
     #[test]

@@ -9,7 +9,12 @@
 //! pod, what runc's sandbox gives: the server's memory and CPU, a user
 //! namespace (and a warning when the API server drops it), the project's
 //! NetworkPolicy; a namespace someone else made is not used, and a project's
-//! name too long for one is hashed to fit.
+//! name too long for one is hashed to fit. A service with a port gets a
+//! readiness probe, a Service and an Ingress (owned by its serving Deployments,
+//! so a terminate's delete takes them), only the ingress controller's namespace
+//! in; a redeploy keeps them, a pod that never answers never changes them, a
+//! worker's deploy deletes them; `network: none` reaches nothing, as the fake's
+//! NetworkPolicy evaluation says.
 //!
 //! `the_same_on_a_real_cluster` runs the scenario on the cluster named by
 //! `BERTH_TEST_KUBECONFIG`, where one is configured (one whose nodes can pull
@@ -23,7 +28,7 @@ use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use berth_testkit::{FakeKube, Kubelet};
+use berth_testkit::{FakeKube, Kubelet, Peer};
 
 fn on_cluster(cfg: &mut berth_server::Config, kubeconfig: std::path::PathBuf) {
     cfg.runtime = berth_server::RuntimeChoice::Kubernetes(berth_kubernetes::Settings {
@@ -384,7 +389,7 @@ async fn pods_get_the_servers_defaults_a_user_namespace_and_a_network_policy() {
     assert_eq!(
         policy["spec"],
         json!({
-            "podSelector": {},
+            "podSelector": {"matchExpressions": [{"key": "berth.dev/network", "operator": "NotIn", "values": ["none"]}]},
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [{"from": [{"podSelector": {}}]}],
             "egress": [
@@ -415,11 +420,18 @@ async fn pods_get_the_servers_defaults_a_user_namespace_and_a_network_policy() {
         log2.contains("warning: the API server dropped hostUsers: false"),
         "{log2}"
     );
-    // The second deploy found the policy as it wants it: not written again.
+    // The second deploy found the project's policy as it wants it: not
+    // written again. (The stop of the first deletes its deployment's own
+    // policy, which a worker never had: a 404.)
     let policy_writes = kube
         .requests()
         .iter()
-        .filter(|(m, p, _)| m != "GET" && p.contains("networkpolicies"))
+        .filter(|(m, p, _)| {
+            let path = p.split('?').next().unwrap_or_default();
+            m != "GET"
+                && (path.ends_with("/networkpolicies")
+                    || path.ends_with("/networkpolicies/berth-web"))
+        })
         .count();
     assert_eq!(policy_writes, 2, "a POST each, the second a 409");
     server.running.stop().await;
@@ -498,6 +510,360 @@ async fn a_namespace_is_berths_for_the_project_and_fits() {
     assert_eq!(made["metadata"]["labels"]["berth.dev/project"], long);
     assert!(kube.get("networkpolicies", &ns, &ns).is_some());
     assert_eq!(kube.names("deployments", &ns).len(), 1);
+    server.running.stop().await;
+}
+
+/// A server on `kube` with apps under `apps.example.net`, Ingresses of class
+/// `nginx`, and alice with project `web`.
+async fn serving_cluster(
+    kube: &FakeKube,
+    registry: &Registry,
+    dir: &std::path::Path,
+    deadline: Option<std::time::Duration>,
+) -> (Server, Client) {
+    let mut cfg = config(dir, Db::Sqlite, &registry.url(), None);
+    cfg.runtime = berth_server::RuntimeChoice::Kubernetes(berth_kubernetes::Settings {
+        kubeconfig: Some(kube.kubeconfig()),
+        ingress_class: Some("nginx".into()),
+        ..Default::default()
+    });
+    cfg.traffic.apps_domain = "apps.example.net".into();
+    if let Some(d) = deadline {
+        cfg.deploys.deadline = d;
+    }
+    let server = Server::start(cfg).await;
+    let alice = server.admin().new_user("alice").await;
+    let (s, v) = alice.post("/v1/projects", json!({"name": "web"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    (server, alice)
+}
+
+/// Creates service `name` of project `web` on the team registry with `settings`
+/// (port, health path, domains, network).
+async fn create_service(alice: &Client, registry: &Registry, name: &str, settings: Value) {
+    let mut body = json!({"name": name, "image": "team/app:v1", "registry": registry_body(&registry.url(), "ci", PASSWORD)});
+    for (k, v) in settings.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let (s, v) = alice.post("/v1/projects/web/services", body).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
+
+/// The one pod of deployment `id` in `berth-web`.
+fn pod_of(kube: &FakeKube, id: &str) -> Peer {
+    let pods = kube.names("pods", "berth-web");
+    let name = pods
+        .iter()
+        .find(|p| p.starts_with(&format!("berth-{id}-")))
+        .unwrap_or_else(|| panic!("no pod of {id} in {pods:?}"));
+    Peer::Pod("berth-web".into(), name.clone())
+}
+
+fn controller() -> Peer {
+    Peer::Other {
+        namespace: "ingress-nginx".into(),
+        labels: json!({"app.kubernetes.io/name": "ingress-nginx", "app.kubernetes.io/component": "controller"}),
+    }
+}
+
+fn cluster_dns() -> Peer {
+    Peer::Other {
+        namespace: "kube-system".into(),
+        labels: json!({"k8s-app": "kube-dns"}),
+    }
+}
+
+fn address(a: &str) -> Peer {
+    Peer::Address(a.parse().unwrap())
+}
+
+/// The uids of the Deployments an object names as its owners.
+fn owners(obj: &Value) -> Vec<String> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| o["uid"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_with_a_port_is_probed_routed_by_service_and_ingress_and_terminate_removes_them()
+{
+    let registry = Registry::start();
+    let kube = FakeKube::start(Kubelet::Run);
+    let dir = tempfile::tempdir().unwrap();
+    let (server, alice) = serving_cluster(&kube, &registry, dir.path(), None).await;
+    create_service(
+        &alice,
+        &registry,
+        "api",
+        json!({"port": 8080, "health_path": "/healthz", "domains": ["shop.example.com"]}),
+    )
+    .await;
+    let d = deploy(&alice, "api").await;
+    assert_eq!(d["status"], "DEPLOYED", "{d}");
+    let id = d["id"].as_str().unwrap().to_owned();
+    let name = format!("berth-{id}");
+    let dep = kube.get("deployments", "berth-web", &name).unwrap();
+    let uid = dep["metadata"]["uid"].as_str().unwrap().to_owned();
+
+    // Ready means answering: the health path, on the named port.
+    let c = &dep["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        c["ports"],
+        json!([{"name": "http", "containerPort": 8080, "protocol": "TCP"}])
+    );
+    assert_eq!(
+        c["readinessProbe"]["httpGet"],
+        json!({"path": "/healthz", "port": "http", "scheme": "HTTP"})
+    );
+    assert!(c["readinessProbe"]["tcpSocket"].is_null());
+    assert_eq!(c["lifecycle"]["preStop"]["sleep"]["seconds"], 5);
+
+    // The Service: the service's pods, port 80 to theirs, owned by the Deployment.
+    let traffic = berth_kubernetes::traffic_name("web", "api");
+    let svc = kube
+        .get("services", "berth-web", &traffic)
+        .expect("the Service");
+    assert_eq!(
+        svc["spec"]["selector"],
+        json!({"app.kubernetes.io/managed-by": "berth", "berth.dev/project": "web", "berth.dev/service": "api"})
+    );
+    assert_eq!(
+        svc["spec"]["ports"],
+        json!([{"name": "http", "protocol": "TCP", "port": 80, "targetPort": "http"}])
+    );
+    assert_eq!(svc["spec"]["type"], "ClusterIP");
+    assert_eq!(owners(&svc), [uid.as_str()]);
+    // The Ingress: the class, the service's own host and its domain, to the Service.
+    let ing = kube
+        .get("ingresses", "berth-web", &traffic)
+        .expect("the Ingress");
+    assert_eq!(ing["spec"]["ingressClassName"], "nginx");
+    let rules = ing["spec"]["rules"].as_array().unwrap();
+    let hosts: Vec<&str> = rules.iter().map(|r| r["host"].as_str().unwrap()).collect();
+    assert_eq!(hosts, ["api.web.apps.example.net", "shop.example.com"]);
+    for r in rules {
+        assert_eq!(
+            r["http"]["paths"],
+            json!([{"path": "/", "pathType": "Prefix", "backend": {"service": {"name": traffic, "port": {"number": 80}}}}])
+        );
+    }
+    assert_eq!(owners(&ing), [uid.as_str()]);
+
+    // In: the ingress controller's namespace, on the app's port only; nothing
+    // from another namespace or outside the cluster. (The project's own pods
+    // stay allowed by the project's policy, as before.)
+    let pod = pod_of(&kube, &id);
+    let mut policies = kube.names("networkpolicies", "berth-web");
+    policies.sort();
+    assert_eq!(policies, [name.clone(), "berth-web".to_owned()]);
+    assert!(kube.allows(&controller(), &pod, "TCP", 8080));
+    assert!(!kube.allows(&controller(), &pod, "TCP", 22));
+    let stranger = Peer::Other {
+        namespace: "berth-other".into(),
+        labels: json!({"app.kubernetes.io/managed-by": "berth"}),
+    };
+    assert!(!kube.allows(&stranger, &pod, "TCP", 8080));
+    assert!(!kube.allows(&address("10.0.0.9"), &pod, "TCP", 8080));
+    // Out (network: public): the cluster's DNS and public addresses.
+    assert!(kube.allows(&pod, &cluster_dns(), "UDP", 53));
+    assert!(kube.allows(&pod, &address("1.1.1.1"), "TCP", 443));
+    assert!(!kube.allows(&pod, &address("169.254.169.254"), "TCP", 80));
+
+    let log = infra_log(&alice, "api", &id).await;
+    for want in [
+        "port 8080: the pod is ready once GET /healthz answers 2xx or 3xx",
+        &format!("NetworkPolicy {name} in namespace berth-web: ingress from the ingress controller's namespace ingress-nginx"),
+        &format!("serving api.web.apps.example.net, shop.example.com through Ingress {traffic} (class nginx)"),
+    ] {
+        assert!(log.contains(want), "{want} not in:\n{log}");
+    }
+
+    // Terminate: the Deployment goes, and with it, its last owner, the
+    // Service, the Ingress and the deployment's NetworkPolicy.
+    let (s, _) = alice.delete("/v1/projects/web/services/api").await;
+    assert_eq!(s, StatusCode::OK);
+    wait_until("terminate deletes the Deployment", || {
+        kube.get("deployments", "berth-web", &name).is_none()
+    })
+    .await;
+    assert!(kube.get("services", "berth-web", &traffic).is_none());
+    assert!(kube.get("ingresses", "berth-web", &traffic).is_none());
+    assert_eq!(kube.names("networkpolicies", "berth-web"), ["berth-web"]);
+    server.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redeploy_keeps_the_route_until_ready_and_a_worker_deploy_removes_it() {
+    let registry = Registry::start();
+    let kube = FakeKube::start(Kubelet::Run);
+    let dir = tempfile::tempdir().unwrap();
+    let deadline = std::time::Duration::from_secs(10);
+    let (server, alice) = serving_cluster(&kube, &registry, dir.path(), Some(deadline)).await;
+    create_service(&alice, &registry, "api", json!({"port": 8080})).await;
+    let traffic = berth_kubernetes::traffic_name("web", "api");
+
+    // No health path: ready when the port accepts.
+    let d1 = deploy(&alice, "api").await;
+    assert_eq!(d1["status"], "DEPLOYED", "{d1}");
+    let name1 = format!("berth-{}", d1["id"].as_str().unwrap());
+    let dep1 = kube.get("deployments", "berth-web", &name1).unwrap();
+    assert_eq!(
+        dep1["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["tcpSocket"],
+        json!({"port": "http"})
+    );
+    let svc1 = kube.get("services", "berth-web", &traffic).unwrap();
+
+    // A redeploy: the same Service (its address too), now owned by the new
+    // Deployment alone once the old one is deleted.
+    let d2 = deploy(&alice, "api").await;
+    assert_eq!(d2["status"], "DEPLOYED", "{d2}");
+    let name2 = format!("berth-{}", d2["id"].as_str().unwrap());
+    wait_until("the old Deployment is deleted", || {
+        kube.get("deployments", "berth-web", &name1).is_none()
+    })
+    .await;
+    let uid2 = kube.get("deployments", "berth-web", &name2).unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let svc2 = kube.get("services", "berth-web", &traffic).unwrap();
+    assert_eq!(svc2["metadata"]["uid"], svc1["metadata"]["uid"]);
+    assert_eq!(svc2["spec"]["clusterIP"], svc1["spec"]["clusterIP"]);
+    assert_eq!(owners(&svc2), [uid2.as_str()]);
+    let ing2 = kube.get("ingresses", "berth-web", &traffic).unwrap();
+    assert_eq!(owners(&ing2), [uid2.as_str()]);
+
+    // A deploy whose app never answers its probe is never available: it fails
+    // at the deadline, and what serves is untouched.
+    kube.set_kubelet(Kubelet::Unready);
+    let d3 = deploy(&alice, "api").await;
+    assert_eq!(
+        (d3["status"].as_str(), d3["failure_code"].as_str()),
+        (Some("FAILED"), Some("timeout")),
+        "{d3}"
+    );
+    let log3 = infra_log(&alice, "api", d3["id"].as_str().unwrap()).await;
+    for want in [
+        "Readiness probe failed: dial tcp 10.42.0.17:8080: connect: connection refused",
+        "waiting for it to answer its readiness probe",
+    ] {
+        assert!(log3.contains(want), "{want} not in:\n{log3}");
+    }
+    let svc3 = kube.get("services", "berth-web", &traffic).unwrap();
+    assert_eq!(
+        owners(&svc3),
+        [uid2.as_str()],
+        "the failed deploy never owned it"
+    );
+    assert_eq!(
+        kube.get("ingresses", "berth-web", &traffic).unwrap()["metadata"]["resourceVersion"],
+        ing2["metadata"]["resourceVersion"],
+        "nor rewrote the Ingress"
+    );
+    assert!(kube.get("deployments", "berth-web", &name2).is_some());
+
+    // Without a port (the image exposes none), the service is a worker: once
+    // its deploy runs, the Service and the Ingress are deleted.
+    kube.set_kubelet(Kubelet::Run);
+    let (s, v) = alice
+        .put("/v1/projects/web/services/api", json!({"port": 0}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let d4 = deploy(&alice, "api").await;
+    assert_eq!(d4["status"], "DEPLOYED", "{d4}");
+    let id4 = d4["id"].as_str().unwrap();
+    assert!(kube.get("services", "berth-web", &traffic).is_none());
+    assert!(kube.get("ingresses", "berth-web", &traffic).is_none());
+    let c4 = &kube
+        .get("deployments", "berth-web", &format!("berth-{id4}"))
+        .unwrap()["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        c4["ports"].is_null() && c4["readinessProbe"].is_null(),
+        "{c4}"
+    );
+    let log4 = infra_log(&alice, "api", id4).await;
+    assert!(
+        log4.contains(&format!(
+            "no port (a worker): no Service or Ingress; the earlier deploy's Ingress {traffic} and Service {traffic} deleted"
+        )),
+        "{log4}"
+    );
+    server.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn network_none_lets_a_pod_reach_nothing_dns_included() {
+    let registry = Registry::start();
+    let kube = FakeKube::start(Kubelet::Run);
+    let dir = tempfile::tempdir().unwrap();
+    let (server, alice) = serving_cluster(&kube, &registry, dir.path(), None).await;
+    create_service(
+        &alice,
+        &registry,
+        "sealed",
+        json!({"port": 8080, "network": "none"}),
+    )
+    .await;
+    create_service(&alice, &registry, "batch", json!({"network": "none"})).await;
+    create_service(&alice, &registry, "api", json!({"port": 8080})).await;
+    let mut ids = Vec::new();
+    for service in ["sealed", "batch", "api"] {
+        let d = deploy(&alice, service).await;
+        assert_eq!(d["status"], "DEPLOYED", "{d}");
+        ids.push(d["id"].as_str().unwrap().to_owned());
+    }
+    let (sealed, batch, api) = (
+        pod_of(&kube, &ids[0]),
+        pod_of(&kube, &ids[1]),
+        pod_of(&kube, &ids[2]),
+    );
+    // Nothing out, the cluster's DNS and the project's other pods included.
+    for pod in [&sealed, &batch] {
+        assert!(!kube.allows(pod, &cluster_dns(), "UDP", 53));
+        assert!(!kube.allows(pod, &cluster_dns(), "TCP", 53));
+        assert!(!kube.allows(pod, &address("1.1.1.1"), "TCP", 443));
+        assert!(!kube.allows(pod, &api, "TCP", 8080));
+    }
+    // A public pod of the same project still reaches out.
+    assert!(kube.allows(&api, &cluster_dns(), "UDP", 53));
+    assert!(kube.allows(&api, &address("1.1.1.1"), "TCP", 443));
+    // In: a `none` service with a port is still served through the ingress
+    // controller (as runc's ingress reaches a `none` container); one without
+    // a port lets nothing in.
+    assert!(kube.allows(&controller(), &sealed, "TCP", 8080));
+    assert!(!kube.allows(&api, &sealed, "TCP", 8080));
+    assert!(!kube.allows(&controller(), &batch, "TCP", 8080));
+    // Why: the project's policy leaves `none` pods out, and each one's own
+    // policy allows no egress.
+    let project = kube
+        .get("networkpolicies", "berth-web", "berth-web")
+        .unwrap();
+    assert_eq!(
+        project["spec"]["podSelector"],
+        json!({"matchExpressions": [{"key": "berth.dev/network", "operator": "NotIn", "values": ["none"]}]})
+    );
+    let own = kube
+        .get("networkpolicies", "berth-web", &format!("berth-{}", ids[1]))
+        .unwrap();
+    assert_eq!(own["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(own["spec"]["egress"], json!([]));
+    let log = infra_log(&alice, "batch", &ids[1]).await;
+    assert!(
+        log.contains("leaves this pod out (network: none)")
+            && log.contains("lets it reach nothing, the cluster's DNS included"),
+        "{log}"
+    );
     server.running.stop().await;
 }
 

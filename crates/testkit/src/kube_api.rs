@@ -1,17 +1,27 @@
 //! A stateful fake Kubernetes API server on loopback, for the Kubernetes runtime's
 //! end-to-end tests: no API server can be installed on these machines. It keeps
-//! the semantics berth relies on: namespaces that must exist, `uid`s,
+//! the semantics berth relies on: namespaces that must exist (each labelled
+//! `kubernetes.io/metadata.name`, as the API server labels them), `uid`s,
 //! `resourceVersion`s and `generation`s, 409 `AlreadyExists` and 404 `NotFound`
-//! as `Status` objects, JSON merge patches, label and field selectors on lists,
-//! and the owner-reference cascade when a Deployment is deleted (its pods, and
-//! the Secrets that name it as owner). NetworkPolicies are kept and listed as
-//! given; namespaces keep their labels, and a test may make one first, as
-//! someone else would have. Set to act as an API server before 1.33
+//! as `Status` objects, 422 for what the API server's validation refuses
+//! ([`validate`]: names by kind, label values, ports, probes, Services,
+//! Ingresses, NetworkPolicies), JSON merge patches, label and field selectors
+//! on lists, and the garbage collector when a Deployment is deleted (its pods,
+//! and every object that names it as an owner: deleted when it was the last
+//! one, else the reference dropped). A Service gets its cluster IP, which an
+//! update may leave out (kept) but not change. NetworkPolicies are kept as given,
+//! and [`FakeKube::allows`] says what they let through ([`policy`]); namespaces
+//! keep their labels, and a test may make one first, as someone else would
+//! have. Set to act as an API server before 1.33
 //! ([`FakeKube::drop_host_users`]), it stores pods without `hostUsers`, as such
 //! a server drops a field it does not know. Its "kubelet" turns a scaled-up
 //! Deployment into a pod whose status is written exactly as a kubelet reports
 //! one (the shapes of real clusters' JSON), as the test's [`Kubelet`] says:
-//! running, a pull that succeeds only with the right pull Secret, a crash loop.
+//! running, a pull that succeeds only with the right pull Secret, a crash loop,
+//! running but failing its readiness probe.
+
+mod policy;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +37,8 @@ use serde_json::{json, Value};
 
 use crate::hostile::FakeServer;
 
+pub use policy::Peer;
+
 /// What the fake kubelet does with a Deployment's pod.
 #[derive(Clone, Debug)]
 pub enum Kubelet {
@@ -41,6 +53,10 @@ pub enum Kubelet {
     },
     /// The pull succeeds; the container exits 1 again and again.
     Crash,
+    /// The pull succeeds and the container runs, but its readiness probe
+    /// never passes (the app does not answer): never ready, so never
+    /// available.
+    Unready,
 }
 
 #[derive(Default)]
@@ -182,6 +198,14 @@ impl FakeKube {
     pub fn requests(&self) -> Vec<(String, String, String)> {
         self.shared.world.lock().unwrap().requests.clone()
     }
+
+    /// Whether the NetworkPolicies stored now let `from` open a connection to
+    /// `to` on `protocol` (`TCP`, `UDP`) `port`, as a network plugin that
+    /// enforces them would.
+    pub fn allows(&self, from: &Peer, to: &Peer, protocol: &str, port: u16) -> bool {
+        let w = self.shared.world.lock().unwrap();
+        policy::allows(&w.objects, from, to, protocol, port)
+    }
 }
 
 async fn record(
@@ -225,41 +249,6 @@ fn not_found(resource: &str, name: &str) -> Response {
     )
 }
 
-/// The API server's validation of what berth makes from people's names: a
-/// namespace's name is a DNS-1123 label, and label values are at most 63
-/// characters that start and end with a letter or digit (422, worded as the
-/// API server words it).
-fn invalid(kind: &str, obj: &Value, dns_label_name: bool) -> Option<String> {
-    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    if dns_label_name {
-        if name.len() > 63 {
-            return Some(format!("{kind} \"{name}\" is invalid: metadata.name: Invalid value: \"{name}\": must be no more than 63 characters"));
-        }
-        let ok = alnum(name.chars().next())
-            && alnum(name.chars().last())
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if !ok {
-            return Some(format!("{kind} \"{name}\" is invalid: metadata.name: Invalid value: \"{name}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"));
-        }
-    }
-    for (k, v) in obj["metadata"]["labels"].as_object().into_iter().flatten() {
-        let v = v.as_str().unwrap_or_default();
-        let ok = v.is_empty()
-            || (v.len() <= 63
-                && alnum(v.chars().next())
-                && alnum(v.chars().last())
-                && v.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
-        if !ok {
-            return Some(format!("{kind} \"{name}\" is invalid: metadata.labels: Invalid value: \"{v}\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (label {k})"));
-        }
-    }
-    None
-}
-
 fn kind_of(resource: &str) -> (&'static str, &'static str) {
     match resource {
         "deployments" => ("apps/v1", "Deployment"),
@@ -267,6 +256,8 @@ fn kind_of(resource: &str) -> (&'static str, &'static str) {
         "pods" => ("v1", "Pod"),
         "events" => ("v1", "Event"),
         "networkpolicies" => ("networking.k8s.io/v1", "NetworkPolicy"),
+        "services" => ("v1", "Service"),
+        "ingresses" => ("networking.k8s.io/v1", "Ingress"),
         _ => ("v1", "Namespace"),
     }
 }
@@ -318,9 +309,11 @@ async fn create_cluster(State(s): State<Arc<Shared>>, Json(mut obj): Json<Value>
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    if let Some(why) = invalid("Namespace", &obj, true) {
+    if let Some(why) = validate::invalid("namespaces", "Namespace", &obj) {
         return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", why);
     }
+    // The API server's own label on every namespace.
+    obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
     let mut w = s.world.lock().unwrap();
     let key = ("namespaces".to_owned(), String::new(), name.clone());
     if w.objects.contains_key(&key) {
@@ -466,10 +459,10 @@ async fn create(
         .unwrap_or_default()
         .to_owned();
     if s.forbidden.load(std::sync::atomic::Ordering::SeqCst) {
-        let group = if resource == "deployments" {
-            ".apps"
-        } else {
-            ""
+        let group = match resource.as_str() {
+            "deployments" => ".apps",
+            "networkpolicies" | "ingresses" => ".networking.k8s.io",
+            _ => "",
         };
         let api_group = group.trim_start_matches('.');
         return status(
@@ -478,7 +471,7 @@ async fn create(
             format!("{resource}{group} is forbidden: User \"system:serviceaccount:berth:berth\" cannot create resource \"{resource}\" in API group \"{api_group}\" in the namespace \"{ns}\""),
         );
     }
-    if let Some(why) = invalid(kind_of(&resource).1, &obj, false) {
+    if let Some(why) = validate::invalid(&resource, kind_of(&resource).1, &obj) {
         return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", why);
     }
     let created = {
@@ -499,6 +492,9 @@ async fn create(
             obj["metadata"]["generation"] = json!(1);
             obj["status"] = json!({});
             unknown_fields(&s, &mut obj);
+        }
+        if resource == "services" {
+            service_defaults(&mut obj, w.version);
         }
         w.objects.insert(key, obj.clone());
         obj
@@ -545,14 +541,69 @@ async fn replace(
             );
         }
     }
+    if let Some(why) = validate::invalid(&resource, kind_of(&resource).1, &obj) {
+        return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", why);
+    }
     obj["metadata"]["uid"] = old["metadata"]["uid"].clone();
     obj["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
     if resource == "deployments" {
         unknown_fields(&s, &mut obj);
     }
+    if resource == "services" {
+        // An update may leave the address out (the API server keeps it), not
+        // change it.
+        let old_ip = old["spec"]["clusterIP"].clone();
+        match obj["spec"]["clusterIP"].as_str() {
+            None | Some("") => {
+                obj["spec"]["clusterIP"] = old_ip;
+                obj["spec"]["clusterIPs"] = old["spec"]["clusterIPs"].clone();
+            }
+            Some(ip) if json!(ip) != old_ip => {
+                return status(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    format!("Service \"{name}\" is invalid: spec.clusterIPs[0]: Invalid value: []string{{\"{ip}\"}}: may not change once set"),
+                );
+            }
+            Some(_) => {}
+        }
+        service_defaults(&mut obj, 0);
+    }
     w.stamp(&mut obj, &ns);
     w.objects.insert(key, obj.clone());
     Json(obj).into_response()
+}
+
+/// What the API server fills in on a Service: a cluster IP (from `n`, when it
+/// has none), the port's protocol and target port, the defaults of its spec.
+fn service_defaults(svc: &mut Value, n: u64) {
+    let spec = &mut svc["spec"];
+    if spec["type"].is_null() {
+        spec["type"] = json!("ClusterIP");
+    }
+    if spec["clusterIP"].as_str().unwrap_or_default().is_empty() {
+        let ip = format!("10.96.{}.{}", (n >> 8) & 0xff, (n & 0xff).max(1));
+        spec["clusterIP"] = json!(ip);
+        spec["clusterIPs"] = json!([ip]);
+    }
+    for p in spec["ports"].as_array_mut().into_iter().flatten() {
+        if p["protocol"].is_null() {
+            p["protocol"] = json!("TCP");
+        }
+        if p["targetPort"].is_null() {
+            p["targetPort"] = p["port"].clone();
+        }
+    }
+    for (k, v) in [
+        ("sessionAffinity", json!("None")),
+        ("ipFamilies", json!(["IPv4"])),
+        ("ipFamilyPolicy", json!("SingleStack")),
+        ("internalTrafficPolicy", json!("Cluster")),
+    ] {
+        if spec[k].is_null() {
+            spec[k] = v;
+        }
+    }
 }
 
 /// What an API server that does not know a field does with it: drops it.
@@ -602,6 +653,9 @@ async fn patch(
         };
         let spec_before = obj["spec"].clone();
         merge(&mut obj, &p);
+        if let Some(why) = validate::invalid(&resource, kind_of(&resource).1, &obj) {
+            return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", why);
+        }
         if resource == "deployments" {
             unknown_fields(&s, &mut obj);
         }
@@ -626,29 +680,51 @@ async fn delete(
         return not_found(&resource, &name);
     };
     if resource == "deployments" {
-        // The garbage collector: what the Deployment owns (its pods through the
-        // ReplicaSet, Secrets that name it) goes with it.
+        // The garbage collector: the Deployment's pods (through its
+        // ReplicaSet) go with it; of the objects that name it as an owner,
+        // those it was the last owner of are deleted, the others lose the
+        // reference (the collector's "solid owners" rule).
         let uid = gone["metadata"]["uid"].clone();
         let selector = gone["spec"]["selector"]["matchLabels"].clone();
-        let owned: Vec<_> = w
+        let pods: Vec<_> = w
             .objects
             .iter()
             .filter(|((r, n, _), v)| {
                 *n == ns
-                    && ((r == "secrets"
-                        && v["metadata"]["ownerReferences"]
-                            .as_array()
-                            .is_some_and(|o| o.iter().any(|o| o["uid"] == uid)))
-                        || (r == "pods"
-                            && selector.as_object().is_some_and(|sel| {
-                                sel.iter()
-                                    .all(|(k, val)| v["metadata"]["labels"][k] == *val)
-                            })))
+                    && r == "pods"
+                    && selector.as_object().is_some_and(|sel| {
+                        sel.iter()
+                            .all(|(k, val)| v["metadata"]["labels"][k] == *val)
+                    })
             })
             .map(|(k, _)| k.clone())
             .collect();
-        for k in owned {
+        for k in pods {
             w.remove(&k);
+        }
+        let dependents: Vec<_> = w
+            .objects
+            .iter()
+            .filter(|((_, n, _), v)| {
+                *n == ns
+                    && v["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|o| o.iter().any(|o| o["uid"] == uid))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in dependents {
+            let mut dependent = w.objects[&k].clone();
+            let owners = dependent["metadata"]["ownerReferences"]
+                .as_array_mut()
+                .expect("filtered on it");
+            owners.retain(|o| o["uid"] != uid);
+            if owners.is_empty() {
+                w.remove(&k);
+            } else {
+                w.stamp(&mut dependent, &ns);
+                w.objects.insert(k, dependent);
+            }
         }
     }
     Json(
@@ -716,6 +792,24 @@ fn kubelet(s: &Shared, ns: &str) {
             .to_owned();
         let (ready, container_state, last_state, events) = match &behaviour {
             Kubelet::Run => running(&image),
+            Kubelet::Unready => {
+                let (_, state, last, mut events) = running(&image);
+                let probe = &template["spec"]["containers"][0]["readinessProbe"];
+                let port = template["spec"]["containers"][0]["ports"][0]["containerPort"]
+                    .as_u64()
+                    .unwrap_or(80);
+                let why = if probe["httpGet"].is_object() {
+                    "HTTP probe failed with statuscode: 503".to_owned()
+                } else {
+                    format!("dial tcp 10.42.0.17:{port}: connect: connection refused")
+                };
+                events.push((
+                    "Warning",
+                    "Unhealthy",
+                    format!("Readiness probe failed: {why}"),
+                ));
+                (false, state, last, events)
+            }
             Kubelet::PullWith {
                 registry,
                 username,
@@ -750,13 +844,15 @@ fn kubelet(s: &Shared, ns: &str) {
                 ],
             ),
         };
+        // Running, ready or not (a readiness probe that fails).
+        let started = ready || matches!(behaviour, Kubelet::Unready);
         let pod = json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": pod_name, "namespace": ns, "labels": template["metadata"]["labels"],
                          "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{name}-7d9f8b6c5d"), "controller": true}]},
             "spec": template["spec"],
             "status": {
-                "phase": if ready { "Running" } else { "Pending" },
+                "phase": if started { "Running" } else { "Pending" },
                 "conditions": [
                     {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-11-30T00:00:00Z"},
                     {"type": "Initialized", "status": "True", "lastTransitionTime": "2026-11-30T00:00:00Z"},
@@ -765,9 +861,9 @@ fn kubelet(s: &Shared, ns: &str) {
                 ],
                 "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "startTime": "2026-11-30T00:00:00Z",
                 "containerStatuses": [{
-                    "name": "app", "image": image, "imageID": if ready { image.clone() } else { String::new() },
+                    "name": "app", "image": image, "imageID": if started { image.clone() } else { String::new() },
                     "ready": ready, "restartCount": if last_state.as_object().is_some_and(|o| !o.is_empty()) { 3 } else { 0 },
-                    "started": ready,
+                    "started": started,
                     "state": container_state, "lastState": last_state,
                 }],
                 "qosClass": "Burstable",

@@ -19,7 +19,7 @@ mod token_server;
 
 pub use fixtures::TeamRegistry;
 pub use image::{layout_blob, push_index, TestImage};
-pub use kube_api::{FakeKube, Kubelet};
+pub use kube_api::{FakeKube, Kubelet, Peer};
 pub use moto::Moto;
 pub use postgres::Postgres;
 pub use registry::LocalRegistry;

@@ -118,6 +118,14 @@ pub struct Args {
     /// (kubernetes runtime; comma-separated) [default: none]
     #[arg(long, env = "BERTH_KUBERNETES_EGRESS_ALLOW")]
     kubernetes_egress_allow: Option<String>,
+    /// The ingressClassName of the services' Ingresses (kubernetes runtime)
+    /// [default: none, the cluster's default class]
+    #[arg(long, env = "BERTH_KUBERNETES_INGRESS_CLASS")]
+    kubernetes_ingress_class: Option<String>,
+    /// The ingress controller's namespace, the only one let in to serving pods
+    /// (kubernetes runtime) [default: ingress-nginx]
+    #[arg(long, env = "BERTH_KUBERNETES_INGRESS_NAMESPACE")]
+    kubernetes_ingress_namespace: Option<String>,
     /// Where the ingress serves the apps over HTTP ("off": no ingress)
     /// [default: 127.0.0.1:8441]
     #[arg(long, env = "BERTH_INGRESS_LISTEN")]
@@ -193,6 +201,8 @@ impl Args {
                 kubernetes_namespace: self.kubernetes_namespace.clone(),
                 kubernetes_user_namespaces: self.kubernetes_user_namespaces,
                 kubernetes_egress_allow: self.kubernetes_egress_allow.clone(),
+                kubernetes_ingress_class: self.kubernetes_ingress_class.clone(),
+                kubernetes_ingress_namespace: self.kubernetes_ingress_namespace.clone(),
                 ingress_listen: self.ingress_listen.clone(),
                 ingress_tls_listen: self.ingress_tls_listen.clone(),
                 ingress_tls_certs: self.ingress_tls_certs.clone(),

@@ -3,7 +3,9 @@
 //! bad credential or a missing tag fails in seconds with the registry's own
 //! answer), then the cluster is given a Deployment pinned by that digest and the
 //! pull Secret it owns, and the rollout is followed into the infrastructure log
-//! until its pod is available or the kubelet reports why not. Where a
+//! until its pod is available (for a service with a port: answering its
+//! readiness probe) or the kubelet reports why not; then the service's
+//! Service and Ingress route its host names to it (`publish`). Where a
 //! deployment's objects are is kept next to its log (`kubernetes.json`), so that
 //! a stop, a reconcile and the next server process find them.
 
@@ -12,9 +14,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_kubernetes::{KubeError, Placed, PullCredentials, UserNamespace, Verdict, Workload};
+use berth_kubernetes::{
+    KubeError, Network, Placed, PullCredentials, Routing, Serve, UserNamespace, Verdict, Workload,
+};
 use berth_registry::{Code, Credentials, Target};
-use berth_store::{Deployment, DeploymentId, RestartPolicy, Service, ServiceStatus};
+use berth_store::{Deployment, DeploymentId, NetworkMode, RestartPolicy, Service, ServiceStatus};
 use berth_types::Digest;
 
 use super::failure::Failure;
@@ -153,7 +157,38 @@ fn isolation_lines(
         let list: Vec<String> = allowed.iter().map(|c| c.to_string()).collect();
         format!(", and to {} (--kubernetes-egress-allow)", list.join(", "))
     };
-    vec![
+    let project_policy = berth_kubernetes::berth_project(workload.project);
+    let mut traffic = Vec::new();
+    if let Some(serve) = &workload.serve {
+        traffic.push(match &serve.health_path {
+            Some(path) => format!(
+                "port {}: the pod is ready once GET {path} answers 2xx or 3xx (its readiness probe); until then it gets no traffic",
+                serve.port
+            ),
+            None => format!(
+                "port {}: the pod is ready once the port accepts a connection (its readiness probe); until then it gets no traffic",
+                serve.port
+            ),
+        });
+        traffic.push(format!(
+            "NetworkPolicy {} in namespace {}: ingress from the ingress controller's namespace {} (--kubernetes-ingress-namespace), on port {} only",
+            placed.name,
+            placed.namespace,
+            cluster.settings().ingress_namespace,
+            serve.port
+        ));
+    }
+    let project_line = match workload.network {
+        Network::Public => format!(
+            "NetworkPolicy {project_policy} in namespace {}: ingress only from the project's pods; egress to them, to the cluster's DNS and to public addresses only{allowed}",
+            placed.namespace
+        ),
+        Network::None => format!(
+            "NetworkPolicy {project_policy} in namespace {} leaves this pod out (network: none); NetworkPolicy {} lets it reach nothing, the cluster's DNS included",
+            placed.namespace, placed.name
+        ),
+    };
+    let mut lines = vec![
         format!(
             "resources (requests and limits): {} MiB of memory ({}), {}m CPU ({})",
             r.memory_mb,
@@ -162,12 +197,46 @@ fn isolation_lines(
             whose(workload.cpu_millis.is_some()),
         ),
         format!("processes: the node's limit (the kubelet's podPidsLimit); Kubernetes has no per-pod one, so {pids}"),
-        format!(
-            "NetworkPolicy {} in namespace {}: ingress only from the project's pods; egress to them, to the cluster's DNS and to public addresses only{allowed}",
-            berth_kubernetes::berth_project(workload.project),
-            placed.namespace
-        ),
-    ]
+        project_line,
+    ];
+    lines.extend(traffic);
+    lines
+}
+
+/// What the deployment's log says of what `publish` did.
+fn routing_lines(cluster: &berth_kubernetes::Kubernetes, routing: &Routing) -> Vec<String> {
+    match routing {
+        Routing::Routed {
+            name,
+            hosts,
+            left_out,
+        } => {
+            let class = match &cluster.settings().ingress_class {
+                Some(c) => format!("class {c}"),
+                None => "the cluster's default class".to_owned(),
+            };
+            let mut lines: Vec<String> = left_out
+                .iter()
+                .map(|h| format!("warning: {h} is not a host name an Ingress can have (a DNS name of labels that start and end with a letter or digit): not routed"))
+                .collect();
+            lines.push(if hosts.is_empty() {
+                format!("Service {name} selects the service's ready pods; no host name to route, so no Ingress")
+            } else {
+                format!(
+                    "serving {} through Ingress {name} ({class}) and Service {name} (port 80 to the ready pods)",
+                    hosts.join(", ")
+                )
+            });
+            lines
+        }
+        Routing::Unrouted { deleted } if deleted.is_empty() => {
+            vec!["no port (a worker): no Service or Ingress".to_owned()]
+        }
+        Routing::Unrouted { deleted } => vec![format!(
+            "no port (a worker): no Service or Ingress; the earlier deploy's {} deleted",
+            deleted.join(" and ")
+        )],
+    }
 }
 
 fn failure(cause: berth_kubernetes::Cause, message: String) -> Failure {
@@ -188,6 +257,8 @@ pub(super) struct Resolved<'a> {
     pub digest: &'a Digest,
     pub creds: Option<Credentials>,
     pub user: String,
+    /// The image config's single exposed TCP port.
+    pub exposed_port: Option<u16>,
 }
 
 pub(super) async fn run(
@@ -202,6 +273,7 @@ pub(super) async fn run(
         digest: resolved,
         creds,
         user: image_user,
+        exposed_port,
     } = image;
     let Some(cluster) = &w.deployer.cluster else {
         return Err(Failure::runtime("no Kubernetes cluster is configured"));
@@ -246,13 +318,36 @@ pub(super) async fn run(
             .resources
             .cpu_millis
             .and_then(|c| u64::try_from(c).ok()),
+        // As on runc: the service's port, else the image's single exposed one.
+        serve: service.traffic.port.or(exposed_port).map(|port| Serve {
+            port,
+            health_path: service.traffic.health_path.clone(),
+            hosts: w.deployer.serving.host_names(service, &project),
+        }),
+        network: match service.traffic.network {
+            NetworkMode::Public => Network::Public,
+            NetworkMode::None => Network::None,
+        },
     };
     let placed = place(w, d, service, cluster, &workload, log)
         .await
         .map_err(|f| f.at(resolved))?;
     follow_rollout(w, d, cluster, &placed, log)
         .await
-        .map_err(|f| f.at(resolved))
+        .map_err(|f| f.at(resolved))?;
+    // Available: routed to now (a failed deploy never changes what serves).
+    match cluster.publish(&workload, &placed).await {
+        Ok(routing) => {
+            for line in routing_lines(cluster, &routing) {
+                log::append(log, &line);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            w.deployer.stop_on_cluster(&d.id).await;
+            Err(Failure::runtime(format!("routing to the deployment: {e}")).at(resolved))
+        }
+    }
 }
 
 /// Records the placement (a crash from here on leaves something the next

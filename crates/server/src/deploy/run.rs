@@ -96,20 +96,22 @@ pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest
     if w.deployer.cluster.is_some() {
         // The cluster pulls the layers: berth resolved the digest with the stored
         // credentials (a bad one or a missing tag already failed, in seconds) and
-        // reads the config for the user the image runs as.
-        let user = image_user(w, d, &service, &mut opened)
-            .await
-            .map_err(|e| match &e {
-                PullError::Registry(r) => explain(r),
-                PullError::Rejected(_) => Failure::image_rejected(e.to_string()),
-                _ => Failure::runtime(e.to_string()),
-            })?;
+        // reads the config for the user the image runs as and its exposed port.
+        let (user, exposed_port) =
+            user_and_port(w, d, &service, &mut opened)
+                .await
+                .map_err(|e| match &e {
+                    PullError::Registry(r) => explain(r),
+                    PullError::Rejected(_) => Failure::image_rejected(e.to_string()),
+                    _ => Failure::runtime(e.to_string()),
+                })?;
         drop(opened);
         let image = super::kubernetes::Resolved {
             target: &target,
             digest: &resolved,
             creds: pull_creds,
             user,
+            exposed_port,
         };
         super::kubernetes::run(w, d, &service, image, log).await?;
         return Ok(resolved);
@@ -235,14 +237,14 @@ async fn pull(
     .await
 }
 
-/// The user the image runs as (its config's `User`), from the host platform's
-/// config alone, fetched through the shared cache.
-async fn image_user(
+/// The user the image runs as (its config's `User`) and its single exposed TCP
+/// port, from the host platform's config alone, fetched through the shared cache.
+async fn user_and_port(
     w: &Worker,
     d: &Deployment,
     service: &Service,
     opened: &mut Opened<'_>,
-) -> Result<String, PullError> {
+) -> Result<(String, Option<u16>), PullError> {
     let platform = opened.platform_manifest().await?;
     let (progress, access, terms) = pull_setup(w, d, service);
     let config = pull::config(
@@ -254,11 +256,12 @@ async fn image_user(
         &progress,
     )
     .await?;
-    Ok(config
+    let user = config
         .config()
         .as_ref()
         .and_then(|c| c.user().clone())
-        .unwrap_or_default())
+        .unwrap_or_default();
+    Ok((user, berth_runtime::network::exposed_port(&config)))
 }
 
 fn log_pull(log: &Path, pulled: &Pulled) {
