@@ -14,9 +14,13 @@
 //! server's peak RSS during the first deploy (VmHWM, reset before it). Prints
 //! figures; asserts nothing about time.
 //!
+//! And the cached redeploy of a service with a port (`port`): busybox's httpd
+//! listening at once, default flags, twenty redeploys from POST to `DEPLOYED`
+//! (median, max, and the median one's log lines as ms after its POST).
+//!
 //! Run: `cargo bench -p berth-server --bench deploy` (needs docker-registry, skopeo,
-//! runc, busybox-static and containerd from Debian's packages). `BERTH_BENCH_ONLY`
-//! picks images by name (`gzip`, `tar`, `files`).
+//! runc, pasta, busybox-static and containerd from Debian's packages).
+//! `BERTH_BENCH_ONLY` picks cases by name (`port`, `gzip`, `tar`, `files`).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -245,6 +249,32 @@ fn rss() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// A server on loopback with its data under `dir`, allowed to reach `reg` only.
+fn server_config(
+    reg: &LocalRegistry,
+    dir: &Path,
+    deploys: berth_server::DeployLimits,
+) -> berth_server::Config {
+    berth_server::Config {
+        data_dir: dir.to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: format!("sqlite://{}?mode=rwc", dir.join("berth.db").display()),
+        master_key: None,
+        registry: berth_registry::NetworkPolicy::from_lists("127.0.0.1/32", &reg.authority())
+            .unwrap(),
+        vault: Default::default(),
+        advertise_url: None,
+        sandbox: Default::default(),
+        deploys,
+        checks: Default::default(),
+        runtime: Default::default(),
+        traffic: berth_server::TrafficConfig {
+            ingress_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        },
+    }
+}
+
 struct BerthRun {
     first: Duration,
     cached: Duration,
@@ -254,28 +284,16 @@ struct BerthRun {
 
 async fn berth_deploy(reg: &LocalRegistry, dir: &Path, repo: &str) -> BerthRun {
     let url = reg.authority();
-    let config = berth_server::Config {
-        data_dir: dir.to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: format!("sqlite://{}?mode=rwc", dir.join("berth.db").display()),
-        master_key: None,
-        registry: berth_registry::NetworkPolicy::from_lists("127.0.0.1/32", &url).unwrap(),
-        vault: Default::default(),
-        advertise_url: None,
-        sandbox: Default::default(),
-        // DEPLOYED as soon as the container runs: the start window (500 ms by
-        // default, `--start-window-ms`) is a wait the operator chooses, not work.
-        deploys: berth_server::DeployLimits {
+    // DEPLOYED as soon as the container runs: the start window (500 ms by
+    // default, `--start-window-ms`) is a wait the operator chooses, not work.
+    let config = server_config(
+        reg,
+        dir,
+        berth_server::DeployLimits {
             start_window: Duration::ZERO,
             ..Default::default()
         },
-        checks: Default::default(),
-        runtime: Default::default(),
-        traffic: berth_server::TrafficConfig {
-            ingress_listen: Some("127.0.0.1:0".parse().unwrap()),
-            ..Default::default()
-        },
-    };
+    );
     let running = berth_server::start(config).await.unwrap();
     let base = format!("http://{}", running.addr);
     let token = std::fs::read_to_string(dir.join("admin-token"))
@@ -527,6 +545,188 @@ fn ctr_pull(reg: &LocalRegistry, dir: &Path, repo: &str) -> Option<Duration> {
     })
 }
 
+/// How many cached redeploys of the service with a port are timed.
+const PORT_REDEPLOYS: usize = 20;
+
+/// What the service with a port runs: busybox's httpd, listening on 8080 as soon
+/// as the shell starts it (a few ms).
+const WEB_SCRIPT: &str =
+    "mkdir -p /www; echo ok > /www/index.html; exec busybox httpd -f -p 8080 -h /www";
+
+/// One timed redeploy: POST to `DEPLOYED` as the client saw it, and the
+/// deployment's log lines, each with its stamp as ms after the POST.
+struct Redeploy {
+    took: Duration,
+    steps: Vec<(i64, String)>,
+}
+
+/// A redeploy's steps, each from the log line starting with its first text to
+/// the one starting with its second ("": the POST, then `DEPLOYED` as the client
+/// saw it).
+const STEPS: [(&str, &str, &str); 5] = [
+    (
+        "POST to claimed (the worker's queue poll)",
+        "",
+        "deployment ",
+    ),
+    (
+        "claimed to root filesystem ready (registry, cache)",
+        "deployment ",
+        "root filesystem ready",
+    ),
+    (
+        "container start (namespace, runc)",
+        "root filesystem ready",
+        "waiting for port",
+    ),
+    ("ready probe", "waiting for port", "ready: "),
+    ("ready to DEPLOYED seen by the client", "ready: ", ""),
+];
+
+impl Redeploy {
+    /// Milliseconds from the line starting with `from` to the one starting with `to`.
+    fn step(&self, from: &str, to: &str) -> i64 {
+        let at = |start: &str| {
+            self.steps
+                .iter()
+                .find(|(_, text)| !start.is_empty() && text.starts_with(start))
+                .map(|(ms, _)| *ms)
+        };
+        let end = at(to).unwrap_or(self.took.as_millis() as i64);
+        end - at(from).unwrap_or(0)
+    }
+}
+
+/// The cached redeploy of a service with a port, with the server's default
+/// flags (the ready probe, not the start window, decides when it is
+/// `DEPLOYED`): a first deploy warms the cache, then [`PORT_REDEPLOYS`] are timed
+/// from the POST until the deployment reads `DEPLOYED`, each one replacing (and
+/// draining) the one before.
+async fn port_redeploys(reg: &LocalRegistry, dir: &Path) -> Vec<Redeploy> {
+    berth_testkit::fixtures::busybox(WEB_SCRIPT).push(reg, "bench/web:v1");
+    let running = berth_server::start(server_config(reg, dir, Default::default()))
+        .await
+        .unwrap();
+    let base = format!("http://{}", running.addr);
+    let token = std::fs::read_to_string(dir.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let send = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        http.request(method, format!("{base}{path}"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    send(
+        reqwest::Method::POST,
+        "/v1/projects",
+        json!({"name": "bench"}),
+    )
+    .await
+    .unwrap();
+    let r = send(
+        reqwest::Method::POST,
+        "/v1/projects/bench/services",
+        json!({"name": "web", "image": "bench/web:v1",
+               "registry": {"registry_url": reg.authority(), "username": reg.admin.0, "password": reg.admin.1}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let r = send(
+        reqwest::Method::PUT,
+        "/v1/projects/bench/services/web",
+        json!({"port": 8080}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let mut runs = Vec::new();
+    // The first deploy pulls and unpacks; the rest find everything cached.
+    for i in 0..=PORT_REDEPLOYS {
+        // At a moment of no relation to the server's last deploy, as a person's or
+        // a CI job's POST: the worker polls its queue, and a POST sent right after
+        // the last DEPLOYED would always meet that poll at the same point.
+        tokio::time::sleep(Duration::from_millis(300 + rand::random::<u64>() % 500)).await;
+        let posted = chrono::Utc::now();
+        let t = Instant::now();
+        let d: serde_json::Value = send(
+            reqwest::Method::POST,
+            "/v1/projects/bench/services/web/deployments",
+            json!({}),
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        let path = format!(
+            "{base}/v1/projects/bench/services/web/deployments/{}",
+            d["id"].as_str().unwrap()
+        );
+        loop {
+            let v: serde_json::Value = http
+                .get(&path)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            match v["status"].as_str() {
+                Some("DEPLOYED") => break,
+                Some("FAILED") => panic!("deploy failed: {v}"),
+                _ => tokio::time::sleep(Duration::from_millis(2)).await,
+            }
+        }
+        let took = t.elapsed();
+        let log = http
+            .get(format!("{path}/logs"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let steps = log
+            .lines()
+            .filter_map(|l| {
+                let at = berth_runtime::log::stamped_at(l.as_bytes())?;
+                let text = l.split_once("] ").map_or(l, |(_, t)| t);
+                Some(((at - posted).num_milliseconds(), text.to_owned()))
+            })
+            .collect();
+        if i > 0 {
+            println!("  cached redeploy {i}: {:.3} s", took.as_secs_f64());
+            runs.push(Redeploy { took, steps });
+        }
+    }
+    // The app answers through the ingress.
+    let ingress = running.ingress.expect("the ingress listens");
+    let body = http
+        .get(format!("http://{ingress}/"))
+        .header("host", "web.bench.localhost")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body.trim(), "ok");
+    let _ = send(
+        reqwest::Method::DELETE,
+        "/v1/projects/bench/services/web",
+        json!({}),
+    )
+    .await;
+    running.stop().await;
+    runs
+}
+
 fn main() {
     let only = std::env::var("BERTH_BENCH_ONLY").unwrap_or_default();
     let reg = LocalRegistry::htpasswd(&[("bench", "bench-pass-1")]);
@@ -535,6 +735,35 @@ fn main() {
     )
     .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
+    if only.is_empty() || only.split(',').any(|o| o == "port") {
+        let dir = work.path().join("berth-port");
+        let mut runs = rt.block_on(port_redeploys(&reg, &dir));
+        let _ = Command::new("rm").arg("-rf").arg(&dir).status();
+        runs.sort_by_key(|r| r.took);
+        let median = &runs[runs.len() / 2];
+        println!();
+        println!(
+            "cached redeploy of a service with a port (busybox httpd on 8080), default flags, POST to DEPLOYED, {} runs: median {:.3} s, max {:.3} s",
+            runs.len(),
+            median.took.as_secs_f64(),
+            runs.last().unwrap().took.as_secs_f64()
+        );
+        println!("each step over the {} runs, ms (median, max):", runs.len());
+        for (name, from, to) in STEPS {
+            let mut v: Vec<i64> = runs.iter().map(|r| r.step(from, to)).collect();
+            v.sort();
+            println!("  {name:<52} {:>5} {:>5}", v[v.len() / 2], v[v.len() - 1]);
+        }
+        println!("the median run's log, ms after the POST:");
+        for (ms, text) in &median.steps {
+            println!("  {ms:>5}  {text}");
+        }
+        println!(
+            "  {:>5}  (DEPLOYED seen by the client)",
+            median.took.as_millis()
+        );
+        println!();
+    }
     let mut rows = Vec::new();
     for spec in specs() {
         if !only.is_empty() && !only.split(',').any(|o| o == spec.name) {
@@ -577,6 +806,9 @@ fn main() {
         rows.push((spec.title, floor_t, write_t, run, ctr));
     }
 
+    if rows.is_empty() {
+        return;
+    }
     println!();
     println!(
         "berth with --start-window-ms 0 (the default 500 ms start window adds to each deploy); * median of 3 redeploys"

@@ -189,14 +189,14 @@ impl Proxy {
         upload: Arc<Upload>,
     ) -> Request<crate::UpstreamBody> {
         let (mut parts, body) = req.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        // The pool is the backend's own: the authority only keys it.
-        parts.uri = Uri::try_from(format!("http://backend{path}"))
-            .unwrap_or_else(|_| Uri::from_static("http://backend/"));
+        // Origin-form (an HTTP/2 request's URI has its scheme and authority).
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            parts.uri = parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .map_or_else(|| Uri::from_static("/"), Uri::from);
+        }
         parts.version = Version::HTTP_11;
         headers::strip_hop_by_hop(&mut parts.headers);
         if let Some(upgrade) = upgrade {

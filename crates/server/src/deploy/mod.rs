@@ -108,6 +108,9 @@ pub struct Deployer {
     crashes: Mutex<HashMap<DeploymentId, reconcile::Crashes>>,
     /// Containers waiting out their backoff before the restart policy starts them.
     restarting: Mutex<HashSet<DeploymentId>>,
+    /// Wakes this replica's worker when a deployment is queued here, before its
+    /// next poll of the queue.
+    queued: tokio::sync::Notify,
     /// The relay of `public` containers' DNS queries, running as long as this.
     _dns: Option<DnsForwarder>,
     /// What the ingress routes each app's names to.
@@ -187,9 +190,17 @@ impl Deployer {
             limits,
             crashes: Mutex::new(HashMap::new()),
             restarting: Mutex::new(HashSet::new()),
+            queued: tokio::sync::Notify::new(),
             _dns: dns,
             serving: ingress::Serving::new(apps_domain),
         })
+    }
+
+    /// A deployment was just queued on this replica: its worker claims it now
+    /// rather than at its next poll (other replicas' workers find it when they
+    /// poll).
+    pub fn queued(&self) {
+        self.queued.notify_one();
     }
 
     /// Where deployments keep their files (logs, bundles).

@@ -76,7 +76,13 @@ impl Worker {
                         last_repair = Instant::now();
                         self.repair().await;
                     }
-                    tokio::time::sleep(Duration::from_millis(250)).await
+                    // Until the next poll, or a deployment queued here (a permit
+                    // kept by `Notify` if it came while this was claiming).
+                    let _ = tokio::time::timeout(
+                        Duration::from_millis(250),
+                        self.deployer.queued.notified(),
+                    )
+                    .await;
                 }
                 Err(e) => {
                     drop(slot);

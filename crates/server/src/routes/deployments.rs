@@ -50,7 +50,7 @@ pub async fn queue(
     if let (Some(all), Some(more)) = (meta.as_object_mut(), metadata.as_object()) {
         all.extend(more.clone());
     }
-    state
+    let d = state
         .store
         .create_deployment(
             service,
@@ -63,7 +63,9 @@ pub async fn queue(
             ),
         )
         .await
-        .map_err(ApiError::terminated_or)
+        .map_err(ApiError::terminated_or)?;
+    state.deployer.queued();
+    Ok(d)
 }
 
 /// The service's deployments, newest first.
