@@ -157,7 +157,7 @@ impl Proxy {
         backend: &Backend,
         up: Request<crate::UpstreamBody>,
         upload: &Upload,
-    ) -> Option<Result<Response<Incoming>, hyper_util::client::legacy::Error>> {
+    ) -> Option<Result<Response<crate::backend::PooledBody>, crate::backend::UpstreamError>> {
         let timeout = self.limits.response_timeout;
         let request = backend.client.request(up);
         tokio::pin!(request);
