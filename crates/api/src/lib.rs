@@ -16,9 +16,10 @@ pub use error::{ErrorBody, ErrorCode, UnknownCode};
 pub use requests::{
     AddMember, CreateProject, CreateService, CreateToken, CreateUser, CredentialsRequest,
     NetworkName, PreflightRequest, PutRegistry, RegistryInput, ResourcesInput, UpdateService,
+    VolumeInput,
 };
 pub use views::{
     AuditEventView, BlobState, BlobView, CreatedUser, CredentialsAnswer, DeploymentView, ExitView,
     HealthView, KindName, MemberView, ProjectView, PullView, RegistrySaved, RegistryView,
-    ResourcesView, RestartPolicyName, Revoked, ServiceView, TokenView,
+    ResourcesView, RestartPolicyName, Revoked, SecretView, ServiceView, TokenView,
 };

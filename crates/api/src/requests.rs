@@ -4,6 +4,8 @@
 //! Secrets are `SecretString`s: redacted in `Debug`, exposed only when the CLI
 //! sends the body ([`expose`]).
 
+use std::collections::BTreeMap;
+
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
@@ -188,6 +190,63 @@ pub struct CreateService {
     pub domains: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkName>,
+    /// Plain environment variables, merged over the image's `Env`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Write-only variables: sealed at rest, never returned.
+    #[schema(value_type = BTreeMap<String, String>)]
+    #[serde(
+        default,
+        serialize_with = "expose_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub secrets: BTreeMap<String, SecretString>,
+    /// Names among `secrets` given as the file `/run/secrets/NAME` (tmpfs, 0400)
+    /// rather than as a variable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_files: Vec<String>,
+    /// Replaces the image's Entrypoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's Cmd.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeInput>,
+    /// Only replicas declaring this region (`--region`) run it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+/// A service's one persistent volume.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeInput {
+    /// Where it is mounted in the container (absolute; not `/`, `/proc`, `/sys`,
+    /// `/dev`, `/run/secrets`).
+    pub path: String,
+    /// Its size; writes past it fail with ENOSPC.
+    pub size_mb: u64,
+}
+
+fn expose_map<S: Serializer>(
+    secrets: &BTreeMap<String, SecretString>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(secrets.iter().map(|(k, v)| (k, v.expose_secret())))
+}
+
+fn expose_changes<S: Serializer>(
+    secrets: &Option<BTreeMap<String, Option<SecretString>>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match secrets {
+        None => s.serialize_none(),
+        Some(m) => s.collect_map(
+            m.iter()
+                .map(|(k, v)| (k, v.as_ref().map(|v| v.expose_secret()))),
+        ),
+    }
 }
 
 /// What a container may reach: `public` (the default: the public internet, under
@@ -224,6 +283,32 @@ pub struct UpdateService {
     pub domains: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkName>,
+    /// Variables set (a value) or removed (`null`); others keep theirs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, Option<String>>>,
+    /// Secrets set (a value) or removed (`null`); others keep theirs.
+    #[schema(value_type = Option<BTreeMap<String, Option<String>>>)]
+    #[serde(
+        default,
+        serialize_with = "expose_changes",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub secrets: Option<BTreeMap<String, Option<SecretString>>>,
+    /// Names among the secrets set here given as files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_files: Vec<String>,
+    /// `[]` goes back to the image's Entrypoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// `[]` goes back to the image's Cmd.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// A volume of a new size (grown, never shrunk) or path; the data stays.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeInput>,
+    /// `""` removes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     #[serde(default)]
     pub redeploy: bool,
 }

@@ -134,6 +134,25 @@ pub struct ServiceView {
     pub network: crate::NetworkName,
     /// Where the app answers: its name under the apps domain, then its domains.
     pub urls: Vec<String>,
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Its secrets' names and when each was set; never a value.
+    pub secrets: Vec<SecretView>,
+    pub command: Option<Vec<String>>,
+    pub args: Option<Vec<String>>,
+    pub volume: Option<crate::VolumeInput>,
+    pub region: Option<String>,
+}
+
+/// A secret of a service as read back: no value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SecretView {
+    pub name: String,
+    /// `env` (a variable) or `file` (`/run/secrets/NAME`).
+    #[serde(rename = "as")]
+    pub given_as: String,
+    #[serde(with = "crate::time")]
+    #[schema(value_type = String)]
+    pub updated_at: DateTime<Utc>,
 }
 
 /// A deployment; one read alone also carries `progress` while its image is pulled
@@ -163,6 +182,10 @@ pub struct DeploymentView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub pull: Option<PullView>,
+    /// Why a pending one waits, when it waits for something it may never get
+    /// (its service names a region no replica serves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]

@@ -145,6 +145,9 @@ pub struct Settings {
     /// The namespace of the ingress controller's pods, the only ones a serving
     /// pod lets in (selected by its `kubernetes.io/metadata.name` label).
     pub ingress_namespace: String,
+    /// The storage class of services' volumes (PersistentVolumeClaims); `None`:
+    /// the cluster's default class.
+    pub storage_class: Option<String>,
 }
 
 /// A container's memory and CPU (requests and limits alike).
@@ -189,6 +192,7 @@ impl Default for Settings {
             egress_allow: Vec::new(),
             ingress_class: None,
             ingress_namespace: DEFAULT_INGRESS_NAMESPACE.to_owned(),
+            storage_class: None,
         }
     }
 }

@@ -65,7 +65,7 @@ impl fmt::Debug for RunSettings {
 
 /// Whether `name` is a POSIX name (`[A-Za-z_][A-Za-z0-9_]*`): what a shell can
 /// name as a variable, and a file name with nothing to resolve.
-fn is_posix_name(name: &str) -> bool {
+pub fn is_posix_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()

@@ -272,6 +272,7 @@ fn server_config(
             ingress_listen: Some("127.0.0.1:0".parse().unwrap()),
             ..Default::default()
         },
+        region: None,
     }
 }
 

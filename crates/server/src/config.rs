@@ -36,6 +36,9 @@ pub struct Config {
     pub runtime: RuntimeChoice,
     /// How apps are reached (the ingress) and what they reach (egress).
     pub traffic: TrafficConfig,
+    /// The region this replica serves (`--region`): it runs the services naming
+    /// it and those naming none.
+    pub region: Option<String>,
 }
 
 /// The ingress and the containers' egress.
@@ -239,6 +242,7 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     pub master_key: Option<String>,
     pub advertise_url: Option<String>,
+    pub region: Option<String>,
     #[serde(default)]
     pub registry: FileRegistry,
     #[serde(default)]
@@ -285,6 +289,8 @@ pub struct FileRuntime {
     pub ingress_class: Option<String>,
     /// The ingress controller's namespace (default: `ingress-nginx`).
     pub ingress_namespace: Option<String>,
+    /// The storage class of services' volumes (default: the cluster's default).
+    pub storage_class: Option<String>,
 }
 
 /// `[credentials]`: the background checks of stored credentials.
@@ -384,6 +390,8 @@ pub enum ConfigError {
         "give the master key one way: BERTH_MASTER_KEY or a KMS key (BERTH_KMS_KEY_ID), not both"
     )]
     TwoKeySources,
+    #[error("--region: {0}")]
+    Region(String),
     #[error("advertise URL {0:?} is not http://HOST:PORT or https://HOST:PORT")]
     AdvertiseUrl(String),
     #[error("container limits: {0}")]
@@ -429,6 +437,8 @@ pub struct Overrides {
     pub kubernetes_egress_allow: Option<String>,
     pub kubernetes_ingress_class: Option<String>,
     pub kubernetes_ingress_namespace: Option<String>,
+    pub kubernetes_storage_class: Option<String>,
+    pub region: Option<String>,
     pub ingress_listen: Option<String>,
     pub ingress_tls_listen: Option<String>,
     pub ingress_tls_certs: Option<PathBuf>,
@@ -477,6 +487,10 @@ impl Config {
         let checks = credential_checks(&o, &file.credentials);
         let runtime = runtime_choice(&o, &file.runtime, &deploys, &sandbox)?;
         let traffic = traffic(&o, &file)?;
+        let region = match nonempty(o.region.as_deref().or(file.region.as_deref())) {
+            Some(r) => region(&r).map_err(ConfigError::Region)?,
+            None => None,
+        };
         Ok(Config {
             data_dir,
             listen,
@@ -490,7 +504,25 @@ impl Config {
             checks,
             runtime,
             traffic,
+            region,
         })
+    }
+}
+
+/// A region's name: a slug (`[a-z0-9][a-z0-9-]{0,62}`); `""` is none.
+pub fn region(r: &str) -> Result<Option<String>, String> {
+    if r.is_empty() {
+        return Ok(None);
+    }
+    let ok = r.len() <= 63
+        && r.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && r.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    match ok {
+        true => Ok(Some(r.to_owned())),
+        false => Err(format!(
+            "the region {r:?} is not a name such as eu-west-1 (lowercase letters, digits, -)"
+        )),
     }
 }
 
@@ -814,6 +846,11 @@ fn kubernetes_settings(
                 .or(file.ingress_class.as_deref()),
         ),
         ingress_namespace: ingress_namespace(o, file)?,
+        storage_class: nonempty(
+            o.kubernetes_storage_class
+                .as_deref()
+                .or(file.storage_class.as_deref()),
+        ),
     })
 }
 

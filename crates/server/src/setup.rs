@@ -250,6 +250,7 @@ pub async fn start(config: Config) -> Result<Running, SetupError> {
         registry: parts.state.registry.clone(),
         deployer: parts.state.deployer.clone(),
         limits: config.deploys,
+        region: config.region.clone(),
     };
     let worker = tokio::spawn(worker.run());
     let checker = crate::checks::Checker {
@@ -419,12 +420,31 @@ pub async fn rotate_master_key(config: &Config) -> Result<(u32, usize), SetupErr
             if sealed.key_version() == Some(version) {
                 continue;
             }
-            let plain = keys.unseal(row.project_id.as_str(), row.service_id.as_str(), &sealed)?;
-            let fresh = keys.seal(row.project_id.as_str(), row.service_id.as_str(), &plain)?;
-            if store
-                .reseal_credential(&row.service_id, &row.sealed_password, &fresh.0)
-                .await?
-            {
+            // A service secret is bound to its service and its name.
+            let bound = match &row.secret_name {
+                Some(name) => crate::vault::secret_binding(&row.service_id, name),
+                None => row.service_id.clone(),
+            };
+            let plain = keys.unseal(row.project_id.as_str(), bound.as_str(), &sealed)?;
+            let fresh = keys.seal(row.project_id.as_str(), bound.as_str(), &plain)?;
+            let swapped = match &row.secret_name {
+                Some(name) => {
+                    store
+                        .reseal_service_secret(
+                            &row.service_id,
+                            name,
+                            &row.sealed_password,
+                            &fresh.0,
+                        )
+                        .await?
+                }
+                None => {
+                    store
+                        .reseal_credential(&row.service_id, &row.sealed_password, &fresh.0)
+                        .await?
+                }
+            };
+            if swapped {
                 resealed += 1;
             }
         }

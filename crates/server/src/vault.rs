@@ -46,6 +46,12 @@ pub trait Vault: Send + Sync {
     async fn discard(&self, secret: &StoredSecret);
 }
 
+/// What a service secret is sealed for: its service and its name, so that a
+/// sealed value moved to another name or service does not open.
+pub fn secret_binding(service: &ServiceId, name: &str) -> ServiceId {
+    ServiceId::from(format!("{}/secret/{name}", service.as_str()))
+}
+
 pub struct SealedVault {
     keys: Keyring,
     kms: Option<KmsKeys>,

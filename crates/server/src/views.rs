@@ -66,6 +66,23 @@ pub fn service(s: &Service, urls: Vec<String>) -> ServiceView {
             berth_store::NetworkMode::None => berth_api::NetworkName::None,
         },
         urls,
+        env: s.settings.env.clone(),
+        secrets: s
+            .secrets
+            .iter()
+            .map(|n| berth_api::SecretView {
+                name: n.name.clone(),
+                given_as: if n.as_file { "file" } else { "env" }.into(),
+                updated_at: n.updated_at,
+            })
+            .collect(),
+        command: s.settings.command.clone(),
+        args: s.settings.args.clone(),
+        volume: s.settings.volume.as_ref().map(|v| berth_api::VolumeInput {
+            path: v.path.clone(),
+            size_mb: v.size_mb,
+        }),
+        region: s.settings.region.clone(),
     }
 }
 
@@ -83,6 +100,7 @@ pub fn deployment(d: &Deployment) -> DeploymentView {
         updated_at: d.updated_at,
         progress: None,
         pull: None,
+        message: None,
     }
 }
 

@@ -85,6 +85,7 @@ pub trait Services: Send + Sync {
     async fn create_service(
         &self,
         service: NewService,
+        secrets: Vec<ServiceSecret>,
         credential: Option<NewCredential>,
         audit: NewAudit,
     ) -> Result<Service>;
@@ -99,15 +100,17 @@ pub trait Services: Send + Sync {
         credential: NewCredential,
         audit: NewAudit,
     ) -> Result<()>;
-    /// Replaces how a live service is reached (port, health path, domains,
-    /// network); `Conflict` when another service holds one of the domains, and
-    /// then nothing changed.
-    async fn update_traffic(
+    /// Replaces the settings of a live service (how it is reached, what runs, its
+    /// secrets), with one audit event per kind of change; `Conflict` when another
+    /// service holds one of the domains, and then nothing changed.
+    async fn update_settings(
         &self,
         service: &Service,
-        traffic: &Traffic,
-        audit: NewAudit,
+        change: &SettingsChange,
+        audits: Vec<NewAudit>,
     ) -> Result<()>;
+    /// A service's secrets, sealed, for a deploy.
+    async fn service_secrets(&self, service: &ServiceId) -> Result<Vec<ServiceSecret>>;
     /// Deletes the credential; `false` when there was none.
     async fn delete_credential(&self, service: &Service, audit: NewAudit) -> Result<bool>;
     /// Deletes the credential and marks the service `TERMINATED` (its deployed
@@ -141,6 +144,10 @@ pub trait DeploymentQueue: Send + Sync {
     /// service in `busy.services`; one of a project in `busy.projects` only when no
     /// other project waits (fairness between tenants on a replica's workers).
     async fn claim_deployment(&self, replica_url: &str, busy: &Busy) -> Result<Option<Deployment>>;
+    /// Records that the replica at `url` (of `region`) is alive now.
+    async fn announce_replica(&self, url: &str, region: Option<&str>) -> Result<()>;
+    /// Whether a replica of `region` was alive at `seen_since` or later.
+    async fn region_served(&self, region: &str, seen_since: &Time) -> Result<bool>;
     /// Records how `d` ended. A deployed one replaces its service's earlier deployed
     /// ones, which become `REMOVED` in the same transaction (their containers are
     /// stopped by the replica that runs them). Only a `DEPLOYING` one ends: a
@@ -196,13 +203,22 @@ pub trait VaultMeta: Send + Sync {
     /// Sets a vault value if it is still `old` (`None`: if it does not exist yet);
     /// `false` when another writer got there first.
     async fn swap_vault_meta(&self, name: &str, old: Option<&[u8]>, new: &[u8]) -> Result<bool>;
-    /// Credentials sealed in the database (not those in an external secret store).
+    /// Credentials and service secrets sealed in the database (not those in an
+    /// external secret store).
     async fn sealed_credentials(&self) -> Result<Vec<SealedRow>>;
     /// Swaps a credential's sealed secret if it is still `old` (compare-and-swap, so a
     /// concurrent update wins over a rotation).
     async fn reseal_credential(
         &self,
         service_id: &ServiceId,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool>;
+    /// [`VaultMeta::reseal_credential`] for a service secret.
+    async fn reseal_service_secret(
+        &self,
+        service_id: &ServiceId,
+        name: &str,
         old: &[u8],
         new: &[u8],
     ) -> Result<bool>;

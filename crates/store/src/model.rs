@@ -219,6 +219,48 @@ pub struct Traffic {
     pub network: NetworkMode,
 }
 
+/// What a service sets over its image (secrets apart: [`ServiceSecret`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Plain variables over the image's `Env`.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Replaces the image's Entrypoint (its Cmd is then dropped unless `args`).
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's Cmd.
+    pub args: Option<Vec<String>>,
+    pub volume: Option<Volume>,
+    /// Only replicas declaring this region run it.
+    pub region: Option<String>,
+}
+
+/// A service's one persistent volume: mounted at `path`, `size_mb` at most.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Volume {
+    pub path: String,
+    pub size_mb: u64,
+}
+
+/// A write-only variable of a service, as stored: sealed, never readable here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSecret {
+    pub name: String,
+    /// Given as the file `/run/secrets/NAME` rather than an environment variable.
+    pub as_file: bool,
+    pub secret: StoredSecret,
+    pub updated_at: Time,
+}
+
+/// What a change to a service's settings writes, in one transaction.
+#[derive(Clone, Debug, Default)]
+pub struct SettingsChange {
+    pub traffic: Traffic,
+    pub settings: Settings,
+    /// Secrets set (added or replaced), already sealed.
+    pub set_secrets: Vec<ServiceSecret>,
+    /// Names of secrets removed.
+    pub remove_secrets: Vec<String>,
+}
+
 /// How a service's container last exited. Neither code nor signal: it stopped
 /// while no server watched (a machine restart).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -244,6 +286,7 @@ pub struct NewService {
     pub resources: Resources,
     pub restart_policy: RestartPolicy,
     pub traffic: Traffic,
+    pub settings: Settings,
 }
 
 /// Where a registry password is kept: one form or the other, never both.
@@ -310,6 +353,9 @@ pub struct Service {
     pub resources: Resources,
     pub restart_policy: RestartPolicy,
     pub traffic: Traffic,
+    pub settings: Settings,
+    /// Its secrets' names, how each is given and when it was set (no values).
+    pub secrets: Vec<SecretName>,
     /// Restarts of its running deployment (a new deploy counts from zero again).
     pub restarts: u32,
     pub last_exit: Option<Exit>,
@@ -341,6 +387,8 @@ pub struct AuditEvent {
 pub struct SealedRow {
     pub service_id: ServiceId,
     pub project_id: ProjectId,
+    /// `None`: the service's registry password; a name: that service secret.
+    pub secret_name: Option<String>,
     pub sealed_password: Vec<u8>,
 }
 
@@ -414,11 +462,23 @@ pub struct Deployment {
     pub replica_url: Option<String>,
 }
 
-/// What a replica's workers are deploying now (see `DeploymentQueue::claim_deployment`).
+/// What a replica's workers are deploying now, and where the replica is (see
+/// `DeploymentQueue::claim_deployment`).
 #[derive(Clone, Debug, Default)]
 pub struct Busy {
     pub services: Vec<ServiceId>,
     pub projects: Vec<ProjectId>,
+    /// The replica's region: it claims deployments of services naming no region
+    /// or this one.
+    pub region: Option<String>,
+}
+
+/// A secret as a service's read-back shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretName {
+    pub name: String,
+    pub as_file: bool,
+    pub updated_at: Time,
 }
 
 /// How a deployment ended.

@@ -108,6 +108,14 @@ fn new_service(p: &Project, name: &str) -> NewService {
         resources: Resources::default(),
         restart_policy: RestartPolicy::default(),
         traffic: Traffic::default(),
+        settings: Settings::default(),
+    }
+}
+
+fn traffic_change(t: &Traffic) -> SettingsChange {
+    SettingsChange {
+        traffic: t.clone(),
+        ..SettingsChange::default()
     }
 }
 
@@ -115,6 +123,7 @@ async fn service(store: &SqlStore, p: &Project, name: &str, c: Option<NewCredent
     store
         .create_service(
             new_service(p, name),
+            Vec::new(),
             c,
             audit("service.create", Some("web"), Some(name)),
         )
@@ -271,7 +280,11 @@ contract!(
             network: NetworkMode::None,
         };
         store
-            .update_traffic(&web, &t, audit("service.update", Some("web"), Some("web")))
+            .update_settings(
+                &web,
+                &traffic_change(&t),
+                vec![audit("service.update", Some("web"), Some("web"))],
+            )
             .await
             .unwrap();
         assert_eq!(got(&store, &p, "web").await.traffic, t);
@@ -284,10 +297,10 @@ contract!(
             ..Traffic::default()
         };
         let e = store
-            .update_traffic(
+            .update_settings(
                 &api,
-                &taken,
-                audit("service.update", Some("web"), Some("api")),
+                &traffic_change(&taken),
+                vec![audit("service.update", Some("web"), Some("api"))],
             )
             .await
             .unwrap_err();
@@ -300,14 +313,160 @@ contract!(
             .await
             .unwrap();
         store
-            .update_traffic(
+            .update_settings(
                 &api,
-                &taken,
-                audit("service.update", Some("web"), Some("api")),
+                &traffic_change(&taken),
+                vec![audit("service.update", Some("web"), Some("api"))],
             )
             .await
             .unwrap();
         assert_eq!(got(&store, &p, "api").await.traffic.domains, taken.domains);
+    }
+);
+
+contract!(
+    settings_and_secrets_read_back_and_go_with_the_service,
+    |store: SqlStore| async move {
+        let Fx { p, .. } = fixture(&store).await;
+        let web = service(&store, &p, "web", None).await;
+        assert_eq!(web.settings, Settings::default());
+        assert!(web.secrets.is_empty());
+        let settings = Settings {
+            env: [("DATABASE_URL".to_owned(), "postgres://db/app".to_owned())].into(),
+            command: Some(vec!["/bin/app".into()]),
+            args: Some(vec!["--serve".into(), "x y".into()]),
+            volume: Some(Volume {
+                path: "/data".into(),
+                size_mb: 64,
+            }),
+            region: Some("eu-west".into()),
+        };
+        let secret = |name: &str, bytes: &[u8], as_file| ServiceSecret {
+            name: name.into(),
+            as_file,
+            secret: StoredSecret::Sealed(bytes.to_vec()),
+            updated_at: now(),
+        };
+        let change = SettingsChange {
+            traffic: Traffic::default(),
+            settings: settings.clone(),
+            set_secrets: vec![
+                secret("API_KEY", b"sealed-a", false),
+                secret("TLS_KEY", b"sealed-t", true),
+            ],
+            remove_secrets: vec![],
+        };
+        store
+            .update_settings(
+                &web,
+                &change,
+                vec![audit("service.update", Some("web"), Some("web"))],
+            )
+            .await
+            .unwrap();
+        let read = got(&store, &p, "web").await;
+        assert_eq!(read.settings, settings);
+        let names: Vec<_> = read
+            .secrets
+            .iter()
+            .map(|s| (s.name.as_str(), s.as_file))
+            .collect();
+        assert_eq!(names, [("API_KEY", false), ("TLS_KEY", true)]);
+        let listed = store.list_services(&p).await.unwrap();
+        assert_eq!(
+            listed[0].secrets, read.secrets,
+            "the list reads the names too"
+        );
+        let sealed = store.service_secrets(&web.id).await.unwrap();
+        assert_eq!(sealed[0].secret, StoredSecret::Sealed(b"sealed-a".to_vec()));
+
+        // Replaced and removed in one change.
+        let change = SettingsChange {
+            settings: settings.clone(),
+            set_secrets: vec![secret("API_KEY", b"sealed-b", true)],
+            remove_secrets: vec!["TLS_KEY".into()],
+            ..SettingsChange::default()
+        };
+        store
+            .update_settings(
+                &web,
+                &change,
+                vec![audit("service.secret.set", Some("web"), Some("web"))],
+            )
+            .await
+            .unwrap();
+        let sealed = store.service_secrets(&web.id).await.unwrap();
+        assert_eq!(sealed.len(), 1);
+        assert_eq!(sealed[0].secret, StoredSecret::Sealed(b"sealed-b".to_vec()));
+        assert!(sealed[0].as_file);
+
+        store
+            .terminate_service(&web, audit("service.terminate", Some("web"), Some("web")))
+            .await
+            .unwrap();
+        assert!(store.service_secrets(&web.id).await.unwrap().is_empty());
+    }
+);
+
+contract!(
+    a_service_naming_a_region_is_claimed_only_there,
+    |store: SqlStore| async move {
+        let Fx { p, .. } = fixture(&store).await;
+        let eu = service(&store, &p, "eu", None).await;
+        let change = SettingsChange {
+            settings: Settings {
+                region: Some("eu-west".into()),
+                ..Settings::default()
+            },
+            ..SettingsChange::default()
+        };
+        store
+            .update_settings(
+                &eu,
+                &change,
+                vec![audit("service.update", Some("web"), Some("eu"))],
+            )
+            .await
+            .unwrap();
+        let eu = got(&store, &p, "eu").await;
+        store
+            .create_deployment(&eu, audit("deployment.create", Some("web"), Some("eu")))
+            .await
+            .unwrap();
+        let us = Busy {
+            region: Some("us-east".into()),
+            ..Busy::default()
+        };
+        assert!(store.claim_deployment("us", &us).await.unwrap().is_none());
+        assert!(store
+            .claim_deployment("none", &Busy::default())
+            .await
+            .unwrap()
+            .is_none());
+
+        let since = now() - chrono::Duration::seconds(1);
+        assert!(!store.region_served("eu-west", &since).await.unwrap());
+        store
+            .announce_replica("http://eu:8440", Some("eu-west"))
+            .await
+            .unwrap();
+        store
+            .announce_replica("http://eu:8440", Some("eu-west"))
+            .await
+            .unwrap();
+        assert!(store.region_served("eu-west", &since).await.unwrap());
+        assert!(!store.region_served("us-east", &since).await.unwrap());
+
+        let eu_replica = Busy {
+            region: Some("eu-west".into()),
+            ..Busy::default()
+        };
+        let d = store
+            .claim_deployment("eu", &eu_replica)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.service_id, eu.id);
     }
 );
 
@@ -321,6 +480,7 @@ contract!(
             store
                 .create_service(
                     new_service(&p, "api"),
+                    Vec::new(),
                     Some(sealed("x.io", b"sealed-x")),
                     audit("service.create", Some("web"), Some("api"))
                 )
@@ -617,6 +777,7 @@ contract!(
         let busy = Busy {
             services: vec![],
             projects: vec![p.id.clone()],
+            region: None,
         };
         let first = store.claim_deployment("x", &busy).await.unwrap().unwrap();
         assert_eq!(first.service_id, b.id);
@@ -627,6 +788,7 @@ contract!(
         let busy = Busy {
             services: vec![a2.id.clone()],
             projects: vec![],
+            region: None,
         };
         assert!(store.claim_deployment("x", &busy).await.unwrap().is_none());
         assert_eq!(
@@ -787,6 +949,7 @@ contract!(
                     restart_policy: RestartPolicy::Never,
                     ..new_service(&p, "job")
                 },
+                Vec::new(),
                 None,
                 audit("service.create", Some("web"), Some("job")),
             )
@@ -881,6 +1044,7 @@ contract!(
                     resources: limits,
                     ..new_service(&p, "api")
                 },
+                Vec::new(),
                 None,
                 audit("service.create", Some("web"), Some("api")),
             )

@@ -126,6 +126,14 @@ pub struct Args {
     /// (kubernetes runtime) [default: ingress-nginx]
     #[arg(long, env = "BERTH_KUBERNETES_INGRESS_NAMESPACE")]
     kubernetes_ingress_namespace: Option<String>,
+    /// The storage class of services' volumes (kubernetes runtime)
+    /// [default: the cluster's default class]
+    #[arg(long, env = "BERTH_KUBERNETES_STORAGE_CLASS")]
+    kubernetes_storage_class: Option<String>,
+    /// The region this replica serves: it runs the services naming this region
+    /// and those naming none [default: none, only services naming no region]
+    #[arg(long, env = "BERTH_REGION")]
+    region: Option<String>,
     /// Where the ingress serves the apps over HTTP ("off": no ingress)
     /// [default: 127.0.0.1:8441]
     #[arg(long, env = "BERTH_INGRESS_LISTEN")]
@@ -203,6 +211,8 @@ impl Args {
                 kubernetes_egress_allow: self.kubernetes_egress_allow.clone(),
                 kubernetes_ingress_class: self.kubernetes_ingress_class.clone(),
                 kubernetes_ingress_namespace: self.kubernetes_ingress_namespace.clone(),
+                kubernetes_storage_class: self.kubernetes_storage_class.clone(),
+                region: self.region.clone(),
                 ingress_listen: self.ingress_listen.clone(),
                 ingress_tls_listen: self.ingress_tls_listen.clone(),
                 ingress_tls_certs: self.ingress_tls_certs.clone(),

@@ -401,6 +401,7 @@ async fn create(api: &Api, base: &str, args: CreateArgs) -> Result<Outcome, CliE
         health_path: traffic.health_path.clone(),
         domains: traffic.domains.clone(),
         network: traffic.network(),
+        ..Default::default()
     };
     saved(api.call(Method::POST, base, Some(&body)).await?, json)
 }
@@ -424,6 +425,7 @@ async fn set_settings(api: &Api, base: &str, args: SettingsArgs) -> Result<Outco
         },
         network: traffic.network(),
         redeploy,
+        ..Default::default()
     };
     let answer: super::api::Answer<RegistrySaved> = api
         .call(Method::PUT, &format!("{base}/{name}"), Some(&body))

@@ -22,6 +22,7 @@ mod kubernetes;
 pub mod log;
 mod reconcile;
 mod run;
+mod settings;
 mod worker;
 
 use std::collections::{HashMap, HashSet};
@@ -43,7 +44,7 @@ use berth_store::{Deployment, DeploymentId, LiveDeployment, NewAudit, Store, Sto
 
 use crate::config::DeployLimits;
 
-pub use worker::stale_before;
+pub use worker::{stale_before, REGION_SEEN};
 
 /// What the worker and each deploy need, and nothing of the HTTP edge. Defined
 /// here, beside the `Deployer`, so that one deploy (`run`, `kubernetes`) takes it
@@ -55,6 +56,8 @@ pub struct Worker {
     pub registry: Arc<berth_registry::Registry>,
     pub deployer: Arc<Deployer>,
     pub limits: DeployLimits,
+    /// The region this replica serves (`--region`).
+    pub region: Option<String>,
 }
 
 /// Grace between SIGTERM and SIGKILL.
@@ -294,6 +297,16 @@ impl Deployer {
         for id in ids {
             // `notify_one` keeps the permit when the deploy is not waiting yet.
             self.cancel_signal(&id).notify_one();
+        }
+    }
+
+    /// Deletes a terminated service's volume on this machine (its data is gone).
+    /// On Kubernetes, its claim goes with the Deployment that owns it.
+    pub async fn remove_volume(&self, service: &berth_store::ServiceId) {
+        if let Some(runtime) = &self.runtime {
+            if let Err(e) = runtime.remove_volume(service.as_str()).await {
+                tracing::warn!(service = %service, error = %e, "removing the service's volume");
+            }
         }
     }
 

@@ -136,7 +136,9 @@ pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest
 
     let bundle = w.deployer.bundle(&d.id);
     root_filesystem(&pulled, &bundle, w.deployer.images.ids(), log)?;
-    start(w, d, &service, &pulled, &bundle).await?;
+    // Secrets are opened only now, just before the start, not for the pull's length.
+    let settings = super::settings::of(w, &service, log).await?;
+    start(w, d, &service, &pulled, &bundle, settings).await?;
     log::append(
         log,
         &format!(
@@ -322,6 +324,7 @@ async fn start(
     service: &Service,
     pulled: &Pulled,
     bundle: &Path,
+    settings: berth_runtime::settings::RunSettings,
 ) -> Result<(), Failure> {
     let Some(runtime) = &w.deployer.runtime else {
         return Err(Failure::runtime("no container runtime: runc was not found on PATH; install it (Debian: apt-get install runc)"));
@@ -355,7 +358,7 @@ async fn start(
             Launch {
                 limits,
                 network,
-                settings: Default::default(),
+                settings,
             },
             &logs,
         )

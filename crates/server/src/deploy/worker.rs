@@ -23,6 +23,10 @@ const RECONCILE: Duration = Duration::from_secs(2);
 /// A deploy looks this often whether its service was terminated (on any replica):
 /// then its pull stops, well within the 2 s a terminate promises.
 const TERMINATED_POLL: Duration = Duration::from_millis(500);
+/// A replica says it is alive (and which region it serves) this often...
+const ANNOUNCE: Duration = Duration::from_secs(10);
+/// ...and a region counts as served while a replica of it said so this recently.
+pub const REGION_SEEN: Duration = Duration::from_secs(30);
 
 /// The cutoff for `DeploymentQueue::repair_deployments`: now minus [`STALE`].
 pub fn stale_before() -> berth_store::Time {
@@ -36,8 +40,13 @@ impl Worker {
         let slots = Arc::new(tokio::sync::Semaphore::new(self.limits.concurrency));
         let mut last_repair = Instant::now();
         let mut last_reconcile = Instant::now();
+        let mut last_announce: Option<Instant> = None;
         self.deployer.reconcile(&self.store).await;
         loop {
+            if last_announce.is_none_or(|t| t.elapsed() >= ANNOUNCE) {
+                last_announce = Some(Instant::now());
+                self.announce().await;
+            }
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
             };
@@ -102,6 +111,20 @@ impl Worker {
         Busy {
             services: in_flight.values().map(|d| d.service_id.clone()).collect(),
             projects,
+            region: self.region.clone(),
+        }
+    }
+
+    /// Records that this replica is alive and the region it serves, so that a
+    /// deployment waiting for a region no replica serves can say so.
+    async fn announce(&self) {
+        let url = self.deployer.replica_url.get().map_or("", String::as_str);
+        if let Err(e) = self
+            .store
+            .announce_replica(url, self.region.as_deref())
+            .await
+        {
+            tracing::warn!(error = %e, "announcing this replica");
         }
     }
 

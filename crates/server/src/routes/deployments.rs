@@ -34,7 +34,7 @@ pub async fn create(
         return Err(ApiError::service_terminated());
     }
     let d = queue(&state, &caller, &m.project, &service, json!({})).await?;
-    Ok((StatusCode::ACCEPTED, Json(views::deployment(&d))))
+    Ok((StatusCode::ACCEPTED, Json(view(&state, &service, &d).await)))
 }
 
 /// Queues a deployment of `service`, audited as `deployment.create` with the image
@@ -84,7 +84,36 @@ pub async fn list(
         .await?
         .ok_or_else(|| ApiError::not_found("service"))?;
     let all = state.store.deployments_of(&service).await?;
-    Ok(Json(all.iter().map(views::deployment).collect()))
+    let mut out = Vec::with_capacity(all.len());
+    for d in &all {
+        out.push(view(&state, &service, d).await);
+    }
+    Ok(Json(out))
+}
+
+/// A deployment as answered: with why it waits when it waits for a region no
+/// replica serves.
+pub async fn view(state: &AppState, service: &Service, d: &Deployment) -> DeploymentView {
+    let mut v = views::deployment(d);
+    if d.status == berth_store::DeploymentStatus::PendingDeploy {
+        v.message = waiting_for_region(state, service).await;
+    }
+    v
+}
+
+async fn waiting_for_region(state: &AppState, service: &Service) -> Option<String> {
+    let region = service.settings.region.as_deref()?;
+    let since = berth_store::now() - crate::deploy::REGION_SEEN;
+    match state.store.region_served(region, &since).await {
+        Ok(true) => None,
+        Ok(false) => Some(format!(
+            "no replica serves region {region}: it stays pending until a server started with --region {region} runs"
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the replicas' regions");
+            None
+        }
+    }
 }
 
 async fn find(
@@ -93,18 +122,19 @@ async fn find(
     p: &str,
     s: &str,
     id: &str,
-) -> Result<Deployment, ApiError> {
+) -> Result<(Service, Deployment), ApiError> {
     let m = membership(state, caller, p).await?;
     let service = state
         .store
         .service(&m.project, s)
         .await?
         .ok_or_else(|| ApiError::not_found("service"))?;
-    state
+    let d = state
         .store
         .deployment(&service, id)
         .await?
-        .ok_or_else(|| ApiError::not_found("deployment"))
+        .ok_or_else(|| ApiError::not_found("deployment"))?;
+    Ok((service, d))
 }
 
 /// One deployment.
@@ -116,7 +146,7 @@ pub async fn show(
     Caller(caller): Caller,
     Path((p, s, id)): Path<(String, String, String)>,
 ) -> Result<Json<DeploymentView>, ApiError> {
-    let deployment = find(&state, &caller, &p, &s, &id).await?;
+    let (service, deployment) = find(&state, &caller, &p, &s, &id).await?;
     let progress = state.deployer.progress(&deployment.id);
     let pull = progress
         .is_none()
@@ -129,7 +159,7 @@ pub async fn show(
     Ok(Json(DeploymentView {
         progress,
         pull,
-        ..views::deployment(&deployment)
+        ..view(&state, &service, &deployment).await
     }))
 }
 
@@ -233,7 +263,7 @@ pub async fn logs(
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let d = find(&state, &caller, &p, &s, &id).await?;
+    let (_, d) = find(&state, &caller, &p, &s, &id).await?;
     let since = match q.since.as_deref() {
         None => None,
         Some(text) => Some(log::parse_since(text).ok_or_else(|| {

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod preflight;
 pub mod project_tokens;
 pub mod projects;
+pub mod run_settings;
 pub mod service_settings;
 pub mod services;
 pub mod users;

@@ -11,8 +11,8 @@ use berth_api::{
 };
 use berth_registry::{Credentials, PreflightReport};
 use berth_store::{
-    Membership, NewAudit, NewCredential, NewService, Resources, Service, ServiceId, ServiceStatus,
-    User,
+    Membership, NewAudit, NewCredential, NewService, Resources, Service, ServiceId, ServiceSecret,
+    ServiceStatus, SettingsChange, User,
 };
 use berth_types::{ImageRef, RegistryUrl, Slug};
 use serde_json::json;
@@ -161,6 +161,7 @@ pub async fn create(
     let name: Slug = parse_slug(&body.name)?;
     let image = parse_image(&body.image)?;
     let traffic = super::service_settings::parse_new(&body, &state.deployer.serving.apps_domain)?;
+    let run = super::run_settings::parse_new(&body)?;
     let resources = parse_resources(&body.resources.unwrap_or_default())?;
     if state
         .store
@@ -218,6 +219,26 @@ pub async fn create(
         }
     };
     let new_secret = credential.as_ref().map(|c| c.secret.clone());
+    let secret_names: Vec<&str> = run.set_secrets.iter().map(|g| g.name.as_str()).collect();
+    if !secret_names.is_empty() {
+        metadata["secrets"] = json!(secret_names);
+    }
+    let secrets = match super::run_settings::seal(
+        state.secrets.as_ref(),
+        &m.project.id,
+        &id,
+        run.set_secrets,
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(secret) = &new_secret {
+                state.secrets.discard(secret).await;
+            }
+            return Err(e);
+        }
+    };
     let created = state
         .store
         .create_service(
@@ -229,7 +250,9 @@ pub async fn create(
                 resources,
                 restart_policy: crate::views::restart_policy(body.restart_policy),
                 traffic,
+                settings: run.settings,
             },
+            secrets.clone(),
             credential,
             NewAudit {
                 actor: caller.name.clone(),
@@ -246,6 +269,7 @@ pub async fn create(
             if let Some(secret) = &new_secret {
                 state.secrets.discard(secret).await;
             }
+            super::run_settings::discard(state.secrets.as_ref(), &secrets).await;
             return Err(e.into());
         }
     };
@@ -308,7 +332,8 @@ pub async fn update(
     let service = live_service(&state, &m, &s).await?;
     let apps_domain = &state.deployer.serving.apps_domain;
     let traffic = super::service_settings::merged(&service.traffic, &body, apps_domain)?;
-    let changed: Vec<&str> = [
+    let run = super::run_settings::merged(&service, &body)?;
+    let mut changed: Vec<&str> = [
         ("port", traffic.port != service.traffic.port),
         (
             "health_path",
@@ -320,21 +345,66 @@ pub async fn update(
     .into_iter()
     .filter_map(|(name, c)| c.then_some(name))
     .collect();
-    state
-        .store
-        .update_traffic(
-            &service,
-            &traffic,
-            audit_event(
+    changed.extend(run.changed.iter().copied());
+    let mut audits = vec![audit_event(
+        &caller,
+        "service.update",
+        &m.project,
+        Some(&service.name),
+        json!({"changed": changed, "redeploy": body.redeploy}),
+    )];
+    for (action, names) in [
+        (
+            "service.secret.set",
+            run.set_secrets
+                .iter()
+                .map(|g| g.name.clone())
+                .collect::<Vec<_>>(),
+        ),
+        ("service.secret.remove", run.remove_secrets.clone()),
+    ] {
+        if !names.is_empty() {
+            audits.push(audit_event(
                 &caller,
-                "service.update",
+                action,
                 &m.project,
                 Some(&service.name),
-                json!({"changed": changed, "redeploy": body.redeploy}),
-            ),
-        )
-        .await
-        .map_err(super::service_settings::domain_taken)?;
+                json!({"names": names}),
+            ));
+        }
+    }
+    let set_secrets = super::run_settings::seal(
+        state.secrets.as_ref(),
+        &m.project.id,
+        &service.id,
+        run.set_secrets,
+    )
+    .await?;
+    // What the replaced and removed secrets leave in an external store, deleted
+    // once the change is kept.
+    let replaced: Vec<ServiceSecret> = state
+        .store
+        .service_secrets(&service.id)
+        .await?
+        .into_iter()
+        .filter(|old| {
+            run.remove_secrets.contains(&old.name)
+                || set_secrets.iter().any(|new| new.name == old.name)
+        })
+        .collect();
+    let change = SettingsChange {
+        traffic,
+        settings: run.settings,
+        set_secrets,
+        remove_secrets: run.remove_secrets,
+    };
+    if let Err(e) = state.store.update_settings(&service, &change, audits).await {
+        super::run_settings::discard(state.secrets.as_ref(), &change.set_secrets).await;
+        return Err(super::service_settings::domain_taken(e));
+    }
+    for old in &replaced {
+        state.secrets.discard(&old.secret).await;
+    }
     let service = live_service(&state, &m, &s).await?;
     let deployment = match body.redeploy {
         true => {
@@ -586,6 +656,9 @@ pub async fn terminate(
         if let Some(c) = &service.credential {
             state.secrets.destroy(&c.secret).await?;
         }
+        for s in state.store.service_secrets(&service.id).await? {
+            state.secrets.destroy(&s.secret).await?;
+        }
         state
             .store
             .terminate_service(
@@ -602,6 +675,8 @@ pub async fn terminate(
         // Its deploys in flight here stop now (other replicas see it within 0.5 s).
         state.deployer.cancel_deploys_of(&service.id);
         state.deployer.proofs.forget_project(m.project.id.as_str());
+        // Its volume's data goes with it.
+        state.deployer.remove_volume(&service.id).await;
         // Only now is its image no longer live.
         state.deployer.want_gc();
     }

@@ -79,6 +79,7 @@ pub fn config(dir: &std::path::Path, db: Db, insecure: &str, master_key: Option<
             ingress_listen: Some("127.0.0.1:0".parse().unwrap()),
             ..Default::default()
         },
+        region: None,
     }
 }
 

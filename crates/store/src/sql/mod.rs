@@ -40,6 +40,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/010_project_tokens.sql")),
     (11, include_str!("../migrations/011_token_expiry.sql")),
     (12, include_str!("../migrations/012_traffic.sql")),
+    (13, include_str!("../migrations/013_settings.sql")),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

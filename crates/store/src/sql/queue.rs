@@ -69,11 +69,43 @@ impl DeploymentQueue for SqlStore {
         // Another project's first; a busy project's only when nobody else waits.
         if !busy.projects.is_empty() {
             let excluded = busy.projects.iter().map(|p| p.as_str()).collect::<Vec<_>>();
-            if let Some(d) = self.claim(replica_url, &busy.services, &excluded).await? {
+            if let Some(d) = self
+                .claim(
+                    replica_url,
+                    busy.region.as_deref(),
+                    &busy.services,
+                    &excluded,
+                )
+                .await?
+            {
                 return Ok(Some(d));
             }
         }
-        self.claim(replica_url, &busy.services, &[]).await
+        self.claim(replica_url, busy.region.as_deref(), &busy.services, &[])
+            .await
+    }
+
+    async fn announce_replica(&self, url: &str, region: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO replicas (url, region, seen_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (url) DO UPDATE SET region = excluded.region, seen_at = excluded.seen_at",
+        )
+        .bind(url)
+        .bind(region)
+        .bind(stamp(now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn region_served(&self, region: &str, seen_since: &Time) -> Result<bool> {
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM replicas WHERE region = $1 AND seen_at >= $2")
+                .bind(region)
+                .bind(stamp(*seen_since))
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
     }
 
     async fn finish_deployment(&self, d: &Deployment, outcome: Outcome) -> Result<()> {
@@ -252,10 +284,11 @@ impl SqlStore {
     }
 
     /// Claims the oldest pending deployment of no service in `services` and no
-    /// project in `projects`.
+    /// project in `projects`, of a service naming no region or `region`.
     async fn claim(
         &self,
         replica_url: &str,
+        region: Option<&str>,
         services: &[ServiceId],
         projects: &[&str],
     ) -> Result<Option<Deployment>> {
@@ -274,7 +307,13 @@ impl SqlStore {
                 .collect();
             l.join(", ")
         };
-        let mut filter = String::new();
+        let mut filter = match region {
+            Some(_) => format!(
+                " AND service_id IN (SELECT id FROM services WHERE region IS NULL OR region = {})",
+                list(1)
+            ),
+            None => " AND service_id IN (SELECT id FROM services WHERE region IS NULL)".to_owned(),
+        };
         if !services.is_empty() {
             filter.push_str(&format!(
                 " AND service_id NOT IN ({})",
@@ -299,6 +338,9 @@ impl SqlStore {
             .bind(stamp(now()))
             .bind(replica_url)
             .bind(DeploymentStatus::PendingDeploy.as_str());
+        if let Some(r) = region {
+            q = q.bind(r);
+        }
         for s in services {
             q = q.bind(s.as_str());
         }

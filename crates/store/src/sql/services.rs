@@ -1,6 +1,8 @@
 //! [`Services`]: services and their registry credentials.
 
 use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use berth_types::ImageRef;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -12,6 +14,7 @@ use crate::{Result, Services, StoreError};
 pub(super) const SERVICE_COLUMNS: &str = "s.id, s.project_id, s.name, s.image, s.status, s.created_at, s.memory_mb, s.pids, s.cpu_millis, \
      s.restart_policy, s.restarts, s.last_exit_code, s.last_exit_signal, s.last_exit_at, \
      s.port, s.health_path, s.network, s.domains, \
+     s.env, s.command, s.args, s.volume_path, s.volume_size_mb, s.region, \
      c.registry_url, c.username, c.sealed_password, c.secret_arn, c.verified, c.updated_at AS c_updated_at, \
      c.health_status, c.health_code, c.health_checked_at, c.kind";
 
@@ -78,6 +81,8 @@ pub(super) fn service_from(row: &AnyRow) -> Result<Service> {
                 .map(str::to_owned)
                 .collect(),
         },
+        settings: settings_from(row)?,
+        secrets: Vec::new(),
         restarts: row.try_get::<i64, _>("restarts")?.clamp(0, u32::MAX.into()) as u32,
         last_exit: match time_opt(row, "last_exit_at")? {
             None => None,
@@ -91,6 +96,36 @@ pub(super) fn service_from(row: &AnyRow) -> Result<Service> {
                 at,
             }),
         },
+    })
+}
+
+/// A JSON column holding `T`.
+fn json<T: serde::de::DeserializeOwned>(row: &AnyRow, column: &'static str) -> Result<Option<T>> {
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+            column,
+            reason: e.to_string(),
+        })
+    })
+    .transpose()
+}
+
+fn settings_from(row: &AnyRow) -> Result<Settings> {
+    let path: Option<String> = row.try_get("volume_path")?;
+    let size: Option<i64> = row.try_get("volume_size_mb")?;
+    Ok(Settings {
+        env: json(row, "env")?.unwrap_or_default(),
+        command: json(row, "command")?,
+        args: json(row, "args")?,
+        volume: match (path, size) {
+            (Some(path), Some(size)) => Some(Volume {
+                path,
+                size_mb: size.max(0) as u64,
+            }),
+            _ => None,
+        },
+        region: row.try_get("region")?,
     })
 }
 
@@ -176,6 +211,121 @@ async fn claim_domains(
     Ok(())
 }
 
+async fn set_settings(
+    conn: &mut sqlx::AnyConnection,
+    service_id: &ServiceId,
+    s: &Settings,
+) -> Result<()> {
+    let to_json = |v: &Option<Vec<String>>| v.as_ref().map(|v| serde_json::json!(v).to_string());
+    sqlx::query(
+        "UPDATE services SET env = $1, command = $2, args = $3, volume_path = $4, volume_size_mb = $5, region = $6 WHERE id = $7",
+    )
+    .bind(serde_json::json!(s.env).to_string())
+    .bind(to_json(&s.command))
+    .bind(to_json(&s.args))
+    .bind(s.volume.as_ref().map(|v| v.path.clone()))
+    .bind(s.volume.as_ref().map(|v| v.size_mb as i64))
+    .bind(s.region.as_deref())
+    .bind(service_id.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Sets and removes secrets of `service_id`.
+async fn change_secrets(
+    conn: &mut sqlx::AnyConnection,
+    service_id: &ServiceId,
+    set: &[ServiceSecret],
+    remove: &[String],
+) -> Result<()> {
+    for name in remove {
+        sqlx::query("DELETE FROM service_secrets WHERE service_id = $1 AND name = $2")
+            .bind(service_id.as_str())
+            .bind(name)
+            .execute(&mut *conn)
+            .await?;
+    }
+    for secret in set {
+        let (sealed, arn) = match &secret.secret {
+            StoredSecret::Sealed(b) => (BASE64.encode(b), None),
+            StoredSecret::SecretsManager { arn } => (String::new(), Some(arn.as_str())),
+        };
+        sqlx::query("DELETE FROM service_secrets WHERE service_id = $1 AND name = $2")
+            .bind(service_id.as_str())
+            .bind(&secret.name)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(
+            "INSERT INTO service_secrets (service_id, name, as_file, sealed, secret_arn, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(service_id.as_str())
+        .bind(&secret.name)
+        .bind(i64::from(secret.as_file))
+        .bind(sealed)
+        .bind(arn)
+        .bind(stamp(secret.updated_at))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+fn secret_from(row: &AnyRow) -> Result<ServiceSecret> {
+    let arn: Option<String> = row.try_get("secret_arn")?;
+    let sealed: String = row.try_get("sealed")?;
+    Ok(ServiceSecret {
+        name: row.try_get("name")?,
+        as_file: row.try_get::<i64, _>("as_file")? != 0,
+        secret: match arn {
+            Some(arn) => StoredSecret::SecretsManager { arn },
+            None => {
+                StoredSecret::Sealed(BASE64.decode(sealed).map_err(|e| StoreError::Corrupt {
+                    column: "sealed",
+                    reason: e.to_string(),
+                })?)
+            }
+        },
+        updated_at: time(row, "updated_at")?,
+    })
+}
+
+impl SqlStore {
+    /// Fills in the secret names of `services` (one query).
+    async fn with_secret_names(&self, mut services: Vec<Service>) -> Result<Vec<Service>> {
+        if services.is_empty() {
+            return Ok(services);
+        }
+        let list: Vec<String> = (1..=services.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT service_id, name, as_file, updated_at FROM service_secrets WHERE service_id IN ({}) ORDER BY name",
+            list.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for s in &services {
+            q = q.bind(s.id.as_str());
+        }
+        for row in q.fetch_all(&self.pool).await? {
+            let service_id: String = row.try_get("service_id")?;
+            if let Some(s) = services.iter_mut().find(|s| s.id.as_str() == service_id) {
+                s.secrets.push(SecretName {
+                    name: row.try_get("name")?,
+                    as_file: row.try_get::<i64, _>("as_file")? != 0,
+                    updated_at: time(&row, "updated_at")?,
+                });
+            }
+        }
+        Ok(services)
+    }
+
+    async fn one_with_secret_names(&self, service: Option<Service>) -> Result<Option<Service>> {
+        Ok(self
+            .with_secret_names(service.into_iter().collect())
+            .await?
+            .pop())
+    }
+}
+
 async fn set_traffic(
     conn: &mut sqlx::AnyConnection,
     service_id: &ServiceId,
@@ -196,6 +346,7 @@ impl Services for SqlStore {
     async fn create_service(
         &self,
         s: NewService,
+        secrets: Vec<ServiceSecret>,
         credential: Option<NewCredential>,
         audit: NewAudit,
     ) -> Result<Service> {
@@ -219,6 +370,8 @@ impl Services for SqlStore {
         .await
         .map_err(conflict("a service with this name"))?;
         set_traffic(&mut tx, &s.id, &s.traffic).await?;
+        set_settings(&mut tx, &s.id, &s.settings).await?;
+        change_secrets(&mut tx, &s.id, &secrets, &[]).await?;
         if let Some(c) = &credential {
             upsert_credential(&mut tx, &s.id, c, at).await?;
         }
@@ -234,6 +387,15 @@ impl Services for SqlStore {
             resources: s.resources,
             restart_policy: s.restart_policy,
             traffic: s.traffic,
+            settings: s.settings,
+            secrets: secrets
+                .iter()
+                .map(|x| SecretName {
+                    name: x.name.clone(),
+                    as_file: x.as_file,
+                    updated_at: x.updated_at,
+                })
+                .collect(),
             restarts: 0,
             last_exit: None,
             credential: credential.map(|c| Credential {
@@ -260,7 +422,8 @@ impl Services for SqlStore {
         .bind(name)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(service_from).transpose()
+        let service = row.as_ref().map(service_from).transpose()?;
+        self.one_with_secret_names(service).await
     }
 
     async fn service_by_id(&self, id: &ServiceId) -> Result<Option<Service>> {
@@ -270,7 +433,8 @@ impl Services for SqlStore {
         .bind(id.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(service_from).transpose()
+        let service = row.as_ref().map(service_from).transpose()?;
+        self.one_with_secret_names(service).await
     }
 
     async fn list_services(&self, project: &Project) -> Result<Vec<Service>> {
@@ -280,7 +444,8 @@ impl Services for SqlStore {
         .bind(project.id.as_str())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(service_from).collect()
+        let services = rows.iter().map(service_from).collect::<Result<Vec<_>>>()?;
+        self.with_secret_names(services).await
     }
 
     async fn put_credential(
@@ -309,11 +474,11 @@ impl Services for SqlStore {
         Ok(())
     }
 
-    async fn update_traffic(
+    async fn update_settings(
         &self,
         service: &Service,
-        traffic: &Traffic,
-        audit: NewAudit,
+        change: &SettingsChange,
+        audits: Vec<NewAudit>,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let updated =
@@ -326,8 +491,18 @@ impl Services for SqlStore {
         if updated.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        set_traffic(&mut tx, &service.id, traffic).await?;
-        append_audit(&mut tx, Some(&service.project_id), &audit).await?;
+        set_traffic(&mut tx, &service.id, &change.traffic).await?;
+        set_settings(&mut tx, &service.id, &change.settings).await?;
+        change_secrets(
+            &mut tx,
+            &service.id,
+            &change.set_secrets,
+            &change.remove_secrets,
+        )
+        .await?;
+        for audit in &audits {
+            append_audit(&mut tx, Some(&service.project_id), audit).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -352,8 +527,12 @@ impl Services for SqlStore {
             .bind(service.id.as_str())
             .execute(&mut *tx)
             .await?;
-        // Its host names are free for another service.
+        // Its host names are free for another service; its secrets are gone.
         claim_domains(&mut tx, &service.id, &[]).await?;
+        sqlx::query("DELETE FROM service_secrets WHERE service_id = $1")
+            .bind(service.id.as_str())
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("UPDATE services SET status = $1, updated_at = $2 WHERE id = $3")
             .bind(ServiceStatus::Terminated.as_str())
             .bind(stamp(now()))
@@ -385,6 +564,16 @@ impl Services for SqlStore {
         append_audit(&mut tx, Some(&service.project_id), &audit).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn service_secrets(&self, service: &ServiceId) -> Result<Vec<ServiceSecret>> {
+        let rows = sqlx::query(
+            "SELECT name, as_file, sealed, secret_arn, updated_at FROM service_secrets WHERE service_id = $1 ORDER BY name",
+        )
+        .bind(service.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(secret_from).collect()
     }
 
     async fn record_exit(&self, service: &ServiceId, exit: &Exit, restarted: bool) -> Result<()> {

@@ -1,6 +1,8 @@
 //! [`VaultMeta`]: the key check, named vault values, and re-sealing passwords.
 
 use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use sqlx::Row;
 
 use super::{id, SqlStore};
@@ -66,15 +68,42 @@ impl VaultMeta for SqlStore {
         )
         .fetch_all(&self.pool)
         .await?;
+        let secret_rows = sqlx::query(
+            "SELECT k.service_id, s.project_id, k.name, k.sealed FROM service_secrets k JOIN services s ON s.id = k.service_id WHERE k.secret_arn IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok(SealedRow {
                     service_id: id(r, "service_id")?,
                     project_id: id(r, "project_id")?,
+                    secret_name: None,
                     sealed_password: r.try_get("sealed_password")?,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()
+            .and_then(|mut all| {
+                all.extend(self.sealed_service_secrets_sync(&secret_rows)?);
+                Ok(all)
+            })
+    }
+
+    async fn reseal_service_secret(
+        &self,
+        service_id: &ServiceId,
+        name: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool> {
+        let r = sqlx::query("UPDATE service_secrets SET sealed = $1 WHERE service_id = $2 AND name = $3 AND sealed = $4")
+            .bind(BASE64.encode(new))
+            .bind(service_id.as_str())
+            .bind(name)
+            .bind(BASE64.encode(old))
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     async fn reseal_credential(
@@ -90,5 +119,24 @@ impl VaultMeta for SqlStore {
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() == 1)
+    }
+}
+
+impl SqlStore {
+    fn sealed_service_secrets_sync(&self, rows: &[sqlx::any::AnyRow]) -> Result<Vec<SealedRow>> {
+        rows.iter()
+            .map(|r| {
+                let sealed: String = r.try_get("sealed")?;
+                Ok(SealedRow {
+                    service_id: id(r, "service_id")?,
+                    project_id: id(r, "project_id")?,
+                    secret_name: Some(r.try_get("name")?),
+                    sealed_password: BASE64.decode(sealed).map_err(|e| StoreError::Corrupt {
+                        column: "sealed",
+                        reason: e.to_string(),
+                    })?,
+                })
+            })
+            .collect()
     }
 }
