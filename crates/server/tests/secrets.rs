@@ -142,6 +142,11 @@ fn assert_not_in(files: &[std::path::PathBuf], secret: &str, what: &str) {
 
 const WRONG: &str = "Wr0ng-Guess-Passw0rd";
 
+/// A service's own secrets: given as a variable, as a file, and set again.
+const SVC_ENV: &str = "svc-Secret-Env-9f3cQ";
+const SVC_FILE: &str = "svc-Secret-File-77abZ";
+const SVC_ROTATED: &str = "svc-Secret-Rotated-e1d0W";
+
 /// The ECR token moto mints for its account, and the AWS secret it is minted with.
 const ECR_TOKEN: &str = "123456789012-auth-token";
 const AWS_SECRET: &str = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYSECRETKEY";
@@ -155,6 +160,11 @@ fn all_secret_forms() -> Vec<String> {
         .chain(secret_forms("AWS", ECR_TOKEN))
         .chain(secret_forms("AKIAIOSFODNN7EXAMPLE", AWS_SECRET))
         .chain(["not-a-real-key-Gk3y".to_owned()])
+        .chain(
+            [SVC_ENV, SVC_FILE, SVC_ROTATED]
+                .into_iter()
+                .flat_map(|v| secret_forms("", v)),
+        )
         .collect()
 }
 
@@ -270,7 +280,8 @@ async fn scenario(cfg: berth_server::Config, url: &str) -> Vec<String> {
         json!({"registry_url": url, "username": "ci", "password": wrong, "image": "team/app:v1"});
     assert_eq!(alice.post("/v1/preflight", body).await.0, StatusCode::OK);
     let (s, _) = alice
-        .post("/v1/projects/web/services", json!({"name": "runner", "image": "team/app:run", "registry": registry_body(&url, "ci", PASSWORD)}))
+        .post("/v1/projects/web/services", json!({"name": "runner", "image": "team/app:run", "registry": registry_body(&url, "ci", PASSWORD),
+            "secrets": {"API_KEY": SVC_ENV, "TLS_KEY": SVC_FILE}, "secret_files": ["TLS_KEY"]}))
         .await;
     assert_eq!(s, StatusCode::CREATED);
     let (s, d) = alice
@@ -280,6 +291,21 @@ async fn scenario(cfg: berth_server::Config, url: &str) -> Vec<String> {
     let path = format!(
         "/v1/projects/web/services/runner/deployments/{}",
         d["id"].as_str().unwrap()
+    );
+    let d = wait_for_end(&alice, &path).await;
+    assert_eq!(d["status"], "DEPLOYED", "{d}");
+    // A secret set again and one removed, redeployed with.
+    let (s, v) = alice
+        .put(
+            "/v1/projects/web/services/runner",
+            json!({"secrets": {"API_KEY": SVC_ROTATED, "TLS_KEY": null}, "redeploy": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(!v.to_string().contains(SVC_ROTATED), "{v}");
+    let path = format!(
+        "/v1/projects/web/services/runner/deployments/{}",
+        v["deployment"]["id"].as_str().unwrap()
     );
     let d = wait_for_end(&alice, &path).await;
     assert_eq!(d["status"], "DEPLOYED", "{d}");
