@@ -144,11 +144,13 @@ async fn rotation_while_serving() {
     let alice = server.admin().new_user("alice").await;
     alice.post("/v1/projects", json!({"name": "web"})).await;
     alice
-        .post("/v1/projects/web/services", json!({"name": "api", "image": "team/app:v1", "registry": registry_body(&url, "ci", PASSWORD)}))
+        .post("/v1/projects/web/services", json!({"name": "api", "image": "team/app:v1", "registry": registry_body(&url, "ci", PASSWORD),
+            "secrets": {"API_KEY": "k-one", "TLS_KEY": "k-two"}, "secret_files": ["TLS_KEY"]}))
         .await;
 
+    // The registry password and the service's two secrets.
     let (version, resealed) = berth_server::rotate_master_key(&cfg).await.unwrap();
-    assert_eq!((version, resealed), (2, 1));
+    assert_eq!((version, resealed), (2, 3));
     // The running server reads version 2 from the key file on demand.
     let (s, v) = alice
         .put(
@@ -160,10 +162,15 @@ async fn rotation_while_serving() {
     // New saves use version 2.
     use berth_store::prelude::*;
     let rows = server.running.store.sealed_credentials().await.unwrap();
-    assert_eq!(
-        berth_vault::Sealed(rows[0].sealed_password.clone()).key_version(),
-        Some(2)
-    );
+    assert_eq!(rows.len(), 3);
+    for row in &rows {
+        assert_eq!(
+            berth_vault::Sealed(row.sealed_password.clone()).key_version(),
+            Some(2),
+            "{:?}",
+            row.secret_name
+        );
+    }
     server.running.stop().await;
     // And a restart checks the key against the re-sealed check value.
     let server = Server::start(cfg).await;
