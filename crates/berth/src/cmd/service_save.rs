@@ -481,10 +481,10 @@ fn split_secrets(all: &str, names: &[SecretName]) -> Result<Vec<SecretString>, C
     };
     if values.len() != names.len() {
         return Err(CliError::Usage(format!(
-            "stdin has {} lines for {} secrets ({}): one line per secret, in the order given",
-            values.len(),
+            "{} secrets ({}) take one line each on stdin, in the order given; it has {}",
             names.len(),
-            listed()
+            listed(),
+            values.len()
         )));
     }
     names
