@@ -498,10 +498,15 @@ async fn set_settings(api: &Api, base: &str, args: SettingsArgs) -> Result<Outco
     let deployment = answer.view.deployment.clone();
     done(&answer.map(|saved| saved.service), false)?;
     match &deployment {
-        Some(d) => println!(
-            "deploying: {} (berth deploy {name} --follow to watch)",
-            d.id
-        ),
+        Some(d) => {
+            println!(
+                "deploying: {} (berth deploy {name} --follow to watch)",
+                d.id
+            );
+            if let Some(why) = &d.message {
+                eprintln!("waiting: {why}");
+            }
+        }
         None => println!("the new settings apply at the next deploy (berth deploy {name})"),
     }
     Ok(Outcome::Ok)
