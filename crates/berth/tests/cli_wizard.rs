@@ -119,6 +119,7 @@ fn the_create_wizard_asks_tests_and_never_echoes_the_password() {
     let mut w = Pty::start(&server, &alice);
     w.answer("Service name", "api\r");
     w.answer("Image", &format!("{image}\r"));
+    w.answer("Add environment variables?", "n");
     w.answer("Private registry?", "y");
     // The URL is pre-filled from the image; Enter accepts it.
     w.answer("Registry URL", "\r");
@@ -209,6 +210,7 @@ fn the_create_wizard_asks_tests_and_never_echoes_the_password() {
     let mut w = Pty::start(&server, &alice);
     w.answer("Service name", "api2\r");
     w.answer("Image", &format!("{image}\r"));
+    w.answer("Add environment variables?", "n");
     w.answer("Private registry?", "y");
     w.answer("Registry URL", "\r");
     w.answer("Username", "ci\r");
@@ -228,10 +230,24 @@ fn the_create_wizard_asks_tests_and_never_echoes_the_password() {
     let mut w = Pty::start(&server, &alice);
     w.answer("Service name", "web\r");
     w.answer("Image", "nginx:1.27\r");
+    w.answer("Add environment variables?", "y");
+    w.answer("NAME=VALUE", "GREETING=hello world\r");
+    w.answer("NAME=VALUE", "novalue\r");
+    w.answer("not NAME=VALUE", "\x15MODE=prod\r");
+    w.answer("NAME=VALUE", "\r");
     w.answer("Private registry?", "n");
     let (ok, screen) = w.finish();
     assert!(ok, "{screen}");
     assert!(screen.contains("none (anonymous pulls)"), "{screen}");
+    assert!(screen.contains("GREETING='hello world'"), "{screen}");
+    let out = berth(&server, &alice, &home)
+        .args(["service", "show", "web", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        json(&out)["env"],
+        serde_json::json!({"GREETING": "hello world", "MODE": "prod"})
+    );
 
     // Without a terminal, a missing value is a usage error naming it.
     let out = berth(&server, &alice, &home)
@@ -240,4 +256,48 @@ fn the_create_wizard_asks_tests_and_never_echoes_the_password() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--image"));
+}
+
+/// `--secret` on a terminal: a masked prompt per secret, in the order given;
+/// the values never on the screen.
+#[test]
+fn secret_values_are_asked_for_masked() {
+    const API_KEY: &str = "Pty-Api-Key-77";
+    const TLS_KEY: &str = "Pty-Tls-Key-88";
+    let work = tempfile::tempdir().unwrap();
+    let server = start_server(&work.path().join("data"), "");
+    let home = work.path().join("home");
+    let token = server.admin_token.clone();
+    let out = berth(&server, &token, &home)
+        .args(["project", "create", "web"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut w = Pty::run(
+        &server,
+        &token,
+        &[
+            "service",
+            "create",
+            "api",
+            "--image",
+            "nginx:1.27",
+            "--secret",
+            "API_KEY",
+            "--secret-file",
+            "TLS_KEY",
+        ],
+    );
+    w.answer("Value of secret API_KEY: ", &format!("{API_KEY}\r"));
+    w.answer("Value of secret TLS_KEY: ", &format!("{TLS_KEY}\r"));
+    let (ok, screen) = w.finish();
+    assert!(ok, "{screen}");
+    assert!(screen.contains("API_KEY (env, set "), "{screen}");
+    assert!(
+        screen.contains("TLS_KEY (file /run/secrets/TLS_KEY, set "),
+        "{screen}"
+    );
+    for secret in [API_KEY, TLS_KEY] {
+        assert!(!screen.contains(secret), "a secret was echoed:\n{screen}");
+    }
 }

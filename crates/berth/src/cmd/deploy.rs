@@ -173,6 +173,47 @@ async fn stream_logs(api: &Api, path: &str, skip: usize) -> Result<(), CliError>
     Ok(())
 }
 
+/// The status and the reason for waiting last shown, to show each change once.
+#[derive(Default)]
+struct Shown {
+    status: String,
+    waiting: Option<String>,
+}
+
+impl Shown {
+    /// The status (on the spinner, or a line when it changes, not with
+    /// `--json`) and why a pending deployment waits, when the server says (even
+    /// with `--json`, on stderr: waiting silently could be for ever).
+    fn show(
+        &mut self,
+        d: &DeploymentView,
+        bars: Option<&mut Bars>,
+        json: bool,
+    ) -> Result<(), CliError> {
+        let why = d.message.as_ref().filter(|_| d.status == "PENDING_DEPLOY");
+        let new_why = why.filter(|w| self.waiting.as_ref() != Some(*w));
+        match bars {
+            Some(b) => {
+                b.update(&d.status, d.progress.as_deref().unwrap_or_default());
+                if let Some(w) = new_why {
+                    b.multi.println(format!("waiting: {w}"))?;
+                }
+            }
+            None => {
+                if d.status != self.status && !json {
+                    eprintln!("==> {}", d.status);
+                }
+                if let Some(w) = new_why {
+                    eprintln!("waiting: {w}");
+                }
+            }
+        }
+        self.status.clone_from(&d.status);
+        self.waiting = why.cloned();
+        Ok(())
+    }
+}
+
 /// How a deployment is shown: `--detach`, `--follow`, `--json`.
 pub struct Watch {
     pub detach: bool,
@@ -199,6 +240,9 @@ pub async fn deploy(conn: &Connection, args: DeployArgs) -> Result<Outcome, CliE
             queued.print_json()?;
         } else {
             println!("{}", queued.view.id);
+            if let Some(why) = &queued.view.message {
+                eprintln!("waiting: {why}");
+            }
         }
         return Ok(Outcome::Ok);
     }
@@ -210,17 +254,12 @@ pub async fn deploy(conn: &Connection, args: DeployArgs) -> Result<Outcome, CliE
 pub async fn watch(api: &Api, base: &str, id: &str, args: &Watch) -> Result<Outcome, CliError> {
     let path = format!("{base}/{id}");
     let mut printed = Printed::default();
-    let mut status = String::new();
+    let mut shown = Shown::default();
     let mut bars = (!args.json && std::io::stderr().is_terminal()).then(Bars::new);
     let answer = loop {
         let answer = api.get::<DeploymentView>(&path).await?;
         let now = answer.view.status.clone();
-        match &mut bars {
-            Some(b) => b.update(&now, answer.view.progress.as_deref().unwrap_or_default()),
-            None if now != status && !args.json => eprintln!("==> {now}"),
-            None => {}
-        }
-        status.clone_from(&now);
+        shown.show(&answer.view, bars.as_mut(), args.json)?;
         if !args.json {
             print_log_since(api, &path, &mut printed, bars.as_ref()).await?;
         }

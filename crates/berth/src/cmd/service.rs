@@ -1,5 +1,6 @@
 //! `berth service create|list|show|registry set|registry test|registry remove|terminate`
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 
 use berth_api::{
@@ -11,10 +12,14 @@ use reqwest::Method;
 use secrecy::SecretString;
 
 use super::api::{Api, Connection};
-use super::service_save::{done, saved, RegistryFlags};
+use super::service_save::{
+    apply_new, done, env_given, saved, secrets_given, RegistryFlags, RunFlags,
+};
 use super::{CliError, Outcome};
 use crate::input;
 
+// Parsed once per process: the size of a variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Create a service; with registry credentials, they are tested before saving
@@ -28,6 +33,10 @@ pub enum Command {
     ///   berth service create api --image ghcr.io/acme/api:v2 --registry-url ghcr.io \
     ///       --registry-username alice --registry-password-stdin < token.txt
     ///   berth service create web --image nginx:1.27
+    ///   berth service create web --image ghcr.io/acme/web:v1 --env LOG_LEVEL=info \
+    ///       --env-file web.env --secret API_KEY --volume /data:1024 --region eu < api-key.txt
+    ///   berth service create job --image busybox:1.36 --command /bin/sh --command -c \
+    ///       --command 'echo hi; sleep 3600'
     #[command(verbatim_doc_comment)]
     Create(CreateArgs),
     /// List the project's services
@@ -52,9 +61,10 @@ pub enum Command {
     )]
     Registry(RegistryCommand),
     /// Change a service's settings (they apply at its next deploy)
-    #[command(
-        after_help = "Examples:\n  berth --project web service set api --port 8080 --health-path /healthz\n  berth --project web service set api --domain shop.example.com --redeploy\n  berth --project web service set worker --network none"
-    )]
+    ///
+    /// Variables and secrets not named keep theirs. A secret's value is never a
+    /// flag value: it is asked for (masked) on a terminal, else read from stdin.
+    #[command(after_help = SET_EXAMPLES)]
     Set(SettingsArgs),
     /// Print where a service answers (its URLs, one a line)
     #[command(
@@ -121,6 +131,8 @@ pub struct CreateArgs {
     restart_policy: String,
     #[command(flatten)]
     traffic: TrafficFlags,
+    #[command(flatten)]
+    run: RunFlags,
     #[arg(long)]
     json: bool,
 }
@@ -154,6 +166,18 @@ impl TrafficFlags {
     }
 }
 
+const SET_EXAMPLES: &str = "Examples:
+  berth --project web service set api --port 8080 --health-path /healthz
+  berth --project web service set api --domain shop.example.com --redeploy
+  berth --project web service set worker --network none
+  berth --project web service set api --env LOG_LEVEL=debug --unset-env OLD_FLAG
+  printf %s \"$KEY\" | berth --project web service set api --secret API_KEY --redeploy
+  printf '%s\\n%s\\n' \"$USER\" \"$PASS\" | berth --project web service set api --secret DB_USER --secret DB_PASS
+  berth --project web service set api --secret-file TLS_KEY < tls.key
+  berth --project web service set api --remove-secret OLD_TOKEN
+  berth --project web service set api --command /bin/sh --command -c --command 'exec app --port 8080'
+  berth --project web service set api --no-command --no-args --region ''";
+
 /// `service set`.
 #[derive(clap::Args)]
 pub struct SettingsArgs {
@@ -163,6 +187,20 @@ pub struct SettingsArgs {
     /// Remove every extra host name
     #[arg(long, conflicts_with = "domains")]
     no_domains: bool,
+    #[command(flatten)]
+    run: RunFlags,
+    /// Remove a variable (repeat for several)
+    #[arg(long, value_name = "NAME")]
+    unset_env: Vec<String>,
+    /// Remove a secret (repeat for several)
+    #[arg(long, value_name = "NAME")]
+    remove_secret: Vec<String>,
+    /// Go back to the image's Entrypoint
+    #[arg(long, conflicts_with = "command")]
+    no_command: bool,
+    /// Go back to the image's Cmd
+    #[arg(long, conflicts_with = "args")]
+    no_args: bool,
     /// Deploy now with the new settings
     #[arg(long)]
     redeploy: bool,
@@ -377,19 +415,27 @@ async fn create(api: &Api, base: &str, args: CreateArgs) -> Result<Outcome, CliE
         cpus,
         restart_policy,
         traffic,
+        run,
         json,
     } = args;
     let interactive = std::io::stdin().is_terminal() && !registry.registry_password_stdin;
     let (name, image) = match (name, image) {
         (Some(n), Some(i)) => (n, i),
         (name, image) if interactive => {
-            return super::service_wizard::create(api, base, name, image, registry, json).await
+            let given = super::service_wizard::Given {
+                name,
+                image,
+                registry,
+                run,
+            };
+            return super::service_wizard::create(api, base, given, json).await;
         }
         (None, _) => return Err(CliError::Usage("NAME is required".into())),
         (_, None) => return Err(CliError::Usage("--image is required".into())),
     };
+    one_reader_of_stdin(&registry, &run)?;
     let host = registry_host(registry.registry_url.as_deref(), Some(&image))?;
-    let body = CreateService {
+    let mut body = CreateService {
         name,
         image,
         // `null` when there are no credentials: the body has always carried the key.
@@ -403,19 +449,33 @@ async fn create(api: &Api, base: &str, args: CreateArgs) -> Result<Outcome, CliE
         network: traffic.network(),
         ..Default::default()
     };
+    apply_new(&run, &mut body)?;
     saved(api.call(Method::POST, base, Some(&body)).await?, json)
+}
+
+/// Stdin carries one thing: the registry password or the secrets' values.
+fn one_reader_of_stdin(registry: &RegistryFlags, run: &RunFlags) -> Result<(), CliError> {
+    let password_piped = registry.registry_password_stdin && !std::io::stdin().is_terminal();
+    if password_piped && !run.secrets.names.is_empty() {
+        return Err(CliError::Usage(
+            "--registry-password-stdin and --secret both read stdin: create the service, then add the secrets with `berth service set`".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// `service set`: the settings given; the others keep theirs.
 async fn set_settings(api: &Api, base: &str, args: SettingsArgs) -> Result<Outcome, CliError> {
+    let mut body = run_changes(&args)?;
     let SettingsArgs {
         name,
         traffic,
         no_domains,
         redeploy,
         json,
+        ..
     } = args;
-    let body = UpdateService {
+    body = UpdateService {
         port: traffic.port,
         health_path: traffic.health_path.clone(),
         domains: match (no_domains, traffic.domains.is_empty()) {
@@ -425,7 +485,7 @@ async fn set_settings(api: &Api, base: &str, args: SettingsArgs) -> Result<Outco
         },
         network: traffic.network(),
         redeploy,
-        ..Default::default()
+        ..body
     };
     let answer: super::api::Answer<RegistrySaved> = api
         .call(Method::PUT, &format!("{base}/{name}"), Some(&body))
@@ -438,13 +498,68 @@ async fn set_settings(api: &Api, base: &str, args: SettingsArgs) -> Result<Outco
     let deployment = answer.view.deployment.clone();
     done(&answer.map(|saved| saved.service), false)?;
     match &deployment {
-        Some(d) => println!(
-            "deploying: {} (berth deploy {name} --follow to watch)",
-            d.id
-        ),
+        Some(d) => {
+            println!(
+                "deploying: {} (berth deploy {name} --follow to watch)",
+                d.id
+            );
+            if let Some(why) = &d.message {
+                eprintln!("waiting: {why}");
+            }
+        }
         None => println!("the new settings apply at the next deploy (berth deploy {name})"),
     }
     Ok(Outcome::Ok)
+}
+
+/// The run settings a `service set` changes (secrets read now); the rest of the
+/// body is the caller's.
+fn run_changes(args: &SettingsArgs) -> Result<UpdateService, CliError> {
+    let run = &args.run;
+    let set_and_removed = |set: &[&String], removed: &[String], what: &str| match removed
+        .iter()
+        .find(|r| set.contains(r))
+    {
+        Some(both) => Err(CliError::Usage(format!(
+            "{both} is both set and removed: give one {what}"
+        ))),
+        None => Ok(()),
+    };
+    let mut env: BTreeMap<String, Option<String>> = env_given(run)?
+        .into_iter()
+        .map(|(k, v)| (k, Some(v)))
+        .collect();
+    set_and_removed(
+        &env.keys().collect::<Vec<_>>(),
+        &args.unset_env,
+        "of --env and --unset-env",
+    )?;
+    let secret_names: Vec<&String> = run.secrets.names.iter().map(|n| &n.name).collect();
+    set_and_removed(
+        &secret_names,
+        &args.remove_secret,
+        "of --secret and --remove-secret",
+    )?;
+    env.extend(args.unset_env.iter().map(|n| (n.clone(), None)));
+    let (secrets, secret_files) = secrets_given(run)?;
+    let mut secrets: BTreeMap<String, Option<SecretString>> =
+        secrets.into_iter().map(|(k, v)| (k, Some(v))).collect();
+    secrets.extend(args.remove_secret.iter().map(|n| (n.clone(), None)));
+    let words = |reset: bool, given: &Vec<String>| match (reset, given.is_empty()) {
+        (true, _) => Some(Vec::new()),
+        (false, true) => None,
+        (false, false) => Some(given.clone()),
+    };
+    Ok(UpdateService {
+        env: (!env.is_empty()).then_some(env),
+        secrets: (!secrets.is_empty()).then_some(secrets),
+        secret_files,
+        command: words(args.no_command, &run.command),
+        args: words(args.no_args, &run.args),
+        volume: run.volume.clone(),
+        region: run.region.clone(),
+        ..Default::default()
+    })
 }
 
 /// The container limits given, or `None` to leave all of them to the server.
