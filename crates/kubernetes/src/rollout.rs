@@ -72,24 +72,8 @@ impl Rollout {
             };
         };
         let status = d.status.clone().unwrap_or_default();
-        for c in status.conditions.iter().flatten() {
-            let reason = c.reason.as_deref().unwrap_or_default();
-            let message = c.message.as_deref().unwrap_or_default();
-            if c.type_ == "Progressing"
-                && c.status == "False"
-                && reason == "ProgressDeadlineExceeded"
-            {
-                return Verdict::Failed {
-                    code: Cause::RuntimeError,
-                    message: format!("the rollout passed its progress deadline: {message}"),
-                };
-            }
-            if c.type_ == "ReplicaFailure" && c.status == "True" {
-                return Verdict::Failed {
-                    code: Cause::RuntimeError,
-                    message: format!("the cluster did not create the pod ({reason}): {message}"),
-                };
-            }
+        if let Some(failed) = deployment_failed(&status) {
+            return failed;
         }
         for pod in &self.pods {
             let pod_name = pod.metadata.name.as_deref().unwrap_or("pod");
@@ -99,65 +83,8 @@ impl Rollout {
                 .and_then(|s| s.container_statuses.clone())
                 .unwrap_or_default();
             for cs in statuses {
-                let Some(waiting) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
-                    continue;
-                };
-                let reason = waiting.reason.as_deref().unwrap_or_default();
-                let message = waiting.message.clone().unwrap_or_default();
-                match reason {
-                    "ErrImagePull" | "ImagePullBackOff" => {
-                        // The detail is in ErrImagePull's message and the kubelet's
-                        // "Failed" events (ImagePullBackOff's own says "Back-off").
-                        let mut detail = message.clone();
-                        for e in self.events_of(pod_name) {
-                            if e.reason.as_deref() == Some("Failed") {
-                                detail.push('\n');
-                                detail.push_str(e.message.as_deref().unwrap_or_default());
-                            }
-                        }
-                        return Verdict::Failed {
-                            code: classify_pull(&detail),
-                            message: format!(
-                                "the kubelet could not pull the image ({reason}): {}",
-                                detail.trim()
-                            ),
-                        };
-                    }
-                    "CrashLoopBackOff" => {
-                        let last = cs
-                            .last_state
-                            .as_ref()
-                            .and_then(|s| s.terminated.as_ref())
-                            .map(|t| {
-                                format!(
-                                    "; it last exited with code {}{}",
-                                    t.exit_code,
-                                    t.reason
-                                        .as_deref()
-                                        .map(|r| format!(" ({r})"))
-                                        .unwrap_or_default()
-                                )
-                            })
-                            .unwrap_or_default();
-                        return Verdict::Failed {
-                            code: Cause::RuntimeError,
-                            message: format!(
-                                "the container keeps crashing (CrashLoopBackOff){last}: {message}"
-                            ),
-                        };
-                    }
-                    "CreateContainerConfigError"
-                    | "CreateContainerError"
-                    | "InvalidImageName"
-                    | "RunContainerError" => {
-                        return Verdict::Failed {
-                            code: Cause::RuntimeError,
-                            message: format!(
-                                "the container could not be created ({reason}): {message}"
-                            ),
-                        };
-                    }
-                    _ => {}
+                if let Some(failed) = self.container_failed(pod_name, &cs) {
+                    return failed;
                 }
             }
         }
@@ -168,32 +95,96 @@ impl Rollout {
         if observed >= generation && available >= 1 && updated >= 1 {
             return Verdict::Available;
         }
-        Verdict::Waiting(match self.pods.first() {
-            None => "waiting for the pod to be scheduled".into(),
-            Some(p) => {
-                let name = p.metadata.name.as_deref().unwrap_or("?");
-                let phase = p
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.phase.clone())
-                    .unwrap_or_else(|| "Pending".into());
-                let started = p
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.container_statuses.as_ref())
-                    .is_some_and(|c| {
-                        c.iter()
-                            .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
-                    });
-                if phase == "Running" && started && !ready(p) {
-                    // Ready means answering: its readiness probe has not passed
-                    // (the kubelet's "Unhealthy" events say why).
-                    format!("pod {name} is running; waiting for it to answer its readiness probe")
-                } else {
-                    format!("pod {name} is {phase}")
+        Verdict::Waiting(self.waiting_for())
+    }
+
+    /// A container's waiting state that will not pass by itself.
+    fn container_failed(
+        &self,
+        pod_name: &str,
+        cs: &k8s_openapi::api::core::v1::ContainerStatus,
+    ) -> Option<Verdict> {
+        let waiting = cs.state.as_ref().and_then(|s| s.waiting.as_ref())?;
+        let reason = waiting.reason.as_deref().unwrap_or_default();
+        let message = waiting.message.clone().unwrap_or_default();
+        let failed = |code, message| Some(Verdict::Failed { code, message });
+        match reason {
+            "ErrImagePull" | "ImagePullBackOff" => {
+                // The detail is in ErrImagePull's message and the kubelet's
+                // "Failed" events (ImagePullBackOff's own says "Back-off").
+                let mut detail = message.clone();
+                for e in self.events_of(pod_name) {
+                    if e.reason.as_deref() == Some("Failed") {
+                        detail.push('\n');
+                        detail.push_str(e.message.as_deref().unwrap_or_default());
+                    }
                 }
+                failed(
+                    classify_pull(&detail),
+                    format!(
+                        "the kubelet could not pull the image ({reason}): {}",
+                        detail.trim()
+                    ),
+                )
             }
-        })
+            "CrashLoopBackOff" => {
+                let last = cs
+                    .last_state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .map(|t| {
+                        format!(
+                            "; it last exited with code {}{}",
+                            t.exit_code,
+                            t.reason
+                                .as_deref()
+                                .map(|r| format!(" ({r})"))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .unwrap_or_default();
+                failed(
+                    Cause::RuntimeError,
+                    format!("the container keeps crashing (CrashLoopBackOff){last}: {message}"),
+                )
+            }
+            "CreateContainerConfigError"
+            | "CreateContainerError"
+            | "InvalidImageName"
+            | "RunContainerError" => failed(
+                Cause::RuntimeError,
+                format!("the container could not be created ({reason}): {message}"),
+            ),
+            _ => None,
+        }
+    }
+
+    /// What a rollout not available yet waits for, as a person would say it.
+    fn waiting_for(&self) -> String {
+        let Some(p) = self.pods.first() else {
+            return "waiting for the pod to be scheduled".into();
+        };
+        let name = p.metadata.name.as_deref().unwrap_or("?");
+        let phase = p
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_else(|| "Pending".into());
+        let started = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+            });
+        if phase == "Running" && started && !ready(p) {
+            // Ready means answering: its readiness probe has not passed (the
+            // kubelet's "Unhealthy" events say why).
+            format!("pod {name} is running; waiting for it to answer its readiness probe")
+        } else {
+            format!("pod {name} is {phase}")
+        }
     }
 
     fn events_of<'a>(&'a self, object: &'a str) -> impl Iterator<Item = &'a Event> + 'a {
@@ -243,6 +234,28 @@ fn ready(p: &Pod) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// A Deployment condition that ends the rollout: its progress deadline passed, or
+/// the cluster would not create its pod.
+fn deployment_failed(status: &k8s_openapi::api::apps::v1::DeploymentStatus) -> Option<Verdict> {
+    for c in status.conditions.iter().flatten() {
+        let reason = c.reason.as_deref().unwrap_or_default();
+        let message = c.message.as_deref().unwrap_or_default();
+        if c.type_ == "Progressing" && c.status == "False" && reason == "ProgressDeadlineExceeded" {
+            return Some(Verdict::Failed {
+                code: Cause::RuntimeError,
+                message: format!("the rollout passed its progress deadline: {message}"),
+            });
+        }
+        if c.type_ == "ReplicaFailure" && c.status == "True" {
+            return Some(Verdict::Failed {
+                code: Cause::RuntimeError,
+                message: format!("the cluster did not create the pod ({reason}): {message}"),
+            });
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -398,44 +398,9 @@ impl Runc {
         let settings = &launch.settings;
         settings.check()?;
         let sandbox = self.sandbox.with(launch.limits);
-        let c = config.config().clone().unwrap_or_default();
-        let args = settings.process_args(
-            c.entrypoint().as_deref().unwrap_or_default(),
-            c.cmd().as_deref().unwrap_or_default(),
-        );
-        if args.is_empty() {
-            return Err(RuntimeError::NoCommand);
-        }
-        let (uid, gid) = match c.user().as_deref().filter(|u| !u.is_empty()) {
-            None => (0, 0),
-            Some(u) => resolve_user(u, &bundle.join("rootfs"))?,
-        };
         let spec_err = |e: oci_spec::OciSpecError| RuntimeError::Spec(e.to_string());
         let mut spec = Spec::default();
-        let defaults = spec.process().clone().unwrap_or_default();
-        let env = settings.process_env(c.env().as_deref().unwrap_or_default());
-        let process = ProcessBuilder::default()
-            .terminal(false)
-            .args(args)
-            .env(env)
-            .cwd(
-                c.working_dir()
-                    .clone()
-                    .filter(|w| !w.is_empty())
-                    .unwrap_or_else(|| "/".into()),
-            )
-            .user(
-                UserBuilder::default()
-                    .uid(uid)
-                    .gid(gid)
-                    .build()
-                    .map_err(spec_err)?,
-            )
-            .no_new_privileges(true)
-            .capabilities(defaults.capabilities().clone().unwrap_or_default())
-            .rlimits(defaults.rlimits().clone().unwrap_or_default())
-            .build()
-            .map_err(spec_err)?;
+        let (process, uid, gid) = process_of(settings, config, bundle, &spec)?;
         spec.set_process(Some(process));
         spec.set_root(Some(
             RootBuilder::default()
@@ -478,7 +443,26 @@ impl Runc {
         // host sees them.
         let ids = sandbox.ids;
         let user = (ids.host(uid.into()), ids.host(gid.into()));
-        let root_ids = (ids.host(0), ids.host(0));
+        self.write_private(
+            id,
+            bundle,
+            spec,
+            settings,
+            (user, (ids.host(0), ids.host(0))),
+        )
+    }
+
+    /// The spec of a container with secrets or a volume, in its private tmpfs
+    /// (`bundle/config.json` a link to it): its root a private bind of the
+    /// bundle's, with the volume and the secret files mounted onto it.
+    fn write_private(
+        &self,
+        id: &str,
+        bundle: &Path,
+        mut spec: serde_json::Value,
+        settings: &RunSettings,
+        (user, root_ids): ((u32, u32), (u32, u32)),
+    ) -> Result<(), RuntimeError> {
         let private = RunDir::create(&self.run_dir, id)?;
         private.mount_root(&bundle.join("rootfs"))?;
         if let Some(volume) = &settings.volume {
@@ -496,7 +480,7 @@ impl Runc {
         }
         spec["root"]["path"] = serde_json::json!(private.root());
         private.write_config(&spec)?;
-        std::os::unix::fs::symlink(private.config(), &config_path)?;
+        std::os::unix::fs::symlink(private.config(), bundle.join("config.json"))?;
         Ok(())
     }
 
@@ -767,6 +751,54 @@ impl Runtime for Runc {
     async fn remove_volume(&self, service_id: &str) -> Result<(), RuntimeError> {
         Ok(self.volumes.remove(service_id)?)
     }
+}
+
+/// The container's process: the image's Entrypoint, Cmd, Env, working dir and
+/// user with the service's settings over them, and its user's ids.
+fn process_of(
+    settings: &RunSettings,
+    config: &ImageConfiguration,
+    bundle: &Path,
+    spec: &Spec,
+) -> Result<(oci_spec::runtime::Process, u32, u32), RuntimeError> {
+    let spec_err = |e: oci_spec::OciSpecError| RuntimeError::Spec(e.to_string());
+    let c = config.config().clone().unwrap_or_default();
+    let args = settings.process_args(
+        c.entrypoint().as_deref().unwrap_or_default(),
+        c.cmd().as_deref().unwrap_or_default(),
+    );
+    if args.is_empty() {
+        return Err(RuntimeError::NoCommand);
+    }
+    let (uid, gid) = match c.user().as_deref().filter(|u| !u.is_empty()) {
+        None => (0, 0),
+        Some(u) => resolve_user(u, &bundle.join("rootfs"))?,
+    };
+    let defaults = spec.process().clone().unwrap_or_default();
+    let env = settings.process_env(c.env().as_deref().unwrap_or_default());
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(args)
+        .env(env)
+        .cwd(
+            c.working_dir()
+                .clone()
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| "/".into()),
+        )
+        .user(
+            UserBuilder::default()
+                .uid(uid)
+                .gid(gid)
+                .build()
+                .map_err(spec_err)?,
+        )
+        .no_new_privileges(true)
+        .capabilities(defaults.capabilities().clone().unwrap_or_default())
+        .rlimits(defaults.rlimits().clone().unwrap_or_default())
+        .build()
+        .map_err(spec_err)?;
+    Ok((process, uid, gid))
 }
 
 /// A container being started; see [`Runc::preparing`].

@@ -231,17 +231,7 @@ pub async fn start(config: Config) -> Result<Running, SetupError> {
     let addr = listener
         .local_addr()
         .map_err(|e| SetupError::Listen(config.listen, e.to_string()))?;
-    let replica_url = config.advertise_url.clone().unwrap_or_else(|| {
-        if addr.ip().is_unspecified() {
-            let host = rustix::system::uname()
-                .nodename()
-                .to_string_lossy()
-                .into_owned();
-            format!("http://{host}:{}", addr.port())
-        } else {
-            format!("http://{addr}")
-        }
-    });
+    let replica_url = replica_url(&config, addr);
     tracing::info!(%replica_url, "other replicas reach this one at");
     let _ = parts.state.deployer.replica_url.set(replica_url);
     let worker = crate::deploy::Worker {
@@ -312,6 +302,22 @@ pub async fn start(config: Config) -> Result<Running, SetupError> {
         store: parts.store,
         shutdown: Some(tx),
         handle,
+    })
+}
+
+/// How other replicas reach this one: `--advertise-url`, else the address it
+/// listens on (the host's name for an unspecified address).
+fn replica_url(config: &Config, addr: std::net::SocketAddr) -> String {
+    config.advertise_url.clone().unwrap_or_else(|| {
+        if addr.ip().is_unspecified() {
+            let host = rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned();
+            format!("http://{host}:{}", addr.port())
+        } else {
+            format!("http://{addr}")
+        }
     })
 }
 

@@ -104,51 +104,68 @@ impl Proxy {
         let up = self.upstream_request(req, peer, &authority, upgrade, upload.clone());
 
         let answered = self.answer_of(&backend, up, &upload).await;
-        let mut resp = match answered {
+        let resp = match answered {
             None => {
                 return local(&mut meter, StatusCode::GATEWAY_TIMEOUT, "Gateway timeout\n")
                     .metered(meter)
             }
             Some(Err(e)) => {
-                let (status, text) = match upload.failure() {
-                    Some(RequestBodyError::TooLarge) => {
-                        (StatusCode::PAYLOAD_TOO_LARGE, "Payload too large\n")
-                    }
-                    Some(RequestBodyError::Stalled) => {
-                        (StatusCode::REQUEST_TIMEOUT, "Request timeout\n")
-                    }
-                    None => {
-                        tracing::debug!(service = %meter.service_id, deployment = %meter.deployment_id, error = %e, connect = e.is_connect(), "upstream failed");
-                        (StatusCode::BAD_GATEWAY, "Bad gateway\n")
-                    }
-                };
+                let (status, text) = failed_upstream(&upload, &e, &meter);
                 return local(&mut meter, status, text).metered(meter);
             }
             Some(Ok(resp)) => resp,
         };
         meter.status = resp.status();
-
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_upgrade) = client_upgrade {
-                let switch_to = resp.headers().get(header::UPGRADE).cloned();
-                let upstream = hyper::upgrade::on(&mut resp);
-                let guards = std::mem::take(&mut meter.guards);
-                tokio::spawn(copy_upgraded(client_upgrade, upstream, guards));
-                let (mut parts, _) = resp.into_parts();
-                headers::strip_hop_by_hop(&mut parts.headers);
-                if let Some(to) = switch_to {
-                    headers::set_upgrade(&mut parts.headers, to);
-                }
-                drop(meter);
-                return Response::from_parts(parts, ProxyBody::empty());
-            }
-        }
-        let (mut parts, body) = resp.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers);
-        let body = ProxyBody::stream(body.map_err(Into::into).boxed_unsync()).metered(meter);
-        Response::from_parts(parts, body)
+        answer_with(resp, client_upgrade, meter)
     }
+}
 
+/// What the client is answered when the backend failed: the request body's own
+/// fault first (too large, stalled), else a bad gateway.
+fn failed_upstream(
+    upload: &Upload,
+    e: &crate::backend::UpstreamError,
+    meter: &Meter,
+) -> (StatusCode, &'static str) {
+    match upload.failure() {
+        Some(RequestBodyError::TooLarge) => (StatusCode::PAYLOAD_TOO_LARGE, "Payload too large\n"),
+        Some(RequestBodyError::Stalled) => (StatusCode::REQUEST_TIMEOUT, "Request timeout\n"),
+        None => {
+            tracing::debug!(service = %meter.service_id, deployment = %meter.deployment_id, error = %e, connect = e.is_connect(), "upstream failed");
+            (StatusCode::BAD_GATEWAY, "Bad gateway\n")
+        }
+    }
+}
+
+/// The backend's answer passed on: a switch of protocols joins the two upgraded
+/// connections; any other answer streams its body, metered.
+fn answer_with(
+    mut resp: Response<crate::backend::PooledBody>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    mut meter: Meter,
+) -> Response<ProxyBody> {
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let switch_to = resp.headers().get(header::UPGRADE).cloned();
+            let upstream = hyper::upgrade::on(&mut resp);
+            let guards = std::mem::take(&mut meter.guards);
+            tokio::spawn(copy_upgraded(client_upgrade, upstream, guards));
+            let (mut parts, _) = resp.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers);
+            if let Some(to) = switch_to {
+                headers::set_upgrade(&mut parts.headers, to);
+            }
+            drop(meter);
+            return Response::from_parts(parts, ProxyBody::empty());
+        }
+    }
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    let body = ProxyBody::stream(body.map_err(Into::into).boxed_unsync()).metered(meter);
+    Response::from_parts(parts, body)
+}
+
+impl Proxy {
     /// The backend's answer to `up`: `None` when its head has not come within the
     /// response timeout of the last progress of the request body (the time the
     /// body waits for the client does not count: that is the body's own limit).

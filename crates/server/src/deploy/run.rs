@@ -13,7 +13,7 @@ use berth_runtime::network::{Network, Probe};
 use berth_runtime::proofs::Access;
 use berth_runtime::pull::{self, PullError, Pulled};
 use berth_runtime::rootfs::{self, Layout};
-use berth_runtime::runc::Launch;
+use berth_runtime::runc::{Launch, Runtime};
 use berth_runtime::sandbox::Limits;
 use berth_runtime::unpack::IdShift;
 use berth_store::{Deployment, NetworkMode, Service, ServiceStatus};
@@ -339,45 +339,20 @@ async fn start(
         }
     }
     let cid = container_id(&d.id);
-    let r = service.resources;
-    let limits = Limits {
-        memory_bytes: r.memory_mb.map(|m| m << 20),
-        pids: r.pids,
-        cpus: r.cpu_millis.map(|c| c as f64 / 1000.0),
-    };
-    let network = match service.traffic.network {
-        NetworkMode::Public => Network::Public,
-        NetworkMode::None => Network::None,
-    };
     let logs = w.deployer.logs(&d.id);
+    let launch = Launch {
+        limits: limits_of(service),
+        network: match service.traffic.network {
+            NetworkMode::Public => Network::Public,
+            NetworkMode::None => Network::None,
+        },
+        settings,
+    };
     runtime
-        .start(
-            &cid,
-            bundle,
-            &pulled.config,
-            Launch {
-                limits,
-                network,
-                settings,
-            },
-            &logs,
-        )
+        .start(&cid, bundle, &pulled.config, launch, &logs)
         .await
         .map_err(|e| Failure::runtime(e.to_string()))?;
-    // Started means the runtime reports the process running; no fixed sleep.
-    let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
-    let exited_early = loop {
-        if let Some(status) = runtime.exited(&cid) {
-            break Some(status);
-        }
-        if runtime.started(&cid).await {
-            break None;
-        }
-        if tokio::time::Instant::now() > give_up {
-            return Err(Failure::runtime("the container did not start within 30 s"));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let exited_early = until_started(runtime.as_ref(), &cid).await?;
     let exited = match (exited_early, probe_of(service, pulled)) {
         (None, Some(probe)) => {
             let exited = wait_ready(w, runtime.as_ref(), &cid, &probe, &logs.infra).await?;
@@ -415,6 +390,37 @@ async fn start(
         .at(&pulled.manifest));
     }
     Ok(())
+}
+
+/// The service's own cgroup limits (the sandbox's defaults where it sets none).
+fn limits_of(service: &Service) -> Limits {
+    let r = service.resources;
+    Limits {
+        memory_bytes: r.memory_mb.map(|m| m << 20),
+        pids: r.pids,
+        cpus: r.cpu_millis.map(|c| c as f64 / 1000.0),
+    }
+}
+
+/// Waits until the runtime reports the process running (no fixed sleep), or
+/// its exit status if it already ended.
+async fn until_started(
+    runtime: &dyn Runtime,
+    cid: &str,
+) -> Result<Option<std::process::ExitStatus>, Failure> {
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = runtime.exited(cid) {
+            return Ok(Some(status));
+        }
+        if runtime.started(cid).await {
+            return Ok(None);
+        }
+        if tokio::time::Instant::now() > give_up {
+            return Err(Failure::runtime("the container did not start within 30 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// What ready means for `service`: its port (set, or the image's single exposed

@@ -141,7 +141,7 @@ fn check_names_apart<'a>(
     Ok(())
 }
 
-fn secret_files_known<'a>(
+fn secret_files_known(
     files: &[String],
     mut given: impl FnMut(&str) -> bool,
 ) -> Result<(), ApiError> {

@@ -177,99 +177,54 @@ pub async fn create(
     }
     let id = ServiceId::random();
     let mut metadata = json!({"image": image.to_string()});
-    let credential = match body.registry {
-        None => None,
-        Some(mut r) => {
-            let registry_url = parse_registry_url(&r.registry_url)?;
-            let given = crate::kinds::resolve(
-                &registry_url,
-                crate::kinds::Given {
-                    aws: aws_given!(r),
-                    kind: r.kind,
-                    username: r.username,
-                    password: r.password,
-                    json_key: r.json_key,
-                },
-                None,
-                m.project.id.as_str(),
-            )?;
-            let passed = preflight_resolved(
-                &state,
-                &caller,
-                (&registry_url, &image),
-                &given,
-                m.project.id.as_str(),
-                body.save_without_verifying,
-            )
-            .await?;
-            metadata["preflight"] = json!(outcome(passed));
-            metadata["registry_url"] = json!(registry_url.to_string());
-            let secret = state
-                .secrets
-                .put(&m.project.id, &id, &given.secret.sealed_text())
-                .await?;
-            metadata["kind"] = json!(given.kind.as_str());
-            Some(NewCredential {
-                registry_url,
-                kind: given.kind,
-                username: given.username,
-                secret,
-                verified: passed,
-            })
-        }
-    };
-    let new_secret = credential.as_ref().map(|c| c.secret.clone());
+    let credential = new_credential(
+        &state,
+        (&caller, &m),
+        (&id, &image),
+        body.registry,
+        body.save_without_verifying,
+        &mut metadata,
+    )
+    .await?;
+    let password = credential.as_ref().map(|c| c.secret.clone());
     let secret_names: Vec<&str> = run.set_secrets.iter().map(|g| g.name.as_str()).collect();
     if !secret_names.is_empty() {
         metadata["secrets"] = json!(secret_names);
     }
-    let secrets = match super::run_settings::seal(
-        state.secrets.as_ref(),
-        &m.project.id,
-        &id,
-        run.set_secrets,
-    )
-    .await
+    let vault = state.secrets.as_ref();
+    let secrets = match super::run_settings::seal(vault, &m.project.id, &id, run.set_secrets).await
     {
         Ok(s) => s,
         Err(e) => {
-            if let Some(secret) = &new_secret {
-                state.secrets.discard(secret).await;
-            }
+            discard_sealed(vault, password.as_ref(), &[]).await;
             return Err(e);
         }
     };
+    let new = NewService {
+        id,
+        project_id: m.project.id.clone(),
+        name: name.to_string(),
+        image,
+        resources,
+        restart_policy: crate::views::restart_policy(body.restart_policy),
+        traffic,
+        settings: run.settings,
+    };
+    let audit = NewAudit {
+        actor: caller.name.clone(),
+        action: "service.create",
+        project: Some(m.project.name.clone()),
+        service: Some(name.to_string()),
+        metadata,
+    };
     let created = state
         .store
-        .create_service(
-            NewService {
-                id,
-                project_id: m.project.id.clone(),
-                name: name.to_string(),
-                image,
-                resources,
-                restart_policy: crate::views::restart_policy(body.restart_policy),
-                traffic,
-                settings: run.settings,
-            },
-            secrets.clone(),
-            credential,
-            NewAudit {
-                actor: caller.name.clone(),
-                action: "service.create",
-                project: Some(m.project.name.clone()),
-                service: Some(name.to_string()),
-                metadata,
-            },
-        )
+        .create_service(new, secrets.clone(), credential, audit)
         .await;
     let service = match created {
         Ok(s) => s,
         Err(e) => {
-            if let Some(secret) = &new_secret {
-                state.secrets.discard(secret).await;
-            }
-            super::run_settings::discard(state.secrets.as_ref(), &secrets).await;
+            discard_sealed(vault, password.as_ref(), &secrets).await;
             return Err(e.into());
         }
     };
@@ -277,6 +232,70 @@ pub async fn create(
         StatusCode::CREATED,
         Json(view(&state, &m.project.name, &service)),
     ))
+}
+
+/// A new service's registry credentials: resolved by kind, proved by a preflight
+/// (unless saved without verifying), sealed; the audit's `metadata` says how.
+async fn new_credential(
+    state: &AppState,
+    (caller, m): (&User, &Membership),
+    (id, image): (&ServiceId, &ImageRef),
+    registry: Option<berth_api::RegistryInput>,
+    save_without_verifying: bool,
+    metadata: &mut serde_json::Value,
+) -> Result<Option<NewCredential>, ApiError> {
+    let Some(mut r) = registry else {
+        return Ok(None);
+    };
+    let registry_url = parse_registry_url(&r.registry_url)?;
+    let given = crate::kinds::resolve(
+        &registry_url,
+        crate::kinds::Given {
+            aws: aws_given!(r),
+            kind: r.kind,
+            username: r.username,
+            password: r.password,
+            json_key: r.json_key,
+        },
+        None,
+        m.project.id.as_str(),
+    )?;
+    let passed = preflight_resolved(
+        state,
+        caller,
+        (&registry_url, image),
+        &given,
+        m.project.id.as_str(),
+        save_without_verifying,
+    )
+    .await?;
+    metadata["preflight"] = json!(outcome(passed));
+    metadata["registry_url"] = json!(registry_url.to_string());
+    let secret = state
+        .secrets
+        .put(&m.project.id, id, &given.secret.sealed_text())
+        .await?;
+    metadata["kind"] = json!(given.kind.as_str());
+    Ok(Some(NewCredential {
+        registry_url,
+        kind: given.kind,
+        username: given.username,
+        secret,
+        verified: passed,
+    }))
+}
+
+/// Undoes the sealing of a save the store refused (what an external secret
+/// store holds is deleted).
+async fn discard_sealed(
+    vault: &dyn crate::vault::Vault,
+    password: Option<&berth_store::StoredSecret>,
+    secrets: &[ServiceSecret],
+) {
+    if let Some(p) = password {
+        vault.discard(p).await;
+    }
+    super::run_settings::discard(vault, secrets).await;
 }
 
 /// The project's services.
@@ -333,55 +352,84 @@ pub async fn update(
     let apps_domain = &state.deployer.serving.apps_domain;
     let traffic = super::service_settings::merged(&service.traffic, &body, apps_domain)?;
     let run = super::run_settings::merged(&service, &body)?;
+    let audits = update_audits(&caller, &m, &service, (&traffic, &run), body.redeploy);
+    save_settings(&state, &service, traffic, run, audits).await?;
+    let service = live_service(&state, &m, &s).await?;
+    let deployment = redeploy(&state, (&caller, &m), &service, body.redeploy, "settings").await?;
+    Ok(Json(RegistrySaved {
+        service: view(&state, &m.project.name, &service),
+        deployment,
+    }))
+}
+
+/// With `wanted`, a deployment of `service` now (its audit's metadata says
+/// `why`: a rotation, new settings); its view.
+async fn redeploy(
+    state: &AppState,
+    (caller, m): (&User, &Membership),
+    service: &Service,
+    wanted: bool,
+    why: &str,
+) -> Result<Option<berth_api::DeploymentView>, ApiError> {
+    if !wanted {
+        return Ok(None);
+    }
+    let metadata = json!({ why: true });
+    let d = super::deployments::queue(state, caller, &m.project, service, metadata).await?;
+    Ok(Some(super::deployments::view(state, service, &d).await))
+}
+
+/// The audit of a settings change: what changed, and the secrets set and
+/// removed, by name.
+fn update_audits(
+    caller: &User,
+    m: &Membership,
+    service: &Service,
+    (traffic, run): (&berth_store::Traffic, &super::run_settings::Parsed),
+    redeploy: bool,
+) -> Vec<NewAudit> {
+    let old = &service.traffic;
     let mut changed: Vec<&str> = [
-        ("port", traffic.port != service.traffic.port),
-        (
-            "health_path",
-            traffic.health_path != service.traffic.health_path,
-        ),
-        ("domains", traffic.domains != service.traffic.domains),
-        ("network", traffic.network != service.traffic.network),
+        ("port", traffic.port != old.port),
+        ("health_path", traffic.health_path != old.health_path),
+        ("domains", traffic.domains != old.domains),
+        ("network", traffic.network != old.network),
     ]
     .into_iter()
     .filter_map(|(name, c)| c.then_some(name))
     .collect();
     changed.extend(run.changed.iter().copied());
-    let mut audits = vec![audit_event(
-        &caller,
+    let event =
+        |action, metadata| audit_event(caller, action, &m.project, Some(&service.name), metadata);
+    let mut audits = vec![event(
         "service.update",
-        &m.project,
-        Some(&service.name),
-        json!({"changed": changed, "redeploy": body.redeploy}),
+        json!({"changed": changed, "redeploy": redeploy}),
     )];
-    for (action, names) in [
-        (
-            "service.secret.set",
-            run.set_secrets
-                .iter()
-                .map(|g| g.name.clone())
-                .collect::<Vec<_>>(),
-        ),
-        ("service.secret.remove", run.remove_secrets.clone()),
-    ] {
-        if !names.is_empty() {
-            audits.push(audit_event(
-                &caller,
-                action,
-                &m.project,
-                Some(&service.name),
-                json!({"names": names}),
-            ));
-        }
+    let set: Vec<&str> = run.set_secrets.iter().map(|g| g.name.as_str()).collect();
+    if !set.is_empty() {
+        audits.push(event("service.secret.set", json!({ "names": set })));
     }
-    let set_secrets = super::run_settings::seal(
-        state.secrets.as_ref(),
-        &m.project.id,
-        &service.id,
-        run.set_secrets,
-    )
-    .await?;
-    // What the replaced and removed secrets leave in an external store, deleted
-    // once the change is kept.
+    if !run.remove_secrets.is_empty() {
+        audits.push(event(
+            "service.secret.remove",
+            json!({ "names": run.remove_secrets }),
+        ));
+    }
+    audits
+}
+
+/// Seals the secrets set, writes the change in one transaction, then deletes
+/// what the replaced and removed secrets leave in an external store.
+async fn save_settings(
+    state: &AppState,
+    service: &Service,
+    traffic: berth_store::Traffic,
+    run: super::run_settings::Parsed,
+    audits: Vec<NewAudit>,
+) -> Result<(), ApiError> {
+    let vault = state.secrets.as_ref();
+    let set_secrets =
+        super::run_settings::seal(vault, &service.project_id, &service.id, run.set_secrets).await?;
     let replaced: Vec<ServiceSecret> = state
         .store
         .service_secrets(&service.id)
@@ -398,31 +446,14 @@ pub async fn update(
         set_secrets,
         remove_secrets: run.remove_secrets,
     };
-    if let Err(e) = state.store.update_settings(&service, &change, audits).await {
-        super::run_settings::discard(state.secrets.as_ref(), &change.set_secrets).await;
+    if let Err(e) = state.store.update_settings(service, &change, audits).await {
+        super::run_settings::discard(vault, &change.set_secrets).await;
         return Err(super::service_settings::domain_taken(e));
     }
     for old in &replaced {
-        state.secrets.discard(&old.secret).await;
+        vault.discard(&old.secret).await;
     }
-    let service = live_service(&state, &m, &s).await?;
-    let deployment = match body.redeploy {
-        true => {
-            let d = super::deployments::queue(
-                &state,
-                &caller,
-                &m.project,
-                &service,
-                json!({"settings": true}),
-            );
-            Some(crate::views::deployment(&d.await?))
-        }
-        false => None,
-    };
-    Ok(Json(RegistrySaved {
-        service: view(&state, &m.project.name, &service),
-        deployment,
-    }))
+    Ok(())
 }
 
 /// Sets or updates registry credentials; omitted fields keep their stored value.
@@ -513,14 +544,7 @@ pub async fn put_registry(
     let service = live_service(&state, &m, &s).await?;
     // A rotation: a deployment with the new credentials, which replaces the
     // running one once its container runs (a failed one leaves it running).
-    let deployment = match body.redeploy {
-        true => {
-            let rotation = json!({"rotation": true});
-            let d = super::deployments::queue(&state, &caller, &m.project, &service, rotation);
-            Some(views::deployment(&d.await?))
-        }
-        false => None,
-    };
+    let deployment = redeploy(&state, (&caller, &m), &service, body.redeploy, "rotation").await?;
     Ok(Json(RegistrySaved {
         service: view(&state, &m.project.name, &service),
         deployment,
