@@ -238,6 +238,8 @@ pub trait Runtime: Send + Sync {
     fn netns(&self, id: &str) -> Option<Netns>;
     /// Deletes a service's volume (its data is gone); nothing to do when it has none.
     async fn remove_volume(&self, service_id: &str) -> Result<(), RuntimeError>;
+    /// The services with a volume on this machine.
+    fn volume_ids(&self) -> Vec<String>;
 }
 
 #[derive(Debug)]
@@ -750,6 +752,10 @@ impl Runtime for Runc {
 
     async fn remove_volume(&self, service_id: &str) -> Result<(), RuntimeError> {
         Ok(self.volumes.remove(service_id)?)
+    }
+
+    fn volume_ids(&self) -> Vec<String> {
+        self.volumes.ids()
     }
 }
 

@@ -121,6 +121,21 @@ impl Volumes {
         &self.dir
     }
 
+    /// The services that have a volume here.
+    pub fn ids(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let id = name.strip_suffix(".img")?;
+                check_service_id(id).is_ok().then(|| id.to_owned())
+            })
+            .collect()
+    }
+
     /// The filesystem image of service `id`'s volume.
     pub fn image(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.img"))

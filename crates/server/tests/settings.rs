@@ -70,7 +70,11 @@ fn seen<'a>(logs: &'a str, key: &str) -> &'a str {
 
 /// Waits until `dir` holds no file (a volume removed lazily may take a moment).
 async fn until_empty(dir: &std::path::Path) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    until_empty_within(dir, 15).await
+}
+
+async fn until_empty_within(dir: &std::path::Path, seconds: u64) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
     while !files_under(dir).is_empty() {
         assert!(
             Instant::now() < deadline,
@@ -252,7 +256,8 @@ async fn deployments_go_to_their_regions_replica() {
             .post(
                 "/v1/projects/web/services",
                 json!({"name": name, "image": "team/app:web", "region": region,
-                    "registry": registry_body(&url, "ci", PASSWORD)}),
+                    "registry": registry_body(&url, "ci", PASSWORD),
+                    "volume": {"path": "/data", "size_mb": 8}}),
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -285,11 +290,18 @@ async fn deployments_go_to_their_regions_replica() {
         .get("/v1/projects/web/services/in-ap/deployments")
         .await;
     assert_eq!(list[0]["message"], d["message"]);
+    // Each volume is on its region's replica; one terminated through the other
+    // replica is swept by its own (at its next repair pass, within 30 s).
+    assert!(!files_under(&dir_eu.path().join("volumes")).is_empty());
+    assert!(!files_under(&dir_us.path().join("volumes")).is_empty());
+    let alice_us = us.client(&alice.token);
     for name in ["in-eu", "in-us", "in-ap"] {
-        alice
+        alice_us
             .delete(&format!("/v1/projects/web/services/{name}"))
             .await;
     }
+    until_empty_within(&dir_us.path().join("volumes"), 15).await;
+    until_empty_within(&dir_eu.path().join("volumes"), 45).await;
     eu.running.stop().await;
     us.running.stop().await;
 }

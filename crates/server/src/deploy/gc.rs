@@ -11,6 +11,35 @@ use super::Deployer;
 impl Deployer {
     /// Only the worker calls it, between deploys (no pull is in flight) and after a
     /// reconcile (no container of a deployment that is not live is left).
+    /// Deletes the volumes here of services terminated (on whichever replica)
+    /// or gone: a terminate deletes the volume only on the replica answering it.
+    pub(super) async fn sweep_volumes(&self, store: &dyn berth_store::Services) {
+        let Some(runtime) = &self.runtime else {
+            return;
+        };
+        for id in runtime.volume_ids() {
+            let service = berth_store::ServiceId::from(id.clone());
+            let gone = match store.service_by_id(&service).await {
+                Ok(None) => true,
+                Ok(Some(s)) => s.status == berth_store::ServiceStatus::Terminated,
+                Err(e) => {
+                    tracing::error!(error = %e, "sweeping volumes: reading a service");
+                    return;
+                }
+            };
+            if gone {
+                match runtime.remove_volume(&id).await {
+                    Ok(()) => {
+                        tracing::info!(service = %id, "removed the volume of a terminated service")
+                    }
+                    Err(e) => {
+                        tracing::warn!(service = %id, error = %e, "removing a terminated service's volume")
+                    }
+                }
+            }
+        }
+    }
+
     pub(super) async fn collect_garbage(&self, store: &dyn DeploymentQueue) {
         self.gc_wanted.store(false, Ordering::SeqCst);
         let live: HashSet<berth_types::Digest> = match store.live_deployments().await {

@@ -295,5 +295,6 @@ impl Worker {
             ),
             Err(e) => tracing::error!(error = %e, "repairing deployments"),
         }
+        self.deployer.sweep_volumes(self.store.as_ref()).await;
     }
 }
