@@ -63,6 +63,8 @@ function showSummary(el, d) {
       h("dd", {}, when(d.created_at)),
       finished(d.status) ? [h("dt", {}, "Took"), h("dd", {}, seconds(d.created_at, d.updated_at))] : null,
     ),
+    // Why a pending one waits (a region no replica serves): it may wait forever.
+    d.message && d.status === "PENDING_DEPLOY" ? h("p", { class: "alert alert-soft", role: "status" }, h("strong", {}, "Waiting: "), d.message) : null,
     d.failure_code ? h("p", { class: "alert alert-error", role: "alert" }, h("strong", {}, `${d.failure_code}: `), d.failure_message || "") : null,
   );
 }
