@@ -33,6 +33,8 @@ export function createService(p) {
     status,
     h("div", { class: "actions" }, save, h("a", { class: "btn", href: projectHref(p) }, "Cancel")),
   );
+  // The problems found in the settings are stale once they change.
+  settings.el.addEventListener("input", () => status.replaceChildren());
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     submit({ p, name: name.value.trim(), image: image.value.trim(), box, settings, save, status });

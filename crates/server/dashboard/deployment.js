@@ -15,7 +15,8 @@ export async function deployment(p, s, id) {
   const summary = h("div", { class: "card" });
   const progress = h("div", { class: "progress-list" });
   const pull = h("div", { class: "waterfall" });
-  const log = h("pre", { class: "log", tabindex: "0", "aria-label": "Infrastructure log and container output" });
+  // A region: the scrollable log is focusable and named (a bare pre may not be).
+  const log = h("pre", { class: "log", tabindex: "0", role: "region", "aria-label": "Infrastructure log and container output" });
   render(
     `Deployment ${id.slice(0, 8)}`,
     serviceTabs(p, s, "deployments"),

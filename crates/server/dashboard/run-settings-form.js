@@ -42,7 +42,7 @@ export function runSettingsForm({ stored } = {}) {
       h("div", { class: "row" }, field("Mounted at", volPath), field("Size (MB)", volSize)),
       hasVolume ? "Kept across deploys and restarts. Its size can grow, never shrink, and it cannot be removed (terminating the service deletes it)." : "Optional. Kept across deploys and restarts; deleted with the service. Its size can grow later, never shrink.",
     ),
-    group("Region", field("Region", region, "Only servers started with --region NAME run the service. Empty: any server."), null),
+    group("Placement", field("Region", region, "Only servers started with --region NAME run the service. Empty: any server."), null),
   );
   return {
     el,

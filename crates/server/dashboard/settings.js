@@ -33,11 +33,13 @@ function runSettingsCard(p, s, svc) {
     "form",
     { class: "card", "aria-labelledby": "rs-title", novalidate: true },
     h("h2", { id: "rs-title" }, "Environment and runtime"),
-    h("p", { class: "hint" }, "Changes apply at the next deploy; Save and redeploy starts one now (the running deployment is replaced only once the new one runs)."),
+    h("p", { class: "hint intro" }, "Changes apply at the next deploy; Save and redeploy starts one now (the running deployment is replaced only once the new one runs)."),
     form.el,
     status,
     h("div", { class: "actions" }, save, saveDeploy, h("button", { type: "button", class: "btn", onclick: () => reload() }, "Reset")),
   );
+  // What was said about the last attempt is stale once the form changes.
+  form.el.addEventListener("input", () => status.replaceChildren());
   el.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const redeploy = ev.submitter === saveDeploy;
