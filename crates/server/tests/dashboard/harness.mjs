@@ -1,7 +1,7 @@
 // What a browser scenario needs: Debian's chromium under Playwright, the page's
 // console watched for errors (a CSP refusal is one), numbered full-page
 // screenshots into $OUT, axe-core run in the page, and the places a secret must
-// never reach. Used by settings.mjs.
+// never reach. Used by browser.mjs and settings.mjs.
 
 import { chromium } from "playwright-core";
 import { readFileSync, mkdirSync } from "node:fs";
