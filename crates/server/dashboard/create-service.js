@@ -1,6 +1,7 @@
-// The Create service wizard: a name, an image, and (for a private image) the
+// The Create service wizard: a name, an image, (for a private image) the
 // credentials form in a disclosure that opens by itself for a registry other than
-// Docker Hub.
+// Docker Hub, and the run settings (environment, secrets, command, volume,
+// region) in a disclosure of their own.
 
 import { h, fill } from "./dom.js";
 import { api, ApiError, projectPath } from "./api.js";
@@ -8,6 +9,8 @@ import { render, setCrumbs } from "./page.js";
 import { field, errorBox } from "./widgets.js";
 import { credentialsForm } from "./credentials-form.js";
 import { imageHost, isDockerHub, serviceBody, wizardSaveBlocked } from "./credentials.js";
+import { runSettingsForm, problemsBox } from "./run-settings-form.js";
+import { createBody } from "./run-settings.js";
 import { projectsHref, projectHref, serviceHref } from "./routes.js";
 
 export function createService(p) {
@@ -18,6 +21,7 @@ export function createService(p) {
   const save = h("button", { type: "submit", class: "btn btn-primary" }, "Save");
   const status = h("div", { "aria-live": "polite" });
   const box = credentialsBox(p, image, save);
+  const settings = settingsBox();
   const form = h(
     "form",
     { class: "card", "aria-label": "Create service", novalidate: true },
@@ -25,12 +29,15 @@ export function createService(p) {
     field("Build method", method),
     field("Image reference", image, "For example nginx:1.27, ghcr.io/acme/api:1.4 or registry.example.com/team/app@sha256:…"),
     box.el,
+    settings.el,
     status,
     h("div", { class: "actions" }, save, h("a", { class: "btn", href: projectHref(p) }, "Cancel")),
   );
+  // The problems found in the settings are stale once they change.
+  settings.el.addEventListener("input", () => status.replaceChildren());
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    submit({ p, name: name.value.trim(), image: image.value.trim(), box, save, status });
+    submit({ p, name: name.value.trim(), image: image.value.trim(), box, settings, save, status });
   });
   render("Create service", form);
 }
@@ -61,16 +68,39 @@ function credentialsBox(p, image, save) {
   };
 }
 
-async function submit({ p, name, image, box, save, status }) {
+/** The run settings in a disclosure, closed at first (an image's own defaults
+ * are often all a service needs). */
+function settingsBox() {
+  const form = runSettingsForm();
+  const toggle = h("button", { type: "button", class: "disclosure", "aria-expanded": "false", "aria-controls": "run-settings" }, "Advanced: environment, secrets, command, volume, region");
+  const section = h("div", { id: "run-settings", class: "cred-section", hidden: true }, form.el);
+  const setOpen = (open) => {
+    section.hidden = !open;
+    toggle.setAttribute("aria-expanded", String(open));
+  };
+  toggle.addEventListener("click", () => setOpen(section.hidden));
+  return { el: h("div", { class: "cred-box" }, toggle, section), form, reveal: () => setOpen(true) };
+}
+
+async function submit({ p, name, image, box, settings, save, status }) {
   if (!name || !image) {
     fill(status, errorBox(new ApiError(400, { code: "invalid_request", message: "A service name and an image reference are needed." })));
     return;
   }
   const body = serviceBody(name, image, box.typed());
+  // What the closed disclosure holds is sent too: closing it hides, not discards.
+  const run = createBody(settings.form.state());
+  if (run.errors.length) {
+    settings.reveal();
+    fill(status, problemsBox(run.errors));
+    return;
+  }
+  Object.assign(body, run.body);
   save.disabled = true;
   try {
     await api("POST", `${projectPath(p)}/services`, body);
     box.creds.clearSecrets();
+    settings.form.clearSecrets();
     location.hash = serviceHref(p, body.name);
   } catch (e) {
     save.disabled = false;

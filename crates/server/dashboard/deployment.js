@@ -15,7 +15,8 @@ export async function deployment(p, s, id) {
   const summary = h("div", { class: "card" });
   const progress = h("div", { class: "progress-list" });
   const pull = h("div", { class: "waterfall" });
-  const log = h("pre", { class: "log", tabindex: "0", "aria-label": "Infrastructure log and container output" });
+  // A region: the scrollable log is focusable and named (a bare pre may not be).
+  const log = h("pre", { class: "log", tabindex: "0", role: "region", "aria-label": "Infrastructure log and container output" });
   render(
     `Deployment ${id.slice(0, 8)}`,
     serviceTabs(p, s, "deployments"),
@@ -63,6 +64,8 @@ function showSummary(el, d) {
       h("dd", {}, when(d.created_at)),
       finished(d.status) ? [h("dt", {}, "Took"), h("dd", {}, seconds(d.created_at, d.updated_at))] : null,
     ),
+    // Why a pending one waits (a region no replica serves): it may wait forever.
+    d.message && d.status === "PENDING_DEPLOY" ? h("p", { class: "alert alert-soft", role: "status" }, h("strong", {}, "Waiting: "), d.message) : null,
     d.failure_code ? h("p", { class: "alert alert-error", role: "alert" }, h("strong", {}, `${d.failure_code}: `), d.failure_message || "") : null,
   );
 }

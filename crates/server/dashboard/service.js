@@ -128,7 +128,7 @@ function deploymentsTab(p, s, deployments) {
           "tr",
           {},
           h("th", { scope: "row" }, h("a", { href: deploymentHref(p, s, d.id), class: "mono" }, d.id.slice(0, 8))),
-          h("td", {}, badge(d.status), d.failure_code ? h("span", { class: "muted" }, ` ${d.failure_code}`) : ""),
+          h("td", {}, badge(d.status), d.failure_code ? h("span", { class: "muted" }, ` ${d.failure_code}`) : "", d.message && d.status === "PENDING_DEPLOY" ? h("div", { class: "hint" }, d.message) : ""),
           h("td", { class: "mono", title: d.digest || "" }, shortDigest(d.digest)),
           h("td", {}, finished(d.status) ? seconds(d.created_at, d.updated_at) : "…"),
           h("td", {}, when(d.created_at)),

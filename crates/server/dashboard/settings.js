@@ -1,5 +1,7 @@
-// A service's Settings tab: its private registry credentials as stored (masked),
-// the form that edits or adds them, and Remove.
+// A service's Settings tab: its run settings (environment, secrets by name,
+// command, volume, region) in a form that saves only what changed, then its
+// private registry credentials as stored (masked), the form that edits or adds
+// them, and Remove.
 
 import { h, fill } from "./dom.js";
 import { api, servicePath } from "./api.js";
@@ -7,9 +9,60 @@ import { say, reload } from "./page.js";
 import { errorBox, healthText, when, confirmDialog } from "./widgets.js";
 import { credentialsForm } from "./credentials-form.js";
 import { registryBody, settingsSaveBlocked, maskedPassword, verifiedWords } from "./credentials.js";
+import { runSettingsForm, problemsBox } from "./run-settings-form.js";
+import { updateBody, changesAnything } from "./run-settings.js";
 import { deploymentHref } from "./routes.js";
 
 export function settingsTab(p, s, svc) {
+  return [runSettingsCard(p, s, svc), registryCard(p, s, svc)];
+}
+
+// What the last save said, shown once by the page drawn after it.
+let savedNote = null;
+
+/** The run settings as stored, editable; Save sends what changed, Save and
+ * redeploy also starts a deployment with them. */
+function runSettingsCard(p, s, svc) {
+  const form = runSettingsForm({ stored: svc });
+  const status = h("div", { "aria-live": "polite" }, savedNote ? h("p", { class: "alert alert-ok", role: "status" }, savedNote) : null);
+  savedNote = null;
+  const terminated = svc.status === "TERMINATED";
+  const save = h("button", { type: "submit", class: "btn btn-primary", disabled: terminated }, "Save settings");
+  const saveDeploy = h("button", { type: "submit", class: "btn", disabled: terminated, value: "redeploy" }, "Save and redeploy");
+  const el = h(
+    "form",
+    { class: "card", "aria-labelledby": "rs-title", novalidate: true },
+    h("h2", { id: "rs-title" }, "Environment and runtime"),
+    h("p", { class: "hint intro" }, "Changes apply at the next deploy; Save and redeploy starts one now (the running deployment is replaced only once the new one runs)."),
+    form.el,
+    status,
+    h("div", { class: "actions" }, save, saveDeploy, h("button", { type: "button", class: "btn", onclick: () => reload() }, "Reset")),
+  );
+  // What was said about the last attempt is stale once the form changes.
+  form.el.addEventListener("input", () => status.replaceChildren());
+  el.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const redeploy = ev.submitter === saveDeploy;
+    const { body, errors } = updateBody(svc, form.state(), { redeploy });
+    if (errors.length) return fill(status, problemsBox(errors));
+    if (!redeploy && !changesAnything(body)) return fill(status, h("p", { class: "alert alert-info", role: "status" }, "Nothing changed."));
+    save.disabled = saveDeploy.disabled = true;
+    try {
+      const saved = await api("PUT", servicePath(p, s), body);
+      form.clearSecrets();
+      say(redeploy ? "Settings saved; deploying" : "Settings saved");
+      if (saved.deployment) return (location.hash = deploymentHref(p, s, saved.deployment.id));
+      savedNote = "Settings saved. They apply at the next deploy.";
+      reload();
+    } catch (e) {
+      save.disabled = saveDeploy.disabled = false;
+      fill(status, errorBox(e));
+    }
+  });
+  return el;
+}
+
+function registryCard(p, s, svc) {
   const reg = svc.registry;
   const wrap = h("section", { class: "card", "aria-labelledby": "pr-title" }, h("h2", { id: "pr-title" }, "Private Registry"));
   const status = h("div", { "aria-live": "polite" });

@@ -42,6 +42,8 @@ const ASSETS: &[(&str, &str, &str)] = &[
     embedded!("create-service.js", JS),
     embedded!("service.js", JS),
     embedded!("settings.js", JS),
+    embedded!("run-settings.js", JS),
+    embedded!("run-settings-form.js", JS),
     embedded!("deployment.js", JS),
     embedded!("audit.js", JS),
     embedded!("app.css", "text/css; charset=utf-8"),

@@ -1,81 +1,26 @@
 // The dashboard as a person uses it: Debian's chromium, driven by Playwright,
 // against a real berth server and a real token registry that
 // crates/server/tests/dashboard.rs started. Exits non-zero on the first failure;
-// writes a screenshot of every page to $OUT.
+// writes a screenshot of every page to $OUT (harness.mjs).
 //
 // Env: BERTH_URL, ALICE_TOKEN, BOB_TOKEN, REG (the registry's host:port), REG_USER,
 // REG_PASSWORD, GCP_KEY (a service account key the registry takes), OUT.
 
-import { chromium } from "playwright-core";
-import { readFileSync, mkdirSync } from "node:fs";
-import { createRequire } from "node:module";
 import assert from "node:assert/strict";
+import { start } from "./harness.mjs";
 
-const require = createRequire(import.meta.url);
-const AXE = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
-const { BERTH_URL, ALICE_TOKEN, BOB_TOKEN, REG, REG_USER, REG_PASSWORD, GCP_KEY, OUT } = process.env;
+const { BERTH_URL, ALICE_TOKEN, BOB_TOKEN, REG, REG_USER, REG_PASSWORD, GCP_KEY } = process.env;
 // The part of the key that is secret (the rest of the file names the account).
 const GCP_SECRET = JSON.parse(GCP_KEY).private_key.split("\n")[1];
 const WRONG_PASSWORD = "not-the-Pa55word";
-mkdirSync(OUT, { recursive: true });
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
-const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-const page = await context.newPage();
-const problems = [];
-page.on("console", (m) => {
-  // The API's own 4xx answers (a wrong token, a refused test, the rate limit) are
-  // part of the flows; anything else (a CSP refusal, a script error) is not.
-  if (m.type() === "error" && !m.text().startsWith("Failed to load resource: the server responded with a status of 4")) problems.push(`console: ${m.text()}`);
-});
-page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
-page.setDefaultTimeout(20000);
-
-let shot = 0;
-async function screenshot(name) {
-  shot += 1;
-  const file = `${OUT}/${String(shot).padStart(2, "0")}-${name}.png`;
-  await page.screenshot({ path: file, fullPage: true });
-  console.log(`screenshot ${file}`);
-}
-
-/** axe-core in the page (evaluated through the DevTools protocol, which the
- * page's CSP does not govern); no serious or critical violation allowed. */
-async function accessible(name) {
-  await page.evaluate(AXE + ";0");
-  const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ["violations"] }));
-  const bad = result.violations.filter((v) => ["serious", "critical"].includes(v.impact));
-  for (const v of result.violations) console.log(`axe ${name}: ${v.impact} ${v.id}: ${v.help} (${v.nodes.length})`);
-  assert.equal(bad.length, 0, `${name}: ${bad.map((v) => `${v.id} ${v.nodes.map((n) => n.target).join(",")}`).join("; ")}`);
-}
+const { browser, page, problems, screenshot, accessible, heading, noSecretKept: noneOf } = await start();
 
 /** The password is nowhere the page keeps: its HTML, the tab's storage, cookies,
- * the URL. */
+ * the URL; nor the token in the URL. */
 async function noSecretKept(where) {
-  const html = await page.content();
-  const storage = await page.evaluate(() => JSON.stringify({ ...sessionStorage }) + JSON.stringify({ ...localStorage }));
-  const cookies = JSON.stringify(await context.cookies());
-  for (const secret of [REG_PASSWORD, WRONG_PASSWORD, GCP_SECRET]) {
-    for (const [what, text] of [["HTML", html], ["storage", storage], ["cookies", cookies], ["URL", page.url()]]) {
-      assert.ok(!text.includes(secret), `${where}: a password is in the page's ${what}`);
-    }
-  }
+  await noneOf(where, [REG_PASSWORD, WRONG_PASSWORD, GCP_SECRET]);
   assert.ok(!page.url().includes(ALICE_TOKEN) && !page.url().includes(BOB_TOKEN), `${where}: the token is in the URL`);
-}
-
-async function heading(text) {
-  await page.getByRole("heading", { level: 1, name: text }).waitFor();
 }
 
 // ------------------------------------------------------------------ sign in
