@@ -70,6 +70,7 @@ pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest
         .await
         .map_err(|e| Failure::runtime(e.to_string()))?
         .ok_or_else(|| Failure::runtime("the service is gone"))?;
+    let secrets = super::settings::sealed(w, &service).await?;
 
     let (target, creds) = credentials(w, d, &service, log).await?;
     let has_creds = creds.is_some();
@@ -137,7 +138,7 @@ pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest
     let bundle = w.deployer.bundle(&d.id);
     root_filesystem(&pulled, &bundle, w.deployer.images.ids(), log)?;
     // Secrets are opened only now, just before the start, not for the pull's length.
-    let settings = super::settings::of(w, &service, log).await?;
+    let settings = super::settings::of(w, &service, secrets, log).await?;
     start(w, d, &service, &pulled, &bundle, settings).await?;
     log::append(
         log,

@@ -7,13 +7,28 @@
 use std::path::Path;
 
 use berth_runtime::settings::{RunSettings, VolumeSpec};
-use berth_store::Service;
+use berth_store::{Service, ServiceSecret};
 
 use super::failure::Failure;
 use super::{log, Worker};
 
-/// The settings `service` runs with; its secrets opened.
-pub(super) async fn of(w: &Worker, service: &Service, log: &Path) -> Result<RunSettings, Failure> {
+/// The service's secrets as stored (sealed), read with the service at the
+/// deploy's start: the start itself then needs no database (one that restarts
+/// during the pull does not fail the deploy).
+pub(super) async fn sealed(w: &Worker, service: &Service) -> Result<Vec<ServiceSecret>, Failure> {
+    w.store
+        .service_secrets(&service.id)
+        .await
+        .map_err(|e| Failure::runtime(e.to_string()))
+}
+
+/// The settings `service` runs with; its `secrets` opened.
+pub(super) async fn of(
+    w: &Worker,
+    service: &Service,
+    secrets: Vec<ServiceSecret>,
+    log: &Path,
+) -> Result<RunSettings, Failure> {
     let s = &service.settings;
     let mut out = RunSettings {
         env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -26,11 +41,6 @@ pub(super) async fn of(w: &Worker, service: &Service, log: &Path) -> Result<RunS
         }),
         ..Default::default()
     };
-    let secrets = w
-        .store
-        .service_secrets(&service.id)
-        .await
-        .map_err(|e| Failure::runtime(e.to_string()))?;
     for secret in &secrets {
         let binding = crate::vault::secret_binding(&service.id, &secret.name);
         let value = w
