@@ -952,6 +952,72 @@ mod tests {
     }
 
     #[test]
+    fn secrets() {
+        let secret = |data: Value| json!({"metadata": {"name": "berth-d1-secrets"}, "type": "Opaque", "data": data});
+        check(
+            "secrets",
+            secret(json!({"API_KEY": "aGk=", "tls.key": ""})),
+            None,
+        );
+        check(
+            "secrets",
+            secret(json!({"A B": "aGk="})),
+            Some("valid config key"),
+        );
+        let big = "A".repeat(1024 * 1024 * 4 / 3 + 8);
+        check("secrets", secret(json!({"K": big})), Some("Too long"));
+        check(
+            "secrets",
+            json!({"metadata": {"name": "p"}, "type": "kubernetes.io/dockerconfigjson", "data": {}}),
+            Some("data[.dockerconfigjson]: Required"),
+        );
+        assert!(undecodable("secrets", "Secret", &secret(json!({"K": "not base64!"}))).is_some());
+        assert!(undecodable("secrets", "Secret", &secret(json!({"K": "aGk="}))).is_none());
+        let mut old = secret(json!({"K": "aGk="}));
+        old["immutable"] = json!(true);
+        let mut new = old.clone();
+        new["data"]["K"] = json!("aG8=");
+        assert!(invalid_update("secrets", "Secret", &old, &new)
+            .is_some_and(|e| e.contains("immutable")));
+    }
+
+    #[test]
+    fn claims() {
+        let claim =
+            |spec: Value| json!({"metadata": {"name": "berth-db-0123456789"}, "spec": spec});
+        let good = json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}});
+        check("persistentvolumeclaims", claim(good.clone()), None);
+        check(
+            "persistentvolumeclaims",
+            claim(json!({"resources": {"requests": {"storage": "16Mi"}}})),
+            Some("at least 1 access mode"),
+        );
+        check(
+            "persistentvolumeclaims",
+            claim(json!({"accessModes": ["ReadWriteOnce"]})),
+            Some("spec.resources[storage]: Required"),
+        );
+        check(
+            "persistentvolumeclaims",
+            claim(
+                json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "0Mi"}}}),
+            ),
+            Some("greater than zero"),
+        );
+        let old = claim(good);
+        let mut grown = old.clone();
+        grown["spec"]["resources"]["requests"]["storage"] = json!("32Mi");
+        let pvc = "persistentvolumeclaims";
+        assert!(invalid_update(pvc, "PersistentVolumeClaim", &old, &grown).is_none());
+        assert!(invalid_update(pvc, "PersistentVolumeClaim", &grown, &old)
+            .is_some_and(|e| e.contains("can not be less than previous value")));
+        let mut moved = old.clone();
+        moved["spec"]["accessModes"] = json!(["ReadWriteMany"]);
+        assert!(invalid_update(pvc, "PersistentVolumeClaim", &old, &moved)
+            .is_some_and(|e| e.contains("spec is immutable")));
+    }
+
+    #[test]
     fn pod_templates() {
         let deployment = |container: Value| {
             json!({"metadata": {"name": "berth-d1"}, "spec": {
@@ -991,6 +1057,32 @@ mod tests {
             deployment(json!({"name": "app", "ports": [{"containerPort": 0}]})),
             Some(PORT_RANGE),
         );
+        check(
+            "deployments",
+            deployment(
+                json!({"name": "app", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}),
+            ),
+            Some("volumeMounts[0].name: Not found"),
+        );
+        check(
+            "deployments",
+            deployment(
+                json!({"name": "app", "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "s", "key": "a b"}}}]}),
+            ),
+            Some("secretKeyRef.key"),
+        );
+        let mut d = deployment(
+            json!({"name": "app", "volumeMounts": [{"name": "secrets", "mountPath": "/run/secrets", "readOnly": true}]}),
+        );
+        d["spec"]["template"]["spec"]["volumes"] = json!([{"name": "secrets", "secret": {"secretName": "s", "defaultMode": 0o400, "items": [{"key": "K", "path": "K"}]}}]);
+        d["spec"]["template"]["spec"]["nodeSelector"] =
+            json!({"topology.kubernetes.io/region": "eu-west-1"});
+        check("deployments", d.clone(), None);
+        d["spec"]["template"]["spec"]["volumes"][0]["secret"]["defaultMode"] = json!(0o1000);
+        check("deployments", d.clone(), Some("between 0 and 0777"));
+        d["spec"]["template"]["spec"]["volumes"][0]["secret"]["defaultMode"] = json!(0o400);
+        d["spec"]["template"]["spec"]["volumes"][0]["secret"]["items"][0]["path"] = json!("../K");
+        check("deployments", d, Some("without '..'"));
         let mut d = deployment(json!({"name": "app"}));
         d["spec"]["selector"]["matchLabels"]["d"] = json!("2");
         check(
