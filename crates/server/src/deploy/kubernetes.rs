@@ -62,7 +62,7 @@ impl Deployer {
         locked(&self.on_cluster).remove(id);
     }
 
-    /// Deletes deployment `id`'s Deployment (its pods and pull Secret go with it).
+    /// Deletes deployment `id`'s Deployment (its pods and Secrets go with it).
     pub(super) async fn stop_on_cluster(&self, id: &DeploymentId) {
         let (Some(cluster), Some(placed)) = (&self.cluster, self.placed(id)) else {
             return;
@@ -74,7 +74,7 @@ impl Deployer {
                 log::append(
                     &self.log_path(id),
                     &format!(
-                        "stopped; the Deployment {} and its pull Secret were deleted from namespace {}",
+                        "stopped; the Deployment {} and its Secrets were deleted from namespace {}; its pods go with it, and the service's claim when no other Deployment mounts it",
                         placed.name, placed.namespace
                     ),
                 );

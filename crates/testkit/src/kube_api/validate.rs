@@ -376,10 +376,8 @@ fn secret(c: &mut Check<'_>, obj: &Value) {
     }
     match obj["type"].as_str().unwrap_or("Opaque") {
         "Opaque" => {}
-        "kubernetes.io/dockerconfigjson" => {
-            if !data.contains_key(".dockerconfigjson") {
-                c.required("data[.dockerconfigjson]", "");
-            }
+        "kubernetes.io/dockerconfigjson" if !data.contains_key(".dockerconfigjson") => {
+            c.required("data[.dockerconfigjson]", "");
         }
         _ => {}
     }
@@ -590,7 +588,7 @@ fn pod_volumes(c: &mut Check<'_>, pod: &Value) -> Vec<String> {
                 c.required(&format!("{f}.secret.secretName"), "");
             }
             let mode = &secret["defaultMode"];
-            if !mode.is_null() && !mode.as_u64().is_some_and(|m| m <= 0o777) {
+            if !mode.is_null() && mode.as_u64().is_none_or(|m| m > 0o777) {
                 c.fail(
                     &format!("{f}.secret.defaultMode"),
                     mode,
@@ -598,7 +596,7 @@ fn pod_volumes(c: &mut Check<'_>, pod: &Value) -> Vec<String> {
                 );
             }
             for (j, item) in secret["items"].as_array().into_iter().flatten().enumerate() {
-                if !item["key"].as_str().is_some_and(|k| !k.is_empty()) {
+                if item["key"].as_str().is_none_or(str::is_empty) {
                     c.required(&format!("{f}.secret.items[{j}].key"), "");
                 }
                 let path = item["path"].as_str().unwrap_or_default();
@@ -612,7 +610,7 @@ fn pod_volumes(c: &mut Check<'_>, pod: &Value) -> Vec<String> {
             }
         }
         let claim = &v["persistentVolumeClaim"];
-        if claim.is_object() && !claim["claimName"].as_str().is_some_and(|n| !n.is_empty()) {
+        if claim.is_object() && claim["claimName"].as_str().is_none_or(str::is_empty) {
             c.required(&format!("{f}.persistentVolumeClaim.claimName"), "");
         }
     }
