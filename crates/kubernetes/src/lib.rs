@@ -30,13 +30,14 @@
 mod names;
 mod network;
 mod rollout;
+mod run_settings;
 mod traffic;
 
 use std::collections::BTreeMap;
 
 use base64::Engine;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Event, Namespace, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchParams};
@@ -48,6 +49,7 @@ pub use ipnet::IpNet;
 pub use names::{berth_project, dns_label, traffic_name};
 pub use network::{parse_cidrs, PRIVATE_V4, PRIVATE_V6};
 pub use rollout::{classify_pull, Cause, Rollout, Verdict};
+pub use run_settings::{claim_name, secrets_name, RunSettings, Volume, REGION_LABEL, SECRETS_PATH};
 pub use traffic::{ingress_hosts, DRAIN_SLEEP_S};
 
 /// The label every object berth creates carries.
@@ -175,6 +177,29 @@ pub enum UserNamespace {
 pub struct Applied {
     pub placed: Placed,
     pub user_namespace: UserNamespace,
+    /// The Secret of the service's secrets, when it has any.
+    pub secret: Option<String>,
+    /// The service's claim, when it has a volume.
+    pub claim: Option<Claim>,
+}
+
+/// The service's PersistentVolumeClaim, as a deploy left it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub name: String,
+    pub change: ClaimChange,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimChange {
+    /// Made now, empty.
+    Created,
+    /// The service's, with its data; `bytes`: what it requests (never less
+    /// than asked: a claim is grown, never shrunk), when berth could read it.
+    Kept { bytes: Option<u128> },
+    /// Its request raised from `from` bytes to the volume's size (the storage
+    /// class must allow expansion; the data stays).
+    Grown { from: u128 },
 }
 
 impl Default for Settings {
@@ -216,6 +241,9 @@ pub struct Workload<'a> {
     /// Service or Ingress.
     pub serve: Option<Serve>,
     pub network: Network,
+    /// What the service sets over its image: variables, secrets, command and
+    /// args, its volume, its region.
+    pub settings: RunSettings,
 }
 
 /// A service that serves: its port, what ready means, its host names.
@@ -416,7 +444,9 @@ impl Kubernetes {
 
     /// Creates the workload: the namespace and the NetworkPolicy first (no pod
     /// ever runs unconfined), then the Deployment (no replicas yet), the pull
-    /// Secret it owns, then one replica. A Deployment left from an earlier
+    /// Secret and the Secret of the service's secrets it owns, the service's
+    /// claim (made, or owned by this Deployment too and grown), then one
+    /// replica: the kubelet never looks for any of them before they exist. A Deployment left from an earlier
     /// attempt of the same deployment (a crash mid-deploy) is replaced. What
     /// the API server kept of the pod's user namespace is read from the stored
     /// Deployment it answers.
@@ -472,6 +502,14 @@ impl Kubernetes {
                 }
             }
         }
+        let secret = match run_settings::secret(w, &placed, &uid) {
+            Some(secret) => Some(self.create_owned_secret(&placed, secret).await?),
+            None => None,
+        };
+        let claim = match &w.settings.volume {
+            Some(volume) => Some(self.ensure_claim(w, &placed, &uid, volume).await?),
+            None => None,
+        };
         if let Some(policy) =
             traffic::deployment_policy(w, &placed, &self.settings.ingress_namespace)
         {
@@ -489,7 +527,147 @@ impl Kubernetes {
         Ok(Applied {
             placed,
             user_namespace,
+            secret,
+            claim,
         })
+    }
+
+    /// Creates the Secret of the service's secrets (owned by the Deployment
+    /// already); one left from an earlier attempt of the deployment is
+    /// deleted first (it is immutable); its name.
+    async fn create_owned_secret(
+        &self,
+        placed: &Placed,
+        secret: Secret,
+    ) -> Result<String, KubeError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &placed.namespace);
+        let name = secrets_name(placed);
+        let e = match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => return Ok(name),
+            Err(e) => KubeError::from_kube("creating the Secret of the service's secrets", e),
+        };
+        if !e.is_status(409) {
+            return Err(e);
+        }
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(e) => {
+                let e =
+                    KubeError::from_kube("deleting an earlier Secret of the service's secrets", e);
+                if !e.is_status(404) {
+                    return Err(e);
+                }
+            }
+        }
+        api.create(&PostParams::default(), &secret)
+            .await
+            .map_err(|e| KubeError::from_kube("creating the Secret of the service's secrets", e))?;
+        Ok(name)
+    }
+
+    /// Makes the service's claim, owned by this Deployment; one that exists
+    /// (berth's for this service: an earlier deploy's, with its data) gets this
+    /// Deployment as an owner too, so it outlives the one being replaced, and
+    /// its request raised to the volume's size when that is larger (a claim is
+    /// never shrunk). A write that lost a race with another deploy of the
+    /// service (409 `Conflict`) is tried again on what that one wrote.
+    async fn ensure_claim(
+        &self,
+        w: &Workload<'_>,
+        placed: &Placed,
+        owner_uid: &str,
+        volume: &Volume,
+    ) -> Result<Claim, KubeError> {
+        const KIND: &str = "PersistentVolumeClaim";
+        let api: Api<PersistentVolumeClaim> =
+            Api::namespaced(self.client.clone(), &placed.namespace);
+        let owner = shared_owner(placed, owner_uid);
+        let mut want = run_settings::claim(
+            w,
+            &placed.namespace,
+            volume,
+            self.settings.storage_class.as_deref(),
+        );
+        let name = want.metadata.name.clone().unwrap_or_default();
+        want.metadata.owner_references = Some(vec![owner.clone()]);
+        let e = match api.create(&PostParams::default(), &want).await {
+            Ok(_) => {
+                return Ok(Claim {
+                    name,
+                    change: ClaimChange::Created,
+                })
+            }
+            Err(e) => KubeError::from_kube("creating the PersistentVolumeClaim", e),
+        };
+        if !e.is_status(409) {
+            return Err(e);
+        }
+        let wanted = u128::from(volume.size_mb) << 20;
+        let mut last = e;
+        for _ in 0..3 {
+            let mut found = api
+                .get(&name)
+                .await
+                .map_err(|e| KubeError::from_kube("reading the PersistentVolumeClaim", e))?;
+            berths_for_service(&found.metadata, w, KIND, &name)?;
+            if found.metadata.deletion_timestamp.is_some() {
+                return Err(KubeError::Api {
+                    what: format!("using the {KIND} {name}"),
+                    code: 409,
+                    reason: "Terminating".into(),
+                    message: "it is being deleted (its service's last Deployment was); deploy again once it is gone".into(),
+                });
+            }
+            let had = run_settings::requested(&found);
+            let mut owners = found.metadata.owner_references.clone().unwrap_or_default();
+            let owned = owners.iter().any(|o| o.uid == owner.uid);
+            let grow = had.filter(|h| *h < wanted);
+            if owned && grow.is_none() {
+                return Ok(Claim {
+                    name,
+                    change: ClaimChange::Kept { bytes: had },
+                });
+            }
+            if !owned {
+                owners.push(owner.clone());
+            }
+            found.metadata.owner_references = Some(owners);
+            if grow.is_some() {
+                if let Some(requests) = found
+                    .spec
+                    .as_mut()
+                    .and_then(|s| s.resources.as_mut())
+                    .and_then(|r| r.requests.as_mut())
+                {
+                    requests.insert(
+                        "storage".into(),
+                        k8s_openapi::apimachinery::pkg::api::resource::Quantity(format!(
+                            "{}Mi",
+                            volume.size_mb
+                        )),
+                    );
+                }
+            }
+            match api.replace(&name, &PostParams::default(), &found).await {
+                Ok(_) => {
+                    return Ok(Claim {
+                        name,
+                        change: match grow {
+                            Some(from) => ClaimChange::Grown { from },
+                            None => ClaimChange::Kept { bytes: had },
+                        },
+                    })
+                }
+                Err(e) => {
+                    let e = KubeError::from_kube("updating the PersistentVolumeClaim", e);
+                    if !e.is_status(409) {
+                        return Err(e);
+                    }
+                    last = e;
+                }
+            }
+        }
+        Err(last)
     }
 
     /// The deployment's own NetworkPolicy, owned by its Deployment (so it goes
@@ -710,6 +888,8 @@ impl Kubernetes {
         if let Some(serve) = &w.serve {
             traffic::serving_container(&mut pod_spec["containers"][0], serve);
         }
+        run_settings::container(&mut pod_spec["containers"][0], &w.settings, placed);
+        run_settings::pod(&mut pod_spec, w, placed);
         if w.pull.is_some() {
             pod_spec["imagePullSecrets"] = json!([{"name": placed.name}]);
         }
@@ -810,10 +990,10 @@ impl Kubernetes {
             .is_some())
     }
 
-    /// Deletes the Deployment (its pods, its Secret and its NetworkPolicy go
-    /// with it, by owner; the service's Service and Ingress too when it was
-    /// their last owner) and the Secret and the NetworkPolicy too, should a
-    /// cluster's garbage collector lag; a missing one is fine.
+    /// Deletes the Deployment (its pods, its Secrets and its NetworkPolicy go
+    /// with it, by owner; the service's Service, Ingress and claim too when it
+    /// was their last owner) and the Secrets and the NetworkPolicy too, should
+    /// a cluster's garbage collector lag; a missing one is fine.
     pub async fn delete(&self, placed: &Placed) -> Result<(), KubeError> {
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &placed.namespace);
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &placed.namespace);
@@ -829,6 +1009,13 @@ impl Kubernetes {
                 .await
                 .map(|_| ())
                 .map_err(|e| KubeError::from_kube("deleting the pull Secret", e)),
+            secrets
+                .delete(&secrets_name(placed), &DeleteParams::background())
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    KubeError::from_kube("deleting the Secret of the service's secrets", e)
+                }),
             policies
                 .delete(&placed.name, &DeleteParams::background())
                 .await

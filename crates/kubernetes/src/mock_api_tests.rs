@@ -65,6 +65,7 @@ fn workload<'a>() -> Workload<'a> {
         cpu_millis: Some(500),
         serve: None,
         network: Network::Public,
+        settings: Default::default(),
     }
 }
 
@@ -139,6 +140,19 @@ async fn apply_replaces_a_leftover_and_orders_its_writes() {
             (m.as_str(), p.as_str()),
             (
                 "DELETE",
+                "/api/v1/namespaces/berth-web/secrets/berth-d1-secrets?"
+            )
+        );
+        send.send_response(status(
+            404,
+            "NotFound",
+            "secrets \"berth-d1-secrets\" not found",
+        ));
+        let (m, p, _, send) = next(&mut h).await;
+        assert_eq!(
+            (m.as_str(), p.as_str()),
+            (
+                "DELETE",
                 "/apis/networking.k8s.io/v1/namespaces/berth-web/networkpolicies/berth-d1?"
             )
         );
@@ -198,6 +212,8 @@ async fn apply_replaces_a_leftover_and_orders_its_writes() {
                 name: "berth-d1".into()
             },
             user_namespace: UserNamespace::Own,
+            secret: None,
+            claim: None,
         }
     );
     server.await.unwrap();
@@ -300,7 +316,7 @@ async fn a_forbidden_create_is_said_as_the_api_server_said_it() {
 async fn delete_takes_what_is_already_gone() {
     let (k, mut h) = cluster();
     let server = tokio::spawn(async move {
-        for _ in 0..3 {
+        for _ in 0..4 {
             let (m, _, _, send) = next(&mut h).await;
             assert_eq!(m, "DELETE");
             send.send_response(status(404, "NotFound", "not found"));

@@ -200,6 +200,7 @@ mod tests {
             cpu_millis: None,
             serve,
             network,
+            settings: Default::default(),
         }
     }
 

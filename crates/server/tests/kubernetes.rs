@@ -14,7 +14,11 @@
 //! so a terminate's delete takes them), only the ingress controller's namespace
 //! in; a redeploy keeps them, a pod that never answers never changes them, a
 //! worker's deploy deletes them; `network: none` reaches nothing, as the fake's
-//! NetworkPolicy evaluation says.
+//! NetworkPolicy evaluation says. A service's settings: variables and
+//! command/args on the container, secrets in a Secret the Deployment owns
+//! (`secretKeyRef`, 0400 files), the volume as the service's claim kept and
+//! grown across a redeploy and deleted on terminate, the region as a node
+//! selector; no secret's value in berth's logs or the deployment's.
 //!
 //! `the_same_on_a_real_cluster` runs the scenario on the cluster named by
 //! `BERTH_TEST_KUBECONFIG`, where one is configured (one whose nodes can pull
@@ -29,6 +33,13 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use berth_testkit::{FakeKube, Kubelet, Peer};
+
+/// The test process's logging at TRACE, captured (once per binary: the tests
+/// that grep it share it).
+fn trace_logs() -> &'static Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(Captured::at_trace)
+}
 
 fn on_cluster(cfg: &mut berth_server::Config, kubeconfig: std::path::PathBuf) {
     cfg.runtime = berth_server::RuntimeChoice::Kubernetes(berth_kubernetes::Settings {
@@ -92,7 +103,7 @@ async fn infra_log(alice: &Client, service: &str, id: &str) -> String {
 async fn deployments_run_on_the_cluster_with_a_pull_secret_they_own() {
     // Every log line at TRACE (the Kubernetes client's too), grepped at the end
     // for the password and the Secret's base64 forms of it.
-    let logs = Captured::at_trace();
+    let logs = trace_logs();
     let registry = Registry::start();
     let url = registry.url();
     let kube = FakeKube::start(Kubelet::PullWith {
@@ -890,5 +901,304 @@ async fn the_same_on_a_real_cluster() {
     assert_eq!(d["status"], "DEPLOYED", "{d}");
     let (s, _) = alice.delete("/v1/projects/web/services/api").await;
     assert_eq!(s, StatusCode::OK);
+    server.running.stop().await;
+}
+
+const API_KEY: &str = "k3y-for-the-api-Xq93";
+const TLS_KEY: &str = "-----BEGIN KEY-----\nnot-really-a-key-Pz71\n-----END KEY-----\n";
+
+/// The non-GET requests since `from`: (method, path without its query).
+fn writes_since(kube: &FakeKube, from: usize) -> Vec<(String, String)> {
+    kube.requests()[from..]
+        .iter()
+        .filter(|(m, _, _)| m != "GET")
+        .map(|(m, p, _)| (m.clone(), p.split('?').next().unwrap().to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn settings_reach_the_pod_through_a_secret_a_claim_and_a_node_selector() {
+    let logs = trace_logs();
+    let registry = Registry::start();
+    let url = registry.url();
+    let kube = FakeKube::start(Kubelet::Run);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Db::Sqlite, &url, None);
+    cfg.runtime = berth_server::RuntimeChoice::Kubernetes(berth_kubernetes::Settings {
+        kubeconfig: Some(kube.kubeconfig()),
+        storage_class: Some("fast-ssd".into()),
+        ..Default::default()
+    });
+    // A replica claims only its region's services (and those naming none).
+    cfg.region = Some("eu-west-1".into());
+    let server = Server::start(cfg).await;
+    let alice = server.admin().new_user("alice").await;
+    alice.post("/v1/projects", json!({"name": "web"})).await;
+    let (s, v) = alice
+        .post(
+            "/v1/projects/web/services",
+            json!({"name": "db", "image": "team/app:v1", "registry": registry_body(&url, "ci", PASSWORD),
+                "env": {"GREETING": "hello $(HOME)"},
+                "secrets": {"API_KEY": API_KEY, "TLS_KEY": TLS_KEY}, "secret_files": ["TLS_KEY"],
+                "command": ["/bin/sh", "-c"], "args": ["echo $GREETING", "sh"],
+                "volume": {"path": "/var/lib/db/", "size_mb": 16}, "region": "eu-west-1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Nothing made on the cluster by a save: writes start with the deploy.
+    let d = deploy(&alice, "db").await;
+    assert_eq!(d["status"], "DEPLOYED", "{d}");
+    let id = d["id"].as_str().unwrap().to_owned();
+    let name = format!("berth-{id}");
+    let secret_name = format!("{name}-secrets");
+    let claim = berth_kubernetes::claim_name("web", "db");
+
+    // The container: variables literal (the kubelet's `$(...)` escaped),
+    // secrets by reference only.
+    let dep = kube.get("deployments", "berth-web", &name).unwrap();
+    let uid = dep["metadata"]["uid"].as_str().unwrap().to_owned();
+    let pod = &dep["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(
+        c["env"],
+        json!([
+            {"name": "GREETING", "value": "hello $$(HOME)"},
+            {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": secret_name, "key": "API_KEY"}}},
+        ])
+    );
+    assert_eq!(c["command"], json!(["/bin/sh", "-c"]));
+    assert_eq!(c["args"], json!(["echo $$GREETING", "sh"]));
+    assert_eq!(
+        c["volumeMounts"],
+        json!([
+            {"name": "secrets", "mountPath": "/run/secrets", "readOnly": true},
+            {"name": "data", "mountPath": "/var/lib/db"},
+        ])
+    );
+    assert_eq!(
+        pod["volumes"],
+        json!([
+            {"name": "secrets", "secret": {"secretName": secret_name, "items": [{"key": "TLS_KEY", "path": "TLS_KEY"}], "defaultMode": 0o400}},
+            {"name": "data", "persistentVolumeClaim": {"claimName": claim}},
+        ])
+    );
+    assert_eq!(
+        pod["nodeSelector"],
+        json!({"topology.kubernetes.io/region": "eu-west-1"})
+    );
+    assert_eq!(
+        pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
+            ["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    assert!(
+        !dep.to_string().contains("k3y-for"),
+        "no value in the Deployment"
+    );
+
+    // The Secret: Opaque, the secrets' values under their names, owned by the
+    // Deployment as its controller.
+    let secret = kube
+        .get("secrets", "berth-web", &secret_name)
+        .expect("the Secret");
+    assert_eq!(secret["type"], "Opaque");
+    assert_eq!(secret["immutable"], true);
+    let decode = |k: &str| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(secret["data"][k].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(secret["data"].as_object().unwrap().len(), 2);
+    assert_eq!(decode("API_KEY"), API_KEY);
+    assert_eq!(decode("TLS_KEY"), TLS_KEY);
+    let owner = &secret["metadata"]["ownerReferences"];
+    assert_eq!(owner.as_array().unwrap().len(), 1);
+    assert_eq!(
+        (&owner[0]["kind"], &owner[0]["uid"], &owner[0]["controller"]),
+        (&json!("Deployment"), &json!(uid), &json!(true))
+    );
+
+    // The claim: the service's, its size, the operator's class, owned by the
+    // Deployment that mounts it.
+    let pvc = kube
+        .get("persistentvolumeclaims", "berth-web", &claim)
+        .expect("the claim");
+    let pvc_uid = pvc["metadata"]["uid"].clone();
+    assert_eq!(pvc["spec"]["accessModes"], json!(["ReadWriteOnce"]));
+    assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "16Mi");
+    assert_eq!(pvc["spec"]["storageClassName"], "fast-ssd");
+    assert_eq!(pvc["metadata"]["labels"]["berth.dev/service"], "db");
+    assert_eq!(owners(&pvc), [uid.as_str()]);
+
+    // In order: the Deployment (no replicas), what it owns, then scaled.
+    let writes = writes_since(&kube, 0);
+    let at = writes
+        .iter()
+        .position(|(m, p)| m == "POST" && p.ends_with("/deployments"))
+        .unwrap();
+    assert_eq!(
+        writes[at..],
+        [
+            (
+                "POST".to_owned(),
+                "/apis/apps/v1/namespaces/berth-web/deployments".to_owned()
+            ),
+            (
+                "POST".to_owned(),
+                "/api/v1/namespaces/berth-web/secrets".to_owned()
+            ),
+            (
+                "POST".to_owned(),
+                "/api/v1/namespaces/berth-web/secrets".to_owned()
+            ),
+            (
+                "POST".to_owned(),
+                "/api/v1/namespaces/berth-web/persistentvolumeclaims".to_owned()
+            ),
+            (
+                "PATCH".to_owned(),
+                format!("/apis/apps/v1/namespaces/berth-web/deployments/{name}")
+            ),
+        ]
+    );
+    let log = infra_log(&alice, "db", &id).await;
+    for want in [
+        "settings: 1 variables; secret variables API_KEY; secret files TLS_KEY under /run/secrets; command",
+        &format!("Secret {secret_name} (Opaque, owned by the Deployment) holds the service's secrets: API_KEY as variables (secretKeyRef); TLS_KEY as files under /run/secrets (read-only, mode 0400)"),
+        &format!("volume: PersistentVolumeClaim {claim} created with 16 MiB (storage class fast-ssd, ReadWriteOnce), mounted at /var/lib/db"),
+        "region eu-west-1: only nodes labelled topology.kubernetes.io/region=eu-west-1 run the pod (nodeSelector)",
+    ] {
+        assert!(log.contains(want), "{want} not in:\n{log}");
+    }
+
+    // A redeploy with a bigger volume: the same claim (its data), its request
+    // raised, owned by the new Deployment once the old one is gone; the old
+    // Secret goes with the old Deployment.
+    let (s, v) = alice
+        .put(
+            "/v1/projects/web/services/db",
+            json!({"volume": {"path": "/var/lib/db", "size_mb": 32}, "redeploy": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let path = format!(
+        "/v1/projects/web/services/db/deployments/{}",
+        v["deployment"]["id"].as_str().unwrap()
+    );
+    let d2 = wait_for_end(&alice, &path).await;
+    assert_eq!(d2["status"], "DEPLOYED", "{d2}");
+    let id2 = d2["id"].as_str().unwrap().to_owned();
+    let name2 = format!("berth-{id2}");
+    let uid2 = kube.get("deployments", "berth-web", &name2).unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_until("the replaced Deployment is deleted", || {
+        kube.get("deployments", "berth-web", &name).is_none()
+    })
+    .await;
+    assert!(kube.get("secrets", "berth-web", &secret_name).is_none());
+    assert!(kube
+        .get("secrets", "berth-web", &format!("{name2}-secrets"))
+        .is_some());
+    let pvc = kube
+        .get("persistentvolumeclaims", "berth-web", &claim)
+        .expect("the claim outlives the replaced Deployment");
+    assert_eq!(pvc["metadata"]["uid"], pvc_uid, "the same claim: its data");
+    assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "32Mi");
+    assert_eq!(pvc["status"]["capacity"]["storage"], "32Mi");
+    assert_eq!(owners(&pvc), [uid2.as_str()]);
+    let log2 = infra_log(&alice, "db", &id2).await;
+    assert!(
+        log2.contains(&format!("volume: PersistentVolumeClaim {claim} kept with its data, its request raised from 16 MiB to 32 MiB")),
+        "{log2}"
+    );
+
+    // Terminate: the Deployment, and with it its Secret and the claim (its
+    // last owner gone).
+    let (s, _) = alice.delete("/v1/projects/web/services/db").await;
+    assert_eq!(s, StatusCode::OK);
+    wait_until("terminate deletes the Deployment", || {
+        kube.get("deployments", "berth-web", &name2).is_none()
+    })
+    .await;
+    assert!(kube
+        .get("secrets", "berth-web", &format!("{name2}-secrets"))
+        .is_none());
+    assert!(kube.names("persistentvolumeclaims", "berth-web").is_empty());
+
+    // The secrets' values only ever went to the Secret: not in the
+    // deployments' logs, berth's data dir or its logs at TRACE.
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let forms = [
+        API_KEY.to_owned(),
+        "not-really-a-key-Pz71".to_owned(),
+        b64.encode(API_KEY),
+        b64.encode(TLS_KEY),
+    ];
+    for id in [&id, &id2] {
+        let log = infra_log(&alice, "db", id).await;
+        for form in &forms {
+            assert!(
+                !log.contains(form.as_str()),
+                "{form} in the deployment's log"
+            );
+        }
+    }
+    for f in files_under(dir.path()) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        for form in &forms {
+            assert!(
+                !bytes.windows(form.len()).any(|w| w == form.as_bytes()),
+                "{form} in {}",
+                f.display()
+            );
+        }
+    }
+    let text = logs.text();
+    for form in &forms {
+        assert!(!text.contains(form.as_str()), "{form} is in the logs");
+    }
+    server.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_region_no_node_serves_leaves_the_pod_unscheduled_and_says_why() {
+    let registry = Registry::start();
+    let kube = FakeKube::start(Kubelet::Run);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Db::Sqlite, &registry.url(), None);
+    cfg.runtime = berth_server::RuntimeChoice::Kubernetes(berth_kubernetes::Settings {
+        kubeconfig: Some(kube.kubeconfig()),
+        ..Default::default()
+    });
+    cfg.region = Some("us-east-1".into());
+    cfg.deploys.deadline = std::time::Duration::from_secs(8);
+    let server = Server::start(cfg).await;
+    let alice = server.admin().new_user("alice").await;
+    alice.post("/v1/projects", json!({"name": "web"})).await;
+    let (s, v) = alice
+        .post(
+            "/v1/projects/web/services",
+            json!({"name": "api", "image": "team/app:v1", "registry": registry_body(&registry.url(), "ci", PASSWORD), "region": "us-east-1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let d = deploy(&alice, "api").await;
+    assert_eq!(d["status"], "FAILED", "{d}");
+    let id = d["id"].as_str().unwrap();
+    let log = infra_log(&alice, "api", id).await;
+    assert!(
+        log.contains("1 node(s) didn't match Pod's node affinity/selector"),
+        "{log}"
+    );
+    wait_until("a failed deploy leaves nothing", || {
+        kube.get("deployments", "berth-web", &format!("berth-{id}"))
+            .is_none()
+    })
+    .await;
     server.running.stop().await;
 }

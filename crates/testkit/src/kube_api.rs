@@ -18,7 +18,13 @@
 //! Deployment into a pod whose status is written exactly as a kubelet reports
 //! one (the shapes of real clusters' JSON), as the test's [`Kubelet`] says:
 //! running, a pull that succeeds only with the right pull Secret, a crash loop,
-//! running but failing its readiness probe.
+//! running but failing its readiness probe. Before any of that, what a
+//! scheduler and a kubelet check of a pod's references: its claims must exist
+//! and its node selector match the one node ([`NODE_LABELS`]), else it stays
+//! `Unschedulable`; the Secret keys its variables name must exist, else
+//! `CreateContainerConfigError`. PersistentVolumeClaims are defaulted
+//! (`standard`, the default class, which allows expansion), bound at once
+//! with their request as capacity, and grown when an update raises it.
 
 mod policy;
 mod validate;
@@ -38,6 +44,15 @@ use serde_json::{json, Value};
 use crate::hostile::FakeServer;
 
 pub use policy::Peer;
+
+/// The labels of the fake cluster's one node.
+pub const NODE_LABELS: [(&str, &str); 3] = [
+    ("kubernetes.io/hostname", "node-1"),
+    ("kubernetes.io/os", "linux"),
+    ("topology.kubernetes.io/region", "eu-west-1"),
+];
+/// The class a claim that names none gets (the DefaultStorageClass admission).
+pub const DEFAULT_STORAGE_CLASS: &str = "standard";
 
 /// What the fake kubelet does with a Deployment's pod.
 #[derive(Clone, Debug)]
@@ -258,6 +273,7 @@ fn kind_of(resource: &str) -> (&'static str, &'static str) {
         "networkpolicies" => ("networking.k8s.io/v1", "NetworkPolicy"),
         "services" => ("v1", "Service"),
         "ingresses" => ("networking.k8s.io/v1", "Ingress"),
+        "persistentvolumeclaims" => ("v1", "PersistentVolumeClaim"),
         _ => ("v1", "Namespace"),
     }
 }
@@ -471,6 +487,9 @@ async fn create(
             format!("{resource}{group} is forbidden: User \"system:serviceaccount:berth:berth\" cannot create resource \"{resource}\" in API group \"{api_group}\" in the namespace \"{ns}\""),
         );
     }
+    if let Some(why) = validate::undecodable(&resource, kind_of(&resource).1, &obj) {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", why);
+    }
     if let Some(why) = validate::invalid(&resource, kind_of(&resource).1, &obj) {
         return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", why);
     }
@@ -495,6 +514,9 @@ async fn create(
         }
         if resource == "services" {
             service_defaults(&mut obj, w.version);
+        }
+        if resource == "persistentvolumeclaims" {
+            claim_defaults(&mut obj);
         }
         w.objects.insert(key, obj.clone());
         obj
@@ -541,10 +563,23 @@ async fn replace(
             );
         }
     }
-    if let Some(why) = validate::invalid(&resource, kind_of(&resource).1, &obj) {
+    if let Some(why) = validate::undecodable(&resource, kind_of(&resource).1, &obj) {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", why);
+    }
+    if let Some(why) = validate::invalid(&resource, kind_of(&resource).1, &obj)
+        .or_else(|| validate::invalid_update(&resource, kind_of(&resource).1, &old, &obj))
+    {
         return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", why);
     }
     obj["metadata"]["uid"] = old["metadata"]["uid"].clone();
+    if resource == "persistentvolumeclaims" {
+        // The status is the controllers': kept, the capacity grown to a
+        // raised request (the resize controller and the kubelet, at once).
+        obj["status"] = old["status"].clone();
+        obj["metadata"]["finalizers"] = old["metadata"]["finalizers"].clone();
+        obj["status"]["capacity"]["storage"] =
+            obj["spec"]["resources"]["requests"]["storage"].clone();
+    }
     obj["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
     if resource == "deployments" {
         unknown_fields(&s, &mut obj);
@@ -606,6 +641,99 @@ fn service_defaults(svc: &mut Value, n: u64) {
     }
 }
 
+/// What the API server and the controllers make of a new claim: the default
+/// class when it names none, a filesystem volume, the protection finalizer,
+/// and (a provisioner that binds at once) a volume of its request.
+fn claim_defaults(claim: &mut Value) {
+    let uid = claim["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let spec = &mut claim["spec"];
+    if spec["storageClassName"].is_null() {
+        spec["storageClassName"] = json!(DEFAULT_STORAGE_CLASS);
+    }
+    spec["volumeMode"] = json!("Filesystem");
+    spec["volumeName"] = json!(format!("pvc-{uid}"));
+    claim["metadata"]["finalizers"] = json!(["kubernetes.io/pvc-protection"]);
+    claim["status"] = json!({
+        "phase": "Bound",
+        "accessModes": claim["spec"]["accessModes"],
+        "capacity": {"storage": claim["spec"]["resources"]["requests"]["storage"]},
+    });
+}
+
+/// Why the scheduler or the kubelet would not start a pod of this template
+/// (a claim that does not exist, a node selector the node does not match, a
+/// variable's Secret or key missing): its status and events, as they report
+/// them.
+fn unmet(w: &World, ns: &str, pod_name: &str, spec: &Value) -> Option<Reported> {
+    let preemption =
+        "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.";
+    let unschedulable = |why: String| {
+        Some((
+            false,
+            Value::Null,
+            json!({}),
+            vec![(
+                "Warning",
+                "FailedScheduling",
+                format!("0/1 nodes are available: {why}. {preemption}"),
+            )],
+        ))
+    };
+    for v in spec["volumes"].as_array().into_iter().flatten() {
+        if let Some(claim) = v["persistentVolumeClaim"]["claimName"].as_str() {
+            if !w
+                .objects
+                .contains_key(&("persistentvolumeclaims".into(), ns.into(), claim.into()))
+            {
+                return unschedulable(format!("persistentvolumeclaim \"{claim}\" not found"));
+            }
+        }
+    }
+    let on_node = |k: &str, v: &Value| NODE_LABELS.iter().any(|(nk, nv)| *nk == k && v == nv);
+    if !spec["nodeSelector"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| on_node(k, v))
+    {
+        return unschedulable("1 node(s) didn't match Pod's node affinity/selector".into());
+    }
+    for e in spec["containers"][0]["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let r = &e["valueFrom"]["secretKeyRef"];
+        let (Some(name), Some(key)) = (r["name"].as_str(), r["key"].as_str()) else {
+            continue;
+        };
+        let message = match w.objects.get(&("secrets".into(), ns.into(), name.into())) {
+            None => format!("secret \"{name}\" not found"),
+            Some(s) if s["data"][key].is_null() => {
+                format!("couldn't find key {key} in Secret {ns}/{name}")
+            }
+            Some(_) => continue,
+        };
+        return Some((
+            false,
+            json!({"waiting": {"reason": "CreateContainerConfigError", "message": message}}),
+            json!({}),
+            vec![
+                (
+                    "Normal",
+                    "Scheduled",
+                    format!("Successfully assigned {ns}/{pod_name} to node-1"),
+                ),
+                ("Warning", "Failed", format!("Error: {message}")),
+            ],
+        ));
+    }
+    None
+}
+
 /// What an API server that does not know a field does with it: drops it.
 fn unknown_fields(s: &Shared, deployment: &mut Value) {
     if s.drops_host_users.load(std::sync::atomic::Ordering::SeqCst) {
@@ -652,8 +780,11 @@ async fn patch(
             return not_found(&resource, &name);
         };
         let spec_before = obj["spec"].clone();
+        let old = obj.clone();
         merge(&mut obj, &p);
-        if let Some(why) = validate::invalid(&resource, kind_of(&resource).1, &obj) {
+        if let Some(why) = validate::invalid(&resource, kind_of(&resource).1, &obj)
+            .or_else(|| validate::invalid_update(&resource, kind_of(&resource).1, &old, &obj))
+        {
             return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", why);
         }
         if resource == "deployments" {
@@ -790,7 +921,15 @@ fn kubelet(s: &Shared, ns: &str) {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let (ready, container_state, last_state, events) = match &behaviour {
+        let unmet = unmet(&w, ns, &pod_name, &template["spec"]);
+        let held = unmet.is_some();
+        let unscheduled = unmet
+            .as_ref()
+            .is_some_and(|(_, state, _, _)| state.is_null());
+        let (ready, container_state, last_state, events) = if let Some(unmet) = unmet {
+            unmet
+        } else {
+            match &behaviour {
             Kubelet::Run => running(&image),
             Kubelet::Unready => {
                 let (_, state, last, mut events) = running(&image);
@@ -843,10 +982,11 @@ fn kubelet(s: &Shared, ns: &str) {
                     ("Warning", "BackOff", "Back-off restarting failed container app in pod".to_owned()),
                 ],
             ),
+        }
         };
         // Running, ready or not (a readiness probe that fails).
-        let started = ready || matches!(behaviour, Kubelet::Unready);
-        let pod = json!({
+        let started = ready || (!held && matches!(behaviour, Kubelet::Unready));
+        let mut pod = json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": pod_name, "namespace": ns, "labels": template["metadata"]["labels"],
                          "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{name}-7d9f8b6c5d"), "controller": true}]},
@@ -869,7 +1009,15 @@ fn kubelet(s: &Shared, ns: &str) {
                 "qosClass": "Burstable",
             },
         });
-        let mut pod = pod;
+        if unscheduled {
+            // The scheduler's word: no node, no container.
+            let why = events[0].2.clone();
+            pod["status"] = json!({
+                "phase": "Pending",
+                "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": why, "lastTransitionTime": "2026-11-30T00:00:00Z"}],
+                "qosClass": "Burstable",
+            });
+        }
         w.stamp(&mut pod, ns);
         w.objects
             .insert(("pods".into(), ns.into(), pod_name.clone()), pod);
@@ -879,7 +1027,7 @@ fn kubelet(s: &Shared, ns: &str) {
                 "metadata": {"name": format!("{pod_name}.{i:x}")},
                 "involvedObject": {"kind": "Pod", "namespace": ns, "name": pod_name, "apiVersion": "v1", "fieldPath": "spec.containers{app}"},
                 "reason": reason, "message": message, "type": kind, "count": 1,
-                "source": if reason == "Scheduled" { json!({"component": "default-scheduler"}) } else { json!({"component": "kubelet", "host": "node-1"}) },
+                "source": if reason == "Scheduled" || reason == "FailedScheduling" { json!({"component": "default-scheduler"}) } else { json!({"component": "kubelet", "host": "node-1"}) },
                 "firstTimestamp": format!("2026-11-30T00:00:0{i}Z"), "lastTimestamp": format!("2026-11-30T00:00:0{i}Z"),
             });
             w.stamp(&mut e, ns);

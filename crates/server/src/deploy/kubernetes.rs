@@ -1,8 +1,9 @@
 //! Deployments on a Kubernetes cluster (`--runtime kubernetes`): the registry
 //! walk is the same (berth resolves the digest with the stored credentials, so a
 //! bad credential or a missing tag fails in seconds with the registry's own
-//! answer), then the cluster is given a Deployment pinned by that digest and the
-//! pull Secret it owns, and the rollout is followed into the infrastructure log
+//! answer), then the cluster is given a Deployment pinned by that digest, the
+//! pull Secret and the Secret of the service's secrets it owns, the service's
+//! volume claim (kept across deploys), and the rollout is followed into the infrastructure log
 //! until its pod is available (for a service with a port: answering its
 //! readiness probe) or the kubelet reports why not; then the service's
 //! Service and Ingress route its host names to it (`publish`). Where a
@@ -15,9 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_kubernetes::{
-    KubeError, Network, Placed, PullCredentials, Routing, Serve, UserNamespace, Verdict, Workload,
+    Applied, ClaimChange, KubeError, Network, Placed, PullCredentials, Routing, Serve,
+    UserNamespace, Verdict, Workload,
 };
 use berth_registry::{Code, Credentials, Target};
+use berth_runtime::settings::RunSettings;
 use berth_store::{Deployment, DeploymentId, NetworkMode, RestartPolicy, Service, ServiceStatus};
 use berth_types::Digest;
 
@@ -59,7 +62,7 @@ impl Deployer {
         locked(&self.on_cluster).remove(id);
     }
 
-    /// Deletes deployment `id`'s Deployment (its pods and pull Secret go with it).
+    /// Deletes deployment `id`'s Deployment (its pods and Secrets go with it).
     pub(super) async fn stop_on_cluster(&self, id: &DeploymentId) {
         let (Some(cluster), Some(placed)) = (&self.cluster, self.placed(id)) else {
             return;
@@ -71,7 +74,7 @@ impl Deployer {
                 log::append(
                     &self.log_path(id),
                     &format!(
-                        "stopped; the Deployment {} and its pull Secret were deleted from namespace {}",
+                        "stopped; the Deployment {} and its Secrets were deleted from namespace {}; its pods go with it, and the service's claim when no other Deployment mounts it",
                         placed.name, placed.namespace
                     ),
                 );
@@ -203,6 +206,75 @@ fn isolation_lines(
     lines
 }
 
+/// What the deployment's log says of the objects the settings made: the
+/// Secret (by the secrets' names only), the claim, the region.
+fn settings_lines(
+    cluster: &berth_kubernetes::Kubernetes,
+    workload: &Workload<'_>,
+    applied: &Applied,
+) -> Vec<String> {
+    let s = &workload.settings;
+    let mut lines = Vec::new();
+    if let Some(secret) = &applied.secret {
+        let names = |v: &[(String, secrecy::SecretString)]| -> Vec<String> {
+            v.iter().map(|(n, _)| n.clone()).collect()
+        };
+        let mut given = Vec::new();
+        if !s.secret_env.is_empty() {
+            given.push(format!(
+                "{} as variables (secretKeyRef)",
+                names(&s.secret_env).join(", ")
+            ));
+        }
+        if !s.secret_files.is_empty() {
+            given.push(format!(
+                "{} as files under {} (read-only, mode 0400)",
+                names(&s.secret_files).join(", "),
+                berth_kubernetes::SECRETS_PATH
+            ));
+        }
+        lines.push(format!(
+            "Secret {secret} (Opaque, owned by the Deployment) holds the service's secrets: {}",
+            given.join("; ")
+        ));
+    }
+    if let (Some(claim), Some(volume)) = (&applied.claim, &s.volume) {
+        let class = match &cluster.settings().storage_class {
+            Some(c) => format!("storage class {c}"),
+            None => "the cluster's default storage class".to_owned(),
+        };
+        let mib = |b: u128| b >> 20;
+        let what = match &claim.change {
+            ClaimChange::Created => format!(
+                "created with {} MiB ({class}, ReadWriteOnce)",
+                volume.size_mb
+            ),
+            ClaimChange::Kept { bytes: Some(b) } if *b > u128::from(volume.size_mb) << 20 => format!(
+                "kept with its data at {} MiB (a claim is never shrunk to {} MiB)",
+                mib(*b),
+                volume.size_mb
+            ),
+            ClaimChange::Kept { .. } => "kept with its data".to_owned(),
+            ClaimChange::Grown { from } => format!(
+                "kept with its data, its request raised from {} MiB to {} MiB (the storage class must allow expansion)",
+                mib(*from),
+                volume.size_mb
+            ),
+        };
+        lines.push(format!(
+            "volume: PersistentVolumeClaim {} {what}, mounted at {}; the pod goes to the node of the service's running pod (one node attaches it at a time)",
+            claim.name, volume.path
+        ));
+    }
+    if let Some(region) = &s.region {
+        lines.push(format!(
+            "region {region}: only nodes labelled {}={region} run the pod (nodeSelector)",
+            berth_kubernetes::REGION_LABEL
+        ));
+    }
+    lines
+}
+
 /// What the deployment's log says of what `publish` did.
 fn routing_lines(cluster: &berth_kubernetes::Kubernetes, routing: &Routing) -> Vec<String> {
     match routing {
@@ -261,11 +333,31 @@ pub(super) struct Resolved<'a> {
     pub exposed_port: Option<u16>,
 }
 
+/// The settings as the Kubernetes runtime takes them: the runc runtime's
+/// (checked, secrets opened) and the service's region.
+fn cluster_settings(s: RunSettings, region: Option<String>) -> berth_kubernetes::RunSettings {
+    let volume = s.volume.as_ref().map(|v| berth_kubernetes::Volume {
+        // Checked by `settings::of`: normalized here, as runc mounts it.
+        path: v.container_path().unwrap_or_else(|_| v.path.clone()),
+        size_mb: v.size_mb,
+    });
+    berth_kubernetes::RunSettings {
+        env: s.env,
+        secret_env: s.secret_env,
+        secret_files: s.secret_files,
+        command: s.command,
+        args: s.args,
+        volume,
+        region,
+    }
+}
+
 pub(super) async fn run(
     w: &Worker,
     d: &Deployment,
     service: &Service,
     image: Resolved<'_>,
+    settings: RunSettings,
     log: &Path,
 ) -> Result<(), Failure> {
     let Resolved {
@@ -328,6 +420,7 @@ pub(super) async fn run(
             NetworkMode::Public => Network::Public,
             NetworkMode::None => Network::None,
         },
+        settings: cluster_settings(settings, service.settings.region.clone()),
     };
     let placed = place(w, d, service, cluster, &workload, log)
         .await
@@ -393,6 +486,9 @@ async fn place(
             return Err(Failure::runtime(e.to_string()));
         }
     };
+    for line in settings_lines(cluster, workload, &applied) {
+        log::append(log, &line);
+    }
     log::append(
         log,
         match applied.user_namespace {

@@ -114,7 +114,9 @@ pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest
             user,
             exposed_port,
         };
-        super::kubernetes::run(w, d, &service, image, log).await?;
+        // Secrets are opened only now, just before the cluster is given them.
+        let settings = super::settings::of(w, &service, log).await?;
+        super::kubernetes::run(w, d, &service, image, settings, log).await?;
         return Ok(resolved);
     }
 

@@ -2,7 +2,10 @@
 //! objects can get it wrong: names by kind (a Service's is an RFC 1035 label,
 //! most others RFC 1123 subdomains), label values, ports and port names, probe
 //! and lifecycle handlers, label selectors, Service ports, Ingress hosts, paths
-//! and backends, NetworkPolicy peers and ports. Each refusal is the first error
+//! and backends, NetworkPolicy peers and ports; a pod's variables (and the
+//! Secret keys they name), volumes and their mounts, node selector; Secrets
+//! (keys, size, base64 data, immutability) and PersistentVolumeClaims (access
+//! modes, a storage request, what an update may change: the request, up). Each refusal is the first error
 //! the API server would list, worded as it words it (`<Kind> "<name>" is
 //! invalid: <field>: Invalid value: ...`), for a 422.
 
@@ -12,6 +15,56 @@ const DNS1123_LABEL: &str = "a lowercase RFC 1123 label must consist of lower ca
 const DNS1123_SUBDOMAIN: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 const DNS1035_LABEL: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
 const PORT_RANGE: &str = "must be between 1 and 65535, inclusive";
+const CONFIG_KEY: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
+/// The most a Secret may hold, its keys and values together.
+const MAX_SECRET_BYTES: usize = 1024 * 1024;
+
+fn is_config_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= 253
+        && k != "."
+        && k != ".."
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+}
+
+/// An environment variable's name (Kubernetes 1.34 relaxed the C identifier
+/// rule to any printable ASCII but `=`).
+fn is_env_name(n: &str) -> bool {
+    !n.is_empty() && n.chars().all(|c| (' '..='~').contains(&c) && c != '=')
+}
+
+/// A label key: an optional DNS subdomain prefix and `/`, then a name of at
+/// most 63 alphanumerics, `-`, `_`, `.`, starting and ending alphanumeric.
+fn is_label_key(k: &str) -> bool {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    prefix.is_none_or(|p| !p.is_empty() && is_dns1123_subdomain(p))
+        && !name.is_empty()
+        && is_label_value(name)
+}
+
+/// A storage quantity in bytes (`16Mi`, `1Gi`, `500M`, plain bytes).
+pub(super) fn quantity_bytes(q: &str) -> Option<u128> {
+    let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
+    let (n, unit) = q.split_at(split);
+    let n: u128 = n.parse().ok()?;
+    let m: u128 = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(m)
+}
 
 pub(super) fn is_dns1123_label(s: &str) -> bool {
     let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
@@ -63,6 +116,33 @@ impl Check<'_> {
         if self.first.is_none() {
             self.first = Some(format!(
                 "{} \"{}\" is invalid: {field}: Invalid value: {value}: {why}",
+                self.kind, self.name
+            ));
+        }
+    }
+
+    fn forbidden(&mut self, field: &str, why: &str) {
+        if self.first.is_none() {
+            self.first = Some(format!(
+                "{} \"{}\" is invalid: {field}: Forbidden: {why}",
+                self.kind, self.name
+            ));
+        }
+    }
+
+    fn too_long(&mut self, field: &str, max: usize) {
+        if self.first.is_none() {
+            self.first = Some(format!(
+                "{} \"{}\" is invalid: {field}: Too long: must have at most {max} bytes",
+                self.kind, self.name
+            ));
+        }
+    }
+
+    fn not_found(&mut self, field: &str, value: &Value) {
+        if self.first.is_none() {
+            self.first = Some(format!(
+                "{} \"{}\" is invalid: {field}: Not found: {value}",
                 self.kind, self.name
             ));
         }
@@ -204,9 +284,147 @@ pub(super) fn invalid(resource: &str, kind: &str, obj: &Value) -> Option<String>
         "services" => service(&mut c, &obj["spec"]),
         "ingresses" => ingress(&mut c, &obj["spec"]),
         "networkpolicies" => network_policy(&mut c, &obj["spec"]),
+        "secrets" => secret(&mut c, obj),
+        "persistentvolumeclaims" => claim(&mut c, &obj["spec"]),
         _ => {}
     }
     c.first
+}
+
+/// What the API server cannot even decode (a 400, before validation): a
+/// Secret's `data` values are base64.
+pub(super) fn undecodable(resource: &str, kind: &str, obj: &Value) -> Option<String> {
+    use base64::Engine;
+    if resource != "secrets" {
+        return None;
+    }
+    for v in obj["data"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(_, v)| v)
+    {
+        let text = v.as_str().unwrap_or_default();
+        if let Err(e) = base64::engine::general_purpose::STANDARD.decode(text) {
+            return Some(format!(
+                "{kind} in version \"v1\" cannot be handled as a {kind}: illegal base64 data: {e}"
+            ));
+        }
+    }
+    None
+}
+
+/// What an update may not change: an immutable Secret's data; a claim's spec
+/// but its storage request, and that only upwards.
+pub(super) fn invalid_update(
+    resource: &str,
+    kind: &str,
+    old: &Value,
+    new: &Value,
+) -> Option<String> {
+    let name = new["metadata"]["name"].as_str().unwrap_or_default();
+    let mut c = Check {
+        kind,
+        name,
+        first: None,
+    };
+    match resource {
+        "secrets" if old["immutable"] == true => {
+            if new["data"] != old["data"] {
+                c.forbidden("data", "field is immutable when `immutable` is set");
+            }
+            if new["immutable"] != true {
+                c.forbidden("immutable", "field is immutable when `immutable` is set");
+            }
+        }
+        "persistentvolumeclaims" => {
+            let size = |v: &Value| {
+                v["spec"]["resources"]["requests"]["storage"]
+                    .as_str()
+                    .and_then(quantity_bytes)
+            };
+            let mut rest_old = old["spec"].clone();
+            let mut rest_new = new["spec"].clone();
+            rest_old["resources"]["requests"]["storage"] = Value::Null;
+            rest_new["resources"]["requests"]["storage"] = Value::Null;
+            if rest_old != rest_new {
+                c.forbidden("spec", "spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims");
+            } else if size(new) < size(old) {
+                c.forbidden(
+                    "spec.resources.requests.storage",
+                    "field can not be less than previous value",
+                );
+            }
+        }
+        _ => {}
+    }
+    c.first
+}
+
+fn secret(c: &mut Check<'_>, obj: &Value) {
+    let data = obj["data"].as_object().cloned().unwrap_or_default();
+    let mut size = 0;
+    for (k, v) in &data {
+        if !is_config_key(k) {
+            c.fail("data", &Value::String(k.clone()), CONFIG_KEY);
+        }
+        // Decodable: `undecodable` refused it first otherwise.
+        size += k.len() + v.as_str().unwrap_or_default().len() * 3 / 4;
+    }
+    if size > MAX_SECRET_BYTES {
+        c.too_long("data", MAX_SECRET_BYTES);
+    }
+    match obj["type"].as_str().unwrap_or("Opaque") {
+        "Opaque" => {}
+        "kubernetes.io/dockerconfigjson" if !data.contains_key(".dockerconfigjson") => {
+            c.required("data[.dockerconfigjson]", "");
+        }
+        _ => {}
+    }
+}
+
+fn claim(c: &mut Check<'_>, spec: &Value) {
+    let modes = spec["accessModes"].as_array().cloned().unwrap_or_default();
+    if modes.is_empty() {
+        c.required("spec.accessModes", "at least 1 access mode is required");
+    }
+    for m in &modes {
+        let supported = [
+            "ReadOnlyMany",
+            "ReadWriteMany",
+            "ReadWriteOnce",
+            "ReadWriteOncePod",
+        ];
+        if !supported.contains(&m.as_str().unwrap_or_default()) {
+            c.unsupported("spec.accessModes", m, &supported);
+        }
+    }
+    let storage = &spec["resources"]["requests"]["storage"];
+    match storage.as_str() {
+        None => c.required("spec.resources[storage]", ""),
+        Some(q) => match quantity_bytes(q) {
+            Some(0) => c.fail(
+                "spec.resources[storage]",
+                storage,
+                "must be greater than zero",
+            ),
+            Some(_) => {}
+            None => c.fail(
+                "spec.resources[storage]",
+                storage,
+                "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+            ),
+        },
+    }
+    if let Some(class) = spec["storageClassName"].as_str() {
+        if !is_dns1123_subdomain(class) {
+            c.fail(
+                "spec.storageClassName",
+                &spec["storageClassName"],
+                DNS1123_SUBDOMAIN,
+            );
+        }
+    }
 }
 
 fn deployment(c: &mut Check<'_>, d: &Value) {
@@ -227,6 +445,14 @@ fn deployment(c: &mut Check<'_>, d: &Value) {
     }
     let pod = &d["spec"]["template"]["spec"];
     let grace = pod["terminationGracePeriodSeconds"].as_i64().unwrap_or(30);
+    let volumes = pod_volumes(c, pod);
+    for (k, v) in pod["nodeSelector"].as_object().into_iter().flatten() {
+        if !is_label_key(k) {
+            c.fail("spec.template.spec.nodeSelector", &Value::String(k.clone()), "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character");
+        } else if !is_label_value(v.as_str().unwrap_or("-")) {
+            c.fail("spec.template.spec.nodeSelector", v, "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character");
+        }
+    }
     for (i, ct) in pod["containers"]
         .as_array()
         .into_iter()
@@ -234,6 +460,29 @@ fn deployment(c: &mut Check<'_>, d: &Value) {
         .enumerate()
     {
         let f = format!("spec.template.spec.containers[{i}]");
+        container_env(c, &f, ct);
+        let mut paths = Vec::new();
+        for (j, m) in ct["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let mf = format!("{f}.volumeMounts[{j}]");
+            let name = m["name"].as_str().unwrap_or_default();
+            if !volumes.iter().any(|v| v == name) {
+                c.not_found(&format!("{mf}.name"), &m["name"]);
+            }
+            match m["mountPath"].as_str() {
+                None | Some("") => c.required(&format!("{mf}.mountPath"), ""),
+                Some(p) if paths.contains(&p) => c.fail(
+                    &format!("{mf}.mountPath"),
+                    &m["mountPath"],
+                    "must be unique",
+                ),
+                Some(p) => paths.push(p),
+            }
+        }
         let mut names = Vec::new();
         for (j, p) in ct["ports"].as_array().into_iter().flatten().enumerate() {
             c.port_number(
@@ -312,6 +561,92 @@ fn deployment(c: &mut Check<'_>, d: &Value) {
                         &format!("must be non-negative and less than terminationGracePeriodSeconds ({grace})"),
                     );
                 }
+            }
+        }
+    }
+}
+
+/// A pod's volumes: names (DNS labels, unique), secret volumes' modes and
+/// items; the names.
+fn pod_volumes(c: &mut Check<'_>, pod: &Value) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for (i, v) in pod["volumes"].as_array().into_iter().flatten().enumerate() {
+        let f = format!("spec.template.spec.volumes[{i}]");
+        let name = v["name"].as_str().unwrap_or_default();
+        if !is_dns1123_label(name) {
+            c.fail(&format!("{f}.name"), &v["name"], DNS1123_LABEL);
+        } else if names.iter().any(|n| n == name) {
+            c.fail(&format!("{f}.name"), &v["name"], "Duplicate value");
+        }
+        names.push(name.to_owned());
+        let secret = &v["secret"];
+        if secret.is_object() {
+            if !secret["secretName"]
+                .as_str()
+                .is_some_and(is_dns1123_subdomain)
+            {
+                c.required(&format!("{f}.secret.secretName"), "");
+            }
+            let mode = &secret["defaultMode"];
+            if !mode.is_null() && mode.as_u64().is_none_or(|m| m > 0o777) {
+                c.fail(
+                    &format!("{f}.secret.defaultMode"),
+                    mode,
+                    "must be a number between 0 and 0777 (octal), both inclusive",
+                );
+            }
+            for (j, item) in secret["items"].as_array().into_iter().flatten().enumerate() {
+                if item["key"].as_str().is_none_or(str::is_empty) {
+                    c.required(&format!("{f}.secret.items[{j}].key"), "");
+                }
+                let path = item["path"].as_str().unwrap_or_default();
+                if path.is_empty() || path.starts_with('/') || path.split('/').any(|p| p == "..") {
+                    c.fail(
+                        &format!("{f}.secret.items[{j}].path"),
+                        &item["path"],
+                        "must be a relative path without '..'",
+                    );
+                }
+            }
+        }
+        let claim = &v["persistentVolumeClaim"];
+        if claim.is_object() && claim["claimName"].as_str().is_none_or(str::is_empty) {
+            c.required(&format!("{f}.persistentVolumeClaim.claimName"), "");
+        }
+    }
+    names
+}
+
+/// A container's variables: names, and one value source (a Secret's key by
+/// a valid name and key).
+fn container_env(c: &mut Check<'_>, f: &str, ct: &Value) {
+    for (j, e) in ct["env"].as_array().into_iter().flatten().enumerate() {
+        let ef = format!("{f}.env[{j}]");
+        if !e["name"].as_str().is_some_and(is_env_name) {
+            c.fail(&format!("{ef}.name"), &e["name"], "a valid environment variable name must consist only of printable ASCII characters other than '='");
+        }
+        let from = &e["valueFrom"];
+        if from.is_null() {
+            continue;
+        }
+        if !e["value"].is_null() {
+            c.fail(
+                &format!("{ef}.valueFrom"),
+                from,
+                "may not be specified when `value` is not empty",
+            );
+        }
+        let r = &from["secretKeyRef"];
+        if r.is_object() {
+            if !r["name"].as_str().is_some_and(is_dns1123_subdomain) {
+                c.required(&format!("{ef}.valueFrom.secretKeyRef.name"), "");
+            }
+            if !r["key"].as_str().is_some_and(is_config_key) {
+                c.fail(
+                    &format!("{ef}.valueFrom.secretKeyRef.key"),
+                    &r["key"],
+                    CONFIG_KEY,
+                );
             }
         }
     }
@@ -615,6 +950,72 @@ mod tests {
     }
 
     #[test]
+    fn secrets() {
+        let secret = |data: Value| json!({"metadata": {"name": "berth-d1-secrets"}, "type": "Opaque", "data": data});
+        check(
+            "secrets",
+            secret(json!({"API_KEY": "aGk=", "tls.key": ""})),
+            None,
+        );
+        check(
+            "secrets",
+            secret(json!({"A B": "aGk="})),
+            Some("valid config key"),
+        );
+        let big = "A".repeat(1024 * 1024 * 4 / 3 + 8);
+        check("secrets", secret(json!({"K": big})), Some("Too long"));
+        check(
+            "secrets",
+            json!({"metadata": {"name": "p"}, "type": "kubernetes.io/dockerconfigjson", "data": {}}),
+            Some("data[.dockerconfigjson]: Required"),
+        );
+        assert!(undecodable("secrets", "Secret", &secret(json!({"K": "not base64!"}))).is_some());
+        assert!(undecodable("secrets", "Secret", &secret(json!({"K": "aGk="}))).is_none());
+        let mut old = secret(json!({"K": "aGk="}));
+        old["immutable"] = json!(true);
+        let mut new = old.clone();
+        new["data"]["K"] = json!("aG8=");
+        assert!(invalid_update("secrets", "Secret", &old, &new)
+            .is_some_and(|e| e.contains("immutable")));
+    }
+
+    #[test]
+    fn claims() {
+        let claim =
+            |spec: Value| json!({"metadata": {"name": "berth-db-0123456789"}, "spec": spec});
+        let good = json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}});
+        check("persistentvolumeclaims", claim(good.clone()), None);
+        check(
+            "persistentvolumeclaims",
+            claim(json!({"resources": {"requests": {"storage": "16Mi"}}})),
+            Some("at least 1 access mode"),
+        );
+        check(
+            "persistentvolumeclaims",
+            claim(json!({"accessModes": ["ReadWriteOnce"]})),
+            Some("spec.resources[storage]: Required"),
+        );
+        check(
+            "persistentvolumeclaims",
+            claim(
+                json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "0Mi"}}}),
+            ),
+            Some("greater than zero"),
+        );
+        let old = claim(good);
+        let mut grown = old.clone();
+        grown["spec"]["resources"]["requests"]["storage"] = json!("32Mi");
+        let pvc = "persistentvolumeclaims";
+        assert!(invalid_update(pvc, "PersistentVolumeClaim", &old, &grown).is_none());
+        assert!(invalid_update(pvc, "PersistentVolumeClaim", &grown, &old)
+            .is_some_and(|e| e.contains("can not be less than previous value")));
+        let mut moved = old.clone();
+        moved["spec"]["accessModes"] = json!(["ReadWriteMany"]);
+        assert!(invalid_update(pvc, "PersistentVolumeClaim", &old, &moved)
+            .is_some_and(|e| e.contains("spec is immutable")));
+    }
+
+    #[test]
     fn pod_templates() {
         let deployment = |container: Value| {
             json!({"metadata": {"name": "berth-d1"}, "spec": {
@@ -654,6 +1055,32 @@ mod tests {
             deployment(json!({"name": "app", "ports": [{"containerPort": 0}]})),
             Some(PORT_RANGE),
         );
+        check(
+            "deployments",
+            deployment(
+                json!({"name": "app", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}),
+            ),
+            Some("volumeMounts[0].name: Not found"),
+        );
+        check(
+            "deployments",
+            deployment(
+                json!({"name": "app", "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "s", "key": "a b"}}}]}),
+            ),
+            Some("secretKeyRef.key"),
+        );
+        let mut d = deployment(
+            json!({"name": "app", "volumeMounts": [{"name": "secrets", "mountPath": "/run/secrets", "readOnly": true}]}),
+        );
+        d["spec"]["template"]["spec"]["volumes"] = json!([{"name": "secrets", "secret": {"secretName": "s", "defaultMode": 0o400, "items": [{"key": "K", "path": "K"}]}}]);
+        d["spec"]["template"]["spec"]["nodeSelector"] =
+            json!({"topology.kubernetes.io/region": "eu-west-1"});
+        check("deployments", d.clone(), None);
+        d["spec"]["template"]["spec"]["volumes"][0]["secret"]["defaultMode"] = json!(0o1000);
+        check("deployments", d.clone(), Some("between 0 and 0777"));
+        d["spec"]["template"]["spec"]["volumes"][0]["secret"]["defaultMode"] = json!(0o400);
+        d["spec"]["template"]["spec"]["volumes"][0]["secret"]["items"][0]["path"] = json!("../K");
+        check("deployments", d, Some("without '..'"));
         let mut d = deployment(json!({"name": "app"}));
         d["spec"]["selector"]["matchLabels"]["d"] = json!("2");
         check(
