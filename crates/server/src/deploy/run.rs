@@ -115,7 +115,7 @@ pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest
             exposed_port,
         };
         // Secrets are opened only now, just before the cluster is given them.
-        let settings = super::settings::of(w, &service, log).await?;
+        let settings = super::settings::of(w, &service, secrets, log).await?;
         super::kubernetes::run(w, d, &service, image, settings, log).await?;
         return Ok(resolved);
     }
