@@ -4,10 +4,12 @@
 //! registry client, and [`proofs`] let a project use cached content only once the
 //! registry proved it serves that content to the project's own credentials.
 //! [`runc`] runs an unpacked image with what its service sets over it
-//! ([`settings`]: environment, secrets, command, a [`volume`]).
+//! ([`settings`]: environment, secrets, command, a [`volume`]). An [`estargz`]
+//! layer is read in place, each chunk fetched by `Range` and verified.
 
 pub mod cache;
 pub mod durable;
+pub mod estargz;
 pub mod log;
 pub mod network;
 pub mod proofs;

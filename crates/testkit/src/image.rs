@@ -13,7 +13,7 @@ use tempfile::TempDir;
 use crate::registry::LocalRegistry;
 use crate::require;
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// An OCI image layout on disk holding one tagged manifest (or index).
@@ -24,7 +24,7 @@ pub struct TestImage {
 }
 
 /// A blob written into a layout: (digest, size).
-fn write_blob(layout: &Path, data: &[u8]) -> (String, u64) {
+pub(crate) fn write_blob(layout: &Path, data: &[u8]) -> (String, u64) {
     let hex = hex::encode(Sha256::digest(data));
     let dir = layout.join("blobs/sha256");
     std::fs::create_dir_all(&dir).unwrap();
@@ -100,7 +100,7 @@ fn write_layered(
     write_blob(layout, manifest.to_string().as_bytes())
 }
 
-fn write_layout_index(layout: &Path, media_type: &str, digest: &str, size: u64) {
+pub(crate) fn write_layout_index(layout: &Path, media_type: &str, digest: &str, size: u64) {
     std::fs::write(
         layout.join("oci-layout"),
         r#"{"imageLayoutVersion":"1.0.0"}"#,
@@ -124,6 +124,11 @@ pub fn layout_blob(layout: &Path, digest: &str) -> std::io::Result<Vec<u8>> {
 }
 
 impl TestImage {
+    /// An image from a layout written elsewhere in the testkit (`estargz`).
+    pub(crate) fn from_layout(dir: TempDir, digest: String) -> Self {
+        TestImage { dir, digest }
+    }
+
     /// The OCI layout directory (`blobs/sha256/...`, `index.json`).
     pub fn layout(&self) -> &Path {
         self.dir.path()

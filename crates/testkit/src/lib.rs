@@ -3,11 +3,13 @@
 //!   or token auth, started on a free port in a temporary directory;
 //! - [`TokenServer`]: the token server for it (ES256 JWTs, certificate in `x5c`);
 //! - [`TestImage`]: images built here as OCI layouts and pushed with `skopeo`;
+//! - [`estargz`]: eStargz layers (lazily pullable gzip) and images of them;
 //! - [`hostile`]: canary listeners and servers that misbehave on purpose;
 //! - [`Moto`]: moto in server mode, standing in for AWS KMS and Secrets Manager;
 //! - [`FakeKube`]: a stateful fake Kubernetes API server with a scripted kubelet;
 //! - [`fixtures`]: the registry and images the server and CLI tests share.
 
+pub mod estargz;
 pub mod fixtures;
 pub mod hostile;
 mod image;
