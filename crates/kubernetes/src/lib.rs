@@ -618,46 +618,12 @@ impl Kubernetes {
                     message: "it is being deleted (its service's last Deployment was); deploy again once it is gone".into(),
                 });
             }
-            let had = run_settings::requested(&found);
-            let mut owners = found.metadata.owner_references.clone().unwrap_or_default();
-            let owned = owners.iter().any(|o| o.uid == owner.uid);
-            let grow = had.filter(|h| *h < wanted);
-            if owned && grow.is_none() {
-                return Ok(Claim {
-                    name,
-                    change: ClaimChange::Kept { bytes: had },
-                });
-            }
-            if !owned {
-                owners.push(owner.clone());
-            }
-            found.metadata.owner_references = Some(owners);
-            if grow.is_some() {
-                if let Some(requests) = found
-                    .spec
-                    .as_mut()
-                    .and_then(|s| s.resources.as_mut())
-                    .and_then(|r| r.requests.as_mut())
-                {
-                    requests.insert(
-                        "storage".into(),
-                        k8s_openapi::apimachinery::pkg::api::resource::Quantity(format!(
-                            "{}Mi",
-                            volume.size_mb
-                        )),
-                    );
-                }
+            let (write, change) = claim_update(&mut found, &owner, volume.size_mb, wanted);
+            if !write {
+                return Ok(Claim { name, change });
             }
             match api.replace(&name, &PostParams::default(), &found).await {
-                Ok(_) => {
-                    return Ok(Claim {
-                        name,
-                        change: match grow {
-                            Some(from) => ClaimChange::Grown { from },
-                            None => ClaimChange::Kept { bytes: had },
-                        },
-                    })
-                }
+                Ok(_) => return Ok(Claim { name, change }),
                 Err(e) => {
                     let e = KubeError::from_kube("updating the PersistentVolumeClaim", e);
                     if !e.is_status(409) {
@@ -1198,6 +1164,43 @@ fn pull_secret(
 /// failure is a bug in this file, caught by its tests).
 fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
     serde_json::from_value(v).expect("a well-formed Kubernetes object")
+}
+
+/// `found` with `owner` among its owners and its storage request raised to
+/// `size_mb` when it asks for less (`wanted` bytes; never lowered): whether it
+/// must be written, and what the claim went through.
+fn claim_update(
+    found: &mut PersistentVolumeClaim,
+    owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    size_mb: u64,
+    wanted: u128,
+) -> (bool, ClaimChange) {
+    let had = run_settings::requested(found);
+    let mut owners = found.metadata.owner_references.clone().unwrap_or_default();
+    let owned = owners.iter().any(|o| o.uid == owner.uid);
+    let grow = had.filter(|h| *h < wanted);
+    if owned && grow.is_none() {
+        return (false, ClaimChange::Kept { bytes: had });
+    }
+    if !owned {
+        owners.push(owner.clone());
+    }
+    found.metadata.owner_references = Some(owners);
+    let Some(from) = grow else {
+        return (true, ClaimChange::Kept { bytes: had });
+    };
+    if let Some(requests) = found
+        .spec
+        .as_mut()
+        .and_then(|s| s.resources.as_mut())
+        .and_then(|r| r.requests.as_mut())
+    {
+        requests.insert(
+            "storage".into(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity(format!("{size_mb}Mi")),
+        );
+    }
+    (true, ClaimChange::Grown { from })
 }
 
 #[cfg(test)]

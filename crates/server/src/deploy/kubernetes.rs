@@ -370,19 +370,7 @@ pub(super) async fn run(
     let Some(cluster) = &w.deployer.cluster else {
         return Err(Failure::runtime("no Kubernetes cluster is configured"));
     };
-    if let Ok(Some(svc)) = w.store.service_by_id(&d.service_id).await {
-        if svc.status == ServiceStatus::Terminated {
-            return Err(Failure::runtime(
-                "the service was terminated during the deploy",
-            ));
-        }
-    }
-    let project = w
-        .store
-        .project_name(&service.project_id)
-        .await
-        .map_err(|e| Failure::runtime(e.to_string()))?
-        .ok_or_else(|| Failure::runtime("the project is gone"))?;
+    let project = live_project(w, d, service).await?;
     let image = format!(
         "{}/{}@{resolved}",
         target.registry.image_domain(),
@@ -441,6 +429,23 @@ pub(super) async fn run(
             Err(Failure::runtime(format!("routing to the deployment: {e}")).at(resolved))
         }
     }
+}
+
+/// The name of the project of a service still live (terminated while its
+/// image was resolved: nothing is placed).
+async fn live_project(w: &Worker, d: &Deployment, service: &Service) -> Result<String, Failure> {
+    if let Ok(Some(svc)) = w.store.service_by_id(&d.service_id).await {
+        if svc.status == ServiceStatus::Terminated {
+            return Err(Failure::runtime(
+                "the service was terminated during the deploy",
+            ));
+        }
+    }
+    w.store
+        .project_name(&service.project_id)
+        .await
+        .map_err(|e| Failure::runtime(e.to_string()))?
+        .ok_or_else(|| Failure::runtime("the project is gone"))
 }
 
 /// Records the placement (a crash from here on leaves something the next

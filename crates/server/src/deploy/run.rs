@@ -120,20 +120,9 @@ pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest
         return Ok(resolved);
     }
 
-    let pulled = pull(w, d, &service, &mut opened).await.map_err(|e| {
-        match &e {
-            PullError::Registry(r) => explain(r),
-            PullError::Stalled(_) => {
-                Failure::registry(berth_registry::Code::Timeout, e.to_string())
-            }
-            PullError::Rejected(_) => Failure::image_rejected(e.to_string()),
-            PullError::Cache(_) => {
-                Failure::registry(berth_registry::Code::NetworkError, e.to_string())
-            }
-            PullError::Unpack(_) | PullError::Invalid(_) => Failure::runtime(e.to_string()),
-        }
-        .at(&resolved)
-    })?;
+    let pulled = pull(w, d, &service, &mut opened)
+        .await
+        .map_err(|e| pull_failure(&e, &explain).at(&resolved))?;
     log_pull(log, &pulled);
     crate::metrics::metrics().pulled(pulled.fetched_bytes());
 
@@ -150,6 +139,18 @@ pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest
         ),
     );
     Ok(resolved)
+}
+
+/// How a failed pull fails its deployment: the registry's own words for what it
+/// answered, a stall as a timeout, a refused image as rejected.
+fn pull_failure(e: &PullError, explain: &dyn Fn(&RegistryError) -> Failure) -> Failure {
+    match e {
+        PullError::Registry(r) => explain(r),
+        PullError::Stalled(_) => Failure::registry(berth_registry::Code::Timeout, e.to_string()),
+        PullError::Rejected(_) => Failure::image_rejected(e.to_string()),
+        PullError::Cache(_) => Failure::registry(berth_registry::Code::NetworkError, e.to_string()),
+        PullError::Unpack(_) | PullError::Invalid(_) => Failure::runtime(e.to_string()),
+    }
 }
 
 /// The registry to pull from, and the stored credentials for it (decrypted here,
