@@ -1066,7 +1066,7 @@ async fn settings_reach_the_pod_through_a_secret_a_claim_and_a_node_selector() {
     );
     let log = infra_log(&alice, "db", &id).await;
     for want in [
-        "settings: 1 variables; secret variables API_KEY; secret files TLS_KEY under /run/secrets; command",
+        "settings: variables GREETING; secret variables API_KEY; secret files TLS_KEY under /run/secrets; command",
         &format!("Secret {secret_name} (Opaque, owned by the Deployment) holds the service's secrets: API_KEY as variables (secretKeyRef); TLS_KEY as files under /run/secrets (read-only, mode 0400)"),
         &format!("volume: PersistentVolumeClaim {claim} created with 16 MiB (storage class fast-ssd, ReadWriteOnce), mounted at /var/lib/db"),
         "region eu-west-1: only nodes labelled topology.kubernetes.io/region=eu-west-1 run the pod (nodeSelector)",

@@ -184,7 +184,9 @@ async fn each_setting_reaches_the_container() {
         "writing past the volume's size fails with ENOSPC"
     );
     assert!(
-        logs.contains("settings: 1 variables; secret variables API_KEY; secret files TLS_KEY"),
+        logs.contains(
+            "settings: variables GREETING; secret variables API_KEY; secret files TLS_KEY"
+        ),
         "{logs}"
     );
     assert!(!logs.contains(API_KEY) && !logs.contains("not-really"));

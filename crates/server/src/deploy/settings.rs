@@ -54,19 +54,32 @@ pub(super) async fn of(
         }
     }
     out.check().map_err(|e| Failure::runtime(e.to_string()))?;
-    log::append(log, &describe(&out));
+    if let Some(line) = describe(&out) {
+        log::append(log, &line);
+    }
     Ok(out)
 }
 
-/// One log line saying what is set, by name only (never a value).
-fn describe(s: &RunSettings) -> String {
+/// One log line saying what is set, by name only (never a value); none when
+/// the image runs as built.
+fn describe(s: &RunSettings) -> Option<String> {
     let names = |v: &[(String, secrecy::SecretString)]| -> String {
         v.iter()
             .map(|(n, _)| n.as_str())
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let mut parts = vec![format!("{} variables", s.env.len())];
+    let mut parts = Vec::new();
+    if !s.env.is_empty() {
+        parts.push(format!(
+            "variables {}",
+            s.env
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     if !s.secret_env.is_empty() {
         parts.push(format!("secret variables {}", names(&s.secret_env)));
     }
@@ -86,5 +99,5 @@ fn describe(s: &RunSettings) -> String {
     if let Some(v) = &s.volume {
         parts.push(format!("volume at {} of {} MB", v.path, v.size_mb));
     }
-    format!("settings: {}", parts.join("; "))
+    (!parts.is_empty()).then(|| format!("settings: {}", parts.join("; ")))
 }
