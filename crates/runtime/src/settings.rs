@@ -100,36 +100,43 @@ impl VolumeSpec {
     /// `/sys` or `/dev` (the container's own kernel views), or at or under
     /// [`SECRETS_PATH`] (the secret files' place).
     pub fn container_path(&self) -> Result<String, Invalid> {
-        let p = &self.path;
-        let refuse = |why: &str| Err(Invalid(format!("the volume path {p:?} {why}")));
-        if !p.starts_with('/') {
-            return refuse("is not absolute");
-        }
-        if p.contains('\0') {
-            return refuse("contains a NUL byte");
-        }
-        let parts: Vec<&str> = p
-            .split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
-            .collect();
-        if parts.contains(&"..") {
-            return refuse("contains `..`");
-        }
-        match parts.first().copied() {
-            None => return refuse("is the container's root"),
-            Some(top @ ("proc" | "sys" | "dev")) => {
-                return refuse(&format!("is at or under /{top}, which the kernel provides"))
-            }
-            Some(_) => {}
-        }
-        if parts.starts_with(&["run", "secrets"]) {
-            return refuse(&format!(
-                "is at or under {SECRETS_PATH}, where secret files go"
-            ));
-        }
-        Ok(format!("/{}", parts.join("/")))
+        volume_path(&self.path)
     }
+}
 
+/// A volume's path in the container, normalized, or why it is refused (see
+/// [`VolumeSpec::container_path`]); the API checks a requested path with it.
+pub fn volume_path(p: &str) -> Result<String, Invalid> {
+    let refuse = |why: &str| Err(Invalid(format!("the volume path {p:?} {why}")));
+    if !p.starts_with('/') {
+        return refuse("is not absolute");
+    }
+    if p.contains('\0') {
+        return refuse("contains a NUL byte");
+    }
+    let parts: Vec<&str> = p
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    if parts.contains(&"..") {
+        return refuse("contains `..`");
+    }
+    match parts.first().copied() {
+        None => return refuse("is the container's root"),
+        Some(top @ ("proc" | "sys" | "dev")) => {
+            return refuse(&format!("is at or under /{top}, which the kernel provides"))
+        }
+        Some(_) => {}
+    }
+    if parts.starts_with(&["run", "secrets"]) {
+        return refuse(&format!(
+            "is at or under {SECRETS_PATH}, where secret files go"
+        ));
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
+impl VolumeSpec {
     /// Everything [`VolumeSpec::container_path`] checks, the service id and a size.
     pub fn check(&self) -> Result<(), Invalid> {
         check_service_id(&self.service_id)?;

@@ -11,19 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 async fn logs_containing(c: &Client, path: &str, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, v) = c.get(path).await;
-        let text = v
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| v.to_string());
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "{needle:?} not in logs:\n{text}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    logs_containing_within(c, path, needle, 15).await
 }
 
 /// `?follow=true` streams the log: reads chunks until `needle` appeared, then

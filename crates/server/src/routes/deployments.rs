@@ -84,21 +84,36 @@ pub async fn list(
         .await?
         .ok_or_else(|| ApiError::not_found("service"))?;
     let all = state.store.deployments_of(&service).await?;
-    let mut out = Vec::with_capacity(all.len());
-    for d in &all {
-        out.push(view(&state, &service, d).await);
-    }
-    Ok(Json(out))
+    // Why pending ones wait is the service's, asked once for the list.
+    let waiting = match all.iter().any(pending) {
+        true => waiting_for_region(&state, &service).await,
+        false => None,
+    };
+    Ok(Json(
+        all.iter()
+            .map(|d| {
+                let mut v = views::deployment(d);
+                if pending(d) {
+                    v.message = waiting.clone();
+                }
+                v
+            })
+            .collect(),
+    ))
 }
 
 /// A deployment as answered: with why it waits when it waits for a region no
 /// replica serves.
 pub async fn view(state: &AppState, service: &Service, d: &Deployment) -> DeploymentView {
     let mut v = views::deployment(d);
-    if d.status == berth_store::DeploymentStatus::PendingDeploy {
+    if pending(d) {
         v.message = waiting_for_region(state, service).await;
     }
     v
+}
+
+fn pending(d: &Deployment) -> bool {
+    d.status == berth_store::DeploymentStatus::PendingDeploy
 }
 
 async fn waiting_for_region(state: &AppState, service: &Service) -> Option<String> {

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use berth_api::{CreateService, ErrorCode, UpdateService, VolumeInput};
-use berth_runtime::settings::{is_posix_name, VolumeSpec};
+use berth_runtime::settings::{is_posix_name, volume_path};
 use berth_store::{ProjectId, Service, ServiceId, ServiceSecret, Settings, Volume};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -100,12 +100,7 @@ fn words(kind: &str, given: &Option<Vec<String>>) -> Result<Option<Vec<String>>,
 }
 
 fn volume(v: &VolumeInput) -> Result<Volume, ApiError> {
-    let spec = VolumeSpec {
-        service_id: "check".into(),
-        path: v.path.clone(),
-        size_mb: v.size_mb,
-    };
-    let path = spec.container_path().map_err(|e| bad(e.to_string()))?;
+    let path = volume_path(&v.path).map_err(|e| bad(e.to_string()))?;
     if !(1..=MAX_VOLUME_MB).contains(&v.size_mb) {
         return Err(bad(format!(
             "the volume's size_mb {} is not between 1 and {MAX_VOLUME_MB}",

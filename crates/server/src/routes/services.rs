@@ -430,16 +430,20 @@ async fn save_settings(
     let vault = state.secrets.as_ref();
     let set_secrets =
         super::run_settings::seal(vault, &service.project_id, &service.id, run.set_secrets).await?;
-    let replaced: Vec<ServiceSecret> = state
-        .store
-        .service_secrets(&service.id)
-        .await?
-        .into_iter()
-        .filter(|old| {
-            run.remove_secrets.contains(&old.name)
-                || set_secrets.iter().any(|new| new.name == old.name)
-        })
-        .collect();
+    let replaced: Vec<ServiceSecret> = match set_secrets.is_empty() && run.remove_secrets.is_empty()
+    {
+        true => Vec::new(),
+        false => state
+            .store
+            .service_secrets(&service.id)
+            .await?
+            .into_iter()
+            .filter(|old| {
+                run.remove_secrets.contains(&old.name)
+                    || set_secrets.iter().any(|new| new.name == old.name)
+            })
+            .collect(),
+    };
     let change = SettingsChange {
         traffic,
         settings: run.settings,

@@ -313,3 +313,24 @@ pub fn secret_forms(user: &str, password: &str) -> Vec<String> {
     }
     out
 }
+
+/// Polls a deployment's logs at `path` until they contain `needle` (`seconds` at
+/// most); the logs.
+pub async fn logs_containing_within(c: &Client, path: &str, needle: &str, seconds: u64) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        let (_, v) = c.get(path).await;
+        let text = v
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| v.to_string());
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{needle:?} not in logs:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
