@@ -20,6 +20,6 @@ pub use requests::{
 };
 pub use views::{
     AuditEventView, BlobState, BlobView, CreatedUser, CredentialsAnswer, DeploymentView, ExitView,
-    HealthView, KindName, MemberView, ProjectView, PullView, RegistrySaved, RegistryView,
+    HealthView, KindName, LazyView, MemberView, ProjectView, PullView, RegistrySaved, RegistryView,
     ResourcesView, RestartPolicyName, Revoked, SecretView, ServiceView, TokenView,
 };

@@ -208,6 +208,25 @@ pub struct BlobView {
     pub downloaded_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_ms: Option<u64>,
+    /// A layer the container started on before it was downloaded (eStargz,
+    /// mounted lazily): its chunks fetched on demand; `started_ms`..`applied_ms`
+    /// are then its background pull.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lazy: Option<LazyView>,
+}
+
+/// A lazily mounted layer: when its TOC was verified and it was mounted, the bytes
+/// prefetched before the start, the chunks fetched on demand by the container's
+/// reads (each verified), and when the background pull made it an ordinary
+/// cached layer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LazyView {
+    pub mounted_ms: u64,
+    pub prefetch_bytes: u64,
+    pub on_demand_bytes: u64,
+    pub on_demand_chunks: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_ms: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -127,6 +127,23 @@ pub struct BlobProgress {
     pub downloaded_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_ms: Option<u64>,
+    /// A layer mounted lazily (eStargz): what its reads fetched, apart from the
+    /// background pull the other fields then describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lazy: Option<LazyProgress>,
+}
+
+/// A lazily mounted layer's side of the waterfall: when its TOC was verified and
+/// mounted, the prefetch before the start, the chunks fetched on demand by the
+/// container's reads, and when the background pull made it an ordinary layer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LazyProgress {
+    pub mounted_ms: u64,
+    pub prefetch_bytes: u64,
+    pub on_demand_bytes: u64,
+    pub on_demand_chunks: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_ms: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -157,6 +174,7 @@ impl Progress {
                 started_ms: None,
                 downloaded_ms: None,
                 applied_ms: None,
+                lazy: None,
             })
             .collect();
     }

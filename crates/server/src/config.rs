@@ -132,6 +132,8 @@ pub struct DeployLimits {
     pub logs: berth_runtime::log::Rotation,
     /// The delays between restarts of a container that keeps exiting.
     pub restart_backoff: Backoff,
+    /// eStargz layers mounted lazily (FUSE) instead of pulled before the start.
+    pub lazy_pull: bool,
 }
 
 /// Kubernetes' CrashLoopBackOff: the first restart after `initial`, each next one
@@ -174,6 +176,7 @@ impl Default for DeployLimits {
             caps: Default::default(),
             logs: Default::default(),
             restart_backoff: Default::default(),
+            lazy_pull: true,
         }
     }
 }
@@ -320,6 +323,8 @@ pub struct FileDeploys {
     /// The first delay of a crash loop's restarts, and the longest.
     pub restart_backoff_ms: Option<u64>,
     pub restart_backoff_max_ms: Option<u64>,
+    /// eStargz layers mounted lazily (`--lazy-pull`).
+    pub lazy_pull: Option<bool>,
 }
 
 /// `[containers]`: the sandbox every container runs in.
@@ -428,6 +433,7 @@ pub struct Overrides {
     pub log_max_size_mb: Option<u64>,
     pub log_max_files: Option<u32>,
     pub restart_backoff_ms: Option<u64>,
+    pub lazy_pull: Option<bool>,
     pub credential_check_interval_secs: Option<u64>,
     pub runtime: Option<String>,
     pub kubeconfig: Option<PathBuf>,
@@ -741,6 +747,9 @@ fn deploy_limits(o: &Overrides, file: &FileDeploys) -> Result<DeployLimits, Conf
     }
     deploys.logs = log_rotation(o, file)?;
     deploys.restart_backoff = restart_backoff(o, file);
+    if let Some(on) = o.lazy_pull.or(file.lazy_pull) {
+        deploys.lazy_pull = on;
+    }
     Ok(deploys)
 }
 

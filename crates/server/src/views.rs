@@ -122,6 +122,13 @@ pub fn blobs(blobs: Vec<BlobProgress>) -> Vec<BlobView> {
             started_ms: b.started_ms,
             downloaded_ms: b.downloaded_ms,
             applied_ms: b.applied_ms,
+            lazy: b.lazy.map(|l| berth_api::LazyView {
+                mounted_ms: l.mounted_ms,
+                prefetch_bytes: l.prefetch_bytes,
+                on_demand_bytes: l.on_demand_bytes,
+                on_demand_chunks: l.on_demand_chunks,
+                local_ms: l.local_ms,
+            }),
         })
         .collect()
 }

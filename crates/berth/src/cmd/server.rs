@@ -89,6 +89,11 @@ pub struct Args {
     /// First delay before restarting a container that exited; it doubles up to 5 minutes [default: 10000]
     #[arg(long, env = "BERTH_RESTART_BACKOFF_MS")]
     restart_backoff_ms: Option<u64>,
+    /// Start containers of eStargz images before their layers are downloaded
+    /// (chunks fetched on first read, each verified), when FUSE can be mounted
+    /// [default: on]
+    #[arg(long, env = "BERTH_LAZY_PULL", value_parser = ["on", "off"])]
+    lazy_pull: Option<String>,
     /// Seconds between two background checks of each stored credential against its registry; 0: none [default: 21600]
     #[arg(long, env = "BERTH_CREDENTIAL_CHECK_INTERVAL")]
     credential_check_interval: Option<u64>,
@@ -203,6 +208,7 @@ impl Args {
                 log_max_size_mb: self.log_max_size_mb,
                 log_max_files: self.log_max_files,
                 restart_backoff_ms: self.restart_backoff_ms,
+                lazy_pull: self.lazy_pull.as_deref().map(|v| v == "on"),
                 credential_check_interval_secs: self.credential_check_interval,
                 runtime: self.runtime.clone(),
                 kubeconfig: self.kubeconfig.clone(),
