@@ -5,11 +5,13 @@
 //! registry proved it serves that content to the project's own credentials.
 //! [`runc`] runs an unpacked image with what its service sets over it
 //! ([`settings`]: environment, secrets, command, a [`volume`]). An [`estargz`]
-//! layer is read in place, each chunk fetched by `Range` and verified.
+//! layer is read in place, each chunk fetched by `Range` and verified, and an
+//! image of such layers starts [`lazy`]ly, before its layers are downloaded.
 
 pub mod cache;
 pub mod durable;
 pub mod estargz;
+pub mod lazy;
 pub mod log;
 pub mod network;
 pub mod proofs;

@@ -162,9 +162,16 @@ impl Progress {
         self.blobs.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn start(&self, blobs: &[(Digest, u64)]) {
+    /// The blobs' list, each waiting; a lazily mounted layer keeps its `lazy`
+    /// side (its background pull starts the list again).
+    pub(crate) fn start(&self, blobs: &[(Digest, u64)]) {
         self.began.get_or_init(Instant::now);
-        *self.blobs.lock().unwrap_or_else(|e| e.into_inner()) = blobs
+        let mut list = self.blobs.lock().unwrap_or_else(|e| e.into_inner());
+        let lazy: std::collections::HashMap<String, LazyProgress> = list
+            .iter()
+            .filter_map(|b| Some((b.digest.clone(), b.lazy.clone()?)))
+            .collect();
+        *list = blobs
             .iter()
             .map(|(d, size)| BlobProgress {
                 digest: d.to_string(),
@@ -174,12 +181,42 @@ impl Progress {
                 started_ms: None,
                 downloaded_ms: None,
                 applied_ms: None,
-                lazy: None,
+                lazy: lazy.get(&d.to_string()).cloned(),
             })
             .collect();
     }
 
-    fn update(&self, index: usize, received: u64, state: BlobState) {
+    /// Milliseconds since the pull began.
+    pub fn now_ms(&self) -> u64 {
+        self.began.get_or_init(Instant::now).elapsed().as_millis() as u64
+    }
+
+    /// Changes the lazy side of blob `index`, if it has one.
+    pub fn lazy_if_any(&self, index: usize, change: impl FnOnce(&mut LazyProgress)) {
+        if let Some(l) = self
+            .blobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(index)
+            .and_then(|b| b.lazy.as_mut())
+        {
+            change(l);
+        }
+    }
+
+    /// Changes the lazy side of blob `index` (made if it had none).
+    pub fn lazy(&self, index: usize, change: impl FnOnce(&mut LazyProgress)) {
+        if let Some(b) = self
+            .blobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(index)
+        {
+            change(b.lazy.get_or_insert_with(LazyProgress::default));
+        }
+    }
+
+    pub(crate) fn update(&self, index: usize, received: u64, state: BlobState) {
         let at = self.began.get().map(|b| b.elapsed().as_millis() as u64);
         if let Some(b) = self
             .blobs
@@ -245,7 +282,7 @@ fn invalid(e: impl std::fmt::Display) -> PullError {
 
 /// The blobs a manifest names, typed once: its config first, then its layers,
 /// lowest first, each with its declared size.
-fn blobs_of(m: &ImageManifest) -> Result<Vec<(Digest, u64)>, PullError> {
+pub(crate) fn blobs_of(m: &ImageManifest) -> Result<Vec<(Digest, u64)>, PullError> {
     std::iter::once(m.config())
         .chain(m.layers())
         .map(|d| Ok((d.digest().to_string().parse().map_err(invalid)?, d.size())))
@@ -253,7 +290,7 @@ fn blobs_of(m: &ImageManifest) -> Result<Vec<(Digest, u64)>, PullError> {
 }
 
 /// Refuses a config declared over its cap, before a byte is downloaded.
-fn check_config(m: &ImageManifest, caps: Caps) -> Result<(), PullError> {
+pub(crate) fn check_config(m: &ImageManifest, caps: Caps) -> Result<(), PullError> {
     if m.config().size() > caps.config_bytes {
         return Err(PullError::Rejected(format!(
             "its config is declared {} bytes, over the {} byte cap",

@@ -61,3 +61,16 @@ pub fn busybox(script: &str) -> TestImage {
         &["/bin/busybox", "sh", "-c", script],
     )
 }
+
+/// The host's static busybox as eStargz entries: `bin/busybox` (a few chunks of
+/// 256 KiB) and `bin/sh` linked to it, for images that start lazily.
+pub fn estargz_busybox() -> Vec<crate::estargz::Entry> {
+    crate::require("runc");
+    let busybox =
+        std::fs::read("/bin/busybox").expect("busybox-static is installed by scripts/test.sh");
+    vec![
+        crate::estargz::Entry::dir("bin"),
+        crate::estargz::Entry::file("bin/busybox", &busybox, 0o755),
+        crate::estargz::Entry::symlink("bin/sh", "busybox"),
+    ]
+}

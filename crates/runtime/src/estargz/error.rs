@@ -43,6 +43,12 @@ pub enum EstargzError {
     NotFound(String),
     #[error("{0} is not a regular file")]
     NotAFile(String),
+    #[error("a chunk's check did not finish: {0}")]
+    CheckPanicked(String),
+    #[error("reading the local copy of the layer: {0}")]
+    Local(String),
+    #[error("mounting the layer: {0}")]
+    Mount(String),
 }
 
 /// What was expected and what came.

@@ -7,6 +7,9 @@
 
 pub mod error;
 pub mod footer;
+pub mod fs;
+pub mod mount;
+pub mod reader;
 pub mod source;
 pub mod toc;
 
@@ -18,7 +21,7 @@ use futures_util::future::try_join_all;
 use sha2::{Digest as _, Sha256};
 
 pub use error::{EstargzError, Mismatch};
-pub use source::{RangeSource, RegistryBlob};
+pub use source::{BlobPool, PooledBlob, RangeSource, RegistryBlob};
 pub use toc::{Chunk, Entry, Index, Kind};
 
 /// The annotation on a layer descriptor naming its TOC's digest.
@@ -122,38 +125,20 @@ impl<S: RangeSource> Layer<S> {
 
     /// Chunk `c` of the file at `path`, verified against its `chunkDigest`.
     pub async fn chunk(&self, path: &str, c: &Chunk) -> Result<Vec<u8>, EstargzError> {
-        let fail = |reason: String| EstargzError::Chunk {
-            path: path.to_owned(),
-            chunk_offset: c.file_offset,
-            reason,
-        };
         let member = self
             .fetch(c.blob_offset, c.blob_end - c.blob_offset)
             .await?;
-        // Only as much as the chunk needs is inflated: a member that inflates to
-        // more is never expanded past it.
-        let want = c.inner_offset + c.size;
-        let mut bytes = Vec::with_capacity(want as usize);
-        flate2::read::GzDecoder::new(&member[..])
-            .take(want)
-            .read_to_end(&mut bytes)
-            .map_err(|e| fail(e.to_string()))?;
-        if bytes.len() as u64 != want {
-            return Err(fail(format!("{} bytes, not {want}", bytes.len())));
-        }
-        let bytes = bytes.split_off(c.inner_offset as usize);
-        let actual = Digest::sha256_from_bytes(&Sha256::digest(&bytes).into());
-        if actual != c.digest {
-            return Err(EstargzError::ChunkDigest {
-                path: path.to_owned(),
-                chunk_offset: c.file_offset,
-                digests: Box::new(Mismatch {
-                    expected: c.digest.clone(),
-                    actual,
-                }),
-            });
-        }
-        Ok(bytes)
+        verify_chunk(path, c, &member)
+    }
+
+    /// The source the layer reads from.
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
+    /// Bytes `[offset, offset + len)` of the blob, within the deadline.
+    pub async fn fetch_range(&self, offset: u64, len: u64) -> Result<Vec<u8>, EstargzError> {
+        self.fetch(offset, len).await
     }
 
     /// Bytes `[offset, offset + len)` of the blob, within the deadline.
@@ -189,6 +174,41 @@ impl<S: RangeSource> Layer<S> {
         }
         Ok(bytes)
     }
+}
+
+/// Chunk `c` of the file at `path` from `member`, the blob's bytes from the
+/// chunk's `blob_offset` on (at least to its member's end, or its own): only as
+/// much as the chunk needs is inflated (a member that inflates to more is never
+/// expanded past it), and the bytes are returned only if they match the chunk's
+/// `chunkDigest`.
+pub fn verify_chunk(path: &str, c: &Chunk, member: &[u8]) -> Result<Vec<u8>, EstargzError> {
+    let fail = |reason: String| EstargzError::Chunk {
+        path: path.to_owned(),
+        chunk_offset: c.file_offset,
+        reason,
+    };
+    let want = c.inner_offset + c.size;
+    let mut bytes = Vec::with_capacity(want as usize);
+    flate2::read::GzDecoder::new(member)
+        .take(want)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(e.to_string()))?;
+    if bytes.len() as u64 != want {
+        return Err(fail(format!("{} bytes, not {want}", bytes.len())));
+    }
+    let bytes = bytes.split_off(c.inner_offset as usize);
+    let actual = Digest::sha256_from_bytes(&Sha256::digest(&bytes).into());
+    if actual != c.digest {
+        return Err(EstargzError::ChunkDigest {
+            path: path.to_owned(),
+            chunk_offset: c.file_offset,
+            digests: Box::new(Mismatch {
+                expected: c.digest.clone(),
+                actual,
+            }),
+        });
+    }
+    Ok(bytes)
 }
 
 /// The TOC JSON from its gzip member: the first tar entry, named

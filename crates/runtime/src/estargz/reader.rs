@@ -1,0 +1,248 @@
+//! A lazily mounted layer's reads: each chunk fetched once (concurrent reads of
+//! one chunk share its fetch) and verified off the async threads, kept in a
+//! bounded cache, counted for the waterfall. Once the background pull has made
+//! the layer local, reads come from its unpacked directory and the registry
+//! session (with its credentials) is let go.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use futures_util::future::try_join_all;
+use tokio::sync::OnceCell;
+
+use super::{verify_chunk, Chunk, Entry, EstargzError, Kind, Layer, RangeSource};
+
+/// The verified chunks a layer keeps (uncompressed bytes): the kernel's page
+/// cache keeps what was read, this keeps the chunks the kernel reads in pieces
+/// (its reads are at most 128 KiB) and the prefetched ones until they are read.
+pub const CHUNK_CACHE: u64 = 256 << 20;
+
+/// What a reader tells whoever watches it: bytes fetched, reads that failed.
+pub trait Watch: Send + Sync {
+    /// `bytes` of the blob fetched for chunks the container's reads needed.
+    fn on_demand(&self, bytes: u64, chunks: u64);
+    /// `bytes` of the blob fetched before the start (the prefetch landmark's files).
+    fn prefetched(&self, bytes: u64);
+    /// A read failed (the container gets EIO): why, naming the chunk.
+    fn failed(&self, e: &EstargzError);
+}
+
+type Cell = Arc<OnceCell<Arc<Vec<u8>>>>;
+
+struct ChunkCache {
+    cells: HashMap<u64, Cell>,
+    order: VecDeque<(u64, u64)>,
+    bytes: u64,
+}
+
+impl ChunkCache {
+    /// The cell of chunk `c`, made if new; the oldest chunks go past the cap.
+    fn cell(&mut self, c: &Chunk) -> Cell {
+        if let Some(cell) = self.cells.get(&c.blob_offset) {
+            return cell.clone();
+        }
+        let cell = Cell::default();
+        self.cells.insert(c.blob_offset, cell.clone());
+        self.order.push_back((c.blob_offset, c.size));
+        self.bytes += c.size;
+        while self.bytes > CHUNK_CACHE && self.order.len() > 1 {
+            let (offset, size) = self.order.pop_front().expect("more than one");
+            self.cells.remove(&offset);
+            self.bytes -= size;
+        }
+        cell
+    }
+}
+
+pub struct Reader {
+    layer: Layer<Arc<dyn RangeSource>>,
+    chunks: Mutex<ChunkCache>,
+    /// The layer's unpacked directory, once the background pull verified it.
+    local: RwLock<Option<PathBuf>>,
+    watch: Arc<dyn Watch>,
+    last_fetch: Mutex<Option<Instant>>,
+}
+
+impl Reader {
+    pub fn new(layer: Layer<Arc<dyn RangeSource>>, watch: Arc<dyn Watch>) -> Reader {
+        Reader {
+            layer,
+            chunks: Mutex::new(ChunkCache {
+                cells: HashMap::new(),
+                order: VecDeque::new(),
+                bytes: 0,
+            }),
+            local: RwLock::new(None),
+            watch,
+            last_fetch: Mutex::new(None),
+        }
+    }
+
+    pub fn layer(&self) -> &Layer<Arc<dyn RangeSource>> {
+        &self.layer
+    }
+
+    pub fn watch(&self) -> &dyn Watch {
+        self.watch.as_ref()
+    }
+
+    /// When a chunk was last fetched on demand (a background pull waits for a pause).
+    pub fn last_fetch(&self) -> Option<Instant> {
+        *self.last_fetch.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads from now on come from `dir`, the layer unpacked from its verified
+    /// blob; the registry session is closed and the cached chunks dropped.
+    pub fn go_local(&self, dir: PathBuf) {
+        *self.local.write().unwrap_or_else(|e| e.into_inner()) = Some(dir);
+        self.layer.source().close();
+        let mut cache = self.chunks.lock().unwrap_or_else(|e| e.into_inner());
+        cache.cells.clear();
+        cache.order.clear();
+        cache.bytes = 0;
+    }
+
+    pub fn is_local(&self) -> bool {
+        self.local
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Up to `len` bytes of file `entry` from `offset`: from the chunks that
+    /// hold them, each verified before any byte is returned (or from the local
+    /// copy, once there is one).
+    pub async fn read(
+        &self,
+        entry: &Entry,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, EstargzError> {
+        let mut entry = entry;
+        if let Kind::Hardlink { target } = &entry.kind {
+            entry = self
+                .layer
+                .index()
+                .get(target)
+                .expect("a link's target is indexed");
+        }
+        let end = offset.saturating_add(len).min(entry.size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let local = self.local.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(dir) = local {
+            return read_local(dir.join(&entry.path), offset, end - offset).await;
+        }
+        let needed = entry
+            .chunks
+            .iter()
+            .filter(|c| c.file_offset < end && c.file_offset + c.size > offset);
+        let chunks =
+            try_join_all(needed.map(|c| async move {
+                Ok::<_, EstargzError>((c, self.chunk(&entry.path, c).await?))
+            }))
+            .await?;
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for (c, bytes) in chunks {
+            let from = offset.max(c.file_offset) - c.file_offset;
+            let to = end.min(c.file_offset + c.size) - c.file_offset;
+            out.extend_from_slice(&bytes[from as usize..to as usize]);
+        }
+        Ok(out)
+    }
+
+    /// Chunk `c` of `path`: from the cache, or fetched (once, however many
+    /// reads wait for it) and verified.
+    async fn chunk(&self, path: &str, c: &Chunk) -> Result<Arc<Vec<u8>>, EstargzError> {
+        let cell = self
+            .chunks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cell(c);
+        let bytes = cell
+            .get_or_try_init(|| async {
+                let len = c.blob_end - c.blob_offset;
+                let member = self.layer.fetch_range(c.blob_offset, len).await?;
+                *self.last_fetch.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                let (path, chunk) = (path.to_owned(), c.clone());
+                let bytes = checked(move || verify_chunk(&path, &chunk, &member)).await?;
+                self.watch.on_demand(len, 1);
+                Ok::<_, EstargzError>(Arc::new(bytes))
+            })
+            .await?;
+        Ok(bytes.clone())
+    }
+
+    /// The prioritized files (those before `.prefetch.landmark`), fetched in one
+    /// Range request and verified chunk by chunk, on every core, into the cache:
+    /// what the container reads first is here before it starts. Returns the
+    /// bytes fetched.
+    pub async fn prefetch(&self) -> Result<u64, EstargzError> {
+        let Some(end) = self.layer.index().prefetch_end() else {
+            return Ok(0);
+        };
+        let blob = Arc::new(self.layer.fetch_range(0, end).await?);
+        let mut work: Vec<(String, Chunk, Cell)> = Vec::new();
+        {
+            let mut cache = self.chunks.lock().unwrap_or_else(|e| e.into_inner());
+            for e in self.layer.index().prefetch() {
+                for c in e.chunks.iter().filter(|c| c.blob_end <= end) {
+                    work.push((e.path.clone(), c.clone(), cache.cell(c)));
+                }
+            }
+        }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let share = work.len().div_ceil(cores).max(1);
+        let mut shares = Vec::new();
+        while !work.is_empty() {
+            let rest = work.split_off(share.min(work.len()));
+            let mine = std::mem::replace(&mut work, rest);
+            let blob = blob.clone();
+            shares.push(checked(move || {
+                for (path, c, cell) in mine {
+                    let member = &blob[c.blob_offset as usize..c.blob_end as usize];
+                    let bytes = verify_chunk(&path, &c, member)?;
+                    let _ = cell.set(Arc::new(bytes));
+                }
+                Ok(())
+            }));
+        }
+        try_join_all(shares).await?;
+        self.watch.prefetched(end);
+        Ok(end)
+    }
+}
+
+/// Runs a chunk check on the blocking pool (inflating and hashing a chunk of
+/// several MiB takes milliseconds no async thread should spend).
+async fn checked<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, EstargzError> + Send + 'static,
+) -> Result<T, EstargzError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EstargzError::CheckPanicked(e.to_string()))?
+}
+
+async fn read_local(path: PathBuf, offset: u64, len: u64) -> Result<Vec<u8>, EstargzError> {
+    let shown = path.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path)?;
+        let mut buf = vec![0; len as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            match file.read_at(&mut buf[got..], offset + got as u64)? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        buf.truncate(got);
+        Ok(buf)
+    })
+    .await
+    .map_err(|e| EstargzError::CheckPanicked(e.to_string()))?
+    .map_err(|e: std::io::Error| EstargzError::Local(format!("{shown}: {e}")))
+}
