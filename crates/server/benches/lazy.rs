@@ -173,8 +173,9 @@ struct Row {
     took: Result<Duration, String>,
     /// What the registry sent until the end of the row, if counted.
     registry_bytes: Option<u64>,
-    /// Peak RSS, MiB, and whose.
-    peak_rss: Option<(u64, &'static str)>,
+    /// Peak RSS, MiB, and whose (berth: with the rise from its RSS before the row,
+    /// this process's allocator keeping some of what building the images took).
+    peak_rss: Option<(u64, String)>,
     /// Anything more to say (how many layers were mounted lazily).
     note: String,
 }
@@ -263,6 +264,7 @@ async fn berth_row(
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     // The peak and the bytes from here on are the deploy's.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let rss_before = rss("self").0;
     link.reset_counts();
     let t = Instant::now();
     let d: berth_api::DeploymentView =
@@ -353,7 +355,7 @@ async fn berth_row(
         name,
         took,
         registry_bytes: Some(registry_bytes),
-        peak_rss: Some((peak, "berth")),
+        peak_rss: Some((peak, format!("berth +{}", peak.saturating_sub(rss_before)))),
         note,
     }
 }
@@ -557,7 +559,7 @@ fn ctr_rows(
             name,
             took: pulled.clone(),
             registry_bytes: Some(pull_bytes),
-            peak_rss: Some((pull_rss, "containerd")),
+            peak_rss: Some((pull_rss, "containerd".into())),
             note: "overlayfs snapshotter: fetch and unpack".into(),
         });
     }
@@ -567,7 +569,7 @@ fn ctr_rows(
             name,
             took,
             registry_bytes: Some(link.downstream_bytes()),
-            peak_rss: Some((containerd.peak_rss(), "containerd")),
+            peak_rss: Some((containerd.peak_rss(), "containerd".into())),
             note: "ctr images pull, then ctr run (runc) to the first line".into(),
         });
     }
@@ -599,7 +601,7 @@ fn print_rows(title: &str, rows: &[Row], transfer: Option<Duration>) {
     println!();
     println!("{title}");
     println!(
-        "{:<24} {:>9} {:>9} {:>12} {:>17}  note",
+        "{:<24} {:>9} {:>9} {:>12} {:>24}  note",
         "row", "time s", "/transfer", "registry MB", "peak RSS MiB"
     );
     for row in rows {
@@ -616,13 +618,14 @@ fn print_rows(title: &str, rows: &[Row], transfer: Option<Duration>) {
             .map_or("-".into(), |b| format!("{:.1}", b as f64 / 1e6));
         let peak = row
             .peak_rss
+            .as_ref()
             .map_or("-".into(), |(mib, whose)| format!("{mib} ({whose})"));
         let note = match &row.took {
             Err(e) => format!("not measured: {e}"),
             Ok(_) => row.note.clone(),
         };
         println!(
-            "{:<24} {:>9} {:>9} {:>12} {:>17}  {note}",
+            "{:<24} {:>9} {:>9} {:>12} {:>24}  {note}",
             row.name, time, ratio, bytes, peak
         );
     }
