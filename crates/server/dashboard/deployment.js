@@ -1,11 +1,12 @@
 // A deployment's page: its summary, the pull's progress and waterfall (polled
-// while it is on its way) and the infrastructure log followed live.
+// while it is on its way, and while lazy layers are still pulled in the background
+// after it started) and the infrastructure log followed live.
 
 import { h, fill } from "./dom.js";
 import { api, stream, servicePath } from "./api.js";
 import { render, setCrumbs, onLeave } from "./page.js";
 import { errorBox, badge, when } from "./widgets.js";
-import { inFlight, finished, seconds, blobProgress, waterfall } from "./format.js";
+import { finished, seconds, blobProgress, waterfall, pullShown, pollDelay } from "./format.js";
 import { projectsHref, projectHref, tabHref } from "./routes.js";
 import { serviceTabs } from "./service.js";
 
@@ -26,23 +27,37 @@ export async function deployment(p, s, id) {
     h("section", { "aria-labelledby": "log-title" }, h("h2", { id: "log-title" }, "Infrastructure log"), h("p", { class: "hint" }, "Each step berth took, the registry's own answers, then the container's output, followed live."), log),
   );
   let stopped = false;
+  let timer;
   onLeave(() => {
     stopped = true;
+    clearTimeout(timer);
   });
-  let last;
+  let last = {};
+  // When the page first saw it DEPLOYED: background pulls are followed from then on
+  // for a bounded time.
+  let backgroundSince;
+  // One read at a time: the log's end asks for one too, and must not start a
+  // second chain of reads beside the timer's.
+  let reading = false;
   const poll = async () => {
-    if (stopped) return;
+    if (stopped || reading) return;
+    clearTimeout(timer);
+    reading = true;
     try {
       const d = await api("GET", path);
       showSummary(summary, d);
-      if (d.progress) showProgress(progress, d.progress);
+      const shown = pullShown(d);
+      if (shown.progress) showProgress(progress, shown.progress);
       else progress.replaceChildren();
-      if (d.pull) showWaterfall(pull, d.pull);
-      last = d.status;
+      if (shown.waterfall) showWaterfall(pull, shown.waterfall);
+      last = d;
     } catch (e) {
       fill(summary, errorBox(e));
     }
-    if (!stopped && inFlight(last)) setTimeout(poll, 400);
+    reading = false;
+    if (last.status === "DEPLOYED" && backgroundSince === undefined) backgroundSince = Date.now();
+    const delay = pollDelay(last, Date.now() - (backgroundSince ?? Date.now()));
+    if (!stopped && delay !== null) timer = setTimeout(poll, delay);
   };
   await poll();
   followLog(`${path}/logs?follow=true`, log, () => stopped).then(() => poll());
@@ -84,22 +99,46 @@ function showProgress(el, blobs) {
 /** A pull as a browser's network panel shows requests: each blob's download and
  * unpack on one time axis. */
 function showWaterfall(el, pull) {
-  const { title, rows } = waterfall(pull);
+  const { title, lazy, rows } = waterfall(pull);
   const bar = (cls, at) => {
     const span = h("span", { class: cls });
     // Set through the CSSOM: the CSP forbids style attributes, not this.
     span.style.left = at.left;
-    span.style.width = at.width;
+    if (at.width) span.style.width = at.width;
     return span;
   };
+  const lazyTag = () => h("span", { class: "wf-lazy" }, "lazy");
   fill(
     el,
     h("h2", {}, title),
     h("p", { class: "hint" }, "Each blob on one time axis: ", h("span", { class: "key key-dl" }, "download"), " (a layer unpacks while it downloads), then ", h("span", { class: "key key-un" }, "the rest of its unpack"), "; a cached blob has no bar."),
+    lazy
+      ? h(
+          "p",
+          { class: "hint" },
+          "A ",
+          lazyTag(),
+          " layer is ",
+          h("span", { class: "key key-mount" }, "mounted"),
+          " before it is downloaded: the container can start from there, its reads fetch the chunks they need, and the whole layer is then ",
+          h("span", { class: "key key-bg" }, "pulled in the background"),
+          " until it is local.",
+        )
+      : null,
     h(
       "ol",
       { class: "wf", "aria-label": "Pull waterfall" },
       rows.map((r) => {
+        if (r.lazy) {
+          const l = r.lazy;
+          const track = h(
+            "div",
+            { class: "wf-track", "aria-hidden": "true" },
+            l.background ? bar(l.running ? "wf-bg wf-running" : "wf-bg", l.background) : null,
+            bar("wf-mount", { left: l.mount }),
+          );
+          return h("li", {}, h("span", { class: "wf-name mono" }, `${r.text} `, lazyTag(), ` · ${l.note}`), track);
+        }
         const track = h("div", { class: "wf-track", "aria-hidden": "true" }, r.download ? bar("wf-dl", r.download) : null, r.unpack ? bar("wf-un", r.unpack) : null);
         return h("li", {}, h("span", { class: "wf-name mono" }, r.text), track);
       }),

@@ -17,6 +17,7 @@ mod kube_api;
 mod moto;
 mod postgres;
 mod registry;
+pub mod throttle;
 mod token_server;
 
 pub use fixtures::TeamRegistry;

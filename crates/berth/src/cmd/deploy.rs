@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressStyle};
 
 use berth_api::{BlobState, BlobView, DeploymentView};
 use futures_util::StreamExt;
@@ -98,7 +98,68 @@ async fn print_log_since(
 struct Bars {
     multi: MultiProgress,
     status: ProgressBar,
-    blobs: HashMap<String, ProgressBar>,
+    blobs: HashMap<String, BlobBar>,
+}
+
+/// A blob's bar and how it is to be left when the watch ends (as last seen).
+struct BlobBar {
+    bar: ProgressBar,
+    end: BarEnd,
+}
+
+/// How a blob's bar is left on screen when the watch ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BarEnd {
+    /// Full: the watch ends when the container started, so its bytes are all here
+    /// even if the last answer read was from before.
+    Full,
+    /// As last seen: a lazy layer the container started on goes on being pulled in
+    /// the background after the watch.
+    AsSeen,
+}
+
+impl BarEnd {
+    fn of(b: &BlobView) -> Self {
+        match &b.lazy {
+            Some(l) if l.local_ms.is_none() => BarEnd::AsSeen,
+            _ => BarEnd::Full,
+        }
+    }
+}
+
+/// A blob whose bar is over: applied or cached, or a lazy layer made local.
+fn blob_done(b: &BlobView) -> bool {
+    match &b.lazy {
+        Some(l) => l.local_ms.is_some(),
+        None => matches!(b.state, BlobState::Applied | BlobState::Cached),
+    }
+}
+
+/// What a blob's bar says after its bytes: its state, or, for a lazy layer, what
+/// the container's reads fetched and where its background pull is (the bar is
+/// that pull's, which may not have begun while the container already runs).
+fn blob_message(b: &BlobView) -> String {
+    let Some(l) = &b.lazy else {
+        return b.state.as_str().to_owned();
+    };
+    let background = match (l.local_ms, b.started_ms) {
+        (Some(ms), _) => format!("local at {:.2} s", ms as f64 / 1000.0),
+        (None, Some(_)) => format!(
+            "background {}%",
+            (b.received.saturating_mul(100) / b.size.max(1)).min(100)
+        ),
+        (None, None) => "background waiting".to_owned(),
+    };
+    let chunks = if l.on_demand_chunks == 1 {
+        "chunk"
+    } else {
+        "chunks"
+    };
+    format!(
+        "lazy: {} on demand ({} {chunks}), {background}",
+        HumanBytes(l.on_demand_bytes),
+        l.on_demand_chunks
+    )
 }
 
 impl Bars {
@@ -122,7 +183,7 @@ impl Bars {
             let digest = b.digest.as_str();
             let short = digest.trim_start_matches("sha256:");
             let short = &short[..short.len().min(12)];
-            let bar = self.blobs.entry(digest.to_owned()).or_insert_with(|| {
+            let shown = self.blobs.entry(digest.to_owned()).or_insert_with(|| {
                 let bar = self.multi.add(ProgressBar::new(b.size));
                 bar.set_style(
                     ProgressStyle::with_template(
@@ -132,22 +193,33 @@ impl Bars {
                     .progress_chars("=> "),
                 );
                 bar.set_prefix(short.to_owned());
-                bar
+                BlobBar {
+                    bar,
+                    end: BarEnd::Full,
+                }
             });
+            shown.end = BarEnd::of(b);
+            let bar = &shown.bar;
+            if bar.is_finished() {
+                continue;
+            }
             bar.set_position(b.received);
-            bar.set_message(b.state.as_str().to_owned());
-            if matches!(b.state, BlobState::Applied | BlobState::Cached) && !bar.is_finished() {
+            bar.set_message(blob_message(b));
+            if blob_done(b) {
                 bar.finish();
             }
         }
     }
 
-    /// Ends the display: the spinner goes, every blob's bar stays, finished.
+    /// Ends the display: the spinner goes, every blob's bar stays, finished (a lazy
+    /// layer's as it was: its background pull goes on).
     fn clear(self) {
         self.status.finish_and_clear();
         for b in self.blobs.values() {
-            if !b.is_finished() {
-                b.finish();
+            match (b.bar.is_finished(), b.end) {
+                (true, _) => {}
+                (false, BarEnd::Full) => b.bar.finish(),
+                (false, BarEnd::AsSeen) => b.bar.abandon(),
             }
         }
         drop(self.multi);
@@ -352,4 +424,94 @@ pub async fn logs(conn: &Connection, args: LogsArgs) -> Result<Outcome, CliError
         std::io::stdout().write_all(&text.bytes().await?)?;
     }
     Ok(Outcome::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_api::LazyView;
+
+    /// A layer of 30 MB, `received` of it pulled, started at 0.4 s unless waiting.
+    fn layer(state: BlobState, received: u64, lazy: Option<LazyView>) -> BlobView {
+        BlobView {
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            size: 30_000_000,
+            received,
+            state,
+            started_ms: (state != BlobState::Waiting).then_some(400),
+            downloaded_ms: None,
+            applied_ms: None,
+            lazy,
+        }
+    }
+
+    /// Mounted at 0.2 s, 37 chunks read on demand, local at `local_ms`.
+    fn lazy(local_ms: Option<u64>) -> Option<LazyView> {
+        Some(LazyView {
+            mounted_ms: 200,
+            prefetch_bytes: 2_100_000,
+            on_demand_bytes: 11_900_000,
+            on_demand_chunks: 37,
+            local_ms,
+        })
+    }
+
+    #[test]
+    fn a_blobs_bar_says_its_state_or_what_a_lazy_layer_fetched() {
+        let one_chunk = Some(LazyView {
+            on_demand_bytes: 65_536,
+            on_demand_chunks: 1,
+            ..LazyView::default()
+        });
+        for (blob, message, done, end) in [
+            (
+                layer(BlobState::Downloading, 1_000, None),
+                "downloading",
+                false,
+                BarEnd::Full,
+            ),
+            (
+                layer(BlobState::Applied, 30_000_000, None),
+                "applied",
+                true,
+                BarEnd::Full,
+            ),
+            (
+                layer(BlobState::Cached, 0, None),
+                "cached",
+                true,
+                BarEnd::Full,
+            ),
+            (
+                layer(BlobState::Downloading, 12_900_000, lazy(None)),
+                "lazy: 11.35 MiB on demand (37 chunks), background 43%",
+                false,
+                BarEnd::AsSeen,
+            ),
+            (
+                layer(BlobState::Waiting, 0, one_chunk),
+                "lazy: 64.00 KiB on demand (1 chunk), background waiting",
+                false,
+                BarEnd::AsSeen,
+            ),
+            // Applied, but not yet an ordinary layer: still the background's.
+            (
+                layer(BlobState::Applied, 30_000_000, lazy(None)),
+                "lazy: 11.35 MiB on demand (37 chunks), background 100%",
+                false,
+                BarEnd::AsSeen,
+            ),
+            (
+                layer(BlobState::Applied, 30_000_000, lazy(Some(4_200))),
+                "lazy: 11.35 MiB on demand (37 chunks), local at 4.20 s",
+                true,
+                BarEnd::Full,
+            ),
+        ] {
+            let what = format!("{:?} {:?}", blob.state, blob.lazy);
+            assert_eq!(blob_message(&blob), message, "{what}");
+            assert_eq!(blob_done(&blob), done, "{what}");
+            assert_eq!(BarEnd::of(&blob), end, "{what}");
+        }
+    }
 }

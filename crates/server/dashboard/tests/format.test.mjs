@@ -1,5 +1,5 @@
 // Values in words: statuses, durations, sizes, digests, exits, health, a pull's
-// waterfall, audit details.
+// waterfall (lazy layers too) and when the page reads it again, audit details.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -107,20 +107,103 @@ test("a pull's waterfall: bars on one axis, none for a cached blob", () => {
   });
   assert.equal(title, "Pull waterfall · 2.00 s");
   assert.deepEqual(rows, [
-    { text: "config 111111111111: 500 B, downloaded 0.00–0.10 s", download: { left: "0.00%", width: "5.00%" }, unpack: null },
+    { text: "config 111111111111: 500 B, downloaded 0.00–0.10 s", download: { left: "0.00%", width: "5.00%" }, unpack: null, lazy: null },
     {
       text: "layer 1 222222222222: 2.00 MB, downloaded 0.10–1.50 s, unpacked by 2.00 s",
       download: { left: "5.00%", width: "70.00%" },
       unpack: { left: "75.00%", width: "25.00%" },
+      lazy: null,
     },
-    { text: "layer 2 333333333333: cached", download: null, unpack: null },
+    { text: "layer 2 333333333333: cached", download: null, unpack: null, lazy: null },
     // An instant download still shows (1/400 of the axis); an unpack done by then has no bar.
-    { text: "layer 3 444444444444: 10 B, downloaded 0.20–0.20 s, unpacked by 0.15 s", download: { left: "10.00%", width: "0.25%" }, unpack: null },
+    { text: "layer 3 444444444444: 10 B, downloaded 0.20–0.20 s, unpacked by 0.15 s", download: { left: "10.00%", width: "0.25%" }, unpack: null, lazy: null },
   ]);
 });
 
 test("an empty or all-cached pull has an axis of 1 ms", () => {
-  assert.deepEqual(f.waterfall({ blobs: [] }), { title: "Pull waterfall · 0.00 s", rows: [] });
+  assert.deepEqual(f.waterfall({ blobs: [] }), { title: "Pull waterfall · 0.00 s", lazy: false, rows: [] });
+});
+
+const config = { digest: D(1), size: 500, received: 500, state: "downloaded", started_ms: 0, downloaded_ms: 100 };
+/** A lazy layer of 30 MB mounted at 0.2 s, 37 chunks read on demand; `over` sets
+ * its background pull's fields. */
+const lazyLayer = (over, lazy) => ({
+  digest: D(2),
+  size: 30_000_000,
+  received: 0,
+  state: "waiting",
+  ...over,
+  lazy: { mounted_ms: 200, prefetch_bytes: 2_100_000, on_demand_bytes: 11_900_000, on_demand_chunks: 37, ...lazy },
+});
+const local = lazyLayer({ received: 30_000_000, state: "applied", started_ms: 400, downloaded_ms: 3800, applied_ms: 4000 }, { local_ms: 4000 });
+const running = lazyLayer({ received: 12_900_000, state: "downloading", started_ms: 400 });
+
+test("a lazy layer in words: mounted, on demand, prefetched, its background pull", () => {
+  check(f.lazyNote, [
+    [[local], "mounted at 0.20 s · 12 MB on demand (37 chunks) · 2.10 MB prefetched · local at 4.00 s"],
+    [[running], "mounted at 0.20 s · 12 MB on demand (37 chunks) · 2.10 MB prefetched · background 43%"],
+    [[lazyLayer({}, { prefetch_bytes: 0, on_demand_bytes: 65_536, on_demand_chunks: 1 })], "mounted at 0.20 s · 65.5 kB on demand (1 chunk) · background waiting"],
+  ]);
+  check(f.blobProgress, [
+    [[running, 1], { text: "layer 1 222222222222 · lazy · mounted at 0.20 s · 12 MB on demand (37 chunks) · 2.10 MB prefetched · background 43% · 13 MB of 30 MB", max: "30000000", value: "12900000" }],
+  ]);
+});
+
+test("a lazy layer's row: a mark where it was mounted, its background pull's bar", () => {
+  const { title, lazy, rows } = f.waterfall({ blobs: [config, local] });
+  assert.equal(title, "Pull waterfall · ready to start at 0.20 s · 4.00 s in all");
+  assert.equal(lazy, true);
+  assert.deepEqual(rows[1], {
+    text: "layer 1 222222222222: 30 MB",
+    download: null,
+    unpack: null,
+    lazy: {
+      note: "mounted at 0.20 s · 12 MB on demand (37 chunks) · 2.10 MB prefetched · local at 4.00 s",
+      mount: "5.00%",
+      background: { left: "10.00%", width: "90.00%" },
+      running: false,
+    },
+  });
+});
+
+test("a background pull still running: the axis goes a tenth further, its bar to the end", () => {
+  const waiting = { ...lazyLayer({}), digest: D(3) };
+  const { title, rows } = f.waterfall({ blobs: [config, running, waiting] });
+  // The last instant known is the background pull's start, 0.4 s; the axis 0.44 s.
+  assert.equal(title, "Pull waterfall · ready to start at 0.20 s · background pull running");
+  assert.deepEqual(rows[0].download, { left: "0.00%", width: "22.73%" });
+  assert.deepEqual(
+    rows.slice(1).map((r) => r.lazy),
+    [
+      { note: "mounted at 0.20 s · 12 MB on demand (37 chunks) · 2.10 MB prefetched · background 43%", mount: "45.45%", background: { left: "90.91%", width: "9.09%" }, running: true },
+      { note: "mounted at 0.20 s · 12 MB on demand (37 chunks) · 2.10 MB prefetched · background waiting", mount: "45.45%", background: null, running: true },
+    ],
+  );
+});
+
+test("what the page shows of a pull: bars on the way, the waterfall after or in the background", () => {
+  const blobs = [config, running];
+  check(f.pullShown, [
+    [[{ status: "DEPLOYED", pull: { blobs } }], { progress: null, waterfall: { blobs } }],
+    [[{ status: "DEPLOYING", progress: blobs }], { progress: blobs, waterfall: null }],
+    [[{ status: "DEPLOYED", progress: blobs }], { progress: null, waterfall: { blobs } }],
+    [[{ status: "DEPLOYED", progress: [config] }], { progress: [config], waterfall: null }],
+    [[{ status: "FAILED" }], { progress: null, waterfall: null }],
+  ]);
+});
+
+test("the page reads a deployment again while it deploys, and while a layer is pulled in the background, for two minutes", () => {
+  check(f.pollDelay, [
+    [[{ status: "PENDING_DEPLOY" }, 0], 400],
+    [[{ status: "DEPLOYING", progress: [config, running] }, 0], 400],
+    [[{ status: "DEPLOYED", progress: [config, running] }, 0], 1000],
+    [[{ status: "DEPLOYED", pull: { blobs: [config, running] } }, 119_999], 1000],
+    [[{ status: "DEPLOYED", pull: { blobs: [config, running] } }, 120_000], null],
+    [[{ status: "DEPLOYED", pull: { blobs: [config, local] } }, 0], null],
+    [[{ status: "DEPLOYED", pull: { blobs: [config] } }, 0], null],
+    [[{ status: "FAILED", pull: { blobs: [config, running] } }, 0], null],
+    [[{}, 0], null],
+  ]);
 });
 
 test("audit details: the preflight apart, the rest as key: value", () => {
