@@ -268,7 +268,7 @@ pub fn unpack_layer(
     } = target;
     let decompressed: Box<dyn Read> = match compression {
         Compression::None => Box::new(reader),
-        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(reader)),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(reader)?),
     };
     // No diff_id is computed: an unpacked layer is addressed by the digest of the

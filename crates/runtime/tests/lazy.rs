@@ -261,3 +261,30 @@ async fn a_layer_made_local_reads_from_its_directory_without_the_registry() {
     assert_eq!(seen.chunks.load(Ordering::SeqCst), 0, "no chunk fetched");
     assert!(reader.is_local());
 }
+
+/// An eStargz blob is gzip members back to back (one per chunk, the TOC's last):
+/// the full pull's unpacker reads every member, not only the first.
+#[test]
+fn an_estargz_layer_unpacks_in_full_like_any_gzip_layer() {
+    let layer = Encoder {
+        chunk_size: CHUNK,
+        prefetch: Some(2),
+        tamper: None,
+    }
+    .encode(&entries());
+    let root = tempfile::tempdir().unwrap();
+    berth_runtime::unpack::apply_layer(
+        &layer.blob[..],
+        berth_runtime::unpack::Compression::Gzip,
+        root.path(),
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(root.path().join("data/big.bin")).unwrap(),
+        big()
+    );
+    assert_eq!(
+        std::fs::read(root.path().join("bin/app")).unwrap(),
+        b"#!/bin/sh\necho lazily\n"
+    );
+}
