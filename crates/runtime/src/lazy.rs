@@ -50,8 +50,8 @@ pub fn estargz_layers(m: &ImageManifest) -> Option<Vec<LazyLayer>> {
     m.layers()
         .iter()
         .map(|l| {
-            let gzip = Compression::from_media_type(&l.media_type().to_string()).ok()?
-                == Compression::Gzip;
+            let gzip =
+                Compression::from_media_type(l.media_type().as_ref()).ok()? == Compression::Gzip;
             let toc = l.annotations().as_ref()?.get(TOC_DIGEST_ANNOTATION)?;
             gzip.then_some(LazyLayer {
                 digest: l.digest().to_string().parse().ok()?,
