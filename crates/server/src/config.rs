@@ -134,6 +134,9 @@ pub struct DeployLimits {
     pub restart_backoff: Backoff,
     /// eStargz layers mounted lazily (FUSE) instead of pulled before the start.
     pub lazy_pull: bool,
+    /// The FUSE device lazy mounts open; where it cannot be opened, images are
+    /// pulled in full (tests point it at a path that does not exist).
+    pub fuse_device: &'static str,
 }
 
 /// Kubernetes' CrashLoopBackOff: the first restart after `initial`, each next one
@@ -177,6 +180,7 @@ impl Default for DeployLimits {
             logs: Default::default(),
             restart_backoff: Default::default(),
             lazy_pull: true,
+            fuse_device: "/dev/fuse",
         }
     }
 }

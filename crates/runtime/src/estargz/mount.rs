@@ -35,6 +35,7 @@ impl Mounted {
     /// current tokio runtime.
     pub fn mount(reader: Arc<Reader>, dir: &Path, ids: IdShift) -> Result<Mounted, EstargzError> {
         std::fs::create_dir_all(dir).map_err(|e| EstargzError::Mount(e.to_string()))?;
+        control_filesystem();
         let fs = LayerFs::new(reader, ids, tokio::runtime::Handle::current());
         let mut config = Config::default();
         config.mount_options = vec![
@@ -70,10 +71,46 @@ impl Drop for Mounted {
         });
         let _ = rustix::mount::unmount(&self.dir, rustix::mount::UnmountFlags::DETACH);
         if let Some(minor) = device {
-            // The session thread ends when its connection does.
+            // The session thread ends when its connection does: at once when
+            // aborted, else when the last user of the detached mount lets go.
             let _ = std::fs::write(format!("/sys/fs/fuse/connections/{minor}/abort"), "1");
         }
-        let _ = session.join();
+        let until = std::time::Instant::now() + SESSION_END;
+        while !session.guard.is_finished() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        if session.guard.is_finished() {
+            let _ = session.join();
+        } else {
+            // Its thread is let go, to end with its connection.
+            tracing::warn!(dir = %self.dir.display(), "a lazy layer's FUSE session did not end after its unmount");
+        }
         let _ = std::fs::remove_dir(&self.dir);
     }
+}
+
+/// How long a drop waits for the session thread of a mount it detached.
+const SESSION_END: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Mounts the FUSE control filesystem (`fusectl`) where the kernel offers it and
+/// it is not mounted yet: its `abort` files end a connection whose mount is
+/// still held elsewhere (a detached overlay, a mount namespace). Once per process.
+fn control_filesystem() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let dir = Path::new("/sys/fs/fuse/connections");
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+            .is_ok_and(|m| m.lines().any(|l| l.contains(" - fusectl ")));
+        if !mounted && dir.is_dir() {
+            if let Err(e) = rustix::mount::mount(
+                "fusectl",
+                dir,
+                "fusectl",
+                rustix::mount::MountFlags::empty(),
+                None,
+            ) {
+                tracing::debug!(error = %e, "mounting fusectl");
+            }
+        }
+    });
 }

@@ -6,6 +6,8 @@
 //! - [`reconcile`]: this replica's containers against the database (a pure
 //!   decision function and what carries it out);
 //! - [`gc`]: unpacked images and blobs no live deployment needs;
+//! - [`lazy`]: eStargz images started before they are pulled (FUSE mounts kept
+//!   while their deployment runs, the background pull that makes them local);
 //! - [`log`]: the infrastructure log (append, read, follow, forward);
 //! - [`failure`]: a failed deploy's stable code and message;
 //! - [`kubernetes`]: the same deploy on a Kubernetes cluster (resolve, then a
@@ -19,6 +21,7 @@ mod failure;
 mod gc;
 pub mod ingress;
 mod kubernetes;
+mod lazy;
 pub mod log;
 mod reconcile;
 mod run;
@@ -94,6 +97,8 @@ pub struct Deployer {
     in_flight: Mutex<HashMap<DeploymentId, Deployment>>,
     /// Pulls in flight on this replica, for progress bars.
     pulls: Mutex<HashMap<DeploymentId, Arc<pull::Progress>>>,
+    /// Deployments started lazily: their mounts and background pulls.
+    lazies: lazy::Lazies,
     /// Set when a service was terminated: the worker collects garbage next.
     gc_wanted: AtomicBool,
     /// How a terminate here stops a deploy in flight at once (other replicas'
@@ -185,6 +190,7 @@ impl Deployer {
             proofs: Proofs::default(),
             in_flight: Mutex::new(HashMap::new()),
             pulls: Mutex::new(HashMap::new()),
+            lazies: Default::default(),
             gc_wanted: AtomicBool::new(false),
             stopping: Mutex::new(HashSet::new()),
             cancels: Mutex::default(),
@@ -223,8 +229,12 @@ impl Deployer {
     }
 
     /// The pull of deployment `id` as it ended (each blob's times, for the
-    /// waterfall), if this replica pulled it.
+    /// waterfall), if this replica pulled it; a lazy image's background pull as
+    /// it goes.
     pub fn pull_record(&self, id: &DeploymentId) -> Option<Vec<pull::BlobProgress>> {
+        if let Some(progress) = self.lazies.background(id) {
+            return Some(progress.snapshot());
+        }
         let bytes = std::fs::read(self.root.join(id.as_str()).join(PULL_RECORD)).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
@@ -232,9 +242,13 @@ impl Deployer {
     /// Keeps the final state of deployment `id`'s pull next to its log, then forgets
     /// the live one.
     fn end_pull(&self, id: &DeploymentId) {
-        let Some(progress) = locked(&self.pulls).remove(id) else {
-            return;
-        };
+        if let Some(progress) = locked(&self.pulls).remove(id) {
+            self.keep_pull(id, &progress);
+        }
+    }
+
+    /// Writes `progress` next to deployment `id`'s log.
+    fn keep_pull(&self, id: &DeploymentId, progress: &pull::Progress) {
         let blobs = progress.snapshot();
         if blobs.is_empty() {
             return;
@@ -327,6 +341,7 @@ impl Deployer {
             }
         }
         rootfs::remove(&self.bundle(id));
+        self.retire_lazy(id).await;
         log::append(
             &self.log_path(id),
             "stopped; the container and its root filesystem were removed",

@@ -217,6 +217,16 @@ impl Deployer {
                 // Being stopped here: its child is already let go, not to be
                 // taken up again (nor routed to).
                 Action::Adopt { id, .. } if locked(&self.stopping).contains(&id) => {}
+                // Its layers were FUSE mounts of the server process before this
+                // one: its reads fail now. It is replaced, as if it had stopped.
+                Action::Adopt { id, .. } if self.was_lazy(&id) => {
+                    log::append(
+                        &self.log_path(&id),
+                        "the server restarted; the container's lazily mounted layers went with the server before it, so it is stopped",
+                    );
+                    self.stop(&id).await;
+                    self.report(store, &live[&id], Gone::StoppedWhileDown).await;
+                }
                 Action::Adopt { id, otherwise } => {
                     let cid = container_id(&id);
                     match runtime.adopt(&cid, &self.logs(&id)).await {

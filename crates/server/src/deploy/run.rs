@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use berth_registry::open::{Observer, StepName};
 use berth_registry::{preflight, Credentials, Opened, RegistryError, Target, TokenReuse};
+use berth_runtime::lazy::LazyError;
 use berth_runtime::network::{Network, Probe};
 use berth_runtime::proofs::Access;
 use berth_runtime::pull::{self, PullError, Pulled};
@@ -120,11 +121,9 @@ pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest
         return Ok(resolved);
     }
 
-    let pulled = pull(w, d, &service, &mut opened)
+    let pulled = pull(w, d, &service, &mut opened, (&target, pull_creds), log)
         .await
         .map_err(|e| pull_failure(&e, &explain).at(&resolved))?;
-    log_pull(log, &pulled);
-    crate::metrics::metrics().pulled(pulled.fetched_bytes());
 
     let bundle = w.deployer.bundle(&d.id);
     root_filesystem(&pulled, &bundle, w.deployer.images.ids(), log)?;
@@ -221,17 +220,41 @@ fn pull_setup<'a>(
     (progress, access, terms)
 }
 
-/// The host platform's manifest, then its blobs into the cache and unpacked (or
-/// the unpacked image reused), with progress for watchers.
+/// The host platform's manifest, then its layers mounted lazily (eStargz, see
+/// `lazy`) or its blobs into the cache and unpacked (or the unpacked image
+/// reused), with progress for watchers.
 async fn pull(
     w: &Worker,
     d: &Deployment,
     service: &Service,
     opened: &mut Opened<'_>,
+    (target, creds): (&Target, Option<Credentials>),
+    log: &Path,
 ) -> Result<Pulled, PullError> {
     let platform = opened.platform_manifest().await?;
     let (progress, access, terms) = pull_setup(w, d, service);
-    pull::pull(
+    match super::lazy::layers(w, &platform) {
+        Ok(layers) => {
+            let start = super::lazy::Start {
+                d,
+                project: &service.project_id,
+                target,
+                creds,
+                progress: progress.clone(),
+                log,
+            };
+            match super::lazy::start(w, opened, &platform, layers, start).await {
+                Ok(pulled) => return Ok(pulled),
+                Err(LazyError::Pull(e)) => return Err(e),
+                // The full pull checks every byte by the blob's digest, and
+                // says what is wrong with the registry if anything is.
+                Err(e) => log::append(log, &format!("lazy start failed ({e}): pulling in full")),
+            }
+        }
+        Err(Some(why)) => log::append(log, &why),
+        Err(None) => {}
+    }
+    let pulled = pull::pull(
         opened,
         &platform,
         terms,
@@ -240,7 +263,10 @@ async fn pull(
         &w.deployer.images,
         &progress,
     )
-    .await
+    .await?;
+    log_pull(log, &pulled);
+    crate::metrics::metrics().pulled(pulled.fetched_bytes());
+    Ok(pulled)
 }
 
 /// The user the image runs as (its config's `User`) and its single exposed TCP

@@ -129,9 +129,9 @@ impl Worker {
     }
 
     /// Garbage is collected only while no pull runs here (a pull may be about to
-    /// use what looks unused).
+    /// use what looks unused), a lazy image's background pull among them.
     async fn collect_garbage_if_idle(&self) {
-        if locked(&self.deployer.in_flight).is_empty() {
+        if locked(&self.deployer.in_flight).is_empty() && !self.deployer.lazies.pulling() {
             self.deployer.collect_garbage(self.store.as_ref()).await;
         } else {
             self.deployer.want_gc();
@@ -178,6 +178,9 @@ impl Worker {
                     &log,
                     &format!("FAILED ({}): {}", f.code.as_str(), f.message),
                 );
+                // Mounts of a lazy start go with it (its container, if it runs,
+                // is stopped by the reconcile).
+                self.deployer.retire_lazy(&d.id).await;
                 Outcome::Failed {
                     digest: f.digest,
                     code: f.code.as_str(),
