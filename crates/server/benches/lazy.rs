@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use berth_testkit::estargz::{self, Encoder, Entry};
 use berth_testkit::throttle::{Throttle, UNLIMITED};
-use berth_testkit::{require, LocalRegistry, TestImage};
+use berth_testkit::{noise, require, LocalRegistry, TestImage};
 use serde_json::json;
 
 /// The link of the rows "at 100 MB/s".
@@ -54,29 +54,15 @@ const LAZY_SCRIPT: &str =
 const CTR_SCRIPT: &str = "busybox head -c 10000000 /data/f0 | busybox wc -c; echo first-line";
 const USER: (&str, &str) = ("bench", "bench-pass-1");
 
-/// Random bytes from xorshift64: fast, and incompressible to gzip.
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 /// The files of data layer `layer` (0-based, the top one last): (path, bytes).
 fn data_files(layer: usize) -> Vec<(String, Vec<u8>)> {
     let mut files = Vec::new();
     if layer + 1 == DATA_LAYERS {
-        files.push(("data/f0".to_owned(), random_bytes(0xf0, READ_FILE_SIZE)));
+        files.push(("data/f0".to_owned(), noise(0xf0, READ_FILE_SIZE)));
     }
     for n in 0..FILES_PER_LAYER {
         let seed = 0x9E37_79B9_7F4A_7C15 ^ ((layer as u64) << 32 | n as u64);
-        files.push((format!("data/l{layer}/f{n}"), random_bytes(seed, FILE_SIZE)));
+        files.push((format!("data/l{layer}/f{n}"), noise(seed, FILE_SIZE)));
     }
     files
 }
