@@ -20,15 +20,7 @@ const CHUNK: usize = 64 * 1024;
 
 /// 1 MiB that compresses poorly (so chunks have real compressed sizes).
 fn big() -> Vec<u8> {
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    (0..1 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    berth_testkit::noise(1, 1 << 20)
 }
 
 fn entries() -> Vec<Entry> {

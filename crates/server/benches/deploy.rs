@@ -24,9 +24,10 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use berth_testkit::bench::{self, rss, Api, Containerd};
 use berth_testkit::{require, LocalRegistry};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -234,21 +235,6 @@ fn build_layout(layout: &Path, spec: &Spec) -> u64 {
     total
 }
 
-/// The process's resident set (`VmRSS`) and its peak (`VmHWM`), MiB.
-fn rss() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-            >> 10
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 /// A server on loopback with its data under `dir`, allowed to reach `reg` only.
 fn server_config(
     reg: &LocalRegistry,
@@ -276,6 +262,37 @@ fn server_config(
     }
 }
 
+/// `user:password` of the registry's admin, as the API and `ctr` take them.
+fn admin(reg: &LocalRegistry) -> (&str, &str) {
+    (&reg.admin.0, &reg.admin.1)
+}
+
+/// Deploys service `service` of project `bench`, polling its deployment every
+/// `poll` until it is `DEPLOYED` (panics if it failed): the deployment's path.
+async fn deployed(api: &Api, service: &str, poll: Duration) -> String {
+    let d: serde_json::Value = api
+        .post(
+            &format!("/v1/projects/bench/services/{service}/deployments"),
+            json!({}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let path = format!(
+        "/v1/projects/bench/services/{service}/deployments/{}",
+        d["id"].as_str().unwrap()
+    );
+    loop {
+        let v: serde_json::Value = api.get(&path).await;
+        match v["status"].as_str() {
+            Some("DEPLOYED") => return path,
+            Some("FAILED") => panic!("deploy failed: {v}"),
+            _ => tokio::time::sleep(poll).await,
+        }
+    }
+}
+
 struct BerthRun {
     first: Duration,
     cached: Duration,
@@ -296,67 +313,22 @@ async fn berth_deploy(reg: &LocalRegistry, dir: &Path, repo: &str) -> BerthRun {
         },
     );
     let running = berth_server::start(config).await.unwrap();
-    let base = format!("http://{}", running.addr);
-    let token = std::fs::read_to_string(dir.join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let post = |path: &str, body: serde_json::Value| {
-        http.post(format!("{base}{path}"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-    };
-    post("/v1/projects", json!({"name": "bench"}))
-        .await
-        .unwrap();
-    let r = post(
-        "/v1/projects/bench/services",
-        json!({"name": "big", "image": format!("{repo}:v1"),
-               "registry": {"registry_url": url, "username": reg.admin.0, "password": reg.admin.1}}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let api = Api::admin(running.addr, dir);
+    api.create_service("bench", "big", &format!("{repo}:v1"), &url, admin(reg))
+        .await;
     // The peak from here on is the deploy's.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let rss_before = rss().0;
+    let rss_before = rss("self").0;
     let mut times = Vec::new();
     let mut rss_peak = 0;
     // The first deploy, then three cached redeploys (their median is reported: the
     // first of them can meet the write-back of the first deploy's gigabyte).
     for _ in 0..4 {
         let t = Instant::now();
-        let d: serde_json::Value = post("/v1/projects/bench/services/big/deployments", json!({}))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let path = format!(
-            "{base}/v1/projects/bench/services/big/deployments/{}",
-            d["id"].as_str().unwrap()
-        );
-        loop {
-            let v: serde_json::Value = http
-                .get(&path)
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            match v["status"].as_str() {
-                Some("DEPLOYED") => break,
-                Some("FAILED") => panic!("deploy failed: {v}"),
-                _ => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-        }
+        let path = deployed(&api, "big", Duration::from_millis(5)).await;
         times.push(t.elapsed());
         if rss_peak == 0 {
-            rss_peak = rss().1;
+            rss_peak = rss("self").1;
         } else {
             println!(
                 "  cached redeploy: {:.3} s",
@@ -364,15 +336,7 @@ async fn berth_deploy(reg: &LocalRegistry, dir: &Path, repo: &str) -> BerthRun {
             );
             continue;
         }
-        let log = http
-            .get(format!("{path}/logs"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let log = api.text(&format!("{path}/logs")).await;
         for line in log.lines().filter(|l| {
             l.contains("blob")
                 || l.contains("unpack")
@@ -382,11 +346,7 @@ async fn berth_deploy(reg: &LocalRegistry, dir: &Path, repo: &str) -> BerthRun {
             println!("  {line}");
         }
     }
-    let _ = http
-        .delete(format!("{base}/v1/projects/bench/services/big"))
-        .bearer_auth(&token)
-        .send()
-        .await;
+    api.delete("/v1/projects/bench/services/big").await;
     running.stop().await;
     let mut cached = times[1..].to_vec();
     cached.sort();
@@ -481,69 +441,24 @@ fn write_floor(spec: &Spec, dir: &Path) -> Duration {
     took
 }
 
+/// `ctr images pull` of `repo:v1` by a fresh containerd under `dir`: with the
+/// overlayfs snapshotter, or the native one where overlayfs fails.
 fn ctr_pull(reg: &LocalRegistry, dir: &Path, repo: &str) -> Option<Duration> {
-    let containerd = ["/usr/bin/containerd", "/usr/sbin/containerd"]
+    let containerd = Containerd::start(dir).ok()?;
+    let reference = format!("{}/{repo}:v1", reg.authority());
+    let (took, snapshotter) = ["overlayfs", "native"]
         .into_iter()
-        .find(|p| Path::new(p).exists())?;
-    std::fs::create_dir_all(dir).unwrap();
-    let sock = dir.join("containerd.sock");
-    let mut cfg = std::fs::File::create(dir.join("config.toml")).unwrap();
-    writeln!(cfg, "version = 2").unwrap();
-    let mut daemon = Command::new(containerd)
-        .arg("--config")
-        .arg(dir.join("config.toml"))
-        .arg("--root")
-        .arg(dir.join("root"))
-        .arg("--state")
-        .arg(dir.join("state"))
-        .arg("--address")
-        .arg(&sock)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("containerd.log")).unwrap())
-        .spawn()
-        .ok()?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !sock.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let ctr = require("ctr");
-    let mut best = None;
-    for snapshotter in ["overlayfs", "native"] {
-        let t = Instant::now();
-        let out = Command::new(&ctr)
-            .arg("--address")
-            .arg(&sock)
-            .args([
-                "images",
-                "pull",
-                "--plain-http",
-                "--snapshotter",
-                snapshotter,
-                "--user",
-            ])
-            .arg(format!("{}:{}", reg.admin.0, reg.admin.1))
-            .arg(format!("{}/{repo}:v1", reg.authority()))
-            .env_remove("HTTP_PROXY")
-            .env_remove("HTTPS_PROXY")
-            .output()
-            .unwrap();
-        if out.status.success() {
-            best = Some((t.elapsed(), snapshotter));
-            break;
-        }
-        eprintln!(
-            "ctr pull with {snapshotter} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let _ = daemon.kill();
-    let _ = daemon.wait();
-    // Its snapshots are overlay mounts no more, but may hold read-only dirs.
-    let _ = Command::new("rm").arg("-rf").arg(dir).status();
-    best.map(|(d, s)| {
-        println!("  (containerd snapshotter: {s})");
-        d
-    })
+        .find_map(
+            |snapshotter| match containerd.pull(&reference, admin(reg), snapshotter) {
+                Ok(took) => Some((took, snapshotter)),
+                Err(e) => {
+                    eprintln!("with the {snapshotter} snapshotter, {e}");
+                    None
+                }
+            },
+        )?;
+    println!("  (containerd snapshotter: {snapshotter})");
+    Some(took)
 }
 
 /// How many cached redeploys of the service with a port are timed.
@@ -608,41 +523,15 @@ async fn port_redeploys(reg: &LocalRegistry, dir: &Path) -> Vec<Redeploy> {
     let running = berth_server::start(server_config(reg, dir, Default::default()))
         .await
         .unwrap();
-    let base = format!("http://{}", running.addr);
-    let token = std::fs::read_to_string(dir.join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let send = |method: reqwest::Method, path: &str, body: serde_json::Value| {
-        http.request(method, format!("{base}{path}"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-    };
-    send(
-        reqwest::Method::POST,
-        "/v1/projects",
-        json!({"name": "bench"}),
-    )
-    .await
-    .unwrap();
-    let r = send(
-        reqwest::Method::POST,
-        "/v1/projects/bench/services",
-        json!({"name": "web", "image": "bench/web:v1",
-               "registry": {"registry_url": reg.authority(), "username": reg.admin.0, "password": reg.admin.1}}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let r = send(
-        reqwest::Method::PUT,
-        "/v1/projects/bench/services/web",
-        json!({"port": 8080}),
-    )
-    .await
-    .unwrap();
+    let api = Api::admin(running.addr, dir);
+    api.create_service("bench", "web", "bench/web:v1", &reg.authority(), admin(reg))
+        .await;
+    let r = api
+        .request(reqwest::Method::PUT, "/v1/projects/bench/services/web")
+        .json(&json!({"port": 8080}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let mut runs = Vec::new();
     // The first deploy pulls and unpacks; the rest find everything cached.
@@ -653,46 +542,9 @@ async fn port_redeploys(reg: &LocalRegistry, dir: &Path) -> Vec<Redeploy> {
         tokio::time::sleep(Duration::from_millis(300 + rand::random::<u64>() % 500)).await;
         let posted = chrono::Utc::now();
         let t = Instant::now();
-        let d: serde_json::Value = send(
-            reqwest::Method::POST,
-            "/v1/projects/bench/services/web/deployments",
-            json!({}),
-        )
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-        let path = format!(
-            "{base}/v1/projects/bench/services/web/deployments/{}",
-            d["id"].as_str().unwrap()
-        );
-        loop {
-            let v: serde_json::Value = http
-                .get(&path)
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            match v["status"].as_str() {
-                Some("DEPLOYED") => break,
-                Some("FAILED") => panic!("deploy failed: {v}"),
-                _ => tokio::time::sleep(Duration::from_millis(2)).await,
-            }
-        }
+        let path = deployed(&api, "web", Duration::from_millis(2)).await;
         let took = t.elapsed();
-        let log = http
-            .get(format!("{path}/logs"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let log = api.text(&format!("{path}/logs")).await;
         let steps = log
             .lines()
             .filter_map(|l| {
@@ -708,7 +560,8 @@ async fn port_redeploys(reg: &LocalRegistry, dir: &Path) -> Vec<Redeploy> {
     }
     // The app answers through the ingress.
     let ingress = running.ingress.expect("the ingress listens");
-    let body = http
+    let body = api
+        .http()
         .get(format!("http://{ingress}/"))
         .header("host", "web.bench.localhost")
         .send()
@@ -718,12 +571,7 @@ async fn port_redeploys(reg: &LocalRegistry, dir: &Path) -> Vec<Redeploy> {
         .await
         .unwrap();
     assert_eq!(body.trim(), "ok");
-    let _ = send(
-        reqwest::Method::DELETE,
-        "/v1/projects/bench/services/web",
-        json!({}),
-    )
-    .await;
+    api.delete("/v1/projects/bench/services/web").await;
     running.stop().await;
     runs
 }
@@ -731,15 +579,12 @@ async fn port_redeploys(reg: &LocalRegistry, dir: &Path) -> Vec<Redeploy> {
 fn main() {
     let only = std::env::var("BERTH_BENCH_ONLY").unwrap_or_default();
     let reg = LocalRegistry::htpasswd(&[("bench", "bench-pass-1")]);
-    let work = tempfile::tempdir_in(
-        std::env::var("BERTH_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into()),
-    )
-    .unwrap();
+    let work = bench::work_dir();
     let rt = tokio::runtime::Runtime::new().unwrap();
     if only.is_empty() || only.split(',').any(|o| o == "port") {
         let dir = work.path().join("berth-port");
         let mut runs = rt.block_on(port_redeploys(&reg, &dir));
-        let _ = Command::new("rm").arg("-rf").arg(&dir).status();
+        bench::remove(&dir);
         runs.sort_by_key(|r| r.took);
         let median = &runs[runs.len() / 2];
         println!();
@@ -798,7 +643,7 @@ fn main() {
         let write_t = write_floor(&spec, &work.path().join(format!("write-{}", spec.name)));
         let berth_dir = work.path().join(format!("berth-{}", spec.name));
         let run = rt.block_on(berth_deploy(&reg, &berth_dir, &repo));
-        let _ = Command::new("rm").arg("-rf").arg(&berth_dir).status();
+        bench::remove(&berth_dir);
         let ctr = ctr_pull(
             &reg,
             &work.path().join(format!("containerd-{}", spec.name)),

@@ -27,15 +27,16 @@
 //! `BERTH_BENCH_DIR` is where data dirs go (default `/var/tmp`). Prints figures;
 //! asserts nothing about time.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_testkit::bench::{self, rss, Api, Containerd};
 use berth_testkit::estargz::{self, Encoder, Entry};
 use berth_testkit::throttle::{Throttle, UNLIMITED};
-use berth_testkit::{require, LocalRegistry, TestImage};
+use berth_testkit::{noise, LocalRegistry, TestImage};
 use serde_json::json;
 
 /// The link of the rows "at 100 MB/s".
@@ -54,29 +55,15 @@ const LAZY_SCRIPT: &str =
 const CTR_SCRIPT: &str = "busybox head -c 10000000 /data/f0 | busybox wc -c; echo first-line";
 const USER: (&str, &str) = ("bench", "bench-pass-1");
 
-/// Random bytes from xorshift64: fast, and incompressible to gzip.
-fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 /// The files of data layer `layer` (0-based, the top one last): (path, bytes).
 fn data_files(layer: usize) -> Vec<(String, Vec<u8>)> {
     let mut files = Vec::new();
     if layer + 1 == DATA_LAYERS {
-        files.push(("data/f0".to_owned(), random_bytes(0xf0, READ_FILE_SIZE)));
+        files.push(("data/f0".to_owned(), noise(0xf0, READ_FILE_SIZE)));
     }
     for n in 0..FILES_PER_LAYER {
         let seed = 0x9E37_79B9_7F4A_7C15 ^ ((layer as u64) << 32 | n as u64);
-        files.push((format!("data/l{layer}/f{n}"), random_bytes(seed, FILE_SIZE)));
+        files.push((format!("data/l{layer}/f{n}"), noise(seed, FILE_SIZE)));
     }
     files
 }
@@ -151,22 +138,6 @@ fn layout_mb(image: &TestImage) -> u64 {
         / 1_000_000
 }
 
-/// The process's resident set (`VmRSS`) and its peak (`VmHWM`), MiB, of `pid`
-/// (`self` for this one).
-fn rss(pid: &str) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-            >> 10
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 /// One row's figures.
 struct Row {
     name: &'static str,
@@ -239,42 +210,23 @@ async fn berth_row(
     let running = berth_server::start(server_config(link.addr(), dir, pull))
         .await
         .unwrap();
-    let base = format!("http://{}", running.addr);
-    let token = std::fs::read_to_string(dir.join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let post = |path: &str, body: serde_json::Value| {
-        http.post(format!("{base}{path}"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-    };
-    post("/v1/projects", json!({"name": "bench"}))
-        .await
-        .unwrap();
-    let r = post(
-        "/v1/projects/bench/services",
-        json!({"name": "big", "image": format!("{repo}:v1"),
-               "registry": {"registry_url": link.addr().to_string(), "username": USER.0, "password": USER.1}}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let api = Api::admin(running.addr, dir);
+    let registry_url = link.addr().to_string();
+    api.create_service("bench", "big", &format!("{repo}:v1"), &registry_url, USER)
+        .await;
     // The peak and the bytes from here on are the deploy's.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let rss_before = rss("self").0;
     link.reset_counts();
     let t = Instant::now();
-    let d: berth_api::DeploymentView =
-        post("/v1/projects/bench/services/big/deployments", json!({}))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-    let path = format!("{base}/v1/projects/bench/services/big/deployments/{}", d.id);
+    let d: berth_api::DeploymentView = api
+        .post("/v1/projects/bench/services/big/deployments", json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let path = format!("/v1/projects/bench/services/big/deployments/{}", d.id);
+    let view = || api.get::<berth_api::DeploymentView>(&path);
     let output = dir.join("deployments").join(&d.id).join("output");
     let deadline = t + Duration::from_secs(900);
     let mut last_status_read = Instant::now();
@@ -290,15 +242,7 @@ async fn berth_row(
             || last_status_read.elapsed() > Duration::from_millis(200)
         {
             last_status_read = Instant::now();
-            let v: berth_api::DeploymentView = http
-                .get(&path)
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v = view().await;
             match (v.status.as_str(), until) {
                 ("DEPLOYED", Until::Deployed) => break Ok(t.elapsed()),
                 ("FAILED", _) => {
@@ -317,15 +261,7 @@ async fn berth_row(
     };
     let registry_bytes = link.downstream_bytes();
     let peak = rss("self").1;
-    let v: berth_api::DeploymentView = http
-        .get(&path)
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = view().await;
     let blobs = v.pull.map(|p| p.blobs).or(v.progress).unwrap_or_default();
     let lazy = blobs.iter().filter(|b| b.lazy.is_some()).count();
     let on_demand: u64 = blobs
@@ -344,13 +280,9 @@ async fn berth_row(
     } else {
         format!("no blob of {} mounted lazily", blobs.len())
     };
-    let _ = http
-        .delete(format!("{base}/v1/projects/bench/services/big"))
-        .bearer_auth(&token)
-        .send()
-        .await;
+    api.delete("/v1/projects/bench/services/big").await;
     running.stop().await;
-    let _ = Command::new("rm").arg("-rf").arg(dir).status();
+    bench::remove(dir);
     Row {
         name,
         took,
@@ -403,127 +335,35 @@ async fn transfer(link: &Throttle, repo: &str) -> Duration {
     t.elapsed()
 }
 
-/// containerd on a fresh root under `dir`, as deploy.rs's `ctr_pull` starts it
-/// (this mirrors it, with `ctr run` added); killed and removed on drop.
-struct Containerd {
-    dir: PathBuf,
-    sock: PathBuf,
-    daemon: Child,
-}
-
-impl Containerd {
-    fn start(dir: &Path) -> Result<Containerd, String> {
-        let bin = ["/usr/bin/containerd", "/usr/sbin/containerd"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .ok_or("containerd is not installed")?;
-        std::fs::create_dir_all(dir).unwrap();
-        let sock = dir.join("containerd.sock");
-        let mut cfg = std::fs::File::create(dir.join("config.toml")).unwrap();
-        writeln!(cfg, "version = 2").unwrap();
-        let daemon = Command::new(bin)
-            .arg("--config")
-            .arg(dir.join("config.toml"))
-            .arg("--root")
-            .arg(dir.join("root"))
-            .arg("--state")
-            .arg(dir.join("state"))
-            .arg("--address")
-            .arg(&sock)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("containerd.log")).unwrap())
-            .spawn()
-            .map_err(|e| format!("containerd: {e}"))?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !sock.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(Containerd {
-            dir: dir.to_owned(),
-            sock,
-            daemon,
-        })
-    }
-
-    fn ctr(&self) -> Command {
-        let mut c = Command::new(require("ctr"));
-        c.arg("--address").arg(&self.sock);
-        for v in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
-            c.env_remove(v);
-        }
-        c
-    }
-
-    /// `ctr images pull` (fetch and unpack, overlayfs) of `reference`.
-    fn pull(&self, reference: &str) -> Result<Duration, String> {
-        let t = Instant::now();
-        let out = self
-            .ctr()
-            .args([
-                "images",
-                "pull",
-                "--plain-http",
-                "--snapshotter",
-                "overlayfs",
-            ])
-            .arg("--user")
-            .arg(format!("{}:{}", USER.0, USER.1))
-            .arg(reference)
-            .output()
-            .unwrap();
-        if out.status.success() {
-            Ok(t.elapsed())
-        } else {
-            Err(format!(
-                "ctr images pull failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
+/// `ctr run` of the pulled `reference` running [`CTR_SCRIPT`], until it prints
+/// [`FIRST_LINE`].
+fn run_to_first_line(containerd: &Containerd, reference: &str) -> Result<Duration, String> {
+    let t = Instant::now();
+    let mut child = containerd
+        .ctr()
+        .args(["run", "--rm", "--snapshotter", "overlayfs"])
+        .arg(reference)
+        .args(["bench-run", "/bin/busybox", "sh", "-c", CTR_SCRIPT])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut took = None;
+    for line in stdout.lines() {
+        let Ok(line) = line else { break };
+        if line.contains(FIRST_LINE) {
+            took = Some(t.elapsed());
         }
     }
-
-    /// `ctr run` of the pulled `reference` running [`CTR_SCRIPT`], until it prints
-    /// [`FIRST_LINE`].
-    fn run_to_first_line(&self, reference: &str) -> Result<Duration, String> {
-        let t = Instant::now();
-        let mut child = self
-            .ctr()
-            .args(["run", "--rm", "--snapshotter", "overlayfs"])
-            .arg(reference)
-            .args(["bench-run", "/bin/busybox", "sh", "-c", CTR_SCRIPT])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut took = None;
-        for line in stdout.lines() {
-            let Ok(line) = line else { break };
-            if line.contains(FIRST_LINE) {
-                took = Some(t.elapsed());
-            }
-        }
-        let out = child.wait_with_output().unwrap();
-        took.ok_or_else(|| {
-            format!(
-                "ctr run printed no first line ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )
-        })
-    }
-
-    /// The daemon's peak RSS, MiB.
-    fn peak_rss(&self) -> u64 {
-        rss(&self.daemon.id().to_string()).1
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
-        let _ = Command::new("rm").arg("-rf").arg(&self.dir).status();
-    }
+    let out = child.wait_with_output().unwrap();
+    took.ok_or_else(|| {
+        format!(
+            "ctr run printed no first line ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })
 }
 
 /// containerd's rows for `repo:v1` through `link`: `ctr images pull` and, if
@@ -550,7 +390,7 @@ fn ctr_rows(
         Err(e) => return names.map(|n| failed(n, e.clone())).collect(),
     };
     link.reset_counts();
-    let pulled = containerd.pull(&reference);
+    let pulled = containerd.pull(&reference, USER, "overlayfs");
     let pull_bytes = link.downstream_bytes();
     let pull_rss = containerd.peak_rss();
     let mut rows = Vec::new();
@@ -564,7 +404,7 @@ fn ctr_rows(
         });
     }
     if let Some(name) = run_name {
-        let took = pulled.and_then(|p| containerd.run_to_first_line(&reference).map(|r| p + r));
+        let took = pulled.and_then(|p| run_to_first_line(&containerd, &reference).map(|r| p + r));
         rows.push(Row {
             name,
             took,
@@ -651,10 +491,7 @@ fn main() {
     let upstream: SocketAddr = reg.authority().parse().unwrap();
     let counting = Throttle::start(upstream, UNLIMITED);
     let link = Throttle::start(upstream, LINK_BYTES_PER_SEC);
-    let work = tempfile::tempdir_in(
-        std::env::var("BERTH_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into()),
-    )
-    .unwrap();
+    let work = bench::work_dir();
     let rt = tokio::runtime::Runtime::new().unwrap();
 
     let lazy_rows = ["lazy", "lazy-100", "full", "ctr-pull", "ctr-run"];

@@ -7,8 +7,10 @@
 //! - [`hostile`]: canary listeners and servers that misbehave on purpose;
 //! - [`Moto`]: moto in server mode, standing in for AWS KMS and Secrets Manager;
 //! - [`FakeKube`]: a stateful fake Kubernetes API server with a scripted kubelet;
-//! - [`fixtures`]: the registry and images the server and CLI tests share.
+//! - [`fixtures`]: the registry and images the server and CLI tests share;
+//! - [`bench`]: what the server's benches share (the API as the admin, containerd).
 
+pub mod bench;
 pub mod estargz;
 pub mod fixtures;
 pub mod hostile;

@@ -13,7 +13,9 @@ pub mod reader;
 pub mod source;
 pub mod toc;
 
+use std::future::Future;
 use std::io::Read;
+use std::ops::{Deref, Range};
 use std::time::Duration;
 
 use berth_types::Digest;
@@ -91,36 +93,15 @@ impl<S: RangeSource> Layer<S> {
     /// the chunks holding them are fetched and each verified before any byte is
     /// returned.
     pub async fn read(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>, EstargzError> {
-        let mut entry = self
+        let entry = self
             .index
             .get(path)
             .ok_or_else(|| EstargzError::NotFound(path.to_owned()))?;
-        if let Kind::Hardlink { target } = &entry.kind {
-            entry = self.index.get(target).expect("a link's target is indexed");
-        }
+        let (entry, range) = span(&self.index, entry, offset, len);
         if entry.kind != Kind::File {
             return Err(EstargzError::NotAFile(path.to_owned()));
         }
-        let end = offset.saturating_add(len).min(entry.size);
-        if offset >= end {
-            return Ok(Vec::new());
-        }
-        let needed = entry
-            .chunks
-            .iter()
-            .filter(|c| c.file_offset < end && c.file_offset + c.size > offset);
-        let chunks =
-            try_join_all(needed.map(|c| async move {
-                Ok::<_, EstargzError>((c, self.chunk(&entry.path, c).await?))
-            }))
-            .await?;
-        let mut out = Vec::with_capacity((end - offset) as usize);
-        for (c, bytes) in chunks {
-            let from = offset.max(c.file_offset) - c.file_offset;
-            let to = end.min(c.file_offset + c.size) - c.file_offset;
-            out.extend_from_slice(&bytes[from as usize..to as usize]);
-        }
-        Ok(out)
+        assemble(entry, range, |c| self.chunk(&entry.path, c)).await
     }
 
     /// Chunk `c` of the file at `path`, verified against its `chunkDigest`.
@@ -174,6 +155,58 @@ impl<S: RangeSource> Layer<S> {
         }
         Ok(bytes)
     }
+}
+
+/// What a read of `len` bytes of `entry` from `offset` reads: the file itself
+/// (a hard link's target), and the bytes asked for that it holds (empty past its
+/// end).
+pub(crate) fn span<'a>(
+    index: &'a Index,
+    entry: &'a Entry,
+    offset: u64,
+    len: u64,
+) -> (&'a Entry, Range<u64>) {
+    let entry = match &entry.kind {
+        Kind::Hardlink { target } => index.get(target).expect("a link's target is indexed"),
+        _ => entry,
+    };
+    let end = offset.saturating_add(len).min(entry.size);
+    (entry, offset..end.max(offset))
+}
+
+/// Bytes `range` of file `entry` (no link: see [`span`]) from the chunks that
+/// hold them, each got by `get` (all at once); whether `get` fetches, caches or
+/// shares a fetch is the caller's, as is checking each chunk before it returns.
+pub(crate) async fn assemble<'a, F, Fut, B>(
+    entry: &'a Entry,
+    range: Range<u64>,
+    get: F,
+) -> Result<Vec<u8>, EstargzError>
+where
+    F: Fn(&'a Chunk) -> Fut,
+    Fut: Future<Output = Result<B, EstargzError>>,
+    B: Deref,
+    B::Target: AsRef<[u8]>,
+{
+    if range.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Range { start, end } = range;
+    let needed = entry
+        .chunks
+        .iter()
+        .filter(|c| c.file_offset < end && c.file_offset + c.size > start);
+    let get = &get;
+    let chunks =
+        try_join_all(needed.map(|c| async move { Ok::<_, EstargzError>((c, get(c).await?)) }))
+            .await?;
+    let mut out = Vec::with_capacity((end - start) as usize);
+    for (c, bytes) in chunks {
+        let from = start.max(c.file_offset) - c.file_offset;
+        let to = end.min(c.file_offset + c.size) - c.file_offset;
+        out.extend_from_slice(&(*bytes).as_ref()[from as usize..to as usize]);
+    }
+    Ok(out)
 }
 
 /// Chunk `c` of the file at `path` from `member`, the blob's bytes from the

@@ -13,7 +13,7 @@ use std::time::Instant;
 use futures_util::future::try_join_all;
 use tokio::sync::OnceCell;
 
-use super::{verify_chunk, Chunk, Entry, EstargzError, Kind, Layer, RangeSource};
+use super::{assemble, span, verify_chunk, Chunk, Entry, EstargzError, Layer, RangeSource};
 
 /// The verified chunks a layer keeps (uncompressed bytes): the kernel's page
 /// cache keeps what was read, this keeps the chunks the kernel reads in pieces
@@ -121,38 +121,15 @@ impl Reader {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, EstargzError> {
-        let mut entry = entry;
-        if let Kind::Hardlink { target } = &entry.kind {
-            entry = self
-                .layer
-                .index()
-                .get(target)
-                .expect("a link's target is indexed");
-        }
-        let end = offset.saturating_add(len).min(entry.size);
-        if offset >= end {
+        let (entry, range) = span(self.layer.index(), entry, offset, len);
+        if range.is_empty() {
             return Ok(Vec::new());
         }
         let local = self.local.read().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(dir) = local {
-            return read_local(dir.join(&entry.path), offset, end - offset).await;
+            return read_local(dir.join(&entry.path), range.start, range.end - range.start).await;
         }
-        let needed = entry
-            .chunks
-            .iter()
-            .filter(|c| c.file_offset < end && c.file_offset + c.size > offset);
-        let chunks =
-            try_join_all(needed.map(|c| async move {
-                Ok::<_, EstargzError>((c, self.chunk(&entry.path, c).await?))
-            }))
-            .await?;
-        let mut out = Vec::with_capacity((end - offset) as usize);
-        for (c, bytes) in chunks {
-            let from = offset.max(c.file_offset) - c.file_offset;
-            let to = end.min(c.file_offset + c.size) - c.file_offset;
-            out.extend_from_slice(&bytes[from as usize..to as usize]);
-        }
-        Ok(out)
+        assemble(entry, range, |c| self.chunk(&entry.path, c)).await
     }
 
     /// Chunk `c` of `path`: from the cache, or fetched (once, however many
