@@ -290,6 +290,9 @@ pub async fn start(config: Config) -> Result<Running, SetupError> {
         checker.abort();
         // A clean stop leaves the cache synced: no verification at the next boot.
         let _ = worker.await;
+        // Lazy mounts and their background pulls end with this process (their
+        // containers are replaced at the next start).
+        deployer.retire_all_lazy().await;
         let synced = tokio::task::spawn_blocking(move || deployer.settle_disk()).await;
         if let Ok(Err(e)) = synced {
             tracing::error!(error = %e, "syncing the blob cache");

@@ -168,6 +168,75 @@ async fn until_local(c: &Client, path: &str) -> Value {
     }
 }
 
+/// FUSE mounts live in the server process: after a restart, a container that
+/// started lazily is not adopted (its reads would fail) but stopped, its dead
+/// mounts detached, and the service restarted with a new deployment.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_server_replaces_a_lazily_started_container() {
+    berth_testkit::require("runc");
+    let registry = Registry::start();
+    let url = registry.url();
+    lazy_image(
+        "trap 'exit 0' TERM; cat /app/hello.txt; echo; while true; do sleep 1; done",
+        &[
+            Entry::dir("app"),
+            Entry::file("app/hello.txt", b"hello again", 0o644),
+        ],
+        None,
+    )
+    .push(&registry.reg, "team/app:lazy");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config(dir.path(), Db::Sqlite, &url, None)).await;
+    let alice = alice_with(&server, &url, "lazy").await;
+    let first = start_deploy(&alice, "web", "api").await;
+    assert_eq!(wait_for_end(&alice, &first).await["status"], "DEPLOYED");
+    let logs = logs_containing_within(&alice, &format!("{first}/logs"), "hello again", 20).await;
+    assert!(logs.contains("lazy: 2 eStargz layers mounted"), "{logs}");
+
+    let token = alice.token.clone();
+    server.running.stop().await;
+    let server = Server::start(config(dir.path(), Db::Sqlite, &url, None)).await;
+    let alice = server.client(&token);
+    let logs = logs_containing_within(
+        &alice,
+        &format!("{first}/logs"),
+        "stopped; the container and its root filesystem were removed",
+        30,
+    )
+    .await;
+    assert!(
+        logs.contains("lazily mounted layers went with the server before it"),
+        "{logs}"
+    );
+    assert!(!logs.contains("taken up again"), "{logs}");
+    let t = Instant::now();
+    let second = loop {
+        let (_, list) = alice.get("/v1/projects/web/services/api/deployments").await;
+        let list = list.as_array().unwrap().clone();
+        if list.len() == 2 && list[0]["status"] == "DEPLOYED" {
+            break list[0]["id"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no restart: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let second = format!("/v1/projects/web/services/api/deployments/{second}");
+    logs_containing_within(&alice, &format!("{second}/logs"), "hello again", 20).await;
+    assert!(
+        !dir.path()
+            .join("deployments")
+            .join(first.rsplit('/').next().unwrap())
+            .join("lazy-layers")
+            .exists(),
+        "the dead mounts were detached and their directories removed"
+    );
+    alice.delete("/v1/projects/web/services/api").await;
+    assert_eq!(lazy_mounts(dir.path()), 0);
+    server.running.stop().await;
+}
+
 /// A chunk whose bytes do not match its `chunkDigest`: the container's read
 /// fails (EIO) and its neighbours read fine; the log says which chunk.
 #[tokio::test(flavor = "multi_thread")]

@@ -16,10 +16,18 @@ async fn no_secret_in_the_data_dir_or_the_logs() {
 
     berth_testkit::require("runc");
     let registry = Registry::start();
-    registry.push_busybox(
-        "run",
-        "trap 'exit 0' TERM; echo running; while true; do sleep 1; done",
-    );
+    // The runner starts lazily (eStargz): the session its mounts read through,
+    // and the background pull after it, hold the credentials too.
+    let layer = berth_testkit::estargz::encode(&berth_testkit::fixtures::estargz_busybox());
+    berth_testkit::estargz::image(
+        &[(&layer, layer.annotations())],
+        &[
+            "/bin/sh",
+            "-c",
+            "trap 'exit 0' TERM; echo running; while true; do sleep 1; done",
+        ],
+    )
+    .push(&registry.reg, "team/app:run");
     let url = registry.url();
     // Once with the defaults (key file, sealed in the database), once on AWS (KMS
     // data keys, Secrets Manager; moto on loopback, whose SDK traffic is logged too).
@@ -294,6 +302,7 @@ async fn scenario(cfg: berth_server::Config, url: &str) -> Vec<String> {
     );
     let d = wait_for_end(&alice, &path).await;
     assert_eq!(d["status"], "DEPLOYED", "{d}");
+    logs_containing_within(&alice, &format!("{path}/logs"), "background pull:", 30).await;
     // A secret set again and one removed, redeployed with.
     let (s, v) = alice
         .put(

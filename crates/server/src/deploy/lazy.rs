@@ -27,6 +27,9 @@ use super::{locked, log, Deployer, Worker};
 /// this process.
 pub(super) const MARKER: &str = "lazy";
 
+/// Where, in a deployment's directory, its layers are mounted (one directory each).
+const LAYERS: &str = "lazy-layers";
+
 /// The background pull leaves the container's start this long to itself...
 const HOLD: Duration = Duration::from_secs(1);
 /// ...then waits for its reads to pause this long...
@@ -146,7 +149,7 @@ pub(super) async fn start(
         },
         cache: &deployer.cache,
         pool: BlobPool::spawn(w.registry.clone(), s.target.clone(), s.creds.clone()),
-        under: dir.join("lazy-layers"),
+        under: dir.join(LAYERS),
         ids: deployer.images.ids(),
         progress: s.progress.clone(),
         failed: failed_reads(s.log.to_owned()),
@@ -326,17 +329,46 @@ impl Background {
 
 impl Deployer {
     /// Unmounts deployment `id`'s lazy layers (after its root filesystem went),
-    /// its background pull stopped.
+    /// its background pull stopped; mounts an earlier server process left (dead
+    /// since it ended) are detached too.
     pub(super) async fn retire_lazy(&self, id: &DeploymentId) {
         let running = locked(&self.lazies.running).remove(id);
         locked(&self.lazies.background).remove(id);
-        let _ = std::fs::remove_file(self.root.join(id.as_str()).join(MARKER));
-        if let Some(r) = running {
-            if let Some(h) = r.background {
-                h.abort();
+        let dir = self.root.join(id.as_str());
+        let stale = self.was_lazy(id).then(|| dir.join(LAYERS));
+        // Unmounting joins each mount's FUSE thread: off the async threads.
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(r) = running {
+                if let Some(h) = r.background {
+                    h.abort();
+                }
+                drop(r.image);
             }
-            // Unmounting joins each mount's FUSE thread: off the async threads.
-            let _ = tokio::task::spawn_blocking(move || drop(r.image)).await;
+            if let Some(layers) = stale {
+                for entry in std::fs::read_dir(&layers).into_iter().flatten().flatten() {
+                    let _ =
+                        rustix::mount::unmount(&entry.path(), rustix::mount::UnmountFlags::DETACH);
+                    let _ = std::fs::remove_dir(entry.path());
+                }
+                let _ = std::fs::remove_dir(&layers);
+            }
+        })
+        .await;
+        let _ = std::fs::remove_file(dir.join(MARKER));
+    }
+
+    /// Every lazy image of this process let go (the server stops).
+    pub async fn retire_all_lazy(&self) {
+        let ids: Vec<DeploymentId> = locked(&self.lazies.running).keys().cloned().collect();
+        for id in ids {
+            let running = locked(&self.lazies.running).remove(&id);
+            locked(&self.lazies.background).remove(&id);
+            if let Some(r) = running {
+                if let Some(h) = r.background {
+                    h.abort();
+                }
+                let _ = tokio::task::spawn_blocking(move || drop(r.image)).await;
+            }
         }
     }
 
