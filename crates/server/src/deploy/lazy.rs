@@ -347,7 +347,7 @@ impl Deployer {
             if let Some(layers) = stale {
                 for entry in std::fs::read_dir(&layers).into_iter().flatten().flatten() {
                     let _ =
-                        rustix::mount::unmount(&entry.path(), rustix::mount::UnmountFlags::DETACH);
+                        rustix::mount::unmount(entry.path(), rustix::mount::UnmountFlags::DETACH);
                     let _ = std::fs::remove_dir(entry.path());
                 }
                 let _ = std::fs::remove_dir(&layers);
