@@ -30,7 +30,8 @@ pub(super) const MARKER: &str = "lazy";
 /// Where, in a deployment's directory, its layers are mounted (one directory each).
 const LAYERS: &str = "lazy-layers";
 
-/// The background pull leaves the container's start this long to itself...
+/// The background pull leaves the container's first reads this long to
+/// themselves (from its start)...
 const HOLD: Duration = Duration::from_secs(1);
 /// ...then waits for its reads to pause this long...
 const QUIET: Duration = Duration::from_millis(500);
@@ -52,7 +53,24 @@ pub(super) struct Lazies {
 
 struct Running {
     image: Arc<LazyImage>,
-    background: Option<tokio::task::AbortHandle>,
+    background: BackgroundPull,
+}
+
+/// A lazy image's background pull: waiting for its container's start, then
+/// running.
+enum BackgroundPull {
+    Pending(Box<Background>),
+    /// For the moment it is being started.
+    Started,
+    Running(tokio::task::AbortHandle),
+}
+
+impl BackgroundPull {
+    fn stop(self) {
+        if let BackgroundPull::Running(h) = self {
+            h.abort();
+        }
+    }
 }
 
 impl Lazies {
@@ -115,8 +133,9 @@ pub(super) struct Start<'a> {
     pub log: &'a Path,
 }
 
-/// Mounts the image's layers lazily (kept until the deployment stops), starts
-/// their background pull, and answers the image as a pull would.
+/// Mounts the image's layers lazily (kept until the deployment stops), readies
+/// their background pull (begun once the container started), and answers the
+/// image as a pull would.
 pub(super) async fn start(
     w: &Worker,
     opened: &mut Opened<'_>,
@@ -198,16 +217,34 @@ pub(super) async fn start(
         progress: s.progress,
         image: Arc::downgrade(&image),
     };
-    locked(&deployer.lazies.background).insert(s.d.id.clone(), background.progress.clone());
-    let handle = tokio::spawn(background.run()).abort_handle();
     locked(&deployer.lazies.running).insert(
         s.d.id.clone(),
         Running {
             image,
-            background: Some(handle),
+            background: BackgroundPull::Pending(Box::new(background)),
         },
     );
     Ok(pulled)
+}
+
+impl Deployer {
+    /// Deployment `id`'s container started: the background pull of its lazy
+    /// image (if it has one) begins, after the start's reads (see [`HOLD`]).
+    pub(super) fn started_lazily(&self, id: &DeploymentId) {
+        let mut running = locked(&self.lazies.running);
+        let Some(r) = running.get_mut(id) else {
+            return;
+        };
+        if let BackgroundPull::Pending(_) = r.background {
+            let BackgroundPull::Pending(background) =
+                std::mem::replace(&mut r.background, BackgroundPull::Started)
+            else {
+                unreachable!("matched just above")
+            };
+            locked(&self.lazies.background).insert(id.clone(), background.progress.clone());
+            r.background = BackgroundPull::Running(tokio::spawn(background.run()).abort_handle());
+        }
+    }
 }
 
 /// Says in the deployment's log why a container's read failed (it got EIO),
@@ -339,9 +376,7 @@ impl Deployer {
         // Unmounting joins each mount's FUSE thread: off the async threads.
         let _ = tokio::task::spawn_blocking(move || {
             if let Some(r) = running {
-                if let Some(h) = r.background {
-                    h.abort();
-                }
+                r.background.stop();
                 drop(r.image);
             }
             if let Some(layers) = stale {
@@ -364,9 +399,7 @@ impl Deployer {
             let running = locked(&self.lazies.running).remove(&id);
             locked(&self.lazies.background).remove(&id);
             if let Some(r) = running {
-                if let Some(h) = r.background {
-                    h.abort();
-                }
+                r.background.stop();
                 let _ = tokio::task::spawn_blocking(move || drop(r.image)).await;
             }
         }

@@ -130,6 +130,7 @@ pub(super) async fn run(w: &Worker, d: &Deployment, log: &Path) -> Result<Digest
     // Secrets are opened only now, just before the start, not for the pull's length.
     let settings = super::settings::of(w, &service, secrets, log).await?;
     start(w, d, &service, &pulled, &bundle, settings).await?;
+    w.deployer.started_lazily(&d.id);
     log::append(
         log,
         &format!(
