@@ -88,6 +88,14 @@ impl LazyImage {
         self.readers.iter().filter_map(|r| r.last_fetch()).max()
     }
 
+    /// Lets every layer's registry session go: the image is being retired, and a
+    /// mount whose session thread lingers must not keep the credentials.
+    pub fn close(&self) {
+        for reader in &self.readers {
+            reader.close();
+        }
+    }
+
     /// Every layer reads from its unpacked directory from now on (`dirs`, the
     /// background pull's, lowest first); the registry sessions are let go.
     pub fn go_local(&self, dirs: &[PathBuf]) {
@@ -184,11 +192,18 @@ pub async fn start(
     let mut mounts = Vec::with_capacity(readers.len());
     for (i, (reader, l)) in readers.iter().zip(&plan.layers).enumerate() {
         let dir = plan.under.join(i.to_string());
-        let mounted =
-            Mounted::mount(reader.clone(), &dir, plan.ids).map_err(|source| LazyError::Layer {
-                layer: l.digest.clone(),
-                source,
-            })?;
+        let mounted = match Mounted::mount(reader.clone(), &dir, plan.ids) {
+            Ok(m) => m,
+            Err(source) => {
+                // Unmounting joins each session's thread: off the async threads.
+                let done = std::mem::take(&mut mounts);
+                tokio::task::spawn_blocking(move || drop(done));
+                return Err(LazyError::Layer {
+                    layer: l.digest.clone(),
+                    source,
+                });
+            }
+        };
         mounts.push(mounted);
         let at = progress.now_ms();
         progress.lazy(i + 1, |p| p.mounted_ms = at);

@@ -262,6 +262,71 @@ async fn a_layer_made_local_reads_from_its_directory_without_the_registry() {
     assert!(reader.is_local());
 }
 
+/// The TOC is the image author's claim, the unpacked tar another: made local,
+/// a chunk whose local bytes differ from its `chunkDigest` is still refused,
+/// and a path the tar made a symlink (`data` -> `/etc` here) is not followed
+/// out of the layer: no host file is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_made_local_still_checks_chunks_and_follows_no_symlink() {
+    let encoder = Encoder {
+        chunk_size: CHUNK,
+        prefetch: None,
+        tamper: None,
+    };
+    let (_reg, dir, m, reader, seen) = mounted(encoder).await;
+    let local = dir.path().join("local");
+    std::fs::create_dir_all(local.join("data")).unwrap();
+    let mut altered = big();
+    altered[3 * CHUNK] ^= 0xff;
+    std::fs::write(local.join("data/big.bin"), &altered).unwrap();
+    reader.go_local(local.clone());
+    let file = m.dir().join("data/big.bin");
+    let (good, bad) = blocking(move || {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(file).unwrap();
+        let mut buf = vec![0; CHUNK];
+        let good = f.read_exact_at(&mut buf, 0).map(|_| buf.clone());
+        let bad = f
+            .read_exact_at(&mut buf, 3 * CHUNK as u64)
+            .map(|_| buf.clone());
+        (good, bad)
+    })
+    .await;
+    assert_eq!(good.unwrap(), big()[..CHUNK], "an unaltered chunk reads");
+    let e = bad.expect_err("the altered local chunk is refused");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+
+    // `data` made a symlink to a directory outside the layer.
+    std::fs::remove_dir_all(local.join("data")).unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("big.bin"), big()).unwrap();
+    std::os::unix::fs::symlink(&outside, local.join("data")).unwrap();
+    let file = m.dir().join("data/big.bin");
+    let read = blocking(move || {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(file).unwrap();
+        let mut buf = vec![0; CHUNK];
+        f.read_exact_at(&mut buf, 5 * CHUNK as u64).map(|_| buf)
+    })
+    .await;
+    let e = read.expect_err("a symlinked path is not followed");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    let failed = seen.failed.lock().unwrap().clone();
+    assert!(
+        failed
+            .iter()
+            .any(|f| f.contains("chunk at 196608 of data/big.bin")),
+        "{failed:?}"
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|f| f.contains("data/big.bin") && f.contains("symbolic link")),
+        "{failed:?}"
+    );
+}
+
 /// An eStargz blob is gzip members back to back (one per chunk, the TOC's last):
 /// the full pull's unpacker reads every member, not only the first.
 #[test]

@@ -172,7 +172,8 @@ async fn until_local(c: &Client, path: &str) -> Value {
 
 /// FUSE mounts live in the server process: after a restart, a container that
 /// started lazily is not adopted (its reads would fail) but stopped, its dead
-/// mounts detached, and the service restarted with a new deployment.
+/// mounts detached, and replaced by a new deployment (whatever the restart
+/// policy: it did not exit).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_server_replaces_a_lazily_started_container() {
     berth_testkit::require("runc");
@@ -189,7 +190,17 @@ async fn a_restarted_server_replaces_a_lazily_started_container() {
     .push(&registry.reg, "team/app:lazy");
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(config(dir.path(), Db::Sqlite, &url, None)).await;
-    let alice = alice_with(&server, &url, "lazy").await;
+    let alice = server.admin().new_user("alice").await;
+    alice.post("/v1/projects", json!({"name": "web"})).await;
+    // `never`, and replaced even so: berth stopped it, it did not exit.
+    let (s, v) = alice
+        .post(
+            "/v1/projects/web/services",
+            json!({"name": "api", "image": "team/app:lazy", "restart_policy": "never",
+                   "registry": registry_body(&url, "ci", PASSWORD)}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
     let first = start_deploy(&alice, "web", "api").await;
     assert_eq!(wait_for_end(&alice, &first).await["status"], "DEPLOYED");
     let logs = logs_containing_within(&alice, &format!("{first}/logs"), "hello again", 20).await;
@@ -211,6 +222,8 @@ async fn a_restarted_server_replaces_a_lazily_started_container() {
         "{logs}"
     );
     assert!(!logs.contains("taken up again"), "{logs}");
+    let logs = logs_containing_within(&alice, &format!("{first}/logs"), "replaces it", 10).await;
+    assert!(!logs.contains("left stopped"), "{logs}");
     let t = Instant::now();
     let second = loop {
         let (_, list) = alice.get("/v1/projects/web/services/api/deployments").await;

@@ -230,7 +230,14 @@ pub fn verify_chunk(path: &str, c: &Chunk, member: &[u8]) -> Result<Vec<u8>, Est
         return Err(fail(format!("{} bytes, not {want}", bytes.len())));
     }
     let bytes = bytes.split_off(c.inner_offset as usize);
-    let actual = Digest::sha256_from_bytes(&Sha256::digest(&bytes).into());
+    check_chunk_digest(path, c, &bytes)?;
+    Ok(bytes)
+}
+
+/// Whether `bytes` (uncompressed) are chunk `c` of the file at `path`, by its
+/// `chunkDigest`.
+pub fn check_chunk_digest(path: &str, c: &Chunk, bytes: &[u8]) -> Result<(), EstargzError> {
+    let actual = Digest::sha256_from_bytes(&Sha256::digest(bytes).into());
     if actual != c.digest {
         return Err(EstargzError::ChunkDigest {
             path: path.to_owned(),
@@ -241,7 +248,7 @@ pub fn verify_chunk(path: &str, c: &Chunk, member: &[u8]) -> Result<Vec<u8>, Est
             }),
         });
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// The TOC JSON from its gzip member: the first tar entry, named

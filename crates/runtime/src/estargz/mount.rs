@@ -65,10 +65,18 @@ impl Drop for Mounted {
         let Some(session) = self.session.take() else {
             return;
         };
-        let device = std::fs::metadata(&self.dir).ok().map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            libc::minor(m.dev())
-        });
+        // The connection's number, if `dir` is still this FUSE mount (not the
+        // directory under it: that minor would name another connection).
+        // `f_type`'s width differs by architecture.
+        #[allow(clippy::unnecessary_cast)]
+        let fuse = rustix::fs::statfs(&self.dir).is_ok_and(|s| s.f_type as i64 == FUSE_SUPER_MAGIC);
+        let device = fuse
+            .then(|| std::fs::metadata(&self.dir).ok())
+            .flatten()
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                libc::minor(m.dev())
+            });
         let _ = rustix::mount::unmount(&self.dir, rustix::mount::UnmountFlags::DETACH);
         if let Some(minor) = device {
             // The session thread ends when its connection does: at once when
@@ -88,6 +96,9 @@ impl Drop for Mounted {
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
+
+/// `statfs`'s `f_type` of a FUSE filesystem (linux/magic.h).
+const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 
 /// How long a drop waits for the session thread of a mount it detached.
 const SESSION_END: std::time::Duration = std::time::Duration::from_secs(2);

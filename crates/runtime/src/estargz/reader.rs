@@ -1,8 +1,11 @@
 //! A lazily mounted layer's reads: each chunk fetched once (concurrent reads of
 //! one chunk share its fetch) and verified off the async threads, kept in a
 //! bounded cache, counted for the waterfall. Once the background pull has made
-//! the layer local, reads come from its unpacked directory and the registry
-//! session (with its credentials) is let go.
+//! the layer local, chunks come from its unpacked directory (opened beneath it,
+//! no symlink followed, and still checked against the TOC: the TOC is the
+//! image author's claim, and must not name through the unpacked tar's own
+//! symlinks a file outside the layer) and the registry session (with its
+//! credentials) is let go.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::FileExt;
@@ -13,7 +16,10 @@ use std::time::Instant;
 use futures_util::future::try_join_all;
 use tokio::sync::OnceCell;
 
-use super::{assemble, span, verify_chunk, Chunk, Entry, EstargzError, Layer, RangeSource};
+use super::{
+    assemble, check_chunk_digest, span, verify_chunk, Chunk, Entry, EstargzError, Layer,
+    RangeSource,
+};
 
 /// The verified chunks a layer keeps (uncompressed bytes): the kernel's page
 /// cache keeps what was read, this keeps the chunks the kernel reads in pieces
@@ -94,15 +100,17 @@ impl Reader {
         *self.last_fetch.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reads from now on come from `dir`, the layer unpacked from its verified
-    /// blob; the registry session is closed and the cached chunks dropped.
+    /// Chunks not cached come from now on from `dir`, the layer unpacked from
+    /// its verified blob, each checked as a fetched one is; the registry session
+    /// is closed.
     pub fn go_local(&self, dir: PathBuf) {
         *self.local.write().unwrap_or_else(|e| e.into_inner()) = Some(dir);
         self.layer.source().close();
-        let mut cache = self.chunks.lock().unwrap_or_else(|e| e.into_inner());
-        cache.cells.clear();
-        cache.order.clear();
-        cache.bytes = 0;
+    }
+
+    /// Lets the registry session go (the reader is being retired).
+    pub fn close(&self) {
+        self.layer.source().close();
     }
 
     pub fn is_local(&self) -> bool {
@@ -122,13 +130,6 @@ impl Reader {
         len: u64,
     ) -> Result<Vec<u8>, EstargzError> {
         let (entry, range) = span(self.layer.index(), entry, offset, len);
-        if range.is_empty() {
-            return Ok(Vec::new());
-        }
-        let local = self.local.read().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(dir) = local {
-            return read_local(dir.join(&entry.path), range.start, range.end - range.start).await;
-        }
         assemble(entry, range, |c| self.chunk(&entry.path, c)).await
     }
 
@@ -142,6 +143,13 @@ impl Reader {
             .cell(c);
         let bytes = cell
             .get_or_try_init(|| async {
+                let local = self.local.read().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some(dir) = local {
+                    let (path, chunk) = (path.to_owned(), c.clone());
+                    return checked(move || local_chunk(&dir, &path, &chunk))
+                        .await
+                        .map(Arc::new);
+                }
                 let len = c.blob_end - c.blob_offset;
                 let member = self.layer.fetch_range(c.blob_offset, len).await?;
                 *self.last_fetch.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
@@ -204,22 +212,47 @@ async fn checked<T: Send + 'static>(
         .map_err(|e| EstargzError::CheckPanicked(e.to_string()))?
 }
 
-async fn read_local(path: PathBuf, offset: u64, len: u64) -> Result<Vec<u8>, EstargzError> {
-    let shown = path.display().to_string();
-    tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::open(&path)?;
-        let mut buf = vec![0; len as usize];
-        let mut got = 0;
-        while got < buf.len() {
-            match file.read_at(&mut buf[got..], offset + got as u64)? {
-                0 => break,
-                n => got += n,
-            }
+/// Chunk `c` of the file at `path` in the unpacked layer `dir`, checked
+/// against its `chunkDigest`. The file is opened beneath `dir` with no symlink
+/// followed on the way (the unpacked tar may hold symlinks the TOC does not
+/// show), and must be a regular file.
+fn local_chunk(dir: &std::path::Path, path: &str, c: &Chunk) -> Result<Vec<u8>, EstargzError> {
+    use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+    let fail = |e: &dyn std::fmt::Display| EstargzError::Local(format!("{path}: {e}"));
+    let root = rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| fail(&e))?;
+    let fd = rustix::fs::openat2(
+        &root,
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| fail(&e))?;
+    let stat = rustix::fs::fstat(&fd).map_err(|e| fail(&e))?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(fail(&"not a regular file in the unpacked layer"));
+    }
+    let file = std::fs::File::from(fd);
+    let mut buf = vec![0; c.size as usize];
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], c.file_offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => return Err(fail(&e)),
         }
-        buf.truncate(got);
-        Ok(buf)
-    })
-    .await
-    .map_err(|e| EstargzError::CheckPanicked(e.to_string()))?
-    .map_err(|e: std::io::Error| EstargzError::Local(format!("{shown}: {e}")))
+    }
+    if got != buf.len() {
+        return Err(fail(&format!(
+            "{got} bytes at {}, not {}",
+            c.file_offset, c.size
+        )));
+    }
+    check_chunk_digest(path, c, &buf)?;
+    Ok(buf)
 }

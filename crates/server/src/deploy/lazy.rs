@@ -35,7 +35,7 @@ const LAYERS: &str = "lazy-layers";
 const HOLD: Duration = Duration::from_secs(1);
 /// ...then waits for its reads to pause this long...
 const QUIET: Duration = Duration::from_millis(500);
-/// ...but never longer than this after the mount.
+/// ...but never longer than this after the start.
 const HOLD_MAX: Duration = Duration::from_secs(10);
 
 /// Failed reads said in a deployment's log; a container that keeps reading a
@@ -53,6 +53,7 @@ pub(super) struct Lazies {
 
 struct Running {
     image: Arc<LazyImage>,
+    project: ProjectId,
     background: BackgroundPull,
 }
 
@@ -60,7 +61,7 @@ struct Running {
 /// running.
 enum BackgroundPull {
     Pending(Box<Background>),
-    /// For the moment it is being started.
+    /// Being started, or stopped for good (its project's access changed).
     Started,
     Running(tokio::task::AbortHandle),
 }
@@ -207,7 +208,7 @@ pub(super) async fn start(
         registry: w.registry.clone(),
         id: s.d.id.clone(),
         project: s.project.clone(),
-        target: s.target.clone(),
+        target: pinned(s.target, &opened.resolved.digest),
         creds: s.creds,
         platform: platform.clone(),
         terms: pull::Terms {
@@ -221,6 +222,7 @@ pub(super) async fn start(
         s.d.id.clone(),
         Running {
             image,
+            project: s.project.clone(),
             background: BackgroundPull::Pending(Box::new(background)),
         },
     );
@@ -244,6 +246,24 @@ impl Deployer {
             locked(&self.lazies.background).insert(id.clone(), background.progress.clone());
             r.background = BackgroundPull::Running(tokio::spawn(background.run()).abort_handle());
         }
+    }
+}
+
+/// `target` at digest `d`: the background pull fetches what the deploy resolved
+/// and records it under the deployment's own digest (which the garbage
+/// collector keeps), wherever the tag points by then.
+fn pinned(target: &Target, d: &berth_types::Digest) -> Target {
+    let domain = target
+        .image
+        .domain()
+        .map(|x| format!("{x}/"))
+        .unwrap_or_default();
+    match format!("{domain}{}@{d}", target.image.path()).parse() {
+        Ok(image) => Target {
+            image,
+            ..target.clone()
+        },
+        Err(_) => target.clone(),
     }
 }
 
@@ -284,21 +304,21 @@ impl Background {
         let t = Instant::now();
         match self.pull().await {
             Ok(pulled) => {
+                crate::metrics::metrics().pulled(pulled.fetched_bytes());
                 if let Some(image) = self.image.upgrade() {
                     image.go_local(&pulled.layers);
                     // The last hold on the mounts may be this one: their drop blocks.
                     tokio::task::spawn_blocking(move || drop(image));
+                    lazy::mark_local(&self.progress);
+                    log::append(
+                        &log,
+                        &format!(
+                            "background pull: {} bytes in {} ms, verified and unpacked; the layers now read from the local image",
+                            pulled.fetched_bytes(),
+                            t.elapsed().as_millis()
+                        ),
+                    );
                 }
-                lazy::mark_local(&self.progress);
-                crate::metrics::metrics().pulled(pulled.fetched_bytes());
-                log::append(
-                    &log,
-                    &format!(
-                        "background pull: {} bytes in {} ms, verified and unpacked; the layers now read from the local image",
-                        pulled.fetched_bytes(),
-                        t.elapsed().as_millis()
-                    ),
-                );
             }
             Err(e) => log::append(
                 &log,
@@ -377,6 +397,7 @@ impl Deployer {
         let _ = tokio::task::spawn_blocking(move || {
             if let Some(r) = running {
                 r.background.stop();
+                r.image.close();
                 drop(r.image);
             }
             if let Some(layers) = stale {
@@ -392,6 +413,20 @@ impl Deployer {
         let _ = std::fs::remove_file(dir.join(MARKER));
     }
 
+    /// Project `project`'s registry access changed (its credentials replaced or
+    /// removed): its proofs of access go, and so do the background pulls its
+    /// lazy images run with the credentials of before (their mounts keep
+    /// reading through the sessions they opened, until their deployment stops).
+    pub fn forget_project(&self, project: &ProjectId) {
+        self.proofs.forget_project(project.as_str());
+        let mut running = locked(&self.lazies.running);
+        for (id, r) in running.iter_mut().filter(|(_, r)| &r.project == project) {
+            let background = std::mem::replace(&mut r.background, BackgroundPull::Started);
+            background.stop();
+            locked(&self.lazies.background).remove(id);
+        }
+    }
+
     /// Every lazy image of this process let go (the server stops).
     pub async fn retire_all_lazy(&self) {
         let ids: Vec<DeploymentId> = locked(&self.lazies.running).keys().cloned().collect();
@@ -400,6 +435,7 @@ impl Deployer {
             locked(&self.lazies.background).remove(&id);
             if let Some(r) = running {
                 r.background.stop();
+                r.image.close();
                 let _ = tokio::task::spawn_blocking(move || drop(r.image)).await;
             }
         }

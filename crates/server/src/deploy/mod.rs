@@ -355,6 +355,7 @@ async fn restart(
     store: &dyn Store,
     service: &berth_store::Service,
     live: &LiveDeployment,
+    reason: &str,
 ) -> Result<DeploymentId, StoreError> {
     let project = store.project_name(&service.project_id).await?;
     let d = store
@@ -367,7 +368,7 @@ async fn restart(
                 project,
                 service: Some(service.name.clone()),
                 metadata: serde_json::json!({
-                    "reason": "restart: the container stopped while the server was down",
+                    "reason": reason,
                     "replaces": live.id.as_str(),
                 }),
             },

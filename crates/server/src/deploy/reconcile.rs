@@ -225,7 +225,7 @@ impl Deployer {
                         "the server restarted; the container's lazily mounted layers went with the server before it, so it is stopped",
                     );
                     self.stop(&id).await;
-                    self.report(store, &live[&id], Gone::StoppedWhileDown).await;
+                    self.replace_lazy(store, &live[&id]).await;
                 }
                 Action::Adopt { id, otherwise } => {
                     let cid = container_id(&id);
@@ -293,7 +293,14 @@ impl Deployer {
                 &log,
                 &format!("{how}; restart policy {policy}: left stopped"),
             ),
-            (true, Gone::StoppedWhileDown) => match restart(store.as_ref(), &service, live).await {
+            (true, Gone::StoppedWhileDown) => match restart(
+                store.as_ref(),
+                &service,
+                live,
+                "restart: the container stopped while the server was down",
+            )
+            .await
+            {
                 Ok(new) => log::append(
                     &log,
                     &format!("{how}; restart {n} (restart policy {policy}): deployment {new} restarts the service"),
@@ -325,6 +332,31 @@ impl Deployer {
                     me.restart_in_place(store.as_ref(), &service, &id, n).await;
                     locked(&me.restarting).remove(&id);
                 });
+            }
+        }
+    }
+
+    /// Queues the deployment that replaces a lazily started one whose mounts
+    /// died with the server before this one, whatever the restart policy: its
+    /// container did not exit, berth stopped it. No exit is recorded.
+    async fn replace_lazy(&self, store: &Arc<dyn Store>, live: &LiveDeployment) {
+        let log = self.log_path(&live.id);
+        locked(&self.not_running).insert(live.id.clone());
+        let service = match store.service_by_id(&live.service_id).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return,
+            Err(e) => {
+                locked(&self.not_running).remove(&live.id);
+                tracing::error!(deployment = %live.id, error = %e, "reading a service");
+                return;
+            }
+        };
+        let reason = "replace: the server restarted under a lazily started container";
+        match restart(store.as_ref(), &service, live, reason).await {
+            Ok(new) => log::append(&log, &format!("deployment {new} replaces it")),
+            Err(e) => {
+                log::append(&log, "replacing it failed; deploy the service again");
+                tracing::error!(deployment = %live.id, error = %e, "replacing a lazy deployment");
             }
         }
     }

@@ -538,7 +538,7 @@ pub async fn put_registry(
         return Err(ApiError::terminated_or(e));
     }
     // New credentials prove access anew.
-    state.deployer.proofs.forget_project(m.project.id.as_str());
+    state.deployer.forget_project(&m.project.id);
     // The database now points at the new secret: the old one goes.
     if let Some(old) = stored {
         if let Err(e) = state.secrets.destroy(&old.secret).await {
@@ -658,7 +658,7 @@ pub async fn remove_registry(
             ),
         )
         .await?;
-    state.deployer.proofs.forget_project(m.project.id.as_str());
+    state.deployer.forget_project(&m.project.id);
     Ok(Json(view(
         &state,
         &m.project.name,
@@ -702,7 +702,7 @@ pub async fn terminate(
             .await?;
         // Its deploys in flight here stop now (other replicas see it within 0.5 s).
         state.deployer.cancel_deploys_of(&service.id);
-        state.deployer.proofs.forget_project(m.project.id.as_str());
+        state.deployer.forget_project(&m.project.id);
         // Its volume's data goes with it.
         state.deployer.remove_volume(&service.id).await;
         // Only now is its image no longer live.
