@@ -266,16 +266,8 @@ impl Deployer {
     /// that stopped while no server watched comes back as a new deployment.
     async fn report(self: &Arc<Self>, store: &Arc<dyn Store>, live: &LiveDeployment, gone: Gone) {
         let log = self.log_path(&live.id);
-        locked(&self.not_running).insert(live.id.clone());
-        let service = match store.service_by_id(&live.service_id).await {
-            Ok(Some(s)) => s,
-            Ok(None) => return,
-            Err(e) => {
-                // Said again at the next reconcile.
-                locked(&self.not_running).remove(&live.id);
-                tracing::error!(deployment = %live.id, error = %e, "reading a service");
-                return;
-            }
+        let Some(service) = self.said_not_running(store, live).await else {
+            return;
         };
         let exit = gone.exit();
         let policy = service.restart_policy;
@@ -336,20 +328,32 @@ impl Deployer {
         }
     }
 
+    /// Marks `live` as said not to run (not reported again), and reads its
+    /// service; `None` when it is gone, or unread (then said again at the next
+    /// reconcile).
+    async fn said_not_running(
+        &self,
+        store: &Arc<dyn Store>,
+        live: &LiveDeployment,
+    ) -> Option<Service> {
+        locked(&self.not_running).insert(live.id.clone());
+        match store.service_by_id(&live.service_id).await {
+            Ok(service) => service,
+            Err(e) => {
+                locked(&self.not_running).remove(&live.id);
+                tracing::error!(deployment = %live.id, error = %e, "reading a service");
+                None
+            }
+        }
+    }
+
     /// Queues the deployment that replaces a lazily started one whose mounts
     /// died with the server before this one, whatever the restart policy: its
     /// container did not exit, berth stopped it. No exit is recorded.
     async fn replace_lazy(&self, store: &Arc<dyn Store>, live: &LiveDeployment) {
         let log = self.log_path(&live.id);
-        locked(&self.not_running).insert(live.id.clone());
-        let service = match store.service_by_id(&live.service_id).await {
-            Ok(Some(s)) => s,
-            Ok(None) => return,
-            Err(e) => {
-                locked(&self.not_running).remove(&live.id);
-                tracing::error!(deployment = %live.id, error = %e, "reading a service");
-                return;
-            }
+        let Some(service) = self.said_not_running(store, live).await else {
+            return;
         };
         let reason = "replace: the server restarted under a lazily started container";
         match restart(store.as_ref(), &service, live, reason).await {
