@@ -403,8 +403,6 @@ async fn replicas_serve_each_others_logs_and_stops() {
 /// unpacked image are A's, and B's registry cannot serve them, so B gets nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_cannot_run_another_tenants_cached_image() {
-    use axum::routing::{any, get};
-    use std::sync::{Arc, Mutex};
     berth_testkit::require("runc");
     let registry = Registry::start();
     let url = registry.url();
@@ -415,8 +413,6 @@ async fn a_tenant_cannot_run_another_tenants_cached_image() {
 
     // B's registry: anonymous, A's manifest under B's name, no blob at all, yet
     // a HEAD of any blob the manifest names answers 200 with its right length.
-    let blob_requests: Arc<Mutex<Vec<String>>> = Arc::default();
-    let seen = blob_requests.clone();
     let digest = img.digest.clone();
     let (_, config_digest, layers) = img.parts();
     let sizes: std::collections::HashMap<String, usize> = layers
@@ -424,44 +420,16 @@ async fn a_tenant_cannot_run_another_tenants_cached_image() {
         .chain([&config_digest])
         .map(|d| (d.clone(), img.blob(d).len()))
         .collect();
-    let thief = berth_testkit::hostile::FakeServer::start(move |_| {
-        axum::Router::new()
-            .route("/v2/", get(|| async { "{}" }))
-            .route(
-                "/v2/team/app/manifests/{reference}",
-                any(move || {
-                    let answer = manifest_answer(manifest.clone(), digest.clone());
-                    async move { answer }
-                }),
-            )
-            .route(
-                "/v2/team/app/blobs/{digest}",
-                any(
-                    move |m: axum::http::Method,
-                          axum::extract::Path(d): axum::extract::Path<String>| {
-                        seen.lock().unwrap().push(m.to_string());
-                        let size = sizes.get(&d).copied();
-                        async move {
-                            match size {
-                                Some(n) if m == axum::http::Method::HEAD => {
-                                    axum::http::Response::builder()
-                                        .header("content-length", n)
-                                        .header("docker-content-digest", d)
-                                        .body(axum::body::Body::empty())
-                                        .unwrap()
-                                }
-                                _ => axum::http::Response::builder()
-                                    .status(axum::http::StatusCode::NOT_FOUND)
-                                    .body(axum::body::Body::empty())
-                                    .unwrap(),
-                            }
-                        }
-                    },
-                ),
-            )
+    let thief = thief_registry(manifest, digest, move |m, d| match sizes.get(d) {
+        Some(n) if m == axum::http::Method::HEAD => axum::http::Response::builder()
+            .header("content-length", *n)
+            .header("docker-content-digest", d)
+            .body(axum::body::Body::empty())
+            .unwrap(),
+        _ => empty_answer(axum::http::StatusCode::NOT_FOUND),
     });
     let dir = tempfile::tempdir().unwrap();
-    let insecure = format!("{url},{}", thief.authority());
+    let insecure = format!("{url},{}", thief.server.authority());
     let server = Server::start(config(dir.path(), Db::Sqlite, &insecure, None)).await;
 
     // A deploys its private image: the blobs are in the cache, unpacked.
@@ -471,20 +439,8 @@ async fn a_tenant_cannot_run_another_tenants_cached_image() {
     logs_containing(&alice, &format!("{a_path}/logs"), &secret).await;
 
     // B points a service at its own registry and deploys.
-    let bob = server.admin().new_user("bob").await;
-    bob.post("/v1/projects", json!({"name": "thief"})).await;
-    let image = format!("{}/team/app:web", thief.authority());
-    let (s, v) = bob
-        .post(
-            "/v1/projects/thief/services",
-            json!({"name": "steal", "image": image}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let b_path = start_deploy(&bob, "thief", "steal").await;
-    let d = wait_for_end(&bob, &b_path).await;
-    let (_, logs) = bob.get(&format!("{b_path}/logs")).await;
-    let logs = logs.as_str().unwrap_or_default().to_owned();
+    let image = format!("{}/team/app:web", thief.server.authority());
+    let (_bob, d, logs) = bob_deploys(&server, &image).await;
     assert_eq!(d["status"], "FAILED", "{d}\n{logs}");
     assert_eq!(d["failure_code"], "manifest_not_found", "{d}");
     assert!(
@@ -493,9 +449,14 @@ async fn a_tenant_cannot_run_another_tenants_cached_image() {
     );
     assert!(!logs.contains(&secret), "A's output reached B:\n{logs}");
     assert!(
-        blob_requests.lock().unwrap().iter().any(|m| m == "GET"),
+        thief
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.starts_with("GET ")),
         "a HEAD from a registry the bytes never came from is not taken as proof: {:?}",
-        blob_requests.lock().unwrap()
+        thief.requests.lock().unwrap()
     );
     // A still runs; terminate it.
     alice.delete("/v1/projects/web/services/api").await;

@@ -10,7 +10,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use berth_testkit::estargz::{self, Encoder, Entry};
-use berth_testkit::hostile::manifest_answer;
 use berth_testkit::TestImage;
 use common::*;
 use reqwest::StatusCode;
@@ -54,11 +53,6 @@ async fn alice_with(server: &Server, url: &str, tag: &str) -> Client {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     alice
-}
-
-async fn logs_of(c: &Client, path: &str) -> String {
-    let (_, v) = c.get(&format!("{path}/logs")).await;
-    v.as_str().unwrap_or_default().to_owned()
 }
 
 /// The FUSE mounts under `dir` (from this process's mount table).
@@ -335,8 +329,6 @@ async fn without_fuse_an_estargz_image_is_pulled_in_full() {
 /// the full pull after it finds no proof for A's cached blobs.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_gets_no_byte_of_another_tenants_lazy_layers() {
-    use axum::routing::{any, get};
-    use std::sync::{Arc, Mutex};
     berth_testkit::require("runc");
     let registry = Registry::start();
     let url = registry.url();
@@ -362,48 +354,15 @@ async fn a_tenant_gets_no_byte_of_another_tenants_lazy_layers() {
         format!("sha256:{}", hex::encode(sha2::Sha256::digest(&manifest)))
     };
     let config_bytes = img.blob(&config_digest);
-    let requests: Arc<Mutex<Vec<String>>> = Arc::default();
-    let seen = requests.clone();
-    let thief = berth_testkit::hostile::FakeServer::start(move |_| {
-        axum::Router::new()
-            .route("/v2/", get(|| async { "{}" }))
-            .route(
-                "/v2/team/app/manifests/{reference}",
-                any(move || {
-                    let answer = manifest_answer(manifest.clone(), digest.clone());
-                    async move { answer }
-                }),
-            )
-            .route(
-                "/v2/team/app/blobs/{digest}",
-                any(
-                    move |m: axum::http::Method,
-                          headers: axum::http::HeaderMap,
-                          axum::extract::Path(d): axum::extract::Path<String>| {
-                        let range = headers
-                            .get("range")
-                            .map(|r| format!(" {}", r.to_str().unwrap_or_default()))
-                            .unwrap_or_default();
-                        seen.lock().unwrap().push(format!("{m} {d}{range}"));
-                        let body = (d == config_digest).then(|| config_bytes.clone());
-                        async move {
-                            match body {
-                                Some(b) => axum::http::Response::builder()
-                                    .header("content-length", b.len())
-                                    .body(axum::body::Body::from(b))
-                                    .unwrap(),
-                                None => axum::http::Response::builder()
-                                    .status(axum::http::StatusCode::NOT_FOUND)
-                                    .body(axum::body::Body::empty())
-                                    .unwrap(),
-                            }
-                        }
-                    },
-                ),
-            )
+    let thief = thief_registry(manifest, digest, move |_, d| match d == config_digest {
+        true => axum::http::Response::builder()
+            .header("content-length", config_bytes.len())
+            .body(axum::body::Body::from(config_bytes.clone()))
+            .unwrap(),
+        false => empty_answer(axum::http::StatusCode::NOT_FOUND),
     });
     let dir = tempfile::tempdir().unwrap();
-    let insecure = format!("{url},{}", thief.authority());
+    let insecure = format!("{url},{}", thief.server.authority());
     let server = Server::start(config(dir.path(), Db::Sqlite, &insecure, None)).await;
 
     // A deploys lazily: A's chunks are fetched and cached in A's mounts.
@@ -416,24 +375,13 @@ async fn a_tenant_gets_no_byte_of_another_tenants_lazy_layers() {
         "{a_logs}"
     );
 
-    let bob = server.admin().new_user("bob").await;
-    bob.post("/v1/projects", json!({"name": "thief"})).await;
-    let image = format!("{}/team/app:lazy", thief.authority());
-    let (s, v) = bob
-        .post(
-            "/v1/projects/thief/services",
-            json!({"name": "steal", "image": image}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let b_path = start_deploy(&bob, "thief", "steal").await;
-    let d = wait_for_end(&bob, &b_path).await;
-    let logs = logs_of(&bob, &b_path).await;
+    let image = format!("{}/team/app:lazy", thief.server.authority());
+    let (_bob, d, logs) = bob_deploys(&server, &image).await;
     assert_eq!(d["status"], "FAILED", "{d}\n{logs}");
     assert!(logs.contains("lazy start failed"), "{logs}");
     assert!(logs.contains("HTTP 404 for blob"), "{logs}");
     assert!(!logs.contains(&secret), "A's data reached B:\n{logs}");
-    let asked = requests.lock().unwrap().clone();
+    let asked = thief.requests.lock().unwrap().clone();
     assert!(
         asked.iter().any(|r| r.contains("bytes=")),
         "B's lazy start asked B's registry for the layer's bytes: {asked:?}"

@@ -334,3 +334,78 @@ pub async fn logs_containing_within(c: &Client, path: &str, needle: &str, second
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// A registry of tenant B's own (anonymous, on loopback) that answers
+/// `manifest`, as `digest`, for any reference of `team/app`, and each blob
+/// request with `blob(method, digest)`; every blob request is kept as
+/// `METHOD digest[ bytes=RANGE]` (the tests that name another tenant's content).
+pub struct Thief {
+    pub server: berth_testkit::hostile::FakeServer,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+pub fn thief_registry(
+    manifest: Vec<u8>,
+    digest: String,
+    blob: impl Fn(&axum::http::Method, &str) -> axum::response::Response + Clone + Send + Sync + 'static,
+) -> Thief {
+    use axum::routing::{any, get};
+    let requests: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let seen = requests.clone();
+    let server = berth_testkit::hostile::FakeServer::start(move |_| {
+        axum::Router::new()
+            .route("/v2/", get(|| async { "{}" }))
+            .route(
+                "/v2/team/app/manifests/{reference}",
+                any(move || {
+                    let answer =
+                        berth_testkit::hostile::manifest_answer(manifest.clone(), digest.clone());
+                    async move { answer }
+                }),
+            )
+            .route(
+                "/v2/team/app/blobs/{digest}",
+                any(
+                    move |m: axum::http::Method,
+                          headers: axum::http::HeaderMap,
+                          axum::extract::Path(d): axum::extract::Path<String>| {
+                        let range = headers
+                            .get("range")
+                            .map(|r| format!(" {}", r.to_str().unwrap_or_default()))
+                            .unwrap_or_default();
+                        seen.lock().unwrap().push(format!("{m} {d}{range}"));
+                        let answer = blob(&m, &d);
+                        async move { answer }
+                    },
+                ),
+            )
+    });
+    Thief { server, requests }
+}
+
+/// A registry answer with no body: `status`.
+pub fn empty_answer(status: axum::http::StatusCode) -> axum::response::Response {
+    axum::http::Response::builder()
+        .status(status)
+        .body(axum::body::Body::empty())
+        .unwrap()
+}
+
+/// Bob, a new user, deploys service `steal` of project `thief` from `image`;
+/// the deployment as it ended, and its logs.
+pub async fn bob_deploys(server: &Server, image: &str) -> (Client, Value, String) {
+    let bob = server.admin().new_user("bob").await;
+    bob.post("/v1/projects", json!({"name": "thief"})).await;
+    let (s, v) = bob
+        .post(
+            "/v1/projects/thief/services",
+            json!({"name": "steal", "image": image}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let path = start_deploy(&bob, "thief", "steal").await;
+    let d = wait_for_end(&bob, &path).await;
+    let (_, logs) = bob.get(&format!("{path}/logs")).await;
+    let logs = logs.as_str().unwrap_or_default().to_owned();
+    (bob, d, logs)
+}
