@@ -27,6 +27,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod support;
+
+use support::server_config;
+
 use berth_testkit::bench::{self, rss, Api, Containerd};
 use berth_testkit::{require, LocalRegistry};
 use serde_json::json;
@@ -235,33 +239,6 @@ fn build_layout(layout: &Path, spec: &Spec) -> u64 {
     total
 }
 
-/// A server on loopback with its data under `dir`, allowed to reach `reg` only.
-fn server_config(
-    reg: &LocalRegistry,
-    dir: &Path,
-    deploys: berth_server::DeployLimits,
-) -> berth_server::Config {
-    berth_server::Config {
-        data_dir: dir.to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: format!("sqlite://{}?mode=rwc", dir.join("berth.db").display()),
-        master_key: None,
-        registry: berth_registry::NetworkPolicy::from_lists("127.0.0.1/32", &reg.authority())
-            .unwrap(),
-        vault: Default::default(),
-        advertise_url: None,
-        sandbox: Default::default(),
-        deploys,
-        checks: Default::default(),
-        runtime: Default::default(),
-        traffic: berth_server::TrafficConfig {
-            ingress_listen: Some("127.0.0.1:0".parse().unwrap()),
-            ..Default::default()
-        },
-        region: None,
-    }
-}
-
 /// `user:password` of the registry's admin, as the API and `ctr` take them.
 fn admin(reg: &LocalRegistry) -> (&str, &str) {
     (&reg.admin.0, &reg.admin.1)
@@ -305,7 +282,7 @@ async fn berth_deploy(reg: &LocalRegistry, dir: &Path, repo: &str) -> BerthRun {
     // DEPLOYED as soon as the container runs: the start window (500 ms by
     // default, `--start-window-ms`) is a wait the operator chooses, not work.
     let config = server_config(
-        reg,
+        &reg.authority(),
         dir,
         berth_server::DeployLimits {
             start_window: Duration::ZERO,
@@ -520,7 +497,7 @@ impl Redeploy {
 /// draining) the one before.
 async fn port_redeploys(reg: &LocalRegistry, dir: &Path) -> Vec<Redeploy> {
     berth_testkit::fixtures::busybox(WEB_SCRIPT).push(reg, "bench/web:v1");
-    let running = berth_server::start(server_config(reg, dir, Default::default()))
+    let running = berth_server::start(server_config(&reg.authority(), dir, Default::default()))
         .await
         .unwrap();
     let api = Api::admin(running.addr, dir);

@@ -33,6 +33,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use berth_testkit::bench::{self, rss, Api, Containerd};
 use berth_testkit::estargz::{self, Encoder, Entry};
 use berth_testkit::throttle::{Throttle, UNLIMITED};
@@ -168,33 +170,16 @@ enum Pull {
 }
 
 /// A server on loopback with its data under `dir`, allowed to reach `registry`
-/// only (as deploy.rs's, with the pull mode and no start window).
+/// only, with the pull mode and no start window.
 fn server_config(registry: SocketAddr, dir: &Path, pull: Pull) -> berth_server::Config {
-    berth_server::Config {
-        data_dir: dir.to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: format!("sqlite://{}?mode=rwc", dir.join("berth.db").display()),
-        master_key: None,
-        registry: berth_registry::NetworkPolicy::from_lists("127.0.0.1/32", &registry.to_string())
-            .unwrap(),
-        vault: Default::default(),
-        advertise_url: None,
-        sandbox: Default::default(),
-        // DEPLOYED as soon as the container runs: the start window is a wait the
-        // operator chooses, not work.
-        deploys: berth_server::DeployLimits {
-            start_window: Duration::ZERO,
-            lazy_pull: matches!(pull, Pull::Lazy),
-            ..Default::default()
-        },
-        checks: Default::default(),
-        runtime: Default::default(),
-        traffic: berth_server::TrafficConfig {
-            ingress_listen: Some("127.0.0.1:0".parse().unwrap()),
-            ..Default::default()
-        },
-        region: None,
-    }
+    // DEPLOYED as soon as the container runs: the start window is a wait the
+    // operator chooses, not work.
+    let deploys = berth_server::DeployLimits {
+        start_window: Duration::ZERO,
+        lazy_pull: matches!(pull, Pull::Lazy),
+        ..Default::default()
+    };
+    support::server_config(&registry.to_string(), dir, deploys)
 }
 
 /// One berth deployment of `repo:v1` from a fresh data dir under `dir`, the
